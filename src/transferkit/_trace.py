@@ -1,0 +1,152 @@
+"""Dry-run forward passes that record every module's input and output shapes.
+
+One mechanism serves both surgery validation (which layer stops fitting) and inspection
+(the module tree with output shapes).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "CONV_TYPES",
+    "NORM_TYPES",
+    "LayerRecord",
+    "TraceFailure",
+    "describe_expectation",
+    "input_size_of",
+    "trace",
+]
+
+_DEFAULT_INPUT_SIZE = (3, 224, 224)
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+# Layers with running statistics: the ones whose train/eval mode changes what they compute.
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@dataclass
+class LayerRecord:
+    """What one module saw during a dry run."""
+
+    name: str  # dotted path, "" for the model itself
+    type: str
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+
+@dataclass
+class TraceFailure:
+    """Where a dry run stopped: the deepest module that was running, and what it was given."""
+
+    layer: str
+    module: nn.Module
+    input_shapes: list[tuple[int, ...]]
+    error: Exception
+    last_finished: LayerRecord | None
+
+
+def input_size_of(model: nn.Module) -> tuple[int, int, int]:
+    """The (C, H, W) input the model expects: timm's config, else 224 px at the first conv's channels."""
+    channels = _first_conv_channels(model)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        size = tuple(cfg["input_size"])
+        return (channels or size[0], *size[1:])
+    size = getattr(model, "transferkit_input_size", None)
+    if size is not None:
+        return (channels or size[0], *tuple(size)[1:])
+    return (channels or _DEFAULT_INPUT_SIZE[0], *_DEFAULT_INPUT_SIZE[1:])
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return None
+
+
+def _shapes(values) -> list[tuple[int, ...]]:
+    if isinstance(values, torch.Tensor):
+        return [tuple(values.shape)]
+    if isinstance(values, (tuple, list)):
+        return [s for v in values for s in _shapes(v)]
+    if isinstance(values, dict):
+        return [s for v in values.values() for s in _shapes(v)]
+    return []
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    # Restore each module's own flag afterwards rather than calling model.train(), which
+    # would undo per-module decisions such as frozen BatchNorm kept in eval mode.
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def trace(
+    model: nn.Module,
+    input_size: tuple[int, ...] | None = None,
+    *,
+    batch_size: int = 1,
+) -> tuple[torch.Tensor | None, list[LayerRecord], TraceFailure | None]:
+    """Run one forward pass in eval mode without gradients and record every module.
+
+    Returns the output (None when the pass failed), the records of the modules that finished,
+    in the order they finished, and the failure if there was one.
+    """
+    size = tuple(input_size) if input_size is not None else input_size_of(model)
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.randn(batch_size, *size, device=device, dtype=dtype)  # (N, C, H, W)
+
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    stack: list[tuple[str, nn.Module, list[tuple[int, ...]]]] = []
+    records: list[LayerRecord] = []
+
+    def pre_hook(module, args, kwargs):
+        stack.append((names.get(id(module), "?"), module, _shapes(args) + _shapes(kwargs)))
+
+    def post_hook(module, args, kwargs, output):
+        name, _, inputs = stack.pop()
+        records.append(LayerRecord(name, type(module).__name__, inputs, _shapes(output)))
+
+    handles = []
+    for module in model.modules():
+        handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
+    try:
+        with _eval_mode(model), torch.no_grad():
+            output = model(x)
+        return output, records, None
+    except Exception as e:  # any failure inside user code is reported, not raised
+        name, module, inputs = stack[-1] if stack else ("", model, [tuple(x.shape)])
+        last = records[-1] if records else None
+        return None, records, TraceFailure(name, module, inputs, e, last)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def describe_expectation(module: nn.Module) -> str | None:
+    """What input a layer expects, in words, for the layers whose expectations are known."""
+    if isinstance(module, nn.Linear):
+        return f"expects {module.in_features} features in the last dimension"
+    if isinstance(module, CONV_TYPES):
+        return f"expects {module.in_channels} input channels"
+    if isinstance(module, NORM_TYPES):
+        return f"expects {module.num_features} channels"
+    if isinstance(module, nn.LayerNorm):
+        return f"expects trailing dimensions {tuple(module.normalized_shape)}"
+    if isinstance(module, nn.GroupNorm):
+        return f"expects {module.num_channels} channels"
+    return None

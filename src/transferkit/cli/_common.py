@@ -1,0 +1,62 @@
+"""Options and output shared by the commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+__all__ = [
+    "InputSizeOpt",
+    "JsonOpt",
+    "ModelArg",
+    "NumClassesOpt",
+    "console",
+    "emit_json",
+    "human_count",
+    "parse_input_size",
+]
+
+console = Console(highlight=False)
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="MODEL",
+        help="timm name (resnet34), torchvision:NAME, path/to/model.py:factory or package.module:factory.",
+    ),
+]
+NumClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Give the model a head for N classes.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+InputSizeOpt = Annotated[
+    str | None, typer.Option("--input-size", help="Dry-run input as C,H,W (default: the model's own).")
+]
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=_default) + "\n")
+
+
+def _default(value: Any):
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise typer.BadParameter(f"'{text}' is not C,H,W (for example 3,224,224).", param_hint="--input-size")
+    return size
+
+
+def human_count(n: int) -> str:
+    return f"{n:,}"

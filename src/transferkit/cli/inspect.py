@@ -1,0 +1,82 @@
+"""``transferkit inspect``: the module tree, the parameters and their values."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..inspection import layer_table, parameter_table, parameter_values
+from ..loading import load_pretrained
+from ..models import create_model
+from ..surgery import find_head
+from ._common import InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json, human_count, parse_input_size
+from .load import print_load_report
+
+
+def inspect_command(
+    model: ModelArg,
+    num_classes: NumClassesOpt = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Load these weights first.")] = None,
+    params: Annotated[bool, typer.Option("--params", help="List every parameter with shape and trainable flag.")] = False,
+    values: Annotated[list[str] | None, typer.Option("--values", help="Show statistics and first values of this parameter or buffer.")] = None,
+    depth: Annotated[int, typer.Option("--depth", help="Deepest module level shown in the tree.")] = 2,
+    input_size: InputSizeOpt = None,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model's structure with output shapes, its parameters and their values."""
+    net = create_model(model, num_classes=num_classes)
+    report = load_pretrained(net, weights, trust_checkpoint=trust_checkpoint) if weights else None
+    layers = layer_table(net, input_size=parse_input_size(input_size))
+    plist = parameter_table(net)
+    stats = [parameter_values(net, v) for v in values or []]
+    head = find_head(net)
+    total = sum(p.numel for p in plist)
+    trainable = sum(p.numel for p in plist if p.trainable)
+
+    if as_json:
+        out = {
+            "model": model,
+            "total_params": total,
+            "trainable_params": trainable,
+            "head": head,
+            "layers": [l.to_dict() for l in layers if l.depth <= depth],
+            "params": [p.to_dict() for p in plist],
+        }
+        if values:
+            out["values"] = stats
+        if report is not None:
+            out["load"] = report.to_dict()
+        emit_json(out)
+        return
+
+    if report is not None:
+        print_load_report(report)
+    table = Table(title=f"{model}: {human_count(total)} parameters, {human_count(trainable)} trainable, head at '{head}'")
+    table.add_column("module")
+    table.add_column("type")
+    table.add_column("output shape")
+    table.add_column("params", justify="right")
+    table.add_column("trainable", justify="right")
+    for l in layers:
+        if l.depth > depth:
+            continue
+        shape = ", ".join(str(tuple(s)) for s in l.output_shape) if l.output_shape else "-"
+        name = ("  " * max(l.depth - 1, 0) + l.name) if l.name else "(model)"
+        table.add_row(name, l.type, shape, human_count(l.params), human_count(l.trainable))
+    console.print(table)
+    if params:
+        ptable = Table(title="parameters")
+        for col in ("name", "shape", "trainable"):
+            ptable.add_column(col)
+        for p in plist:
+            ptable.add_row(p.name, str(tuple(p.shape)), "yes" if p.trainable else "no")
+        console.print(ptable)
+    for s in stats:
+        console.print(
+            f"[bold]{s['name']}[/] shape={tuple(s['shape'])} dtype={s['dtype']} mean={s['mean']:.6g} "
+            f"std={s['std'] if s['std'] is None else format(s['std'], '.6g')} min={s['min']:.6g} max={s['max']:.6g}"
+        )
+        console.print(f"  first values: {[round(v, 6) for v in s['first']]}")

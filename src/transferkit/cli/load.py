@@ -1,0 +1,69 @@
+"""``transferkit load``: load weights into a model and report what matched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..loading import LoadReport, load_pretrained
+from ..models import create_model
+from ..serialization import save_safetensors
+from ._common import JsonOpt, ModelArg, NumClassesOpt, console, emit_json
+
+
+def print_load_report(report: LoadReport, *, limit: int = 8) -> None:
+    how = ", ".join(f"{n} by {k}" for k, n in report.how_counts.items()) or "none"
+    console.print(f"[bold]Loaded[/] {report.source}: {len(report.matched)} tensors matched ({how})")
+    if report.container or report.stripped_prefixes:
+        parts = []
+        if report.container:
+            parts.append(f"weights found under '{report.container}'")
+        if report.stripped_prefixes:
+            parts.append("stripped prefixes " + ", ".join(f"'{p}'" for p in report.stripped_prefixes))
+        console.print("  " + "; ".join(parts))
+    console.print(
+        f"  loaded fraction: {report.loaded_fraction:.1%} of parameters "
+        f"({report.backbone_fraction:.1%} outside the head '{report.head}')"
+    )
+    for title, items in (
+        ("mismatched", [f"{m.key}: checkpoint {m.source_shape} vs model {m.model_shape}" for m in report.mismatched]),
+        ("missing (kept their initial values)", report.missing),
+        ("unexpected (in the checkpoint, unused)", report.unexpected),
+    ):
+        if items:
+            console.print(f"  {title}: {len(items)}")
+            for item in items[:limit]:
+                console.print(f"    {item}")
+            if len(items) > limit:
+                console.print(f"    ... and {len(items) - limit} more (--json lists all)")
+
+
+def load_command(
+    model: ModelArg,
+    source: Annotated[str, typer.Argument(metavar="SRC", help="Checkpoint: .pth, .pt, .bin or .safetensors.")],
+    num_classes: NumClassesOpt = None,
+    save: Annotated[Path | None, typer.Option("--save", help="Write the loaded weights as OUT.safetensors.")] = None,
+    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")] = False,
+    use_ema: Annotated[bool, typer.Option("--use-ema", help="Prefer the EMA weights when the checkpoint has them.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail unless every tensor matches.")] = False,
+    min_loaded: Annotated[float, typer.Option("--min-loaded", help="Fail when less than this fraction of non-head parameters would load.")] = 0.5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load pretrained weights into MODEL and report matched, missing, unexpected and mismatched tensors."""
+    net = create_model(model, num_classes=num_classes)
+    report = load_pretrained(
+        net, source, trust_checkpoint=trust_checkpoint, use_ema=use_ema, strict=strict, min_loaded=min_loaded
+    )
+    if save is not None:
+        save_safetensors(net.state_dict(), save, metadata={"model": model, "source": str(source)})
+    if as_json:
+        out = report.to_dict()
+        if save is not None:
+            out["saved"] = str(save)
+        emit_json(out)
+        return
+    print_load_report(report)
+    if save is not None:
+        console.print(f"Saved {save}")

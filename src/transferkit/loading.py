@@ -1,0 +1,219 @@
+"""Load pretrained weights into a model and report exactly what happened.
+
+Nothing is dropped silently: every tensor of the model is either matched, missing or
+shape-mismatched, and every tensor of the checkpoint is either used or unexpected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+
+from .checkpoint import Checkpoint, from_state_dict, read_checkpoint
+from .errors import LoadError, SurgeryError
+from .surgery import find_head
+
+__all__ = ["LoadReport", "Match", "Mismatch", "apply_checkpoint", "load_pretrained", "match_by_name"]
+
+# Prefixes that wrap a whole network in some training codebases; a checkpoint saved from
+# `Wrapper.model` or `Classifier.backbone` loads into the bare network once they are aligned.
+_CONTAINER_PREFIXES = ("model.", "backbone.", "encoder.", "net.", "network.", "base_model.", "features.")
+
+
+@dataclass
+class Match:
+    key: str  # the model's name
+    source: str  # the checkpoint's name
+    shape: tuple[int, ...]
+    how: str  # "name", "prefix" or "structure"
+
+
+@dataclass
+class Mismatch:
+    key: str
+    source: str
+    model_shape: tuple[int, ...]
+    source_shape: tuple[int, ...]
+
+
+@dataclass
+class LoadReport:
+    """What a load did: matched, missing, unexpected and mismatched tensors, and the loaded fraction.
+
+    ``loaded_fraction`` counts parameter elements (not buffers): 0.997 means 99.7% of the
+    model's weights now hold pretrained values.
+    """
+
+    source: str
+    matched: list[Match] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[Mismatch] = field(default_factory=list)
+    loaded_fraction: float = 0.0
+    backbone_fraction: float = 0.0  # the same, over the parameters outside the head
+    head: str | None = None
+    container: str | None = None
+    stripped_prefixes: list[str] = field(default_factory=list)
+    applied: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["matched"] = [m.key for m in self.matched]
+        d["matches"] = [asdict(m) for m in self.matched]
+        d["mismatched"] = [asdict(m) for m in self.mismatched]
+        return d
+
+    @property
+    def how_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for m in self.matched:
+            counts[m.how] = counts.get(m.how, 0) + 1
+        return counts
+
+
+def match_by_name(
+    model_shapes: Mapping[str, tuple[int, ...]],
+    source_shapes: Mapping[str, tuple[int, ...]],
+) -> tuple[list[Match], list[Mismatch]]:
+    """Pair tensors whose names agree, exactly or after removing a container prefix."""
+    matches: list[Match] = []
+    mismatches: list[Mismatch] = []
+    used: set[str] = set()
+
+    def pair(key: str, source: str, how: str) -> None:
+        used.add(source)
+        if tuple(model_shapes[key]) == tuple(source_shapes[source]):
+            matches.append(Match(key, source, tuple(model_shapes[key]), how))
+        else:
+            mismatches.append(Mismatch(key, source, tuple(model_shapes[key]), tuple(source_shapes[source])))
+
+    for key in model_shapes:
+        if key in source_shapes:
+            pair(key, key, "name")
+    paired = {m.key for m in matches} | {m.key for m in mismatches}
+    remaining = {_strip_container(s): s for s in source_shapes if s not in used}
+    for key in model_shapes:
+        if key in paired:
+            continue
+        source = remaining.get(_strip_container(key))
+        if source is not None and source not in used:
+            pair(key, source, "prefix")
+    return matches, mismatches
+
+
+def _strip_container(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _CONTAINER_PREFIXES:
+            # Strip only when something follows: `features.0.weight` in AlexNet is a real name.
+            rest = name[len(prefix) :]
+            if name.startswith(prefix) and "." in rest and not rest.split(".", 1)[0].isdigit():
+                name = rest
+                changed = True
+    return name
+
+
+def load_pretrained(
+    model: nn.Module,
+    source: str | Path | Mapping[str, torch.Tensor],
+    *,
+    trust_checkpoint: bool = False,
+    use_ema: bool = False,
+    strict: bool = False,
+    min_loaded: float = 0.5,
+    dry_run: bool = False,
+) -> LoadReport:
+    """Copy pretrained tensors into ``model`` and return a :class:`LoadReport`.
+
+    A tensor whose shape differs from the model's (a 1000-class head into a 10-class model) is
+    skipped and listed under ``mismatched``; it never raises, and never loads silently wrong.
+
+    Args:
+        source: a checkpoint path (``.pth``, ``.pt``, ``.bin``, ``.safetensors``) or a state dict.
+        trust_checkpoint: allow pickles that run code (only for files you trust).
+        use_ema: prefer ``state_dict_ema`` when the checkpoint has one.
+        strict: fail unless every tensor of the model and the checkpoint is matched.
+        min_loaded: fail, loading nothing, when less than this fraction of the parameters
+            outside the head would load: a checkpoint for another architecture must not leave
+            the model silently random.
+        dry_run: compute the report without changing the model.
+
+    Example:
+        >>> model = create_model("resnet34", num_classes=10)
+        >>> report = load_pretrained(model, "resnet34-imagenet.pth")
+        >>> [m.key for m in report.mismatched]
+        ['fc.weight', 'fc.bias']
+    """
+    if isinstance(source, Mapping):
+        ckpt = from_state_dict(source, use_ema=use_ema)
+    else:
+        ckpt = read_checkpoint(source, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+    return apply_checkpoint(model, ckpt, strict=strict, min_loaded=min_loaded, dry_run=dry_run)
+
+
+def apply_checkpoint(
+    model: nn.Module,
+    ckpt: Checkpoint,
+    *,
+    strict: bool = False,
+    min_loaded: float = 0.5,
+    dry_run: bool = False,
+) -> LoadReport:
+    """Match a read :class:`Checkpoint` against ``model`` and copy the matched tensors."""
+    state = model.state_dict()
+    model_shapes = {k: tuple(v.shape) for k, v in state.items()}
+    source_shapes = {k: tuple(v.shape) for k, v in ckpt.tensors.items()}
+    matches, mismatches = match_by_name(model_shapes, source_shapes)
+
+    report = _report(model, ckpt, matches, mismatches)
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        raise LoadError(
+            f"Strict load of '{ckpt.source}' failed: {len(report.missing)} missing, "
+            f"{len(report.unexpected)} unexpected, {len(report.mismatched)} shape-mismatched tensors "
+            f"(first: {(report.missing + report.unexpected + [m.key for m in report.mismatched])[0]})."
+        )
+    if report.backbone_fraction < min_loaded:
+        raise LoadError(
+            f"Only {report.backbone_fraction:.0%} of the parameters outside the head would load from "
+            f"'{ckpt.source}' ({len(matches)} of {len(state)} tensors matched); the checkpoint is "
+            f"probably for another architecture. Check MODEL, or lower --min-loaded (now {min_loaded:g})."
+        )
+    if not dry_run:
+        with torch.no_grad():
+            for m in matches:
+                state[m.key].copy_(ckpt.tensors[m.source])
+        report.applied = True
+    return report
+
+
+def _report(model: nn.Module, ckpt: Checkpoint, matches: list[Match], mismatches: list[Mismatch]) -> LoadReport:
+    try:
+        head = find_head(model)
+    except SurgeryError:
+        head = None
+    params = dict(model.named_parameters())
+    loaded = {m.key for m in matches}
+    paired = loaded | {m.key for m in mismatches}
+    used = {m.source for m in matches} | {m.source for m in mismatches}
+    in_head = (lambda name: head is not None and name.startswith(head + "."))
+    total = sum(p.numel() for p in params.values())
+    done = sum(p.numel() for n, p in params.items() if n in loaded)
+    body_total = sum(p.numel() for n, p in params.items() if not in_head(n))
+    body_done = sum(p.numel() for n, p in params.items() if n in loaded and not in_head(n))
+    return LoadReport(
+        source=ckpt.source,
+        matched=matches,
+        missing=[k for k in model.state_dict() if k not in paired],
+        unexpected=[k for k in ckpt.tensors if k not in used],
+        mismatched=mismatches,
+        loaded_fraction=done / total if total else 0.0,
+        backbone_fraction=body_done / body_total if body_total else (1.0 if total else 0.0),
+        head=head,
+        container=ckpt.container,
+        stripped_prefixes=ckpt.stripped_prefixes,
+    )

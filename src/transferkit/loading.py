@@ -13,11 +13,22 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from timm.models import adapt_input_conv
+
+from ._align import align
 from .checkpoint import Checkpoint, from_state_dict, read_checkpoint
 from .errors import LoadError, SurgeryError
 from .surgery import find_head
 
-__all__ = ["LoadReport", "Match", "Mismatch", "apply_checkpoint", "load_pretrained", "match_by_name"]
+__all__ = [
+    "LoadReport",
+    "Match",
+    "Mismatch",
+    "apply_checkpoint",
+    "load_pretrained",
+    "match_by_name",
+    "match_by_structure",
+]
 
 # Prefixes that wrap a whole network in some training codebases; a checkpoint saved from
 # `Wrapper.model` or `Classifier.backbone` loads into the bare network once they are aligned.
@@ -29,7 +40,7 @@ class Match:
     key: str  # the model's name
     source: str  # the checkpoint's name
     shape: tuple[int, ...]
-    how: str  # "name", "prefix" or "structure"
+    how: str  # "name", "prefix", "structure" or "adapted" (input channels, as timm's adapt_input_conv)
 
 
 @dataclass
@@ -56,6 +67,10 @@ class LoadReport:
     loaded_fraction: float = 0.0
     backbone_fraction: float = 0.0  # the same, over the parameters outside the head
     head: str | None = None
+    # Parameters outside the head that keep their random values, and model tensors whose
+    # structural alignment could shift (left unloaded, with the candidate sources).
+    partial: list[str] = field(default_factory=list)
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
     container: str | None = None
     stripped_prefixes: list[str] = field(default_factory=list)
     applied: bool = False
@@ -124,8 +139,10 @@ def load_pretrained(
     *,
     trust_checkpoint: bool = False,
     use_ema: bool = False,
+    mapping: str = "auto",
     strict: bool = False,
     min_loaded: float = 0.5,
+    allow_partial: bool = False,
     dry_run: bool = False,
 ) -> LoadReport:
     """Copy pretrained tensors into ``model`` and return a :class:`LoadReport`.
@@ -137,10 +154,15 @@ def load_pretrained(
         source: a checkpoint path (``.pth``, ``.pt``, ``.bin``, ``.safetensors``) or a state dict.
         trust_checkpoint: allow pickles that run code (only for files you trust).
         use_ema: prefer ``state_dict_ema`` when the checkpoint has one.
+        mapping: ``"auto"`` pairs by name, then aligns what is left by structure (definition
+            order and shapes), for checkpoints from differently named implementations;
+            ``"name"`` or ``"structure"`` use one method only.
         strict: fail unless every tensor of the model and the checkpoint is matched.
         min_loaded: fail, loading nothing, when less than this fraction of the parameters
             outside the head would load: a checkpoint for another architecture must not leave
             the model silently random.
+        allow_partial: load even when some parameters outside the head would stay random
+            (a resnet18 checkpoint into resnet34). By default that fails, naming the first.
         dry_run: compute the report without changing the model.
 
     Example:
@@ -153,24 +175,56 @@ def load_pretrained(
         ckpt = from_state_dict(source, use_ema=use_ema)
     else:
         ckpt = read_checkpoint(source, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
-    return apply_checkpoint(model, ckpt, strict=strict, min_loaded=min_loaded, dry_run=dry_run)
+    return apply_checkpoint(
+        model,
+        ckpt,
+        mapping=mapping,
+        strict=strict,
+        min_loaded=min_loaded,
+        allow_partial=allow_partial,
+        dry_run=dry_run,
+    )
 
 
 def apply_checkpoint(
     model: nn.Module,
     ckpt: Checkpoint,
     *,
+    mapping: str = "auto",
     strict: bool = False,
     min_loaded: float = 0.5,
+    allow_partial: bool = False,
     dry_run: bool = False,
 ) -> LoadReport:
-    """Match a read :class:`Checkpoint` against ``model`` and copy the matched tensors."""
+    """Match a read :class:`Checkpoint` against ``model`` and copy the matched tensors.
+
+    ``mapping`` is ``"name"`` (names only), ``"structure"`` (definition order and shapes only)
+    or ``"auto"``: names first, then the tensors left on both sides aligned by structure.
+    """
+    if mapping not in _MAPPINGS:
+        raise LoadError(f"Unknown mapping '{mapping}'; use one of {', '.join(_MAPPINGS)}.")
     state = model.state_dict()
     model_shapes = {k: tuple(v.shape) for k, v in state.items()}
     source_shapes = {k: tuple(v.shape) for k, v in ckpt.tensors.items()}
-    matches, mismatches = match_by_name(model_shapes, source_shapes)
+    if mapping == "structure":
+        matches, mismatches, ambiguous = match_by_structure(model_shapes, source_shapes)
+    else:
+        matches, mismatches = match_by_name(model_shapes, source_shapes)
+        ambiguous = {}
+        if mapping == "auto":
+            paired = {m.key for m in matches} | {m.key for m in mismatches}
+            used = {m.source for m in matches} | {m.source for m in mismatches}
+            rest_model = {k: v for k, v in model_shapes.items() if k not in paired}
+            rest_source = {k: v for k, v in source_shapes.items() if k not in used}
+            if rest_model and rest_source:
+                more, more_mismatches, ambiguous = match_by_structure(rest_model, rest_source)
+                matches += more
+                mismatches += more_mismatches
+    adapted = _adapt_input_conv(model, mismatches, ckpt.tensors)
+    matches += [Match(m.key, m.source, m.model_shape, "adapted") for m in adapted]
+    mismatches = [m for m in mismatches if m not in adapted]
 
-    report = _report(model, ckpt, matches, mismatches)
+    report = _report(model, ckpt, matches, mismatches, ambiguous)
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise LoadError(
             f"Strict load of '{ckpt.source}' failed: {len(report.missing)} missing, "
@@ -183,15 +237,71 @@ def apply_checkpoint(
             f"'{ckpt.source}' ({len(matches)} of {len(state)} tensors matched); the checkpoint is "
             f"probably for another architecture. Check MODEL, or lower --min-loaded (now {min_loaded:g})."
         )
+    if report.partial and not allow_partial:
+        first = report.partial[0]
+        why = " (ambiguous alignment)" if first in report.ambiguous else ""
+        raise LoadError(
+            f"'{ckpt.source}' would leave {len(report.partial)} parameter tensors outside the head "
+            f"random (first: {first}{why}), {report.backbone_fraction:.0%} loaded: it fits a different "
+            f"variant of this architecture ({len(ckpt.tensors)} tensors against the model's {len(state)}). "
+            "Check MODEL, or pass --allow-partial to load the rest anyway."
+        )
     if not dry_run:
         with torch.no_grad():
             for m in matches:
-                state[m.key].copy_(ckpt.tensors[m.source])
+                value = ckpt.tensors[m.source]
+                if m.how == "adapted":
+                    value = adapt_input_conv(m.shape[1], value)
+                state[m.key].copy_(value)
         report.applied = True
     return report
 
 
-def _report(model: nn.Module, ckpt: Checkpoint, matches: list[Match], mismatches: list[Mismatch]) -> LoadReport:
+_MAPPINGS = ("auto", "name", "structure")
+
+
+def match_by_structure(
+    model_shapes: Mapping[str, tuple[int, ...]],
+    source_shapes: Mapping[str, tuple[int, ...]],
+) -> tuple[list[Match], list[Mismatch], dict[str, list[str]]]:
+    """Pair tensors by definition order and shape (see :mod:`transferkit._align`).
+
+    Returns matches, mismatches (same place and kind, other shape) and the ambiguous model
+    tensors with their candidate sources, which are left unloaded.
+    """
+    model_items = list(model_shapes.items())
+    source_items = list(source_shapes.items())
+    result = align(model_items, source_items)
+    matches = [Match(model_items[i][0], source_items[j][0], model_items[i][1], "structure") for i, j in result.pairs]
+    mismatches = [
+        Mismatch(model_items[i][0], source_items[j][0], model_items[i][1], source_items[j][1])
+        for i, j in result.mismatched
+    ]
+    ambiguous = {
+        model_items[i][0]: [source_items[j][0] if j >= 0 else "(none)" for j in options]
+        for i, options in result.ambiguous.items()
+    }
+    return matches, mismatches, ambiguous
+
+
+def _adapt_input_conv(model: nn.Module, mismatches: list[Mismatch], tensors: Mapping) -> list[Mismatch]:
+    """The first convolution's mismatch when only its input channels differ (RGB weights, gray input)."""
+    first = next((f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    out = []
+    for m in mismatches:
+        a, b = m.model_shape, m.source_shape
+        if m.key == first and len(a) == len(b) == 4 and a[0] == b[0] and a[2:] == b[2:] and a[1] != b[1]:
+            out.append(m)
+    return out
+
+
+def _report(
+    model: nn.Module,
+    ckpt: Checkpoint,
+    matches: list[Match],
+    mismatches: list[Mismatch],
+    ambiguous: dict[str, list[str]],
+) -> LoadReport:
     try:
         head = find_head(model)
     except SurgeryError:
@@ -214,6 +324,8 @@ def _report(model: nn.Module, ckpt: Checkpoint, matches: list[Match], mismatches
         loaded_fraction=done / total if total else 0.0,
         backbone_fraction=body_done / body_total if body_total else (1.0 if total else 0.0),
         head=head,
+        partial=[n for n in params if n not in loaded and not in_head(n)],
+        ambiguous=ambiguous,
         container=ckpt.container,
         stripped_prefixes=ckpt.stripped_prefixes,
     )

@@ -19,6 +19,7 @@ from ._align import align
 from .checkpoint import Checkpoint, from_state_dict, read_checkpoint
 from .errors import LoadError, SurgeryError
 from .surgery import find_head
+from .weights import resolve_source
 
 __all__ = [
     "LoadReport",
@@ -73,6 +74,7 @@ class LoadReport:
     ambiguous: dict[str, list[str]] = field(default_factory=dict)
     container: str | None = None
     stripped_prefixes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     applied: bool = False
 
     def to_dict(self) -> dict:
@@ -81,6 +83,10 @@ class LoadReport:
         d["matches"] = [asdict(m) for m in self.matched]
         d["mismatched"] = [asdict(m) for m in self.mismatched]
         return d
+
+    def key_map(self) -> dict[str, str]:
+        """``{model name: checkpoint name}`` for every loaded tensor."""
+        return {m.key: m.source for m in self.matched}
 
     @property
     def how_counts(self) -> dict[str, int]:
@@ -151,7 +157,8 @@ def load_pretrained(
     skipped and listed under ``mismatched``; it never raises, and never loads silently wrong.
 
     Args:
-        source: a checkpoint path (``.pth``, ``.pt``, ``.bin``, ``.safetensors``) or a state dict.
+        source: a checkpoint path (``.pth``, ``.pt``, ``.bin``, ``.safetensors``), a registry
+            name (``lite0``), ``"timm"`` for timm's locally cached weights, or a state dict.
         trust_checkpoint: allow pickles that run code (only for files you trust).
         use_ema: prefer ``state_dict_ema`` when the checkpoint has one.
         mapping: ``"auto"`` pairs by name, then aligns what is left by structure (definition
@@ -171,11 +178,15 @@ def load_pretrained(
         >>> [m.key for m in report.mismatched]
         ['fc.weight', 'fc.bias']
     """
+    record = None
     if isinstance(source, Mapping):
         ckpt = from_state_dict(source, use_ema=use_ema)
     else:
-        ckpt = read_checkpoint(source, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
-    return apply_checkpoint(
+        path, record = resolve_source(source, model)
+        ckpt = read_checkpoint(path, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+        if record is not None:
+            ckpt.source = record.name
+    report = apply_checkpoint(
         model,
         ckpt,
         mapping=mapping,
@@ -184,6 +195,21 @@ def load_pretrained(
         allow_partial=allow_partial,
         dry_run=dry_run,
     )
+    if record is not None:
+        report.notes.extend(_architecture_notes(model, record))
+    return report
+
+
+def _architecture_notes(model: nn.Module, record) -> list[str]:
+    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if arch is None or arch == record.architecture:
+        return []
+    if arch in record.also_fits:
+        return [
+            f"'{record.name}' was made for {record.architecture}; {arch} has the same tensors but computes "
+            f"differently (see 'transferkit weights'). Use {record.architecture} to reproduce the original."
+        ]
+    return [f"'{record.name}' was made for {record.architecture}, not {arch}."]
 
 
 def apply_checkpoint(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 
 from .errors import TransferkitError
 
-__all__ = ["atomic_path", "save_safetensors"]
+__all__ = ["atomic_path", "save_safetensors", "write_json"]
 
 
 @contextmanager
@@ -54,4 +55,11 @@ def save_safetensors(
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return Path(path)
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
     return Path(path)

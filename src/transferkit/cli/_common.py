@@ -20,7 +20,8 @@ __all__ = [
     "parse_input_size",
 ]
 
-console = Console(highlight=False)
+# Wide enough for tables of layer paths when the output is a file or a pipe.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 ModelArg = Annotated[
     str,

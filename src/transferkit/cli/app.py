@@ -11,7 +11,9 @@ from ..errors import TransferkitError
 from .inspect import inspect_command
 from .load import load_command
 from .plan import plan_command
+from .predict import predict_command
 from .surgery import surgery_command
+from .weights import weights_command
 
 app = typer.Typer(
     name="transferkit",
@@ -24,6 +26,8 @@ app.command("inspect")(inspect_command)
 app.command("load")(load_command)
 app.command("plan")(plan_command)
 app.command("surgery")(surgery_command)
+app.command("weights")(weights_command)
+app.command("predict")(predict_command)
 
 USER_ERROR = 2
 

@@ -9,7 +9,7 @@ import typer
 
 from ..loading import LoadReport, load_pretrained
 from ..models import create_model
-from ..serialization import save_safetensors
+from ..serialization import save_safetensors, write_json
 from ._common import JsonOpt, ModelArg, NumClassesOpt, console, emit_json
 
 
@@ -27,6 +27,10 @@ def print_load_report(report: LoadReport, *, limit: int = 8) -> None:
         f"  loaded fraction: {report.loaded_fraction:.1%} of parameters "
         f"({report.backbone_fraction:.1%} outside the head '{report.head}')"
     )
+    for note in report.notes:
+        console.print(f"  [yellow]note[/]: {note}")
+    if report.ambiguous:
+        console.print(f"  ambiguous (left unloaded, alignment could shift): {', '.join(list(report.ambiguous)[:limit])}")
     for title, items in (
         ("mismatched", [f"{m.key}: checkpoint {m.source_shape} vs model {m.model_shape}" for m in report.mismatched]),
         ("missing (kept their initial values)", report.missing),
@@ -44,7 +48,10 @@ def load_command(
     model: ModelArg,
     source: Annotated[str, typer.Argument(metavar="SRC", help="Checkpoint: .pth, .pt, .bin or .safetensors.")],
     num_classes: NumClassesOpt = None,
-    save: Annotated[Path | None, typer.Option("--save", help="Write the loaded weights as OUT.safetensors.")] = None,
+    save: Annotated[Path | None, typer.Option("--save", help="Write the loaded weights, in the model's names, as OUT.safetensors.")] = None,
+    save_map: Annotated[Path | None, typer.Option("--save-map", help="Write the key map {model name: checkpoint name} as JSON.")] = None,
+    mapping: Annotated[str, typer.Option("--mapping", help="auto (names, then structure), name or structure.")] = "auto",
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Load even if parameters outside the head stay random.")] = False,
     trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")] = False,
     use_ema: Annotated[bool, typer.Option("--use-ema", help="Prefer the EMA weights when the checkpoint has them.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail unless every tensor matches.")] = False,
@@ -54,16 +61,28 @@ def load_command(
     """Load pretrained weights into MODEL and report matched, missing, unexpected and mismatched tensors."""
     net = create_model(model, num_classes=num_classes)
     report = load_pretrained(
-        net, source, trust_checkpoint=trust_checkpoint, use_ema=use_ema, strict=strict, min_loaded=min_loaded
+        net,
+        source,
+        trust_checkpoint=trust_checkpoint,
+        use_ema=use_ema,
+        mapping=mapping,
+        strict=strict,
+        min_loaded=min_loaded,
+        allow_partial=allow_partial,
     )
     if save is not None:
         save_safetensors(net.state_dict(), save, metadata={"model": model, "source": str(source)})
+    if save_map is not None:
+        write_json(save_map, report.key_map())
     if as_json:
         out = report.to_dict()
         if save is not None:
             out["saved"] = str(save)
+        if save_map is not None:
+            out["saved_map"] = str(save_map)
         emit_json(out)
         return
     print_load_report(report)
-    if save is not None:
-        console.print(f"Saved {save}")
+    for path in (save, save_map):
+        if path is not None:
+            console.print(f"Saved {path}")

@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/transferkit demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -13,7 +13,9 @@ def test_pairs_by_order_and_shape_across_names():
 
 def test_suffix_settles_weight_against_bias():
     # Without suffixes, bn.bias could pair with either (8,) tensor of the source.
-    model = items(("bn.bias", (8,)),)
+    model = items(
+        ("bn.bias", (8,)),
+    )
     source = items(("x.weight", (8,)), ("x.bias", (8,)))
     assert align(model, source).pairs == [(0, 1)]
 
@@ -27,7 +29,9 @@ def test_extra_tensors_are_tolerated():
 def test_shift_along_equal_shapes_is_reported_not_guessed():
     # Two identical blocks in the model, one in the source: which block gets it is undecidable.
     model = items(("p.weight", (4, 4)), ("q.weight", (4, 4)))
-    source = items(("r.weight", (4, 4)),)
+    source = items(
+        ("r.weight", (4, 4)),
+    )
     result = align(model, source)
     assert result.pairs == []
     assert result.ambiguous == {0: [0, -1], 1: [0, -1]}

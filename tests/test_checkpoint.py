@@ -1,6 +1,6 @@
+import json
 import random
 import struct
-import json
 
 import pytest
 import torch

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tests.helpers import ALEXNET_HEAD
 from transferkit import FreezeError
 from transferkit.freeze import (
     freeze,
@@ -14,8 +15,6 @@ from transferkit.freeze import (
     unfreeze,
 )
 from transferkit.models import create_model
-
-from tests.helpers import ALEXNET_HEAD
 
 
 def trainable(model):
@@ -90,7 +89,14 @@ def test_frozen_parameters_get_no_gradient(tiny):
 
 def test_stages_and_depth_freezing_resnet34():
     model = create_model("resnet34", num_classes=10)
-    assert [s[0] for s in stages(model)] == ["conv1", "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1", "fc"]
+    assert [s[0] for s in stages(model)] == [
+        "conv1",
+        "layer1.0.conv1",
+        "layer2.0.conv1",
+        "layer3.0.conv1",
+        "layer4.0.conv1",
+        "fc",
+    ]
     freeze_stages(model, keep_last=2)
     assert {n.split(".")[0] for n in trainable(model)} == {"layer4", "fc"}
     with pytest.raises(FreezeError, match="between 1 and 6"):

@@ -2,10 +2,9 @@ import pytest
 import torch
 import torchvision
 
+from tests.helpers import TinyNet
 from transferkit import LoadError
 from transferkit.loading import load_pretrained
-
-from tests.helpers import TinyNet
 
 
 def test_dataparallel_keys_load_fully(tmp_path):
@@ -73,7 +72,7 @@ def test_dry_run_reports_without_loading():
     torch.testing.assert_close(model.fc.weight, before)
 
 
-RENAMED_RESNET = '''
+RENAMED_RESNET = """
 import torch.nn as nn
 
 
@@ -117,7 +116,7 @@ class MyResNet(nn.Module):
 
 def resnet34(num_classes=1000):
     return MyResNet((3, 4, 6, 3), num_classes)
-'''
+"""
 
 
 def test_torchvision_resnet34_into_renamed_copy(tmp_path):
@@ -153,7 +152,9 @@ def test_resnet18_into_resnet34_fails_clearly(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), path)
     model = torchvision.models.resnet34()
     before = model.layer1[0].conv1.weight.clone()
-    with pytest.raises(LoadError, match=r"would leave 48 parameter tensors outside the head random \(first: layer1.2.conv1.weight\)"):
+    with pytest.raises(
+        LoadError, match=r"would leave 48 parameter tensors outside the head random \(first: layer1.2.conv1.weight\)"
+    ):
         load_pretrained(model, path)
     torch.testing.assert_close(model.layer1[0].conv1.weight, before)
     report = load_pretrained(model, path, allow_partial=True)

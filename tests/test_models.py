@@ -4,7 +4,7 @@ import torch.nn as nn
 from transferkit import ModelSpecError
 from transferkit.models import create_model
 
-USER_MODEL = '''
+USER_MODEL = """
 import torch.nn as nn
 
 class Small(nn.Module):
@@ -23,7 +23,7 @@ def small(num_classes=1000):
 
 def small_fixed():
     return Small()
-'''
+"""
 
 
 @pytest.fixture
@@ -72,3 +72,11 @@ def test_factory_not_returning_a_module(tmp_path):
     path.write_text("def f():\n    return 3\n")
     with pytest.raises(ModelSpecError, match="returned int, not a torch.nn.Module"):
         create_model(f"{path}:f")
+
+
+@pytest.mark.parametrize("spec", ["resnet18", "torchvision:resnet18"])
+def test_in_chans(spec):
+    import torch
+
+    model = create_model(spec, num_classes=4, in_chans=1).eval()
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 4)

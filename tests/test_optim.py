@@ -1,12 +1,11 @@
 import pytest
 import torch
 
+from tests.helpers import ALEXNET_HEAD
 from transferkit import FreezeError, TransferkitError
 from transferkit.freeze import freeze, freeze_backbone
 from transferkit.models import create_model
 from transferkit.optim import create_optimizer, param_groups
-
-from tests.helpers import ALEXNET_HEAD
 
 
 def names(optimizer):

@@ -62,3 +62,12 @@ def test_timm_cache_is_read_offline(tmp_path, monkeypatch):
     report = load_pretrained(model, "timm")
     assert report.how_counts == {"name": len(reference.state_dict())}
     torch.testing.assert_close(model.fc.weight, reference.fc.weight)
+
+
+def test_grayscale_model_adapts_rgb_stem():
+    rgb = create_model("tf_efficientnet_lite0")
+    load_pretrained(rgb, "lite0")
+    gray = create_model("tf_efficientnet_lite0", in_chans=1)
+    report = load_pretrained(gray, "lite0")
+    assert report.how_counts == {"structure": 295, "adapted": 1}
+    torch.testing.assert_close(gray.conv_stem.weight, rgb.conv_stem.weight.sum(dim=1, keepdim=True))

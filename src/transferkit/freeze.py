@@ -16,8 +16,8 @@ from __future__ import annotations
 import fnmatch
 import re
 import weakref
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import torch.nn as nn
 from timm.models import group_modules
@@ -41,7 +41,7 @@ __all__ = [
 
 # Norm layers held in eval mode, and the hook that holds them; weak so that dropping the
 # model frees them.
-_EVAL_HOOKS: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+_EVAL_HOOKS: weakref.WeakKeyDictionary[nn.Module, object] = weakref.WeakKeyDictionary()
 
 
 @dataclass

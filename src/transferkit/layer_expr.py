@@ -35,10 +35,14 @@ def parse_layer(text: str) -> nn.Module:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
-        raise LayerExprError(f"Layer expression '{text}' is not valid syntax ({e.msg}); write e.g. Linear(4096, 10).") from None
+        raise LayerExprError(
+            f"Layer expression '{text}' is not valid syntax ({e.msg}); write e.g. Linear(4096, 10)."
+        ) from None
     node = tree.body
     if not isinstance(node, ast.Call):
-        raise LayerExprError(f"Layer expression '{text}' is not a layer call; write e.g. Linear(4096, 10) or Identity().")
+        raise LayerExprError(
+            f"Layer expression '{text}' is not a layer call; write e.g. Linear(4096, 10) or Identity()."
+        )
     return _build(node, text)
 
 

@@ -6,13 +6,12 @@ shape-mismatched, and every tensor of the checkpoint is either used or unexpecte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn as nn
-
 from timm.models import adapt_input_conv
 
 from ._align import align
@@ -336,7 +335,10 @@ def _report(
     loaded = {m.key for m in matches}
     paired = loaded | {m.key for m in mismatches}
     used = {m.source for m in matches} | {m.source for m in mismatches}
-    in_head = (lambda name: head is not None and name.startswith(head + "."))
+
+    def in_head(name: str) -> bool:
+        return head is not None and name.startswith(head + ".")
+
     total = sum(p.numel() for p in params.values())
     done = sum(p.numel() for n, p in params.items() if n in loaded)
     body_total = sum(p.numel() for n, p in params.items() if not in_head(n))

@@ -15,26 +15,29 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import timm
 import torch.nn as nn
 import torchvision
 
 from .errors import ModelSpecError
-from .surgery import replace_head
+from .surgery import replace_head, set_module
 
 __all__ = ["create_model"]
 
 
-def create_model(spec: str, *, num_classes: int | None = None) -> nn.Module:
+def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
     """Build the model that ``spec`` names, with random weights.
 
     Args:
         spec: the MODEL string (see the module docstring).
         num_classes: give the model a head for this many classes. Factories that take a
             ``num_classes`` argument receive it; for the others the head is replaced.
+        in_chans: input channels (1 for grayscale). Factories that take ``in_chans`` receive
+            it; for the others the first convolution is rebuilt. Loading RGB weights then
+            adapts that convolution the way timm's ``adapt_input_conv`` does.
 
     Example:
         >>> model = create_model("torchvision:alexnet", num_classes=10)
@@ -43,13 +46,15 @@ def create_model(spec: str, *, num_classes: int | None = None) -> nn.Module:
     """
     if num_classes is not None and num_classes < 1:
         raise ModelSpecError(f"--num-classes must be at least 1, got {num_classes}.")
+    if in_chans is not None and in_chans < 1:
+        raise ModelSpecError(f"--in-chans must be at least 1, got {in_chans}.")
     if spec.startswith("torchvision:"):
         factory = _torchvision_factory(spec.split(":", 1)[1])
     elif ":" in spec:
         factory = _user_factory(spec)
     else:
         factory = _timm_factory(spec)
-    return _call_factory(factory, spec, num_classes)
+    return _call_factory(factory, spec, num_classes, in_chans)
 
 
 def _timm_factory(name: str) -> Callable[..., nn.Module]:
@@ -58,8 +63,7 @@ def _timm_factory(name: str) -> Callable[..., nn.Module]:
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ModelSpecError(
-            f"Unknown model '{name}'.{hint} Use a timm name (resnet34), torchvision:NAME, "
-            "or path/to/model.py:factory."
+            f"Unknown model '{name}'.{hint} Use a timm name (resnet34), torchvision:NAME, or path/to/model.py:factory."
         )
 
     def factory(**kwargs) -> nn.Module:
@@ -67,7 +71,10 @@ def _timm_factory(name: str) -> Callable[..., nn.Module]:
         return timm.create_model(name, pretrained=False, **kwargs)
 
     factory.__signature__ = inspect.Signature(
-        [inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, default=1000)]
+        [
+            inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, default=1000),
+            inspect.Parameter("in_chans", inspect.Parameter.KEYWORD_ONLY, default=3),
+        ]
     )
     return factory
 
@@ -121,21 +128,51 @@ def _user_factory(spec: str) -> Callable[..., nn.Module]:
     return factory
 
 
-def _call_factory(factory: Callable[..., nn.Module], spec: str, num_classes: int | None) -> nn.Module:
+def _call_factory(
+    factory: Callable[..., nn.Module],
+    spec: str,
+    num_classes: int | None,
+    in_chans: int | None,
+) -> nn.Module:
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
-    takes_num_classes = "num_classes" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    )
-    kwargs = {"num_classes": num_classes} if num_classes is not None and takes_num_classes else {}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {}
+    if num_classes is not None and ("num_classes" in params or var_kw):
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None and "in_chans" in params:
+        kwargs["in_chans"] = in_chans
     try:
         model = factory(**kwargs)
     except TypeError as e:
         raise ModelSpecError(f"Calling the factory of '{spec}' failed: {e}") from e
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module.")
-    if num_classes is not None and not kwargs:
+    if in_chans is not None and "in_chans" not in kwargs:
+        _set_input_channels(model, in_chans)
+    if num_classes is not None and "num_classes" not in kwargs:
         replace_head(model, num_classes)
     return model
+
+
+def _set_input_channels(model: nn.Module, in_chans: int) -> None:
+    path, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
+    if conv is None:
+        raise ModelSpecError("--in-chans needs a model whose first layer is a Conv2d.")
+    if conv.in_channels == in_chans:
+        return
+    if conv.groups != 1:
+        raise ModelSpecError(f"The first convolution '{path}' is grouped; --in-chans cannot rebuild it.")
+    new = nn.Conv2d(
+        in_chans,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    set_module(model, path, new, check=False)

@@ -47,7 +47,9 @@ def param_groups(
         else:
             group_lr = lr * scale.get(name, 1.0)
         decay = 0.0 if param.ndim <= 1 else weight_decay
-        group = groups.setdefault((group_lr, decay), {"params": [], "param_names": [], "lr": group_lr, "weight_decay": decay})
+        group = groups.setdefault(
+            (group_lr, decay), {"params": [], "param_names": [], "lr": group_lr, "weight_decay": decay}
+        )
         group["params"].append(param)
         group["param_names"].append(name)
     return list(groups.values())

@@ -29,7 +29,13 @@ def read_image(path: str | Path) -> Image.Image:
             with Image.open(path) as img:
                 img.load()
                 return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
         raise TransferkitError(f"Cannot read image '{path}': {e}") from None
 
 

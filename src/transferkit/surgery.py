@@ -268,13 +268,9 @@ def validate(
         return Validation(False, shape, layer=failure.layer, error=_failure_message(failure, records, changed))
     out_shape = tuple(output.shape) if hasattr(output, "shape") else None
     if num_classes is not None and (out_shape is None or len(out_shape) != 2 or out_shape[1] != num_classes):
-        return Validation(
-            False,
-            shape,
-            output_shape=out_shape,
-            layer=find_head(model),
-            error=f"The model outputs {out_shape}, not (N, {num_classes}) logits; check the head at '{find_head(model)}'.",
-        )
+        head = find_head(model)
+        error = f"The model outputs {out_shape}, not (N, {num_classes}) logits; check the head at '{head}'."
+        return Validation(False, shape, output_shape=out_shape, layer=head, error=error)
     return Validation(True, shape, output_shape=out_shape)
 
 

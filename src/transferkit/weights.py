@@ -60,7 +60,7 @@ class Preprocessing:
         )
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "Preprocessing":
+    def from_model(cls, model: nn.Module) -> Preprocessing:
         """timm's recorded preprocessing for a model, or ImageNet defaults at the model's input size."""
         from ._trace import input_size_of
 

@@ -40,4 +40,7 @@ def test_entry_point_prints_no_traceback(tmp_path):
         text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == f"transferkit: error: Checkpoint '{tmp_path / 'x.pth'}' does not exist. Check the path."
+    assert (
+        result.stderr.strip()
+        == f"transferkit: error: Checkpoint '{tmp_path / 'x.pth'}' does not exist. Check the path."
+    )

@@ -1,6 +1,3 @@
-import torch
-
-
 def test_alexnet_freeze_features(cli_json):
     from transferkit.models import create_model
 

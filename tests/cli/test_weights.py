@@ -29,7 +29,10 @@ def test_load_lite0_into_10_classes(cli_json, tmp_path):
         ("classifier.bias", "_fc.bias", [1000]),
     ]
     key_map = json.loads((tmp_path / "map.json").read_text())
-    assert key_map["conv_stem.weight"] == "_conv_stem.weight" and key_map["blocks.6.0.bn3.running_var"] == "_blocks.15._bn2.running_var"
+    assert (
+        key_map["conv_stem.weight"] == "_conv_stem.weight"
+        and key_map["blocks.6.0.bn3.running_var"] == "_blocks.15._bn2.running_var"
+    )
 
 
 def test_predict_names_the_photos(cli_json, tmp_path):

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 __all__ = [
+    "InChansOpt",
     "InputSizeOpt",
     "JsonOpt",
     "ModelArg",
@@ -31,6 +32,9 @@ ModelArg = Annotated[
     ),
 ]
 NumClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Give the model a head for N classes.")]
+InChansOpt = Annotated[
+    int | None, typer.Option("--in-chans", help="Input channels (1 for grayscale); RGB weights are adapted.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 InputSizeOpt = Annotated[
     str | None, typer.Option("--input-size", help="Dry-run input as C,H,W (default: the model's own).")

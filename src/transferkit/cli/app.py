@@ -8,6 +8,7 @@ import sys
 import typer
 
 from ..errors import TransferkitError
+from .demo import demo_command
 from .inspect import inspect_command
 from .load import load_command
 from .plan import plan_command
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command("demo")(demo_command)
 app.command("inspect")(inspect_command)
 app.command("load")(load_command)
 app.command("plan")(plan_command)

@@ -11,23 +11,40 @@ from ..inspection import layer_table, parameter_table, parameter_values
 from ..loading import load_pretrained
 from ..models import create_model
 from ..surgery import find_head
-from ._common import InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json, human_count, parse_input_size
+from ._common import (
+    InChansOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModelArg,
+    NumClassesOpt,
+    console,
+    emit_json,
+    human_count,
+    parse_input_size,
+)
 from .load import print_load_report
 
 
 def inspect_command(
     model: ModelArg,
     num_classes: NumClassesOpt = None,
+    in_chans: InChansOpt = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Load these weights first.")] = None,
-    params: Annotated[bool, typer.Option("--params", help="List every parameter with shape and trainable flag.")] = False,
-    values: Annotated[list[str] | None, typer.Option("--values", help="Show statistics and first values of this parameter or buffer.")] = None,
+    params: Annotated[
+        bool, typer.Option("--params", help="List every parameter with shape and trainable flag.")
+    ] = False,
+    values: Annotated[
+        list[str] | None, typer.Option("--values", help="Show statistics and first values of this parameter or buffer.")
+    ] = None,
     depth: Annotated[int, typer.Option("--depth", help="Deepest module level shown in the tree.")] = 2,
     input_size: InputSizeOpt = None,
-    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")] = False,
+    trust_checkpoint: Annotated[
+        bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a model's structure with output shapes, its parameters and their values."""
-    net = create_model(model, num_classes=num_classes)
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     report = load_pretrained(net, weights, trust_checkpoint=trust_checkpoint) if weights else None
     layers = layer_table(net, input_size=parse_input_size(input_size))
     plist = parameter_table(net)
@@ -54,7 +71,9 @@ def inspect_command(
 
     if report is not None:
         print_load_report(report)
-    table = Table(title=f"{model}: {human_count(total)} parameters, {human_count(trainable)} trainable, head at '{head}'")
+    table = Table(
+        title=f"{model}: {human_count(total)} parameters, {human_count(trainable)} trainable, head at '{head}'"
+    )
     table.add_column("module")
     table.add_column("type")
     table.add_column("output shape")

@@ -10,7 +10,7 @@ import typer
 from ..loading import LoadReport, load_pretrained
 from ..models import create_model
 from ..serialization import save_safetensors, write_json
-from ._common import JsonOpt, ModelArg, NumClassesOpt, console, emit_json
+from ._common import InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json
 
 
 def print_load_report(report: LoadReport, *, limit: int = 8) -> None:
@@ -30,7 +30,9 @@ def print_load_report(report: LoadReport, *, limit: int = 8) -> None:
     for note in report.notes:
         console.print(f"  [yellow]note[/]: {note}")
     if report.ambiguous:
-        console.print(f"  ambiguous (left unloaded, alignment could shift): {', '.join(list(report.ambiguous)[:limit])}")
+        console.print(
+            f"  ambiguous (left unloaded, alignment could shift): {', '.join(list(report.ambiguous)[:limit])}"
+        )
     for title, items in (
         ("mismatched", [f"{m.key}: checkpoint {m.source_shape} vs model {m.model_shape}" for m in report.mismatched]),
         ("missing (kept their initial values)", report.missing),
@@ -48,18 +50,33 @@ def load_command(
     model: ModelArg,
     source: Annotated[str, typer.Argument(metavar="SRC", help="Checkpoint: .pth, .pt, .bin or .safetensors.")],
     num_classes: NumClassesOpt = None,
-    save: Annotated[Path | None, typer.Option("--save", help="Write the loaded weights, in the model's names, as OUT.safetensors.")] = None,
-    save_map: Annotated[Path | None, typer.Option("--save-map", help="Write the key map {model name: checkpoint name} as JSON.")] = None,
-    mapping: Annotated[str, typer.Option("--mapping", help="auto (names, then structure), name or structure.")] = "auto",
-    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Load even if parameters outside the head stay random.")] = False,
-    trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")] = False,
-    use_ema: Annotated[bool, typer.Option("--use-ema", help="Prefer the EMA weights when the checkpoint has them.")] = False,
+    in_chans: InChansOpt = None,
+    save: Annotated[
+        Path | None, typer.Option("--save", help="Write the loaded weights, in the model's names, as OUT.safetensors.")
+    ] = None,
+    save_map: Annotated[
+        Path | None, typer.Option("--save-map", help="Write the key map {model name: checkpoint name} as JSON.")
+    ] = None,
+    mapping: Annotated[
+        str, typer.Option("--mapping", help="auto (names, then structure), name or structure.")
+    ] = "auto",
+    allow_partial: Annotated[
+        bool, typer.Option("--allow-partial", help="Load even if parameters outside the head stay random.")
+    ] = False,
+    trust_checkpoint: Annotated[
+        bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")
+    ] = False,
+    use_ema: Annotated[
+        bool, typer.Option("--use-ema", help="Prefer the EMA weights when the checkpoint has them.")
+    ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail unless every tensor matches.")] = False,
-    min_loaded: Annotated[float, typer.Option("--min-loaded", help="Fail when less than this fraction of non-head parameters would load.")] = 0.5,
+    min_loaded: Annotated[
+        float, typer.Option("--min-loaded", help="Fail when less than this fraction of non-head parameters would load.")
+    ] = 0.5,
     as_json: JsonOpt = False,
 ) -> None:
     """Load pretrained weights into MODEL and report matched, missing, unexpected and mismatched tensors."""
-    net = create_model(model, num_classes=num_classes)
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     report = load_pretrained(
         net,
         source,

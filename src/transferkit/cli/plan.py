@@ -11,7 +11,7 @@ from ..errors import FreezeError
 from ..freeze import freeze, freeze_backbone, freeze_stages, frozen_norm_layers, parameter_summary
 from ..models import create_model
 from ..optim import create_optimizer
-from ._common import JsonOpt, ModelArg, NumClassesOpt, console, emit_json, human_count
+from ._common import InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json, human_count
 
 
 def _totals(summary) -> dict:
@@ -25,19 +25,24 @@ def plan_command(
         typer.Option("--freeze", help="Module path, glob (layer1.*) or re:REGEX to freeze; repeatable."),
     ] = None,
     backbone: Annotated[bool, typer.Option("--freeze-backbone", help="Freeze everything but the head.")] = False,
-    unfreeze_last: Annotated[int | None, typer.Option("--unfreeze-last", help="Freeze all but the last N stages.")] = None,
+    unfreeze_last: Annotated[
+        int | None, typer.Option("--unfreeze-last", help="Freeze all but the last N stages.")
+    ] = None,
     train_bn: Annotated[bool, typer.Option("--train-bn", help="Keep frozen BatchNorm layers training.")] = False,
     num_classes: NumClassesOpt = None,
+    in_chans: InChansOpt = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adam or sgd.")] = "adamw",
     lr: Annotated[float, typer.Option("--lr")] = 1e-3,
     head_lr: Annotated[float | None, typer.Option("--head-lr", help="Learning rate of the head.")] = None,
-    layer_decay: Annotated[float | None, typer.Option("--layer-decay", help="Scale each earlier stage's rate by this.")] = None,
+    layer_decay: Annotated[
+        float | None, typer.Option("--layer-decay", help="Scale each earlier stage's rate by this.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show trainable and frozen parameters before and after freezing, and the optimizer's parameters."""
     if not freeze_patterns and not backbone and unfreeze_last is None:
         raise FreezeError("Nothing to plan: give --freeze PATTERN, --freeze-backbone or --unfreeze-last N.")
-    net = create_model(model, num_classes=num_classes)
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     before = parameter_summary(net)
     if freeze_patterns:
         freeze(net, freeze_patterns, train_bn=train_bn)
@@ -75,7 +80,13 @@ def plan_command(
         style = "dim" if a.trainable == 0 else ""
         table.add_row(b.module, human_count(b.trainable), human_count(a.trainable), human_count(a.frozen), style=style)
     t_before, t_after = _totals(before), _totals(after)
-    table.add_row("total", human_count(t_before["trainable"]), human_count(t_after["trainable"]), human_count(t_after["frozen"]), style="bold")
+    table.add_row(
+        "total",
+        human_count(t_before["trainable"]),
+        human_count(t_after["trainable"]),
+        human_count(t_after["frozen"]),
+        style="bold",
+    )
     console.print(table)
     policy = "training (--train-bn)" if train_bn else "held in eval mode"
     console.print(f"Frozen BatchNorm layers: {len(norms)}, {policy}.")

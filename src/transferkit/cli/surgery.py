@@ -10,7 +10,7 @@ from ..errors import LayerExprError
 from ..layer_expr import parse_layer, parse_value
 from ..models import create_model
 from ..surgery import get_module, set_module, validate
-from ._common import InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json, parse_input_size
+from ._common import InChansOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json, parse_input_size
 
 
 def apply_assignment(net, assignment: str) -> str:
@@ -42,6 +42,7 @@ def surgery_command(
         typer.Option("--set", help="PATH=EXPR, e.g. classifier.6=Linear(4096,10); repeatable, applied in order."),
     ],
     num_classes: NumClassesOpt = None,
+    in_chans: InChansOpt = None,
     input_size: InputSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -49,13 +50,15 @@ def surgery_command(
 
     Exits 1 when the changed network does not work, naming the first layer that does not fit.
     """
-    net = create_model(model, num_classes=num_classes)
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     changed = [apply_assignment(net, a) for a in assignments]
     result = validate(net, input_size=parse_input_size(input_size), changed=changed)
     if as_json:
         emit_json({"model": model, "changed": changed, **result.to_dict()})
     elif result.ok:
-        console.print(f"[green]ok[/]: {', '.join(changed)} changed; input {result.input_shape} -> output {result.output_shape}")
+        console.print(
+            f"[green]ok[/]: {', '.join(changed)} changed; input {result.input_shape} -> output {result.output_shape}"
+        )
     else:
         console.print(f"[red]broken[/] at '{result.layer}': {result.error}")
     if not result.ok:

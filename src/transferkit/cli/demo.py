@@ -1,0 +1,75 @@
+"""``transferkit demo``: the embedded default job, on ImageNet EfficientNet-Lite0 weights."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch.nn as nn
+import typer
+from rich.rule import Rule
+
+from ..freeze import freeze_backbone, frozen_norm_layers, parameter_summary
+from ..inspection import layer_table, parameter_values
+from ..layer_expr import parse_layer
+from ..loading import load_pretrained
+from ..models import create_model
+from ..optim import create_optimizer
+from ..surgery import find_head, set_module, validate
+from ..weights import get_weights
+from ._common import console, human_count
+from .load import print_load_report
+
+
+def demo_command(
+    weights: Annotated[str, typer.Option("--weights", help="Registry weights to start from.")] = "lite0",
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Classes of the new task.")] = 10,
+) -> None:
+    """Walk through the transfer-learning steps on real pretrained weights: load, inspect, freeze, replace."""
+    record = get_weights(weights)
+    arch = record.architecture
+
+    console.print(Rule(f"1. Load {weights} ({record.package}) into {arch} with a {num_classes}-class head"))
+    model = create_model(arch, num_classes=num_classes)
+    report = load_pretrained(model, weights)
+    print_load_report(report)
+    console.print(
+        "  The file's names (_conv_stem, _blocks.N...) differ from timm's (conv_stem, blocks.S.B...): "
+        "they were paired by definition order and shape. The 1000-class head did not fit and was skipped."
+    )
+
+    console.print(Rule("2. Inspect: structure, output shapes, parameter values"))
+    for layer in layer_table(model, max_depth=1):
+        shape = layer.output_shape[0] if layer.output_shape else "-"
+        console.print(
+            f"  {layer.name or '(model)':<12} {layer.type:<24} {str(shape):<20} {human_count(layer.params):>12}"
+        )
+    for path in ("conv_stem.weight", f"{find_head(model)}.bias"):
+        v = parameter_values(model, path, first=4)
+        first = [round(x, 4) for x in v["first"]]
+        console.print(f"  {path}: shape {tuple(v['shape'])} mean {v['mean']:+.4f} std {v['std']:.4f} first {first}")
+    console.print("  conv_stem holds pretrained values; the new head is freshly initialised.")
+
+    console.print(Rule("3. Freeze the feature extractor, train only the head"))
+    before = parameter_summary(model)
+    freeze_backbone(model)
+    after = parameter_summary(model)
+    for b, a in zip(before, after):
+        console.print(f"  {b.module:<12} trainable {human_count(b.trainable):>10} -> {human_count(a.trainable):>10}")
+    optimizer = create_optimizer(model, "adamw", lr=1e-3)
+    names = [n for g in optimizer.param_groups for n in g["param_names"]]
+    console.print(f"  optimizer receives {len(names)} tensors: {', '.join(names)}")
+    console.print(
+        f"  {len(frozen_norm_layers(model))} frozen BatchNorm layers held in eval mode, even after model.train()."
+    )
+
+    console.print(Rule("4. Replace layers by path, validated by a dry run"))
+    head = find_head(model)
+    in_features = model.get_submodule(head).in_features
+    new_head = f"Sequential(Dropout(0.2), Linear({in_features}, {num_classes}))"
+    set_module(model, head, parse_layer(new_head))
+    result = validate(model, num_classes=num_classes)
+    console.print(f"  {head} = {new_head}: ok, {result.input_shape} -> {result.output_shape}")
+    broken = create_model(arch, num_classes=num_classes)
+    broken.conv_head = nn.Conv2d(320, 640, 1)
+    result = validate(broken, changed=["conv_head"])
+    console.print(f"  conv_head = Conv2d(320, 640, 1): caught at '{result.layer}': {result.error}")

@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from PIL import Image, UnidentifiedImageError
 
-from .errors import TransferkitError
+from .images import read_image
 from .loading import load_pretrained
 from .models import create_model
-from .weights import Preprocessing, get_weights
+from .preprocess import BatchPrep, Preprocessing, to_uint8_tensor
+from .weights import get_weights
 
-__all__ = ["Predictor", "load_predictor", "read_image"]
-
-
-def read_image(path: str | Path) -> Image.Image:
-    """An RGB PIL image; unreadable files raise :class:`TransferkitError` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise TransferkitError(f"Image '{path}' does not exist.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                return img.convert("RGB")
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as e:
-        raise TransferkitError(f"Cannot read image '{path}': {e}") from None
+__all__ = ["Predictor", "load_predictor"]
 
 
 @dataclass
@@ -50,10 +28,12 @@ class Predictor:
     @torch.no_grad()
     def predict(self, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
         """Top-k classes with probabilities for each image file."""
-        transform = self.preprocessing.transform()
-        batch = torch.stack([transform(read_image(p)) for p in images])  # (N, C, H, W)
+        pre = self.preprocessing
+        mode = "RGB" if pre.input_size[0] == 3 else "L"
+        batch = torch.stack([to_uint8_tensor(read_image(p, mode=mode), pre) for p in images])  # (N, C, H, W)
         param = next(self.model.parameters())
-        probs = self.model(batch.to(param.device, param.dtype)).float().softmax(-1)
+        x = BatchPrep(pre, param.device, channels_last=False)(batch).to(param.dtype)
+        probs = self.model(x).float().softmax(-1)
         k = min(top_k, probs.shape[-1])
         values, indices = probs.topk(k, dim=-1)
         return [
@@ -69,11 +49,16 @@ class Predictor:
 
 
 def load_predictor(source: str, *, model: str | None = None) -> Predictor:
-    """A predictor from registry weights (``lite0``): their architecture, preprocessing and classes.
+    """A predictor from a run folder (its best checkpoint) or registry weights (``lite0``).
 
     Args:
-        model: build this MODEL instead of the record's architecture (it must fit the tensors).
+        model: for registry weights, build this MODEL instead of the record's architecture.
     """
+    if Path(source).is_dir():
+        from .runs import load_trained  # runs imports the training engine; only needed here
+
+        trained = load_trained(source)
+        return Predictor(trained.model, trained.preprocessing, trained.class_names)
     record = get_weights(source)
     net = create_model(model or record.architecture)
     load_pretrained(net, record.name)

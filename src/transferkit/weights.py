@@ -19,12 +19,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch.nn as nn
-from timm.data import ImageNetInfo, create_transform, infer_imagenet_subset
+from timm.data import ImageNetInfo, infer_imagenet_subset
 
 from .errors import TransferkitError
+from .preprocess import Preprocessing
 
 __all__ = [
-    "Preprocessing",
     "WeightsRecord",
     "class_names_for",
     "get_weights",
@@ -33,46 +33,6 @@ __all__ = [
     "resolve_source",
     "timm_cached_weights",
 ]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What an image must become before the weights see it."""
-
-    input_size: tuple[int, int, int]  # (C, H, W)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
-    crop_mode: str = "center"
-
-    def transform(self, *, image_size: int | None = None, train: bool = False):
-        """The torchvision transform (via timm) from a PIL image to a normalised tensor."""
-        size = (self.input_size[0], image_size, image_size) if image_size else self.input_size
-        return create_transform(
-            input_size=size,
-            is_training=train,
-            interpolation=self.interpolation,
-            mean=self.mean,
-            std=self.std,
-            crop_pct=self.crop_pct,
-            crop_mode=self.crop_mode,
-        )
-
-    @classmethod
-    def from_model(cls, model: nn.Module) -> Preprocessing:
-        """timm's recorded preprocessing for a model, or ImageNet defaults at the model's input size."""
-        from ._trace import input_size_of
-
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        return cls(
-            input_size=tuple(input_size_of(model)),
-            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-            interpolation=cfg.get("interpolation", "bilinear"),
-            crop_pct=cfg.get("crop_pct", 0.875),
-            crop_mode=cfg.get("crop_mode", "center"),
-        )
 
 
 @dataclass(frozen=True)

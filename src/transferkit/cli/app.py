@@ -8,12 +8,15 @@ import sys
 import typer
 
 from ..errors import TransferkitError
+from .compare import compare_command
 from .demo import demo_command
+from .eval import eval_command
 from .inspect import inspect_command
 from .load import load_command
 from .plan import plan_command
 from .predict import predict_command
 from .surgery import surgery_command
+from .train import train_command
 from .weights import weights_command
 
 app = typer.Typer(
@@ -29,6 +32,9 @@ app.command("load")(load_command)
 app.command("plan")(plan_command)
 app.command("surgery")(surgery_command)
 app.command("weights")(weights_command)
+app.command("train")(train_command)
+app.command("eval")(eval_command)
+app.command("compare")(compare_command)
 app.command("predict")(predict_command)
 
 USER_ERROR = 2

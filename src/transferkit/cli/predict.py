@@ -12,7 +12,9 @@ from ._common import JsonOpt, console, emit_json
 
 
 def predict_command(
-    source: Annotated[str, typer.Argument(metavar="WEIGHTS", help="Registry weights such as lite0.")],
+    source: Annotated[
+        str, typer.Argument(metavar="RUN|WEIGHTS", help="A run folder from train, or registry weights such as lite0.")
+    ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files.")],
     model: Annotated[str | None, typer.Option("--model", help="Build this MODEL instead of the weights' own.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to show per image.")] = 5,
@@ -22,7 +24,7 @@ def predict_command(
     predictor = load_predictor(source, model=model)
     results = predictor.predict(images, top_k=top_k)
     if as_json:
-        emit_json({"weights": source, "predictions": results})
+        emit_json({"source": source, "predictions": results})
         return
     for result in results:
         console.print(f"[bold]{result['image']}[/]")

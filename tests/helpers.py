@@ -23,3 +23,41 @@ class TinyNet(nn.Module):
 
 
 ALEXNET_HEAD = [f"classifier.{i}.{k}" for i in (1, 4, 6) for k in ("weight", "bias")]
+
+
+def make_image_folder(root, classes=("cat", "dog"), per_class=6, size=20, seed=0):
+    """A folder DATA of small PNGs: class 0 dark, class 1 bright, so a tiny model can learn it."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            base = 60 + 120 * index
+            pixels = np.clip(rng.normal(base, 20, (size, size, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+class SmallNet(nn.Module):
+    """A few convolutions: enough to learn 8x8 digits in a few epochs, small enough for every test."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, 32, 3, padding=1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(256, num_classes)
+        self.transferkit_input_size = (in_chans, 16, 16)
+
+    def forward(self, x):
+        return self.fc(self.features(x))

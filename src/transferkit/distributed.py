@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_from_env"]
+__all__ = ["DistContext", "init_from_env", "is_main_process"]
 
 
 @dataclass
@@ -51,3 +51,10 @@ def init_from_env(device: str) -> DistContext:
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank)
     return DistContext(rank, dist.get_world_size(), local_rank)
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or the only one): the one that prints and writes."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import sys
 import time
@@ -235,7 +236,7 @@ def _check_out(out: Path, resume: bool) -> None:
         raise TransferkitError(f"'{out}' already holds a run; continue it with --resume {out} or choose another --out.")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -278,16 +279,26 @@ def _validate_config(config: TrainConfig) -> list[Phase]:
     return phases
 
 
-def prepare(config: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Prepared:
+def prepare(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    dist_ctx: DistContext | None = None,
+) -> Prepared:
     """Check the settings, read and decode the data, build the model and load its weights."""
+    dist_ctx = dist_ctx or DistContext()
     _validate_config(config)
-    _check_out(Path(config.out), resume)
+    if dist_ctx.is_main:
+        _check_out(Path(config.out), resume)
+    dist_ctx.barrier()
     source = open_data(config.data)
     if source.val is None:
         train_items, val_items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
     else:
         train_items, val_items = source.train, source.val
 
+    _seed_everything(config.seed)  # random initialisation (scratch, new layers) follows --seed too
     model = create_model(config.model, num_classes=len(source.class_names), in_chans=config.in_chans)
     report = None
     if config.weights and config.strategy != "scratch" and not resume:
@@ -412,7 +423,7 @@ def fit(
     if not dist_ctx.is_main:
         log = _silent
     phases = _validate_config(config)
-    prepared = prepare(config, resume=state is not None, log=log)
+    prepared = prepare(config, resume=state is not None, log=log, dist_ctx=dist_ctx)
     out = Path(config.out)
     device = torch.device(config.device if not config.device.startswith("cuda") else f"cuda:{dist_ctx.local_rank}")
     model = prepared.model.to(device)

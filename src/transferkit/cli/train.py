@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..distributed import is_main_process
 from ..engine import TrainConfig, fit
 from ._common import InChansOpt, JsonOpt, emit_json
 
@@ -88,6 +89,8 @@ def train_command(
         summary = fit(config, stop_after=stop_after, log=log)
     else:
         summary = fit(resume=resume, stop_after=stop_after, log=log)
+    if not is_main_process():
+        return
     if as_json:
         emit_json(summary)
     else:

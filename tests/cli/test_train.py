@@ -1,0 +1,98 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_image_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--model", "tests.helpers:SmallNet", "--data", "builtin:digits", "--image-size", "16"]
+
+
+def test_train_eval_predict(cli, cli_json, tmp_path):
+    out = cli_json("train", *SMALL, "--strategy", "lp-ft", "--epochs", "2", "--out", tmp_path / "run")
+    assert out["strategy"] == "lp-ft" and len(out["epochs"]) == 2
+    assert {"epoch", "train_loss", "val_acc", "seconds"} <= set(out["epochs"][0])
+    assert out["trainable_params"] + out["frozen_params"] > 0 and out["seconds"] > 0
+    result = cli_json("eval", tmp_path / "run")
+    assert result["accuracy"] == pytest.approx(out["best_val_acc"])
+    assert len(result["confusion_matrix"]) == 10 and set(result["per_class_accuracy"]) == {str(i) for i in range(10)}
+
+    image = tmp_path / "img.png"
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    Image.fromarray((load_digits().images[0] * 15).astype("uint8")).save(image)
+    predictions = cli_json("predict", tmp_path / "run", image, "--top-k", "3")
+    assert len(predictions["predictions"][0]["top"]) == 3
+    assert predictions["predictions"][0]["top"][0]["label"] in [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strategy", "warp"], "Unknown strategy 'warp'"),
+        (["--data", "/nonexistent/images"], "does not exist"),
+    ],
+)
+def test_bad_input_one_line(cli, tmp_path, args, message):
+    base = ["train", "--model", "tests.helpers:SmallNet", "--data", "builtin:digits", "--out", tmp_path / "run"]
+    code, out, err = cli(*base, *args)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_single_class_and_unwritable_out_and_bad_resume(cli, tmp_path):
+    one = make_image_folder(tmp_path / "one", classes=("only",))
+    code, _, err = cli("train", "--model", "tests.helpers:SmallNet", "--data", one, "--out", tmp_path / "r")
+    assert code == 2 and "single class" in err
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    code, _, err = cli("train", *SMALL, "--out", blocker / "run")
+    assert code == 2 and "Cannot write to output folder" in err
+    code, _, err = cli("train", "--resume", tmp_path)
+    assert code == 2 and "is not a transferkit run" in err
+
+
+def test_compare_table_and_plot(cli, tmp_path):
+    code, out, err = cli(
+        "compare", *SMALL, "--strategies", "freeze,scratch", "--epochs", "2", "--out", tmp_path / "cmp"
+    )
+    assert code == 0, err
+    assert "acc after epoch 1" in out and "freeze" in out and "scratch" in out
+    assert (tmp_path / "cmp" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
+    assert [r["strategy"] for r in rows] == ["freeze", "scratch"] and rows[0]["trainable_params"] == 2570
+
+
+def test_two_processes_match_one(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    common = [*SMALL, "--strategy", "scratch", "--epochs", "3", "--lr", "0.01", "--json"]
+    single = subprocess.run(
+        [sys.executable, "-m", "transferkit", "train", *common, "--batch-size", "64", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    double = subprocess.run(
+        [*launcher, "-m", "transferkit", "train", *common, "--batch-size", "32", "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert double.returncode == 0, double.stderr[-2000:]
+    one, two = json.loads(single.stdout), json.loads(double.stdout)  # one JSON object: only rank 0 prints
+    assert one["best_val_acc"] > 0.85 and abs(one["best_val_acc"] - two["best_val_acc"]) < 0.05
+    files = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert files == ["best.pt", "config.json", "last.pt", "metrics.csv", "report.json", "tensorboard"]
+    assert len(list((tmp_path / "two" / "tensorboard").iterdir())) == 1
+    assert double.stderr.count("epoch 3/3") == 1

@@ -1,0 +1,132 @@
+import pytest
+import torch
+
+from tests.helpers import make_image_folder
+from transferkit import TransferkitError
+from transferkit.engine import TrainConfig, fit, load_run
+from transferkit.predict import load_predictor
+from transferkit.runs import evaluate_run
+
+TINY = "tests.helpers:TinyNet"
+
+
+def config(tmp_path, name="run", **overrides):
+    values = dict(model=TINY, data="builtin:digits", out=str(tmp_path / name), epochs=2, image_size=16, batch_size=64)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def state(run):
+    return load_run(run)["model"]
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_freeze_leaves_backbone_and_bn_buffers_bitwise_unchanged(tmp_path, cache):
+    torch.manual_seed(0)
+    init = tmp_path / "init.pth"
+    from tests.helpers import TinyNet
+
+    torch.save(TinyNet(num_classes=10).state_dict(), init)
+    fit(config(tmp_path, strategy="freeze", weights=str(init), cache=cache), log=lambda m: None)
+    before, after = torch.load(init), state(tmp_path / "run")
+    for key, value in before.items():
+        if key.startswith("fc."):
+            continue
+        assert torch.equal(after[key], value), key
+    assert not torch.equal(after["fc.weight"], torch.zeros_like(after["fc.weight"]))
+
+
+def test_head_strategy_freezes_only_what_was_asked(tmp_path):
+    torch.manual_seed(0)
+    init = tmp_path / "init.pth"
+    from tests.helpers import TinyNet
+
+    torch.save(TinyNet(num_classes=10).state_dict(), init)
+    fit(config(tmp_path, strategy="head", weights=str(init), freeze=["conv1", "bn1"]), log=lambda m: None)
+    before, after = torch.load(init), state(tmp_path / "run")
+    for key in (
+        "conv1.weight",
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+    ):
+        assert torch.equal(after[key], before[key]), key
+    assert not torch.equal(after["layer1.0.weight"], before["layer1.0.weight"])
+    assert not torch.equal(after["layer1.1.running_mean"], before["layer1.1.running_mean"])
+
+
+def test_cached_head_inputs_give_the_same_result(tmp_path):
+    with_cache = fit(config(tmp_path, "a", strategy="freeze", epochs=3, lr=0.03), log=lambda m: None)
+    without = fit(config(tmp_path, "b", strategy="freeze", epochs=3, lr=0.03, cache=False), log=lambda m: None)
+    assert [e["cached"] for e in with_cache["epochs"]] == [True] * 3
+    assert [e["cached"] for e in without["epochs"]] == [False] * 3
+    torch.testing.assert_close(
+        state(tmp_path / "a")["fc.weight"], state(tmp_path / "b")["fc.weight"], atol=1e-5, rtol=1e-4
+    )
+    assert abs(with_cache["best_val_acc"] - without["best_val_acc"]) < 0.01
+
+
+@pytest.mark.parametrize("strategy, stop", [("full", 1), ("gradual", 1), ("lp-ft", 2)])
+def test_resume_continues_exactly(tmp_path, strategy, stop):
+    straight = fit(config(tmp_path, "straight", strategy=strategy, epochs=3), log=lambda m: None)
+    fit(config(tmp_path, "split", strategy=strategy, epochs=3), stop_after=stop, log=lambda m: None)
+    assert load_run(tmp_path / "split")["epoch"] == stop
+    resumed = fit(resume=tmp_path / "split", log=lambda m: None)
+    a, b = state(tmp_path / "straight"), state(tmp_path / "split")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [e["val_acc"] for e in straight["epochs"]] == [e["val_acc"] for e in resumed["epochs"]]
+    assert load_run(tmp_path / "split")["frozen"] == load_run(tmp_path / "straight")["frozen"]
+
+
+def test_run_learns_and_is_usable_alone(tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=20)
+    summary = fit(
+        config(tmp_path, data=str(data), strategy="scratch", epochs=4, lr=1e-2, batch_size=8), log=lambda m: None
+    )
+    assert summary["best_val_acc"] == 1.0
+    assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 5
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    result = evaluate_run(tmp_path / "run")
+    assert result["accuracy"] == 1.0 and result["confusion_matrix"] == [[4, 0], [0, 4]]
+    predictions = load_predictor(str(tmp_path / "run")).predict([data / "dog" / "0.png"], top_k=2)
+    assert predictions[0]["top"][0]["label"] == "dog"
+
+
+def test_bad_settings_fail_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for overrides, message in [
+        (dict(strategy="warp"), "Unknown strategy 'warp'"),
+        (dict(data=str(tmp_path / "missing")), "does not exist"),
+        (dict(out=str(blocker / "run")), "Cannot write to output folder"),
+        (dict(strategy="head"), "needs --freeze"),
+        (dict(device="cuda:0" if not torch.cuda.is_available() else "tpu"), "cuda|Unknown device"),
+    ]:
+        with pytest.raises(TransferkitError, match=message):
+            fit(config(tmp_path, **overrides), log=lambda m: None)
+    with pytest.raises(TransferkitError, match="not a transferkit run"):
+        fit(resume=tmp_path, log=lambda m: None)
+    with pytest.raises(TransferkitError, match="Unknown training settings: colour"):
+        TrainConfig.from_dict({"model": "m", "data": "d", "out": "o", "colour": 1})
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    fit(config(tmp_path, strategy="freeze", epochs=1), log=lambda m: None)
+    with pytest.raises(TransferkitError, match="already holds a run"):
+        fit(config(tmp_path, strategy="freeze", epochs=1), log=lambda m: None)
+
+
+def test_strict_data_lists_bad_files(tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=5)
+    (data / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n")
+    summary = fit(config(tmp_path, "lenient", data=str(data), strategy="freeze", epochs=1), log=lambda m: None)
+    assert [s["name"].rsplit("/", 1)[-1] for s in summary["skipped_images"]] == ["broken.png"]
+    with pytest.raises(TransferkitError, match="1 unusable images.*broken.png"):
+        fit(
+            config(tmp_path, "strict", data=str(data), strategy="freeze", epochs=1, strict_data=True),
+            log=lambda m: None,
+        )
+    assert not (tmp_path / "strict" / "last.pt").exists()

@@ -62,10 +62,10 @@ def test_cached_head_inputs_give_the_same_result(tmp_path):
     without = fit(config(tmp_path, "b", strategy="freeze", epochs=3, lr=0.03, cache=False), log=lambda m: None)
     assert [e["cached"] for e in with_cache["epochs"]] == [True] * 3
     assert [e["cached"] for e in without["epochs"]] == [False] * 3
-    torch.testing.assert_close(
-        state(tmp_path / "a")["fc.weight"], state(tmp_path / "b")["fc.weight"], atol=1e-5, rtol=1e-4
-    )
-    assert abs(with_cache["best_val_acc"] - without["best_val_acc"]) < 0.01
+    # The cache holds fp16 when its round trip is within 1e-3 of the activations' scale.
+    a, b = state(tmp_path / "a")["fc.weight"], state(tmp_path / "b")["fc.weight"]
+    torch.testing.assert_close(a, b, atol=1e-3 * b.abs().max().item(), rtol=0)
+    assert abs(with_cache["best_val_acc"] - without["best_val_acc"]) <= 0.005
 
 
 @pytest.mark.parametrize("strategy, stop", [("full", 1), ("gradual", 1), ("lp-ft", 2)])
@@ -130,3 +130,17 @@ def test_strict_data_lists_bad_files(tmp_path):
             log=lambda m: None,
         )
     assert not (tmp_path / "strict" / "last.pt").exists()
+
+
+def test_frozen_prefix_of_head_strategy_is_cached(tmp_path):
+    logs = []
+    common = dict(model="tests.helpers:SmallNet", strategy="head", freeze=["features.0", "features.1"], epochs=2)
+    cached = fit(config(tmp_path, "a", **common), log=logs.append)
+    plain = fit(config(tmp_path, "b", **common, cache=False), log=lambda m: None)
+    assert any(m.startswith("cache: 'features.2' output (32, 16, 16)") for m in logs), logs
+    assert all(e["cached"] for e in cached["epochs"])
+    a, b = state(tmp_path / "a"), state(tmp_path / "b")
+    assert torch.equal(a["features.0.weight"], b["features.0.weight"])
+    # fp16 activations and a training BatchNorm after the boundary: close, not bitwise
+    torch.testing.assert_close(a["fc.weight"], b["fc.weight"], atol=2e-2 * b["fc.weight"].abs().max().item(), rtol=0)
+    assert abs(cached["best_val_acc"] - plain["best_val_acc"]) <= 0.01

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from .data import AUGMENTATIONS, DataError, ImageDataset, augmentation, decode, open_data, split_items
 from .distributed import DistContext, init_from_env
 from .errors import TransferkitError
+from .feature_cache import boundary_outputs, cache_key, check_boundary, find_boundary, load_or_compute, truncated
 from .loading import load_pretrained
 from .models import create_model
 from .optim import create_optimizer
@@ -61,7 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     image_size: int | None = None  # None: the weights' own size
-    augment: str = "auto"  # auto: none when only the head trains (so its inputs can be cached), else light
+    augment: str = "auto"  # auto: none while a frozen prefix exists (so its output can be cached), else light
     val_fraction: float = 0.2
     freeze: list[str] = field(default_factory=list)
     unfreeze_last: int | None = None
@@ -193,23 +195,6 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fra
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@torch.no_grad()
-def head_inputs(
-    model: nn.Module, head: nn.Module, loader: DataLoader, *, prep, device: torch.device, precision: str
-) -> torch.Tensor:
-    """What the head receives for every example, computed once with the (frozen) model in eval mode."""
-    captured: list[torch.Tensor] = []
-    handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].float().cpu()))
-    model.eval()
-    try:
-        for inputs, _ in loader:
-            with _autocast(device, precision):
-                model(prep(inputs))
-    finally:
-        handle.remove()
-    return torch.cat(captured)  # (N, features)
 
 
 # ---------------------------------------------------------------------------- runs
@@ -351,7 +336,51 @@ def zero_init_head(model: nn.Module) -> None:
 def _augment_for(config: TrainConfig, phase: Phase) -> str:
     if config.augment != "auto":
         return config.augment
-    return "none" if phase.trains == "head" else "light"
+    return "light" if phase.trains == "all" else "none"
+
+
+def _prepare_cache(model: nn.Module, prepared: Prepared, prep_images, device: torch.device, log):
+    """Cached activations of the frozen prefix for train and val, or None (and why, in the log)."""
+    config = prepared.config
+    boundary = find_boundary(model, prepared.preprocessing.input_size)
+    if boundary is None:
+        log("cache: off, the first layer to run already trains")
+        return None
+    difference = check_boundary(model, boundary, prepared.train.decoded.images[:8], prep=prep_images)
+    if difference is None or difference > 1e-4:
+        log(f"cache: off, the network does more than run its modules in sequence at '{boundary.path}'")
+        return None
+    started = time.perf_counter()
+    key = cache_key(
+        model, boundary, data_fingerprint=prepared.data_fingerprint, preprocessing=asdict(prepared.preprocessing)
+    )
+
+    def compute(dataset):
+        batches = (images for images, _ in DataLoader(dataset, batch_size=256))
+        return lambda: boundary_outputs(
+            model, boundary, batches, prep=prep_images, autocast=lambda: _autocast(device, config.precision)
+        )
+
+    folder = Path(config.out) / "cache"
+    train_acts, how = load_or_compute(compute(prepared.train), folder=folder, key=f"{key}-train")
+    val_acts, _ = load_or_compute(compute(prepared.val), folder=folder, key=f"{key}-val")
+    log(
+        f"cache: '{boundary.path}' output {tuple(boundary.output_shape)} for {len(train_acts) + len(val_acts)} images "
+        f"computed once in {time.perf_counter() - started:.1f} s ({how}); {len(boundary.stubbed)} frozen modules "
+        "are skipped every epoch"
+    )
+    four_d = train_acts.dim() == 4 and config.channels_last
+
+    def prep(acts: torch.Tensor) -> torch.Tensor:
+        x = acts.to(device, non_blocking=True).float()
+        return x.contiguous(memory_format=torch.channels_last) if four_d else x
+
+    return (
+        TensorDataset(train_acts, prepared.train.decoded.labels),
+        TensorDataset(val_acts, prepared.val.decoded.labels),
+        prep,
+        boundary,
+    )
 
 
 def _seed_everything(seed: int) -> None:
@@ -430,7 +459,6 @@ def fit(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     num_classes = len(prepared.class_names)
-    head_module = model.get_submodule(prepared.head)
 
     history: list[dict] = []
     best_acc, start_phase, start_epoch = -1.0, 0, 0
@@ -452,7 +480,6 @@ def fit(
 
     writer = _tensorboard(out) if dist_ctx.is_main else None
     prep_images = BatchPrep(prepared.preprocessing, device, config.channels_last)
-    to_device = lambda t: t.to(device, non_blocking=True)  # noqa: E731  (cached head inputs)
     epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
     run_started = time.perf_counter()
     elapsed_before = history[-1]["cumulative_seconds"] if history else 0.0
@@ -468,34 +495,21 @@ def fit(
                 train_bn=config.train_bn,
             )
             augment = _augment_for(config, phase)
-            cached = config.cache and phase.trains == "head" and augment == "none"
             phase_started = time.perf_counter()
-            if cached:
-                prepared.train.transform = None
-                plain = DataLoader(prepared.train, batch_size=256)
-                feats = head_inputs(
-                    model, head_module, plain, prep=prep_images, device=device, precision=config.precision
-                )
-                val_feats = head_inputs(
-                    model,
-                    head_module,
-                    DataLoader(prepared.val, batch_size=256),
-                    prep=prep_images,
-                    device=device,
-                    precision=config.precision,
-                )
-                train_set = TensorDataset(feats, prepared.train.decoded.labels)
-                val_set = TensorDataset(val_feats, prepared.val.decoded.labels)
-                net, prep = head_module, to_device
-                log(
-                    f"phase {phase.name}: only '{prepared.head}' trains and the input is deterministic: its inputs "
-                    f"{tuple(feats.shape[1:])} were computed once in {time.perf_counter() - phase_started:.1f} s "
-                    "and are reused every epoch"
-                )
+            prepared.train.transform = augmentation(augment, prepared.preprocessing.input_size[1])
+            cache = (
+                _prepare_cache(model, prepared, prep_images, device, log)
+                if config.cache and augment == "none"
+                else None
+            )
+            if cache is not None:
+                train_set, val_set, prep, boundary = cache
             else:
-                prepared.train.transform = augmentation(augment, prepared.preprocessing.input_size[1])
-                train_set, val_set, net, prep = prepared.train, prepared.val, model, prep_images
-                log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}")
+                train_set, val_set, prep, boundary = prepared.train, prepared.val, prep_images, None
+            cached = boundary is not None
+            skipping = partial(truncated, model, boundary) if cached else nullcontext
+            log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}")
+            net = model
             train_net = net
             if dist_ctx.enabled:
                 train_net = nn.parallel.DistributedDataParallel(
@@ -527,28 +541,29 @@ def fit(
                     drop_last=drop_last,
                 )
                 lr_now = optimizer.param_groups[-1]["lr"]
-                train_loss = train_one_epoch(
-                    train_net,
-                    train_loader,
-                    optimizer,
-                    scheduler,
-                    prep=prep,
-                    device=device,
-                    label_smoothing=config.label_smoothing,
-                    precision=config.precision,
-                    scaler=scaler,
-                    dist_ctx=dist_ctx,
-                    progress=f"epoch {epoch_index + 1}/{config.epochs}",
-                )
-                metrics = evaluate(
-                    net,
-                    val_loader,
-                    num_classes=num_classes,
-                    prep=prep,
-                    device=device,
-                    precision=config.precision,
-                    dist_ctx=dist_ctx,
-                )
+                with skipping():
+                    train_loss = train_one_epoch(
+                        train_net,
+                        train_loader,
+                        optimizer,
+                        scheduler,
+                        prep=prep,
+                        device=device,
+                        label_smoothing=config.label_smoothing,
+                        precision=config.precision,
+                        scaler=scaler,
+                        dist_ctx=dist_ctx,
+                        progress=f"epoch {epoch_index + 1}/{config.epochs}",
+                    )
+                    metrics = evaluate(
+                        net,
+                        val_loader,
+                        num_classes=num_classes,
+                        prep=prep,
+                        device=device,
+                        precision=config.precision,
+                        dist_ctx=dist_ctx,
+                    )
                 seconds = time.perf_counter() - epoch_started
                 if phase_epoch == 0:
                     seconds = time.perf_counter() - phase_started  # the cache is this epoch's cost

@@ -1,13 +1,24 @@
-"""``transferkit demo``: the embedded default job, on ImageNet EfficientNet-Lite0 weights."""
+"""``transferkit demo``: the embedded default job.
+
+ImageNet EfficientNet-Lite0 (``lite0``) adapted to the 5,000 MNIST digits (``builtin:mnist5k``) the
+three classic ways: the load report, inspection, the freeze plan and a checked surgery, then
+``compare`` over full fine-tuning, a frozen feature extractor, gradual unfreezing and training
+from scratch, ending with the table and the learning-curve plot.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Annotated
 
 import torch.nn as nn
 import typer
 from rich.rule import Rule
 
+from ..compare import compare
+from ..data import open_data
+from ..engine import TrainConfig
 from ..freeze import freeze_backbone, frozen_norm_layers, parameter_summary
 from ..inspection import layer_table, parameter_values
 from ..layer_expr import parse_layer
@@ -16,16 +27,30 @@ from ..models import create_model
 from ..optim import create_optimizer
 from ..surgery import find_head, set_module, validate
 from ..weights import get_weights
-from ._common import console, human_count
+from ._common import JsonOpt, console, emit_json, human_count
+from .compare import print_comparison
 from .load import print_load_report
 
 
 def demo_command(
     weights: Annotated[str, typer.Option("--weights", help="Registry weights to start from.")] = "lite0",
-    num_classes: Annotated[int, typer.Option("--num-classes", help="Classes of the new task.")] = 10,
+    data: Annotated[str, typer.Option("--data", help="DATA to fine-tune on.")] = "builtin:mnist5k",
+    strategies: Annotated[
+        str, typer.Option("--strategies", help="Strategies to compare.")
+    ] = "full,freeze,gradual,scratch",
+    epochs: Annotated[int, typer.Option("--epochs")] = 4,
+    # 80 px: at 64 px a linear probe on Lite0 features of MNIST tops out near 93% (logistic
+    # regression: 93.3%); at 80 px it passes 93%, and a 2-core CPU still fine-tunes at ~130 images/s.
+    image_size: Annotated[int, typer.Option("--image-size")] = 80,
+    out: Annotated[str | None, typer.Option("--out", help="Run folder (default: runs/demo-TIME).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Walk through the transfer-learning steps on real pretrained weights: load, inspect, freeze, replace."""
+    """Transfer learning end to end on real weights and data: load, inspect, freeze, replace, then fine-tune."""
+    if as_json:  # the walkthrough goes to stderr, the JSON alone to stdout
+        console.file = sys.stderr
+    started = time.perf_counter()
     record = get_weights(weights)
+    num_classes = len(open_data(data).class_names)
     arch = record.architecture
 
     console.print(Rule(f"1. Load {weights} ({record.package}) into {arch} with a {num_classes}-class head"))
@@ -73,3 +98,19 @@ def demo_command(
     broken.conv_head = nn.Conv2d(320, 640, 1)
     result = validate(broken, changed=["conv_head"])
     console.print(f"  conv_head = Conv2d(320, 640, 1): caught at '{result.layer}': {result.error}")
+
+    console.print(Rule(f"5. Fine-tune on {data}: {strategies.replace(',', ', ')}, {epochs} epochs at {image_size} px"))
+    base = TrainConfig(
+        model=arch,
+        weights=weights,
+        data=data,
+        out=out or time.strftime("runs/demo-%Y%m%d-%H%M%S"),
+        epochs=epochs,
+        image_size=image_size,
+    )
+    result = compare(base, strategies.split(","), log=lambda m: console.print("  " + m, markup=False))
+    print_comparison(console, result["rows"], result["plot"])
+    seconds = time.perf_counter() - started
+    console.print(f"demo finished in {seconds:.0f} s")
+    if as_json:
+        emit_json({"load": report.to_dict(), "compare": result, "seconds": seconds})

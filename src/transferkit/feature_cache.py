@@ -1,0 +1,238 @@
+"""Compute the activations of a frozen prefix once and train the rest of the network on them.
+
+When a prefix of the network (in execution order) is frozen, deterministic and in eval mode,
+its output for an example never changes. The prefix is found from a dry run: the *boundary* is
+the outermost module that finishes right before the first module that trains or is random in
+training (a trainable layer, a BatchNorm that updates its statistics, Dropout, DropPath). The
+modules up to the boundary are then replaced by ``nn.Identity`` while training, so that
+``model(cached_activation)`` runs only the rest. A check on real inputs confirms that this gives
+the same output as the full model; if the forward does more than chain its modules (a skip
+connection across the boundary), nothing is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ._trace import NORM_TYPES, input_size_of
+from .freeze import frozen_norm_layers
+from .serialization import write_json
+
+__all__ = [
+    "Boundary",
+    "boundary_outputs",
+    "cache_key",
+    "check_boundary",
+    "find_boundary",
+    "load_or_compute",
+    "memory_budget",
+    "truncated",
+]
+
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+# fp16 keeps ~3 significant digits; activations are stored in it when the round trip changes
+# them by less than this (relative to their scale) and nothing overflows.
+_FP16_TOLERANCE = 1e-3
+
+
+@dataclass
+class Boundary:
+    """Where the frozen prefix ends: its output is cached; ``stubbed`` modules are skipped."""
+
+    path: str
+    stubbed: list[str]
+    output_shape: tuple[int, ...]  # per example
+
+
+def _is_live(path: str, module: nn.Module, held: set[str]) -> bool:
+    """A module whose output can change between epochs for the same input."""
+    if any(p.requires_grad for p in module.parameters(recurse=False)):
+        return True
+    if isinstance(module, _DROPOUTS) and module.p > 0:
+        return True
+    if "DropPath" in type(module).__name__ and getattr(module, "drop_prob", 0) > 0:
+        return True
+    if isinstance(module, NORM_TYPES) and module.track_running_stats and path not in held:
+        return True
+    return False
+
+
+def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Boundary | None:
+    """The frozen prefix's last module, or None when the first module to run already trains."""
+    size = tuple(input_size) if input_size is not None else input_size_of(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    held = set(frozen_norm_layers(model))
+    events: list[tuple[str, str]] = []  # ("start" | "end", path) in execution order
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def pre(module, args):
+        events.append(("start", names[id(module)]))
+
+    def post(module, args, output):
+        events.append(("end", names[id(module)]))
+        if isinstance(output, torch.Tensor):
+            shapes.setdefault(names[id(module)], tuple(output.shape[1:]))
+
+    handles = [m.register_forward_pre_hook(pre) for m in model.modules()]
+    handles += [m.register_forward_hook(post) for m in model.modules()]
+    flags = [(m, m.training) for m in model.modules()]
+    param = next(model.parameters())
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(torch.zeros(2, *size, device=param.device, dtype=param.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in flags:
+            m.training = flag
+
+    modules = dict(model.named_modules())
+    first_live = next(
+        (i for i, (kind, path) in enumerate(events) if kind == "start" and _is_live(path, modules[path], held)), None
+    )
+    if first_live is None:
+        return None
+    ended = [(i, path) for i, (kind, path) in enumerate(events[:first_live]) if kind == "end" and path]
+    if not ended:
+        return None
+    end_index, boundary = ended[-1]
+    done = {path for _, path in ended}
+    stubbed = [p for p in done if p.rpartition(".")[0] not in done]  # the outermost finished modules
+    # A stubbed module used again after the boundary (a shared activation) cannot be skipped.
+    later = {path for kind, path in events[end_index + 1 :] if kind == "start"}
+    if any(path == s or path.startswith(s + ".") for path in later for s in stubbed):
+        return None
+    if boundary not in shapes:
+        return None
+    order = [path for kind, path in events if kind == "start"]
+    stubbed.sort(key=order.index)
+    return Boundary(boundary, stubbed, shapes[boundary])
+
+
+@contextmanager
+def truncated(model: nn.Module, boundary: Boundary):
+    """Within the block, ``model(activation)`` runs only what follows the boundary."""
+    originals = []
+    for path in boundary.stubbed:
+        parent_path, _, name = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        originals.append((parent, name, getattr(parent, name)))
+        setattr(parent, name, nn.Identity())
+    try:
+        yield model
+    finally:
+        for parent, name, module in reversed(originals):
+            setattr(parent, name, module)
+
+
+@torch.no_grad()
+def boundary_outputs(model: nn.Module, boundary: Boundary, batches, *, prep, autocast) -> torch.Tensor:
+    """The boundary's output for every example of ``batches`` (the model in eval mode)."""
+    captured: list[torch.Tensor] = []
+    module = model.get_submodule(boundary.path)
+    handle = module.register_forward_hook(lambda m, a, out: captured.append(out.detach().float().cpu()))
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        for images in batches:
+            with autocast():
+                model(prep(images))
+    finally:
+        handle.remove()
+        for m, flag in flags:
+            m.training = flag
+    return torch.cat(captured)
+
+
+@torch.no_grad()
+def check_boundary(model: nn.Module, boundary: Boundary, images: torch.Tensor, *, prep) -> float | None:
+    """Largest difference between the full model and the truncated one on ``images``; None if it fails."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        activation = boundary_outputs(model, boundary, [images], prep=prep, autocast=_no_autocast)
+        full = model(prep(images)).float().cpu()
+        device = next(model.parameters()).device
+        with truncated(model, boundary):
+            try:
+                short = model(activation.to(device)).float().cpu()
+            except Exception:  # the forward does more than chain modules
+                return None
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    if short.shape != full.shape:
+        return None
+    return (short - full).abs().max().item() / max(full.abs().max().item(), 1e-12)
+
+
+@contextmanager
+def _no_autocast():
+    yield
+
+
+def cache_key(model: nn.Module, boundary: Boundary, *, data_fingerprint: str, preprocessing: dict) -> str:
+    """Changes when the frozen weights, the data files or the preprocessing change."""
+    h = hashlib.sha256()
+    h.update(
+        json.dumps({"boundary": boundary.path, "data": data_fingerprint, "pre": preprocessing}, sort_keys=True).encode()
+    )
+    for path in boundary.stubbed:
+        for name, tensor in sorted(model.get_submodule(path).state_dict().items()):
+            h.update(f"{path}.{name}".encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def memory_budget() -> int:
+    """Bytes of activations kept in memory: a quarter of physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 2 * 2**30
+
+
+def load_or_compute(
+    compute: Callable[[], torch.Tensor], *, folder: Path, key: str, max_memory_bytes: int | None = None
+) -> tuple[torch.Tensor, str]:
+    """Activations from ``compute``, stored in fp16 when accurate enough, in memory or memory-mapped.
+
+    A memory-mapped cache in ``folder`` named by ``key`` is reused when present; since the key
+    covers the frozen weights, the data and the preprocessing, a stale file is never read.
+    Returns the tensor and a description of how it is stored.
+    """
+    budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
+    meta_path = folder / f"{key}.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        dtype = getattr(torch, meta["dtype"])
+        mapped = torch.from_file(str(folder / meta["file"]), shared=False, size=math.prod(meta["shape"]), dtype=dtype)
+        return mapped.view(meta["shape"]), f"{meta['dtype']}, reused from {folder / meta['file']}"
+    activations = compute()
+    stored = activations
+    scale = activations.abs().max().item()
+    if scale < 60000:
+        half = activations.half()
+        if (half.float() - activations).abs().max().item() <= _FP16_TOLERANCE * max(scale, 1e-12):
+            stored = half
+    dtype_name = str(stored.dtype).removeprefix("torch.")
+    size_mb = stored.numel() * stored.element_size() / 2**20
+    if stored.numel() * stored.element_size() <= budget:
+        return stored, f"{dtype_name}, {size_mb:.1f} MiB in memory"
+    folder.mkdir(parents=True, exist_ok=True)
+    file = f"{key}.{dtype_name}.bin"
+    mapped = torch.from_file(str(folder / file), shared=True, size=stored.numel(), dtype=stored.dtype)
+    mapped.copy_(stored.flatten())
+    write_json(meta_path, {"file": file, "dtype": dtype_name, "shape": list(stored.shape)})  # last: marks it complete
+    return mapped.view(stored.shape), f"{dtype_name}, {size_mb:.1f} MiB memory-mapped at {folder / file}"

@@ -11,7 +11,9 @@ TINY = "tests.helpers:TinyNet"
 
 
 def config(tmp_path, name="run", **overrides):
+    # Pinned precision and memory format: runs compared bitwise must use the same kernels.
     values = dict(model=TINY, data="builtin:digits", out=str(tmp_path / name), epochs=2, image_size=16, batch_size=64)
+    values.update(precision="fp32", channels_last=False)
     values.update(overrides)
     return TrainConfig(**values)
 

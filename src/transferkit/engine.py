@@ -29,6 +29,7 @@ from tqdm import tqdm
 from .data import AUGMENTATIONS, DataError, ImageDataset, augmentation, decode, open_data, split_items
 from .distributed import DistContext, init_from_env
 from .errors import TransferkitError
+from .fastpath import FastPath, autocast, choose_fast_path
 from .feature_cache import boundary_outputs, cache_key, check_boundary, find_boundary, load_or_compute, truncated
 from .loading import load_pretrained
 from .models import create_model
@@ -42,7 +43,7 @@ from .weights import get_weights
 __all__ = ["RUN_FORMAT", "EpochResult", "TrainConfig", "evaluate", "fit", "load_run", "train_one_epoch"]
 
 RUN_FORMAT = "transferkit-run/1"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -70,8 +71,8 @@ class TrainConfig:
     train_bn: bool = False
     strict_data: bool = False
     cache: bool = True
-    channels_last: bool = True  # faster for convolutions on CPUs with AVX-512 and on GPUs
-    precision: str = "fp32"
+    channels_last: bool | None = None  # None: measured per model (see fastpath.py)
+    precision: str = "auto"  # auto (measured), fp32, bf16 or fp16
     in_chans: int | None = None
     min_loaded: float = 0.5
 
@@ -105,13 +106,6 @@ class EpochResult:
 # ---------------------------------------------------------------------------- batches
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -132,7 +126,7 @@ def train_one_epoch(
     bar = tqdm(loader, desc=progress, leave=False, disable=progress is None or not sys.stderr.isatty())
     for inputs, targets in bar:
         x, y = prep(inputs), targets.to(device, non_blocking=True)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -166,7 +160,7 @@ def evaluate(
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     for inputs, targets in loader:
         x, y = prep(inputs), targets.to(device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         confusion += torch.bincount(y * num_classes + logits.argmax(-1), minlength=num_classes**2).view(
@@ -212,6 +206,7 @@ class Prepared:
     skipped: list[tuple[str, str]]
     load_report: dict | None
     data_fingerprint: str
+    fast: FastPath | None = None  # chosen in fit, once the model is on its device
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -358,7 +353,7 @@ def _prepare_cache(model: nn.Module, prepared: Prepared, prep_images, device: to
     def compute(dataset):
         batches = (images for images, _ in DataLoader(dataset, batch_size=256))
         return lambda: boundary_outputs(
-            model, boundary, batches, prep=prep_images, autocast=lambda: _autocast(device, config.precision)
+            model, boundary, batches, prep=prep_images, autocast=lambda: autocast(device, prepared.fast.precision)
         )
 
     folder = Path(config.out) / "cache"
@@ -369,7 +364,7 @@ def _prepare_cache(model: nn.Module, prepared: Prepared, prep_images, device: to
         f"computed once in {time.perf_counter() - started:.1f} s ({how}); {len(boundary.stubbed)} frozen modules "
         "are skipped every epoch"
     )
-    four_d = train_acts.dim() == 4 and config.channels_last
+    four_d = train_acts.dim() == 4 and prepared.fast.channels_last
 
     def prep(acts: torch.Tensor) -> torch.Tensor:
         x = acts.to(device, non_blocking=True).float()
@@ -456,7 +451,20 @@ def fit(
     out = Path(config.out)
     device = torch.device(config.device if not config.device.startswith("cuda") else f"cuda:{dist_ctx.local_rank}")
     model = prepared.model.to(device)
-    if config.channels_last:
+    if state is not None and "fast_path" in state:
+        fast = FastPath(**state["fast_path"])  # the same kernels as before the stop: resuming is exact
+    else:
+        fast = choose_fast_path(
+            model,
+            prepared.preprocessing.input_size,
+            device=device,
+            batch_size=min(config.batch_size, 64),
+            channels_last=config.channels_last,
+            precision=None if config.precision == "auto" else config.precision,
+        )
+    prepared.fast = fast
+    log(f"fast path: {'channels-last' if fast.channels_last else 'NCHW'} {fast.precision}, {fast.reason}")
+    if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
     num_classes = len(prepared.class_names)
 
@@ -479,7 +487,7 @@ def fit(
         write_json(out / "config.json", config.to_dict())
 
     writer = _tensorboard(out) if dist_ctx.is_main else None
-    prep_images = BatchPrep(prepared.preprocessing, device, config.channels_last)
+    prep_images = BatchPrep(prepared.preprocessing, device, fast.channels_last)
     epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
     run_started = time.perf_counter()
     elapsed_before = history[-1]["cumulative_seconds"] if history else 0.0
@@ -522,7 +530,7 @@ def fit(
             drop_last = per_rank > config.batch_size
             steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
             scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
-            scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" and device.type == "cuda" else None
+            scaler = torch.amp.GradScaler("cuda") if fast.precision == "fp16" and device.type == "cuda" else None
             if state is not None and phase_index == state["phase"] and start_epoch > 0:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
@@ -550,7 +558,7 @@ def fit(
                         prep=prep,
                         device=device,
                         label_smoothing=config.label_smoothing,
-                        precision=config.precision,
+                        precision=fast.precision,
                         scaler=scaler,
                         dist_ctx=dist_ctx,
                         progress=f"epoch {epoch_index + 1}/{config.epochs}",
@@ -561,7 +569,7 @@ def fit(
                         num_classes=num_classes,
                         prep=prep,
                         device=device,
-                        precision=config.precision,
+                        precision=fast.precision,
                         dist_ctx=dist_ctx,
                     )
                 seconds = time.perf_counter() - epoch_started
@@ -645,6 +653,7 @@ def _checkpoint_state(prepared, model, optimizer, scheduler, history, best_acc, 
         "preprocessing": asdict(prepared.preprocessing),
         "head": prepared.head,
         "data_fingerprint": prepared.data_fingerprint,
+        "fast_path": prepared.fast.to_dict(),
     }
 
 

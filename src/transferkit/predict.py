@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .fastpath import FastPath, autocast
 from .images import read_image
 from .loading import load_pretrained
 from .models import create_model
@@ -24,6 +25,7 @@ class Predictor:
     model: nn.Module
     preprocessing: Preprocessing
     class_names: list[str]
+    fast: FastPath = field(default_factory=lambda: FastPath(False, "fp32", "default"))
 
     @torch.no_grad()
     def predict(self, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
@@ -32,8 +34,9 @@ class Predictor:
         mode = "RGB" if pre.input_size[0] == 3 else "L"
         batch = torch.stack([to_uint8_tensor(read_image(p, mode=mode), pre) for p in images])  # (N, C, H, W)
         param = next(self.model.parameters())
-        x = BatchPrep(pre, param.device, channels_last=False)(batch).to(param.dtype)
-        probs = self.model(x).float().softmax(-1)
+        x = BatchPrep(pre, param.device, channels_last=self.fast.channels_last)(batch).to(param.dtype)
+        with autocast(param.device, self.fast.precision):
+            probs = self.model(x).float().softmax(-1)
         k = min(top_k, probs.shape[-1])
         values, indices = probs.topk(k, dim=-1)
         return [
@@ -58,7 +61,7 @@ def load_predictor(source: str, *, model: str | None = None) -> Predictor:
         from .runs import load_trained  # runs imports the training engine; only needed here
 
         trained = load_trained(source)
-        return Predictor(trained.model, trained.preprocessing, trained.class_names)
+        return Predictor(trained.model, trained.preprocessing, trained.class_names, trained.fast)
     record = get_weights(source)
     net = create_model(model or record.architecture)
     load_pretrained(net, record.name)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from .data import DataError, ImageDataset, decode, open_data, split_items
 from .engine import TrainConfig, evaluate, load_run
+from .fastpath import FastPath
 from .models import create_model
 from .preprocess import BatchPrep, Preprocessing
 
@@ -25,6 +26,7 @@ class TrainedModel:
     preprocessing: Preprocessing
     class_names: list[str]
     config: TrainConfig
+    fast: FastPath
 
 
 def load_trained(run: str | Path, *, which: str = "best") -> TrainedModel:
@@ -34,6 +36,10 @@ def load_trained(run: str | Path, *, which: str = "best") -> TrainedModel:
     model = create_model(config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans)
     model.load_state_dict(state["model"])
     model.eval()
+    # The memory format and precision the run measured fastest serve inference too.
+    fast = FastPath(**state["fast_path"]) if "fast_path" in state else FastPath(False, "fp32", "not recorded")
+    if fast.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     pre = state["preprocessing"]
     preprocessing = Preprocessing(
         tuple(pre["input_size"]),
@@ -43,7 +49,7 @@ def load_trained(run: str | Path, *, which: str = "best") -> TrainedModel:
         pre["crop_pct"],
         pre["crop_mode"],
     )
-    return TrainedModel(model, preprocessing, list(state["class_names"]), config)
+    return TrainedModel(model, preprocessing, list(state["class_names"]), config, fast)
 
 
 def evaluate_run(run: str | Path, data: str | None = None, *, which: str = "best", batch_size: int = 256) -> dict:
@@ -77,8 +83,9 @@ def evaluate_run(run: str | Path, data: str | None = None, *, which: str = "best
         trained.model,
         DataLoader(ImageDataset(decoded), batch_size=batch_size),
         num_classes=len(trained.class_names),
-        prep=BatchPrep(pre, device, channels_last=False),
+        prep=BatchPrep(pre, device, channels_last=trained.fast.channels_last),
         device=device,
+        precision=trained.fast.precision,
     )
     confusion = metrics["confusion"]
     totals = confusion.sum(1)

@@ -45,7 +45,10 @@ def train_command(
         bool, typer.Option("--strict-data", help="Fail before training if any image is unusable.")
     ] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute frozen layers every epoch.")] = False,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16.")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="auto (measured), fp32, bf16 or fp16.")] = "auto",
+    channels_last: Annotated[
+        bool | None, typer.Option("--channels-last/--no-channels-last", help="Default: measured per model.")
+    ] = None,
     in_chans: InChansOpt = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue the run in this folder.")] = None,
     stop_after: Annotated[
@@ -84,6 +87,7 @@ def train_command(
             strict_data=strict_data,
             cache=not no_cache,
             precision=precision,
+            channels_last=channels_last,
             in_chans=in_chans,
         )
         summary = fit(config, stop_after=stop_after, log=log)

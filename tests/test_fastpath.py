@@ -1,0 +1,25 @@
+import torch
+
+from transferkit.fastpath import candidates, choose_fast_path
+from transferkit.models import create_model
+
+
+def test_probe_measures_and_leaves_the_model_unchanged():
+    model = create_model("resnet18", num_classes=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), batch_size=8, steps=1)
+    measured = {f"{'channels-last' if cl else 'NCHW'} {p}" for cl, p in candidates(torch.device("cpu"))}
+    assert set(fast.images_per_second) == measured and all(v > 0 for v in fast.images_per_second.values())
+    assert fast.reason.startswith("measured")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in model.parameters())
+    assert model.conv1.weight.is_contiguous()
+
+
+def test_user_choice_is_kept():
+    model = create_model("resnet18", num_classes=4)
+    fast = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), channels_last=False, precision="fp32")
+    assert (fast.channels_last, fast.precision, fast.reason) == (False, "fp32", "as asked")
+    fast = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), batch_size=8, steps=1, precision="fp32")
+    assert fast.precision == "fp32" and set(fast.images_per_second) == {"NCHW fp32", "channels-last fp32"}

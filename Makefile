@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/transferkit demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -146,3 +146,14 @@ def test_frozen_prefix_of_head_strategy_is_cached(tmp_path):
     # fp16 activations and a training BatchNorm after the boundary: close, not bitwise
     torch.testing.assert_close(a["fc.weight"], b["fc.weight"], atol=2e-2 * b["fc.weight"].abs().max().item(), rtol=0)
     assert abs(cached["best_val_acc"] - plain["best_val_acc"]) <= 0.01
+
+
+def test_augmented_views_are_cached_when_asked(tmp_path):
+    logs = []
+    summary = fit(
+        config(tmp_path, strategy="freeze", epochs=3, augment="light", cache_views=2, lr=0.03), log=logs.append
+    )
+    assert all(e["cached"] for e in summary["epochs"])
+    assert any("2 augmented views of the training set" in m for m in logs), logs
+    plain = fit(config(tmp_path, "b", strategy="freeze", epochs=1, augment="light"), log=lambda m: None)
+    assert not plain["epochs"][0]["cached"]  # random augmentation without views: recomputed

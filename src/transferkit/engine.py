@@ -71,6 +71,7 @@ class TrainConfig:
     train_bn: bool = False
     strict_data: bool = False
     cache: bool = True
+    cache_views: int = 0  # with random augmentation: cache this many augmented copies (0: no cache)
     channels_last: bool | None = None  # None: measured per model (see fastpath.py)
     precision: str = "auto"  # auto (measured), fp32, bf16 or fp16
     in_chans: int | None = None
@@ -207,6 +208,7 @@ class Prepared:
     load_report: dict | None
     data_fingerprint: str
     fast: FastPath | None = None  # chosen in fit, once the model is on its device
+    fast_inference: FastPath | None = None  # for the frozen prefix's activations, eval and predict
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -334,44 +336,69 @@ def _augment_for(config: TrainConfig, phase: Phase) -> str:
     return "light" if phase.trains == "all" else "none"
 
 
-def _prepare_cache(model: nn.Module, prepared: Prepared, prep_images, device: torch.device, log):
-    """Cached activations of the frozen prefix for train and val, or None (and why, in the log)."""
+def _log_fast(log, use: str, chosen: FastPath) -> None:
+    fmt = "channels-last" if chosen.channels_last else "NCHW"
+    log(f"fast path for {use}: {fmt} {chosen.precision}, {chosen.reason}")
+
+
+def _prepare_cache(model: nn.Module, prepared: Prepared, device: torch.device, log, *, augment: str):
+    """Cached activations of the frozen prefix for train (one set per view) and val, or None (and why, in the log).
+
+    With random augmentation, ``cache_views`` augmented copies of the training set are computed
+    once and the epochs cycle through them.
+    """
     config = prepared.config
     boundary = find_boundary(model, prepared.preprocessing.input_size)
     if boundary is None:
         log("cache: off, the first layer to run already trains")
         return None
-    difference = check_boundary(model, boundary, prepared.train.decoded.images[:8], prep=prep_images)
+    infer = prepared.fast_inference
+    infer_prep = BatchPrep(prepared.preprocessing, device, infer.channels_last)
+    difference = check_boundary(model, boundary, prepared.train.decoded.images[:8], prep=infer_prep)
     if difference is None or difference > 1e-4:
         log(f"cache: off, the network does more than run its modules in sequence at '{boundary.path}'")
         return None
     started = time.perf_counter()
-    key = cache_key(
-        model, boundary, data_fingerprint=prepared.data_fingerprint, preprocessing=asdict(prepared.preprocessing)
-    )
+    computed_with = {
+        **asdict(prepared.preprocessing),
+        "precision": infer.precision,
+        "channels_last": infer.channels_last,
+    }
+    key = cache_key(model, boundary, data_fingerprint=prepared.data_fingerprint, preprocessing=computed_with)
 
     def compute(dataset):
         batches = (images for images, _ in DataLoader(dataset, batch_size=256))
         return lambda: boundary_outputs(
-            model, boundary, batches, prep=prep_images, autocast=lambda: autocast(device, prepared.fast.precision)
+            model, boundary, batches, prep=infer_prep, autocast=lambda: autocast(device, infer.precision)
         )
 
     folder = Path(config.out) / "cache"
-    train_acts, how = load_or_compute(compute(prepared.train), folder=folder, key=f"{key}-train")
+    model.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+    views = []
+    for view in range(config.cache_views if augment != "none" else 1):
+        if augment != "none":
+            torch.manual_seed(config.seed * 7919 + view)  # each view is one draw of the augmentation
+        acts, how = load_or_compute(
+            compute(prepared.train), folder=folder, key=f"{key}-train-{augment}-{config.seed}-{view}"
+        )
+        views.append(acts)
+    prepared.train.transform = None
     val_acts, _ = load_or_compute(compute(prepared.val), folder=folder, key=f"{key}-val")
+    described = f"{len(views)} augmented views of the training set, " if augment != "none" else ""
+    count = len(views[0]) + len(val_acts)
     log(
-        f"cache: '{boundary.path}' output {tuple(boundary.output_shape)} for {len(train_acts) + len(val_acts)} images "
-        f"computed once in {time.perf_counter() - started:.1f} s ({how}); {len(boundary.stubbed)} frozen modules "
-        "are skipped every epoch"
+        f"cache: '{boundary.path}' output {tuple(boundary.output_shape)} for {described}{count} "
+        f"images computed once in {time.perf_counter() - started:.1f} s ({how}); {len(boundary.stubbed)} frozen "
+        "modules are skipped every epoch"
     )
-    four_d = train_acts.dim() == 4 and prepared.fast.channels_last
+    four_d = val_acts.dim() == 4 and infer.channels_last
 
     def prep(acts: torch.Tensor) -> torch.Tensor:
         x = acts.to(device, non_blocking=True).float()
         return x.contiguous(memory_format=torch.channels_last) if four_d else x
 
     return (
-        TensorDataset(train_acts, prepared.train.decoded.labels),
+        [TensorDataset(acts, prepared.train.decoded.labels) for acts in views],
         TensorDataset(val_acts, prepared.val.decoded.labels),
         prep,
         boundary,
@@ -451,21 +478,24 @@ def fit(
     out = Path(config.out)
     device = torch.device(config.device if not config.device.startswith("cuda") else f"cuda:{dist_ctx.local_rank}")
     model = prepared.model.to(device)
-    if state is not None and "fast_path" in state:
-        fast = FastPath(**state["fast_path"])  # the same kernels as before the stop: resuming is exact
+    pinned = None if config.precision == "auto" else config.precision
+    probe = partial(
+        choose_fast_path,
+        model,
+        prepared.preprocessing.input_size,
+        device=device,
+        batch_size=min(config.batch_size, 64),
+        channels_last=config.channels_last,
+        precision=pinned,
+    )
+    saved = state or {}  # a resumed run keeps the kernels it chose: resuming is exact
+    if saved.get("fast_path_inference"):
+        prepared.fast_inference = FastPath(**saved["fast_path_inference"])
     else:
-        fast = choose_fast_path(
-            model,
-            prepared.preprocessing.input_size,
-            device=device,
-            batch_size=min(config.batch_size, 64),
-            channels_last=config.channels_last,
-            precision=None if config.precision == "auto" else config.precision,
-        )
-    prepared.fast = fast
-    log(f"fast path: {'channels-last' if fast.channels_last else 'NCHW'} {fast.precision}, {fast.reason}")
-    if fast.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        prepared.fast_inference = probe(train=False)
+        _log_fast(log, "inference (frozen layers, evaluation)", prepared.fast_inference)
+    if saved.get("fast_path"):
+        prepared.fast = FastPath(**saved["fast_path"])
     num_classes = len(prepared.class_names)
 
     history: list[dict] = []
@@ -487,7 +517,6 @@ def fit(
         write_json(out / "config.json", config.to_dict())
 
     writer = _tensorboard(out) if dist_ctx.is_main else None
-    prep_images = BatchPrep(prepared.preprocessing, device, fast.channels_last)
     epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
     run_started = time.perf_counter()
     elapsed_before = history[-1]["cumulative_seconds"] if history else 0.0
@@ -505,15 +534,20 @@ def fit(
             augment = _augment_for(config, phase)
             phase_started = time.perf_counter()
             prepared.train.transform = augmentation(augment, prepared.preprocessing.input_size[1])
-            cache = (
-                _prepare_cache(model, prepared, prep_images, device, log)
-                if config.cache and augment == "none"
-                else None
-            )
+            cacheable = config.cache and (augment == "none" or config.cache_views > 0)
+            cache = _prepare_cache(model, prepared, device, log, augment=augment) if cacheable else None
             if cache is not None:
-                train_set, val_set, prep, boundary = cache
+                train_views, val_set, prep, boundary = cache
+                # What trains is the tail after the cached prefix, in the prefix's memory format.
+                path = FastPath(prepared.fast_inference.channels_last, pinned or "fp32", "tail after the cache")
             else:
-                train_set, val_set, prep, boundary = prepared.train, prepared.val, prep_images, None
+                if prepared.fast is None:  # measured when the whole network first trains
+                    prepared.fast = probe(train=True)
+                    _log_fast(log, "training", prepared.fast)
+                path = prepared.fast
+                prep = BatchPrep(prepared.preprocessing, device, path.channels_last)
+                train_views, val_set, boundary = [prepared.train], prepared.val, None
+            model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
             cached = boundary is not None
             skipping = partial(truncated, model, boundary) if cached else nullcontext
             log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}")
@@ -526,11 +560,11 @@ def fit(
             optimizer = create_optimizer(
                 net, "adamw", lr=phase.lr, weight_decay=config.weight_decay, layer_decay=phase.layer_decay
             )
-            per_rank = len(train_set) // dist_ctx.world_size
+            per_rank = len(train_views[0]) // dist_ctx.world_size
             drop_last = per_rank > config.batch_size
             steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
             scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
-            scaler = torch.amp.GradScaler("cuda") if fast.precision == "fp16" and device.type == "cuda" else None
+            scaler = torch.amp.GradScaler("cuda") if path.precision == "fp16" and device.type == "cuda" else None
             if state is not None and phase_index == state["phase"] and start_epoch > 0:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
@@ -541,7 +575,7 @@ def fit(
                 epoch_started = time.perf_counter()
                 _seed_everything(config.seed * 1000 + epoch_index)
                 train_loader = _loader(
-                    train_set,
+                    train_views[epoch_index % len(train_views)],
                     batch_size=config.batch_size,
                     shuffle=True,
                     seed=config.seed * 1000 + epoch_index,
@@ -558,7 +592,7 @@ def fit(
                         prep=prep,
                         device=device,
                         label_smoothing=config.label_smoothing,
-                        precision=fast.precision,
+                        precision=path.precision,
                         scaler=scaler,
                         dist_ctx=dist_ctx,
                         progress=f"epoch {epoch_index + 1}/{config.epochs}",
@@ -569,7 +603,7 @@ def fit(
                         num_classes=num_classes,
                         prep=prep,
                         device=device,
-                        precision=fast.precision,
+                        precision=path.precision,
                         dist_ctx=dist_ctx,
                     )
                 seconds = time.perf_counter() - epoch_started
@@ -653,7 +687,8 @@ def _checkpoint_state(prepared, model, optimizer, scheduler, history, best_acc, 
         "preprocessing": asdict(prepared.preprocessing),
         "head": prepared.head,
         "data_fingerprint": prepared.data_fingerprint,
-        "fast_path": prepared.fast.to_dict(),
+        "fast_path": prepared.fast.to_dict() if prepared.fast else None,
+        "fast_path_inference": prepared.fast_inference.to_dict(),
     }
 
 

@@ -37,7 +37,8 @@ def load_trained(run: str | Path, *, which: str = "best") -> TrainedModel:
     model.load_state_dict(state["model"])
     model.eval()
     # The memory format and precision the run measured fastest serve inference too.
-    fast = FastPath(**state["fast_path"]) if "fast_path" in state else FastPath(False, "fp32", "not recorded")
+    recorded = state.get("fast_path_inference")
+    fast = FastPath(**recorded) if recorded else FastPath(False, "fp32", "not recorded")
     if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
     pre = state["preprocessing"]

@@ -45,6 +45,9 @@ def train_command(
         bool, typer.Option("--strict-data", help="Fail before training if any image is unusable.")
     ] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute frozen layers every epoch.")] = False,
+    cache_views: Annotated[
+        int, typer.Option("--cache-views", help="With augmentation: cache K augmented views of the frozen layers.")
+    ] = 0,
     precision: Annotated[str, typer.Option("--precision", help="auto (measured), fp32, bf16 or fp16.")] = "auto",
     channels_last: Annotated[
         bool | None, typer.Option("--channels-last/--no-channels-last", help="Default: measured per model.")
@@ -86,6 +89,7 @@ def train_command(
             label_smoothing=label_smoothing,
             strict_data=strict_data,
             cache=not no_cache,
+            cache_views=cache_views,
             precision=precision,
             channels_last=channels_last,
             in_chans=in_chans,

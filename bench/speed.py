@@ -1,0 +1,249 @@
+"""transferkit against a plain PyTorch loop (bench/plain_loop.py), same data, seed and split.
+
+1. `freeze`, 10 epochs, tf_efficientnet_lite0 from lite0 on builtin:mnist5k: wall time and accuracy.
+2. `full`, 2 epochs, resnet34 and tf_efficientnet_lite0: training throughput and accuracy.
+3. Time to 98% holdout accuracy on builtin:mnist5k from lite0.
+4. Overhead of transferkit's loop against the same settings written by hand.
+
+    .venv/bin/python bench/speed.py            # all, writes BENCHMARKS.md
+    .venv/bin/python bench/speed.py --only 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import command_line, machine, write_section  # noqa: E402
+from plain_loop import plain_fit  # noqa: E402
+
+from transferkit.data import ImageDataset, decode, open_data, split_items  # noqa: E402
+from transferkit.engine import TrainConfig, fit, warmup_cosine, zero_init_head  # noqa: E402
+from transferkit.fastpath import autocast  # noqa: E402
+from transferkit.loading import load_pretrained  # noqa: E402
+from transferkit.models import create_model  # noqa: E402
+from transferkit.optim import create_optimizer  # noqa: E402
+from transferkit.preprocess import BatchPrep, Preprocessing  # noqa: E402
+from transferkit.weights import get_weights  # noqa: E402
+
+DATA = "builtin:mnist5k"
+ARCH = "tf_efficientnet_lite0"
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def split():
+    source = open_data(DATA)
+    return split_items(source.train, val_fraction=0.2, seed=0)
+
+
+def preprocessing(size: int) -> Preprocessing:
+    pre = get_weights("lite0").preprocessing
+    return replace(pre, input_size=(3, size, size))
+
+
+def plain_model(arch: str, weights: str | None):
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=10)
+    if weights:
+        load_pretrained(model, weights)
+    return model
+
+
+def tk_fit(tmp: Path, name: str, **values):
+    config = TrainConfig(model=ARCH, data=DATA, out=str(tmp / name), **values)
+    started = time.perf_counter()
+    summary = fit(config, log=quiet)
+    return summary, time.perf_counter() - started
+
+
+def bench_freeze(tmp: Path, size: int = 96) -> dict:
+    train, val = split()
+    summary, tk_wall = tk_fit(tmp, "freeze", weights="lite0", strategy="freeze", epochs=10, image_size=size)
+    started = time.perf_counter()
+    history, _ = plain_fit(
+        plain_model(ARCH, "lite0"), train, val, pre=preprocessing(size), epochs=10, lr=1e-2, train_only="classifier"
+    )
+    plain_wall = time.perf_counter() - started
+    plain_acc = max(a for a, _ in history)
+    return {
+        "image_size": size,
+        "transferkit_seconds": tk_wall,
+        "plain_seconds": plain_wall,
+        "speedup": plain_wall / tk_wall,
+        "transferkit_acc": summary["best_val_acc"],
+        "plain_acc": plain_acc,
+    }
+
+
+def bench_full(tmp: Path, size: int = 64) -> dict:
+    train, val = split()
+    results = {}
+    for arch, weights in (("resnet34", None), (ARCH, "lite0")):
+        summary, _ = tk_fit(
+            tmp, f"full-{arch}", model=arch, weights=weights, strategy="full", epochs=2, image_size=size, augment="none"
+        )
+        tk_seconds = summary["epochs"][-1]["cumulative_seconds"]
+        history, _ = plain_fit(plain_model(arch, weights), train, val, pre=preprocessing(size), epochs=2, lr=1e-3)
+        plain_seconds = history[-1][1]
+        images = 2 * len(train)
+        results[arch] = {
+            "weights": weights or "none (random init: no offline ImageNet weights for resnet34)",
+            "transferkit_images_per_s": images / tk_seconds,
+            "plain_images_per_s": images / plain_seconds,
+            "speedup": plain_seconds / tk_seconds,
+            "transferkit_acc": summary["best_val_acc"],
+            "plain_acc": max(a for a, _ in history),
+        }
+    return {"image_size": size, "models": results}
+
+
+def bench_time_to_98(tmp: Path, size: int = 64, epochs: int = 4) -> dict:
+    train, val = split()
+    summary, _ = tk_fit(tmp, "to98", weights="lite0", strategy="full", epochs=epochs, image_size=size)
+    reached = next((e["cumulative_seconds"] for e in summary["epochs"] if e["val_acc"] >= 0.98), None)
+    history, plain_reached = plain_fit(
+        plain_model(ARCH, "lite0"), train, val, pre=preprocessing(size), epochs=epochs, lr=1e-3, target=0.98
+    )
+    return {
+        "image_size": size,
+        "transferkit_seconds": reached,
+        "transferkit_curve": [round(e["val_acc"], 4) for e in summary["epochs"]],
+        "plain_seconds": plain_reached,
+        "plain_curve": [round(a, 4) for a, _ in history],
+        "speedup": (plain_reached / reached) if reached and plain_reached else None,
+    }
+
+
+def hand_loop_epoch_seconds(size: int, epochs: int, fast) -> list[float]:
+    """The loop transferkit runs, written by hand over the same decoded data and kernels."""
+    train, val = split()
+    pre = preprocessing(size)
+    train_set, val_set = ImageDataset(decode(train, pre)), ImageDataset(decode(val, pre))
+    torch.manual_seed(0)
+    model = create_model(ARCH, num_classes=10)
+    load_pretrained(model, "lite0")
+    zero_init_head(model)
+    fmt = torch.channels_last if fast["channels_last"] else torch.contiguous_format
+    model.to(memory_format=fmt)
+    prep = BatchPrep(pre, torch.device("cpu"), fast["channels_last"])
+    device = torch.device("cpu")
+    optimizer = create_optimizer(model, "adamw", lr=1e-3, weight_decay=0.01)
+    steps = len(train_set) // 64
+    scheduler = warmup_cosine(optimizer, steps * epochs, 0.1)
+    seconds = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        model.train()
+        loader = DataLoader(
+            train_set, batch_size=64, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(epoch)
+        )
+        for images, labels in loader:
+            with autocast(device, fast["precision"]):
+                loss = F.cross_entropy(model(prep(images)), labels, label_smoothing=0.1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        with torch.no_grad(), autocast(device, fast["precision"]):
+            for images, _ in DataLoader(val_set, batch_size=256):
+                model(prep(images)).argmax(1)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def bench_overhead(tmp: Path, size: int = 64, epochs: int = 3) -> dict:
+    summary, _ = tk_fit(
+        tmp, "overhead", weights="lite0", strategy="full", epochs=epochs, image_size=size, augment="none"
+    )
+    from transferkit.engine import load_run
+
+    fast = load_run(tmp / "overhead")["fast_path"]
+    tk_epochs = [e["seconds"] for e in summary["epochs"]]
+    hand = hand_loop_epoch_seconds(size, epochs, fast)
+    tk_median, hand_median = statistics.median(tk_epochs), statistics.median(hand)
+    return {
+        "image_size": size,
+        "fast_path": f"{'channels-last' if fast['channels_last'] else 'NCHW'} {fast['precision']}",
+        "transferkit_epoch_seconds": tk_epochs,
+        "hand_epoch_seconds": hand,
+        "overhead": tk_median / hand_median - 1,
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Machine: {machine()}", "", f"Command: `{command_line()}`", ""]
+    if "1" in results:
+        r = results["1"]
+        lines += [
+            f"1. `freeze`, 10 epochs, {ARCH} from lite0 on {DATA} at {r['image_size']} px: transferkit "
+            f"{r['transferkit_seconds']:.1f} s (frozen prefix computed once, bf16/channels-last where measured faster) "
+            f"against {r['plain_seconds']:.1f} s: **{r['speedup']:.1f}x less wall time** (target 20x); holdout "
+            f"accuracy {100 * r['transferkit_acc']:.1f}% against {100 * r['plain_acc']:.1f}% "
+            f"({100 * (r['transferkit_acc'] - r['plain_acc']):+.1f} points; target within 0.5).",
+        ]
+    if "2" in results:
+        r = results["2"]
+        lines.append(f"2. `full`, 2 epochs at {r['image_size']} px, no augmentation on either side:")
+        for arch, m in r["models"].items():
+            lines.append(
+                f"   - {arch} (weights: {m['weights']}): {m['transferkit_images_per_s']:.0f} against "
+                f"{m['plain_images_per_s']:.0f} images/s, **{m['speedup']:.2f}x** (target 1.5x); accuracy "
+                f"{100 * m['transferkit_acc']:.1f}% against {100 * m['plain_acc']:.1f}% "
+                f"({100 * (m['transferkit_acc'] - m['plain_acc']):+.1f} points)."
+            )
+    if "3" in results:
+        r = results["3"]
+        tk = f"{r['transferkit_seconds']:.0f} s" if r["transferkit_seconds"] else "not reached"
+        plain = f"{r['plain_seconds']:.0f} s" if r["plain_seconds"] else "not reached"
+        ratio = f"**{r['speedup']:.1f}x**" if r["speedup"] else "n/a"
+        lines.append(
+            f"3. Time to 98% holdout accuracy from lite0 at {r['image_size']} px (strategy `full`): transferkit {tk} "
+            f"(curve {r['transferkit_curve']}), plain loop {plain} (curve {r['plain_curve']}): {ratio}."
+        )
+    if "4" in results:
+        r = results["4"]
+        lines.append(
+            f"4. Overhead, `full` on {ARCH} at {r['image_size']} px with the same kernels ({r['fast_path']}): median "
+            f"epoch {statistics.median(r['transferkit_epoch_seconds']):.1f} s against "
+            f"{statistics.median(r['hand_epoch_seconds']):.1f} s by hand: **{100 * r['overhead']:+.1f}%** "
+            "(target at most 5%)."
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="1,2,3,4")
+    args = parser.parse_args()
+    benches = {"1": bench_freeze, "2": bench_full, "3": bench_time_to_98, "4": bench_overhead}
+    results_file = Path(__file__).resolve().parent / "speed-results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in args.only.split(","):
+            print(f"benchmark {key} ...", flush=True)
+            results[key] = benches[key](Path(tmp))
+            print(json.dumps(results[key], indent=1), flush=True)
+            results_file.write_text(json.dumps(results, indent=1))
+    body = markdown(results)
+    write_section("Speed against a plain PyTorch loop", body)
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

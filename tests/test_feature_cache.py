@@ -2,7 +2,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from transferkit.feature_cache import check_boundary, find_boundary, load_or_compute, truncated
+from transferkit.feature_cache import check_boundary, find_boundary, fold_batchnorm, load_or_compute, truncated
 from transferkit.freeze import freeze, freeze_backbone
 from transferkit.models import create_model
 from transferkit.preprocess import BatchPrep, Preprocessing
@@ -97,3 +97,26 @@ def test_fp16_storage_and_memory_mapping(tmp_path):
     assert "memory-mapped" in how and (tmp_path / "m.json").exists()
     again, how = load_or_compute(lambda: 1 / 0, folder=tmp_path, key="m", max_memory_bytes=8)
     assert "reused" in how and torch.equal(again, mapped)
+
+
+def test_batchnorm_folding_keeps_outputs_and_the_model():
+    model = create_model("efficientnet_lite0", num_classes=10)
+    with torch.no_grad():  # non-trivial statistics, so that folding has something to fold
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    freeze_backbone(model)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    boundary = find_boundary(model, (3, 64, 64))
+    fused = fold_batchnorm(model, boundary, images(size=64), prep=prep())
+    assert fused is not None and fused is not model
+    bns = lambda m: sum(type(x).__name__ in ("BatchNorm2d", "BatchNormAct2d") for x in m.modules())  # noqa: E731
+    assert bns(fused) < bns(model)
+    x = prep()(images(size=64))
+    model.eval()
+    torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -30,7 +30,15 @@ from .data import AUGMENTATIONS, DataError, ImageDataset, augmentation, decode, 
 from .distributed import DistContext, init_from_env
 from .errors import TransferkitError
 from .fastpath import FastPath, autocast, choose_fast_path
-from .feature_cache import boundary_outputs, cache_key, check_boundary, find_boundary, load_or_compute, truncated
+from .feature_cache import (
+    boundary_outputs,
+    cache_key,
+    check_boundary,
+    find_boundary,
+    fold_batchnorm,
+    load_or_compute,
+    truncated,
+)
 from .loading import load_pretrained
 from .models import create_model
 from .optim import create_optimizer
@@ -366,10 +374,14 @@ def _prepare_cache(model: nn.Module, prepared: Prepared, device: torch.device, l
     }
     key = cache_key(model, boundary, data_fingerprint=prepared.data_fingerprint, preprocessing=computed_with)
 
+    # The prefix runs with its BatchNorms folded into the convolutions when that gives the same output.
+    runner = fold_batchnorm(model, boundary, prepared.train.decoded.images[:8], prep=infer_prep) or model
+    runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+
     def compute(dataset):
         batches = (images for images, _ in DataLoader(dataset, batch_size=256))
         return lambda: boundary_outputs(
-            model, boundary, batches, prep=infer_prep, autocast=lambda: autocast(device, infer.precision)
+            runner, boundary, batches, prep=infer_prep, autocast=lambda: autocast(device, infer.precision)
         )
 
     folder = Path(config.out) / "cache"

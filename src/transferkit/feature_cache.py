@@ -12,6 +12,7 @@ connection across the boundary), nothing is cached.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import fuse_conv_bn_eval
 
 from ._trace import NORM_TYPES, input_size_of
 from .freeze import frozen_norm_layers
@@ -31,6 +33,7 @@ from .serialization import write_json
 __all__ = [
     "Boundary",
     "boundary_outputs",
+    "fold_batchnorm",
     "cache_key",
     "check_boundary",
     "find_boundary",
@@ -153,6 +156,64 @@ def boundary_outputs(model: nn.Module, boundary: Boundary, batches, *, prep, aut
         for m, flag in flags:
             m.training = flag
     return torch.cat(captured)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, boundary: Boundary, images: torch.Tensor, *, prep) -> nn.Module | None:
+    """A copy of ``model`` whose frozen prefix has each BatchNorm folded into the convolution before it.
+
+    Only for computing the cache: in eval mode a BatchNorm is an affine map, so folding it into
+    the convolution's weights removes a pass over every activation. Pairs are taken from the
+    execution order (a Conv2d whose next module is a BatchNorm2d of its width); the copy is used
+    only if it gives the same output as the model on ``images``, else None.
+    """
+    fused = copy.deepcopy(model).eval()
+    prefix = set(boundary.stubbed)
+    in_prefix = lambda path: any(path == p or path.startswith(p + ".") for p in prefix)  # noqa: E731
+    names = {id(m): n for n, m in fused.named_modules()}
+    order: list[str] = []
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args: order.append(names[id(mod)]))
+        for m in fused.modules()
+        if isinstance(m, nn.BatchNorm2d) or not list(m.children())  # timm's BatchNormAct2d has children
+    ]
+    try:
+        fused(prep(images))
+    finally:
+        for h in handles:
+            h.remove()
+    modules = dict(fused.named_modules())
+    folded = 0
+    for conv_path, bn_path in zip(order, order[1:]):
+        conv, bn = modules[conv_path], modules[bn_path]
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+            continue
+        if not (in_prefix(conv_path) and in_prefix(bn_path)) or bn.num_features != conv.out_channels:
+            continue
+        if bn.running_mean is None or order.count(conv_path) != 1 or order.count(bn_path) != 1:
+            continue
+        _replace(fused, conv_path, fuse_conv_bn_eval(conv, bn))
+        # timm's BatchNormAct2d also applies dropout and an activation after normalising.
+        rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+        _replace(fused, bn_path, nn.Sequential(*rest) if rest else nn.Identity())
+        folded += 1
+    if not folded:
+        return None
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()  # BatchNorms after the boundary may be training: their statistics must not move
+    try:
+        reference = model(prep(images)).float()
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    candidate = fused(prep(images)).float()
+    scale = max(reference.abs().max().item(), 1e-12)
+    return fused if (candidate - reference).abs().max().item() <= 1e-4 * scale else None
+
+
+def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent), name, module)
 
 
 @torch.no_grad()

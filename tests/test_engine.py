@@ -157,3 +157,12 @@ def test_augmented_views_are_cached_when_asked(tmp_path):
     assert any("2 augmented views of the training set" in m for m in logs), logs
     plain = fit(config(tmp_path, "b", strategy="freeze", epochs=1, augment="light"), log=lambda m: None)
     assert not plain["epochs"][0]["cached"]  # random augmentation without views: recomputed
+
+
+def test_grayscale_training_with_one_input_channel(tmp_path):
+    summary = fit(
+        config(tmp_path, model="tests.helpers:SmallNet", strategy="scratch", in_chans=1, lr=0.01), log=lambda m: None
+    )
+    run = load_run(tmp_path / "run")
+    assert run["model"]["features.0.weight"].shape[1] == 1 and run["preprocessing"]["input_size"][0] == 1
+    assert summary["best_val_acc"] > 0.5

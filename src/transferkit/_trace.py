@@ -19,6 +19,7 @@ __all__ = [
     "TraceFailure",
     "describe_expectation",
     "input_size_of",
+    "module_modes",
     "trace",
 ]
 
@@ -80,13 +81,16 @@ def _shapes(values) -> list[tuple[int, ...]]:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module):
-    # Restore each module's own flag afterwards rather than calling model.train(), which
-    # would undo per-module decisions such as frozen BatchNorm kept in eval mode.
+def module_modes(model: nn.Module, *, training: bool = False):
+    """Put the model in train or eval mode for the block, then restore every module's own flag.
+
+    Restoring flags one by one, rather than calling ``model.train()``, keeps per-module decisions
+    such as frozen BatchNorm held in eval mode.
+    """
     flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    model.train(training)
     try:
-        yield
+        yield model
     finally:
         for module, flag in flags:
             module.training = flag
@@ -125,7 +129,7 @@ def trace(
         handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
     try:
-        with _eval_mode(model), torch.no_grad():
+        with module_modes(model), torch.no_grad():
             output = model(x)
         return output, records, None
     except Exception as e:  # any failure inside user code is reported, not raised

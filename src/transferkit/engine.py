@@ -523,7 +523,7 @@ def fit(
         r = prepared.load_report
         log(
             f"weights: {config.weights}: {len(r['matched'])} tensors loaded, {r['loaded_fraction']:.1%} of parameters"
-            f" ({', '.join(f'{n} by {k}' for k, n in _how(r).items())}); head '{prepared.head}' is new"
+            f" ({', '.join(f'{n} by {k}' for k, n in r['how'].items())}); head '{prepared.head}' is new"
         )
     if dist_ctx.is_main and state is None:
         write_json(out / "config.json", config.to_dict())
@@ -657,13 +657,6 @@ def fit(
 
 def _silent(message: str) -> None:
     pass
-
-
-def _how(report: dict) -> dict:
-    counts: dict[str, int] = {}
-    for m in report["matches"]:
-        counts[m["how"]] = counts.get(m["how"], 0) + 1
-    return counts
 
 
 def _trainable_text(model: nn.Module) -> str:

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._trace import module_modes
+
 __all__ = ["FastPath", "autocast", "choose_fast_path", "candidates"]
 
 _MARGIN = 1.1
@@ -92,34 +94,31 @@ def choose_fast_path(
         return FastPath(cl, p, "as asked")
     x = torch.randn(batch_size, *input_size, device=device)
     y = torch.zeros(batch_size, dtype=torch.long, device=device)
-    flags = [(m, m.training) for m in model.modules()]
     buffers = {name: b.clone() for name, b in model.named_buffers()}  # BatchNorm statistics move in train mode
     speeds: dict[str, float] = {}
-    model.train(train)
     try:
-        for cl, p in options:
-            fmt = torch.channels_last if cl else torch.contiguous_format
-            model.to(memory_format=fmt)
-            inputs = x.contiguous(memory_format=fmt)
-            for step in range(steps + 1):
-                if step == 1:  # the first step warms up kernels and caches
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    started = time.perf_counter()
-                if train:
-                    with autocast(device, p):
-                        loss = F.cross_entropy(model(inputs).float(), y)
-                    loss.backward()
-                else:
-                    with torch.inference_mode(), autocast(device, p):
-                        model(inputs)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            speeds[_label(cl, p)] = steps * batch_size / (time.perf_counter() - started)
-            model.zero_grad(set_to_none=True)
+        with module_modes(model, training=train):
+            for cl, p in options:
+                fmt = torch.channels_last if cl else torch.contiguous_format
+                model.to(memory_format=fmt)
+                inputs = x.contiguous(memory_format=fmt)
+                for step in range(steps + 1):
+                    if step == 1:  # the first step warms up kernels and caches
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        started = time.perf_counter()
+                    if train:
+                        with autocast(device, p):
+                            loss = F.cross_entropy(model(inputs).float(), y)
+                        loss.backward()
+                    else:
+                        with torch.inference_mode(), autocast(device, p):
+                            model(inputs)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                speeds[_label(cl, p)] = steps * batch_size / (time.perf_counter() - started)
+                model.zero_grad(set_to_none=True)
     finally:
-        for m, flag in flags:
-            m.training = flag
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import fuse_conv_bn_eval
 
-from ._trace import NORM_TYPES, input_size_of
+from ._trace import NORM_TYPES, input_size_of, module_modes
 from .freeze import frozen_norm_layers
 from .serialization import write_json
 
@@ -88,17 +88,13 @@ def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -
 
     handles = [m.register_forward_pre_hook(pre) for m in model.modules()]
     handles += [m.register_forward_hook(post) for m in model.modules()]
-    flags = [(m, m.training) for m in model.modules()]
     param = next(model.parameters())
     try:
-        with torch.no_grad():
-            model.eval()
+        with torch.no_grad(), module_modes(model):
             model(torch.zeros(2, *size, device=param.device, dtype=param.dtype))
     finally:
         for h in handles:
             h.remove()
-        for m, flag in flags:
-            m.training = flag
 
     modules = dict(model.named_modules())
     first_live = next(
@@ -145,16 +141,13 @@ def boundary_outputs(model: nn.Module, boundary: Boundary, batches, *, prep, aut
     captured: list[torch.Tensor] = []
     module = model.get_submodule(boundary.path)
     handle = module.register_forward_hook(lambda m, a, out: captured.append(out.detach().float().cpu()))
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
-        for images in batches:
-            with autocast():
-                model(prep(images))
+        with module_modes(model):
+            for images in batches:
+                with autocast():
+                    model(prep(images))
     finally:
         handle.remove()
-        for m, flag in flags:
-            m.training = flag
     return torch.cat(captured)
 
 
@@ -199,13 +192,8 @@ def fold_batchnorm(model: nn.Module, boundary: Boundary, images: torch.Tensor, *
         folded += 1
     if not folded:
         return None
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()  # BatchNorms after the boundary may be training: their statistics must not move
-    try:
+    with module_modes(model):  # BatchNorms after the boundary may be training: their statistics must not move
         reference = model(prep(images)).float()
-    finally:
-        for m, flag in flags:
-            m.training = flag
     candidate = fused(prep(images)).float()
     scale = max(reference.abs().max().item(), 1e-12)
     return fused if (candidate - reference).abs().max().item() <= 1e-4 * scale else None
@@ -219,9 +207,7 @@ def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
 @torch.no_grad()
 def check_boundary(model: nn.Module, boundary: Boundary, images: torch.Tensor, *, prep) -> float | None:
     """Largest difference between the full model and the truncated one on ``images``; None if it fails."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with module_modes(model):
         activation = boundary_outputs(model, boundary, [images], prep=prep, autocast=_no_autocast)
         full = model(prep(images)).float().cpu()
         device = next(model.parameters()).device
@@ -230,9 +216,6 @@ def check_boundary(model: nn.Module, boundary: Boundary, images: torch.Tensor, *
                 short = model(activation.to(device)).float().cpu()
             except Exception:  # the forward does more than chain modules
                 return None
-    finally:
-        for m, flag in flags:
-            m.training = flag
     if short.shape != full.shape:
         return None
     return (short - full).abs().max().item() / max(full.abs().max().item(), 1e-12)

@@ -81,6 +81,7 @@ class LoadReport:
         d["matched"] = [m.key for m in self.matched]
         d["matches"] = [asdict(m) for m in self.matched]
         d["mismatched"] = [asdict(m) for m in self.mismatched]
+        d["how"] = self.how_counts
         return d
 
     def key_map(self) -> dict[str, str]:

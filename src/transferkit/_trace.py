@@ -101,11 +101,13 @@ def trace(
     input_size: tuple[int, ...] | None = None,
     *,
     batch_size: int = 1,
+    events: list[tuple[str, str]] | None = None,
 ) -> tuple[torch.Tensor | None, list[LayerRecord], TraceFailure | None]:
     """Run one forward pass in eval mode without gradients and record every module.
 
     Returns the output (None when the pass failed), the records of the modules that finished,
-    in the order they finished, and the failure if there was one.
+    in the order they finished, and the failure if there was one. ``events``, when given,
+    receives ``("start" | "end", path)`` for every module call in execution order.
     """
     size = tuple(input_size) if input_size is not None else input_size_of(model)
     param = next(model.parameters(), None)
@@ -113,15 +115,21 @@ def trace(
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     x = torch.randn(batch_size, *size, device=device, dtype=dtype)  # (N, C, H, W)
 
-    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    names: dict[int, str] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), n)  # a shared module goes by its first path, as in named_modules()
     stack: list[tuple[str, nn.Module, list[tuple[int, ...]]]] = []
     records: list[LayerRecord] = []
 
     def pre_hook(module, args, kwargs):
         stack.append((names.get(id(module), "?"), module, _shapes(args) + _shapes(kwargs)))
+        if events is not None:
+            events.append(("start", stack[-1][0]))
 
     def post_hook(module, args, kwargs, output):
         name, _, inputs = stack.pop()
+        if events is not None:
+            events.append(("end", name))
         records.append(LayerRecord(name, type(module).__name__, inputs, _shapes(output)))
 
     handles = []

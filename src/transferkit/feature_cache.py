@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import fuse_conv_bn_eval
 
-from ._trace import NORM_TYPES, input_size_of, module_modes
+from ._trace import NORM_TYPES, module_modes, trace
 from .freeze import frozen_norm_layers
 from .serialization import write_json
 
@@ -72,29 +72,15 @@ def _is_live(path: str, module: nn.Module, held: set[str]) -> bool:
 
 def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Boundary | None:
     """The frozen prefix's last module, or None when the first module to run already trains."""
-    size = tuple(input_size) if input_size is not None else input_size_of(model)
-    names = {id(m): n for n, m in model.named_modules()}
     held = set(frozen_norm_layers(model))
     events: list[tuple[str, str]] = []  # ("start" | "end", path) in execution order
+    _, records, failure = trace(model, input_size, events=events)
+    if failure is not None:
+        return None
     shapes: dict[str, tuple[int, ...]] = {}
-
-    def pre(module, args):
-        events.append(("start", names[id(module)]))
-
-    def post(module, args, output):
-        events.append(("end", names[id(module)]))
-        if isinstance(output, torch.Tensor):
-            shapes.setdefault(names[id(module)], tuple(output.shape[1:]))
-
-    handles = [m.register_forward_pre_hook(pre) for m in model.modules()]
-    handles += [m.register_forward_hook(post) for m in model.modules()]
-    param = next(model.parameters())
-    try:
-        with torch.no_grad(), module_modes(model):
-            model(torch.zeros(2, *size, device=param.device, dtype=param.dtype))
-    finally:
-        for h in handles:
-            h.remove()
+    for record in records:
+        if record.output_shapes:
+            shapes.setdefault(record.name, record.output_shapes[0][1:])
 
     modules = dict(model.named_modules())
     first_live = next(
@@ -163,19 +149,17 @@ def fold_batchnorm(model: nn.Module, boundary: Boundary, images: torch.Tensor, *
     fused = copy.deepcopy(model).eval()
     prefix = set(boundary.stubbed)
     in_prefix = lambda path: any(path == p or path.startswith(p + ".") for p in prefix)  # noqa: E731
-    names = {id(m): n for n, m in fused.named_modules()}
-    order: list[str] = []
-    handles = [
-        m.register_forward_pre_hook(lambda mod, args: order.append(names[id(mod)]))
-        for m in fused.modules()
-        if isinstance(m, nn.BatchNorm2d) or not list(m.children())  # timm's BatchNormAct2d has children
-    ]
-    try:
-        fused(prep(images))
-    finally:
-        for h in handles:
-            h.remove()
+    events: list[tuple[str, str]] = []
+    _, _, failure = trace(fused, tuple(images.shape[1:]), events=events)
+    if failure is not None:
+        return None
     modules = dict(fused.named_modules())
+    # Layers in execution order; timm's BatchNormAct2d counts as one even though it has children.
+    order = [
+        path
+        for kind, path in events
+        if kind == "start" and (isinstance(modules[path], nn.BatchNorm2d) or not list(modules[path].children()))
+    ]
     folded = 0
     for conv_path, bn_path in zip(order, order[1:]):
         conv, bn = modules[conv_path], modules[bn_path]

@@ -17,12 +17,20 @@ __all__ = [
     "NumClassesOpt",
     "console",
     "emit_json",
+    "output_console",
     "human_count",
     "parse_input_size",
 ]
 
 # Wide enough for tables of layer paths when the output is a file or a pipe.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+_WIDTH = None if sys.stdout.isatty() else 120
+console = Console(highlight=False, width=_WIDTH)
+
+
+def output_console(as_json: bool) -> Console:
+    """Where a command's progress goes: stdout, or stderr when stdout carries the JSON object."""
+    return Console(file=sys.stderr if as_json else sys.stdout, highlight=False, width=_WIDTH)
+
 
 ModelArg = Annotated[
     str,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -11,7 +10,7 @@ from rich.table import Table
 
 from ..compare import compare
 from ..engine import TrainConfig
-from ._common import JsonOpt, emit_json
+from ._common import JsonOpt, emit_json, output_console
 
 
 def print_comparison(console: Console, rows: list[dict], plot: str) -> None:
@@ -44,7 +43,7 @@ def compare_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Train each strategy on the same split and compare accuracy, speed and trainable parameters."""
-    console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False)
+    console = output_console(as_json)
     base = TrainConfig(
         model=model,
         data=data,

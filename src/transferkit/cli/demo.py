@@ -8,7 +8,6 @@ from scratch, ending with the table and the learning-curve plot.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Annotated
 
@@ -27,7 +26,7 @@ from ..models import create_model
 from ..optim import create_optimizer
 from ..surgery import find_head, set_module, validate
 from ..weights import get_weights
-from ._common import JsonOpt, console, emit_json, human_count
+from ._common import JsonOpt, emit_json, human_count, output_console
 from .compare import print_comparison
 from .load import print_load_report
 
@@ -46,8 +45,7 @@ def demo_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Transfer learning end to end on real weights and data: load, inspect, freeze, replace, then fine-tune."""
-    if as_json:  # the walkthrough goes to stderr, the JSON alone to stdout
-        console.file = sys.stderr
+    console = output_console(as_json)  # with --json the walkthrough goes to stderr, the JSON alone to stdout
     started = time.perf_counter()
     record = get_weights(weights)
     num_classes = len(open_data(data).class_names)
@@ -56,7 +54,7 @@ def demo_command(
     console.print(Rule(f"1. Load {weights} ({record.package}) into {arch} with a {num_classes}-class head"))
     model = create_model(arch, num_classes=num_classes)
     report = load_pretrained(model, weights)
-    print_load_report(report)
+    print_load_report(report, out=console)
     console.print(
         "  The file's names (_conv_stem, _blocks.N...) differ from timm's (conv_stem, blocks.S.B...): "
         "they were paired by definition order and shape. The 1000-class head did not fit and was skipped."

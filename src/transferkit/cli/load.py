@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from ..loading import LoadReport, load_pretrained
 from ..models import create_model
@@ -13,37 +14,35 @@ from ..serialization import save_safetensors, write_json
 from ._common import InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json
 
 
-def print_load_report(report: LoadReport, *, limit: int = 8) -> None:
+def print_load_report(report: LoadReport, *, limit: int = 8, out: Console = console) -> None:
     how = ", ".join(f"{n} by {k}" for k, n in report.how_counts.items()) or "none"
-    console.print(f"[bold]Loaded[/] {report.source}: {len(report.matched)} tensors matched ({how})")
+    out.print(f"[bold]Loaded[/] {report.source}: {len(report.matched)} tensors matched ({how})")
     if report.container or report.stripped_prefixes:
         parts = []
         if report.container:
             parts.append(f"weights found under '{report.container}'")
         if report.stripped_prefixes:
             parts.append("stripped prefixes " + ", ".join(f"'{p}'" for p in report.stripped_prefixes))
-        console.print("  " + "; ".join(parts))
-    console.print(
+        out.print("  " + "; ".join(parts))
+    out.print(
         f"  loaded fraction: {report.loaded_fraction:.1%} of parameters "
         f"({report.backbone_fraction:.1%} outside the head '{report.head}')"
     )
     for note in report.notes:
-        console.print(f"  [yellow]note[/]: {note}")
+        out.print(f"  [yellow]note[/]: {note}")
     if report.ambiguous:
-        console.print(
-            f"  ambiguous (left unloaded, alignment could shift): {', '.join(list(report.ambiguous)[:limit])}"
-        )
+        out.print(f"  ambiguous (left unloaded, alignment could shift): {', '.join(list(report.ambiguous)[:limit])}")
     for title, items in (
         ("mismatched", [f"{m.key}: checkpoint {m.source_shape} vs model {m.model_shape}" for m in report.mismatched]),
         ("missing (kept their initial values)", report.missing),
         ("unexpected (in the checkpoint, unused)", report.unexpected),
     ):
         if items:
-            console.print(f"  {title}: {len(items)}")
+            out.print(f"  {title}: {len(items)}")
             for item in items[:limit]:
-                console.print(f"    {item}")
+                out.print(f"    {item}")
             if len(items) > limit:
-                console.print(f"    ... and {len(items) - limit} more (--json lists all)")
+                out.print(f"    ... and {len(items) - limit} more (--json lists all)")
 
 
 def load_command(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..distributed import is_main_process
 from ..engine import TrainConfig, fit
-from ._common import InChansOpt, JsonOpt, emit_json
+from ._common import InChansOpt, JsonOpt, emit_json, output_console
 
 
 def train_command(
@@ -60,7 +58,7 @@ def train_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune a pretrained model on your images with one of the transfer-learning strategies."""
-    log_console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False)
+    log_console = output_console(as_json)
 
     def log(message: str) -> None:
         log_console.print(message, markup=False)

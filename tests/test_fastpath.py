@@ -23,3 +23,14 @@ def test_user_choice_is_kept():
     assert (fast.channels_last, fast.precision, fast.reason) == (False, "fp32", "as asked")
     fast = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), batch_size=8, steps=1, precision="fp32")
     assert fast.precision == "fp32" and set(fast.images_per_second) == {"NCHW fp32", "channels-last fp32"}
+
+
+def test_inference_probe_also_chooses_the_batch_size():
+    model = create_model("resnet18", num_classes=4)
+    fast = choose_fast_path(
+        model, (3, 32, 32), device=torch.device("cpu"), batch_size=4, max_batch_size=16, train=False
+    )
+    assert fast.batch_size in (4, 8, 16)
+    assert f"batches of {fast.batch_size}" in fast.reason
+    trained = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), batch_size=4, steps=1)
+    assert trained.batch_size is None  # the training batch size is the user's: it changes the result

@@ -52,6 +52,7 @@ __all__ = ["RUN_FORMAT", "EpochResult", "TrainConfig", "evaluate", "fit", "load_
 
 RUN_FORMAT = "transferkit-run/1"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_EVAL_BATCH = 64  # inference batch when none was measured (kernels chosen by the user)
 
 
 @dataclass
@@ -379,7 +380,7 @@ def _prepare_cache(model: nn.Module, prepared: Prepared, device: torch.device, l
     runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
 
     def compute(dataset):
-        batches = (images for images, _ in DataLoader(dataset, batch_size=256))
+        batches = (images for images, _ in DataLoader(dataset, batch_size=infer.batch_size or _EVAL_BATCH))
         return lambda: boundary_outputs(
             runner, boundary, batches, prep=infer_prep, autocast=lambda: autocast(device, infer.precision)
         )
@@ -504,7 +505,7 @@ def fit(
     if saved.get("fast_path_inference"):
         prepared.fast_inference = FastPath(**saved["fast_path_inference"])
     else:
-        prepared.fast_inference = probe(train=False)
+        prepared.fast_inference = probe(train=False, batch_size=min(config.batch_size, 16))
         _log_fast(log, "inference (frozen layers, evaluation)", prepared.fast_inference)
     if saved.get("fast_path"):
         prepared.fast = FastPath(**saved["fast_path"])
@@ -581,7 +582,11 @@ def fit(
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
                 _set_rng_state(state["rng"])
-            val_loader = _loader(val_set, batch_size=256, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
+            # Cached activations feed only the tail: large batches; images: the measured inference batch.
+            val_batch = 256 if cached else prepared.fast_inference.batch_size or _EVAL_BATCH
+            val_loader = _loader(
+                val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False
+            )
 
             for phase_epoch in range(start_epoch if phase_index == start_phase else 0, phase.epochs):
                 epoch_started = time.perf_counter()

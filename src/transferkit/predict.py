@@ -29,26 +29,30 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
-        """Top-k classes with probabilities for each image file."""
+        """Top-k classes with probabilities for each image file, read and run a batch at a time."""
         pre = self.preprocessing
         mode = "RGB" if pre.input_size[0] == 3 else "L"
-        batch = torch.stack([to_uint8_tensor(read_image(p, mode=mode), pre) for p in images])  # (N, C, H, W)
         param = next(self.model.parameters())
-        x = BatchPrep(pre, param.device, channels_last=self.fast.channels_last)(batch).to(param.dtype)
-        with autocast(param.device, self.fast.precision):
-            probs = self.model(x).float().softmax(-1)
-        k = min(top_k, probs.shape[-1])
-        values, indices = probs.topk(k, dim=-1)
-        return [
-            {
-                "image": str(path),
-                "top": [
-                    {"index": int(i), "label": self.class_names[int(i)], "probability": float(v)}
-                    for v, i in zip(vals, idxs)
-                ],
-            }
-            for path, vals, idxs in zip(images, values, indices)
-        ]
+        prep = BatchPrep(pre, param.device, channels_last=self.fast.channels_last)
+        step = self.fast.batch_size or 64
+        results = []
+        for start in range(0, len(images), step):
+            paths = images[start : start + step]
+            batch = torch.stack([to_uint8_tensor(read_image(p, mode=mode), pre) for p in paths])  # (N, C, H, W)
+            with autocast(param.device, self.fast.precision):
+                probs = self.model(prep(batch).to(param.dtype)).float().softmax(-1)
+            values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+            results += [
+                {
+                    "image": str(path),
+                    "top": [
+                        {"index": int(i), "label": self.class_names[int(i)], "probability": float(v)}
+                        for v, i in zip(vals, idxs)
+                    ],
+                }
+                for path, vals, idxs in zip(paths, values, indices)
+            ]
+        return results
 
 
 def load_predictor(source: str, *, model: str | None = None) -> Predictor:

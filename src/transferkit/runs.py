@@ -53,11 +53,14 @@ def load_trained(run: str | Path, *, which: str = "best") -> TrainedModel:
     return TrainedModel(model, preprocessing, list(state["class_names"]), config, fast)
 
 
-def evaluate_run(run: str | Path, data: str | None = None, *, which: str = "best", batch_size: int = 256) -> dict:
+def evaluate_run(
+    run: str | Path, data: str | None = None, *, which: str = "best", batch_size: int | None = None
+) -> dict:
     """Accuracy, per-class accuracy and the confusion matrix of a run on DATA.
 
     With DATA the run trained on (or none), the run's own held-out split is used; with a folder
-    that has ``val/``, its validation images; otherwise every image of DATA.
+    that has ``val/``, its validation images; otherwise every image of DATA. ``batch_size``
+    defaults to the one the run measured fastest for inference.
     """
     trained = load_trained(run, which=which)
     config = trained.config
@@ -82,7 +85,7 @@ def evaluate_run(run: str | Path, data: str | None = None, *, which: str = "best
     device = torch.device("cpu")
     metrics = evaluate(
         trained.model,
-        DataLoader(ImageDataset(decoded), batch_size=batch_size),
+        DataLoader(ImageDataset(decoded), batch_size=batch_size or trained.fast.batch_size or 64),
         num_classes=len(trained.class_names),
         prep=BatchPrep(pre, device, channels_last=trained.fast.channels_last),
         device=device,

@@ -1,6 +1,6 @@
 import torch
 
-from transferkit.fastpath import candidates, choose_fast_path
+from transferkit.fastpath import _pick, candidates, choose_fast_path
 from transferkit.models import create_model
 
 
@@ -34,3 +34,15 @@ def test_inference_probe_also_chooses_the_batch_size():
     assert f"batches of {fast.batch_size}" in fast.reason
     trained = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), batch_size=4, steps=1)
     assert trained.batch_size is None  # the training batch size is the user's: it changes the result
+
+
+def test_reduced_precision_must_win_clearly_but_the_memory_format_need_not():
+    options = [(False, "fp32"), (True, "fp32"), (True, "bf16"), (False, "bf16")]
+
+    def speeds(*values):
+        return dict(zip(["NCHW fp32", "channels-last fp32", "channels-last bf16", "NCHW bf16"], values))
+
+    assert _pick(options, speeds(156, 170, 256, 277)) == (False, "bf16")  # fastest, 1.6x the best fp32
+    assert _pick(options, speeds(100, 105, 110, 90)) == (True, "fp32")  # bf16 within the margin of fp32
+    assert _pick(options, speeds(100, 99, 50, 60)) == (False, "fp32")
+    assert _pick(options[2:], speeds(0, 0, 100, 101)) == (False, "bf16")  # no fp32 to compare against

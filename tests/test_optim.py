@@ -1,5 +1,8 @@
+import copy
+
 import pytest
 import torch
+import torch.nn as nn
 
 from tests.helpers import ALEXNET_HEAD
 from transferkit import FreezeError, TransferkitError
@@ -59,3 +62,20 @@ def test_step_changes_only_trainable(tiny):
     optimizer.step()
     assert torch.equal(tiny.conv1.weight, frozen)
     assert not torch.equal(tiny.fc.weight, head)
+
+
+def test_adam_steps_are_fused_and_match_the_unfused_update():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    twin = copy.deepcopy(model)
+    fused = create_optimizer(model, "adamw", lr=0.1)
+    assert fused.defaults["fused"] is True
+    reference = torch.optim.AdamW(param_groups(twin, lr=0.1, weight_decay=0.05), lr=0.1, foreach=False)
+    x = torch.randn(16, 4)
+    for net, opt in ((model, fused), (twin, reference)):
+        for _ in range(3):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b)

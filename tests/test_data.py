@@ -1,8 +1,13 @@
+import errno
+import os
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.helpers import make_image_folder
+from transferkit import TransferkitError
 from transferkit.data import DataError, decode, open_data, split_items
 from transferkit.images import ImageReadError, read_image
 from transferkit.preprocess import Preprocessing
@@ -100,3 +105,29 @@ def test_builtin_arrays_are_cached(tmp_path, monkeypatch):
     cached[0].write_bytes(b"garbage")  # an unreadable cache is read again from the package
     assert open_data("builtin:digits").fingerprint() == first.fingerprint()
     assert os.path.getsize(cached[0]) > 1000
+
+
+def test_images_beyond_the_memory_budget_are_memory_mapped(tmp_path):
+    make_image_folder(tmp_path / "data", per_class=4)
+    items = open_data(str(tmp_path / "data")).train
+    in_memory = decode(items, PRE)
+    assert in_memory.storage == "in memory"
+    mapped = decode(items, PRE, spill_dir=tmp_path / "spill", max_memory_bytes=1000)
+    assert mapped.storage.startswith("memory-mapped")
+    assert mapped.images.untyped_storage().filename.startswith(str(tmp_path / "spill"))
+    assert torch.equal(mapped.images, in_memory.images) and torch.equal(mapped.labels, in_memory.labels)
+    assert list((tmp_path / "spill").iterdir()) == []  # removed at once: the space is freed with the tensor
+    with pytest.raises(DataError, match="lower --image-size"):
+        decode(items, PRE, max_memory_bytes=1000)
+
+
+def test_a_full_disk_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    make_image_folder(tmp_path / "data", per_class=2)
+    items = open_data(str(tmp_path / "data")).train
+    with pytest.raises(TransferkitError, match="Not enough disk space"):
+        decode(items, PRE, spill_dir=tmp_path / "spill", max_memory_bytes=10)
+    assert list((tmp_path / "spill").iterdir()) == []

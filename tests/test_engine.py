@@ -70,6 +70,20 @@ def test_cached_head_inputs_give_the_same_result(tmp_path):
     assert abs(with_cache["best_val_acc"] - without["best_val_acc"]) <= 0.005
 
 
+def test_data_and_cache_beyond_memory_are_memory_mapped_with_the_same_result(tmp_path, monkeypatch):
+    in_memory = fit(config(tmp_path, "a", strategy="freeze", epochs=2), log=lambda m: None)
+    monkeypatch.setattr("transferkit.engine.memory_budget", lambda: 1000)
+    monkeypatch.setattr("transferkit.feature_cache.memory_budget", lambda: 1000)
+    lines = []
+    mapped = fit(config(tmp_path, "b", strategy="freeze", epochs=2), log=lines.append)
+    assert any("train images memory-mapped" in line and "val images memory-mapped" in line for line in lines)
+    assert any(line.startswith("cache:") and "memory-mapped" in line for line in lines)
+    a, b = state(tmp_path / "a"), state(tmp_path / "b")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert [e["val_acc"] for e in mapped["epochs"]] == [e["val_acc"] for e in in_memory["epochs"]]
+    assert not list((tmp_path / "b").glob("tmp*.bin"))  # the decoded images' file is gone
+
+
 @pytest.mark.parametrize("strategy, stop", [("full", 1), ("gradual", 1), ("lp-ft", 2)])
 def test_resume_continues_exactly(tmp_path, strategy, stop):
     straight = fit(config(tmp_path, "straight", strategy=strategy, epochs=3), log=lambda m: None)

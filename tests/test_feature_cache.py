@@ -85,18 +85,37 @@ def test_truncated_restores_modules(tiny):
     assert tiny.conv1 is original and "conv1.weight" in tiny.state_dict()
 
 
+def batches_of(acts, size=4, passes=None):
+    """A compute function for load_or_compute that yields ``acts`` in batches and counts its passes."""
+
+    def compute():
+        if passes is not None:
+            passes.append(1)
+        yield from acts.split(size)
+
+    return compute
+
+
 def test_fp16_storage_and_memory_mapping(tmp_path):
     acts = torch.rand(10, 6) * 4
-    stored, how = load_or_compute(lambda: acts, folder=tmp_path, key="k", max_memory_bytes=1 << 20)
-    assert stored.dtype == torch.float16 and "in memory" in how
+    passes = []
+    stored, how = load_or_compute(
+        batches_of(acts, passes=passes), 10, folder=tmp_path, key="k", max_memory_bytes=1 << 20
+    )
+    assert stored.dtype == torch.float16 and "in memory" in how and len(passes) == 1
     torch.testing.assert_close(stored.float(), acts, atol=4e-3, rtol=0)
-    large = torch.full((4, 3), 1e5)  # beyond fp16's range
-    kept, _ = load_or_compute(lambda: large, folder=tmp_path, key="w", max_memory_bytes=1 << 20)
-    assert kept.dtype == torch.float32
-    mapped, how = load_or_compute(lambda: acts, folder=tmp_path, key="m", max_memory_bytes=8)
+    large = torch.cat([acts, torch.full((2, 6), 1e5)])  # the last batch is beyond fp16's range: a second pass
+    kept, _ = load_or_compute(batches_of(large, passes=passes), 12, folder=tmp_path, key="w", max_memory_bytes=1 << 20)
+    assert kept.dtype == torch.float32 and torch.equal(kept, large) and len(passes) == 3
+    mapped, how = load_or_compute(batches_of(acts), 10, folder=tmp_path, key="m", max_memory_bytes=8)
     assert "memory-mapped" in how and (tmp_path / "m.json").exists()
-    again, how = load_or_compute(lambda: 1 / 0, folder=tmp_path, key="m", max_memory_bytes=8)
+    assert mapped.untyped_storage().filename == str(tmp_path / "m.float16.bin")
+    torch.testing.assert_close(mapped.float(), acts, atol=4e-3, rtol=0)
+    again, how = load_or_compute(lambda: 1 / 0, 10, folder=tmp_path, key="m", max_memory_bytes=8)
     assert "reused" in how and torch.equal(again, mapped)
+    wide, how = load_or_compute(batches_of(large), 12, folder=tmp_path, key="x", max_memory_bytes=8)
+    assert wide.dtype == torch.float32 and torch.equal(wide, large) and "memory-mapped" in how
+    assert sorted(p.name for p in tmp_path.glob("x.*")) == ["x.float32.bin", "x.json"]  # the fp16 try is removed
 
 
 def test_batchnorm_folding_keeps_outputs_and_the_model():

@@ -1,4 +1,4 @@
-"""DATA: image folders, CSV files and built-in datasets, decoded once into memory.
+"""DATA: image folders, CSV files and built-in datasets, decoded once (into memory, or a mapped file).
 
 DATA is one of:
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.metadata
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ._storage import memory_budget, scratch_tensor
 from .errors import TransferkitError
 from .images import ImageReadError, read_image
 from .preprocess import Preprocessing, to_uint8_tensor
@@ -48,8 +50,6 @@ __all__ = [
 
 BUILTIN = ("mnist5k", "digits", "faces")
 AUGMENTATIONS = ("none", "light", "standard")
-# Decoded images must leave room for the model and its activations.
-_MAX_DECODED_BYTES = 8 * 2**30
 
 
 class DataError(TransferkitError, ValueError):
@@ -242,19 +242,36 @@ class Decoded:
     labels: torch.Tensor  # (N,) int64
     names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    storage: str = "in memory"
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.numel()
 
 
-def decode(items: list[Item], pre: Preprocessing) -> Decoded:
-    """Decode every item to a uint8 image at the preprocessing's size; unusable files are skipped and listed."""
+def decode(
+    items: list[Item], pre: Preprocessing, *, spill_dir: Path | None = None, max_memory_bytes: int | None = None
+) -> Decoded:
+    """Decode every item to a uint8 image at the preprocessing's size; unusable files are skipped and listed.
+
+    The images are kept in memory when they fit in ``max_memory_bytes`` (a quarter of physical
+    memory by default), else in a memory-mapped file in ``spill_dir`` that is removed at once and
+    freed with the tensor: decoding is still paid once, and the page cache keeps what fits.
+    """
     channels, size = pre.input_size[0], pre.input_size[1]
-    needed = len(items) * channels * size * size
-    if needed > _MAX_DECODED_BYTES:
+    shape = (len(items), channels, size, size)
+    needed = math.prod(shape)
+    budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
+    if needed <= budget:
+        out, storage = torch.empty(shape, dtype=torch.uint8), "in memory"
+    elif spill_dir is not None:
+        out, storage = scratch_tensor(shape, torch.uint8, spill_dir), f"memory-mapped in {spill_dir}"
+    else:
         raise DataError(
-            f"{len(items)} images at {size} px need {needed / 2**30:.1f} GiB decoded; lower --image-size "
-            f"or use fewer images (the limit is {_MAX_DECODED_BYTES / 2**30:.0f} GiB)."
+            f"{len(items)} images at {size} px need {needed / 2**30:.1f} GiB decoded, more than the "
+            f"{budget / 2**30:.1f} GiB kept in memory; lower --image-size or use fewer images."
         )
     mode = "RGB" if channels == 3 else "L"
-    out = torch.empty((len(items), channels, size, size), dtype=torch.uint8)
     labels, names, skipped = [], [], []
     n = 0
     for item in items:
@@ -270,7 +287,10 @@ def decode(items: list[Item], pre: Preprocessing) -> Decoded:
         labels.append(item.label)
         names.append(item.name)
         n += 1
-    return Decoded(out[:n].clone() if n < len(items) else out, torch.tensor(labels, dtype=torch.long), names, skipped)
+    images = out if n == len(items) else out[:n]
+    if n < len(items) and storage == "in memory":
+        images = images.clone()  # release the unused rows
+    return Decoded(images, torch.tensor(labels, dtype=torch.long), names, skipped, storage)
 
 
 def augmentation(name: str, size: int):

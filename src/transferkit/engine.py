@@ -26,16 +26,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 from tqdm import tqdm
 
+from ._storage import memory_budget
 from .data import AUGMENTATIONS, DataError, ImageDataset, augmentation, decode, open_data, split_items
 from .distributed import DistContext, init_from_env
 from .errors import TransferkitError
 from .fastpath import FastPath, autocast, choose_fast_path
 from .feature_cache import (
-    boundary_outputs,
     cache_key,
     check_boundary,
     find_boundary,
     fold_batchnorm,
+    iter_boundary_outputs,
     load_or_compute,
     truncated,
 )
@@ -298,7 +299,11 @@ def prepare(
     pre = _preprocessing(config, model)
     size = pre.input_size[1]
     started = time.perf_counter()
-    train, val = decode(train_items, pre), decode(val_items, pre)
+    # Both sets share one memory budget; what does not fit is memory-mapped in the run folder.
+    budget = memory_budget()
+    train = decode(train_items, pre, spill_dir=Path(config.out), max_memory_bytes=budget)
+    left = budget - (train.nbytes if train.storage == "in memory" else 0)
+    val = decode(val_items, pre, spill_dir=Path(config.out), max_memory_bytes=left)
     skipped = train.skipped + val.skipped
     if skipped and config.strict_data:
         listed = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
@@ -310,6 +315,9 @@ def prepare(
     log(
         f"data: {len(train.labels)} train, {len(val.labels)} val images, {len(source.class_names)} classes, "
         f"decoded at {size} px in {time.perf_counter() - started:.1f} s"
+        + "".join(
+            f"; {name} images {d.storage}" for name, d in (("train", train), ("val", val)) if d.storage != "in memory"
+        )
         + (f"; {len(skipped)} unusable images skipped" if skipped else "")
     )
     return Prepared(
@@ -379,24 +387,31 @@ def _prepare_cache(model: nn.Module, prepared: Prepared, device: torch.device, l
     runner = fold_batchnorm(model, boundary, prepared.train.decoded.images[:8], prep=infer_prep) or model
     runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
 
-    def compute(dataset):
-        batches = (images for images, _ in DataLoader(dataset, batch_size=infer.batch_size or _EVAL_BATCH))
-        return lambda: boundary_outputs(
-            runner, boundary, batches, prep=infer_prep, autocast=lambda: autocast(device, infer.precision)
+    def compute(dataset, seed: int | None = None):
+        def batches():  # a pass may run twice (fp16, then float32): each draws the same augmentation
+            if seed is not None:
+                torch.manual_seed(seed)
+            for images, _ in DataLoader(dataset, batch_size=infer.batch_size or _EVAL_BATCH):
+                yield images
+
+        return lambda: iter_boundary_outputs(
+            runner, boundary, batches(), prep=infer_prep, autocast=lambda: autocast(device, infer.precision)
         )
 
     folder = Path(config.out) / "cache"
     model.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
     views = []
     for view in range(config.cache_views if augment != "none" else 1):
-        if augment != "none":
-            torch.manual_seed(config.seed * 7919 + view)  # each view is one draw of the augmentation
+        seed = config.seed * 7919 + view if augment != "none" else None  # each view is one draw of the augmentation
         acts, how = load_or_compute(
-            compute(prepared.train), folder=folder, key=f"{key}-train-{augment}-{config.seed}-{view}"
+            compute(prepared.train, seed),
+            len(prepared.train),
+            folder=folder,
+            key=f"{key}-train-{augment}-{config.seed}-{view}",
         )
         views.append(acts)
     prepared.train.transform = None
-    val_acts, _ = load_or_compute(compute(prepared.val), folder=folder, key=f"{key}-val")
+    val_acts, _ = load_or_compute(compute(prepared.val), len(prepared.val), folder=folder, key=f"{key}-val")
     described = f"{len(views)} augmented views of the training set, " if augment != "none" else ""
     count = len(views[0]) + len(val_acts)
     log(

@@ -16,8 +16,7 @@ import copy
 import hashlib
 import json
 import math
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import fuse_conv_bn_eval
 
+from ._storage import mapped_tensor, memory_budget
 from ._trace import NORM_TYPES, module_modes, trace
 from .freeze import frozen_norm_layers
 from .serialization import write_json
@@ -33,12 +33,12 @@ from .serialization import write_json
 __all__ = [
     "Boundary",
     "boundary_outputs",
+    "iter_boundary_outputs",
     "fold_batchnorm",
     "cache_key",
     "check_boundary",
     "find_boundary",
     "load_or_compute",
-    "memory_budget",
     "truncated",
 ]
 
@@ -122,8 +122,10 @@ def truncated(model: nn.Module, boundary: Boundary):
 
 
 @torch.no_grad()
-def boundary_outputs(model: nn.Module, boundary: Boundary, batches, *, prep, autocast) -> torch.Tensor:
-    """The boundary's output for every example of ``batches`` (the model in eval mode)."""
+def iter_boundary_outputs(
+    model: nn.Module, boundary: Boundary, batches: Iterable[torch.Tensor], *, prep, autocast
+) -> Iterator[torch.Tensor]:
+    """The boundary's output (float32, on the CPU) for each batch of ``batches``, the model in eval mode."""
     captured: list[torch.Tensor] = []
     module = model.get_submodule(boundary.path)
     handle = module.register_forward_hook(lambda m, a, out: captured.append(out.detach().float().cpu()))
@@ -132,9 +134,14 @@ def boundary_outputs(model: nn.Module, boundary: Boundary, batches, *, prep, aut
             for images in batches:
                 with autocast():
                     model(prep(images))
+                yield captured.pop()
     finally:
         handle.remove()
-    return torch.cat(captured)
+
+
+def boundary_outputs(model: nn.Module, boundary: Boundary, batches, *, prep, autocast) -> torch.Tensor:
+    """The boundary's output for every example of ``batches``, in one tensor."""
+    return torch.cat(list(iter_boundary_outputs(model, boundary, batches, prep=prep, autocast=autocast)))
 
 
 @torch.no_grad()
@@ -223,22 +230,22 @@ def cache_key(model: nn.Module, boundary: Boundary, *, data_fingerprint: str, pr
     return h.hexdigest()[:20]
 
 
-def memory_budget() -> int:
-    """Bytes of activations kept in memory: a quarter of physical memory."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    except (ValueError, OSError, AttributeError):
-        return 2 * 2**30
-
-
 def load_or_compute(
-    compute: Callable[[], torch.Tensor], *, folder: Path, key: str, max_memory_bytes: int | None = None
+    compute: Callable[[], Iterable[torch.Tensor]],
+    count: int,
+    *,
+    folder: Path,
+    key: str,
+    max_memory_bytes: int | None = None,
 ) -> tuple[torch.Tensor, str]:
-    """Activations from ``compute``, stored in fp16 when accurate enough, in memory or memory-mapped.
+    """The activations of ``count`` examples, stored batch by batch as ``compute()`` yields them.
 
-    A memory-mapped cache in ``folder`` named by ``key`` is reused when present; since the key
-    covers the frozen weights, the data and the preprocessing, a stale file is never read.
-    Returns the tensor and a description of how it is stored.
+    They are kept in fp16 when that is accurate to 1e-3 of their scale and nothing overflows;
+    otherwise a second pass stores float32. They stay in memory when they fit in
+    ``max_memory_bytes`` (a quarter of physical memory by default), else they are written to a
+    memory-mapped file in ``folder`` named by ``key``, which later runs reuse: since the key covers
+    the frozen weights, the data and the preprocessing, a stale file is never read. At no point
+    is more than one batch held beside the store. Returns the tensor and how it is stored.
     """
     budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
     meta_path = folder / f"{key}.json"
@@ -247,20 +254,42 @@ def load_or_compute(
         dtype = getattr(torch, meta["dtype"])
         mapped = torch.from_file(str(folder / meta["file"]), shared=False, size=math.prod(meta["shape"]), dtype=dtype)
         return mapped.view(meta["shape"]), f"{meta['dtype']}, reused from {folder / meta['file']}"
-    activations = compute()
-    stored = activations
-    scale = activations.abs().max().item()
-    if scale < 60000:
-        half = activations.half()
-        if (half.float() - activations).abs().max().item() <= _FP16_TOLERANCE * max(scale, 1e-12):
-            stored = half
-    dtype_name = str(stored.dtype).removeprefix("torch.")
-    size_mb = stored.numel() * stored.element_size() / 2**20
-    if stored.numel() * stored.element_size() <= budget:
-        return stored, f"{dtype_name}, {size_mb:.1f} MiB in memory"
-    folder.mkdir(parents=True, exist_ok=True)
-    file = f"{key}.{dtype_name}.bin"
-    mapped = torch.from_file(str(folder / file), shared=True, size=stored.numel(), dtype=stored.dtype)
-    mapped.copy_(stored.flatten())
-    write_json(meta_path, {"file": file, "dtype": dtype_name, "shape": list(stored.shape)})  # last: marks it complete
-    return mapped.view(stored.shape), f"{dtype_name}, {size_mb:.1f} MiB memory-mapped at {folder / file}"
+    stored = _store(compute(), count, torch.float16, folder=folder, key=key, budget=budget)
+    if stored is None:
+        stored = _store(compute(), count, torch.float32, folder=folder, key=key, budget=budget)
+    return stored
+
+
+def _store(
+    batches: Iterable[torch.Tensor], count: int, dtype: torch.dtype, *, folder: Path, key: str, budget: int
+) -> tuple[torch.Tensor, str] | None:
+    """Write ``batches`` into a tensor of ``dtype``; None when fp16 loses more than the tolerance."""
+    out, file, n = None, None, 0
+    scale = error = 0.0
+    name = str(dtype).removeprefix("torch.")
+    for batch in batches:
+        if out is None:
+            shape = (count, *batch.shape[1:])
+            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if nbytes <= budget:
+                out = torch.empty(shape, dtype=dtype)
+            else:
+                file = folder / f"{key}.{name}.bin"
+                out = mapped_tensor(shape, dtype, file)
+        part = batch.to(dtype)
+        out[n : n + len(batch)] = part
+        n += len(batch)
+        if dtype == torch.float16:
+            scale = max(scale, batch.abs().max().item())
+            error = max(error, (part.float() - batch).abs().max().item())
+    if out is None or n != count:
+        raise ValueError(f"expected activations for {count} examples, got {n}")
+    if dtype == torch.float16 and not (scale < 60000 and error <= _FP16_TOLERANCE * max(scale, 1e-12)):
+        if file is not None:
+            file.unlink(missing_ok=True)
+        return None
+    size_mb = out.numel() * out.element_size() / 2**20
+    if file is None:
+        return out, f"{name}, {size_mb:.1f} MiB in memory"
+    write_json(folder / f"{key}.json", {"file": file.name, "dtype": name, "shape": list(out.shape)})  # marks it done
+    return out, f"{name}, {size_mb:.1f} MiB memory-mapped at {file}"

@@ -81,7 +81,7 @@ def evaluate_run(
     for item in items:
         item.label = remap[item.label]
     pre = trained.preprocessing
-    decoded = decode(items, pre)
+    decoded = decode(items, pre, spill_dir=Path(run) if Path(run).is_dir() else None)
     device = torch.device("cpu")
     metrics = evaluate(
         trained.model,

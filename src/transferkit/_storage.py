@@ -1,0 +1,67 @@
+"""Tensors kept in memory when they fit, otherwise in a memory-mapped file with the same interface.
+
+Used for decoded images and for cached activations. The file's blocks are reserved before it is
+mapped, so a full disk is reported as an error instead of crashing the process on a later write.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import TransferkitError
+
+__all__ = ["memory_budget", "mapped_tensor", "scratch_tensor"]
+
+
+def memory_budget() -> int:
+    """Bytes a run keeps in memory for one dataset-sized tensor: a quarter of physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 2 * 2**30
+
+
+def _reserve(fd: int, nbytes: int, file: Path) -> None:
+    try:
+        os.posix_fallocate(fd, 0, max(nbytes, 1))
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        free = os.statvfs(file.parent)
+        raise TransferkitError(
+            f"Not enough disk space in '{file.parent}' for {nbytes / 2**30:.1f} GiB "
+            f"({free.f_bavail * free.f_frsize / 2**30:.1f} GiB free); free some space or choose another --out."
+        ) from None
+
+
+def mapped_tensor(shape: tuple[int, ...], dtype: torch.dtype, file: Path) -> torch.Tensor:
+    """A tensor backed by ``file`` (created with its blocks reserved), shared: writes reach the file."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    numel = math.prod(shape)
+    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _reserve(fd, nbytes, file)
+    except BaseException:
+        os.close(fd)
+        file.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return torch.from_file(str(file), shared=True, size=numel, dtype=dtype).view(shape)
+
+
+def scratch_tensor(shape: tuple[int, ...], dtype: torch.dtype, folder: Path) -> torch.Tensor:
+    """A memory-mapped tensor in ``folder`` whose file is removed at once: the space is freed with the tensor."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, suffix=".bin")
+    os.close(fd)
+    try:
+        return mapped_tensor(shape, dtype, Path(name))
+    finally:
+        Path(name).unlink(missing_ok=True)

@@ -96,7 +96,7 @@ def bench_freeze(tmp: Path, size: int = 96) -> dict:
     }
 
 
-def bench_full(tmp: Path, size: int = 64, rounds: int = 2) -> dict:
+def bench_full(tmp: Path, size: int = 64, rounds: int = 3) -> dict:
     # Steady state: the second epoch (training and validation) on both sides; transferkit's first
     # epoch also pays for the probes. A 2-core machine's speed drifts by 10-20% from run to run,
     # so each side runs ``rounds`` times, alternating which goes first, and medians are compared.

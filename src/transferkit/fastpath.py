@@ -179,9 +179,9 @@ def choose_fast_path(
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
         model.to(memory_format=torch.contiguous_format)
-    baseline = speeds[_label(False, "fp32")] if (False, "fp32") in options else min(speeds.values())
+    baseline = _label(False, "fp32") if (False, "fp32") in options else min(speeds, key=speeds.get)
     reason = (
-        f"measured {speeds[_label(*best)]:.0f} images/s against {baseline:.0f} for NCHW fp32 "
+        f"measured {speeds[_label(*best)]:.0f} images/s against {speeds[baseline]:.0f} for {baseline} "
         f"({', '.join(f'{k} {v:.0f}' for k, v in speeds.items())})"
     )
     chosen_batch = None

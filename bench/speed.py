@@ -272,7 +272,11 @@ def bench_overhead(tmp: Path, size: int = 64, epochs: int = 6) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Machine: {machine()}", "", f"Command: `{command_line()}`", ""]
+    ran = {}  # command -> the benchmarks whose results it wrote
+    for key in sorted(results):
+        ran.setdefault(results[key].get("command", command_line()), []).append(key)
+    commands = "; ".join(f"`{command}` ({', '.join(keys)})" for command, keys in ran.items())
+    lines = [f"Machine: {machine()}", "", f"Commands (the benchmarks each wrote): {commands}", ""]
     if "1" in results:
         r = results["1"]
         tk_runs = ", ".join(f"{t:.1f}" for t in r["transferkit_runs_seconds"])
@@ -340,7 +344,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.only.split(","):
             print(f"benchmark {key} ...", flush=True)
-            results[key] = benches[key](Path(tmp))
+            results[key] = {**benches[key](Path(tmp)), "command": command_line()}
             print(json.dumps(results[key], indent=1), flush=True)
             results_file.write_text(json.dumps(results, indent=1))
     body = markdown(results)

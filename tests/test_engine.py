@@ -180,3 +180,21 @@ def test_grayscale_training_with_one_input_channel(tmp_path):
     run = load_run(tmp_path / "run")
     assert run["model"]["features.0.weight"].shape[1] == 1 and run["preprocessing"]["input_size"][0] == 1
     assert summary["best_val_acc"] > 0.5
+
+
+def test_inference_batches_larger_than_the_data_are_not_measured(tmp_path, monkeypatch):
+    import transferkit.engine as engine
+
+    asked = []
+    real = engine.choose_fast_path
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "choose_fast_path", recording)
+    data = make_image_folder(tmp_path / "data", per_class=20)  # 32 train, 8 val images
+    fit(config(tmp_path, data=str(data), epochs=1, precision="auto", channels_last=None), log=lambda m: None)
+    inference = next(k for k in asked if k.get("train") is False)
+    assert inference["max_batch_size"] == 32
+    assert load_run(tmp_path / "run")["fast_path_inference"]["batch_size"] in (16, 32)

@@ -520,7 +520,11 @@ def fit(
     if saved.get("fast_path_inference"):
         prepared.fast_inference = FastPath(**saved["fast_path_inference"])
     else:
-        prepared.fast_inference = probe(train=False, batch_size=min(config.batch_size, 16))
+        # Batches larger than the data would never run: they are not measured.
+        largest = max(len(prepared.train), len(prepared.val))
+        prepared.fast_inference = probe(
+            train=False, batch_size=min(config.batch_size, 16), max_batch_size=min(256, largest)
+        )
         _log_fast(log, "inference (frozen layers, evaluation)", prepared.fast_inference)
     if saved.get("fast_path"):
         prepared.fast = FastPath(**saved["fast_path"])

@@ -131,3 +131,21 @@ def test_a_full_disk_is_an_error_not_a_crash(tmp_path, monkeypatch):
     with pytest.raises(TransferkitError, match="Not enough disk space"):
         decode(items, PRE, spill_dir=tmp_path / "spill", max_memory_bytes=10)
     assert list((tmp_path / "spill").iterdir()) == []
+
+
+def test_without_block_reservation_the_free_space_is_checked(tmp_path, monkeypatch):
+    def unsupported(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    make_image_folder(tmp_path / "data", per_class=2)
+    items = open_data(str(tmp_path / "data")).train
+    mapped = decode(items, PRE, spill_dir=tmp_path / "spill", max_memory_bytes=10)
+    assert mapped.storage.startswith("memory-mapped") and torch.equal(mapped.images, decode(items, PRE).images)
+
+    class Full:
+        f_bavail, f_frsize = 0, 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Full())
+    with pytest.raises(TransferkitError, match="Not enough disk space"):
+        decode(items, PRE, spill_dir=tmp_path / "spill", max_memory_bytes=10)

@@ -28,16 +28,26 @@ def memory_budget() -> int:
 
 
 def _reserve(fd: int, nbytes: int, file: Path) -> None:
+    """Allocate the file's blocks now; where the filesystem cannot, check the free space instead."""
+    nbytes = max(nbytes, 1)
+    fallocate = getattr(os, "posix_fallocate", None)
     try:
-        os.posix_fallocate(fd, 0, max(nbytes, 1))
+        if fallocate is None:
+            raise OSError(errno.EOPNOTSUPP, "posix_fallocate is not available")
+        fallocate(fd, 0, nbytes)
+        return
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        if e.errno not in (errno.ENOSPC, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
-        free = os.statvfs(file.parent)
-        raise TransferkitError(
-            f"Not enough disk space in '{file.parent}' for {nbytes / 2**30:.1f} GiB "
-            f"({free.f_bavail * free.f_frsize / 2**30:.1f} GiB free); free some space or choose another --out."
-        ) from None
+        stat = os.statvfs(file.parent)
+        free = stat.f_bavail * stat.f_frsize
+        if e.errno != errno.ENOSPC and free >= nbytes:
+            os.ftruncate(fd, nbytes)
+            return
+    raise TransferkitError(
+        f"Not enough disk space in '{file.parent}' for {nbytes / 2**30:.1f} GiB "
+        f"({free / 2**30:.1f} GiB free); free some space or choose another --out."
+    )
 
 
 def mapped_tensor(shape: tuple[int, ...], dtype: torch.dtype, file: Path) -> torch.Tensor:

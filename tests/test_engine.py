@@ -97,6 +97,22 @@ def test_resume_continues_exactly(tmp_path, strategy, stop):
     assert load_run(tmp_path / "split")["frozen"] == load_run(tmp_path / "straight")["frozen"]
 
 
+def test_fp16_scales_the_loss_learns_like_fp32_and_resumes_exactly(tmp_path):
+    # The same GradScaler path as on CUDA, run on the CPU.
+    settings = dict(strategy="full", epochs=3, lr=0.03)
+    straight = fit(config(tmp_path, "straight", precision="fp16", **settings), log=lambda m: None)
+    fit(config(tmp_path, "split", precision="fp16", **settings), stop_after=1, log=lambda m: None)
+    assert load_run(tmp_path / "split")["scaler"]["_growth_tracker"] > 0  # steps since the scale last changed
+    resumed = fit(resume=tmp_path / "split", log=lambda m: None)
+    assert load_run(tmp_path / "split")["scaler"] == load_run(tmp_path / "straight")["scaler"]
+    a, b = state(tmp_path / "straight"), state(tmp_path / "split")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert [e["val_acc"] for e in straight["epochs"]] == [e["val_acc"] for e in resumed["epochs"]]
+    exact = fit(config(tmp_path, "fp32", precision="fp32", **settings), log=lambda m: None)
+    assert exact["best_val_acc"] > 0.3
+    assert abs(straight["best_val_acc"] - exact["best_val_acc"]) < 0.05
+
+
 def test_run_learns_and_is_usable_alone(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=20)
     summary = fit(

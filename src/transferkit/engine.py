@@ -596,10 +596,13 @@ def fit(
             drop_last = per_rank > config.batch_size
             steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
             scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
-            scaler = torch.amp.GradScaler("cuda") if path.precision == "fp16" and device.type == "cuda" else None
+            # fp16 gradients underflow without loss scaling, on any device.
+            scaler = torch.amp.GradScaler(device.type) if path.precision == "fp16" else None
             if state is not None and phase_index == state["phase"] and start_epoch > 0:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
+                if scaler is not None and state.get("scaler"):
+                    scaler.load_state_dict(state["scaler"])
                 _set_rng_state(state["rng"])
             # Cached activations feed only the tail: large batches; images: the measured inference batch.
             val_batch = 256 if cached else prepared.fast_inference.batch_size or _EVAL_BATCH
@@ -661,6 +664,7 @@ def fit(
                     checkpoint = _checkpoint_state(
                         prepared, model, optimizer, scheduler, history, best_acc, phase_index, phase_epoch
                     )
+                    checkpoint["scaler"] = scaler.state_dict() if scaler is not None else None
                     save_checkpoint(out / "last.pt", checkpoint)
                     if improved:
                         save_checkpoint(out / "best.pt", checkpoint)

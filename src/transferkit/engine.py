@@ -53,7 +53,6 @@ __all__ = ["RUN_FORMAT", "EpochResult", "TrainConfig", "evaluate", "fit", "load_
 
 RUN_FORMAT = "transferkit-run/1"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_EVAL_BATCH = 64  # inference batch when none was measured (kernels chosen by the user)
 
 
 @dataclass
@@ -391,7 +390,7 @@ def _prepare_cache(model: nn.Module, prepared: Prepared, device: torch.device, l
         def batches():  # a pass may run twice (fp16, then float32): each draws the same augmentation
             if seed is not None:
                 torch.manual_seed(seed)
-            for images, _ in DataLoader(dataset, batch_size=infer.batch_size or _EVAL_BATCH):
+            for images, _ in DataLoader(dataset, batch_size=infer.inference_batch_size):
                 yield images
 
         return lambda: iter_boundary_outputs(
@@ -605,7 +604,7 @@ def fit(
                     scaler.load_state_dict(state["scaler"])
                 _set_rng_state(state["rng"])
             # Cached activations feed only the tail: large batches; images: the measured inference batch.
-            val_batch = 256 if cached else prepared.fast_inference.batch_size or _EVAL_BATCH
+            val_batch = 256 if cached else prepared.fast_inference.inference_batch_size
             val_loader = _loader(
                 val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False
             )

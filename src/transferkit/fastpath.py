@@ -26,6 +26,7 @@ __all__ = ["FastPath", "autocast", "choose_fast_path", "candidates"]
 _MARGIN = 1.1
 _MIN_IMAGES = 64
 _CLIMB_SECONDS = 2.0
+_DEFAULT_INFERENCE_BATCH = 64
 
 
 @dataclass
@@ -35,6 +36,11 @@ class FastPath:
     reason: str
     images_per_second: dict[str, float] = field(default_factory=dict)
     batch_size: int | None = None  # for inference: the fastest batch size measured (None: not measured)
+
+    @property
+    def inference_batch_size(self) -> int:
+        """The measured inference batch size, or a default where kernels were chosen by the user."""
+        return self.batch_size or _DEFAULT_INFERENCE_BATCH
 
     def to_dict(self) -> dict:
         return asdict(self)

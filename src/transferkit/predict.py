@@ -34,7 +34,7 @@ class Predictor:
         mode = "RGB" if pre.input_size[0] == 3 else "L"
         param = next(self.model.parameters())
         prep = BatchPrep(pre, param.device, channels_last=self.fast.channels_last)
-        step = self.fast.batch_size or 64
+        step = self.fast.inference_batch_size
         results = []
         for start in range(0, len(images), step):
             paths = images[start : start + step]

@@ -85,7 +85,7 @@ def evaluate_run(
     device = torch.device("cpu")
     metrics = evaluate(
         trained.model,
-        DataLoader(ImageDataset(decoded), batch_size=batch_size or trained.fast.batch_size or 64),
+        DataLoader(ImageDataset(decoded), batch_size=batch_size or trained.fast.inference_batch_size),
         num_classes=len(trained.class_names),
         prep=BatchPrep(pre, device, channels_last=trained.fast.channels_last),
         device=device,

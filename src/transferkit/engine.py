@@ -661,9 +661,8 @@ def fit(
                 )
                 if dist_ctx.is_main:
                     checkpoint = _checkpoint_state(
-                        prepared, model, optimizer, scheduler, history, best_acc, phase_index, phase_epoch
+                        prepared, model, optimizer, scheduler, scaler, history, best_acc, phase_index, phase_epoch
                     )
-                    checkpoint["scaler"] = scaler.state_dict() if scaler is not None else None
                     save_checkpoint(out / "last.pt", checkpoint)
                     if improved:
                         save_checkpoint(out / "best.pt", checkpoint)
@@ -700,7 +699,9 @@ def _tensorboard(out: Path):
     return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
-def _checkpoint_state(prepared, model, optimizer, scheduler, history, best_acc, phase_index, phase_epoch) -> dict:
+def _checkpoint_state(
+    prepared, model, optimizer, scheduler, scaler, history, best_acc, phase_index, phase_epoch
+) -> dict:
     config = prepared.config
     return {
         "format": RUN_FORMAT,
@@ -708,6 +709,7 @@ def _checkpoint_state(prepared, model, optimizer, scheduler, history, best_acc, 
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": history[-1]["epoch"],
         "phase": phase_index,
         "phase_epoch": phase_epoch,

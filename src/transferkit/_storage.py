@@ -30,31 +30,31 @@ def memory_budget() -> int:
 def _reserve(fd: int, nbytes: int, file: Path) -> None:
     """Allocate the file's blocks now; where the filesystem cannot, check the free space instead."""
     nbytes = max(nbytes, 1)
+    no_space = False
     fallocate = getattr(os, "posix_fallocate", None)
-    try:
-        if fallocate is None:
-            raise OSError(errno.EOPNOTSUPP, "posix_fallocate is not available")
-        fallocate(fd, 0, nbytes)
-        return
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
-        stat = os.statvfs(file.parent)
-        free = stat.f_bavail * stat.f_frsize
-        if e.errno != errno.ENOSPC and free >= nbytes:
-            os.ftruncate(fd, nbytes)
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, nbytes)
             return
-    raise TransferkitError(
-        f"Not enough disk space in '{file.parent}' for {nbytes / 2**30:.1f} GiB "
-        f"({free / 2**30:.1f} GiB free); free some space or choose another --out."
-    )
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            no_space = e.errno == errno.ENOSPC
+    stat = os.statvfs(file.parent)
+    free = stat.f_bavail * stat.f_frsize
+    if no_space or free < nbytes:
+        raise TransferkitError(
+            f"Not enough disk space in '{file.parent}' for {nbytes / 2**30:.1f} GiB "
+            f"({free / 2**30:.1f} GiB free); free some space or choose another --out."
+        )
+    os.ftruncate(fd, nbytes)
 
 
 def mapped_tensor(shape: tuple[int, ...], dtype: torch.dtype, file: Path) -> torch.Tensor:
     """A tensor backed by ``file`` (created with its blocks reserved), shared: writes reach the file."""
     file.parent.mkdir(parents=True, exist_ok=True)
     numel = math.prod(shape)
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         _reserve(fd, nbytes, file)

@@ -270,7 +270,7 @@ def _store(
     for batch in batches:
         if out is None:
             shape = (count, *batch.shape[1:])
-            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            nbytes = math.prod(shape) * dtype.itemsize
             if nbytes <= budget:
                 out = torch.empty(shape, dtype=dtype)
             else:

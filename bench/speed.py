@@ -28,14 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import command_line, machine, write_section  # noqa: E402
 from plain_loop import plain_fit  # noqa: E402
 
-from transferkit.data import ImageDataset, decode, open_data, split_items  # noqa: E402
-from transferkit.engine import TrainConfig, fit, load_run, warmup_cosine, zero_init_head  # noqa: E402
-from transferkit.fastpath import autocast  # noqa: E402
-from transferkit.loading import load_pretrained  # noqa: E402
-from transferkit.models import create_model  # noqa: E402
-from transferkit.optim import create_optimizer  # noqa: E402
-from transferkit.preprocess import BatchPrep, Preprocessing  # noqa: E402
-from transferkit.weights import get_weights  # noqa: E402
+from transferkit.data.decode import ImageDataset, decode  # noqa: E402
+from transferkit.data.preprocess import BatchPrep, Preprocessing  # noqa: E402
+from transferkit.data.sources import open_data, split_items  # noqa: E402
+from transferkit.model.factory import create_model  # noqa: E402
+from transferkit.train.config import TrainConfig  # noqa: E402
+from transferkit.train.engine import fit  # noqa: E402
+from transferkit.train.fastpath import autocast  # noqa: E402
+from transferkit.train.optim import create_optimizer, warmup_cosine  # noqa: E402
+from transferkit.train.run_folder import load_run  # noqa: E402
+from transferkit.train.setup import zero_init_head  # noqa: E402
+from transferkit.weights.loading import load_pretrained  # noqa: E402
+from transferkit.weights.registry import get_weights  # noqa: E402
 
 DATA = "builtin:mnist5k"
 ARCH = "tf_efficientnet_lite0"

@@ -1,38 +1,98 @@
-"""transferkit: transfer learning for PyTorch image classifiers, every step visible and checked."""
+"""transferkit: transfer learning for PyTorch image classifiers, every step visible and checked.
 
-from ._trace import input_size_of
+The public API, imported on first use (``import transferkit`` loads no torch until then)::
+
+    import transferkit as tk
+
+    model = tk.create_model("torchvision:alexnet", num_classes=10)
+    report = tk.load_pretrained(model, "alexnet.pth")   # LoadReport: matched, missing, mismatched ...
+    tk.freeze(model, "features")
+    optimizer = tk.create_optimizer(model, "sgd", lr=0.01)
+    summary = tk.fit(tk.TrainConfig(model="resnet18", data="photos/", out="runs/a", strategy="freeze"))
+
+Subpackages: ``weights`` (reading, matching, the registry), ``model`` (MODEL strings, freezing,
+surgery, inspection), ``data`` (sources, decoding, preprocessing), ``train`` (configuration, the
+loop, strategies, caching, comparisons), ``inference`` (finished runs, prediction) and ``cli``.
+"""
+
+from ._lazy import attach
 from .errors import (
     CheckpointError,
+    ConfigError,
+    DataError,
     FreezeError,
+    ImageReadError,
     LayerExprError,
     LoadError,
     ModelSpecError,
+    RunError,
+    StorageError,
     SurgeryError,
     TransferkitError,
+    WeightsError,
 )
-from .loading import LoadReport, load_pretrained
-from .models import create_model
-from .surgery import Validation, check_layers, find_head, get_module, replace_head, set_module, validate
+
+_EXPORTS = {
+    # weights
+    "LoadPolicy": ".weights.loading",
+    "LoadReport": ".weights.loading",
+    "load_pretrained": ".weights.loading",
+    "read_checkpoint": ".weights.checkpoint",
+    "get_weights": ".weights.registry",
+    "list_weights": ".weights.registry",
+    # model
+    "create_model": ".model.factory",
+    "freeze": ".model.freeze",
+    "freeze_backbone": ".model.freeze",
+    "freeze_stages": ".model.freeze",
+    "unfreeze": ".model.freeze",
+    "parameter_summary": ".model.freeze",
+    "Validation": ".model.surgery",
+    "check_layers": ".model.surgery",
+    "find_head": ".model.surgery",
+    "get_module": ".model.surgery",
+    "replace_head": ".model.surgery",
+    "set_module": ".model.surgery",
+    "validate": ".model.surgery",
+    "parse_layer": ".model.layer_expr",
+    "layer_table": ".model.inspection",
+    "parameter_table": ".model.inspection",
+    "parameter_values": ".model.inspection",
+    "input_size_of": ".model._trace",
+    # data
+    "open_data": ".data.sources",
+    # train
+    "TrainConfig": ".train.config",
+    "create_optimizer": ".train.optim",
+    "fit": ".train.engine",
+    "evaluate": ".train.loop",
+    "train_one_epoch": ".train.loop",
+    "load_run": ".train.run_folder",
+    "compare": ".train.compare",
+    # inference
+    "evaluate_run": ".inference.runs",
+    "load_trained": ".inference.runs",
+    "Predictor": ".inference.predict",
+    "load_predictor": ".inference.predict",
+}
+
+__getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 __all__ = [
     "CheckpointError",
+    "ConfigError",
+    "DataError",
     "FreezeError",
+    "ImageReadError",
     "LayerExprError",
     "LoadError",
-    "LoadReport",
     "ModelSpecError",
+    "RunError",
+    "StorageError",
     "SurgeryError",
     "TransferkitError",
-    "Validation",
-    "check_layers",
-    "create_model",
-    "find_head",
-    "get_module",
-    "input_size_of",
-    "load_pretrained",
-    "replace_head",
-    "set_module",
-    "validate",
+    "WeightsError",
+    *_EXPORTS,
 ]
 
 __version__ = "0.1.0"

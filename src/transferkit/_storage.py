@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import TransferkitError
+from .errors import StorageError
 
 __all__ = ["memory_budget", "mapped_tensor", "scratch_tensor"]
 
@@ -43,9 +43,9 @@ def _reserve(fd: int, nbytes: int, file: Path) -> None:
     stat = os.statvfs(file.parent)
     free = stat.f_bavail * stat.f_frsize
     if no_space or free < nbytes:
-        raise TransferkitError(
+        raise StorageError(
             f"Not enough disk space in '{file.parent}' for {nbytes / 2**30:.1f} GiB "
-            f"({free / 2**30:.1f} GiB free); free some space or choose another --out."
+            f"({free / 2**30:.1f} GiB free); free some space or write the run elsewhere."
         )
     os.ftruncate(fd, nbytes)
 

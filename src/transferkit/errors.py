@@ -1,33 +1,67 @@
-"""Exceptions for problems a user can cause and fix.
+"""Exceptions for problems a user can cause and fix, one class per kind of input.
 
-The command line turns each of these into one line on stderr and exit code 2.
+Messages say what was wrong, what was received and what to do, and name library arguments
+(``batch_size``), never command-line flags: the command line maps a :class:`ConfigError`'s
+``argument`` to its flag and turns every :class:`TransferkitError` into one line on stderr
+and exit code 2.
 """
 
 __all__ = [
     "TransferkitError",
+    "ConfigError",
     "ModelSpecError",
+    "WeightsError",
     "CheckpointError",
     "LoadError",
+    "DataError",
+    "ImageReadError",
     "FreezeError",
-    "SurgeryError",
     "LayerExprError",
+    "SurgeryError",
+    "RunError",
+    "StorageError",
 ]
 
 
 class TransferkitError(Exception):
-    """Base class: the message says what was wrong and what to do."""
+    """Base class: the message says what was wrong and what to do.
+
+    Attributes:
+        argument: the library argument the message names (``batch_size``, ``allow_partial``),
+            which a front end may rewrite as its own option; None when it names none.
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None):
+        super().__init__(message)
+        self.argument = argument
+
+
+class ConfigError(TransferkitError, ValueError):
+    """A setting out of its range, of the wrong type, or unknown."""
 
 
 class ModelSpecError(TransferkitError, ValueError):
     """A MODEL argument that names no model that can be built."""
 
 
-class CheckpointError(TransferkitError, ValueError):
+class WeightsError(TransferkitError, ValueError):
+    """Pretrained weights that cannot be found, read or loaded."""
+
+
+class CheckpointError(WeightsError):
     """A checkpoint file that cannot be read safely."""
 
 
-class LoadError(TransferkitError, ValueError):
+class LoadError(WeightsError):
     """Weights that were read but do not fit the model well enough to load."""
+
+
+class DataError(TransferkitError, ValueError):
+    """DATA that cannot be trained on: missing, one class, an empty class folder, a bad CSV."""
+
+
+class ImageReadError(DataError):
+    """One image file that cannot be used; data loading skips and lists it."""
 
 
 class FreezeError(TransferkitError, ValueError):
@@ -50,3 +84,11 @@ class SurgeryError(TransferkitError, ValueError):
         super().__init__(message)
         self.layer = layer
         self.detail = detail
+
+
+class RunError(TransferkitError, RuntimeError):
+    """A run folder that cannot be used: not a run, already a run, not writable, unreadable."""
+
+
+class StorageError(TransferkitError, RuntimeError):
+    """A file that cannot be written: no space, no folder, no permission."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .errors import TransferkitError
+from .errors import StorageError
 
 __all__ = ["atomic_path", "save_safetensors", "write_json"]
 
@@ -28,11 +28,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise TransferkitError(f"Cannot write '{path}': folder '{parent}' does not exist.")
+        raise StorageError(f"Cannot write '{path}': folder '{parent}' does not exist.")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:
-        raise TransferkitError(f"Cannot write '{path}': {e.strerror}. Choose a writable location.") from None
+        raise StorageError(f"Cannot write '{path}': {e.strerror}. Choose a writable location.") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

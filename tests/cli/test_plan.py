@@ -1,5 +1,5 @@
 def test_alexnet_freeze_features(cli_json):
-    from transferkit.models import create_model
+    from transferkit.model.factory import create_model
 
     out = cli_json("plan", "torchvision:alexnet", "--num-classes", "10", "--freeze", "features")
     head = [f"classifier.{i}.{k}" for i in (1, 4, 6) for k in ("weight", "bias")]

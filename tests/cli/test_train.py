@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--model", "tests.helpers:SmallNet", "--data", "builtin:digits", "--image-size", "16"]
+SMALL = ["tests.helpers:SmallNet", "--data", "builtin:digits", "--image-size", "16"]
 
 
 def test_train_eval_predict(cli, cli_json, tmp_path):
@@ -36,12 +36,12 @@ def test_train_eval_predict(cli, cli_json, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--strategy", "warp"], "Unknown strategy 'warp'"),
+        (["--strategy", "warp"], "--strategy must be one of full, freeze"),
         (["--data", "/nonexistent/images"], "does not exist"),
     ],
 )
 def test_bad_input_one_line(cli, tmp_path, args, message):
-    base = ["train", "--model", "tests.helpers:SmallNet", "--data", "builtin:digits", "--out", tmp_path / "run"]
+    base = ["train", "tests.helpers:SmallNet", "--data", "builtin:digits", "--out", tmp_path / "run"]
     code, out, err = cli(*base, *args)
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -49,7 +49,7 @@ def test_bad_input_one_line(cli, tmp_path, args, message):
 
 def test_single_class_and_unwritable_out_and_bad_resume(cli, tmp_path):
     one = make_image_folder(tmp_path / "one", classes=("only",))
-    code, _, err = cli("train", "--model", "tests.helpers:SmallNet", "--data", one, "--out", tmp_path / "r")
+    code, _, err = cli("train", "tests.helpers:SmallNet", "--data", one, "--out", tmp_path / "r")
     assert code == 2 and "single class" in err
     blocker = tmp_path / "blocker"
     blocker.write_text("")

@@ -1,35 +1,80 @@
-"""Options and output shared by the commands."""
+"""Options, conventions and output shared by the commands; nothing here imports torch."""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from ..train.config import TrainConfig
 
 __all__ = [
+    "CONTEXT",
+    "LIBRARY_ARGUMENTS",
+    "BatchSizeOpt",
+    "DeviceOpt",
+    "ImageSizeOpt",
     "InChansOpt",
-    "InputSizeOpt",
     "JsonOpt",
     "ModelArg",
     "NumClassesOpt",
     "console",
+    "dry_run_size",
     "emit_json",
-    "output_console",
+    "flag_for",
     "human_count",
-    "parse_input_size",
+    "output_console",
 ]
+
+# -h beside --help, for every command.
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+# Library arguments whose names a message may use; the CLI shows them as flags.
+LIBRARY_ARGUMENTS = {f.name for f in fields(TrainConfig)} | {
+    "allow_partial",
+    "mapping",
+    "min_loaded",
+    "num_classes",
+    "strategies",
+    "trust_checkpoint",
+    "use_ema",
+}
+_FLAGS = {"cache": "--no-cache"}  # the flag a user types to change the default
+
+
+def flag_for(argument: str) -> str:
+    """The command-line flag of a library argument: ``batch_size`` -> ``--batch-size``."""
+    return _FLAGS.get(argument, "--" + argument.replace("_", "-"))
+
 
 # Wide enough for tables of layer paths when the output is a file or a pipe.
 _WIDTH = None if sys.stdout.isatty() else 120
-console = Console(highlight=False, width=_WIDTH)
 
 
-def output_console(as_json: bool) -> Console:
+class _LazyConsole:
+    """rich's Console, created on first use (importing rich is not free)."""
+
+    def __init__(self, stderr: bool = False):
+        self._stderr = stderr
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=sys.stderr if self._stderr else None, highlight=False, width=_WIDTH)
+        return getattr(self._console, name)
+
+
+console = _LazyConsole()
+
+
+def output_console(as_json: bool):
     """Where a command's progress goes: stdout, or stderr when stdout carries the JSON object."""
-    return Console(file=sys.stderr if as_json else sys.stdout, highlight=False, width=_WIDTH)
+    return _LazyConsole(stderr=as_json)
 
 
 ModelArg = Annotated[
@@ -37,16 +82,35 @@ ModelArg = Annotated[
     typer.Argument(
         metavar="MODEL",
         help="timm name (resnet34), torchvision:NAME, path/to/model.py:factory or package.module:factory.",
+        show_default=False,
     ),
 ]
-NumClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Give the model a head for N classes.")]
+NumClassesOpt = Annotated[
+    int | None, typer.Option("--num-classes", metavar="N", min=1, help="Give the model a head for N classes.")
+]
 InChansOpt = Annotated[
-    int | None, typer.Option("--in-chans", help="Input channels (1 for grayscale); RGB weights are adapted.")
+    int | None,
+    typer.Option("--in-chans", metavar="N", min=1, help="Input channels (1 for grayscale); RGB weights are adapted."),
+]
+ImageSizeOpt = Annotated[
+    int | None,
+    typer.Option("--image-size", metavar="PX", min=1, help="Input height and width (default: the model's own)."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option("--batch-size", metavar="N", min=1, help="Images per batch (default: the fastest measured)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-InputSizeOpt = Annotated[
-    str | None, typer.Option("--input-size", help="Dry-run input as C,H,W (default: the model's own).")
-]
+
+
+def dry_run_size(model, image_size: int | None) -> tuple[int, int, int] | None:
+    """The dry run's (C, H, W) for ``--image-size`` (None: the model's own)."""
+    if image_size is None:
+        return None
+    from ..model._trace import input_size_of
+
+    return (input_size_of(model)[0], image_size, image_size)
 
 
 def emit_json(obj: Any) -> None:
@@ -57,18 +121,6 @@ def _default(value: Any):
     if isinstance(value, tuple):
         return list(value)
     return str(value)
-
-
-def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
-    if text is None:
-        return None
-    try:
-        size = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        size = ()
-    if len(size) != 3 or min(size) < 1:
-        raise typer.BadParameter(f"'{text}' is not C,H,W (for example 3,224,224).", param_hint="--input-size")
-    return size
 
 
 def human_count(n: int) -> str:

@@ -1,52 +1,111 @@
-"""The ``transferkit`` entry point: registers the commands and turns user errors into one line."""
+"""The ``transferkit`` entry point: commands registered lazily, user errors turned into one line.
+
+A command's module is imported only when that command runs or shows its help, and command
+modules import the library (torch, timm, torchvision) inside their functions: ``transferkit
+--help`` and ``transferkit CMD --help`` answer without loading torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import sys
+from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
+from .. import __version__
 from ..errors import TransferkitError
-from .compare import compare_command
-from .demo import demo_command
-from .eval import eval_command
-from .inspect import inspect_command
-from .load import load_command
-from .plan import plan_command
-from .predict import predict_command
-from .surgery import surgery_command
-from .train import train_command
-from .weights import weights_command
+from ._common import CONTEXT, LIBRARY_ARGUMENTS, flag_for
+
+__all__ = ["COMMANDS", "app", "main"]
+
+USER_ERROR = 2
+
+# name: (module under transferkit.cli, function, one line for the command list)
+COMMANDS = {
+    "demo": ("demo", "demo_command", "Transfer learning end to end on real weights and data (the default job)."),
+    "weights": ("weights", "weights_command", "List the known pretrained weights and which are installed."),
+    "inspect": ("inspect", "inspect_command", "Show the module tree, output shapes, parameters and values."),
+    "load": ("load", "load_command", "Load weights into MODEL and report what matched, and what did not."),
+    "plan": ("plan", "plan_command", "Show what freezing leaves trainable and what the optimizer receives."),
+    "surgery": ("surgery", "surgery_command", "Replace layers by path and validate the network with a dry run."),
+    "train": ("train", "train_command", "Fine-tune MODEL on DATA with a strategy; resumable."),
+    "compare": ("compare", "compare_command", "Train several strategies on one split and compare them."),
+    "eval": ("eval", "eval_command", "Evaluate a run: accuracy, per-class accuracy, confusion matrix."),
+    "predict": ("predict", "predict_command", "Classify image files with a run or registry weights."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """A group whose commands are built from their modules only when one is asked for."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        if name not in COMMANDS:
+            return None
+        module, function, summary = COMMANDS[name]
+        callback = getattr(importlib.import_module(f".{module}", __package__), function)
+        single = typer.Typer(pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
+        single.command(name, short_help=summary, context_settings=CONTEXT)(callback)
+        return typer.main.get_command(single)
+
+    def format_commands(self, ctx, formatter) -> None:
+        # The listing uses the summaries above, so that --help imports no command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
+
 
 app = typer.Typer(
     name="transferkit",
+    cls=LazyGroup,
     help="Transfer learning for PyTorch image classifiers: load, freeze, replace and inspect, every step checked.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
-app.command("demo")(demo_command)
-app.command("inspect")(inspect_command)
-app.command("load")(load_command)
-app.command("plan")(plan_command)
-app.command("surgery")(surgery_command)
-app.command("weights")(weights_command)
-app.command("train")(train_command)
-app.command("eval")(eval_command)
-app.command("compare")(compare_command)
-app.command("predict")(predict_command)
 
-USER_ERROR = 2
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"transferkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_show_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    pass
 
 
 def main() -> None:
     """Run the CLI; a :class:`TransferkitError` prints one line on stderr and exits 2."""
     try:
-        app()
+        app(prog_name="transferkit")
     except TransferkitError as e:
         if os.environ.get("TRANSFERKIT_DEBUG") == "1":
             raise
-        message = " ".join(str(e).split())
-        print(f"transferkit: error: {message}", file=sys.stderr)
+        print(f"transferkit: error: {user_message(e)}", file=sys.stderr)
         sys.exit(USER_ERROR)
+
+
+def user_message(error: TransferkitError) -> str:
+    """The error on one line, with the library's argument names written as this CLI's flags."""
+    message = " ".join(str(error).split())
+    if error.argument:
+        message = re.sub(rf"\b{re.escape(error.argument)}\b", flag_for(error.argument), message, count=1)
+    # Other settings it names in snake_case are options too (unfreeze_last -> --unfreeze-last).
+    return re.sub(
+        r"(?<![\w./'-])([a-z]+(?:_[a-z]+)+)\b(?![\w'(])",
+        lambda m: flag_for(m.group(1)) if m.group(1) in LIBRARY_ARGUMENTS else m.group(1),
+        message,
+    )

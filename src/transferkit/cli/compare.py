@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ..compare import compare
-from ..engine import TrainConfig
-from ._common import JsonOpt, emit_json, output_console
+from ._common import JsonOpt, ModelArg, emit_json, output_console
+from ._config_options import config_options
 
 
-def print_comparison(console: Console, rows: list[dict], plot: str) -> None:
+def print_comparison(console, rows: list[dict], plot: str) -> None:
+    from rich.table import Table
+
     table = Table(title="strategies compared on one split")
     for col in ("strategy", "trainable params", "seconds", "acc after epoch 1", "best acc"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
@@ -29,34 +28,32 @@ def print_comparison(console: Console, rows: list[dict], plot: str) -> None:
     console.print(f"learning curves: {plot}")
 
 
+@config_options(
+    skip=["model", "strategy"],
+    defaults={"epochs": 3},
+    help={"out": "Folder for one run per strategy, compare.json and the plot."},
+)
 def compare_command(
-    model: Annotated[str, typer.Option("--model", help="MODEL.")],
-    data: Annotated[str, typer.Option("--data", help="DATA.")],
-    out: Annotated[str, typer.Option("--out", help="Folder for one run per strategy and the plot.")],
-    weights: Annotated[str | None, typer.Option("--weights", help="Pretrained weights (scratch ignores them).")] = None,
-    strategies: Annotated[str, typer.Option("--strategies", help="Comma-separated.")] = "full,freeze,gradual,scratch",
-    epochs: Annotated[int, typer.Option("--epochs")] = 3,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: Annotated[str, typer.Option("--device")] = "cpu",
+    model: ModelArg,
+    strategies: Annotated[
+        str, typer.Option("--strategies", metavar="LIST", help="Comma-separated strategies to train.")
+    ] = "full,freeze,gradual,scratch",
     as_json: JsonOpt = False,
+    *,
+    settings: dict,
 ) -> None:
-    """Train each strategy on the same split and compare accuracy, speed and trainable parameters."""
+    """Train each strategy on the same split and compare accuracy, speed and trainable parameters.
+
+    The data is decoded and the kernels measured once for all strategies.
+    """
+    from ..train.compare import compare
+    from ..train.config import TrainConfig
+
     console = output_console(as_json)
-    base = TrainConfig(
-        model=model,
-        data=data,
-        out=out,
-        weights=weights,
-        epochs=epochs,
-        batch_size=batch_size,
-        image_size=image_size,
-        seed=seed,
-        device=device,
-    )
     result = compare(
-        base, [s.strip() for s in strategies.split(",") if s.strip()], log=lambda m: console.print(m, markup=False)
+        TrainConfig(model=model, **settings),
+        [s.strip() for s in strategies.split(",") if s.strip()],
+        log=lambda m: console.print(m, markup=False),
     )
     if as_json:
         emit_json(result)

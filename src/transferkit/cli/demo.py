@@ -11,42 +11,51 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import torch.nn as nn
 import typer
-from rich.rule import Rule
 
-from ..compare import compare
-from ..data import open_data
-from ..engine import TrainConfig
-from ..freeze import freeze_backbone, frozen_norm_layers, parameter_summary
-from ..inspection import layer_table, parameter_values
-from ..layer_expr import parse_layer
-from ..loading import load_pretrained
-from ..models import create_model
-from ..optim import create_optimizer
-from ..surgery import find_head, set_module, validate
-from ..weights import get_weights
 from ._common import JsonOpt, emit_json, human_count, output_console
-from .compare import print_comparison
-from .load import print_load_report
+from ._config_options import config_options
 
 
-def demo_command(
-    weights: Annotated[str, typer.Option("--weights", help="Registry weights to start from.")] = "lite0",
-    data: Annotated[str, typer.Option("--data", help="DATA to fine-tune on.")] = "builtin:mnist5k",
-    strategies: Annotated[
-        str, typer.Option("--strategies", help="Strategies to compare.")
-    ] = "full,freeze,gradual,scratch",
-    epochs: Annotated[int, typer.Option("--epochs")] = 4,
+@config_options(
+    skip=["model", "strategy"],
     # 80 px: at 64 px a linear probe on Lite0 features of MNIST tops out near 93% (logistic
     # regression: 93.3%); at 80 px it passes 93%, and a 2-core CPU still fine-tunes at ~130 images/s.
-    image_size: Annotated[int, typer.Option("--image-size")] = 80,
-    out: Annotated[str | None, typer.Option("--out", help="Run folder (default: runs/demo-TIME).")] = None,
+    defaults={"weights": "lite0", "data": "builtin:mnist5k", "epochs": 4, "image_size": 80, "out": None},
+    help={
+        "weights": "Registry weights to start from; their architecture is the model.",
+        "out": "Run folder (default: runs/demo-TIME).",
+    },
+)
+def demo_command(
+    strategies: Annotated[
+        str, typer.Option("--strategies", metavar="LIST", help="Strategies to compare.")
+    ] = "full,freeze,gradual,scratch",
     as_json: JsonOpt = False,
+    *,
+    settings: dict,
 ) -> None:
     """Transfer learning end to end on real weights and data: load, inspect, freeze, replace, then fine-tune."""
+    import torch.nn as nn
+    from rich.rule import Rule
+
+    from ..data.sources import open_data
+    from ..model.factory import create_model
+    from ..model.freeze import freeze_backbone, frozen_norm_layers, parameter_summary
+    from ..model.inspection import layer_table, parameter_values
+    from ..model.layer_expr import parse_layer
+    from ..model.surgery import find_head, set_module, validate
+    from ..train.compare import compare
+    from ..train.config import TrainConfig
+    from ..train.optim import create_optimizer
+    from ..weights.loading import load_pretrained
+    from ..weights.registry import get_weights
+    from .compare import print_comparison
+    from .load import print_load_report
+
     console = output_console(as_json)  # with --json the walkthrough goes to stderr, the JSON alone to stdout
     started = time.perf_counter()
+    weights, data, epochs, image_size = (settings[k] for k in ("weights", "data", "epochs", "image_size"))
     record = get_weights(weights)
     num_classes = len(open_data(data).class_names)
     arch = record.architecture
@@ -97,15 +106,10 @@ def demo_command(
     result = validate(broken, changed=["conv_head"])
     console.print(f"  conv_head = Conv2d(320, 640, 1): caught at '{result.layer}': {result.error}")
 
-    console.print(Rule(f"5. Fine-tune on {data}: {strategies.replace(',', ', ')}, {epochs} epochs at {image_size} px"))
-    base = TrainConfig(
-        model=arch,
-        weights=weights,
-        data=data,
-        out=out or time.strftime("runs/demo-%Y%m%d-%H%M%S"),
-        epochs=epochs,
-        image_size=image_size,
+    console.print(
+        Rule(f"5. Fine-tune on {data}: {strategies.replace(',', ', ')}, {epochs} epochs at {image_size or 'native'} px")
     )
+    base = TrainConfig(model=arch, **{**settings, "out": settings["out"] or time.strftime("runs/demo-%Y%m%d-%H%M%S")})
     result = compare(base, strategies.split(","), log=lambda m: console.print("  " + m, markup=False))
     print_comparison(console, result["rows"], result["plot"])
     seconds = time.perf_counter() - started

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ..runs import evaluate_run
-from ._common import JsonOpt, console, emit_json
+from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, console, emit_json
 
 
 def eval_command(
@@ -17,10 +15,16 @@ def eval_command(
         str | None, typer.Option("--data", help="DATA to evaluate on (default: the run's held-out split).")
     ] = None,
     which: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a trained run: accuracy, per-class accuracy and the confusion matrix."""
-    result = evaluate_run(run, data, which=which)
+    from rich.table import Table
+
+    from ..inference.runs import evaluate_run
+
+    result = evaluate_run(run, data, which=which, device=device, batch_size=batch_size)
     if as_json:
         emit_json(result)
         return

@@ -5,24 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ..inspection import layer_table, parameter_table, parameter_values
-from ..loading import load_pretrained
-from ..models import create_model
-from ..surgery import find_head
 from ._common import (
+    ImageSizeOpt,
     InChansOpt,
-    InputSizeOpt,
     JsonOpt,
     ModelArg,
     NumClassesOpt,
     console,
+    dry_run_size,
     emit_json,
     human_count,
-    parse_input_size,
 )
-from .load import print_load_report
 
 
 def inspect_command(
@@ -34,19 +28,28 @@ def inspect_command(
         bool, typer.Option("--params", help="List every parameter with shape and trainable flag.")
     ] = False,
     values: Annotated[
-        list[str] | None, typer.Option("--values", help="Show statistics and first values of this parameter or buffer.")
+        list[str] | None,
+        typer.Option("--values", metavar="NAME", help="Show statistics and first values of this parameter or buffer."),
     ] = None,
-    depth: Annotated[int, typer.Option("--depth", help="Deepest module level shown in the tree.")] = 2,
-    input_size: InputSizeOpt = None,
+    depth: Annotated[int, typer.Option("--depth", metavar="N", help="Deepest module level shown in the tree.")] = 2,
+    image_size: ImageSizeOpt = None,
     trust_checkpoint: Annotated[
         bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a model's structure with output shapes, its parameters and their values."""
+    from rich.table import Table
+
+    from ..model.factory import create_model
+    from ..model.inspection import layer_table, parameter_table, parameter_values
+    from ..model.surgery import find_head
+    from ..weights.loading import load_pretrained
+    from .load import print_load_report
+
     net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     report = load_pretrained(net, weights, trust_checkpoint=trust_checkpoint) if weights else None
-    layers = layer_table(net, input_size=parse_input_size(input_size))
+    layers = layer_table(net, input_size=dry_run_size(net, image_size))
     plist = parameter_table(net)
     stats = [parameter_values(net, v) for v in values or []]
     head = find_head(net)

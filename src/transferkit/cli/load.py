@@ -6,15 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from ..loading import LoadReport, load_pretrained
-from ..models import create_model
-from ..serialization import save_safetensors, write_json
 from ._common import InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json
 
 
-def print_load_report(report: LoadReport, *, limit: int = 8, out: Console = console) -> None:
+def print_load_report(report, *, limit: int = 8, out=console) -> None:
+    """A :class:`~transferkit.weights.loading.LoadReport` for people: counts, notes, and the first of each list."""
     how = ", ".join(f"{n} by {k}" for k, n in report.how_counts.items()) or "none"
     out.print(f"[bold]Loaded[/] {report.source}: {len(report.matched)} tensors matched ({how})")
     if report.container or report.stripped_prefixes:
@@ -70,22 +67,24 @@ def load_command(
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail unless every tensor matches.")] = False,
     min_loaded: Annotated[
-        float, typer.Option("--min-loaded", help="Fail when less than this fraction of non-head parameters would load.")
+        float,
+        typer.Option(
+            "--min-loaded", metavar="X", help="Fail when less than this share of non-head parameters would load."
+        ),
     ] = 0.5,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would load; change nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Load pretrained weights into MODEL and report matched, missing, unexpected and mismatched tensors."""
-    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
-    report = load_pretrained(
-        net,
-        source,
-        trust_checkpoint=trust_checkpoint,
-        use_ema=use_ema,
-        mapping=mapping,
-        strict=strict,
-        min_loaded=min_loaded,
-        allow_partial=allow_partial,
+    from ..model.factory import create_model
+    from ..serialization import save_safetensors, write_json
+    from ..weights.loading import LoadPolicy, load_pretrained
+
+    policy = LoadPolicy(
+        mapping=mapping, strict=strict, min_loaded=min_loaded, allow_partial=allow_partial, dry_run=dry_run
     )
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
+    report = load_pretrained(net, source, policy=policy, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
     if save is not None:
         save_safetensors(net.state_dict(), save, metadata={"model": model, "source": str(source)})
     if save_map is not None:

@@ -5,12 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ..errors import FreezeError
-from ..freeze import freeze, freeze_backbone, freeze_stages, frozen_norm_layers, parameter_summary
-from ..models import create_model
-from ..optim import create_optimizer
+from ..train.config import describe, setting_default
 from ._common import InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json, human_count
 
 
@@ -31,15 +27,25 @@ def plan_command(
     train_bn: Annotated[bool, typer.Option("--train-bn", help="Keep frozen BatchNorm layers training.")] = False,
     num_classes: NumClassesOpt = None,
     in_chans: InChansOpt = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adam or sgd.")] = "adamw",
-    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
-    head_lr: Annotated[float | None, typer.Option("--head-lr", help="Learning rate of the head.")] = None,
+    optimizer: Annotated[str, typer.Option("--optimizer", help=describe("optimizer"))] = setting_default("optimizer"),
+    lr: Annotated[float, typer.Option("--lr", metavar="X", help="Main learning rate.")] = 1e-3,
+    weight_decay: Annotated[
+        float, typer.Option("--weight-decay", metavar="X", help=describe("weight_decay"))
+    ] = setting_default("weight_decay"),
+    head_lr: Annotated[float | None, typer.Option("--head-lr", metavar="X", help=describe("head_lr"))] = None,
     layer_decay: Annotated[
-        float | None, typer.Option("--layer-decay", help="Scale each earlier stage's rate by this.")
+        float | None, typer.Option("--layer-decay", metavar="X", help=describe("layer_decay"))
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show trainable and frozen parameters before and after freezing, and the optimizer's parameters."""
+    from rich.table import Table
+
+    from ..errors import FreezeError
+    from ..model.factory import create_model
+    from ..model.freeze import freeze, freeze_backbone, freeze_stages, frozen_norm_layers, parameter_summary
+    from ..train.optim import create_optimizer
+
     if not freeze_patterns and not backbone and unfreeze_last is None:
         raise FreezeError("Nothing to plan: give --freeze PATTERN, --freeze-backbone or --unfreeze-last N.")
     net = create_model(model, num_classes=num_classes, in_chans=in_chans)
@@ -51,7 +57,7 @@ def plan_command(
     if unfreeze_last is not None:
         freeze_stages(net, keep_last=unfreeze_last, train_bn=train_bn)
     after = parameter_summary(net)
-    opt = create_optimizer(net, optimizer, lr=lr, head_lr=head_lr, layer_decay=layer_decay)
+    opt = create_optimizer(net, optimizer, lr=lr, weight_decay=weight_decay, head_lr=head_lr, layer_decay=layer_decay)
     names = [n for g in opt.param_groups for n in g["param_names"]]
     groups = [{"lr": g["lr"], "weight_decay": g["weight_decay"], "params": g["param_names"]} for g in opt.param_groups]
     norms = frozen_norm_layers(net)

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..predict import load_predictor
-from ._common import JsonOpt, console, emit_json
+from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, console, emit_json
 
 
 def predict_command(
@@ -16,12 +15,19 @@ def predict_command(
         str, typer.Argument(metavar="RUN|WEIGHTS", help="A run folder from train, or registry weights such as lite0.")
     ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files.")],
-    model: Annotated[str | None, typer.Option("--model", help="Build this MODEL instead of the weights' own.")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to show per image.")] = 5,
+    architecture: Annotated[
+        str | None,
+        typer.Option("--architecture", metavar="MODEL", help="For registry weights: build this MODEL instead."),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", metavar="K", min=1, help="How many classes to show per image.")] = 5,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify images and show class names with probabilities."""
-    predictor = load_predictor(source, model=model)
+    from ..inference.predict import load_predictor
+
+    predictor = load_predictor(source, architecture=architecture, device=device, batch_size=batch_size)
     results = predictor.predict(images, top_k=top_k)
     if as_json:
         emit_json({"source": source, "predictions": results})

@@ -6,15 +6,15 @@ from typing import Annotated
 
 import typer
 
-from ..errors import LayerExprError
-from ..layer_expr import parse_layer, parse_value
-from ..models import create_model
-from ..surgery import get_module, set_module, validate
-from ._common import InChansOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json, parse_input_size
+from ._common import ImageSizeOpt, InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, dry_run_size, emit_json
 
 
 def apply_assignment(net, assignment: str) -> str:
     """Apply one ``PATH=EXPR``: a layer at a module path, or a literal at a layer's attribute."""
+    from ..errors import LayerExprError
+    from ..model.layer_expr import parse_layer, parse_value
+    from ..model.surgery import get_module, set_module
+
     path, sep, expr = assignment.partition("=")
     path, expr = path.strip(), expr.strip()
     if not sep or not path or not expr:
@@ -43,16 +43,19 @@ def surgery_command(
     ],
     num_classes: NumClassesOpt = None,
     in_chans: InChansOpt = None,
-    input_size: InputSizeOpt = None,
+    image_size: ImageSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace layers by path and validate the network with a dry-run forward pass.
 
     Exits 1 when the changed network does not work, naming the first layer that does not fit.
     """
+    from ..model.factory import create_model
+    from ..model.surgery import validate
+
     net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     changed = [apply_assignment(net, a) for a in assignments]
-    result = validate(net, input_size=parse_input_size(input_size), changed=changed)
+    result = validate(net, input_size=dry_run_size(net, image_size), changed=changed)
     if as_json:
         emit_json({"model": model, "changed": changed, **result.to_dict()})
     elif result.ok:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-
-from ..weights import list_weights
 from ._common import JsonOpt, console, emit_json
 
 
 def weights_command(as_json: JsonOpt = False) -> None:
     """List the known pretrained weights, what they fit and whether they are installed."""
+    from rich.table import Table
+
+    from ..weights.registry import list_weights
+
     records = list_weights()
     if as_json:
         emit_json({"weights": [r.to_dict() for r in records]})

@@ -1,0 +1,1 @@
+"""Using a model: ``runs`` rebuilds a finished run and evaluates it, ``predict`` classifies files."""

@@ -1,0 +1,120 @@
+"""Use a finished run: rebuild its model from the checkpoint alone, evaluate it, predict with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from ..data.decode import ImageDataset, decode
+from ..data.preprocess import BatchPrep, Preprocessing
+from ..data.sources import open_data, split_items
+from ..errors import DataError
+from ..model.factory import create_model
+from ..train.config import TrainConfig
+from ..train.fastpath import FastPath, resolve_device
+from ..train.loop import evaluate
+from ..train.run_folder import load_run
+
+__all__ = ["TrainedModel", "evaluate_run", "load_trained"]
+
+
+@dataclass
+class TrainedModel:
+    """A fine-tuned model in eval mode with the preprocessing and class names it was trained with."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    class_names: list[str]
+    config: TrainConfig
+    fast: FastPath
+
+
+def load_trained(run: str | Path, *, which: str = "best", device: str = "auto") -> TrainedModel:
+    """Rebuild a run's model on ``device``: the checkpoint carries architecture, preprocessing and class names."""
+    state = load_run(run, which=which)
+    config = TrainConfig.from_dict(state["config"])
+    model = create_model(config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans)
+    model.load_state_dict(state["model"])
+    model.to(resolve_device(device)).eval()
+    # The memory format and precision the run measured fastest serve inference too.
+    recorded = state.get("fast_path_inference")
+    fast = FastPath(**recorded) if recorded else FastPath(False, "fp32", "not recorded")
+    if fast.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    pre = state["preprocessing"]
+    preprocessing = Preprocessing(
+        tuple(pre["input_size"]),
+        tuple(pre["mean"]),
+        tuple(pre["std"]),
+        pre["interpolation"],
+        pre["crop_pct"],
+        pre["crop_mode"],
+    )
+    return TrainedModel(model, preprocessing, list(state["class_names"]), config, fast)
+
+
+def evaluate_run(
+    run: str | Path,
+    data: str | None = None,
+    *,
+    which: str = "best",
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix of a run on DATA.
+
+    With DATA the run trained on (or none), the run's own held-out split is used; with a folder
+    that has ``val/``, its validation images; otherwise every image of DATA. ``batch_size``
+    defaults to the one the run measured fastest for inference.
+    """
+    trained = load_trained(run, which=which, device=device)
+    config = trained.config
+    spec = data or config.data
+    source = open_data(spec)
+    if source.val is not None:
+        items, split = source.val, "val folder"
+    elif spec == config.data:
+        _, items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
+        split = f"the run's held-out {config.val_fraction:g}"
+    else:
+        items, split = source.train, "all images"
+    unknown = [c for c in source.class_names if c not in trained.class_names]
+    if unknown:
+        raise DataError(f"DATA has classes the run never saw: {', '.join(unknown)}.")
+    # Labels follow the run's class order.
+    remap = [trained.class_names.index(c) for c in source.class_names]
+    for item in items:
+        item.label = remap[item.label]
+    pre = trained.preprocessing
+    decoded = decode(items, pre, spill_dir=Path(run) if Path(run).is_dir() else None)
+    device = next(trained.model.parameters()).device
+    metrics = evaluate(
+        trained.model,
+        DataLoader(ImageDataset(decoded), batch_size=batch_size or trained.fast.inference_batch_size),
+        num_classes=len(trained.class_names),
+        prep=BatchPrep(pre, device, channels_last=trained.fast.channels_last),
+        device=device,
+        precision=trained.fast.precision,
+    )
+    confusion = metrics["confusion"]
+    totals = confusion.sum(1)
+    per_class = {
+        name: (confusion[i, i].item() / totals[i].item() if totals[i] else None)
+        for i, name in enumerate(trained.class_names)
+    }
+    return {
+        "run": str(run),
+        "data": spec,
+        "split": split,
+        "images": metrics["count"],
+        "accuracy": metrics["accuracy"],
+        "loss": metrics["loss"],
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "class_names": trained.class_names,
+        "skipped_images": [{"name": n, "reason": r} for n, r in decoded.skipped],
+    }

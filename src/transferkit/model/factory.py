@@ -1,0 +1,180 @@
+"""Build a model from a MODEL string.
+
+MODEL is one of:
+
+* a timm model name: ``resnet34``, ``efficientnet_lite0``;
+* ``torchvision:NAME``: ``torchvision:alexnet``;
+* a factory in the user's own file: ``path/to/model.py:resnet34``;
+* a factory in an importable module: ``package.module:factory``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+import torch.nn as nn
+import torchvision
+
+from ..errors import ModelSpecError
+from .surgery import replace_head, set_module
+
+__all__ = ["create_model"]
+
+
+def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
+    """Build the model that ``spec`` names, with random weights.
+
+    Args:
+        spec: the MODEL string (see the module docstring).
+        num_classes: give the model a head for this many classes. Factories that take a
+            ``num_classes`` argument receive it; for the others the head is replaced.
+        in_chans: input channels (1 for grayscale). Factories that take ``in_chans`` receive
+            it; for the others the first convolution is rebuilt. Loading RGB weights then
+            adapts that convolution the way timm's ``adapt_input_conv`` does.
+
+    Example:
+        >>> model = create_model("torchvision:alexnet", num_classes=10)
+        >>> model.classifier[6].out_features
+        10
+    """
+    if num_classes is not None and num_classes < 1:
+        raise ModelSpecError(f"num_classes must be at least 1, got {num_classes}.", argument="num_classes")
+    if in_chans is not None and in_chans < 1:
+        raise ModelSpecError(f"in_chans must be at least 1, got {in_chans}.", argument="in_chans")
+    if spec.startswith("torchvision:"):
+        factory = _torchvision_factory(spec.split(":", 1)[1])
+    elif ":" in spec:
+        factory = _user_factory(spec)
+    else:
+        factory = _timm_factory(spec)
+    return _call_factory(factory, spec, num_classes, in_chans)
+
+
+def _timm_factory(name: str) -> Callable[..., nn.Module]:
+    if not timm.is_model(name):
+        known = timm.list_models()
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelSpecError(
+            f"Unknown model '{name}'.{hint} Use a timm name (resnet34), torchvision:NAME, or path/to/model.py:factory."
+        )
+
+    def factory(**kwargs) -> nn.Module:
+        # pretrained=False: weights come from load_pretrained, never from a download.
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+    factory.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, default=1000),
+            inspect.Parameter("in_chans", inspect.Parameter.KEYWORD_ONLY, default=3),
+        ]
+    )
+    return factory
+
+
+def _torchvision_factory(name: str) -> Callable[..., nn.Module]:
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join('torchvision:' + c for c in close)}?" if close else ""
+        raise ModelSpecError(f"Unknown torchvision classification model '{name}'.{hint}")
+
+    def factory(**kwargs) -> nn.Module:
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size[0]
+        model.transferkit_input_size = (3, crop, crop)
+        return model
+
+    factory.__signature__ = inspect.Signature(
+        [inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, default=1000)]
+    )
+    return factory
+
+
+def _user_factory(spec: str) -> Callable[..., nn.Module]:
+    location, _, attr = spec.rpartition(":")
+    if not location or not attr:
+        raise ModelSpecError(f"Model '{spec}' should look like path/to/model.py:factory or package.module:factory.")
+    if location.endswith(".py") or "/" in location or "\\" in location:
+        path = Path(location)
+        if not path.is_file():
+            raise ModelSpecError(f"Model file '{path}' does not exist. Check the path before ':{attr}'.")
+        module_name = f"transferkit_user_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            raise ModelSpecError(f"Importing model file '{path}' failed: {type(e).__name__}: {e}") from e
+    else:
+        try:
+            module = importlib.import_module(location)
+        except ImportError as e:
+            raise ModelSpecError(f"Cannot import module '{location}' for model '{spec}': {e}") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        names = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
+        close = difflib.get_close_matches(attr, names, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelSpecError(f"'{location}' has no callable '{attr}'.{hint}")
+    return factory
+
+
+def _call_factory(
+    factory: Callable[..., nn.Module],
+    spec: str,
+    num_classes: int | None,
+    in_chans: int | None,
+) -> nn.Module:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {}
+    if num_classes is not None and ("num_classes" in params or var_kw):
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None and "in_chans" in params:
+        kwargs["in_chans"] = in_chans
+    try:
+        model = factory(**kwargs)
+    except TypeError as e:
+        raise ModelSpecError(f"Calling the factory of '{spec}' failed: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module.")
+    if in_chans is not None and "in_chans" not in kwargs:
+        _set_input_channels(model, in_chans)
+    if num_classes is not None and "num_classes" not in kwargs:
+        replace_head(model, num_classes)
+    return model
+
+
+def _set_input_channels(model: nn.Module, in_chans: int) -> None:
+    path, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
+    if conv is None:
+        raise ModelSpecError("in_chans needs a model whose first layer is a Conv2d.", argument="in_chans")
+    if conv.in_channels == in_chans:
+        return
+    if conv.groups != 1:
+        raise ModelSpecError(
+            f"The first convolution '{path}' is grouped; in_chans cannot rebuild it.", argument="in_chans"
+        )
+    new = nn.Conv2d(
+        in_chans,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    set_module(model, path, new, check=False)

@@ -1,0 +1,230 @@
+"""Freeze and unfreeze parameters by module path, glob, regex or depth, with an explicit BatchNorm policy.
+
+Patterns select parameter names:
+
+* a module path or parameter name: ``features`` selects ``features.0.weight`` and the rest;
+* a glob: ``layer1.*``, ``*.bn*``;
+* a regular expression after ``re:``: ``re:^layer[12]\\.``.
+
+Frozen BatchNorm layers are kept in eval mode (running statistics fixed) even after a later
+``model.train()``, unless ``train_bn=True`` asks for them to keep training, as in Lightning's
+``BaseFinetuning.freeze``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import weakref
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import torch.nn as nn
+from timm.models import group_modules
+
+from ..errors import FreezeError
+from ._trace import NORM_TYPES
+from .surgery import find_head
+
+__all__ = [
+    "ModuleCount",
+    "freeze",
+    "freeze_backbone",
+    "freeze_stages",
+    "frozen_norm_layers",
+    "parameter_summary",
+    "select_parameters",
+    "stages",
+    "trainable_parameters",
+    "unfreeze",
+]
+
+# Norm layers held in eval mode, and the hook that holds them; weak so that dropping the
+# model frees them.
+_EVAL_HOOKS: weakref.WeakKeyDictionary[nn.Module, object] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class ModuleCount:
+    """Trainable and frozen parameter elements of one top-level module."""
+
+    module: str
+    trainable: int
+    frozen: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.search(pattern[3:], name) is not None
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return name == pattern or name.startswith(pattern + ".")
+
+
+def select_parameters(model: nn.Module, patterns: str | Iterable[str]) -> list[str]:
+    """Names of the parameters that any of ``patterns`` selects, in definition order.
+
+    Raises :class:`FreezeError` naming a pattern that selects nothing, so a typo cannot
+    silently freeze nothing.
+
+    Example:
+        >>> select_parameters(torchvision.models.alexnet(), ["features"])[:2]
+        ['features.0.weight', 'features.0.bias']
+    """
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    names = [n for n, _ in model.named_parameters()]
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as e:
+                raise FreezeError(f"Pattern '{pattern}' is not a valid regular expression: {e}.") from None
+        if not any(_matches(n, pattern) for n in names):
+            tops = sorted({n.split(".", 1)[0] for n in names})
+            raise FreezeError(
+                f"Pattern '{pattern}' selects no parameter of {type(model).__name__}. "
+                f"Top-level modules: {', '.join(tops)}."
+            )
+    return [n for n in names if any(_matches(n, p) for p in patterns)]
+
+
+def _set_requires_grad(model: nn.Module, names: Iterable[str], value: bool) -> None:
+    params = dict(model.named_parameters())
+    for name in names:
+        params[name].requires_grad_(value)
+
+
+def _keep_eval(module: nn.Module, args) -> None:
+    # Runs before every forward: a frozen norm layer computes with its running statistics and
+    # never updates them, whatever model.train() set.
+    module.training = False
+
+
+def _hold_eval(module: nn.Module) -> None:
+    if module not in _EVAL_HOOKS:
+        _EVAL_HOOKS[module] = module.register_forward_pre_hook(_keep_eval)
+    module.eval()
+
+
+def _release_eval(module: nn.Module, training: bool) -> None:
+    handle = _EVAL_HOOKS.pop(module, None)
+    if handle is not None:
+        handle.remove()
+        module.train(training)
+
+
+def _apply_norm_policy(model: nn.Module, selected: set[str], train_bn: bool) -> None:
+    for path, module in model.named_modules():
+        if not isinstance(module, NORM_TYPES):
+            continue
+        own = [f"{path}.{n}" if path else n for n, _ in module.named_parameters(recurse=False)]
+        if own and not all(n in selected for n in own):
+            continue
+        if not own and not _covers_path(model, path, selected):
+            continue
+        if train_bn:
+            _set_requires_grad(model, own, True)
+            _release_eval(module, model.training)
+        else:
+            _hold_eval(module)
+
+
+def _covers_path(model: nn.Module, path: str, selected: set[str]) -> bool:
+    # A norm layer without affine parameters is frozen with the module around it: its parent
+    # has parameters and all of them are selected.
+    parent = path.rpartition(".")[0]
+    siblings = [n for n, _ in model.named_parameters() if parent == "" or n.startswith(parent + ".")]
+    return bool(siblings) and all(n in selected for n in siblings)
+
+
+def freeze(model: nn.Module, patterns: str | Iterable[str], *, train_bn: bool = False) -> list[str]:
+    """Freeze the parameters that ``patterns`` select; returns their names.
+
+    Args:
+        patterns: module paths, globs or ``re:`` regexes (see the module docstring).
+        train_bn: keep the selected BatchNorm layers training (parameters and running
+            statistics). By default they are frozen and held in eval mode.
+
+    Example:
+        >>> model = torchvision.models.alexnet(num_classes=10)
+        >>> _ = freeze(model, "features")
+        >>> [n for n, p in model.named_parameters() if p.requires_grad][:2]
+        ['classifier.1.weight', 'classifier.1.bias']
+    """
+    names = select_parameters(model, patterns)
+    _set_requires_grad(model, names, False)
+    _apply_norm_policy(model, set(names), train_bn)
+    return names
+
+
+def unfreeze(model: nn.Module, patterns: str | Iterable[str] = "*") -> list[str]:
+    """Make the selected parameters trainable again and release their norm layers to train mode."""
+    names = select_parameters(model, patterns)
+    _set_requires_grad(model, names, True)
+    selected = set(names)
+    for path, module in model.named_modules():
+        if module in _EVAL_HOOKS:
+            own = [f"{path}.{n}" if path else n for n, _ in module.named_parameters(recurse=False)]
+            if (own and all(n in selected for n in own)) or (not own and _covers_path(model, path, selected)):
+                _release_eval(module, model.training)
+    return names
+
+
+def frozen_norm_layers(model: nn.Module) -> list[str]:
+    """Paths of the norm layers held in eval mode."""
+    return [path for path, module in model.named_modules() if module in _EVAL_HOOKS]
+
+
+def freeze_backbone(model: nn.Module, *, head: str | None = None, train_bn: bool = False) -> list[str]:
+    """Freeze everything but the head (found with :func:`find_head` unless given)."""
+    head = head or find_head(model)
+    names = [n for n, _ in model.named_parameters() if not _matches(n, head)]
+    if not names:
+        return []
+    return freeze(model, names, train_bn=train_bn)
+
+
+def stages(model: nn.Module) -> list[list[str]]:
+    """The model's stages, from input to output, as lists of module paths.
+
+    timm models describe their own (stem, each block stage, head); for other models each
+    top-level child with parameters is a stage (``conv1``, ``bn1``, ``layer1`` ... ``fc``).
+    """
+    if hasattr(model, "group_matcher"):
+        groups = group_modules(model, model.group_matcher(coarse=True))
+        return [list(modules) for _, modules in sorted(groups.items())]
+    return [[name] for name, child in model.named_children() if any(True for _ in child.parameters())]
+
+
+def freeze_stages(model: nn.Module, *, keep_last: int, train_bn: bool = False) -> list[str]:
+    """Freeze all stages but the last ``keep_last`` (the head counts as a stage)."""
+    all_stages = stages(model)
+    if keep_last < 1 or keep_last > len(all_stages):
+        raise FreezeError(
+            f"unfreeze_last must be between 1 and {len(all_stages)} (the model's stages), got {keep_last}."
+        )
+    frozen_paths = [path for stage in all_stages[: len(all_stages) - keep_last] for path in stage]
+    if not frozen_paths:
+        return []
+    return freeze(model, frozen_paths, train_bn=train_bn)
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` pairs that require gradients; each shared parameter once."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def parameter_summary(model: nn.Module) -> list[ModuleCount]:
+    """Trainable and frozen parameter elements per top-level module; each shared parameter once."""
+    counts: dict[str, ModuleCount] = {}
+    for name, param in model.named_parameters():
+        top = name.split(".", 1)[0]
+        entry = counts.setdefault(top, ModuleCount(top, 0, 0))
+        if param.requires_grad:
+            entry.trainable += param.numel()
+        else:
+            entry.frozen += param.numel()
+    return list(counts.values())

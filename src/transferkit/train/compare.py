@@ -1,0 +1,90 @@
+"""Run several strategies on one split and compare them: a table and learning curves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..serialization import atomic_path, write_json
+from .config import TrainConfig
+from .engine import fit
+from .setup import Kernels, prepare_data
+from .strategies import STRATEGIES
+
+__all__ = ["compare", "plot_curves"]
+
+
+def compare(
+    base: TrainConfig,
+    strategies: list[str],
+    *,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train ``base`` once per strategy into ``base.out/<strategy>``, same data split and seed.
+
+    The data is decoded and the kernels are measured once for all strategies, and frozen-layer
+    activations one strategy computed are reused by the next with the same frozen weights.
+
+    Returns ``{"rows": [...], "runs": {strategy: summary}, "plot": path}``; each row has the
+    strategy, trainable parameters, seconds, accuracy after epoch 1 and best accuracy.
+    """
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ConfigError(
+            f"Unknown strategies {', '.join(unknown) or '(none)'}; choose from {', '.join(STRATEGIES)}.",
+            argument="strategies",
+        )
+    configs = {s: replace(base, strategy=s, out=str(Path(base.out) / s)) for s in strategies}  # each validated
+    out = Path(base.out)
+    data = prepare_data(base, log=log)
+    kernels = Kernels()
+    runs = {}
+    for strategy, config in configs.items():
+        log(f"== {strategy}")
+        runs[strategy] = fit(config, log=log, data=data, kernels=kernels)
+    rows = [
+        {
+            "strategy": s,
+            "trainable_params": r["trainable_params"],
+            "seconds": r["seconds"],
+            "epoch1_acc": r["epochs"][0]["val_acc"],
+            "best_acc": r["best_val_acc"],
+        }
+        for s, r in runs.items()
+    ]
+    plot = plot_curves(runs, out / "compare.png", title=f"{base.model} on {base.data}")
+    result = {"rows": rows, "plot": str(plot), "runs": {s: r["out"] for s, r in runs.items()}}
+    write_json(out / "compare.json", result)
+    return result
+
+
+def plot_curves(runs: dict[str, dict], path: Path, *, title: str) -> Path:
+    """Validation accuracy against epoch and against seconds, one line per strategy (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for strategy, summary in runs.items():
+        epochs = [e["epoch"] for e in summary["epochs"]]
+        acc = [100 * e["val_acc"] for e in summary["epochs"]]
+        seconds = [e["cumulative_seconds"] for e in summary["epochs"]]
+        by_epoch.plot(epochs, acc, marker="o", label=strategy)
+        by_time.plot(seconds, acc, marker="o", label=strategy)
+    by_epoch.set_xlabel("epoch")
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_time.set_xlabel("seconds of training")
+    for ax in (by_epoch, by_time):
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+    by_epoch.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,161 @@
+"""The one description of a training run: defaults, help and validation in one dataclass.
+
+Every layer reads from here: ``fit`` takes a :class:`TrainConfig`; the command line builds its
+options from the fields' defaults and help; ``compare`` and the demo derive theirs from one base
+config with :func:`dataclasses.replace`. This module imports no torch, so that ``--help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from ..data.augment import AUGMENTATIONS
+from ..errors import ConfigError
+from .strategies import STRATEGIES, plan_phases
+
+__all__ = ["OPTIMIZERS", "PRECISIONS", "TrainConfig", "describe", "setting_default"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _setting(default=MISSING, help: str = "", **kwargs):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved in every checkpoint. Unknown keys and bad values are rejected.
+
+    Example:
+        >>> TrainConfig(model="resnet18", data="builtin:digits", out="runs/a", epochs=0)
+        Traceback (most recent call last):
+        ConfigError: epochs must be at least 1, got 0.
+    """
+
+    model: str = _setting(help="timm name (resnet34), torchvision:NAME, path/to/model.py:factory or module:factory.")
+    data: str = _setting(help="Image folder, CSV of path,label, or builtin:NAME.")
+    out: str = _setting(help="Run folder: checkpoints, metrics.csv, report.json, TensorBoard logs.")
+    weights: str | None = _setting(None, "Pretrained weights: registry name (lite0), timm, or a checkpoint file.")
+    strategy: str = _setting("full", f"One of {', '.join(STRATEGIES)}.")
+    epochs: int = _setting(5, "Epochs in all, across the strategy's phases.")
+    batch_size: int = _setting(64, "Training batch size.")
+    lr: float | None = _setting(None, "Main learning rate (default: the strategy's for each phase).")
+    optimizer: str = _setting("adamw", f"One of {', '.join(OPTIMIZERS)}.")
+    weight_decay: float = _setting(0.01, "Decoupled weight decay; biases and norm weights get none.")
+    head_lr: float | None = _setting(None, "Learning rate of the head (default: the phase's rate).")
+    # None: the strategy's own (gradual: 0.7); a value applies to every phase that trains all layers.
+    layer_decay: float | None = _setting(None, "Scale each earlier stage's rate by this (0 < x <= 1).")
+    label_smoothing: float = _setting(0.1, "Label smoothing of the cross-entropy loss (0 <= x < 1).")
+    warmup_fraction: float = _setting(0.1, "Share of each phase's steps of linear warmup, then cosine decay to 0.")
+    seed: int = _setting(0, "Seed of the split, the initialisation and the batch order.")
+    device: str = _setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
+    image_size: int | None = _setting(None, "Train at this size in pixels (default: the weights' own).")
+    # auto: none while a frozen prefix exists (so that its output can be cached), else light.
+    augment: str = _setting("auto", f"auto, {', '.join(AUGMENTATIONS)}.")
+    val_fraction: float = _setting(0.2, "Held out for validation when DATA has no val folder.")
+    freeze: list[str] = _setting([], "For strategy head: module path, glob or re:REGEX to freeze; repeatable.")
+    unfreeze_last: int | None = _setting(None, "For strategy head: train only the last N stages.")
+    train_bn: bool = _setting(False, "Let frozen BatchNorm layers keep updating their statistics.")
+    strict_data: bool = _setting(False, "Fail before training if any image is unusable.")
+    cache: bool = _setting(True, "Compute the output of frozen layers once instead of every epoch.")
+    # With random augmentation the cache is off unless this asks for K augmented copies.
+    cache_views: int = _setting(0, "With augmentation: cache K augmented views of the frozen layers' output.")
+    channels_last: bool | None = _setting(None, "Memory format (default: measured per model).")
+    precision: str = _setting("auto", f"{', '.join(PRECISIONS)} (auto: measured per model).")
+    in_chans: int | None = _setting(None, "Input channels (1 for grayscale); RGB weights are adapted.")
+    # Half the parameters outside the head: below that the file is for another architecture.
+    min_loaded: float = _setting(0.5, "Fail when less than this share of non-head parameters would load.")
+
+    def __post_init__(self) -> None:
+        self.freeze = list(self.freeze or [])
+        _check(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"Unknown training settings: {', '.join(unknown)}.")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def phases(self):
+        """The strategy's phases (see :func:`transferkit.train.strategies.plan_phases`)."""
+        return plan_phases(self.strategy, self.epochs, lr=self.lr, layer_decay=self.layer_decay)
+
+
+def setting_default(name: str):
+    """The default of a :class:`TrainConfig` field (a fresh list for list fields)."""
+    f = _field(name)
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def describe(name: str) -> str:
+    """The help text of a :class:`TrainConfig` field."""
+    return _field(name).metadata["help"]
+
+
+def _field(name: str):
+    return next(f for f in fields(TrainConfig) if f.name == name)
+
+
+def _check(c: TrainConfig) -> None:
+    def fail(argument: str, problem: str):
+        raise ConfigError(f"{argument} {problem}, got {getattr(c, argument)!r}.", argument=argument)
+
+    def choose(argument: str, choices) -> None:
+        if getattr(c, argument) not in choices:
+            fail(argument, f"must be one of {', '.join(choices)}")
+
+    def number(argument: str, *, low=None, high=None, low_open=False, high_open=False, optional=False, integer=False):
+        value = getattr(c, argument)
+        if value is None and optional:
+            return
+        if integer and (isinstance(value, bool) or not isinstance(value, int)):
+            fail(argument, "must be a whole number")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            fail(argument, "must be a finite number")
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        if below or above:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            span = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+            fail(argument, f"must be in {span}")
+
+    for argument in ("model", "data", "out"):
+        if not isinstance(getattr(c, argument), str) or not getattr(c, argument):
+            fail(argument, "must be given")
+    choose("strategy", STRATEGIES)
+    choose("optimizer", OPTIMIZERS)
+    choose("precision", PRECISIONS)
+    choose("augment", ("auto", *AUGMENTATIONS))
+    if not isinstance(c.device, str) or not _DEVICE.match(c.device):
+        fail("device", "must be auto, cpu, cuda or cuda:N")
+    for argument in ("epochs", "batch_size"):
+        number(argument, low=1, integer=True)
+    number("image_size", low=8, optional=True, integer=True)  # smaller leaves a convolution nothing to see
+    number("in_chans", low=1, optional=True, integer=True)
+    number("unfreeze_last", low=1, optional=True, integer=True)
+    number("cache_views", low=0, integer=True)
+    number("seed", low=0, integer=True)
+    for argument in ("lr", "head_lr"):
+        number(argument, low=0, low_open=True, optional=True)
+    number("weight_decay", low=0)
+    number("layer_decay", low=0, high=1, low_open=True, optional=True)
+    number("label_smoothing", low=0, high=1, high_open=True)
+    number("warmup_fraction", low=0, high=1, high_open=True)
+    number("val_fraction", low=0, high=1, low_open=True, high_open=True)
+    number("min_loaded", low=0, high=1)
+    if c.strategy == "head" and not c.freeze and c.unfreeze_last is None:
+        raise ConfigError("Strategy 'head' needs freeze patterns or unfreeze_last.", argument="freeze")
+    c.phases()  # two-phase strategies need two epochs

@@ -1,0 +1,76 @@
+"""Multi-process training under ``torchrun``: process group set-up, sharding and reductions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+__all__ = ["DistContext", "init_from_env", "is_main_process", "make_loader"]
+
+
+@dataclass
+class DistContext:
+    """Where this process stands: rank 0 of 1 when not distributed."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (in place); unchanged when not distributed."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_from_env(device: str) -> DistContext:
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+    rank = dist.get_rank()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+    return DistContext(rank, dist.get_world_size(), local_rank)
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or the only one): the one that prints and writes."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, dist_ctx: DistContext, drop_last: bool):
+    """Batches of ``dataset``: shuffled by ``seed`` for training, sharded across ranks when distributed."""
+    if dist_ctx.enabled and shuffle:
+        sampler = DistributedSampler(
+            dataset, num_replicas=dist_ctx.world_size, rank=dist_ctx.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        sampler.set_epoch(seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
+    if dist_ctx.enabled:
+        # Evaluation shards without padding, so that reduced counts are exact.
+        dataset = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)

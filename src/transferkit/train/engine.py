@@ -1,0 +1,366 @@
+"""``fit``: run a strategy's phases over the loop, writing the run folder as it goes.
+
+Where a phase trains only the layers after a frozen, deterministic prefix, the prefix's output
+is computed once (:mod:`transferkit.train.phase_cache`) and the rest is trained on it instead of
+re-running the frozen network every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..data.augment import augmentation
+from ..data.preprocess import BatchPrep
+from ..errors import ConfigError
+from ..model.surgery import find_head
+from ..serialization import write_json
+from .config import TrainConfig
+from .distributed import DistContext, init_from_env, make_loader
+from .fastpath import FastPath, choose_fast_path, resolve_device
+from .feature_cache import truncated
+from .loop import evaluate, train_one_epoch
+from .optim import create_optimizer, warmup_cosine
+from .phase_cache import cache_frozen_prefix
+from .rng import seed_everything, set_rng_state
+from .run_folder import RunRecord, check_out, checkpoint_state, load_run, save_checkpoint, summary, write_metrics
+from .setup import Kernels, PreparedData, build_model, prepare_data, preprocessing_for
+from .strategies import Phase, apply_phase
+
+__all__ = ["fit"]
+
+
+def fit(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    stop_after: int | None = None,
+    log: Callable[[str], None] = print,
+    data: PreparedData | None = None,
+    kernels: Kernels | None = None,
+) -> dict:
+    """Train a run, or continue one from ``resume``; returns the summary also written to ``report.json``.
+
+    Args:
+        stop_after: stop once this many epochs (of the whole run) are done; ``resume`` continues.
+        data: DATA already decoded for this config (see :func:`~transferkit.train.setup.prepare_data`).
+        kernels: kernels already measured for this model; filled in here where missing, so that
+            runs sharing the object measure once.
+
+    Example:
+        >>> fit(TrainConfig(model="tf_efficientnet_lite0", weights="lite0", data="builtin:digits",
+        ...                 strategy="freeze", epochs=3, image_size=64, out="runs/probe"))["best_val_acc"]
+        0.93...
+    """
+    state = None
+    if resume is not None:
+        state = load_run(resume)
+        config = TrainConfig.from_dict(state["config"])
+    if config is None:
+        raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
+    dist_ctx = init_from_env(resolve_device(config.device).type)
+    if not dist_ctx.is_main:
+        log = _silent
+    device = resolve_device(config.device, local_rank=dist_ctx.local_rank if dist_ctx.enabled else None)
+    phases = config.phases()
+    out = Path(config.out)
+    if dist_ctx.is_main:
+        check_out(out, resume=state is not None)
+    dist_ctx.barrier()
+
+    source = None
+    if data is None:
+        from ..data.sources import open_data
+
+        source = open_data(config.data)
+    seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
+    num_classes = len((data or source).class_names)
+    model, load_report = build_model(config, num_classes, load_weights=state is None)
+    if data is None:
+        data = prepare_data(config, source=source, model=model, log=log)
+    elif data.spec != config.data or data.preprocessing != preprocessing_for(config, model):
+        raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
+    model = model.to(device)
+    record = RunRecord(config, data, kernels or Kernels(), find_head(model), load_report)
+    probe = _measure_kernels(record, model, device, saved=state or {}, log=log)
+
+    start_phase, start_epoch = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        record.history, record.best_acc = state["history"], state["best_val_acc"]
+        start_phase, start_epoch = state["phase"], state["phase_epoch"] + 1
+        if start_epoch >= phases[start_phase].epochs:
+            start_phase, start_epoch = start_phase + 1, 0
+        log(f"resuming {out} after epoch {state['epoch']} (phase {phases[min(start_phase, len(phases) - 1)].name})")
+    elif load_report is not None:
+        how = ", ".join(f"{n} by {k}" for k, n in load_report["how"].items())
+        log(
+            f"weights: {config.weights}: {len(load_report['matched'])} tensors loaded, "
+            f"{load_report['loaded_fraction']:.1%} of parameters ({how}); head '{record.head}' is new"
+        )
+    if dist_ctx.is_main and state is None:
+        write_json(out / "config.json", config.to_dict())
+
+    writer = _tensorboard(out) if dist_ctx.is_main else None
+    epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
+    clock = _Clock(record.history[-1]["cumulative_seconds"] if record.history else 0.0)
+    try:
+        for phase_index in range(start_phase, len(phases)):
+            resumed = state if phase_index == start_phase and start_epoch > 0 else None
+            epoch_index = _run_phase(
+                record,
+                model,
+                phases[phase_index],
+                phase_index,
+                first_epoch=start_epoch if phase_index == start_phase else 0,
+                epoch_index=epoch_index,
+                resumed=resumed,
+                device=device,
+                dist_ctx=dist_ctx,
+                probe=probe,
+                clock=clock,
+                writer=writer,
+                stop_after=stop_after,
+                log=log,
+            )
+            if stop_after is not None and epoch_index >= stop_after:
+                return summary(record, model, stopped=True, write=dist_ctx.is_main)
+    finally:
+        if writer is not None:
+            writer.close()
+        dist_ctx.barrier()
+    return summary(record, model, stopped=False, write=dist_ctx.is_main)
+
+
+def _measure_kernels(record: RunRecord, model: nn.Module, device: torch.device, *, saved: dict, log):
+    """Fill in the inference kernels now; return the probe that measures training kernels when first needed.
+
+    A resumed run keeps the kernels it chose, so that resuming is exact.
+    """
+    config, kernels, data = record.config, record.kernels, record.data
+    probe = partial(
+        choose_fast_path,
+        model,
+        data.preprocessing.input_size,
+        device=device,
+        batch_size=min(config.batch_size, 64),
+        channels_last=config.channels_last,
+        precision=None if config.precision == "auto" else config.precision,
+    )
+    if saved.get("fast_path_inference"):
+        kernels.inference = FastPath(**saved["fast_path_inference"])
+    elif kernels.inference is None:
+        # Batches larger than the data would never run: they are not measured.
+        largest = max(len(data.train), len(data.val))
+        kernels.inference = probe(train=False, batch_size=min(config.batch_size, 16), max_batch_size=min(256, largest))
+        _log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
+    if saved.get("fast_path"):
+        kernels.training = FastPath(**saved["fast_path"])
+    return probe
+
+
+def _run_phase(
+    record: RunRecord,
+    model: nn.Module,
+    phase: Phase,
+    phase_index: int,
+    *,
+    first_epoch: int,
+    epoch_index: int,
+    resumed: dict | None,
+    device: torch.device,
+    dist_ctx: DistContext,
+    probe,
+    clock: _Clock,
+    writer,
+    stop_after: int | None,
+    log,
+) -> int:
+    """Train one phase from ``first_epoch``; returns the run's epoch count after it."""
+    config, data, kernels = record.config, record.data, record.kernels
+    apply_phase(
+        model,
+        phase,
+        head=record.head,
+        freeze_patterns=config.freeze,
+        unfreeze_last=config.unfreeze_last,
+        train_bn=config.train_bn,
+    )
+    augment = _augment_for(config, phase)
+    phase_started = time.perf_counter()
+    data.train.transform = augmentation(augment, data.preprocessing.input_size[1])
+    cacheable = config.cache and (augment == "none" or config.cache_views > 0)
+    cached = None
+    if cacheable:
+        cached = cache_frozen_prefix(model, config, data, kernels.inference, device, augment=augment, log=log)
+    if cached is not None:
+        # What trains is the tail after the cached prefix, in the prefix's memory format.
+        pinned = None if config.precision == "auto" else config.precision
+        path = FastPath(kernels.inference.channels_last, pinned or "fp32", "tail after the cache")
+        train_views, val_set, prep = cached.train_views, cached.val, cached.prep
+        skipping = partial(truncated, model, cached.boundary)
+    else:
+        if kernels.training is None:  # measured when the whole network first trains
+            kernels.training = probe(train=True)
+            _log_fast(log, "training", kernels.training)
+        path = kernels.training
+        prep = BatchPrep(data.preprocessing, device, path.channels_last)
+        train_views, val_set, skipping = [data.train], data.val, nullcontext
+    model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
+    log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}")
+    train_net = model
+    if dist_ctx.enabled:
+        train_net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = create_optimizer(
+        model,
+        config.optimizer,
+        lr=phase.lr,
+        weight_decay=config.weight_decay,
+        head_lr=config.head_lr,
+        layer_decay=phase.layer_decay,
+    )
+    per_rank = len(train_views[0]) // dist_ctx.world_size
+    drop_last = per_rank > config.batch_size
+    steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
+    scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
+    # fp16 gradients underflow without loss scaling, on any device.
+    scaler = torch.amp.GradScaler(device.type) if path.precision == "fp16" else None
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
+        set_rng_state(resumed["rng"])
+    # Cached activations feed only the tail: large batches; images: the measured inference batch.
+    val_batch = 256 if cached is not None else kernels.inference.inference_batch_size
+    val_loader = make_loader(val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
+    out = Path(config.out)
+
+    for phase_epoch in range(first_epoch, phase.epochs):
+        epoch_started = time.perf_counter()
+        seed = config.seed * 1000 + epoch_index
+        seed_everything(seed)
+        train_loader = make_loader(
+            train_views[epoch_index % len(train_views)],
+            batch_size=config.batch_size,
+            shuffle=True,
+            seed=seed,
+            dist_ctx=dist_ctx,
+            drop_last=drop_last,
+        )
+        lr_now = optimizer.param_groups[-1]["lr"]
+        with skipping():
+            train_loss = train_one_epoch(
+                train_net,
+                train_loader,
+                optimizer,
+                scheduler,
+                prep=prep,
+                device=device,
+                label_smoothing=config.label_smoothing,
+                precision=path.precision,
+                scaler=scaler,
+                dist_ctx=dist_ctx,
+                progress=f"epoch {epoch_index + 1}/{config.epochs}",
+            )
+            metrics = evaluate(
+                model,
+                val_loader,
+                num_classes=len(data.class_names),
+                prep=prep,
+                device=device,
+                precision=path.precision,
+                dist_ctx=dist_ctx,
+            )
+        # The first epoch of a phase carries the cost of computing the cache.
+        seconds = time.perf_counter() - (phase_started if phase_epoch == 0 else epoch_started)
+        epoch_index += 1
+        record.history.append(
+            {
+                "epoch": epoch_index,
+                "phase": phase.name,
+                "train_loss": train_loss,
+                "val_loss": metrics["loss"],
+                "val_acc": metrics["accuracy"],
+                "lr": lr_now,
+                "seconds": seconds,
+                "cached": cached is not None,
+                "cumulative_seconds": clock.elapsed(),
+            }
+        )
+        improved = metrics["accuracy"] > record.best_acc
+        record.best_acc = max(record.best_acc, metrics["accuracy"])
+        log(
+            f"epoch {epoch_index}/{config.epochs} [{phase.name}] train_loss {train_loss:.4f} "
+            f"val_loss {metrics['loss']:.4f} val_acc {metrics['accuracy']:.4f} ({seconds:.1f} s)"
+        )
+        if dist_ctx.is_main:
+            checkpoint = checkpoint_state(
+                record,
+                model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                phase_index=phase_index,
+                phase_epoch=phase_epoch,
+            )
+            save_checkpoint(out / "last.pt", checkpoint)
+            if improved:
+                save_checkpoint(out / "best.pt", checkpoint)
+            write_metrics(out / "metrics.csv", record.history)
+            if writer is not None:
+                for key in ("train_loss", "val_loss", "val_acc", "lr"):
+                    writer.add_scalar(key, record.history[-1][key], epoch_index)
+                writer.flush()
+        if stop_after is not None and epoch_index >= stop_after:
+            break
+    return epoch_index
+
+
+class _Clock:
+    """Seconds of training in the whole run, across resumptions."""
+
+    def __init__(self, before: float):
+        self.before = before
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+
+def _augment_for(config: TrainConfig, phase: Phase) -> str:
+    if config.augment != "auto":
+        return config.augment
+    return "light" if phase.trains == "all" else "none"
+
+
+def _log_fast(log, use: str, chosen: FastPath) -> None:
+    fmt = "channels-last" if chosen.channels_last else "NCHW"
+    log(f"fast path for {use}: {fmt} {chosen.precision}, {chosen.reason}")
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _trainable_text(model: nn.Module) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"{trainable:,} of {total:,} parameters train"
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; a broken install should not stop training
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))

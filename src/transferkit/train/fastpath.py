@@ -1,0 +1,217 @@
+"""Choose the memory format and precision that train a given model fastest, by measuring them.
+
+The fastest choice differs by model and by use: on a CPU with AMX, resnet34 trains ~3x faster
+with channels-last and bfloat16, while EfficientNet-Lite0 trains fastest with channels-last in
+float32 but runs inference (feature extraction, evaluation) fastest in bfloat16. A short probe
+times a few steps of each candidate on the real model and input size; for inference, where the
+batch size does not change the result, it also finds the fastest batch size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..model._trace import module_modes
+
+__all__ = ["FastPath", "autocast", "candidates", "choose_fast_path", "resolve_device"]
+
+_MARGIN = 1.1
+_MIN_IMAGES = 64
+_CLIMB_SECONDS = 2.0
+_DEFAULT_INFERENCE_BATCH = 64
+
+
+@dataclass
+class FastPath:
+    channels_last: bool
+    precision: str  # "fp32", "bf16" or "fp16"
+    reason: str
+    images_per_second: dict[str, float] = field(default_factory=dict)
+    batch_size: int | None = None  # for inference: the fastest batch size measured (None: not measured)
+
+    @property
+    def inference_batch_size(self) -> int:
+        """The measured inference batch size, or a default where kernels were chosen by the user."""
+        return self.batch_size or _DEFAULT_INFERENCE_BATCH
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(spec: str = "auto", *, local_rank: int | None = None) -> torch.device:
+    """The device ``spec`` names: ``auto`` is CUDA when present, else the CPU.
+
+    ``local_rank`` picks the GPU of a process under ``torchrun``.
+    """
+    kind = ("cuda" if torch.cuda.is_available() else "cpu") if spec == "auto" else spec.split(":")[0]
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind != "cuda":
+        raise ConfigError(f"Unknown device '{spec}'; use auto, cpu, cuda or cuda:N.", argument="device")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device '{spec}' was asked for but no CUDA device is available; use cpu.", argument="device")
+    if local_rank is not None:
+        return torch.device("cuda", local_rank)
+    return torch.device(spec if ":" in spec else "cuda:0")
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for ``precision`` (none for fp32)."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.functional.linear(torch.ones(2, 2), torch.ones(2, 2))
+        return True
+    except RuntimeError:
+        return False
+
+
+def candidates(device: torch.device) -> list[tuple[bool, str]]:
+    """(channels_last, precision) pairs worth measuring on ``device``."""
+    options = [(False, "fp32"), (True, "fp32")]
+    if _bf16_supported(device):
+        options += [(True, "bf16"), (False, "bf16")]
+    if device.type == "cuda":
+        options += [(True, "fp16")]
+    return options
+
+
+def _label(channels_last: bool, precision: str) -> str:
+    return f"{'channels-last' if channels_last else 'NCHW'} {precision}"
+
+
+def _throughput(
+    model: nn.Module,
+    channels_last: bool,
+    precision: str,
+    batch_size: int,
+    input_size: tuple[int, int, int],
+    *,
+    device: torch.device,
+    steps: int,
+    train: bool,
+) -> float:
+    """Images per second over ``steps`` timed steps, after one that warms up kernels and caches.
+
+    Small batches get more steps, so that each measurement times at least ``_MIN_IMAGES`` images.
+    """
+    steps = max(steps, math.ceil(_MIN_IMAGES / batch_size))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    x = torch.randn(batch_size, *input_size, device=device).contiguous(memory_format=fmt)
+    y = torch.zeros(batch_size, dtype=torch.long, device=device)
+    for step in range(steps + 1):
+        if step == 1:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        if train:
+            with autocast(device, precision):
+                loss = F.cross_entropy(model(x).float(), y)
+            loss.backward()
+        else:
+            with torch.inference_mode(), autocast(device, precision):
+                model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    model.zero_grad(set_to_none=True)
+    return steps * batch_size / seconds
+
+
+def _pick(options: list[tuple[bool, str]], speeds: dict[str, float]) -> tuple[bool, str]:
+    """The fastest option; a reduced precision only when clearly faster than the fastest float32.
+
+    The memory format does not change the arithmetic, the precision does: it must win by
+    ``_MARGIN``, so that timing noise does not flip a run between exact and reduced precision.
+    """
+    fastest = max(options, key=lambda o: speeds[_label(*o)])
+    exact = [o for o in options if o[1] == "fp32"]
+    if fastest[1] == "fp32" or not exact:
+        return fastest
+    best_exact = max(exact, key=lambda o: speeds[_label(*o)])
+    return fastest if speeds[_label(*fastest)] > _MARGIN * speeds[_label(*best_exact)] else best_exact
+
+
+def choose_fast_path(
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    steps: int = 2,
+    channels_last: bool | None = None,
+    precision: str | None = None,
+    train: bool = True,
+    max_batch_size: int = 256,
+) -> FastPath:
+    """Time forward and backward (or, with ``train=False``, inference) for each candidate; return the fastest.
+
+    ``channels_last`` or ``precision`` given by the user are kept and only the rest is chosen.
+    For inference the batch size is chosen too: the winner is timed at ``batch_size``, doubled
+    while that is faster, up to ``max_batch_size`` or a measurement of about two seconds. On a
+    CPU, large batches of large activations are often slower: EfficientNet-Lite0 at 224 px runs
+    inference 2.7x faster in batches of 16 than of 128.
+    Gradients are cleared and buffers restored afterwards, and no optimizer steps: the model is unchanged.
+    """
+    options = [
+        (cl, p)
+        for cl, p in candidates(device)
+        if (channels_last is None or cl == channels_last) and (precision is None or p == precision)
+    ]
+    if not options:
+        options = [(bool(channels_last), precision or "fp32")]
+    if len(options) == 1:
+        cl, p = options[0]
+        return FastPath(cl, p, "as asked")
+    measure = partial(_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}  # BatchNorm statistics move in train mode
+    speeds: dict[str, float] = {}
+    batch_speeds: dict[int, float] = {}
+    try:
+        with module_modes(model, training=train):
+            for cl, p in options:
+                speeds[_label(cl, p)] = measure(cl, p, batch_size)
+            best = _pick(options, speeds)
+            if not train:
+                batch_speeds[batch_size] = speeds[_label(*best)]
+                size = batch_size * 2
+                # A measurement runs steps + 1 batches; stop before one would take longer than a budget.
+                while size <= max_batch_size and (steps + 1) * size / batch_speeds[size // 2] <= _CLIMB_SECONDS:
+                    batch_speeds[size] = measure(*best, size)
+                    if batch_speeds[size] <= batch_speeds[size // 2]:
+                        break
+                    size *= 2
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        model.to(memory_format=torch.contiguous_format)
+    baseline = _label(False, "fp32") if (False, "fp32") in options else min(speeds, key=speeds.get)
+    reason = (
+        f"measured {speeds[_label(*best)]:.0f} images/s against {speeds[baseline]:.0f} for {baseline} "
+        f"({', '.join(f'{k} {v:.0f}' for k, v in speeds.items())})"
+    )
+    chosen_batch = None
+    if batch_speeds:
+        chosen_batch = max(batch_speeds, key=batch_speeds.get)
+        reason += (
+            f"; batches of {chosen_batch} ({', '.join(f'{b}: {v:.0f}' for b, v in batch_speeds.items())} images/s)"
+        )
+    return FastPath(best[0], best[1], reason, speeds, chosen_batch)

@@ -1,0 +1,295 @@
+"""Compute the activations of a frozen prefix once and train the rest of the network on them.
+
+When a prefix of the network (in execution order) is frozen, deterministic and in eval mode,
+its output for an example never changes. The prefix is found from a dry run: the *boundary* is
+the outermost module that finishes right before the first module that trains or is random in
+training (a trainable layer, a BatchNorm that updates its statistics, Dropout, DropPath). The
+modules up to the boundary are then replaced by ``nn.Identity`` while training, so that
+``model(cached_activation)`` runs only the rest. A check on real inputs confirms that this gives
+the same output as the full model; if the forward does more than chain its modules (a skip
+connection across the boundary), nothing is cached.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import fuse_conv_bn_eval
+
+from .._storage import mapped_tensor, memory_budget
+from ..model._trace import NORM_TYPES, module_modes, trace
+from ..model.freeze import frozen_norm_layers
+from ..serialization import write_json
+
+__all__ = [
+    "Boundary",
+    "boundary_outputs",
+    "iter_boundary_outputs",
+    "fold_batchnorm",
+    "cache_key",
+    "check_boundary",
+    "find_boundary",
+    "load_or_compute",
+    "truncated",
+]
+
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+# fp16 keeps ~3 significant digits; activations are stored in it when the round trip changes
+# them by less than this (relative to their scale) and nothing overflows.
+_FP16_TOLERANCE = 1e-3
+
+
+@dataclass
+class Boundary:
+    """Where the frozen prefix ends: its output is cached; ``stubbed`` modules are skipped."""
+
+    path: str
+    stubbed: list[str]
+    output_shape: tuple[int, ...]  # per example
+
+
+def _is_live(path: str, module: nn.Module, held: set[str]) -> bool:
+    """A module whose output can change between epochs for the same input."""
+    if any(p.requires_grad for p in module.parameters(recurse=False)):
+        return True
+    if isinstance(module, _DROPOUTS) and module.p > 0:
+        return True
+    if "DropPath" in type(module).__name__ and getattr(module, "drop_prob", 0) > 0:
+        return True
+    if isinstance(module, NORM_TYPES) and module.track_running_stats and path not in held:
+        return True
+    return False
+
+
+def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Boundary | None:
+    """The frozen prefix's last module, or None when the first module to run already trains."""
+    held = set(frozen_norm_layers(model))
+    events: list[tuple[str, str]] = []  # ("start" | "end", path) in execution order
+    _, records, failure = trace(model, input_size, events=events)
+    if failure is not None:
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for record in records:
+        if record.output_shapes:
+            shapes.setdefault(record.name, record.output_shapes[0][1:])
+
+    modules = dict(model.named_modules())
+    first_live = next(
+        (i for i, (kind, path) in enumerate(events) if kind == "start" and _is_live(path, modules[path], held)), None
+    )
+    if first_live is None:
+        return None
+    ended = [(i, path) for i, (kind, path) in enumerate(events[:first_live]) if kind == "end" and path]
+    if not ended:
+        return None
+    end_index, boundary = ended[-1]
+    done = {path for _, path in ended}
+    stubbed = [p for p in done if p.rpartition(".")[0] not in done]  # the outermost finished modules
+    # A stubbed module used again after the boundary (a shared activation) cannot be skipped.
+    later = {path for kind, path in events[end_index + 1 :] if kind == "start"}
+    if any(path == s or path.startswith(s + ".") for path in later for s in stubbed):
+        return None
+    if boundary not in shapes:
+        return None
+    order = [path for kind, path in events if kind == "start"]
+    stubbed.sort(key=order.index)
+    return Boundary(boundary, stubbed, shapes[boundary])
+
+
+@contextmanager
+def truncated(model: nn.Module, boundary: Boundary):
+    """Within the block, ``model(activation)`` runs only what follows the boundary."""
+    originals = []
+    for path in boundary.stubbed:
+        parent_path, _, name = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        originals.append((parent, name, getattr(parent, name)))
+        setattr(parent, name, nn.Identity())
+    try:
+        yield model
+    finally:
+        for parent, name, module in reversed(originals):
+            setattr(parent, name, module)
+
+
+@torch.no_grad()
+def iter_boundary_outputs(
+    model: nn.Module, boundary: Boundary, batches: Iterable[torch.Tensor], *, prep, autocast
+) -> Iterator[torch.Tensor]:
+    """The boundary's output (float32, on the CPU) for each batch of ``batches``, the model in eval mode."""
+    captured: list[torch.Tensor] = []
+    module = model.get_submodule(boundary.path)
+    handle = module.register_forward_hook(lambda m, a, out: captured.append(out.detach().float().cpu()))
+    try:
+        with module_modes(model):
+            for images in batches:
+                with autocast():
+                    model(prep(images))
+                yield captured.pop()
+    finally:
+        handle.remove()
+
+
+def boundary_outputs(model: nn.Module, boundary: Boundary, batches, *, prep, autocast) -> torch.Tensor:
+    """The boundary's output for every example of ``batches``, in one tensor."""
+    return torch.cat(list(iter_boundary_outputs(model, boundary, batches, prep=prep, autocast=autocast)))
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, boundary: Boundary, images: torch.Tensor, *, prep) -> nn.Module | None:
+    """A copy of ``model`` whose frozen prefix has each BatchNorm folded into the convolution before it.
+
+    Only for computing the cache: in eval mode a BatchNorm is an affine map, so folding it into
+    the convolution's weights removes a pass over every activation. Pairs are taken from the
+    execution order (a Conv2d whose next module is a BatchNorm2d of its width); the copy is used
+    only if it gives the same output as the model on ``images``, else None.
+    """
+    fused = copy.deepcopy(model).eval()
+    prefix = set(boundary.stubbed)
+    in_prefix = lambda path: any(path == p or path.startswith(p + ".") for p in prefix)  # noqa: E731
+    events: list[tuple[str, str]] = []
+    _, _, failure = trace(fused, tuple(images.shape[1:]), events=events)
+    if failure is not None:
+        return None
+    modules = dict(fused.named_modules())
+    # Layers in execution order; timm's BatchNormAct2d counts as one even though it has children.
+    order = [
+        path
+        for kind, path in events
+        if kind == "start" and (isinstance(modules[path], nn.BatchNorm2d) or not list(modules[path].children()))
+    ]
+    folded = 0
+    for conv_path, bn_path in zip(order, order[1:]):
+        conv, bn = modules[conv_path], modules[bn_path]
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+            continue
+        if not (in_prefix(conv_path) and in_prefix(bn_path)) or bn.num_features != conv.out_channels:
+            continue
+        if bn.running_mean is None or order.count(conv_path) != 1 or order.count(bn_path) != 1:
+            continue
+        _replace(fused, conv_path, fuse_conv_bn_eval(conv, bn))
+        # timm's BatchNormAct2d also applies dropout and an activation after normalising.
+        rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+        _replace(fused, bn_path, nn.Sequential(*rest) if rest else nn.Identity())
+        folded += 1
+    if not folded:
+        return None
+    with module_modes(model):  # BatchNorms after the boundary may be training: their statistics must not move
+        reference = model(prep(images)).float()
+    candidate = fused(prep(images)).float()
+    scale = max(reference.abs().max().item(), 1e-12)
+    return fused if (candidate - reference).abs().max().item() <= 1e-4 * scale else None
+
+
+def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent), name, module)
+
+
+@torch.no_grad()
+def check_boundary(model: nn.Module, boundary: Boundary, images: torch.Tensor, *, prep) -> float | None:
+    """Largest difference between the full model and the truncated one on ``images``; None if it fails."""
+    with module_modes(model):
+        activation = boundary_outputs(model, boundary, [images], prep=prep, autocast=_no_autocast)
+        full = model(prep(images)).float().cpu()
+        device = next(model.parameters()).device
+        with truncated(model, boundary):
+            try:
+                short = model(activation.to(device)).float().cpu()
+            except Exception:  # the forward does more than chain modules
+                return None
+    if short.shape != full.shape:
+        return None
+    return (short - full).abs().max().item() / max(full.abs().max().item(), 1e-12)
+
+
+@contextmanager
+def _no_autocast():
+    yield
+
+
+def cache_key(model: nn.Module, boundary: Boundary, *, data_fingerprint: str, preprocessing: dict) -> str:
+    """Changes when the frozen weights, the data files or the preprocessing change."""
+    h = hashlib.sha256()
+    h.update(
+        json.dumps({"boundary": boundary.path, "data": data_fingerprint, "pre": preprocessing}, sort_keys=True).encode()
+    )
+    for path in boundary.stubbed:
+        for name, tensor in sorted(model.get_submodule(path).state_dict().items()):
+            h.update(f"{path}.{name}".encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def load_or_compute(
+    compute: Callable[[], Iterable[torch.Tensor]],
+    count: int,
+    *,
+    folder: Path,
+    key: str,
+    max_memory_bytes: int | None = None,
+) -> tuple[torch.Tensor, str]:
+    """The activations of ``count`` examples, stored batch by batch as ``compute()`` yields them.
+
+    They are kept in fp16 when that is accurate to 1e-3 of their scale and nothing overflows;
+    otherwise a second pass stores float32. They stay in memory when they fit in
+    ``max_memory_bytes`` (a quarter of physical memory by default), else they are written to a
+    memory-mapped file in ``folder`` named by ``key``, which later runs reuse: since the key covers
+    the frozen weights, the data and the preprocessing, a stale file is never read. At no point
+    is more than one batch held beside the store. Returns the tensor and how it is stored.
+    """
+    budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
+    meta_path = folder / f"{key}.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        dtype = getattr(torch, meta["dtype"])
+        mapped = torch.from_file(str(folder / meta["file"]), shared=False, size=math.prod(meta["shape"]), dtype=dtype)
+        return mapped.view(meta["shape"]), f"{meta['dtype']}, reused from {folder / meta['file']}"
+    stored = _store(compute(), count, torch.float16, folder=folder, key=key, budget=budget)
+    if stored is None:
+        stored = _store(compute(), count, torch.float32, folder=folder, key=key, budget=budget)
+    return stored
+
+
+def _store(
+    batches: Iterable[torch.Tensor], count: int, dtype: torch.dtype, *, folder: Path, key: str, budget: int
+) -> tuple[torch.Tensor, str] | None:
+    """Write ``batches`` into a tensor of ``dtype``; None when fp16 loses more than the tolerance."""
+    out, file, n = None, None, 0
+    scale = error = 0.0
+    name = str(dtype).removeprefix("torch.")
+    for batch in batches:
+        if out is None:
+            shape = (count, *batch.shape[1:])
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes <= budget:
+                out = torch.empty(shape, dtype=dtype)
+            else:
+                file = folder / f"{key}.{name}.bin"
+                out = mapped_tensor(shape, dtype, file)
+        part = batch.to(dtype)
+        out[n : n + len(batch)] = part
+        n += len(batch)
+        if dtype == torch.float16:
+            scale = max(scale, batch.abs().max().item())
+            error = max(error, (part.float() - batch).abs().max().item())
+    if out is None or n != count:
+        raise ValueError(f"expected activations for {count} examples, got {n}")
+    if dtype == torch.float16 and not (scale < 60000 and error <= _FP16_TOLERANCE * max(scale, 1e-12)):
+        if file is not None:
+            file.unlink(missing_ok=True)
+        return None
+    size_mb = out.numel() * out.element_size() / 2**20
+    if file is None:
+        return out, f"{name}, {size_mb:.1f} MiB in memory"
+    write_json(folder / f"{key}.json", {"file": file.name, "dtype": name, "shape": list(out.shape)})  # marks it done
+    return out, f"{name}, {size_mb:.1f} MiB memory-mapped at {file}"

@@ -1,0 +1,89 @@
+"""One epoch of training and one evaluation, as flat functions that can be tested one by one."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .distributed import DistContext
+from .fastpath import autocast
+
+__all__ = ["evaluate", "train_one_epoch"]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    *,
+    prep: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    label_smoothing: float = 0.0,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+    dist_ctx: DistContext | None = None,
+    progress: str | None = None,
+) -> float:
+    """One pass over ``loader``; returns the mean training loss (over all ranks)."""
+    model.train()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, count)
+    bar = tqdm(loader, desc=progress, leave=False, disable=progress is None or not sys.stderr.isatty())
+    for inputs, targets in bar:
+        x, y = prep(inputs), targets.to(device, non_blocking=True)
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64, device=device)
+    if dist_ctx is not None:
+        dist_ctx.all_reduce_sum(total)
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    num_classes: int,
+    prep: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    precision: str = "fp32",
+    dist_ctx: DistContext | None = None,
+) -> dict:
+    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    for inputs, targets in loader:
+        x, y = prep(inputs), targets.to(device)
+        with autocast(device, precision):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        confusion += torch.bincount(y * num_classes + logits.argmax(-1), minlength=num_classes**2).view(
+            num_classes, num_classes
+        )
+    if dist_ctx is not None:
+        dist_ctx.all_reduce_sum(loss_sum)
+        dist_ctx.all_reduce_sum(confusion)
+    count = confusion.sum().item()
+    return {
+        "loss": loss_sum.item() / max(count, 1),
+        "accuracy": confusion.diag().sum().item() / max(count, 1),
+        "count": count,
+        "confusion": confusion.cpu(),
+    }

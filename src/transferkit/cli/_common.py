@@ -96,7 +96,9 @@ ImageSizeOpt = Annotated[
     int | None,
     typer.Option("--image-size", metavar="PX", min=1, help="Input height and width (default: the model's own)."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+]
 BatchSizeOpt = Annotated[
     int | None,
     typer.Option("--batch-size", metavar="N", min=1, help="Images per batch (default: the fastest measured)."),

@@ -12,9 +12,10 @@ from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, console, emit_json
 def eval_command(
     run: Annotated[str, typer.Argument(metavar="DIR", help="The --out folder of a training run.")],
     data: Annotated[
-        str | None, typer.Option("--data", help="DATA to evaluate on (default: the run's held-out split).")
+        str | None,
+        typer.Option("--data", metavar="DATA", help="DATA to evaluate on (default: the run's held-out split)."),
     ] = None,
-    which: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
+    which: Annotated[str, typer.Option("--checkpoint", metavar="NAME", help="best or last.")] = "best",
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = None,
     as_json: JsonOpt = False,

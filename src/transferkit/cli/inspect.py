@@ -23,7 +23,9 @@ def inspect_command(
     model: ModelArg,
     num_classes: NumClassesOpt = None,
     in_chans: InChansOpt = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Load these weights first.")] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", metavar="WEIGHTS", help="Load these weights first.")
+    ] = None,
     params: Annotated[
         bool, typer.Option("--params", help="List every parameter with shape and trainable flag.")
     ] = False,

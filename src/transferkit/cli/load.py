@@ -48,13 +48,17 @@ def load_command(
     num_classes: NumClassesOpt = None,
     in_chans: InChansOpt = None,
     save: Annotated[
-        Path | None, typer.Option("--save", help="Write the loaded weights, in the model's names, as OUT.safetensors.")
+        Path | None,
+        typer.Option(
+            "--save", metavar="FILE", help="Write the loaded weights, in the model's names, as OUT.safetensors."
+        ),
     ] = None,
     save_map: Annotated[
-        Path | None, typer.Option("--save-map", help="Write the key map {model name: checkpoint name} as JSON.")
+        Path | None,
+        typer.Option("--save-map", metavar="FILE", help="Write the key map {model name: checkpoint name} as JSON."),
     ] = None,
     mapping: Annotated[
-        str, typer.Option("--mapping", help="auto (names, then structure), name or structure.")
+        str, typer.Option("--mapping", metavar="HOW", help="auto (names, then structure), name or structure.")
     ] = "auto",
     allow_partial: Annotated[
         bool, typer.Option("--allow-partial", help="Load even if parameters outside the head stay random.")

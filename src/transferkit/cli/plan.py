@@ -18,16 +18,20 @@ def plan_command(
     model: ModelArg,
     freeze_patterns: Annotated[
         list[str] | None,
-        typer.Option("--freeze", help="Module path, glob (layer1.*) or re:REGEX to freeze; repeatable."),
+        typer.Option(
+            "--freeze", metavar="PATTERN", help="Module path, glob (layer1.*) or re:REGEX to freeze; repeatable."
+        ),
     ] = None,
     backbone: Annotated[bool, typer.Option("--freeze-backbone", help="Freeze everything but the head.")] = False,
     unfreeze_last: Annotated[
-        int | None, typer.Option("--unfreeze-last", help="Freeze all but the last N stages.")
+        int | None, typer.Option("--unfreeze-last", metavar="N", help="Freeze all but the last N stages.")
     ] = None,
     train_bn: Annotated[bool, typer.Option("--train-bn", help="Keep frozen BatchNorm layers training.")] = False,
     num_classes: NumClassesOpt = None,
     in_chans: InChansOpt = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help=describe("optimizer"))] = setting_default("optimizer"),
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", metavar="NAME", help=describe("optimizer"))
+    ] = setting_default("optimizer"),
     lr: Annotated[float, typer.Option("--lr", metavar="X", help="Main learning rate.")] = 1e-3,
     weight_decay: Annotated[
         float, typer.Option("--weight-decay", metavar="X", help=describe("weight_decay"))

@@ -39,7 +39,11 @@ def surgery_command(
     model: ModelArg,
     assignments: Annotated[
         list[str],
-        typer.Option("--set", help="PATH=EXPR, e.g. classifier.6=Linear(4096,10); repeatable, applied in order."),
+        typer.Option(
+            "--set",
+            metavar="PATH=EXPR",
+            help="PATH=EXPR, e.g. classifier.6=Linear(4096,10); repeatable, applied in order.",
+        ),
     ],
     num_classes: NumClassesOpt = None,
     in_chans: InChansOpt = None,

@@ -127,8 +127,8 @@ def _check(c: TrainConfig) -> None:
         below = low is not None and (value <= low if low_open else value < low)
         above = high is not None and (value >= high if high_open else value > high)
         if below or above:
-            left = "(" if low_open else "["
-            right = ")" if high_open else "]"
+            left = "(" if low_open or low is None else "["
+            right = ")" if high_open or high is None else "]"
             span = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
             fail(argument, f"must be in {span}")
 

@@ -7,6 +7,7 @@ only when a command runs (PEP 562 module ``__getattr__``).
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 
 __all__ = ["attach"]
@@ -20,16 +21,14 @@ def attach(package: str, exports: dict[str, str]) -> tuple[Callable[[str], objec
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module, package), name)
-        globals_of(package)[name] = value  # later lookups skip this function
+        _globals_of(package)[name] = value  # later lookups skip this function
         return value
 
     def __dir__() -> list[str]:
-        return sorted({*globals_of(package), *exports})
+        return sorted({*_globals_of(package), *exports})
 
     return __getattr__, __dir__
 
 
-def globals_of(package: str) -> dict:
-    import sys
-
+def _globals_of(package: str) -> dict:
     return vars(sys.modules[package])

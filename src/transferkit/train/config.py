@@ -90,7 +90,14 @@ class TrainConfig:
 
     def phases(self):
         """The strategy's phases (see :func:`transferkit.train.strategies.plan_phases`)."""
-        return plan_phases(self.strategy, self.epochs, lr=self.lr, layer_decay=self.layer_decay)
+        return plan_phases(
+            self.strategy,
+            self.epochs,
+            lr=self.lr,
+            layer_decay=self.layer_decay,
+            freeze_patterns=self.freeze,
+            unfreeze_last=self.unfreeze_last,
+        )
 
 
 def setting_default(name: str):
@@ -156,6 +163,4 @@ def _check(c: TrainConfig) -> None:
     number("warmup_fraction", low=0, high=1, high_open=True)
     number("val_fraction", low=0, high=1, low_open=True, high_open=True)
     number("min_loaded", low=0, high=1)
-    if c.strategy == "head" and not c.freeze and c.unfreeze_last is None:
-        raise ConfigError("Strategy 'head' needs freeze patterns or unfreeze_last.", argument="freeze")
-    c.phases()  # two-phase strategies need two epochs
+    c.phases()  # two-phase strategies need two epochs, strategy head what to freeze

@@ -50,7 +50,13 @@ _SCRATCH_LR = 2e-3
 
 
 def plan_phases(
-    strategy: str, epochs: int, *, lr: float | None = None, layer_decay: float | None = None
+    strategy: str,
+    epochs: int,
+    *,
+    lr: float | None = None,
+    layer_decay: float | None = None,
+    freeze_patterns: list[str] | None = None,
+    unfreeze_last: int | None = None,
 ) -> list[Phase]:
     """The phases of ``strategy`` over ``epochs`` epochs.
 
@@ -78,6 +84,7 @@ def plan_phases(
     if strategy == "freeze":
         return [Phase("probe", epochs, "head", rate(_HEAD_LR))]
     if strategy == "head":
+        _check_custom(freeze_patterns, unfreeze_last)
         return [Phase("head", epochs, "custom", rate(_FINETUNE_LR))]
     if epochs < 2:
         raise ConfigError(
@@ -114,11 +121,15 @@ def apply_phase(
     if phase.trains == "head":
         freeze_backbone(model, head=head, train_bn=train_bn)
     elif phase.trains == "custom":
-        if not freeze_patterns and unfreeze_last is None:
-            raise ConfigError("Strategy 'head' needs freeze patterns or unfreeze_last.", argument="freeze")
+        _check_custom(freeze_patterns, unfreeze_last)
         if freeze_patterns:
             freeze(model, freeze_patterns, train_bn=train_bn)
         if unfreeze_last is not None:
             freeze_stages(model, keep_last=unfreeze_last, train_bn=train_bn)
         if any(n.startswith(head + ".") and not p.requires_grad for n, p in model.named_parameters()):
             raise FreezeError(f"The freeze patterns freeze the new head '{head}'; it must train.")
+
+
+def _check_custom(freeze_patterns: list[str] | None, unfreeze_last: int | None) -> None:
+    if not freeze_patterns and unfreeze_last is None:
+        raise ConfigError("Strategy 'head' needs freeze patterns or unfreeze_last.", argument="freeze")

@@ -88,6 +88,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def pinned_precision(self) -> str | None:
+        """The precision the user fixed, or None where it is measured (``auto``)."""
+        return None if self.precision == "auto" else self.precision
+
     def phases(self):
         """The strategy's phases (see :func:`transferkit.train.strategies.plan_phases`)."""
         return plan_phases(

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from ..data.augment import augmentation
 from ..data.preprocess import BatchPrep
+from ..data.sources import open_data
 from ..errors import ConfigError
 from ..model.surgery import find_head
 from ..serialization import write_json
@@ -75,11 +76,7 @@ def fit(
         check_out(out, resume=state is not None)
     dist_ctx.barrier()
 
-    source = None
-    if data is None:
-        from ..data.sources import open_data
-
-        source = open_data(config.data)
+    source = None if data is not None else open_data(config.data)
     seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
     num_classes = len((data or source).class_names)
     model, load_report = build_model(config, num_classes, load_weights=state is None)
@@ -152,7 +149,7 @@ def _measure_kernels(record: RunRecord, model: nn.Module, device: torch.device, 
         device=device,
         batch_size=min(config.batch_size, 64),
         channels_last=config.channels_last,
-        precision=None if config.precision == "auto" else config.precision,
+        precision=config.pinned_precision,
     )
     if saved.get("fast_path_inference"):
         kernels.inference = FastPath(**saved["fast_path_inference"])
@@ -202,8 +199,7 @@ def _run_phase(
         cached = cache_frozen_prefix(model, config, data, kernels.inference, device, augment=augment, log=log)
     if cached is not None:
         # What trains is the tail after the cached prefix, in the prefix's memory format.
-        pinned = None if config.precision == "auto" else config.precision
-        path = FastPath(kernels.inference.channels_last, pinned or "fp32", "tail after the cache")
+        path = FastPath(kernels.inference.channels_last, config.pinned_precision or "fp32", "tail after the cache")
         train_views, val_set, prep = cached.train_views, cached.val, cached.prep
         skipping = partial(truncated, model, cached.boundary)
     else:

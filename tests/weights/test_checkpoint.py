@@ -1,4 +1,5 @@
 import json
+import pickle
 import random
 import struct
 
@@ -24,8 +25,34 @@ def test_pickle_that_runs_code_is_refused_and_runs_nothing(tmp_path):
     victim = tmp_path / "created-by-unpickling"
     ckpt = tmp_path / "evil.pth"
     torch.save({"weight": torch.zeros(2), "payload": CreatesFile(str(victim))}, ckpt)
-    with pytest.raises(CheckpointError, match=r"refused: unpickling it would run code \((io|builtins)\.open\)"):
+    with pytest.raises(CheckpointError, match=r"refused: loading it would run code \((io|builtins)\.open\)"):
         read_checkpoint(ckpt)
+    assert not victim.exists()
+
+
+class RunsShell:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.mark.parametrize("layout", ["zip", "bare pickle"])
+def test_os_system_pickle_is_recognised_by_its_globals_not_torch_wording(tmp_path, layout):
+    victim = tmp_path / "touched"
+    ckpt = tmp_path / "evil.pt"
+    payload = {"w": torch.zeros(1), "x": RunsShell(victim)}
+    if layout == "zip":
+        torch.save(payload, ckpt)
+    else:
+        with open(ckpt, "wb") as f:
+            pickle.dump(payload, f, protocol=2)
+    with pytest.raises(CheckpointError, match=r"would run code \(posix\.system") as caught:
+        read_checkpoint(ckpt)
+    assert "weights_only" not in str(caught.value)  # torch's advice to turn the check off is not passed on
     assert not victim.exists()
 
 
@@ -106,3 +133,13 @@ def test_non_tensor_values(tmp_path):
     torch.save({"w": torch.ones(1), "note": "hello"}, path)
     with pytest.raises(CheckpointError, match=r"'note' holds a str, not a tensor"):
         read_checkpoint(path)
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
+def test_globals_are_found_by_disassembly_in_every_protocol(protocol):
+    import os
+
+    from transferkit.weights.checkpoint import _pickle_globals
+
+    data = pickle.dumps({"w": [1.0], "x": RunsShell("never")}, protocol=protocol)
+    assert f"{os.system.__module__}.system" in _pickle_globals(data)

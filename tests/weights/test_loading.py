@@ -167,3 +167,25 @@ def test_grayscale_first_conv_is_adapted(tmp_path):
     report = load_pretrained(gray, rgb.state_dict())
     assert report.how_counts == {"name": len(rgb.state_dict()) - 1, "adapted": 1}
     torch.testing.assert_close(gray.conv1.weight, rgb.conv1.weight.sum(dim=1, keepdim=True))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nonfinite_weights_are_refused_and_load_nothing(bad):
+    source, target = TinyNet(), TinyNet()
+    state = source.state_dict()
+    state["layer1.0.weight"][0, 0, 0, 0] = bad
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(LoadError, match=r"NaN or infinite values in 1 tensors \(first: layer1.0.weight, 1 of 1,152"):
+        load_pretrained(target, state)
+    for key, value in target.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    report = load_pretrained(target, state, policy=LoadPolicy(allow_nonfinite=True))
+    assert report.nonfinite == ["layer1.0.weight"] and any("allow_nonfinite" in n for n in report.notes)
+
+
+def test_integer_tensors_into_float_parameters_are_noted():
+    state = TinyNet().state_dict()
+    state["fc.weight"] = torch.ones(5, 16, dtype=torch.int64)
+    report = load_pretrained(TinyNet(), state)
+    assert report.converted == ["fc.weight: int64 -> float32"]
+    assert "converted between integer and floating point" in report.notes[0]

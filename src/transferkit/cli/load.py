@@ -13,7 +13,7 @@ from ._common import InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit
 def print_load_report(report, *, limit: int = 8, out=console) -> None:
     """A :class:`~transferkit.weights.loading.LoadReport` for people: counts, notes, and the first of each list."""
     how = ", ".join(f"{n} by {k}" for k, n in report.how_counts.items()) or "none"
-    out.print(f"[bold]Loaded[/] {report.source}: {len(report.matched)} tensors matched ({how})")
+    out.print(f"Loaded {report.source}: {len(report.matched)} tensors matched ({how})")
     if report.container or report.stripped_prefixes:
         parts = []
         if report.container:
@@ -26,7 +26,7 @@ def print_load_report(report, *, limit: int = 8, out=console) -> None:
         f"({report.backbone_fraction:.1%} outside the head '{report.head}')"
     )
     for note in report.notes:
-        out.print(f"  [yellow]note[/]: {note}")
+        out.print(f"  note: {note}")
     if report.ambiguous:
         out.print(f"  ambiguous (left unloaded, alignment could shift): {', '.join(list(report.ambiguous)[:limit])}")
     for title, items in (
@@ -77,6 +77,9 @@ def load_command(
         ),
     ] = 0.5,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would load; change nothing.")] = False,
+    allow_nonfinite: Annotated[
+        bool, typer.Option("--allow-nonfinite", help="Load even if tensors hold NaN or infinity.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Load pretrained weights into MODEL and report matched, missing, unexpected and mismatched tensors."""
@@ -85,7 +88,12 @@ def load_command(
     from ..weights.loading import LoadPolicy, load_pretrained
 
     policy = LoadPolicy(
-        mapping=mapping, strict=strict, min_loaded=min_loaded, allow_partial=allow_partial, dry_run=dry_run
+        mapping=mapping,
+        strict=strict,
+        min_loaded=min_loaded,
+        allow_partial=allow_partial,
+        dry_run=dry_run,
+        allow_nonfinite=allow_nonfinite,
     )
     net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     report = load_pretrained(net, source, policy=policy, trust_checkpoint=trust_checkpoint, use_ema=use_ema)

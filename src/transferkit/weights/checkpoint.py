@@ -6,8 +6,11 @@ run while unpickling is refused unless the caller says it trusts the file.
 
 from __future__ import annotations
 
+import io
 import pickle
-import re
+import pickletools
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ from safetensors.torch import load_file
 
 from ..errors import CheckpointError
 
-__all__ = ["Checkpoint", "read_checkpoint", "from_state_dict"]
+__all__ = ["Checkpoint", "from_state_dict", "load_torch_file", "read_checkpoint"]
 
 # Keys under which training scripts nest the weights, in the order they are preferred.
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "state_dict_ema")
@@ -88,26 +91,99 @@ def _read_safetensors(path: Path) -> dict:
         raise CheckpointError(f"Checkpoint '{path}' is not a valid safetensors file: {_first_line(e)}") from None
 
 
-def _read_torch(path: Path, head: bytes, trust: bool):
+def load_torch_file(path: str | Path, *, trust: bool = False, refusal_hint: str | None = None):
+    """``torch.load`` on CPU without running pickled code unless ``trust``; every failure a :class:`CheckpointError`.
+
+    A file that would import functions or classes outside torch's allowlist is refused with
+    their names, found by disassembling the pickle, not by parsing torch's message.
+    """
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(16)
+    if not head:
+        raise CheckpointError(f"Checkpoint '{path}' is empty (0 bytes).")
+    return _read_torch(path, head, trust, refusal_hint)
+
+
+def _read_torch(path: Path, head: bytes, trust: bool, refusal_hint: str | None = None):
     if not head.startswith(_ZIP_MAGIC) and head[0] != _PICKLE_PROTOCOL_OPCODE:
         raise CheckpointError(
             f"Checkpoint '{path}' is neither a PyTorch checkpoint nor a safetensors file "
             "(unrecognised header). Check that the file is the weights file and was fully copied."
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if not trust and found:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write; the file is checked either way.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError:
+        if trust:
+            raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated: its pickle cannot be read.") from None
+        unsafe = _unsafe_globals(path, zipped=head.startswith(_ZIP_MAGIC))
+        if unsafe:
+            shown = ", ".join(unsafe[:3]) + (f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else "")
             raise CheckpointError(
-                f"Checkpoint '{path}' refused: unpickling it would run code ({found.group(1)}). "
-                "Set trust_checkpoint only if you trust its source, or "
-                "re-save it as a plain state dict or safetensors.",
-                argument="trust_checkpoint",
+                f"Checkpoint '{path}' refused: loading it would run code ({shown}). "
+                + (
+                    refusal_hint
+                    or "Set trust_checkpoint only if you trust its source, or "
+                    "re-save it as a plain state dict or safetensors."
+                ),
+                argument=None if refusal_hint else "trust_checkpoint",
             ) from None
+        raise CheckpointError(
+            f"Checkpoint '{path}' is corrupt or truncated: its pickle cannot be read as tensors."
+        ) from None
+    except Exception as e:  # weights_only: nothing ran; whatever broke, the file is not readable
         raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated: {_first_line(e)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated: {_first_line(e)}") from None
+
+
+def _unsafe_globals(path: Path, *, zipped: bool) -> list[str]:
+    """The functions and classes the pickle would import that torch does not allow, read without running it."""
+    from torch import _weights_only_unpickler as allowed
+
+    try:
+        if zipped:
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        found = _pickle_globals(data)
+    except Exception:  # a stream too broken to disassemble is reported as corrupt by the caller
+        return []
+    safe = set(allowed._get_allowed_globals()) | set(allowed._get_user_allowed_globals())
+    return sorted(found - safe)
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+
+
+def _pickle_globals(data: bytes) -> set[str]:
+    """``module.name`` of every GLOBAL and STACK_GLOBAL in a pickle, by static disassembly (any protocol).
+
+    A legacy torch file is several pickles in a row; each is read.
+    """
+    found: set[str] = set()
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):
+        strings: list[str] = []  # strings pushed so far, for STACK_GLOBAL's module and name
+        memo: dict[int, str] = {}
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name == "GLOBAL" or op.name == "INST":
+                module, _, name = str(arg).partition(" ")
+                found.add(f"{module}.{name}")
+            elif op.name in _STRING_OPS:
+                strings.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
+            elif op.name == "MEMOIZE" and strings:
+                memo[len(memo)] = strings[-1]
+            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT") and strings:
+                memo[int(arg)] = strings[-1]
+            elif op.name in ("GET", "BINGET", "LONG_BINGET") and int(arg) in memo:
+                strings.append(memo[int(arg)])
+            elif op.name == "STACK_GLOBAL":
+                found.add(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
+    return found
 
 
 def _first_line(error: Exception) -> str:

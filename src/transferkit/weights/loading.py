@@ -54,6 +54,8 @@ class LoadPolicy:
         allow_partial: load even when some parameters outside the head would stay random
             (a resnet18 checkpoint into resnet34). By default that fails, naming the first.
         dry_run: compute the report without changing the model.
+        allow_nonfinite: load tensors holding NaN or infinity. By default such a checkpoint
+            (corrupted, or saved after training diverged) is refused: it would train to NaN.
     """
 
     mapping: str = "auto"
@@ -61,6 +63,7 @@ class LoadPolicy:
     min_loaded: float = 0.5
     allow_partial: bool = False
     dry_run: bool = False
+    allow_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         if self.mapping not in _MAPPINGS:
@@ -111,6 +114,8 @@ class LoadReport:
     stripped_prefixes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     applied: bool = False
+    nonfinite: list[str] = field(default_factory=list)  # matched tensors holding NaN or infinity
+    converted: list[str] = field(default_factory=list)  # "key: int64 -> float32", copied across kinds of dtype
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -252,6 +257,7 @@ def apply_checkpoint(model: nn.Module, ckpt: Checkpoint, *, policy: LoadPolicy =
     mismatches = [m for m in mismatches if m not in adapted]
 
     report = _report(model, ckpt, matches, mismatches, ambiguous)
+    _check_values(report, ckpt, state, policy)
     if policy.strict and (report.missing or report.unexpected or report.mismatched):
         raise LoadError(
             f"Strict load of '{ckpt.source}' failed: {len(report.missing)} missing, "
@@ -284,6 +290,34 @@ def apply_checkpoint(model: nn.Module, ckpt: Checkpoint, *, policy: LoadPolicy =
                 state[m.key].copy_(value)
         report.applied = True
     return report
+
+
+def _check_values(report: LoadReport, ckpt: Checkpoint, state: Mapping, policy: LoadPolicy) -> None:
+    """Refuse NaN or infinite values, and note tensors copied from integers into floats (or back)."""
+    for m in report.matched:
+        value, target = ckpt.tensors[m.source], state[m.key]
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            report.nonfinite.append(m.key)
+        if value.is_floating_point() != target.is_floating_point() or value.is_complex() != target.is_complex():
+            kind = lambda t: str(t.dtype).removeprefix("torch.")  # noqa: E731
+            report.converted.append(f"{m.key}: {kind(value)} -> {kind(target)}")
+    if report.converted:
+        report.notes.append(
+            f"{len(report.converted)} tensors were converted between integer and floating point "
+            f"(first: {report.converted[0]}); a checkpoint for this architecture stores floats: check its source."
+        )
+    if report.nonfinite and not policy.allow_nonfinite:
+        first = report.nonfinite[0]
+        value = ckpt.tensors[report.key_map()[first]]
+        bad = int((~torch.isfinite(value)).sum())
+        raise LoadError(
+            f"'{ckpt.source}' holds NaN or infinite values in {len(report.nonfinite)} tensors "
+            f"(first: {first}, {bad:,} of {value.numel():,} values): it is corrupt or was saved after training "
+            "diverged, and would train to NaN. Use other weights, or set allow_nonfinite to load it anyway.",
+            argument="allow_nonfinite",
+        )
+    if report.nonfinite:
+        report.notes.append(f"{len(report.nonfinite)} tensors hold NaN or infinite values (allow_nonfinite).")
 
 
 def match_by_structure(

@@ -11,6 +11,7 @@ MODEL is one of:
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -25,7 +26,46 @@ import torchvision
 from ..errors import ModelSpecError
 from .surgery import replace_head, set_module
 
-__all__ = ["create_model"]
+__all__ = ["code_origin", "create_model", "is_code_spec"]
+
+
+def is_code_spec(spec: str) -> bool:
+    """True when building ``spec`` imports the user's code (``file.py:factory`` or ``module:factory``)."""
+    return ":" in spec and not spec.startswith("torchvision:")
+
+
+def code_origin(spec: str) -> dict | None:
+    """The file whose code builds ``spec``, and its SHA-256, without importing it; None for timm and torchvision.
+
+    Example:
+        >>> code_origin("nets/tiny.py:tiny")
+        {'spec': 'nets/tiny.py:tiny', 'file': '/home/me/nets/tiny.py', 'sha256': '3f1c...'}
+    """
+    if not is_code_spec(spec):
+        return None
+    location = spec.rpartition(":")[0]
+    if _is_file_location(location):
+        path = Path(location)
+    else:
+        path = _module_file(location)
+    if path is None or not path.is_file():
+        return {"spec": spec, "file": str(path) if path else location, "sha256": None}
+    return {"spec": spec, "file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _is_file_location(location: str) -> bool:
+    return location.endswith(".py") or "/" in location or "\\" in location
+
+
+def _module_file(name: str) -> Path | None:
+    """Where ``name`` would be imported from, found on sys.path without running any package's code."""
+    parts = name.split(".")
+    for root in sys.path:
+        base = Path(root or ".").joinpath(*parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
@@ -102,7 +142,7 @@ def _user_factory(spec: str) -> Callable[..., nn.Module]:
     location, _, attr = spec.rpartition(":")
     if not location or not attr:
         raise ModelSpecError(f"Model '{spec}' should look like path/to/model.py:factory or package.module:factory.")
-    if location.endswith(".py") or "/" in location or "\\" in location:
+    if _is_file_location(location):
         path = Path(location)
         if not path.is_file():
             raise ModelSpecError(f"Model file '{path}' does not exist. Check the path before ':{attr}'.")
@@ -112,13 +152,21 @@ def _user_factory(spec: str) -> Callable[..., nn.Module]:
         sys.modules[module_name] = module
         try:
             module_spec.loader.exec_module(module)
+        except SystemExit as e:
+            raise ModelSpecError(
+                f"Model file '{path}' called exit({e.code}) while being imported; remove that call."
+            ) from None
         except Exception as e:
-            raise ModelSpecError(f"Importing model file '{path}' failed: {type(e).__name__}: {e}") from e
+            raise ModelSpecError(f"Importing model file '{path}' failed: {_one_line(e)}") from None
     else:
         try:
             module = importlib.import_module(location)
+        except SystemExit as e:
+            raise ModelSpecError(f"Module '{location}' called exit({e.code}) while being imported.") from None
         except ImportError as e:
             raise ModelSpecError(f"Cannot import module '{location}' for model '{spec}': {e}") from e
+        except Exception as e:
+            raise ModelSpecError(f"Importing module '{location}' for model '{spec}' failed: {_one_line(e)}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         names = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
@@ -146,8 +194,10 @@ def _call_factory(
         kwargs["in_chans"] = in_chans
     try:
         model = factory(**kwargs)
-    except TypeError as e:
-        raise ModelSpecError(f"Calling the factory of '{spec}' failed: {e}") from e
+    except SystemExit as e:
+        raise ModelSpecError(f"The factory of '{spec}' called exit({e.code}) instead of returning a model.") from None
+    except Exception as e:
+        raise ModelSpecError(f"The factory of '{spec}' failed: {_one_line(e)}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module.")
     if in_chans is not None and "in_chans" not in kwargs:
@@ -155,6 +205,11 @@ def _call_factory(
     if num_classes is not None and "num_classes" not in kwargs:
         replace_head(model, num_classes)
     return model
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())[:300]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _set_input_channels(model: nn.Module, in_chans: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import difflib
 
+import torch
 import torch.nn as nn
 
 from ..errors import LayerExprError
@@ -59,11 +60,29 @@ def _build(node: ast.Call, text: str) -> nn.Module:
     for kw in node.keywords:
         if kw.arg is None:
             raise LayerExprError(f"'**' arguments are not allowed in '{text}'.")
+        if kw.arg in ("device", "dtype"):
+            raise LayerExprError(
+                f"'{kw.arg}=' is not allowed in '{text}': a new layer takes the model's device and dtype."
+            )
         kwargs[kw.arg] = _argument(kw.value, text)
     try:
+        # Built without memory first: a typo such as Linear(4096000, 1000000) must not exhaust it.
+        with torch.device("meta"):
+            size = sum(p.numel() for p in cls(*args, **kwargs).parameters())
+        if size > _MAX_PARAMETERS:
+            raise LayerExprError(
+                f"{name}(...) in '{text}' would have {size:,} parameters, more than {_MAX_PARAMETERS:,}; "
+                "check its sizes."
+            )
         return cls(*args, **kwargs)
+    except LayerExprError:
+        raise
     except Exception as e:  # the layer's own constructor checks the arguments
-        raise LayerExprError(f"{name}(...) in '{text}' could not be built: {e}") from None
+        raise LayerExprError(f"{name}(...) in '{text}' could not be built: {' '.join(str(e).split())}") from None
+
+
+# Four times the largest classifier layer in timm's zoo (about 2.5e8 parameters).
+_MAX_PARAMETERS = 1_000_000_000
 
 
 def _callee_name(func: ast.expr, text: str) -> str:

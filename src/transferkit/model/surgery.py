@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass
 
 import torch.nn as nn
 
-from ..errors import SurgeryError
+from ..errors import LayerExprError, SurgeryError
 from ._trace import CONV_TYPES, NORM_TYPES, describe_expectation, input_size_of, trace
 
 __all__ = [
     "Validation",
+    "apply_assignment",
     "check_layers",
     "find_head",
     "get_module",
@@ -91,6 +92,52 @@ def set_module(
             setattr(parent, child, old)
             result.raise_if_failed()
     return old
+
+
+# Attribute values that --set may replace: plain settings such as out_features, p, inplace.
+_SETTABLE = (bool, int, float, str, tuple, type(None))
+
+
+def apply_assignment(model: nn.Module, assignment: str) -> str:
+    """Apply one ``PATH=EXPR``: a layer at a module path, or a literal at a layer's public setting; returns PATH.
+
+    Example:
+        >>> apply_assignment(model, "classifier.6=Linear(4096, 10)")
+        'classifier.6'
+        >>> apply_assignment(model, "classifier.5.p=0.2")
+        'classifier.5.p'
+    """
+    from .layer_expr import parse_layer, parse_value
+
+    path, sep, expr = assignment.partition("=")
+    path, expr = path.strip(), expr.strip()
+    if not sep or not path or not expr:
+        raise LayerExprError(f"'{assignment}' is not PATH=EXPR; write e.g. --set fc=Linear(512,10).")
+    parent_path, _, attr = path.rpartition(".")
+    try:
+        parent = model.get_submodule(parent_path)
+    except AttributeError:
+        get_module(model, path)  # raises, naming the whole path and the closest ones
+    if attr in dict(parent.named_children()) or attr.isdigit():
+        set_module(model, path, parse_layer(expr), check=False)
+        return path
+    if not attr.isidentifier() or attr.startswith("_"):
+        raise LayerExprError(
+            f"'{path}' is not a layer or a public setting of one; names starting with '_' cannot be set."
+        )
+    current = getattr(parent, attr, None)
+    if not hasattr(parent, attr) or not isinstance(current, _SETTABLE) or attr == "training":
+        get_module(model, path)  # raises, naming the closest layer paths
+    value = parse_value(expr)
+    kinds = (int, float) if isinstance(current, int | float) and not isinstance(current, bool) else (type(current),)
+    if current is not None and (not isinstance(value, kinds) or isinstance(value, bool) != isinstance(current, bool)):
+        raise LayerExprError(
+            f"'{path}' is {type(current).__name__} ({current!r}), and {value!r} is {type(value).__name__}."
+        )
+    # Setting out_features and the like is allowed so that its effect is shown: the weight keeps
+    # its shape and validation reports the layer as inconsistent.
+    setattr(parent, attr, value)
+    return path
 
 
 def find_head(model: nn.Module) -> str:

@@ -43,7 +43,9 @@ def test_train_val_folders_and_csv(tmp_path):
     csv = tmp_path / "d" / "list.csv"
     csv.write_text("path,label\ntrain/cat/0.png,cat\ntrain/dog/0.png,dog\n/nonexistent.png,dog\n")
     source = open_data(str(csv))
-    assert source.class_names == ["cat", "dog"] and len(source.train) == 3
+    assert source.class_names == ["cat", "dog"] and len(source.train) == 2
+    # The missing file is listed with its line, not dropped silently and not a crash.
+    assert source.skipped == [("/nonexistent.png (line 4)", "file does not exist")]
 
 
 def test_bad_images_are_skipped_and_listed(tmp_path):
@@ -69,7 +71,7 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     [
         (lambda p: None, "does not exist"),
         (lambda p: make_image_folder(p, classes=("only",)), "single class"),
-        (lambda p: (make_image_folder(p), (p / "empty").mkdir()), "holds no files"),
+        (lambda p: (make_image_folder(p), (p / "empty").mkdir()), "holds no usable files"),
     ],
 )
 def test_bad_data(tmp_path, setup, message):

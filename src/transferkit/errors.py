@@ -31,7 +31,7 @@ class TransferkitError(Exception):
             which a front end may rewrite as its own option; None when it names none.
     """
 
-    def __init__(self, message: str, *, argument: str | None = None):
+    def __init__(self, message: str, *, argument: str | tuple[str, ...] | None = None):
         super().__init__(message)
         self.argument = argument
 

@@ -21,7 +21,7 @@ def test_train_eval_predict(cli, cli_json, tmp_path):
     # lp-ft ends by fine-tuning everything: no parameter is frozen.
     assert (out["trainable_params"], out["frozen_params"]) == (sum(p.numel() for p in SmallNet().parameters()), 0)
     assert out["seconds"] == out["epochs"][-1]["cumulative_seconds"] > 0
-    result = cli_json("eval", tmp_path / "run", "--device", "cpu", "--batch-size", "7")
+    result = cli_json("eval", tmp_path / "run", "--trust-code", "--device", "cpu", "--batch-size", "7")
     assert result["accuracy"] == pytest.approx(out["best_val_acc"])
     assert len(result["confusion_matrix"]) == 10 and set(result["per_class_accuracy"]) == {str(i) for i in range(10)}
 
@@ -30,7 +30,9 @@ def test_train_eval_predict(cli, cli_json, tmp_path):
     from sklearn.datasets import load_digits
 
     Image.fromarray((load_digits().images[0] * 15).astype("uint8")).save(image)
-    predictions = cli_json("predict", tmp_path / "run", image, "--top-k", "3", "--device", "cpu", "--batch-size", "1")
+    predictions = cli_json(
+        "predict", tmp_path / "run", image, "--trust-code", "--top-k", "3", "--device", "cpu", "--batch-size", "1"
+    )
     top = predictions["predictions"][0]["top"]
     assert out["best_val_acc"] > 0.8 and top[0]["label"] == "0"  # load_digits().images[0] is a zero
     assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]

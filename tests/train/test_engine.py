@@ -110,7 +110,7 @@ def test_resume_continues_exactly(tmp_path, straight, strategy, stop):
     summary, straight_run = straight(strategy=strategy, epochs=3)
     fit(config(tmp_path, "split", strategy=strategy, epochs=3), stop_after=stop, log=quiet)
     assert load_run(tmp_path / "split")["epoch"] == stop
-    resumed = fit(resume=tmp_path / "split", log=quiet)
+    resumed = fit(resume=tmp_path / "split", trust_code=True, log=quiet)
     a, b = state(straight_run), state(tmp_path / "split")
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -124,7 +124,7 @@ def test_fp16_scales_the_loss_learns_like_fp32_and_resumes_exactly(tmp_path, str
     summary, straight_run = straight(precision="fp16", **settings)
     fit(config(tmp_path, "split", precision="fp16", **settings), stop_after=1, log=quiet)
     assert load_run(tmp_path / "split")["scaler"]["_growth_tracker"] > 0  # steps since the scale last changed
-    resumed = fit(resume=tmp_path / "split", log=quiet)
+    resumed = fit(resume=tmp_path / "split", trust_code=True, log=quiet)
     assert load_run(tmp_path / "split")["scaler"] == load_run(straight_run)["scaler"]
     a, b = state(straight_run), state(tmp_path / "split")
     assert all(torch.equal(a[key], b[key]) for key in a)
@@ -140,9 +140,9 @@ def test_run_learns_and_is_usable_alone(tmp_path):
     assert summary["best_val_acc"] == 1.0
     assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 5
     assert any((tmp_path / "run" / "tensorboard").iterdir())
-    result = evaluate_run(tmp_path / "run")
+    result = evaluate_run(tmp_path / "run", trust_code=True)
     assert result["accuracy"] == 1.0 and result["confusion_matrix"] == [[4, 0], [0, 4]]
-    predictions = load_predictor(str(tmp_path / "run")).predict([data / "dog" / "0.png"], top_k=2)
+    predictions = load_predictor(str(tmp_path / "run"), trust_code=True).predict([data / "dog" / "0.png"], top_k=2)
     assert predictions[0]["top"][0]["label"] == "dog"
 
 
@@ -177,7 +177,7 @@ def test_strict_data_lists_bad_files(tmp_path):
     (data / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n")
     summary = fit(config(tmp_path, "lenient", data=str(data), strategy="freeze", epochs=1), log=quiet)
     assert [s["name"].rsplit("/", 1)[-1] for s in summary["skipped_images"]] == ["broken.png"]
-    with pytest.raises(TransferkitError, match="1 unusable images.*broken.png"):
+    with pytest.raises(TransferkitError, match="1 unusable files.*broken.png"):
         fit(
             config(tmp_path, "strict", data=str(data), strategy="freeze", epochs=1, strict_data=True),
             log=quiet,

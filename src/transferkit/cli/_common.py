@@ -19,11 +19,13 @@ __all__ = [
     "ImageSizeOpt",
     "InChansOpt",
     "JsonOpt",
+    "TrustCodeOpt",
     "ModelArg",
     "NumClassesOpt",
     "console",
     "dry_run_size",
     "emit_json",
+    "note",
     "flag_for",
     "human_count",
     "output_console",
@@ -40,9 +42,11 @@ LIBRARY_ARGUMENTS = {f.name for f in fields(TrainConfig)} | {
     "num_classes",
     "strategies",
     "trust_checkpoint",
+    "trust_code",
+    "overwrite",
     "use_ema",
 }
-_FLAGS = {"cache": "--no-cache"}  # the flag a user types to change the default
+_FLAGS = {"cache": "--no-cache", "model": "MODEL"}  # what a user types to change the default
 
 
 def flag_for(argument: str) -> str:
@@ -65,7 +69,12 @@ class _LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=sys.stderr if self._stderr else None, highlight=False, width=_WIDTH)
+            self._console = Console(
+                file=sys.stderr if self._stderr else None,
+                highlight=False,
+                markup=False,  # names come from users' files: '[/x]' in one must print, not parse
+                width=_WIDTH,
+            )
         return getattr(self._console, name)
 
 
@@ -104,6 +113,13 @@ BatchSizeOpt = Annotated[
     typer.Option("--batch-size", metavar="N", min=1, help="Images per batch (default: the fastest measured)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+TrustCodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Let a run whose MODEL is file.py:factory or module:factory import and run that code.",
+    ),
+]
 
 
 def dry_run_size(model, image_size: int | None) -> tuple[int, int, int] | None:
@@ -113,6 +129,11 @@ def dry_run_size(model, image_size: int | None) -> tuple[int, int, int] | None:
     from ..model._trace import input_size_of
 
     return (input_size_of(model)[0], image_size, image_size)
+
+
+def note(message: str) -> None:
+    """A note the user should see, on stderr so that --json output stays one object."""
+    print(f"transferkit: note: {message}", file=sys.stderr)
 
 
 def emit_json(obj: Any) -> None:

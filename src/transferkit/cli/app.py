@@ -101,8 +101,10 @@ def main() -> None:
 def user_message(error: TransferkitError) -> str:
     """The error on one line, with the library's argument names written as this CLI's flags."""
     message = " ".join(str(error).split())
-    if error.argument:
-        message = re.sub(rf"\b{re.escape(error.argument)}\b", flag_for(error.argument), message, count=1)
+    named = (error.argument,) if isinstance(error.argument, str) else error.argument or ()
+    for argument in named:
+        # Not inside a path or a quoted name: '/data/lr/' keeps its 'lr'.
+        message = re.sub(rf"(?<![\w./'-]){re.escape(argument)}(?![\w/'-])", flag_for(argument), message, count=1)
     # Other settings it names in snake_case are options too (unfreeze_last -> --unfreeze-last).
     return re.sub(
         r"(?<![\w./'-])([a-z]+(?:_[a-z]+)+)\b(?![\w'(])",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, console, emit_json
+from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, TrustCodeOpt, console, emit_json, note
 
 
 def eval_command(
@@ -18,6 +18,7 @@ def eval_command(
     which: Annotated[str, typer.Option("--checkpoint", metavar="NAME", help="best or last.")] = "best",
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = None,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a trained run: accuracy, per-class accuracy and the confusion matrix."""
@@ -25,7 +26,9 @@ def eval_command(
 
     from ..inference.runs import evaluate_run
 
-    result = evaluate_run(run, data, which=which, device=device, batch_size=batch_size)
+    result = evaluate_run(run, data, which=which, device=device, batch_size=batch_size, trust_code=trust_code)
+    for line in result["notes"]:
+        note(line)
     if as_json:
         emit_json(result)
         return

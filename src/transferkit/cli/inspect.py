@@ -100,7 +100,7 @@ def inspect_command(
         console.print(ptable)
     for s in stats:
         console.print(
-            f"[bold]{s['name']}[/] shape={tuple(s['shape'])} dtype={s['dtype']} mean={s['mean']:.6g} "
+            f"{s['name']} shape={tuple(s['shape'])} dtype={s['dtype']} mean={s['mean']:.6g} "
             f"std={s['std'] if s['std'] is None else format(s['std'], '.6g')} min={s['min']:.6g} max={s['max']:.6g}"
         )
         console.print(f"  first values: {[round(v, 6) for v in s['first']]}")

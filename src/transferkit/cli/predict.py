@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, console, emit_json
+from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, TrustCodeOpt, console, emit_json, note
 
 
 def predict_command(
@@ -22,17 +22,25 @@ def predict_command(
     top_k: Annotated[int, typer.Option("--top-k", metavar="K", min=1, help="How many classes to show per image.")] = 5,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = None,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify images and show class names with probabilities."""
     from ..inference.predict import load_predictor
 
-    predictor = load_predictor(source, architecture=architecture, device=device, batch_size=batch_size)
+    predictor = load_predictor(
+        source, architecture=architecture, device=device, batch_size=batch_size, trust_code=trust_code
+    )
+    for line in predictor.notes:
+        note(line)
     results = predictor.predict(images, top_k=top_k)
     if as_json:
         emit_json({"source": source, "predictions": results})
         return
     for result in results:
-        console.print(f"[bold]{result['image']}[/]")
+        if "error" in result:
+            note(f"skipped {result['error']}")
+            continue
+        console.print(result["image"], style="bold")
         for entry in result["top"]:
             console.print(f"  {entry['probability']:6.1%}  {entry['index']:>4}  {entry['label']}")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, emit_json, output_console
+from ._common import JsonOpt, TrustCodeOpt, emit_json, output_console
 from ._config_options import config_options
 
 
@@ -19,6 +19,7 @@ from ._config_options import config_options
     },
 )
 def train_command(
+    ctx: typer.Context,
     model: Annotated[
         str | None,
         typer.Argument(
@@ -32,6 +33,11 @@ def train_command(
         int | None,
         typer.Option("--stop-after", metavar="N", help="Stop after N epochs of the run; --resume continues."),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace the run in --out, or write into a folder that holds other files."),
+    ] = False,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
     *,
     settings: dict,
@@ -51,9 +57,14 @@ def train_command(
         missing = [name for name, value in given if value is None]
         if missing:
             raise typer.BadParameter(f"{', '.join(missing)} required (or --resume DIR).")
-        summary = fit(TrainConfig(model=model, **settings), stop_after=stop_after, log=log)
+        summary = fit(TrainConfig(model=model, **settings), overwrite=overwrite, stop_after=stop_after, log=log)
     else:
-        summary = fit(resume=resume, stop_after=stop_after, log=log)
+        # Only what was typed is compared with the run; defaults are the run's own.
+        typed = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+        changes = {k: settings[k] for k in typed}
+        if model is not None:
+            changes["model"] = model
+        summary = fit(resume=resume, changes=changes, trust_code=trust_code, stop_after=stop_after, log=log)
     if not is_main_process():
         return
     if as_json:

@@ -10,6 +10,8 @@ import torch.nn as nn
 
 from ..data.images import read_image
 from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
+from ..data.sources import printable
+from ..errors import DataError, ImageReadError
 from ..model.factory import create_model
 from ..train.fastpath import FastPath, autocast, resolve_device
 from ..weights.loading import load_pretrained
@@ -28,32 +30,43 @@ class Predictor:
     class_names: list[str]
     fast: FastPath = field(default_factory=lambda: FastPath(False, "fp32", "default"))
     batch_size: int | None = None  # None: the batch size measured fastest for inference
+    notes: list[str] = field(default_factory=list)
 
     @torch.no_grad()
     def predict(self, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
-        """Top-k classes with probabilities for each image file, read and run a batch at a time."""
+        """Top-k classes with probabilities for each image file, read and run a batch at a time.
+
+        An image that cannot be read gets ``{"image": name, "error": reason}`` instead; when
+        none can be read, a :class:`~transferkit.errors.DataError` is raised.
+        """
         pre = self.preprocessing
         mode = "RGB" if pre.input_size[0] == 3 else "L"
         param = next(self.model.parameters())
         prep = BatchPrep(pre, param.device, channels_last=self.fast.channels_last)
         step = self.batch_size or self.fast.inference_batch_size
-        results = []
-        for start in range(0, len(images), step):
-            paths = images[start : start + step]
-            batch = torch.stack([to_uint8_tensor(read_image(p, mode=mode), pre) for p in paths])  # (N, C, H, W)
+        results: list[dict | None] = [None] * len(images)
+        readable = []
+        for index, path in enumerate(images):
+            try:
+                readable.append((index, path, to_uint8_tensor(read_image(path, mode=mode), pre)))
+            except ImageReadError as e:
+                results[index] = {"image": printable(path), "error": printable(e)}
+        if not readable:
+            raise DataError(f"None of the {len(images)} images could be read: {results[0]['error']}")
+        for start in range(0, len(readable), step):
+            chunk = readable[start : start + step]
+            batch = torch.stack([tensor for _, _, tensor in chunk])  # (N, C, H, W)
             with autocast(param.device, self.fast.precision):
                 probs = self.model(prep(batch).to(param.dtype)).float().softmax(-1)
             values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-            results += [
-                {
-                    "image": str(path),
+            for (index, path, _), vals, idxs in zip(chunk, values, indices):
+                results[index] = {
+                    "image": printable(path),
                     "top": [
                         {"index": int(i), "label": self.class_names[int(i)], "probability": float(v)}
                         for v, i in zip(vals, idxs)
                     ],
                 }
-                for path, vals, idxs in zip(paths, values, indices)
-            ]
         return results
 
 
@@ -63,6 +76,7 @@ def load_predictor(
     architecture: str | None = None,
     device: str = "auto",
     batch_size: int | None = None,
+    trust_code: bool = False,
 ) -> Predictor:
     """A predictor from a run folder (its best checkpoint) or registry weights (``lite0``).
 
@@ -70,10 +84,13 @@ def load_predictor(
         architecture: for registry weights, build this MODEL instead of the record's architecture.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
         batch_size: images per forward pass (default: the run's measured inference batch size).
+        trust_code: let a run whose MODEL is the user's code import it (see :func:`load_trained`).
     """
     if Path(source).is_dir():
-        trained = load_trained(source, device=device)
-        return Predictor(trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size)
+        trained = load_trained(source, device=device, trust_code=trust_code)
+        return Predictor(
+            trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
+        )
     record = get_weights(source)
     net = create_model(architecture or record.architecture)
     load_pretrained(net, record.name)

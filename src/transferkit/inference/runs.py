@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from ..model.factory import create_model
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath, resolve_device
 from ..train.loop import evaluate
-from ..train.run_folder import load_run
+from ..train.run_folder import check_model_code, load_run
 
 __all__ = ["TrainedModel", "evaluate_run", "load_trained"]
 
@@ -31,11 +31,24 @@ class TrainedModel:
     class_names: list[str]
     config: TrainConfig
     fast: FastPath
+    notes: list[str] = field(default_factory=list)
 
 
-def load_trained(run: str | Path, *, which: str = "best", device: str = "auto") -> TrainedModel:
-    """Rebuild a run's model on ``device``: the checkpoint carries architecture, preprocessing and class names."""
+def load_trained(
+    run: str | Path,
+    *,
+    which: str = "best",
+    device: str = "auto",
+    trust_code: bool = False,
+) -> TrainedModel:
+    """Rebuild a run's model on ``device``: the checkpoint carries architecture, preprocessing and class names.
+
+    Args:
+        trust_code: allow a run whose MODEL is ``file.py:factory`` or ``module:factory`` to
+            import and run that code. Refused otherwise: run folders are often someone else's.
+    """
     state = load_run(run, which=which)
+    notes = check_model_code(state, run, trust_code=trust_code)
     config = TrainConfig.from_dict(state["config"])
     model = create_model(config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans)
     model.load_state_dict(state["model"])
@@ -54,7 +67,7 @@ def load_trained(run: str | Path, *, which: str = "best", device: str = "auto") 
         pre["crop_pct"],
         pre["crop_mode"],
     )
-    return TrainedModel(model, preprocessing, list(state["class_names"]), config, fast)
+    return TrainedModel(model, preprocessing, list(state["class_names"]), config, fast, notes)
 
 
 def evaluate_run(
@@ -64,6 +77,7 @@ def evaluate_run(
     which: str = "best",
     batch_size: int | None = None,
     device: str = "auto",
+    trust_code: bool = False,
 ) -> dict:
     """Accuracy, per-class accuracy and the confusion matrix of a run on DATA.
 
@@ -71,7 +85,7 @@ def evaluate_run(
     that has ``val/``, its validation images; otherwise every image of DATA. ``batch_size``
     defaults to the one the run measured fastest for inference.
     """
-    trained = load_trained(run, which=which, device=device)
+    trained = load_trained(run, which=which, device=device, trust_code=trust_code)
     config = trained.config
     spec = data or config.data
     source = open_data(spec)
@@ -116,5 +130,6 @@ def evaluate_run(
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
         "class_names": trained.class_names,
-        "skipped_images": [{"name": n, "reason": r} for n, r in decoded.skipped],
+        "skipped_images": [{"name": n, "reason": r} for n, r in source.skipped + decoded.skipped],
+        "notes": trained.notes,
     }

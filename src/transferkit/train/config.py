@@ -72,6 +72,7 @@ class TrainConfig:
     in_chans: int | None = _setting(None, "Input channels (1 for grayscale); RGB weights are adapted.")
     # Half the parameters outside the head: below that the file is for another architecture.
     min_loaded: float = _setting(0.5, "Fail when less than this share of non-head parameters would load.")
+    allow_nonfinite: bool = _setting(False, "Load pretrained weights even if they hold NaN or infinity.")
 
     def __post_init__(self) -> None:
         self.freeze = list(self.freeze or [])

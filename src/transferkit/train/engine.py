@@ -20,7 +20,8 @@ import torch.nn as nn
 from ..data.augment import augmentation
 from ..data.preprocess import BatchPrep
 from ..data.sources import open_data
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
+from ..model.factory import code_origin
 from ..model.surgery import find_head
 from ..serialization import write_json
 from .config import TrainConfig
@@ -31,7 +32,21 @@ from .loop import evaluate, train_one_epoch
 from .optim import create_optimizer, warmup_cosine
 from .phase_cache import cache_frozen_prefix
 from .rng import seed_everything, set_rng_state
-from .run_folder import RunRecord, check_out, checkpoint_state, load_run, save_checkpoint, summary, write_metrics
+from .run_folder import (
+    RunRecord,
+    check_model_code,
+    check_out,
+    check_same_data,
+    checkpoint_state,
+    claim_out,
+    clear_run,
+    load_run,
+    remove_leftovers,
+    resumed_config,
+    save_checkpoint,
+    summary,
+    write_metrics,
+)
 from .setup import Kernels, PreparedData, build_model, prepare_data, preprocessing_for
 from .strategies import Phase, apply_phase
 
@@ -42,6 +57,9 @@ def fit(
     config: TrainConfig | None = None,
     *,
     resume: str | Path | None = None,
+    changes: dict | None = None,
+    trust_code: bool = False,
+    overwrite: bool = False,
     stop_after: int | None = None,
     log: Callable[[str], None] = print,
     data: PreparedData | None = None,
@@ -50,6 +68,10 @@ def fit(
     """Train a run, or continue one from ``resume``; returns the summary also written to ``report.json``.
 
     Args:
+        resume: a run folder to continue, where it is now (a copied or moved run continues in place).
+        changes: with ``resume``, settings given again; see :func:`~transferkit.train.run_folder.resumed_config`.
+        trust_code: with ``resume``, let a run whose MODEL is the user's code import it.
+        overwrite: replace the run in ``config.out``, or write into a folder that holds other files.
         stop_after: stop once this many epochs (of the whole run) are done; ``resume`` continues.
         data: DATA already decoded for this config (see :func:`~transferkit.train.setup.prepare_data`).
         kernels: kernels already measured for this model; filled in here where missing, so that
@@ -63,31 +85,72 @@ def fit(
     state = None
     if resume is not None:
         state = load_run(resume)
-        config = TrainConfig.from_dict(state["config"])
+        check_model_code(state, resume, trust_code=trust_code, same_code=True)
+        config = resumed_config(state, Path(resume), changes)
     if config is None:
         raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
     dist_ctx = init_from_env(resolve_device(config.device).type)
+    out = Path(config.out)
+    if dist_ctx.is_main:
+        check_out(out, resume=state is not None, overwrite=overwrite)
+    # DATA and MODEL are opened before the run folder is made: a bad one leaves nothing behind.
+    source = None if data is not None else open_data(config.data)
+    if state is not None:
+        check_same_data(state, source, config.data)
+    seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
+    num_classes = len((data or source).class_names)
+    model, load_report = build_model(config, num_classes, load_weights=state is None)
+    lock = claim_out(out) if dist_ctx.is_main else None
+    try:
+        if lock is not None:
+            remove_leftovers(out)
+            if state is None and overwrite:
+                clear_run(out)
+        dist_ctx.barrier()
+        return _fit(
+            config,
+            state,
+            dist_ctx,
+            source=source,
+            model=model,
+            load_report=load_report,
+            stop_after=stop_after,
+            log=log,
+            data=data,
+            kernels=kernels,
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit(
+    config: TrainConfig,
+    state: dict | None,
+    dist_ctx: DistContext,
+    *,
+    source,
+    model: nn.Module,
+    load_report: dict | None,
+    stop_after: int | None,
+    log: Callable[[str], None],
+    data: PreparedData | None,
+    kernels: Kernels | None,
+) -> dict:
     if not dist_ctx.is_main:
         log = _silent
     device = resolve_device(config.device, local_rank=dist_ctx.local_rank if dist_ctx.enabled else None)
     phases = config.phases()
     out = Path(config.out)
-    if dist_ctx.is_main:
-        check_out(out, resume=state is not None)
-    dist_ctx.barrier()
 
-    source = None if data is not None else open_data(config.data)
-    seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
-    num_classes = len((data or source).class_names)
-    model, load_report = build_model(config, num_classes, load_weights=state is None)
     if data is None:
         data = prepare_data(config, source=source, model=model, log=log)
     elif data.spec != config.data or data.preprocessing != preprocessing_for(config, model):
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
     model = model.to(device)
     record = RunRecord(config, data, kernels or Kernels(), find_head(model), load_report)
+    record.model_code = (state or {}).get("model_code") or code_origin(config.model)
     probe = _measure_kernels(record, model, device, saved=state or {}, log=log)
-
     start_phase, start_epoch = 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -102,7 +165,7 @@ def fit(
             f"weights: {config.weights}: {len(load_report['matched'])} tensors loaded, "
             f"{load_report['loaded_fraction']:.1%} of parameters ({how}); head '{record.head}' is new"
         )
-    if dist_ctx.is_main and state is None:
+    if dist_ctx.is_main:  # on resuming too: the folder may have moved, epochs or device changed
         write_json(out / "config.json", config.to_dict())
 
     writer = _tensorboard(out) if dist_ctx.is_main else None
@@ -268,6 +331,8 @@ def _run_phase(
                 dist_ctx=dist_ctx,
                 progress=f"epoch {epoch_index + 1}/{config.epochs}",
             )
+            if not math.isfinite(train_loss):
+                _diverged(record, epoch_index + 1, phase, "training")
             metrics = evaluate(
                 model,
                 val_loader,
@@ -277,6 +342,8 @@ def _run_phase(
                 precision=path.precision,
                 dist_ctx=dist_ctx,
             )
+        if not math.isfinite(metrics["loss"]):
+            _diverged(record, epoch_index + 1, phase, "validation")
         # The first epoch of a phase carries the cost of computing the cache.
         seconds = time.perf_counter() - (phase_started if phase_epoch == 0 else epoch_started)
         epoch_index += 1
@@ -320,6 +387,20 @@ def _run_phase(
         if stop_after is not None and epoch_index >= stop_after:
             break
     return epoch_index
+
+
+def _diverged(record: RunRecord, epoch: int, phase: Phase, what: str) -> None:
+    """Stop a run whose loss became NaN or infinite; its checkpoints stay those of the last good epoch."""
+    if record.history:
+        best = max(record.history, key=lambda row: row["val_acc"])
+        kept = f"best.pt (epoch {best['epoch']}) and last.pt (epoch {record.history[-1]['epoch']}) are kept"
+    else:
+        kept = "no checkpoint was written"
+    raise RunError(
+        f"Training diverged in epoch {epoch}: the {what} loss is not finite; {kept}. "
+        f"Lower lr (phase {phase.name} used {phase.lr:g}), or check the weights and data for NaN or extreme values.",
+        argument="lr",
+    )
 
 
 class _Clock:

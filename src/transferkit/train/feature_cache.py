@@ -230,6 +230,32 @@ def cache_key(model: nn.Module, boundary: Boundary, *, data_fingerprint: str, pr
     return h.hexdigest()[:20]
 
 
+_STORED_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def _reuse(folder: Path, key: str, count: int) -> tuple[torch.Tensor, str] | None:
+    """A stored cache for ``key``, or None when there is none or it does not look exactly as this module writes it.
+
+    The folder may have come from someone else: its JSON picks neither another file, nor a
+    type, nor a shape that does not match the file's size.
+    """
+    meta_path = folder / f"{key}.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        dtype = _STORED_DTYPES[meta["dtype"]]
+        file = folder / f"{key}.{meta['dtype']}.bin"
+        shape = [int(n) for n in meta["shape"]]
+        expected = math.prod(shape) * dtype.itemsize
+        if meta["file"] != file.name or shape[0] != count or min(shape) < 1 or file.stat().st_size != expected:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    mapped = torch.from_file(str(file), shared=False, size=math.prod(shape), dtype=dtype)
+    return mapped.view(shape), f"{meta['dtype']}, reused from {file}"
+
+
 def load_or_compute(
     compute: Callable[[], Iterable[torch.Tensor]],
     count: int,
@@ -248,12 +274,9 @@ def load_or_compute(
     is more than one batch held beside the store. Returns the tensor and how it is stored.
     """
     budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
-    meta_path = folder / f"{key}.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        dtype = getattr(torch, meta["dtype"])
-        mapped = torch.from_file(str(folder / meta["file"]), shared=False, size=math.prod(meta["shape"]), dtype=dtype)
-        return mapped.view(meta["shape"]), f"{meta['dtype']}, reused from {folder / meta['file']}"
+    reused = _reuse(folder, key, count)
+    if reused is not None:
+        return reused
     stored = _store(compute(), count, torch.float16, folder=folder, key=key, budget=budget)
     if stored is None:
         stored = _store(compute(), count, torch.float32, folder=folder, key=key, budget=budget)

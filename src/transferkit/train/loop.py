@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 
@@ -31,7 +32,12 @@ def train_one_epoch(
     dist_ctx: DistContext | None = None,
     progress: str | None = None,
 ) -> float:
-    """One pass over ``loader``; returns the mean training loss (over all ranks)."""
+    """One pass over ``loader``; returns the mean training loss (over all ranks).
+
+    A batch whose loss is NaN or infinite ends the pass at once, before any step on it, and
+    the non-finite loss is returned (with one process; ranks of a distributed run finish the
+    pass together and return the NaN mean).
+    """
     model.train()
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, count)
     bar = tqdm(loader, desc=progress, leave=False, disable=progress is None or not sys.stderr.isatty())
@@ -39,6 +45,9 @@ def train_one_epoch(
         x, y = prep(inputs), targets.to(device, non_blocking=True)
         with autocast(device, precision):
             loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        value = loss.item()
+        if not math.isfinite(value) and (dist_ctx is None or not dist_ctx.enabled):
+            return value
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -48,7 +57,7 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
         scheduler.step()
-        total += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64, device=device)
+        total += torch.tensor([value * len(y), len(y)], dtype=torch.float64, device=device)
     if dist_ctx is not None:
         dist_ctx.all_reduce_sum(total)
     return (total[0] / total[1].clamp(min=1)).item()

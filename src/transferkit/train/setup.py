@@ -85,7 +85,8 @@ def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = T
     model = create_model(config.model, num_classes=num_classes, in_chans=config.in_chans)
     report = None
     if load_weights and config.weights and config.strategy != "scratch":
-        report = load_pretrained(model, config.weights, policy=LoadPolicy(min_loaded=config.min_loaded)).to_dict()
+        policy = LoadPolicy(min_loaded=config.min_loaded, allow_nonfinite=config.allow_nonfinite)
+        report = load_pretrained(model, config.weights, policy=policy).to_dict()
     zero_init_head(model)
     return model, report
 
@@ -129,10 +130,10 @@ def prepare_data(
     train = decode(train_items, pre, spill_dir=spill, max_memory_bytes=budget)
     left = budget - (train.nbytes if train.storage == "in memory" else 0)
     val = decode(val_items, pre, spill_dir=spill, max_memory_bytes=left)
-    skipped = train.skipped + val.skipped
+    skipped = source.skipped + train.skipped + val.skipped
     if skipped and config.strict_data:
         listed = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
-        raise DataError(f"{len(skipped)} unusable images (strict_data): {listed}")
+        raise DataError(f"{len(skipped)} unusable files (strict_data): {listed}")
     for split_name, part in (("train", train), ("validation", val)):
         if len(set(part.labels.tolist())) < 2:
             raise DataError(f"The {split_name} set has fewer than two classes after skipping unusable images.")

@@ -917,6 +917,90 @@ def _(w, tmp):
     return ["train", "--resume", run, "--epochs", "2", "--trust-code"]
 
 
+def _tampered(w: World, tmp: Path, change: Callable[[dict], None], name="best.pt") -> Path:
+    run = w.copy(w.run, tmp)
+    state = torch.load(run / name, weights_only=True)
+    change(state)
+    torch.save(state, run / name)
+    return run
+
+
+_DAMAGED = {
+    "unknown-setting": (lambda s: s["config"].update(colour="red"), ["Unknown training settings: colour"]),
+    "lr-nan": (lambda s: s["config"].update(lr=float("nan")), ["--lr must be a finite number"]),
+    "model-not-a-dict": (lambda s: s.update(model=[1, 2]), ["damaged", "'model'"]),
+    "weights-missing": (lambda s: s["model"].pop("fc.weight"), ["weights do not fit", "fc.weight"]),
+    "weights-other-shape": (
+        lambda s: s["model"].update({"fc.weight": torch.zeros(7, 3)}),
+        ["weights do not fit", "size mismatch"],
+    ),
+    "one-class-name": (lambda s: s.update(class_names=["cat"]), ["damaged", "class_names"]),
+    "class-names-not-strings": (lambda s: s.update(class_names=[1, 2]), ["damaged", "class_names"]),
+    "preprocessing-missing": (lambda s: s.pop("preprocessing"), ["damaged", "'preprocessing'"]),
+    "std-zero": (lambda s: s["preprocessing"].update(std=[0.0, 0.0, 0.0]), ["damaged", "standard deviation"]),
+    "fast-path-forged": (lambda s: s.update(fast_path_inference={"exec": "x"}), ["damaged", "kernel choice"]),
+    "epoch-a-string": (lambda s: s.update(epoch="1"), ["damaged", "'epoch'"]),
+}
+
+for _name, (_change, _words) in _DAMAGED.items():
+
+    @case(f"run-damaged/{_name}", "refused", 2, _words)
+    def _(w, tmp, change=_change):
+        return ["eval", _tampered(w, tmp, change)]
+
+
+@case("run-damaged/optimizer-state", "refused", 2, ["Cannot resume", "optimizer, scheduler or random state"])
+def _(w, tmp):
+    run = _tampered(w, tmp, lambda s: s.update(optimizer={"state": {}, "param_groups": []}), name="last.pt")
+    return ["train", "--resume", run, "--epochs", "2"]
+
+
+@case("run-damaged/rng-state", "refused", 2, ["Cannot resume", "random state"])
+def _(w, tmp):
+    run = _tampered(w, tmp, lambda s: s.update(rng={"python": 3}), name="last.pt")
+    return ["train", "--resume", run, "--epochs", "2"]
+
+
+@case("eval/checkpoint-path", "refused", 2, ["--checkpoint must be best or last"])
+def _(w, tmp):
+    return ["eval", w.run, "--checkpoint", "../../etc/passwd"]
+
+
+@case("eval/unseen-class", "refused", 2, ["classes the run never saw: bird"])
+def _(w, tmp):
+    data = w.copy(w.data, tmp, "data")
+    w.copy(data / "cat", data, "bird")
+    return ["eval", w.run, "--data", data]
+
+
+@case("eval/run-missing", "refused", 2, ["does not exist"])
+def _(w, tmp):
+    return ["eval", tmp / "nothing"]
+
+
+@case("predict/folder-as-image", "refused", 2, ["not a regular file"])
+def _(w, tmp):
+    return ["predict", w.run, w.data]
+
+
+@case("load/save-into-missing-folder", "refused", 2, ["does not exist"])
+def _(w, tmp):
+    torch.save(_tiny_state(w), tmp / "w.pt")
+    return ["load", w.spec, tmp / "w.pt", "--save", tmp / "no" / "such" / "out.safetensors"]
+
+
+@case("paths/non-utf8-data-and-out", "accepted", 0, ["TensorBoard logs off", "best val_acc"])
+def _(w, tmp):
+    data = Path(os.fsdecode(bytes(tmp) + b"/d\xe9j\xe0"))  # Latin-1 "deja"
+    w.copy(w.data, tmp, data.name)
+    return train(w, data, Path(os.fsdecode(bytes(tmp) + b"/r\xfcn")))
+
+
+@case("paths/non-utf8-run-missing", "refused", 2, ["r\\xfcn", "does not exist"])
+def _(w, tmp):
+    return ["eval", Path(os.fsdecode(bytes(tmp) + b"/r\xfcn"))]
+
+
 def _full_disk(w: World, tmp: Path, output: str) -> None:
     # The small filesystem is gone with its namespace: the command listed the folder before leaving.
     listing = output.split("listing:", 1)[1].split()

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 import torchvision
@@ -116,6 +117,29 @@ def test_fp16_storage_and_memory_mapping(tmp_path):
     wide, how = load_or_compute(batches_of(large), 12, folder=tmp_path, key="x", max_memory_bytes=8)
     assert wide.dtype == torch.float32 and torch.equal(wide, large) and "memory-mapped" in how
     assert sorted(p.name for p in tmp_path.glob("x.*")) == ["x.float32.bin", "x.json"]  # the fp16 try is removed
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"file": "../../etc/passwd", "dtype": "float16", "shape": [10, 6]},  # another file
+        {"file": "m.save.bin", "dtype": "save", "shape": [10, 6]},  # getattr(torch, "save")
+        {"file": "m.float16.bin", "dtype": "float16", "shape": [10, 600]},  # larger than the file
+        {"file": "m.float16.bin", "dtype": "float16", "shape": [3, 20]},  # another count
+        {"file": "m.float16.bin", "dtype": "float16"},  # incomplete
+        ["not", "a", "dict"],
+    ],
+)
+def test_a_forged_cache_description_is_ignored(tmp_path, meta):
+    import json
+
+    acts = torch.rand(10, 6)
+    load_or_compute(batches_of(acts), 10, folder=tmp_path, key="m", max_memory_bytes=8)
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    passes = []
+    again, how = load_or_compute(batches_of(acts, passes=passes), 10, folder=tmp_path, key="m", max_memory_bytes=8)
+    assert "reused" not in how and passes == [1]  # computed anew
+    torch.testing.assert_close(again.float(), acts, atol=4e-3, rtol=0)
 
 
 def test_batchnorm_folding_keeps_outputs_and_the_model():

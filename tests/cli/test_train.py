@@ -103,3 +103,36 @@ def test_two_processes_match_one(tmp_path):
     assert files == ["best.pt", "config.json", "last.pt", "metrics.csv", "report.json", "tensorboard"]
     assert len(list((tmp_path / "two" / "tensorboard").iterdir())) == 1
     assert double.stderr.count("epoch 3/3") == 1
+
+
+def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_run_resumes(cli, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [*SMALL, "--strategy", "scratch", "--epochs", "500", "--out", str(out)]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "transferkit", "train", *command], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / "last.pt").exists(), "the first run wrote no checkpoint"
+        code, _, err = cli("train", *command, "--overwrite")
+        assert code == 2 and f"in use by another run (process {first.pid}" in err, err
+        code, _, err = cli("train", "--resume", out, "--trust-code")
+        assert code == 2 and "in use by another run" in err, err
+    finally:
+        first.send_signal(signal.SIGKILL)  # as a crash or an out-of-memory kill would
+        first.wait()
+    assert (out / ".transferkit.lock").exists()  # left behind by the killed process
+    (out / ".last.pt.killed.tmp").write_bytes(b"\0" * 1000)  # as a write cut short would leave
+    import torch
+
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    code, printed, err = cli("train", "--resume", out, "--trust-code", "--stop-after", str(done + 1))
+    assert code == 0 and f"resuming {out} after epoch {done}" in printed, err
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == done + 1
+    assert not (out / ".transferkit.lock").exists() and not list(out.glob(".*.tmp"))

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .._text import printable
 from ..train.config import TrainConfig
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "dry_run_size",
     "emit_json",
     "note",
+    "printable",
     "flag_for",
     "human_count",
     "output_console",
@@ -46,7 +48,7 @@ LIBRARY_ARGUMENTS = {f.name for f in fields(TrainConfig)} | {
     "overwrite",
     "use_ema",
 }
-_FLAGS = {"cache": "--no-cache", "model": "MODEL"}  # what a user types to change the default
+_FLAGS = {"cache": "--no-cache", "model": "MODEL", "which": "--checkpoint"}  # what a user types to change the default
 
 
 def flag_for(argument: str) -> str:
@@ -76,6 +78,11 @@ class _LazyConsole:
                 width=_WIDTH,
             )
         return getattr(self._console, name)
+
+    def print(self, *objects, **kwargs) -> None:
+        # A path with bytes that are not UTF-8 prints with them escaped (\xfc), never as an encoding error.
+        shown = [printable(o) if isinstance(o, str) else o for o in objects]
+        self.__getattr__("print")(*shown, **kwargs)
 
 
 console = _LazyConsole()
@@ -133,7 +140,7 @@ def dry_run_size(model, image_size: int | None) -> tuple[int, int, int] | None:
 
 def note(message: str) -> None:
     """A note the user should see, on stderr so that --json output stays one object."""
-    print(f"transferkit: note: {message}", file=sys.stderr)
+    print(f"transferkit: note: {printable(message)}", file=sys.stderr)
 
 
 def emit_json(obj: Any) -> None:

@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import TransferkitError
-from ._common import CONTEXT, LIBRARY_ARGUMENTS, flag_for
+from ._common import CONTEXT, LIBRARY_ARGUMENTS, flag_for, printable
 
 __all__ = ["COMMANDS", "app", "main"]
 
@@ -88,14 +88,37 @@ def _root(
 
 
 def main() -> None:
-    """Run the CLI; a :class:`TransferkitError` prints one line on stderr and exits 2."""
+    """Run the CLI; every error ends in one line on stderr.
+
+    A :class:`TransferkitError` (bad input) or an ``OSError`` (the file system refused) exits 2;
+    anything else is a bug, reported in one line with how to see its traceback, exit 1.
+    ``TRANSFERKIT_DEBUG=1`` lets every exception through with its traceback.
+    """
+    debug = os.environ.get("TRANSFERKIT_DEBUG") == "1"
     try:
         app(prog_name="transferkit")
     except TransferkitError as e:
-        if os.environ.get("TRANSFERKIT_DEBUG") == "1":
+        if debug:
             raise
-        print(f"transferkit: error: {user_message(e)}", file=sys.stderr)
-        sys.exit(USER_ERROR)
+        _fail(f"error: {user_message(e)}", USER_ERROR)
+    except OSError as e:
+        if debug:
+            raise
+        where = f" '{e.filename}'" if e.filename else ""
+        _fail(f"error: {e.strerror or e}{where}. Check the path and its permissions.", USER_ERROR)
+    except KeyboardInterrupt:
+        _fail("interrupted; files written so far are complete (each is written atomically).", 130)
+    except Exception as e:
+        if debug:
+            raise
+        text = " ".join(str(e).split())[:300]
+        _fail(f"internal error: {type(e).__name__}: {text}. Run with TRANSFERKIT_DEBUG=1 for the traceback.", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    # Names with bytes that are not UTF-8 are shown escaped (\xff), never as an encoding error.
+    print(f"transferkit: {printable(message)}", file=sys.stderr)
+    sys.exit(code)
 
 
 def user_message(error: TransferkitError) -> str:

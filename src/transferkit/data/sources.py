@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._text import printable
 from ..errors import DataError, TransferkitError
 from ..serialization import atomic_path
 
@@ -73,11 +74,6 @@ class DataSource:
             else:
                 h.update(item.array.tobytes())
         return h.hexdigest()[:16]
-
-
-def printable(text: str | os.PathLike) -> str:
-    """``text`` with bytes that are not UTF-8 (kept by Python as surrogates) written as ``\\xNN``."""
-    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def open_data(spec: str) -> DataSource:
@@ -136,7 +132,11 @@ def _folder_items(class_dirs: list[Path], names: list[str], skipped: list[tuple[
 def _files_under(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     """Regular files under ``root`` (hidden ones left out), following links once; the unusable are listed."""
     files, seen = [], set()
-    for folder, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unlisted(error: OSError) -> None:
+        skipped.append((printable(error.filename or root), f"folder cannot be listed: {error.strerror}"))
+
+    for folder, dirnames, filenames in os.walk(root, followlinks=True, onerror=unlisted):
         real = os.path.realpath(folder)
         if real in seen:
             skipped.append((printable(folder), "symbolic link loop: this folder is already listed"))

@@ -17,7 +17,7 @@ from ..model.factory import create_model
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath, resolve_device
 from ..train.loop import evaluate
-from ..train.run_folder import check_model_code, load_run
+from ..train.run_folder import check_model_code, load_model_state, load_run
 
 __all__ = ["TrainedModel", "evaluate_run", "load_trained"]
 
@@ -51,7 +51,7 @@ def load_trained(
     notes = check_model_code(state, run, trust_code=trust_code)
     config = TrainConfig.from_dict(state["config"])
     model = create_model(config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state, run)
     model.to(resolve_device(device)).eval()
     # The memory format and precision the run measured fastest serve inference too.
     recorded = state.get("fast_path_inference")

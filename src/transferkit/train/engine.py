@@ -40,6 +40,7 @@ from .run_folder import (
     checkpoint_state,
     claim_out,
     clear_run,
+    load_model_state,
     load_run,
     remove_leftovers,
     resumed_config,
@@ -153,7 +154,7 @@ def _fit(
     probe = _measure_kernels(record, model, device, saved=state or {}, log=log)
     start_phase, start_epoch = 0, 0
     if state is not None:
-        model.load_state_dict(state["model"])
+        load_model_state(model, state, out)
         record.history, record.best_acc = state["history"], state["best_val_acc"]
         start_phase, start_epoch = state["phase"], state["phase_epoch"] + 1
         if start_epoch >= phases[start_phase].epochs:
@@ -168,7 +169,7 @@ def _fit(
     if dist_ctx.is_main:  # on resuming too: the folder may have moved, epochs or device changed
         write_json(out / "config.json", config.to_dict())
 
-    writer = _tensorboard(out) if dist_ctx.is_main else None
+    writer = _tensorboard(out, log) if dist_ctx.is_main else None
     epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
     clock = _Clock(record.history[-1]["cumulative_seconds"] if record.history else 0.0)
     try:
@@ -294,11 +295,17 @@ def _run_phase(
     # fp16 gradients underflow without loss scaling, on any device.
     scaler = torch.amp.GradScaler(device.type) if path.precision == "fp16" else None
     if resumed is not None:
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        if scaler is not None and resumed.get("scaler"):
-            scaler.load_state_dict(resumed["scaler"])
-        set_rng_state(resumed["rng"])
+        try:
+            optimizer.load_state_dict(resumed["optimizer"])
+            scheduler.load_state_dict(resumed["scheduler"])
+            if scaler is not None and resumed.get("scaler"):
+                scaler.load_state_dict(resumed["scaler"])
+            set_rng_state(resumed["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise RunError(
+                f"Cannot resume '{config.out}': its optimizer, scheduler or random state is damaged "
+                f"({type(e).__name__}: {' '.join(str(e).split())[:200]}). Use a complete copy of the run."
+            ) from None
     # Cached activations feed only the tail: large batches; images: the measured inference batch.
     val_batch = 256 if cached is not None else kernels.inference.inference_batch_size
     val_loader = make_loader(val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
@@ -435,7 +442,12 @@ def _trainable_text(model: nn.Module) -> str:
     return f"{trainable:,} of {total:,} parameters train"
 
 
-def _tensorboard(out: Path):
+def _tensorboard(out: Path, log):
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        log("TensorBoard logs off: the run folder's name is not valid UTF-8, which TensorBoard cannot write")
+        return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency; a broken install should not stop training

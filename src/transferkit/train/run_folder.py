@@ -9,7 +9,9 @@ written atomically; checkpoints are read without running pickled code.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import math
 import os
 import shutil
 import socket
@@ -25,6 +27,7 @@ from ..model.factory import code_origin, is_code_spec
 from ..serialization import save_torch, write_json, write_text
 from ..weights.checkpoint import load_torch_file
 from .config import TrainConfig
+from .fastpath import FastPath
 from .rng import rng_state
 from .setup import Kernels, PreparedData
 
@@ -38,6 +41,7 @@ __all__ = [
     "check_same_data",
     "checkpoint_state",
     "clear_run",
+    "load_model_state",
     "load_run",
     "remove_leftovers",
     "resumed_config",
@@ -47,6 +51,7 @@ __all__ = [
 ]
 
 RUN_FORMAT = "transferkit-run/1"
+_FAST_PATH_FIELDS = {f.name for f in dataclasses.fields(FastPath)}
 _METRICS = ["epoch", "phase", "train_loss", "val_loss", "val_acc", "lr", "seconds", "cumulative_seconds", "cached"]
 
 
@@ -259,15 +264,75 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
 
 
 def load_run(path: str | Path, *, which: str = "last") -> dict:
-    """A run's checkpoint (``last`` or ``best``), read without executing any pickled code."""
+    """A run's checkpoint (``last`` or ``best``), read without executing any pickled code.
+
+    The checkpoint may come from someone else: besides its pickle, its structure is checked
+    (what each entry holds), so that a damaged or forged one is one clear error.
+    """
+    if which not in ("best", "last"):
+        raise RunError(f"which must be best or last, got {which!r}.", argument="which")
     folder = Path(path)
+    if not folder.exists():
+        raise RunError(f"Run '{path}' does not exist. Give the output folder of a training run.")
     file = folder / f"{which}.pt" if folder.is_dir() else folder
     if not file.is_file():
         raise RunError(f"'{path}' is not a transferkit run: {file.name} is missing. Give the output folder of a run.")
     state = load_torch_file(file, refusal_hint="A transferkit run never needs that: do not use this folder.")
     if not isinstance(state, dict) or state.get("format") != RUN_FORMAT:
         raise RunError(f"'{file}' is not a transferkit run checkpoint.")
+    problem = _damage(state)
+    if problem:
+        raise RunError(f"Run checkpoint '{file}' is damaged: {problem}. Use a complete copy of the run.")
     return state
+
+
+_PREPROCESSING = {"input_size": list | tuple, "mean": list | tuple, "std": list | tuple, "interpolation": str}
+
+
+def _damage(state: dict) -> str | None:
+    """What is wrong with a run checkpoint's structure, or None."""
+    expected = {
+        "config": dict,
+        "model": dict,
+        "class_names": list,
+        "preprocessing": dict,
+        "history": list,
+        "epoch": int,
+        "phase": int,
+        "phase_epoch": int,
+        "best_val_acc": int | float,
+    }
+    for key, kind in expected.items():
+        if not isinstance(state.get(key), kind):
+            return f"'{key}' is missing or holds a {type(state.get(key)).__name__}"
+    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        return "'model' holds something other than tensors"
+    names = state["class_names"]
+    if len(names) < 2 or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        return "'class_names' is not a list of two or more distinct names"
+    pre = state["preprocessing"]
+    for key, kind in _PREPROCESSING.items():
+        if not isinstance(pre.get(key), kind):
+            return f"preprocessing '{key}' is missing or holds a {type(pre.get(key)).__name__}"
+    sizes = list(pre["input_size"]) + list(pre["mean"]) + list(pre["std"])
+    if len(pre["input_size"]) != 3 or not all(isinstance(v, int | float) and math.isfinite(v) for v in sizes):
+        return "preprocessing sizes or statistics are not numbers"
+    if any(s <= 0 for s in pre["std"]) or any(s < 1 for s in pre["input_size"]):
+        return "preprocessing has a size below 1 or a standard deviation of 0 or less"
+    for key in ("fast_path", "fast_path_inference"):
+        saved = state.get(key)
+        if saved is not None and (not isinstance(saved, dict) or not set(saved) <= _FAST_PATH_FIELDS):
+            return f"'{key}' is not a kernel choice"
+    return None
+
+
+def load_model_state(model: nn.Module, state: dict, run: str | Path) -> None:
+    """Put a run's weights into the model its config builds; a mismatch is a :class:`RunError`."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = " ".join(str(e).split())[:240]
+        raise RunError(f"Run '{run}': its weights do not fit the model its config builds ({first}).") from None
 
 
 def check_model_code(state: dict, run: str | Path, *, trust_code: bool, same_code: bool = False) -> list[str]:

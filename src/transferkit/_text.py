@@ -1,0 +1,17 @@
+"""Text shown to people from names that came from the file system."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["printable"]
+
+
+def printable(text: str | os.PathLike) -> str:
+    """``text`` with bytes that are not UTF-8 (kept by Python as surrogates) written as ``\\xNN``.
+
+    Example:
+        >>> printable(os.fsdecode(b"r\\xfcn"))
+        'r\\\\xfcn'
+    """
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -48,6 +48,49 @@ def test_train_val_folders_and_csv(tmp_path):
     assert source.skipped == [("/nonexistent.png (line 4)", "file does not exist")]
 
 
+@pytest.mark.parametrize("val_name", ["val", "valid", "validation", "dev", "Valid"])
+def test_validation_folder_names(tmp_path, val_name):
+    make_image_folder(tmp_path / "train")
+    make_image_folder(tmp_path / val_name, per_class=2)
+    make_image_folder(tmp_path / "test", per_class=3)
+    source = open_data(str(tmp_path))
+    assert (len(source.train), len(source.val), len(source.test)) == (12, 4, 6)
+    assert source.folders == {"train": "train", "val": val_name, "test": "test"}
+
+
+@pytest.mark.parametrize(
+    "folders, message",
+    [
+        (("train", "valid", "extra"), "folder 'extra' beside 'train' that is no split"),
+        (("train", "val", "valid"), "several val folders \\(val, valid\\)"),
+        (("valid", "test"), "has test, valid but no train folder"),
+    ],
+)
+def test_unknown_or_ambiguous_split_folders_are_errors(tmp_path, folders, message):
+    for name in folders:
+        make_image_folder(tmp_path / name, per_class=2)
+    with pytest.raises(DataError, match=message):
+        open_data(str(tmp_path))
+
+
+def test_csv_split_column(tmp_path):
+    make_image_folder(tmp_path, per_class=4)
+    rows = ["file,split,class"]
+    for cls in ("cat", "dog"):
+        rows += [
+            f"{cls}/0.png,train,{cls}",
+            f"{cls}/1.png,train,{cls}",
+            f"{cls}/2.png,valid,{cls}",
+            f"{cls}/3.png,test,{cls}",
+        ]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    source = open_data(str(tmp_path / "list.csv"))
+    assert (len(source.train), len(source.val), len(source.test)) == (4, 2, 2)
+    (tmp_path / "bad.csv").write_text("path,label,split\ncat/0.png,cat,holdout\n")
+    with pytest.raises(DataError, match="line 2 has split 'holdout'; use train, val or test"):
+        open_data(str(tmp_path / "bad.csv"))
+
+
 def test_bad_images_are_skipped_and_listed(tmp_path):
     make_image_folder(tmp_path)
     bad = add_bad_files(tmp_path / "cat")

@@ -582,7 +582,7 @@ def _(w, tmp):
     return train(w, _csv(w, tmp, "path,label\ncat/0.png,cat\ncat/1.png,cat\n"), tmp / "out")
 
 
-@case("csv/all-missing", "refused", 2, ["names no usable files"])
+@case("csv/all-missing", "refused", 2, ["names no usable training files"])
 def _(w, tmp):
     return train(w, _csv(w, tmp, "path,label\nx/0.png,cat\nx/1.png,dog\n"), tmp / "out")
 

@@ -2,8 +2,10 @@
 
 DATA is one of:
 
-* ``DIR`` with ``DIR/<class>/*`` (split by seed, stratified) or ``DIR/train/<class>/*`` and
-  ``DIR/val/<class>/*``;
+* ``DIR`` with ``DIR/<class>/*`` (split by seed, stratified), or ``DIR/train/<class>/*`` with a
+  validation folder beside it (``val``, ``valid``, ``validation`` or ``dev``) and optionally a
+  test folder (``test``), never used to choose a checkpoint; any other folder beside ``train``
+  is an error naming it, never ignored;
 * ``FILE.csv`` with a header naming ``path`` and ``label`` columns, in any order, among others
   (paths relative to the CSV's folder; UTF-8 with or without a byte-order mark, quoted fields
   as Excel and the ``csv`` module write them);
@@ -35,7 +37,7 @@ from .._text import printable
 from ..errors import DataError, TransferkitError
 from ..serialization import atomic_path
 
-__all__ = ["BUILTIN", "DataSource", "Item", "open_data", "printable", "split_items"]
+__all__ = ["BUILTIN", "SPLIT_FOLDERS", "DataSource", "Item", "open_data", "printable", "split_items"]
 
 BUILTIN = ("mnist5k", "digits", "faces")
 
@@ -59,6 +61,8 @@ class DataSource:
     train: list[Item]
     val: list[Item] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): files listed but unusable
+    test: list[Item] | None = None
+    folders: dict[str, str] = field(default_factory=dict)  # split -> the folder it came from, e.g. {"val": "valid"}
 
     def fingerprint(self) -> str:
         """Changes when any file's name, size or modification time, or any array, changes."""
@@ -94,21 +98,62 @@ def open_data(spec: str) -> DataSource:
             raise DataError(f"Data file '{spec}' is not a .csv; give a folder or a CSV of path,label.")
         return _csv(path)
     skipped: list[tuple[str, str]] = []
-    if (path / "train").is_dir():
-        train_classes = _class_dirs(path / "train")
+    folders = _split_folders(path)
+    if folders:
+        train_classes = _class_dirs(path / folders["train"])
         names = [printable(d.name) for d in train_classes]
-        train = _folder_items(train_classes, names, skipped)
-        val = None
-        if (path / "val").is_dir():
-            val_classes = _class_dirs(path / "val")
-            unknown = [printable(d.name) for d in val_classes if printable(d.name) not in names]
-            if unknown:
-                raise DataError(f"'{printable(path / 'val')}' has classes not in train: {', '.join(unknown)}.")
-            val = _folder_items(val_classes, names, skipped)
-        return _checked(DataSource(spec, names, train, val, skipped))
+        splits = {"train": _folder_items(train_classes, names, skipped)}
+        for split in ("val", "test"):
+            if split in folders:
+                classes = _class_dirs(path / folders[split])
+                unknown = [printable(d.name) for d in classes if printable(d.name) not in names]
+                if unknown:
+                    raise DataError(
+                        f"'{printable(path / folders[split])}' has classes not in "
+                        f"'{folders['train']}': {', '.join(unknown)}."
+                    )
+                splits[split] = _folder_items(classes, names, skipped)
+        return _checked(
+            DataSource(spec, names, splits["train"], splits.get("val"), skipped, splits.get("test"), folders)
+        )
     classes = _class_dirs(path)
     names = [printable(d.name) for d in classes]
     return _checked(DataSource(spec, names, _folder_items(classes, names, skipped), skipped=skipped))
+
+
+# Folder names of each split, as fastai, Kaggle sets and torchvision's ImageFolder layouts use them.
+SPLIT_FOLDERS = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation", "dev"),
+    "test": ("test", "testing"),
+}
+
+
+def _split_folders(root: Path) -> dict[str, str]:
+    """``{"train": "train", "val": "valid", ...}`` when ``root`` holds a training folder, else ``{}``."""
+    found: dict[str, list[str]] = {}
+    others = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        split = next((s for s, names in SPLIT_FOLDERS.items() if d.name.lower() in names), None)
+        if split is None:
+            others.append(d.name)
+        else:
+            found.setdefault(split, []).append(d.name)
+    if "train" not in found:
+        if found:  # e.g. only val/ and test/: the layout is incomplete, not a class
+            present = ", ".join(n for names in found.values() for n in names)
+            raise DataError(f"'{printable(root)}' has {present} but no train folder; add train/<class>/ images.")
+        return {}
+    for split, names in found.items():
+        if len(names) > 1:
+            raise DataError(f"'{printable(root)}' has several {split} folders ({', '.join(names)}); keep one.")
+    if others:
+        known = ", ".join(n for names in SPLIT_FOLDERS.values() for n in names)
+        raise DataError(
+            f"'{printable(root)}' has a folder '{printable(others[0])}' beside '{found['train'][0]}' that is no "
+            f"split ({known}); move or rename it, it would otherwise be ignored."
+        )
+    return {split: names[0] for split, names in found.items()}
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -181,22 +226,32 @@ _LABEL_COLUMNS = ("label", "class", "category")
 def _csv(path: Path) -> DataSource:
     shown = printable(path)
     rows = _csv_rows(path)
-    names = sorted({label for _, label, _ in rows})
-    items, skipped = [], []
-    for file, label, line in rows:
+    names = sorted({label for _, label, split, _ in rows if split == "train"})
+    splits: dict[str, list[Item]] = {}
+    skipped = []
+    for file, label, split, line in rows:
         file_path = Path(file) if Path(file).is_absolute() else path.parent / file
+        if label not in names:
+            raise DataError(f"CSV '{shown}' line {line}: class '{label}' ({split}) has no training rows.")
         reason = _unusable(file_path)
         if reason:
             skipped.append((f"{printable(file_path)} (line {line})", reason))
             continue
-        items.append(Item(printable(file_path), names.index(label), path=file_path))
-    if not items:
-        raise DataError(f"CSV '{shown}' names no usable files ({len(skipped)} skipped, e.g. {skipped[0][0]}).")
-    return _checked(DataSource(str(path), names, items, skipped=skipped))
+        splits.setdefault(split, []).append(Item(printable(file_path), names.index(label), path=file_path))
+    if not splits.get("train"):
+        raise DataError(f"CSV '{shown}' names no usable training files ({len(skipped)} skipped, e.g. {skipped[0][0]}).")
+    folders = {s: f"split column: {s}" for s in splits} if set(splits) != {"train"} else {}
+    return _checked(
+        DataSource(str(path), names, splits["train"], splits.get("val"), skipped, splits.get("test"), folders)
+    )
 
 
-def _csv_rows(path: Path) -> list[tuple[str, str, int]]:
-    """(path, label, line) for each row, or a DataError naming the line that is wrong and how."""
+def _csv_rows(path: Path) -> list[tuple[str, str, str, int]]:
+    """(path, label, split, line) for each row, or a DataError naming the line that is wrong and how.
+
+    An optional ``split`` column puts a row in train, val or test (the folder names of
+    :data:`SPLIT_FOLDERS` are accepted too); without it every row is for training.
+    """
     shown = printable(path)
     raw = path.read_bytes()
     try:
@@ -217,6 +272,7 @@ def _csv_rows(path: Path) -> list[tuple[str, str, int]]:
         columns = [h.strip().lower() for h in header]
         path_col = next((columns.index(c) for c in _PATH_COLUMNS if c in columns), None)
         label_col = next((columns.index(c) for c in _LABEL_COLUMNS if c in columns), None)
+        split_col = columns.index("split") if "split" in columns else None
         if path_col is None or label_col is None:
             raise DataError(
                 f"CSV '{shown}' needs a header with 'path' and 'label' columns; its first line is "
@@ -235,12 +291,22 @@ def _csv_rows(path: Path) -> list[tuple[str, str, int]]:
             file, label = row[path_col].strip(), row[label_col].strip()
             if not file or not label:
                 raise DataError(f"CSV '{shown}' line {line} has an empty {'path' if not file else 'label'}.")
-            rows.append((file, label, line))
+            split = "train" if split_col is None else _split_name(row[split_col])
+            if split is None:
+                raise DataError(
+                    f"CSV '{shown}' line {line} has split {row[split_col].strip()!r}; use train, val or test."
+                )
+            rows.append((file, label, split, line))
     except csv.Error as e:
         raise DataError(f"CSV '{shown}' line {reader.line_num} cannot be read: {e}. Is it a CSV text file?") from None
     if not rows:
         raise DataError(f"CSV '{shown}' has no rows.")
     return rows
+
+
+def _split_name(text: str) -> str | None:
+    word = text.strip().lower()
+    return next((split for split, names in SPLIT_FOLDERS.items() if word in names), None)
 
 
 def _builtin(name: str) -> DataSource:

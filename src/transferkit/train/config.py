@@ -14,11 +14,14 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..data.augment import AUGMENTATIONS
 from ..errors import ConfigError
+from .metrics import MONITORS
 from .strategies import STRATEGIES, plan_phases
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "TrainConfig", "describe", "setting_default"]
+__all__ = ["BALANCES", "IMBALANCED", "OPTIMIZERS", "PRECISIONS", "TrainConfig", "describe", "setting_default"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BALANCES = ("auto", "none", "weighted", "sampler")
+IMBALANCED = 3.0  # largest class over smallest beyond which data counts as imbalanced
 OPTIMIZERS = ("adamw", "adam", "sgd")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -64,6 +67,11 @@ class TrainConfig:
     unfreeze_last: int | None = _setting(None, "For strategy head: train only the last N stages.")
     train_bn: bool = _setting(False, "Let frozen BatchNorm layers keep updating their statistics.")
     strict_data: bool = _setting(False, "Fail before training if any image is unusable.")
+    # auto: sampler when the largest class has over 3x the images of the smallest (BENCHMARKS.md).
+    balance: str = _setting("auto", f"Class imbalance: {', '.join(BALANCES)}.")
+    # auto: balanced_acc on imbalanced data (as balance), else acc.
+    monitor: str = _setting("auto", f"What chooses best.pt: {', '.join(('auto', *MONITORS))}.")
+    patience: int | None = _setting(None, "End a phase after N epochs without a better monitored value.")
     cache: bool = _setting(True, "Compute the output of frozen layers once instead of every epoch.")
     # With random augmentation the cache is off unless this asks for K augmented copies.
     cache_views: int = _setting(0, "With augmentation: cache K augmented views of the frozen layers' output.")
@@ -152,6 +160,9 @@ def _check(c: TrainConfig) -> None:
     choose("optimizer", OPTIMIZERS)
     choose("precision", PRECISIONS)
     choose("augment", ("auto", *AUGMENTATIONS))
+    choose("balance", BALANCES)
+    choose("monitor", ("auto", *MONITORS))
+    number("patience", low=1, optional=True, integer=True)
     if not isinstance(c.device, str) or not _DEVICE.match(c.device):
         fail("device", "must be auto, cpu, cuda or cuda:N")
     for argument in ("epochs", "batch_size"):

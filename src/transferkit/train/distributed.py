@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler
 
 __all__ = ["DistContext", "init_from_env", "is_main_process", "make_loader"]
 
@@ -61,8 +61,21 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, dist_ctx: DistContext, drop_last: bool):
-    """Batches of ``dataset``: shuffled by ``seed`` for training, sharded across ranks when distributed."""
+def make_loader(
+    dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    dist_ctx: DistContext,
+    drop_last: bool,
+    sample_weights: torch.Tensor | None = None,
+):
+    """Batches of ``dataset``: shuffled by ``seed`` for training, sharded across ranks when distributed.
+
+    With ``sample_weights`` (one per example) an epoch draws ``len(dataset)`` examples with
+    replacement in proportion to them, by ``seed``.
+    """
     if dist_ctx.enabled and shuffle:
         sampler = DistributedSampler(
             dataset, num_replicas=dist_ctx.world_size, rank=dist_ctx.rank, shuffle=True, seed=seed, drop_last=True
@@ -73,4 +86,7 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, dist_ctx:
         # Evaluation shards without padding, so that reduced counts are exact.
         dataset = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
     generator = torch.Generator().manual_seed(seed)
+    if sample_weights is not None and shuffle:
+        sampler = WeightedRandomSampler(sample_weights, len(dataset), replacement=True, generator=generator)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)

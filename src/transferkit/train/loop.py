@@ -27,6 +27,7 @@ def train_one_epoch(
     prep: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     label_smoothing: float = 0.0,
+    class_weights: torch.Tensor | None = None,
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
     dist_ctx: DistContext | None = None,
@@ -44,7 +45,7 @@ def train_one_epoch(
     for inputs, targets in bar:
         x, y = prep(inputs), targets.to(device, non_blocking=True)
         with autocast(device, precision):
-            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(model(x), y, weight=class_weights, label_smoothing=label_smoothing)
         value = loss.item()
         if not math.isfinite(value) and (dist_ctx is None or not dist_ctx.enabled):
             return value
@@ -73,15 +74,24 @@ def evaluate(
     device: torch.device,
     precision: str = "fp32",
     dist_ctx: DistContext | None = None,
+    outputs: bool = False,
 ) -> dict:
-    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted).
+
+    With ``outputs``, also ``probabilities`` (N, K) and ``targets`` (N,) on the CPU, in the
+    loader's order (one process only).
+    """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    kept_probs, kept_targets = [], []
     for inputs, targets in loader:
         x, y = prep(inputs), targets.to(device)
         with autocast(device, precision):
             logits = model(x)
+        if outputs:
+            kept_probs.append(logits.float().softmax(-1).cpu())
+            kept_targets.append(y.cpu())
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         confusion += torch.bincount(y * num_classes + logits.argmax(-1), minlength=num_classes**2).view(
             num_classes, num_classes
@@ -95,4 +105,5 @@ def evaluate(
         "accuracy": confusion.diag().sum().item() / max(count, 1),
         "count": count,
         "confusion": confusion.cpu(),
+        **({"probabilities": torch.cat(kept_probs), "targets": torch.cat(kept_targets)} if outputs else {}),
     }

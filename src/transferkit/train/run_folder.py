@@ -52,7 +52,19 @@ __all__ = [
 
 RUN_FORMAT = "transferkit-run/1"
 _FAST_PATH_FIELDS = {f.name for f in dataclasses.fields(FastPath)}
-_METRICS = ["epoch", "phase", "train_loss", "val_loss", "val_acc", "lr", "seconds", "cumulative_seconds", "cached"]
+_METRICS = [
+    "epoch",
+    "phase",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "val_balanced_acc",
+    "val_macro_f1",
+    "lr",
+    "seconds",
+    "cumulative_seconds",
+    "cached",
+]
 
 
 @dataclass
@@ -65,8 +77,16 @@ class RunRecord:
     head: str
     load_report: dict | None = None
     history: list[dict] = field(default_factory=list)
-    best_acc: float = -1.0
     model_code: dict | None = None  # the user's file that builds the model, with its hash
+    balance: str = "none"  # resolved from config.balance ("auto" decided by the data)
+    monitor: str = "acc"  # resolved from config.monitor
+    best: dict | None = None  # the history row of best.pt
+    best_metrics: dict | None = None  # per-class precision, recall, F1 of best.pt on validation
+    phase_complete: bool = False  # the current phase ended (its epochs done, or patience ran out)
+
+    @property
+    def best_acc(self) -> float:
+        return self.best["val_acc"] if self.best else -1.0
 
 
 # What a run writes; with overwrite these are removed first, so that two runs never mix.
@@ -223,6 +243,11 @@ def checkpoint_state(
         "rng": rng_state(),
         "history": record.history,
         "best_val_acc": record.best_acc,
+        "best_epoch": record.best["epoch"] if record.best else None,
+        "best_metrics": record.best_metrics,
+        "balance": record.balance,
+        "monitor": record.monitor,
+        "phase_complete": record.phase_complete,
         "class_names": record.data.class_names,
         "preprocessing": asdict(record.data.preprocessing),
         "head": record.head,
@@ -250,6 +275,13 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
         "weights": config.weights,
         "strategy": config.strategy,
         "best_val_acc": record.best_acc,
+        "best": {"epoch": record.best["epoch"], "monitor": record.monitor, **_scores(record.best)}
+        if record.best
+        else None,
+        "best_metrics": record.best_metrics,
+        "balance": record.balance,
+        "splits": record.data.splits,
+        "class_counts": record.data.class_counts,
         "epochs": record.history,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
@@ -261,6 +293,10 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
     if write:
         write_json(Path(config.out) / "report.json", result)
     return result
+
+
+def _scores(row: dict) -> dict:
+    return {k: row[k] for k in ("val_acc", "val_balanced_acc", "val_macro_f1", "val_loss") if k in row}
 
 
 def load_run(path: str | Path, *, which: str = "last") -> dict:

@@ -23,8 +23,9 @@ from ..model.factory import create_model
 from ..model.surgery import find_head
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.registry import get_weights
-from .config import TrainConfig
+from .config import IMBALANCED, TrainConfig
 from .fastpath import FastPath
+from .metrics import imbalance
 
 __all__ = [
     "Kernels",
@@ -48,6 +49,9 @@ class PreparedData:
     val: ImageDataset
     skipped: list[tuple[str, str]]
     fingerprint: str
+    # Images per class in each split, after skipping: {"train": {"cat": 450, ...}, "val": {...}}.
+    class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    splits: str = ""  # where the splits came from, for the log and the report
     # Activations of frozen prefixes by cache key: a later run with the same frozen weights
     # (the head phase of gradual after freeze) reuses them instead of computing them again.
     activations: dict[str, tuple[torch.Tensor, str]] = field(default_factory=dict)
@@ -145,6 +149,22 @@ def prepare_data(
         )
         + (f"; {len(skipped)} unusable images skipped" if skipped else "")
     )
+    splits = _splits_text(source, config)
+    counts = {
+        name: dict(zip(source.class_names, torch.bincount(part.labels, minlength=len(source.class_names)).tolist()))
+        for name, part in (("train", train), ("val", val))
+    }
+    log(f"splits: {splits}")
+    for name, per_class in counts.items():
+        log(f"{name} images per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
+    ratio = imbalance(list(counts["train"].values()))
+    if ratio > IMBALANCED:
+        largest = max(counts["train"], key=counts["train"].get)
+        smallest = min(counts["train"], key=counts["train"].get)
+        log(
+            f"warning: imbalanced classes: '{largest}' has {ratio:.1f}x the training images of '{smallest}'; "
+            "accuracy hides a classifier that ignores small classes: read balanced accuracy and macro-F1"
+        )
     return PreparedData(
         config.data,
         source.class_names,
@@ -153,4 +173,16 @@ def prepare_data(
         ImageDataset(val),
         skipped,
         source.fingerprint(),
+        class_counts=counts,
+        splits=splits,
     )
+
+
+def _splits_text(source: DataSource, config: TrainConfig) -> str:
+    if source.val is None:
+        how = f"train and val split {1 - config.val_fraction:g}/{config.val_fraction:g} by seed {config.seed}"
+    else:
+        how = f"train from '{source.folders.get('train', 'train')}', val from '{source.folders.get('val', 'val')}'"
+    if source.test is not None:
+        how += f", test from '{source.folders.get('test', 'test')}' kept apart (eval --split test)"
+    return how

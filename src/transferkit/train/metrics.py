@@ -1,0 +1,66 @@
+"""Classification metrics from a confusion matrix: those that accuracy hides on imbalanced data.
+
+Rows of the matrix are true classes, columns predicted ones. Classes absent from the data
+(no support) are left out of the macro averages, as scikit-learn does for balanced accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["MONITORS", "classification_metrics", "imbalance", "monitored"]
+
+# What --monitor may name: the key of the epoch's metrics, and whether larger is better.
+MONITORS = {
+    "acc": ("val_acc", True),
+    "balanced_acc": ("val_balanced_acc", True),
+    "macro_f1": ("val_macro_f1", True),
+    "loss": ("val_loss", False),
+}
+
+
+def classification_metrics(confusion: Sequence[Sequence[int]], class_names: Sequence[str] | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, and per class precision, recall, F1 and support.
+
+    Example:
+        >>> m = classification_metrics([[90, 0], [10, 0]], ["ok", "defect"])
+        >>> m["accuracy"], m["balanced_accuracy"], round(m["macro_f1"], 3)
+        (0.9, 0.5, 0.474)
+    """
+    rows = [[int(v) for v in row] for row in confusion]
+    k = len(rows)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    support = [sum(row) for row in rows]
+    predicted = [sum(rows[i][j] for i in range(k)) for j in range(k)]
+    total = sum(support)
+    per_class = {}
+    for i, name in enumerate(names):
+        tp = rows[i][i]
+        precision = tp / predicted[i] if predicted[i] else 0.0
+        recall = tp / support[i] if support[i] else None
+        f1 = 2 * precision * recall / (precision + recall) if recall and precision + recall > 0 else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support[i]}
+    present = [c for c in per_class.values() if c["support"]]
+    pairs = sorted(
+        ((rows[i][j], names[i], names[j]) for i in range(k) for j in range(k) if i != j and rows[i][j]),
+        key=lambda t: -t[0],
+    )
+    return {
+        "accuracy": sum(rows[i][i] for i in range(k)) / total if total else 0.0,
+        "balanced_accuracy": sum(c["recall"] for c in present) / len(present) if present else 0.0,
+        "macro_f1": sum(c["f1"] for c in present) / len(present) if present else 0.0,
+        "per_class": per_class,
+        "most_confused": [{"true": t, "predicted": p, "count": n} for n, t, p in pairs[:5]],
+    }
+
+
+def imbalance(counts: Sequence[int]) -> float:
+    """Largest class count over the smallest (inf when a class has none)."""
+    counts = list(counts)
+    return max(counts) / min(counts) if min(counts) > 0 else float("inf")
+
+
+def monitored(row: dict, monitor: str) -> float:
+    """The value of ``monitor`` in an epoch's row, signed so that larger is always better."""
+    key, larger = MONITORS[monitor]
+    return row[key] if larger else -row[key]

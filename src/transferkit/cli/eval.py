@@ -15,35 +15,62 @@ def eval_command(
         str | None,
         typer.Option("--data", metavar="DATA", help="DATA to evaluate on (default: the run's held-out split)."),
     ] = None,
+    split: Annotated[
+        str, typer.Option("--split", metavar="SPLIT", help="val, or test: the test folder training never saw.")
+    ] = "val",
     which: Annotated[str, typer.Option("--checkpoint", metavar="NAME", help="best or last.")] = "best",
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = None,
+    report: Annotated[
+        bool,
+        typer.Option("--report/--no-report", help="Write report.html (plots, top losses) into the run folder."),
+    ] = True,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a trained run: accuracy, per-class accuracy and the confusion matrix."""
+    """Evaluate a trained run: accuracy, balanced accuracy, macro-F1, per-class metrics, confusion matrix."""
     from rich.table import Table
 
     from ..inference.runs import evaluate_run
 
-    result = evaluate_run(run, data, which=which, device=device, batch_size=batch_size, trust_code=trust_code)
+    result = evaluate_run(
+        run,
+        data,
+        which=which,
+        device=device,
+        batch_size=batch_size,
+        trust_code=trust_code,
+        split=split,
+        report=report,
+    )
     for line in result["notes"]:
         note(line)
     if as_json:
         emit_json(result)
         return
     console.print(f"{result['run']} on {result['data']} ({result['split']}, {result['images']} images)")
-    console.print(f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+    console.print(
+        f"accuracy {result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, "
+        f"macro-F1 {result['macro_f1']:.4f}, loss {result['loss']:.4f}"
+    )
     names = result["class_names"]
     table = Table(title="confusion matrix (rows: true, columns: predicted)")
     table.add_column("class")
     for name in names:
         table.add_column(name[:8], justify="right")
-    table.add_column("accuracy", justify="right")
+    for column in ("precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
     for name, row in zip(names, result["confusion_matrix"]):
-        acc = result["per_class_accuracy"][name]
-        table.add_row(name, *map(str, row), "-" if acc is None else f"{acc:.3f}")
+        c = result["per_class"][name]
+        recall = "-" if c["recall"] is None else f"{c['recall']:.3f}"
+        table.add_row(name, *map(str, row), f"{c['precision']:.3f}", recall, f"{c['f1']:.3f}", str(c["support"]))
     console.print(table)
+    if result["most_confused"]:
+        pairs = ", ".join(f"{p['true']} as {p['predicted']} ({p['count']})" for p in result["most_confused"])
+        console.print(f"most confused: {pairs}")
+    console.print(f"expected calibration error (15 bins) {result['calibration']['ece']:.4f}")
+    if result.get("report"):
+        console.print(f"report: {result['report']}")
     if result["skipped_images"]:
         console.print(
             f"{len(result['skipped_images'])} unusable images skipped, e.g. {result['skipped_images'][0]['name']}"

@@ -17,7 +17,9 @@ from ..model.factory import create_model
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath, resolve_device
 from ..train.loop import evaluate
+from ..train.metrics import classification_metrics
 from ..train.run_folder import check_model_code, load_model_state, load_run
+from .report import calibration, write_report
 
 __all__ = ["TrainedModel", "evaluate_run", "load_trained"]
 
@@ -78,19 +80,30 @@ def evaluate_run(
     batch_size: int | None = None,
     device: str = "auto",
     trust_code: bool = False,
+    split: str = "val",
+    report: bool = False,
 ) -> dict:
-    """Accuracy, per-class accuracy and the confusion matrix of a run on DATA.
+    """Accuracy, balanced accuracy, macro-F1, per-class precision, recall and F1, and the confusion matrix.
 
-    With DATA the run trained on (or none), the run's own held-out split is used; with a folder
-    that has ``val/``, its validation images; otherwise every image of DATA. ``batch_size``
-    defaults to the one the run measured fastest for inference.
+    ``split`` ``val`` evaluates, for DATA with a validation folder, its images; for the DATA the
+    run trained on (or none), the run's own held-out split; otherwise every image of DATA.
+    ``test`` evaluates the test folder (or a CSV's test rows), which training never sees.
+    ``batch_size`` defaults to the one the run measured fastest for inference. With ``report``,
+    ``report.html`` and its plots are written into the run folder
+    (:func:`~transferkit.inference.report.write_report`).
     """
+    if split not in ("val", "test"):
+        raise DataError(f"split must be val or test, got {split!r}.", argument="split")
     trained = load_trained(run, which=which, device=device, trust_code=trust_code)
     config = trained.config
     spec = data or config.data
     source = open_data(spec)
-    if source.val is not None:
-        items, split = source.val, "val folder"
+    if split == "test":
+        if source.test is None:
+            raise DataError(f"'{spec}' has no test split: add a test/ folder beside train/, or a split column.")
+        items, split = source.test, f"test ({source.folders.get('test', 'test')})"
+    elif source.val is not None:
+        items, split = source.val, f"val ({source.folders.get('val', 'val')})"
     elif spec == config.data:
         _, items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
         split = f"the run's held-out {config.val_fraction:g}"
@@ -113,6 +126,7 @@ def evaluate_run(
         prep=BatchPrep(pre, device, channels_last=trained.fast.channels_last),
         device=device,
         precision=trained.fast.precision,
+        outputs=True,
     )
     confusion = metrics["confusion"]
     totals = confusion.sum(1)
@@ -120,16 +134,38 @@ def evaluate_run(
         name: (confusion[i, i].item() / totals[i].item() if totals[i] else None)
         for i, name in enumerate(trained.class_names)
     }
-    return {
+    scores = classification_metrics(confusion.tolist(), trained.class_names)
+    result = {
         "run": str(run),
         "data": spec,
         "split": split,
         "images": metrics["count"],
         "accuracy": metrics["accuracy"],
+        "balanced_accuracy": scores["balanced_accuracy"],
+        "macro_f1": scores["macro_f1"],
         "loss": metrics["loss"],
+        "per_class": scores["per_class"],
+        "most_confused": scores["most_confused"],
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
         "class_names": trained.class_names,
         "skipped_images": [{"name": n, "reason": r} for n, r in source.skipped + decoded.skipped],
+        "calibration": calibration(metrics["probabilities"], metrics["targets"]),
         "notes": trained.notes,
     }
+    if report:
+        if not Path(run).is_dir():
+            raise DataError(f"report needs a run folder to write into; '{run}' is a file.", argument="report")
+        history = load_run(run, which="last")["history"]
+        result["report"] = str(
+            write_report(
+                run,
+                result,
+                history=history,
+                images=decoded.images,
+                names=decoded.names,
+                probabilities=metrics["probabilities"],
+                targets=metrics["targets"],
+            )
+        )
+    return result

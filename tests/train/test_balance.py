@@ -138,5 +138,7 @@ def test_eval_test_split_is_kept_apart(tmp_path):
     result = evaluate_run(tmp_path / "run", split="test", trust_code=True)
     assert result["images"] == 6 and result["split"] == "test (test)"
     assert set(result["per_class"]) == {"cat", "dog"} and "balanced_accuracy" in result
+    mirrored = evaluate_run(tmp_path / "run", split="test", trust_code=True, tta=True)
+    assert mirrored["tta"] and mirrored["images"] == 6 and mirrored["loss"] != result["loss"]
     with pytest.raises(Exception, match="has no test split"):
         evaluate_run(tmp_path / "run", data="builtin:digits", split="test", trust_code=True)

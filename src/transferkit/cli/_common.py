@@ -21,6 +21,7 @@ __all__ = [
     "InChansOpt",
     "JsonOpt",
     "TrustCodeOpt",
+    "TtaOpt",
     "ModelArg",
     "NumClassesOpt",
     "console",
@@ -120,6 +121,10 @@ BatchSizeOpt = Annotated[
     typer.Option("--batch-size", metavar="N", min=1, help="Images per batch (default: the fastest measured)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+TtaOpt = Annotated[
+    bool,
+    typer.Option("--tta", help="Average each image with its mirror image (off: wrong for digits and text)."),
+]
 TrustCodeOpt = Annotated[
     bool,
     typer.Option(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, TrustCodeOpt, console, emit_json, note
+from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, TrustCodeOpt, TtaOpt, console, emit_json, note
 
 
 def eval_command(
@@ -25,6 +25,7 @@ def eval_command(
         bool,
         typer.Option("--report/--no-report", help="Write report.html (plots, top losses) into the run folder."),
     ] = True,
+    tta: TtaOpt = False,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -42,6 +43,7 @@ def eval_command(
         trust_code=trust_code,
         split=split,
         report=report,
+        tta=tta,
     )
     for line in result["notes"]:
         note(line)

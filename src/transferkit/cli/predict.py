@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, TrustCodeOpt, console, emit_json, note
+from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, TrustCodeOpt, TtaOpt, console, emit_json, note
 
 
 def predict_command(
@@ -22,6 +22,7 @@ def predict_command(
     top_k: Annotated[int, typer.Option("--top-k", metavar="K", min=1, help="How many classes to show per image.")] = 5,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = None,
+    tta: TtaOpt = False,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -31,6 +32,7 @@ def predict_command(
     predictor = load_predictor(
         source, architecture=architecture, device=device, batch_size=batch_size, trust_code=trust_code
     )
+    predictor.tta = tta
     for line in predictor.notes:
         note(line)
     results = predictor.predict(images, top_k=top_k)

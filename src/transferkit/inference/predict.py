@@ -14,6 +14,7 @@ from ..data.sources import printable
 from ..errors import DataError, ImageReadError
 from ..model.factory import create_model
 from ..train.fastpath import FastPath, autocast, resolve_device
+from ..train.loop import tta_logits
 from ..weights.loading import load_pretrained
 from ..weights.registry import get_weights
 from .runs import load_trained
@@ -31,6 +32,7 @@ class Predictor:
     fast: FastPath = field(default_factory=lambda: FastPath(False, "fp32", "default"))
     batch_size: int | None = None  # None: the batch size measured fastest for inference
     notes: list[str] = field(default_factory=list)
+    tta: bool = False  # average each image with its mirror image (not for digits or text)
 
     @torch.no_grad()
     def predict(self, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
@@ -57,7 +59,7 @@ class Predictor:
             chunk = readable[start : start + step]
             batch = torch.stack([tensor for _, _, tensor in chunk])  # (N, C, H, W)
             with autocast(param.device, self.fast.precision):
-                probs = self.model(prep(batch).to(param.dtype)).float().softmax(-1)
+                probs = tta_logits(self.model, prep(batch).to(param.dtype), tta=self.tta).softmax(-1)
             values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
             for (index, path, _), vals, idxs in zip(chunk, values, indices):
                 results[index] = {

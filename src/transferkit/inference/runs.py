@@ -82,6 +82,7 @@ def evaluate_run(
     trust_code: bool = False,
     split: str = "val",
     report: bool = False,
+    tta: bool = False,
 ) -> dict:
     """Accuracy, balanced accuracy, macro-F1, per-class precision, recall and F1, and the confusion matrix.
 
@@ -90,7 +91,8 @@ def evaluate_run(
     ``test`` evaluates the test folder (or a CSV's test rows), which training never sees.
     ``batch_size`` defaults to the one the run measured fastest for inference. With ``report``,
     ``report.html`` and its plots are written into the run folder
-    (:func:`~transferkit.inference.report.write_report`).
+    (:func:`~transferkit.inference.report.write_report`). ``tta`` averages each image with its
+    mirror image (wrong for digits and text, whose mirror image is another class or none).
     """
     if split not in ("val", "test"):
         raise DataError(f"split must be val or test, got {split!r}.", argument="split")
@@ -127,6 +129,7 @@ def evaluate_run(
         device=device,
         precision=trained.fast.precision,
         outputs=True,
+        tta=tta,
     )
     confusion = metrics["confusion"]
     totals = confusion.sum(1)
@@ -139,6 +142,7 @@ def evaluate_run(
         "run": str(run),
         "data": spec,
         "split": split,
+        "tta": tta,
         "images": metrics["count"],
         "accuracy": metrics["accuracy"],
         "balanced_accuracy": scores["balanced_accuracy"],

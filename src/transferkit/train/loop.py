@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .distributed import DistContext
 from .fastpath import autocast
 
-__all__ = ["evaluate", "train_one_epoch"]
+__all__ = ["evaluate", "train_one_epoch", "tta_logits"]
 
 
 def train_one_epoch(
@@ -64,6 +64,20 @@ def train_one_epoch(
     return (total[0] / total[1].clamp(min=1)).item()
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor, *, tta: bool = False) -> torch.Tensor:
+    """The model's float logits; with ``tta``, the log of the mean probability of ``x`` and its mirror image.
+
+    A horizontal flip keeps the class of photos of cats or cars, not of digits or text: leave
+    ``tta`` off for those.
+    """
+    logits = model(x).float()
+    if not tta:
+        return logits
+    mirrored = model(x.flip(-1)).float()
+    both = torch.stack([logits.log_softmax(-1), mirrored.log_softmax(-1)])
+    return torch.logsumexp(both, 0) - math.log(2)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -75,11 +89,13 @@ def evaluate(
     precision: str = "fp32",
     dist_ctx: DistContext | None = None,
     outputs: bool = False,
+    tta: bool = False,
 ) -> dict:
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted).
 
     With ``outputs``, also ``probabilities`` (N, K) and ``targets`` (N,) on the CPU, in the
-    loader's order (one process only).
+    loader's order (one process only). ``tta`` averages each image with its mirror image
+    (:func:`tta_logits`).
     """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -88,7 +104,7 @@ def evaluate(
     for inputs, targets in loader:
         x, y = prep(inputs), targets.to(device)
         with autocast(device, precision):
-            logits = model(x)
+            logits = tta_logits(model, x, tta=tta)
         if outputs:
             kept_probs.append(logits.float().softmax(-1).cpu())
             kept_targets.append(y.cpu())

@@ -142,3 +142,12 @@ def test_eval_test_split_is_kept_apart(tmp_path):
     assert mirrored["tta"] and mirrored["images"] == 6 and mirrored["loss"] != result["loss"]
     with pytest.raises(Exception, match="has no test split"):
         evaluate_run(tmp_path / "run", data="builtin:digits", split="test", trust_code=True)
+
+
+def test_mixup_and_cutmix_train_on_images_not_the_cache(tmp_path):
+    make_image_folder(tmp_path / "data", per_class=9)
+    logged = []
+    summary = fit(config(tmp_path, strategy="freeze", mixup=0.2, cutmix=1.0, batch_size=5), log=logged.append)
+    assert any("with MixUp 0.2 / CutMix 1" in m for m in logged)
+    assert not any(row["cached"] for row in summary["epochs"])  # mixed images: no cached activations
+    assert all(row["train_loss"] > 0 for row in summary["epochs"])

@@ -62,6 +62,8 @@ class TrainConfig:
     image_size: int | None = _setting(None, "Train at this size in pixels (default: the weights' own).")
     # auto: none while a frozen prefix exists (so that its output can be cached), else light.
     augment: str = _setting("auto", f"auto, {', '.join(AUGMENTATIONS)}.")
+    mixup: float = _setting(0.0, "MixUp alpha (timm's Mixup; 0: off, 0.2 is usual).")
+    cutmix: float = _setting(0.0, "CutMix alpha (timm's Mixup; 0: off, 1.0 is usual).")
     val_fraction: float = _setting(0.2, "Held out for validation when DATA has no val folder.")
     freeze: list[str] = _setting([], "For strategy head: module path, glob or re:REGEX to freeze; repeatable.")
     unfreeze_last: int | None = _setting(None, "For strategy head: train only the last N stages.")
@@ -161,6 +163,10 @@ def _check(c: TrainConfig) -> None:
     choose("precision", PRECISIONS)
     choose("augment", ("auto", *AUGMENTATIONS))
     choose("balance", BALANCES)
+    for argument in ("mixup", "cutmix"):
+        number(argument, low=0)
+    if (c.mixup or c.cutmix) and c.balance == "weighted":
+        fail("balance", "cannot be weighted with mixup or cutmix, whose targets are mixed; use sampler")
     choose("monitor", ("auto", *MONITORS))
     number("patience", low=1, optional=True, integer=True)
     if not isinstance(c.device, str) or not _DEVICE.match(c.device):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..data.augment import augmentation
+from ..data.augment import augmentation, mixer
 from ..data.preprocess import BatchPrep
 from ..data.sources import open_data
 from ..errors import ConfigError, RunError
@@ -218,7 +218,9 @@ def _choose_balance(record: RunRecord, state: dict | None, log, *, distributed: 
         return
     ratio = imbalance(list(record.data.class_counts["train"].values()))
     imbalanced = ratio > IMBALANCED
-    chosen = ("weighted" if distributed else "sampler") if imbalanced else "none"
+    mixing = config.mixup > 0 or config.cutmix > 0
+    # torchrun shards with its own sampler; mixed targets exclude the weighted loss.
+    chosen = ("sampler" if not distributed else "none" if mixing else "weighted") if imbalanced else "none"
     record.balance = config.balance if config.balance != "auto" else chosen
     record.monitor = config.monitor if config.monitor != "auto" else ("balanced_acc" if imbalanced else "acc")
     if config.balance == "auto" or config.monitor == "auto":
@@ -304,8 +306,17 @@ def _run_phase(
     )
     augment = _augment_for(config, phase)
     phase_started = time.perf_counter()
-    data.train.transform = augmentation(augment, data.preprocessing.input_size[1])
-    cacheable = config.cache and (augment == "none" or config.cache_views > 0)
+    data.train.transform = augmentation(
+        augment, data.preprocessing.input_size[1], channels=data.preprocessing.input_size[0]
+    )
+    mix = mixer(
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        label_smoothing=config.label_smoothing,
+        num_classes=len(data.class_names),
+    )
+    # MixUp and CutMix mix images: the frozen layers' output of unmixed ones cannot stand in.
+    cacheable = config.cache and (augment == "none" or config.cache_views > 0) and mix is None
     cached = None
     if cacheable:
         cached = cache_frozen_prefix(model, config, data, kernels.inference, device, augment=augment, log=log)
@@ -322,7 +333,8 @@ def _run_phase(
         prep = BatchPrep(data.preprocessing, device, path.channels_last)
         train_views, val_set, skipping = [data.train], data.val, nullcontext
     model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
-    log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}")
+    mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
+    log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}{mixing}")
     train_net = model
     if dist_ctx.enabled:
         train_net = nn.parallel.DistributedDataParallel(
@@ -384,6 +396,7 @@ def _run_phase(
                 device=device,
                 label_smoothing=config.label_smoothing,
                 class_weights=class_weights,
+                mix=mix,
                 precision=path.precision,
                 scaler=scaler,
                 dist_ctx=dist_ctx,

@@ -28,6 +28,7 @@ def train_one_epoch(
     device: torch.device,
     label_smoothing: float = 0.0,
     class_weights: torch.Tensor | None = None,
+    mix: Callable | None = None,
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
     dist_ctx: DistContext | None = None,
@@ -35,6 +36,7 @@ def train_one_epoch(
 ) -> float:
     """One pass over ``loader``; returns the mean training loss (over all ranks).
 
+    ``mix`` (timm's ``Mixup``) mixes each batch's images and trains on its soft targets.
     A batch whose loss is NaN or infinite ends the pass at once, before any step on it, and
     the non-finite loss is returned (with one process; ranks of a distributed run finish the
     pass together and return the NaN mean).
@@ -44,8 +46,17 @@ def train_one_epoch(
     bar = tqdm(loader, desc=progress, leave=False, disable=progress is None or not sys.stderr.isatty())
     for inputs, targets in bar:
         x, y = prep(inputs), targets.to(device, non_blocking=True)
+        if mix is not None:
+            even = len(y) - len(y) % 2  # timm mixes pairs: an odd batch leaves its last image out
+            if even == 0:
+                continue
+            x, soft = mix(x[:even], y[:even])  # soft targets carry the label smoothing
+            y = y[:even]
         with autocast(device, precision):
-            loss = F.cross_entropy(model(x), y, weight=class_weights, label_smoothing=label_smoothing)
+            if mix is not None:
+                loss = torch.sum(-soft * F.log_softmax(model(x).float(), dim=-1), dim=-1).mean()
+            else:
+                loss = F.cross_entropy(model(x), y, weight=class_weights, label_smoothing=label_smoothing)
         value = loss.item()
         if not math.isfinite(value) and (dist_ctx is None or not dist_ctx.enabled):
             return value

@@ -47,6 +47,8 @@ LIBRARY_ARGUMENTS = {f.name for f in fields(TrainConfig)} | {
     "trust_checkpoint",
     "trust_code",
     "overwrite",
+    "start",
+    "steps",
     "use_ema",
 }
 _FLAGS = {"cache": "--no-cache", "model": "MODEL", "which": "--checkpoint"}  # what a user types to change the default

@@ -34,6 +34,7 @@ COMMANDS = {
     "surgery": ("surgery", "surgery_command", "Replace layers by path and validate the network with a dry run."),
     "train": ("train", "train_command", "Fine-tune MODEL on DATA with a strategy; resumable."),
     "compare": ("compare", "compare_command", "Train several strategies on one split and compare them."),
+    "lr-find": ("lr_find", "lr_find_command", "The learning-rate range test: a plot and a suggested rate."),
     "eval": ("eval", "eval_command", "Evaluate a run: accuracy, per-class accuracy, confusion matrix."),
     "predict": ("predict", "predict_command", "Classify image files with a run or registry weights."),
 }

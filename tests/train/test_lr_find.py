@@ -36,3 +36,33 @@ def test_range_test_on_a_frozen_prefix_runs_on_cached_activations(tmp_path):
     assert (tmp_path / "lr" / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ConfigError, match="0 < start < end"):
         find_lr(config, start=1.0, end=0.1)
+
+
+def test_lr_auto_trains_at_the_suggested_rate_and_records_it(tmp_path):
+    import json
+
+    from transferkit.train.engine import fit
+
+    make_image_folder(tmp_path / "data", per_class=12)
+    logged = []
+    config = TrainConfig(
+        model="tests.helpers:TinyNet",
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "run"),
+        strategy="freeze",
+        epochs=2,
+        lr="auto",
+        image_size=16,
+        batch_size=8,
+        precision="fp32",
+        channels_last=False,
+    )
+    fit(config, log=logged.append)
+    found = next(m for m in logged if m.startswith("lr auto: training at"))
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["lr"]
+    assert isinstance(recorded, float) and f"{recorded:.2e}" in found
+    assert (tmp_path / "run" / "lr_find.png").exists()
+    with pytest.raises(ConfigError, match="lr auto finds one rate, and strategy gradual has two phases"):
+        TrainConfig(model="m", data="d", out="o", strategy="gradual", lr="auto")
+    with pytest.raises(ConfigError, match="lr must be a finite number"):
+        TrainConfig(model="m", data="d", out="o", lr="fast")

@@ -56,17 +56,23 @@ def config_options(
             default = defaults.get(f.name, f.default if f.default_factory is MISSING else None)
             if f.name in required or default is MISSING:
                 default = ...
-            option = _option(f.name, hints[f.name], default, help.get(f.name, describe(f.name)))
+            annotation, metavar = hints[f.name], None
+            if str in typing.get_args(annotation):  # typer takes no unions: read text, convert in the wrapper
+                annotation, metavar = str | None, "X|auto"
+            option = _option(f.name, annotation, default, help.get(f.name, describe(f.name)), metavar)
             generated.append(
                 inspect.Parameter(
-                    f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[hints[f.name], option], default=default
+                    f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[annotation, option], default=default
                 )
             )
         names = [p.name for p in generated]
+        words = {f.name for f in fields(TrainConfig) if str in typing.get_args(hints[f.name])}
 
         @functools.wraps(command)
         def wrapper(**kwargs):
-            settings = {name: kwargs.pop(name) for name in names}
+            settings = {
+                name: _number_or_word(kwargs.pop(name)) if name in words else kwargs.pop(name) for name in names
+            }
             if "freeze" in settings:
                 settings["freeze"] = list(settings["freeze"] or [])
             return command(settings=settings, **kwargs)
@@ -77,7 +83,17 @@ def config_options(
     return decorate
 
 
-def _option(name: str, annotation, default, text: str):
+def _number_or_word(value):
+    """``--lr 0.01`` is a number, ``--lr auto`` a word: fields typed ``float | str`` take both."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _option(name: str, annotation, default, text: str, metavar: str | None = None):
     flag = "--" + name.replace("_", "-")
     base = {a for a in typing.get_args(annotation) if a is not type(None)} or {annotation}
     if bool in base:
@@ -85,4 +101,4 @@ def _option(name: str, annotation, default, text: str):
         return typer.Option(flag if default is False else f"{flag}/--no-{flag[2:]}", help=text)
     if typing.get_origin(annotation) is list:
         return typer.Option(flag, metavar="PATTERN", help=text)
-    return typer.Option(flag, metavar=_METAVARS.get(next(iter(base)), "TEXT"), help=text)
+    return typer.Option(flag, metavar=metavar or _METAVARS.get(next(iter(base)), "TEXT"), help=text)

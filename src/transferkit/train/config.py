@@ -49,7 +49,8 @@ class TrainConfig:
     strategy: str = _setting("full", f"One of {', '.join(STRATEGIES)}.")
     epochs: int = _setting(5, "Epochs in all, across the strategy's phases.")
     batch_size: int = _setting(64, "Training batch size.")
-    lr: float | None = _setting(None, "Main learning rate (default: the strategy's for each phase).")
+    # auto: found by the learning-rate range test before training (one-phase strategies).
+    lr: float | str | None = _setting(None, "Main learning rate, or auto (default: the strategy's for each phase).")
     optimizer: str = _setting("adamw", f"One of {', '.join(OPTIMIZERS)}.")
     weight_decay: float = _setting(0.01, "Decoupled weight decay; biases and norm weights get none.")
     head_lr: float | None = _setting(None, "Learning rate of the head (default: the phase's rate).")
@@ -109,7 +110,7 @@ class TrainConfig:
         return plan_phases(
             self.strategy,
             self.epochs,
-            lr=self.lr,
+            lr=None if self.lr == "auto" else self.lr,
             layer_decay=self.layer_decay,
             freeze_patterns=self.freeze,
             unfreeze_last=self.unfreeze_last,
@@ -178,7 +179,9 @@ def _check(c: TrainConfig) -> None:
     number("unfreeze_last", low=1, optional=True, integer=True)
     number("cache_views", low=0, integer=True)
     number("seed", low=0, integer=True)
-    for argument in ("lr", "head_lr"):
+    if c.lr == "auto" and len(c.phases()) > 1:
+        fail("lr", f"auto finds one rate, and strategy {c.strategy} has two phases: run lr-find and give lr")
+    for argument in ("head_lr",) if c.lr == "auto" else ("lr", "head_lr"):
         number(argument, low=0, low_open=True, optional=True)
     number("weight_decay", low=0)
     number("layer_decay", low=0, high=1, low_open=True, optional=True)

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .distributed import DistContext, init_from_env, make_loader
 from .fastpath import FastPath, choose_fast_path, resolve_device
 from .feature_cache import truncated
 from .loop import evaluate, train_one_epoch
+from .lr_find import find_lr
 from .metrics import classification_metrics, imbalance, monitored
 from .optim import create_optimizer, warmup_cosine
 from .phase_cache import cache_frozen_prefix
@@ -149,6 +151,12 @@ def _fit(
         data = prepare_data(config, source=source, model=model, log=log)
     elif data.spec != config.data or data.preprocessing != preprocessing_for(config, model):
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
+    if config.lr == "auto":
+        found = find_lr(config, data=data, log=log)
+        config = replace(config, lr=found["suggestion"])  # the run records the rate it used
+        phases = config.phases()
+        log(f"lr auto: training at {config.lr:.2e}, the range test's suggestion (lr_find.png)")
+        seed_everything(config.seed)
     model = model.to(device)
     record = RunRecord(config, data, kernels or Kernels(), find_head(model), load_report)
     record.model_code = (state or {}).get("model_code") or code_origin(config.model)

@@ -29,7 +29,7 @@ from .feature_cache import truncated
 from .optim import create_optimizer
 from .phase_cache import cache_frozen_prefix
 from .rng import seed_everything
-from .setup import build_model, prepare_data
+from .setup import PreparedData, build_model, prepare_data
 from .strategies import apply_phase
 
 __all__ = ["find_lr", "suggest_lr"]
@@ -42,8 +42,11 @@ def find_lr(
     end: float = 10.0,
     steps: int = 100,
     log: Callable[[str], None] = print,
+    data: PreparedData | None = None,
 ) -> dict:
     """Rates, smoothed losses, the suggested rate and the plot (``lr_find.png`` in ``config.out``).
+
+    ``data`` is DATA already prepared for this config (as ``fit`` has it); else it is decoded here.
 
     Example:
         >>> find_lr(TrainConfig(model="resnet18", weights="timm", data="photos/", out="runs/lr"))["suggestion"]
@@ -54,12 +57,13 @@ def find_lr(
     if steps < 10:
         raise ConfigError(f"steps must be at least 10, got {steps}.", argument="steps")
     device = resolve_device(config.device)
-    source = open_data(config.data)
+    source = open_data(config.data) if data is None else None
     seed_everything(config.seed)
-    model, _ = build_model(config, len(source.class_names), load_weights=True)
+    model, _ = build_model(config, len((data or source).class_names), load_weights=True)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(config, source=source, model=model, log=log)
+    if data is None:
+        data = prepare_data(config, source=source, model=model, log=log)
     model = model.to(device)
     phase = config.phases()[0]
     apply_phase(

@@ -90,7 +90,18 @@ class RunRecord:
 
 
 # What a run writes; with overwrite these are removed first, so that two runs never mix.
-RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.csv", "report.json")
+RUN_FILES = (
+    "config.json",
+    "last.pt",
+    "best.pt",
+    "metrics.csv",
+    "report.json",
+    "lr_find.png",
+    "report.html",
+    "curves.png",
+    "confusion.png",
+    "reliability.png",
+)
 LOCK_FILE = ".transferkit.lock"
 
 

@@ -610,6 +610,15 @@ _OPTIONS = [
     ("weights-missing", ["--weights", "/nonexistent/w.pth"], ["does not exist"]),
     ("head-without-freeze", ["--strategy", "head"], ["--unfreeze-last"]),
     ("gradual-one-epoch", ["--strategy", "gradual", "--epochs", "1"], ["--epochs must be at least 2"]),
+    ("balance-unknown", ["--balance", "oversample"], ["--balance must be one of auto, none, weighted, sampler"]),
+    ("monitor-unknown", ["--monitor", "f2"], ["--monitor must be one of auto, acc"]),
+    ("patience-zero", ["--patience", "0"], ["--patience must be in [1, inf)"]),
+    ("mixup-negative", ["--mixup", "-0.2"], ["--mixup must be in [0, inf)"]),
+    ("cutmix-nan", ["--cutmix", "nan"], ["--cutmix must be a finite number"]),
+    ("mixup-weighted", ["--mixup", "0.2", "--balance", "weighted"], ["--balance cannot be weighted with mixup"]),
+    ("lr-word", ["--lr", "fast"], ["--lr must be a finite number, got 'fast'"]),
+    ("lr-auto-two-phases", ["--lr", "auto", "--strategy", "lp-ft", "--epochs", "4"], ["--lr auto finds one rate"]),
+    ("augment-unknown", ["--augment", "heavy"], ["--augment must be one of auto, none, light"]),
 ]
 
 for _name, _args, _words in _OPTIONS:
@@ -618,6 +627,53 @@ for _name, _args, _words in _OPTIONS:
     def _(w, tmp, args=_args):
         # Options given last take effect: FAST's own values are overridden.
         return ["train", w.spec, "--data", w.data, "--out", tmp / "out", *FAST, *args]
+
+
+def _layout(*folders: str) -> Setup:
+    """DATA laid out as the world's image folder copied under each of these split names."""
+
+    def setup(w: World, tmp: Path) -> list:
+        for name in folders:
+            w.copy(w.data, tmp / "data", name)  # copytree makes the parents
+        return train(w, tmp / "data", tmp / "out")
+
+    return setup
+
+
+for _folders, _words in [
+    (("train", "valid", "extra"), ["folder 'extra' beside 'train'", "would otherwise be ignored"]),
+    (("train", "val", "dev"), ["several val folders (dev, val)"]),
+    (("valid", "test"), ["has test, valid but no train folder"]),
+]:
+    case(f"layout/{'-'.join(_folders)}", "refused", 2, _words, absent("out"))(_layout(*_folders))
+
+for _folders in (("train", "valid"), ("training", "validation", "test"), ("train", "dev")):
+    case(f"layout/{'-'.join(_folders)}", "accepted", 0, ["splits: train from"])(_layout(*_folders))
+
+
+@case("csv/split-unknown", "refused", 2, ["line 2 has split 'holdout'; use train, val or test"])
+def _(w, tmp):
+    return train(w, _csv(w, tmp, "path,label,split\ncat/0.png,cat,holdout\n"), tmp / "out")
+
+
+@case("csv/split-val-only-class", "refused", 2, ["class 'bird' (val) has no training rows"])
+def _(w, tmp):
+    rows = (
+        _rows("path,label,split", order=("path", "label"))
+        .replace(",cat\n", ",cat,train\n")
+        .replace(",dog\n", ",dog,train\n")
+    )
+    return train(w, _csv(w, tmp, rows + "cat/0.png,bird,val\n"), tmp / "out")
+
+
+@case("eval/test-split-missing", "refused", 2, ["has no test split"])
+def _(w, tmp):
+    return ["eval", w.run, "--split", "test", "--no-report"]
+
+
+@case("eval/split-unknown", "refused", 2, ["--split must be val or test"])
+def _(w, tmp):
+    return ["eval", w.run, "--split", "holdout", "--no-report"]
 
 
 @case("options/data-missing", "refused", 2, ["does not exist"], absent("out"))

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..data.decode import ImageDataset, decode
+from ..data.decode import ImageDataset, decode, loader_workers
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data, split_items
 from ..errors import DataError
@@ -123,7 +123,11 @@ def evaluate_run(
     device = next(trained.model.parameters()).device
     metrics = evaluate(
         trained.model,
-        DataLoader(ImageDataset(decoded), batch_size=batch_size or trained.fast.inference_batch_size),
+        DataLoader(
+            ImageDataset(decoded),
+            batch_size=batch_size or trained.fast.inference_batch_size,
+            num_workers=loader_workers(ImageDataset(decoded)),
+        ),
         num_classes=len(trained.class_names),
         prep=BatchPrep(pre, device, channels_last=trained.fast.channels_last),
         device=device,

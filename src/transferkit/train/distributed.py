@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler
 
+from ..data.decode import loader_workers
+
 __all__ = ["DistContext", "init_from_env", "is_main_process", "make_loader"]
 
 
@@ -76,17 +78,20 @@ def make_loader(
     With ``sample_weights`` (one per example) an epoch draws ``len(dataset)`` examples with
     replacement in proportion to them, by ``seed``.
     """
+    workers = loader_workers(dataset)  # streamed images are decoded by worker processes
     if dist_ctx.enabled and shuffle:
         sampler = DistributedSampler(
             dataset, num_replicas=dist_ctx.world_size, rank=dist_ctx.rank, shuffle=True, seed=seed, drop_last=True
         )
         sampler.set_epoch(seed)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers)
     if dist_ctx.enabled:
         # Evaluation shards without padding, so that reduced counts are exact.
         dataset = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
     generator = torch.Generator().manual_seed(seed)
     if sample_weights is not None and shuffle:
         sampler = WeightedRandomSampler(sample_weights, len(dataset), replacement=True, generator=generator)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last, num_workers=workers
+    )

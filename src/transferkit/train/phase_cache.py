@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..data.decode import loader_workers
 from ..data.preprocess import BatchPrep
 from .config import TrainConfig
 from .fastpath import FastPath, autocast
@@ -84,7 +85,8 @@ def cache_frozen_prefix(
         def batches():  # a pass may run twice (fp16, then float32): each draws the same augmentation
             if seed is not None:
                 torch.manual_seed(seed)
-            for images, _ in DataLoader(dataset, batch_size=infer.inference_batch_size):
+            loader = DataLoader(dataset, batch_size=infer.inference_batch_size, num_workers=loader_workers(dataset))
+            for images, _ in loader:
                 yield images
 
         return lambda: iter_boundary_outputs(

@@ -1,7 +1,7 @@
 import torch
 import torch.nn as nn
 
-from transferkit.train.loop import tta_logits
+from transferkit.train.loop import tta_logits, tta_warning
 
 
 def test_tta_averages_the_probabilities_of_an_image_and_its_mirror():
@@ -16,3 +16,8 @@ def test_tta_averages_the_probabilities_of_an_image_and_its_mirror():
     # A mirror-symmetric image gains nothing from its mirror: the same probabilities.
     symmetric = torch.cat([x[..., :2], x[..., 2:3], x[..., :2].flip(-1)], -1)
     torch.testing.assert_close(tta_logits(model, symmetric, tta=True).exp(), model(symmetric).softmax(-1))
+
+
+def test_tta_warns_for_digit_classes():
+    assert "digits" in tta_warning([str(i) for i in range(10)])
+    assert tta_warning(["cat", "dog"]) is None

@@ -30,9 +30,8 @@ def predict_command(
     from ..inference.predict import load_predictor
 
     predictor = load_predictor(
-        source, architecture=architecture, device=device, batch_size=batch_size, trust_code=trust_code
+        source, architecture=architecture, device=device, batch_size=batch_size, trust_code=trust_code, tta=tta
     )
-    predictor.tta = tta
     for line in predictor.notes:
         note(line)
     results = predictor.predict(images, top_k=top_k)

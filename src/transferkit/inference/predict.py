@@ -14,7 +14,7 @@ from ..data.sources import printable
 from ..errors import DataError, ImageReadError
 from ..model.factory import create_model
 from ..train.fastpath import FastPath, autocast, resolve_device
-from ..train.loop import tta_logits
+from ..train.loop import tta_logits, tta_warning
 from ..weights.loading import load_pretrained
 from ..weights.registry import get_weights
 from .runs import load_trained
@@ -79,6 +79,7 @@ def load_predictor(
     device: str = "auto",
     batch_size: int | None = None,
     trust_code: bool = False,
+    tta: bool = False,
 ) -> Predictor:
     """A predictor from a run folder (its best checkpoint) or registry weights (``lite0``).
 
@@ -87,14 +88,21 @@ def load_predictor(
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
         batch_size: images per forward pass (default: the run's measured inference batch size).
         trust_code: let a run whose MODEL is the user's code import it (see :func:`load_trained`).
+        tta: average each image with its mirror image (a note says when the classes are digits).
     """
     if Path(source).is_dir():
         trained = load_trained(source, device=device, trust_code=trust_code)
-        return Predictor(
+        predictor = Predictor(
             trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
         )
-    record = get_weights(source)
-    net = create_model(architecture or record.architecture)
-    load_pretrained(net, record.name)
-    net.to(resolve_device(device)).eval()
-    return Predictor(net, record.preprocessing, record.class_names(), batch_size=batch_size)
+    else:
+        record = get_weights(source)
+        net = create_model(architecture or record.architecture)
+        load_pretrained(net, record.name)
+        net.to(resolve_device(device)).eval()
+        predictor = Predictor(net, record.preprocessing, record.class_names(), batch_size=batch_size)
+    predictor.tta = tta
+    warning = tta_warning(predictor.class_names) if tta else None
+    if warning:
+        predictor.notes.append(warning)
+    return predictor

@@ -16,7 +16,7 @@ from ..errors import DataError
 from ..model.factory import create_model
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath, resolve_device
-from ..train.loop import evaluate
+from ..train.loop import evaluate, tta_warning
 from ..train.metrics import classification_metrics
 from ..train.run_folder import check_model_code, load_model_state, load_run
 from .report import calibration, write_report
@@ -142,6 +142,7 @@ def evaluate_run(
         for i, name in enumerate(trained.class_names)
     }
     scores = classification_metrics(confusion.tolist(), trained.class_names)
+    warning = tta_warning(trained.class_names) if tta else None
     result = {
         "run": str(run),
         "data": spec,
@@ -159,7 +160,7 @@ def evaluate_run(
         "class_names": trained.class_names,
         "skipped_images": [{"name": n, "reason": r} for n, r in source.skipped + decoded.skipped],
         "calibration": calibration(metrics["probabilities"], metrics["targets"]),
-        "notes": trained.notes,
+        "notes": trained.notes + ([warning] if warning else []),
     }
     if report:
         if not Path(run).is_dir():

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .distributed import DistContext
 from .fastpath import autocast
 
-__all__ = ["evaluate", "train_one_epoch", "tta_logits"]
+__all__ = ["evaluate", "train_one_epoch", "tta_logits", "tta_warning"]
 
 
 def train_one_epoch(
@@ -73,6 +73,13 @@ def train_one_epoch(
     if dist_ctx is not None:
         dist_ctx.all_reduce_sum(total)
     return (total[0] / total[1].clamp(min=1)).item()
+
+
+def tta_warning(class_names: list[str]) -> str | None:
+    """A note when flip TTA is likely wrong: classes named by digits, whose mirror images are no digits."""
+    if all(name.strip().isdigit() for name in class_names):
+        return "tta mirrors the images, but these classes are digits: a mirrored digit is another or none"
+    return None
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, *, tta: bool = False) -> torch.Tensor:

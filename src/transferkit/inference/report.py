@@ -212,6 +212,7 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
 .card { width: 150px; font-size: 12px; border: 1px solid #ddd; padding: 6px; }
+.card div { overflow-wrap: anywhere; }
 .card img { display: block; margin: 0 auto 4px; image-rendering: pixelated; }
 .wrong { color: #b00; }
 """

@@ -1,3 +1,10 @@
+import os
+
+# Tests never reach the internet: the Hugging Face Hub is a closed port on this machine unless a
+# test serves a stand-in hub (tests/weights/stand_in_hub.py) and points huggingface_hub at it.
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 import pytest
 import torch
 

@@ -130,6 +130,7 @@ def _torchvision_factory(name: str) -> Callable[..., nn.Module]:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
         crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size[0]
         model.transferkit_input_size = (3, crop, crop)
+        model.transferkit_torchvision = name  # for torchvision:ENUM weights
         return model
 
     factory.__signature__ = inspect.Signature(

@@ -45,7 +45,9 @@ class TrainConfig:
     model: str = _setting(help="timm name (resnet34), torchvision:NAME, path/to/model.py:factory or module:factory.")
     data: str = _setting(help="Image folder, CSV of path,label, or builtin:NAME.")
     out: str = _setting(help="Run folder: checkpoints, metrics.csv, report.json, TensorBoard logs.")
-    weights: str | None = _setting(None, "Pretrained weights: registry name (lite0), timm, or a checkpoint file.")
+    weights: str | None = _setting(
+        None, "Pretrained weights: a file, lite0, timm, timm:TAG, hf-hub:ORG/REPO, torchvision:ENUM or a URL."
+    )
     strategy: str = _setting("full", f"One of {', '.join(STRATEGIES)}.")
     epochs: int = _setting(5, "Epochs in all, across the strategy's phases.")
     batch_size: int = _setting(64, "Training batch size.")

@@ -21,6 +21,7 @@ from ..data.sources import DataSource, open_data, split_items
 from ..errors import DataError, WeightsError
 from ..model.factory import create_model
 from ..model.surgery import find_head
+from ..weights.hub import is_remote, remote_preprocessing
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.registry import get_weights
 from .config import IMBALANCED, TrainConfig
@@ -73,7 +74,9 @@ def model_channels(model: nn.Module) -> int:
 def preprocessing_for(config: TrainConfig, model: nn.Module) -> Preprocessing:
     """The weights' preprocessing (the model's own for a file), at ``image_size`` and the model's channels."""
     base = Preprocessing.from_model(model)
-    if config.weights:
+    if config.weights and is_remote(config.weights):
+        base = remote_preprocessing(config.weights, model) or base  # what came with the weights
+    elif config.weights:
         try:
             base = get_weights(config.weights).preprocessing
         except WeightsError:

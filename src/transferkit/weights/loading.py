@@ -18,6 +18,7 @@ from ..errors import ConfigError, LoadError, SurgeryError
 from ..model.surgery import find_head
 from ._align import align
 from .checkpoint import Checkpoint, from_state_dict, read_checkpoint
+from .hub import is_remote
 from .registry import resolve_source
 
 __all__ = [
@@ -214,6 +215,8 @@ def load_pretrained(
         ckpt = read_checkpoint(path, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
         if record is not None:
             ckpt.source = record.name
+        elif is_remote(source):
+            ckpt.source = str(source)
     report = apply_checkpoint(model, ckpt, policy=policy)
     if record is not None:
         report.notes.extend(_architecture_notes(model, record))

@@ -178,7 +178,13 @@ def class_names_for(model: nn.Module) -> list[str] | None:
 
 
 def resolve_source(source: str | Path, model: nn.Module | None = None) -> tuple[Path, WeightsRecord | None]:
-    """A weights argument as a file: an existing path, a registry name, or ``timm`` (the local cache)."""
+    """A weights argument as a file: an existing path, a registry name, or a hub spec (downloaded).
+
+    Hub specs (``timm``, ``timm:TAG``, ``hf-hub:ORG/REPO``, ``torchvision:ENUM``, URLs) are
+    fetched by :func:`transferkit.weights.hub.fetch`.
+    """
+    from .hub import fetch, is_remote
+
     path = Path(source)
     if path.exists():
         return path, None
@@ -186,13 +192,11 @@ def resolve_source(source: str | Path, model: nn.Module | None = None) -> tuple[
     if text in _REGISTRY:
         record = _REGISTRY[text]
         return record.path(), record
-    if text == "timm":
-        if model is None:
-            raise WeightsError("Weights 'timm' need the model they are for.")
-        return timm_cached_weights(model), None
+    if is_remote(text):
+        return fetch(text, model).path, None
     if "/" in text or "\\" in text or path.suffix:
         return path, None  # reading it reports the missing file
     raise WeightsError(
-        f"'{text}' is neither a file nor known weights. Known: {', '.join(_REGISTRY)}, 'timm' "
-        "(timm's local cache); 'transferkit weights' lists them."
+        f"'{text}' is neither a file nor known weights. Known: {', '.join(_REGISTRY)}, timm, timm:TAG, "
+        "hf-hub:ORG/REPO, torchvision:ENUM, or an https:// URL; 'transferkit weights' lists the offline ones."
     )

@@ -1,0 +1,144 @@
+"""Weights from the hubs, through huggingface_hub and torch.hub, against a stand-in on 127.0.0.1."""
+
+import hashlib
+import io
+import json
+
+import pytest
+import torch
+from safetensors.torch import save
+
+from tests.helpers import TinyNet
+from tests.weights.stand_in_hub import StandInHub
+from transferkit.errors import TransferkitError
+from transferkit.model.factory import create_model
+from transferkit.weights.hub import fetch, remote_preprocessing
+from transferkit.weights.loading import load_pretrained
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    server = StandInHub(tmp_path / "served")
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield server
+    server.close()
+
+
+def _tiny_repo(hub, repo="me/tiny-net"):
+    torch.manual_seed(1)
+    reference = TinyNet()
+    hub.add_repo_file(repo, "model.safetensors", save(reference.state_dict()))
+    config = {
+        "architecture": "tiny",
+        "pretrained_cfg": {
+            "mean": [0.1, 0.2, 0.3],
+            "std": [0.5, 0.5, 0.5],
+            "input_size": [3, 16, 16],
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+        },
+    }
+    hub.add_repo_file(repo, "config.json", json.dumps(config).encode())
+    return reference
+
+
+def test_hf_hub_repo_is_downloaded_cached_and_brings_its_preprocessing(hub):
+    reference = _tiny_repo(hub)
+    model = TinyNet()
+    report = load_pretrained(model, "hf-hub:me/tiny-net")
+    assert report.loaded_fraction == 1.0 and report.source == "hf-hub:me/tiny-net"
+    torch.testing.assert_close(model.fc.weight, reference.fc.weight)
+    pre = remote_preprocessing("hf-hub:me/tiny-net", model)
+    assert pre.mean == (0.1, 0.2, 0.3) and pre.interpolation == "bilinear" and pre.input_size == (3, 16, 16)
+    downloads = [r for r in hub.requests if r.startswith("GET") and r.endswith("model.safetensors")]
+    assert len(downloads) == 1
+    load_pretrained(TinyNet(), "hf-hub:me/tiny-net")  # the second time from the cache
+    assert [r for r in hub.requests if r.startswith("GET") and r.endswith("model.safetensors")] == downloads
+
+
+def test_timm_tag_goes_through_timm_config_to_its_hub_repo(hub):
+    model = create_model("resnet18", num_classes=10)
+    source = create_model("resnet18")
+    hub.add_repo_file("timm/resnet18.a1_in1k", "model.safetensors", save(source.state_dict()))
+    fetched = fetch("timm:a1_in1k", model)
+    assert fetched.origin == "timm/resnet18.a1_in1k" and fetched.config["crop_pct"] == 0.95
+    report = load_pretrained(model, "timm:a1_in1k")
+    assert [m.key for m in report.mismatched] == ["fc.weight", "fc.bias"]  # the 1000-class head
+    with pytest.raises(TransferkitError, match="no pretrained tag 'nope' for resnet18; its tags: .*a1_in1k"):
+        fetch("timm:nope", model)
+
+
+@pytest.mark.parametrize(
+    "fault, words",
+    [(None, "none of model.safetensors, pytorch_model.bin"), ("500", "Hugging Face Hub"), ("cut", "failed")],
+)
+def test_hub_failures_are_one_clear_error_and_leave_nothing_usable(hub, tmp_path, monkeypatch, fault, words):
+    import huggingface_hub.utils._http as http
+
+    retries = []
+    monkeypatch.setattr(http.time, "sleep", retries.append)  # huggingface_hub's backoff, without the waiting
+    if fault is not None:
+        _tiny_repo(hub)
+        hub.faults["model.safetensors"] = fault
+    with pytest.raises(TransferkitError, match=words):
+        fetch("hf-hub:me/tiny-net")
+    snapshots = list((tmp_path / "hf-cache").rglob("snapshots/*/model.safetensors"))
+    assert snapshots == []  # no half file where a later run would take it
+    if fault is not None:
+        hub.faults.clear()
+        assert fetch("hf-hub:me/tiny-net").path.stat().st_size > 0  # and the next try succeeds
+    if fault == "500":
+        assert retries  # a server error is retried before it is reported
+
+
+def test_offline_uses_the_cache_only_and_says_where_it_looked(hub, tmp_path, monkeypatch):
+    _tiny_repo(hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TransferkitError, match=r"none of .* in the cache \(.*hf-cache; HF_HUB_OFFLINE is set\)"):
+        fetch("hf-hub:me/tiny-net")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    fetch("hf-hub:me/tiny-net")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(hub.requests)
+    assert fetch("hf-hub:me/tiny-net").path.is_file() and len(hub.requests) == before
+
+
+def test_url_download_checks_the_hash_in_its_name(hub, tmp_path):
+    buffer = io.BytesIO()
+    torch.save(TinyNet().state_dict(), buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    good = hub.add_file(f"tiny-{digest[:8]}.pth", data)
+    assert load_pretrained(TinyNet(), good).loaded_fraction == 1.0
+    assert (tmp_path / "torch-cache" / "checkpoints" / f"tiny-{digest[:8]}.pth").is_file()
+    bad = hub.add_file("tiny-deadbeef.pth", data)
+    with pytest.raises(TransferkitError, match="does not match its hash"):
+        fetch(bad)
+    assert not (tmp_path / "torch-cache" / "checkpoints" / "tiny-deadbeef.pth").exists()
+    with pytest.raises(TransferkitError, match="Downloading .* failed"):
+        fetch(f"{hub.url}/files/missing.pth")
+
+
+def test_torchvision_weights_from_a_seeded_torch_cache(hub, tmp_path):
+    import torchvision
+
+    model = create_model("torchvision:resnet18", num_classes=4)
+    url = torchvision.models.get_model_weights("resnet18")["DEFAULT"].url
+    seeded = tmp_path / "torch-cache" / "checkpoints" / url.rsplit("/", 1)[-1]
+    seeded.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), seeded)
+    report = load_pretrained(model, "torchvision:DEFAULT")
+    assert report.backbone_fraction == 1.0 and [m.key for m in report.mismatched] == ["fc.weight", "fc.bias"]
+    pre = remote_preprocessing("torchvision:IMAGENET1K_V1", model)
+    assert pre.input_size == (3, 224, 224) and pre.crop_pct == pytest.approx(224 / 256)
+    assert pre.interpolation == "bilinear" and pre.mean == (0.485, 0.456, 0.406)
+    with pytest.raises(TransferkitError, match="no weights 'V9' for resnet18; choose one of DEFAULT, IMAGENET1K_V1"):
+        fetch("torchvision:V9", model)

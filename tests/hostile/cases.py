@@ -268,6 +268,43 @@ _broken(
 _broken("directory", lambda p: p.mkdir(), ["is not a file"])
 
 
+def _zip(members: dict[str, str]) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, text in members.items():
+                archive.writestr(name, text)
+
+    return make
+
+
+_broken("keras-h5", lambda p: p.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64)), ["Keras/HDF5 file", "PyTorch weights"])
+_broken("keras-archive", _zip({"config.json": "{}", "model.weights.h5": ""}), ["Keras archive (.keras)"])
+_broken("torchscript", _zip({"m/constants.pkl": "", "m/code/__torch__.py": "", "m/data.pkl": ""}), ["TorchScript"])
+_broken("gzip", lambda p: p.write_bytes(__import__("gzip").compress(b"weights")), ["gzip-compressed", "gunzip"])
+
+
+@case("checkpoint/onnx", "refused", 2, ["an ONNX model"])
+def _(w, tmp):
+    (tmp / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    return ["load", w.spec, tmp / "model.onnx"]
+
+
+def _json_error(w: World, tmp: Path, output: str) -> None:
+    import json
+
+    line = next(line for line in output.splitlines() if line.startswith("{"))
+    error = json.loads(line)
+    assert error["exit_code"] == 2 and "Keras/HDF5" in error["error"], error
+
+
+@case("checkpoint/json-error-on-stdout", "refused", 2, ["Keras/HDF5"], _json_error)
+def _(w, tmp):
+    (tmp / "w.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    return ["load", w.spec, tmp / "w.h5", "--json"]
+
+
 def _tiny_state(w: World, **replace) -> dict:
     import importlib.util
 

@@ -8,6 +8,7 @@ modules import the library (torch, timm, torchvision) inside their functions: ``
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import sys
@@ -119,6 +120,9 @@ def main() -> None:
 def _fail(message: str, code: int) -> None:
     # Names with bytes that are not UTF-8 are shown escaped (\xff), never as an encoding error.
     print(f"transferkit: {printable(message)}", file=sys.stderr)
+    if "--json" in sys.argv[1:]:  # a script reading stdout learns why, too
+        kind, _, text = printable(message).partition(": ")
+        print(json.dumps({"error": text, "kind": kind, "exit_code": code}))
     sys.exit(code)
 
 

@@ -106,6 +106,9 @@ def load_torch_file(path: str | Path, *, trust: bool = False, refusal_hint: str 
 
 
 def _read_torch(path: Path, head: bytes, trust: bool, refusal_hint: str | None = None):
+    other = _other_format(path, head)
+    if other:
+        raise CheckpointError(f"Checkpoint '{path}' is {other}")
     if not head.startswith(_ZIP_MAGIC) and head[0] != _PICKLE_PROTOCOL_OPCODE:
         raise CheckpointError(
             f"Checkpoint '{path}' is neither a PyTorch checkpoint nor a safetensors file "
@@ -136,6 +139,36 @@ def _read_torch(path: Path, head: bytes, trust: bool, refusal_hint: str | None =
         ) from None
     except Exception as e:  # weights_only: nothing ran; whatever broke, the file is not readable
         raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated: {_first_line(e)}") from None
+
+
+def _other_format(path: Path, head: bytes) -> str | None:
+    """What a file that is not PyTorch weights is, from its first bytes (and a zip's members), with what to do."""
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return (
+            "a Keras/HDF5 file (.h5): PyTorch cannot read Keras weights. Use the architecture's PyTorch "
+            "weights (timm, torchvision, hf-hub) instead."
+        )
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip-compressed: decompress it (gunzip) and give the file inside."
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None  # torch.load reports the damage
+        if any(n.endswith(("model.weights.h5", "config.json")) for n in names) and not any(
+            n.endswith("data.pkl") for n in names
+        ):
+            return "a Keras archive (.keras): PyTorch cannot read Keras weights; use PyTorch weights instead."
+        if any(n.endswith(("constants.pkl", "code/__torch__.py")) or "/code/" in n for n in names):
+            return (
+                "a TorchScript archive (torch.jit.save): it holds a program, not a state dict. Load it with "
+                "torch.jit.load where you trust it, and save its state_dict() to a file."
+            )
+        return None
+    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"onnx" in head.lower()):
+        return "an ONNX model: it cannot be loaded into a PyTorch module; use the PyTorch weights it was exported from."
+    return None
 
 
 def _unsafe_globals(path: Path, *, zipped: bool) -> list[str]:

@@ -77,3 +77,10 @@ def test_bad_files_name_the_file_and_write_nothing(cli, tmp_path, kind):
     code, out, err = cli("load", "efficientnet_lite0", path, "--save", out_file, "--save-map", tmp_path / "m.json")
     assert code == 2 and err.count("\n") == 1 and str(path) in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_weights_of_a_model(cli_json):
+    listed = cli_json("weights", "--model", "torchvision:resnet50")
+    specs = {row["spec"]: row for row in listed["weights"]}
+    assert set(specs) == {"torchvision:IMAGENET1K_V1", "torchvision:IMAGENET1K_V2", "torchvision:DEFAULT"}
+    assert specs["torchvision:IMAGENET1K_V2"]["default"] and specs["torchvision:IMAGENET1K_V2"]["size_mb"] > 90

@@ -142,3 +142,19 @@ def test_torchvision_weights_from_a_seeded_torch_cache(hub, tmp_path):
     assert pre.interpolation == "bilinear" and pre.mean == (0.485, 0.456, 0.406)
     with pytest.raises(TransferkitError, match="no weights 'V9' for resnet18; choose one of DEFAULT, IMAGENET1K_V1"):
         fetch("torchvision:V9", model)
+
+
+def test_model_weights_lists_tags_and_what_is_cached(hub):
+    from transferkit.weights.hub import model_weights
+
+    before = {row["spec"]: row for row in model_weights("resnet18")}
+    assert before["timm:a1_in1k"]["default"] and before["timm:a1_in1k"]["cached"] is None
+    hub.add_repo_file("timm/resnet18.a1_in1k", "model.safetensors", save(create_model("resnet18").state_dict()))
+    fetch("timm:a1_in1k", create_model("resnet18"))
+    after = {row["spec"]: row for row in model_weights("resnet18")}
+    assert after["timm:a1_in1k"]["cached"] and after["timm:a1_in1k"]["size_mb"] > 40
+    assert after["timm:a2_in1k"]["cached"] is None
+    vision = {row["spec"]: row for row in model_weights("torchvision:resnet18")}
+    assert vision["torchvision:IMAGENET1K_V1"]["size_mb"] == pytest.approx(44.7, abs=0.1)  # torchvision's record
+    with pytest.raises(TransferkitError, match="Unknown model 'nosuch'"):
+        model_weights("nosuch")

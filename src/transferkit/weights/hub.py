@@ -30,7 +30,7 @@ import torch.nn as nn
 from ..data.preprocess import Preprocessing
 from ..errors import WeightsError
 
-__all__ = ["Fetched", "fetch", "is_remote", "remote_preprocessing"]
+__all__ = ["Fetched", "fetch", "is_remote", "model_weights", "remote_preprocessing"]
 
 _PREFIXES = ("timm:", "hf-hub:", "torchvision:", "https://", "http://")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -77,6 +77,62 @@ def fetch(spec: str, model: nn.Module | None = None) -> Fetched:
         weights = _torchvision_weights(spec, model)
         return Fetched(_url_file(weights.url), spec, _torchvision_config(weights), weights.url)
     return Fetched(_url_file(spec), spec, None, spec)
+
+
+def model_weights(model: str) -> list[dict]:
+    """The pretrained weights a MODEL name has: spec, where they come from, whether cached (and the file's size).
+
+    Nothing is downloaded. For torchvision models the size is torchvision's own record of it.
+
+    Example:
+        >>> [w["spec"] for w in model_weights("resnet50")][:2]
+        ['timm:a1_in1k', 'timm:a1h_in1k']
+    """
+    if model.startswith("torchvision:"):
+        import torch.hub
+        import torchvision
+
+        name = model.split(":", 1)[1]
+        try:
+            enum = torchvision.models.get_model_weights(name)
+        except (ValueError, KeyError):
+            raise WeightsError(f"torchvision has no weights for '{name}'.") from None
+        rows = []
+        for member, weights in enum.__members__.items():
+            path = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+            size = weights.meta.get("_file_size")
+            rows.append(
+                {
+                    "spec": f"torchvision:{member}",
+                    "origin": weights.url,
+                    "cached": str(path) if path.is_file() else None,
+                    "size_mb": path.stat().st_size / 2**20 if path.is_file() else size,
+                    "default": weights is enum.DEFAULT and member != "DEFAULT",
+                }
+            )
+        return rows
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    if not timm.is_model(model):
+        raise WeightsError(f"Unknown model '{model}': give a timm name or torchvision:NAME.")
+    names = timm.list_pretrained(f"{model}.*")
+    default = timm.create_model(model, pretrained=False).pretrained_cfg.get("tag") if names else None
+    rows = []
+    for full in names:
+        tag = full.split(".", 1)[1]
+        cfg = get_pretrained_cfg(full).to_dict()
+        cached = _timm_cached(cfg)
+        rows.append(
+            {
+                "spec": f"timm:{tag}",
+                "origin": cfg.get("hf_hub_id") or cfg.get("url"),
+                "cached": str(cached) if cached else None,
+                "size_mb": cached.stat().st_size / 2**20 if cached else None,
+                "default": tag == default,
+            }
+        )
+    return rows
 
 
 def remote_preprocessing(spec: str, model: nn.Module) -> Preprocessing | None:

@@ -82,7 +82,12 @@ def load_command(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load pretrained weights into MODEL and report matched, missing, unexpected and mismatched tensors."""
+    """Load pretrained weights into MODEL, report what matched, and verify them on natural photos.
+
+    Exits 1 with --strict when the verification warns (untrained statistics, input far from
+    the statistics the weights expect).
+    """
+    from ..errors import TransferkitError
     from ..model.factory import create_model
     from ..serialization import save_safetensors, write_json
     from ..weights.loading import LoadPolicy, load_pretrained
@@ -97,19 +102,40 @@ def load_command(
     )
     net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     report = load_pretrained(net, source, policy=policy, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+    verification = None
+    if not dry_run:
+        from ..weights.hub import is_remote, remote_preprocessing
+        from ..weights.registry import get_weights
+        from ..weights.verify import verify_weights
+
+        if is_remote(source):
+            pre = remote_preprocessing(source, net)
+        else:
+            try:
+                pre = get_weights(source).preprocessing
+            except TransferkitError:
+                pre = None  # a file: the model's own preprocessing
+        verification = verify_weights(net, pre)
     if save is not None:
         save_safetensors(net.state_dict(), save, metadata={"model": model, "source": str(source)})
     if save_map is not None:
         write_json(save_map, report.key_map())
     if as_json:
         out = report.to_dict()
+        out["verification"] = verification
         if save is not None:
             out["saved"] = str(save)
         if save_map is not None:
             out["saved_map"] = str(save_map)
         emit_json(out)
-        return
-    print_load_report(report)
-    for path in (save, save_map):
-        if path is not None:
-            console.print(f"Saved {path}")
+    else:
+        print_load_report(report)
+        if verification is not None:
+            console.print(f"  verification: {verification['status']}")
+            for finding in verification["findings"]:
+                console.print(f"    {finding['kind']}: {finding['message']}")
+        for path in (save, save_map):
+            if path is not None:
+                console.print(f"Saved {path}")
+    if strict and verification is not None and verification["status"] != "ok":
+        raise typer.Exit(1)  # --strict: a warning fails the load

@@ -178,6 +178,8 @@ def _fit(
             f"weights: {config.weights}: {len(load_report['matched'])} tensors loaded, "
             f"{load_report['loaded_fraction']:.1%} of parameters ({how}); head '{record.head}' is new"
         )
+        for finding in load_report["verification"]["findings"]:
+            log(f"warning: weights: {finding['message']}")
     if dist_ctx.is_main:  # on resuming too: the folder may have moved, epochs or device changed
         write_json(out / "config.json", config.to_dict())
 

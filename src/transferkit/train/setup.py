@@ -24,6 +24,7 @@ from ..model.surgery import find_head
 from ..weights.hub import is_remote, remote_preprocessing
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.registry import get_weights
+from ..weights.verify import verify_weights
 from .config import IMBALANCED, TrainConfig
 from .fastpath import FastPath
 from .metrics import imbalance
@@ -94,6 +95,8 @@ def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = T
     if load_weights and config.weights and config.strategy != "scratch":
         policy = LoadPolicy(min_loaded=config.min_loaded, allow_nonfinite=config.allow_nonfinite)
         report = load_pretrained(model, config.weights, policy=policy).to_dict()
+        # The cheap check only; `transferkit load` adds the one on photos.
+        report["verification"] = verify_weights(model, photos=False)
     zero_init_head(model)
     return model, report
 

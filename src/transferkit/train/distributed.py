@@ -40,6 +40,14 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
+    def from_main(self, value):
+        """Rank 0's ``value`` on every rank: choices measured per process (kernels) must agree."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def init_from_env(device: str) -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, nccl on CUDA)."""

@@ -161,7 +161,7 @@ def _fit(
     record = RunRecord(config, data, kernels or Kernels(), find_head(model), load_report)
     record.model_code = (state or {}).get("model_code") or code_origin(config.model)
     _choose_balance(record, state, log, distributed=dist_ctx.enabled)
-    probe = _measure_kernels(record, model, device, saved=state or {}, log=log)
+    probe = _measure_kernels(record, model, device, saved=state or {}, log=log, dist_ctx=dist_ctx)
     start_phase, start_epoch = 0, 0
     if state is not None:
         load_model_state(model, state, out)
@@ -186,6 +186,7 @@ def _fit(
     writer = _tensorboard(out, log) if dist_ctx.is_main else None
     epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
     clock = _Clock(record.history[-1]["cumulative_seconds"] if record.history else 0.0)
+    stopped = False
     try:
         for phase_index in range(start_phase, len(phases)):
             resumed = state if phase_index == start_phase and start_epoch > 0 else None
@@ -206,12 +207,14 @@ def _fit(
                 log=log,
             )
             if stop_after is not None and epoch_index >= stop_after:
-                return summary(record, model, stopped=True, write=dist_ctx.is_main)
+                stopped = True
+                break
     finally:
         if writer is not None:
             writer.close()
-        dist_ctx.barrier()
-    return summary(record, model, stopped=False, write=dist_ctx.is_main)
+    # Only when every rank got here: a rank that failed must not leave the others waiting.
+    dist_ctx.barrier()
+    return summary(record, model, stopped=stopped, write=dist_ctx.is_main)
 
 
 def _choose_balance(record: RunRecord, state: dict | None, log, *, distributed: bool = False) -> None:
@@ -260,7 +263,9 @@ def _sample_weights(record: RunRecord, dist_ctx: DistContext) -> torch.Tensor | 
     return (1.0 / counts.double())[labels]
 
 
-def _measure_kernels(record: RunRecord, model: nn.Module, device: torch.device, *, saved: dict, log):
+def _measure_kernels(
+    record: RunRecord, model: nn.Module, device: torch.device, *, saved: dict, log, dist_ctx: DistContext
+):
     """Fill in the inference kernels now; return the probe that measures training kernels when first needed.
 
     A resumed run keeps the kernels it chose, so that resuming is exact.
@@ -280,7 +285,9 @@ def _measure_kernels(record: RunRecord, model: nn.Module, device: torch.device, 
     elif kernels.inference is None:
         # Batches larger than the data would never run: they are not measured.
         largest = max(len(data.train), len(data.val))
-        kernels.inference = probe(train=False, batch_size=min(config.batch_size, 16), max_batch_size=min(256, largest))
+        kernels.inference = dist_ctx.from_main(
+            probe(train=False, batch_size=min(config.batch_size, 16), max_batch_size=min(256, largest))
+        )
         _log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
     if saved.get("fast_path"):
         kernels.training = FastPath(**saved["fast_path"])
@@ -337,7 +344,7 @@ def _run_phase(
         skipping = partial(truncated, model, cached.boundary)
     else:
         if kernels.training is None:  # measured when the whole network first trains
-            kernels.training = probe(train=True)
+            kernels.training = dist_ctx.from_main(probe(train=True))
             _log_fast(log, "training", kernels.training)
         path = kernels.training
         prep = BatchPrep(data.preprocessing, device, path.channels_last)

@@ -44,3 +44,12 @@ def test_entry_point_prints_no_traceback(tmp_path):
         result.stderr.strip()
         == f"transferkit: error: Checkpoint '{tmp_path / 'x.pth'}' does not exist. Check the path."
     )
+
+
+def test_offline_downloads_nothing_and_says_where_it_looked(cli, tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test: --offline sets it for the process
+    code, _, err = cli("--offline", "load", "resnet18", "hf-hub:timm/resnet18.a1_in1k")
+    assert code == 2 and "in the cache" in err and str(tmp_path / "hf") in err and "HF_HUB_OFFLINE is set" in err

@@ -40,6 +40,7 @@ def test_auto_samples_the_classes_equally_and_monitors_balanced_accuracy(tmp_pat
     text = "\n".join(logged)
     assert "train images per class: cat 24, dog 4" in text and "val images per class: cat 6, dog 2" in text
     assert "warning: imbalanced classes: 'cat' has 6.0x the training images of 'dog'" in text
+    assert "preprocessing: 16 px, mean (0.485, 0.456, 0.406)" in text and "from the model's own configuration" in text
     assert "balance sampler, best checkpoint by balanced_acc" in text
     assert summary["balance"] == "sampler" and summary["best"]["monitor"] == "balanced_acc"
     assert summary["class_counts"]["train"] == {"cat": 24, "dog": 4}

@@ -85,8 +85,13 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", "-V", callback=_show_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Download nothing: weights come from the caches only (as HF_HUB_OFFLINE=1)."),
+    ] = False,
 ) -> None:
-    pass
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by transferkit.weights.hub at each fetch
 
 
 def main() -> None:

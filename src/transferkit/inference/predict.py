@@ -11,15 +11,19 @@ import torch.nn as nn
 from ..data.images import read_image
 from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 from ..data.sources import printable
-from ..errors import DataError, ImageReadError
+from ..errors import DataError, ImageReadError, WeightsError
 from ..model.factory import create_model
+from ..model.surgery import find_head
 from ..train.fastpath import FastPath, autocast, resolve_device
 from ..train.loop import tta_logits, tta_warning
-from ..weights.loading import load_pretrained
-from ..weights.registry import get_weights
+from ..weights.hub import is_remote, remote_preprocessing
+from ..weights.loading import LoadPolicy, load_pretrained
+from ..weights.registry import class_names_for, get_weights, list_weights
 from .runs import load_trained
 
 __all__ = ["Predictor", "load_predictor"]
+
+REGISTRY_NAMES = {record.name for record in list_weights()}
 
 
 @dataclass
@@ -72,6 +76,11 @@ class Predictor:
         return results
 
 
+def _num_outputs(net: nn.Module) -> int:
+    head = net.get_submodule(find_head(net))
+    return getattr(head, "out_features", None) or getattr(head, "out_channels", 0)
+
+
 def load_predictor(
     source: str,
     *,
@@ -81,10 +90,13 @@ def load_predictor(
     trust_code: bool = False,
     tta: bool = False,
 ) -> Predictor:
-    """A predictor from a run folder (its best checkpoint) or registry weights (``lite0``).
+    """A predictor from a run folder (its best checkpoint), registry weights (``lite0``), or any
+    weights spec or checkpoint file with ``architecture`` (``timm:a1_in1k``, ``model.pth``).
 
     Args:
-        architecture: for registry weights, build this MODEL instead of the record's architecture.
+        architecture: the MODEL to build: for registry weights, instead of the record's; for other
+            weights, required. Class names are ImageNet's when the head is an ImageNet head, else
+            the class indices.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
         batch_size: images per forward pass (default: the run's measured inference batch size).
         trust_code: let a run whose MODEL is the user's code import it (see :func:`load_trained`).
@@ -95,12 +107,30 @@ def load_predictor(
         predictor = Predictor(
             trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
         )
-    else:
+    elif source in REGISTRY_NAMES:
         record = get_weights(source)
         net = create_model(architecture or record.architecture)
         load_pretrained(net, record.name)
         net.to(resolve_device(device)).eval()
         predictor = Predictor(net, record.preprocessing, record.class_names(), batch_size=batch_size)
+    else:
+        if architecture is None:
+            raise WeightsError(
+                f"Weights '{source}' need --architecture MODEL (the network they are for), or give a run folder.",
+                argument="architecture",
+            )
+        net = create_model(architecture)
+        report = load_pretrained(net, source, policy=LoadPolicy(min_loaded=0.99))
+        left = report.missing + [m.key for m in report.mismatched]
+        if left:  # a random head would predict nothing
+            raise WeightsError(
+                f"'{source}' does not fill {architecture}: {len(left)} tensors missing or of another shape "
+                f"(first: {left[0]}). Predict with the architecture and head it was saved from."
+            )
+        net.to(resolve_device(device)).eval()
+        pre = (remote_preprocessing(source, net) if is_remote(source) else None) or Preprocessing.from_model(net)
+        classes = class_names_for(net) or [str(i) for i in range(_num_outputs(net))]
+        predictor = Predictor(net, pre, classes, batch_size=batch_size)
     predictor.tta = tta
     warning = tta_warning(predictor.class_names) if tta else None
     if warning:

@@ -88,6 +88,20 @@ def preprocessing_for(config: TrainConfig, model: nn.Module) -> Preprocessing:
     )
 
 
+def preprocessing_source(config: TrainConfig, model: nn.Module) -> str:
+    """Where :func:`preprocessing_for` took mean, std, interpolation and crop from, for the log."""
+    if not config.weights:
+        return "the model's own configuration"
+    if is_remote(config.weights):
+        if remote_preprocessing(config.weights, model) is not None:
+            return f"the configuration that came with {config.weights}"
+        return f"the model's own configuration: {config.weights} brings none, so it is assumed"
+    try:
+        return f"the {get_weights(config.weights).name} record"
+    except WeightsError:
+        return "the model's own configuration: a checkpoint file carries none, so it is assumed"
+
+
 def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = True) -> tuple[nn.Module, dict | None]:
     """MODEL with a head for ``num_classes``, its pretrained weights and a zeroed head; and the load report."""
     model = create_model(config.model, num_classes=num_classes, in_chans=config.in_chans)
@@ -154,6 +168,11 @@ def prepare_data(
             f"; {name} images {d.storage}" for name, d in (("train", train), ("val", val)) if d.storage != "in memory"
         )
         + (f"; {len(skipped)} unusable images skipped" if skipped else "")
+    )
+    log(
+        f"preprocessing: {pre.input_size[1]} px, mean {tuple(round(v, 4) for v in pre.mean)}, "
+        f"std {tuple(round(v, 4) for v in pre.std)}, {pre.interpolation}, crop {pre.crop_pct:g}, "
+        f"from {preprocessing_source(config, model)}"
     )
     splits = _splits_text(source, config)
     counts = {

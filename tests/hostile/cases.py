@@ -871,6 +871,19 @@ def _(w, tmp):
     return train(w, w.data, tmp / "out", "--overwrite")
 
 
+@case(
+    "runs/compare-into-a-foreign-folder",
+    "refused",
+    2,
+    ["holds other files (thesis.tex)"],
+    _untouched("thesis.tex", "mine"),
+)
+def _(w, tmp):
+    (tmp / "out").mkdir()
+    (tmp / "out" / "thesis.tex").write_text("mine")
+    return ["compare", w.spec, "--data", w.data, "--out", tmp / "out", "--strategies", "full,freeze", *FAST]
+
+
 @case("runs/out-is-a-file", "refused", 2, ["is a file"])
 def _(w, tmp):
     (tmp / "out").write_text("")

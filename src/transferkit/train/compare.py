@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
 from ..serialization import atomic_path, write_json
 from .config import TrainConfig
 from .engine import fit
@@ -38,6 +38,17 @@ def compare(
         )
     configs = {s: replace(base, strategy=s, out=str(Path(base.out) / s)) for s in strategies}  # each validated
     out = Path(base.out)
+    if out.is_file():
+        raise RunError(f"Output '{out}' is a file; give a folder for the comparison.")
+    if out.is_dir():
+        # compare.json and the plot go here: never into a folder that holds someone's other files.
+        ours = {*STRATEGIES, "compare.json", "compare.png"}
+        others = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith(".compare."))
+        if others:
+            raise RunError(
+                f"'{out}' holds other files ({', '.join(others[:3])}); compare writes compare.json and one run "
+                "folder per strategy there. Choose an empty or new folder."
+            )
     data = prepare_data(base, log=log)
     kernels = Kernels()
     runs = {}

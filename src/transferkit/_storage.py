@@ -16,7 +16,7 @@ import torch
 
 from .errors import StorageError
 
-__all__ = ["memory_budget", "mapped_tensor", "scratch_tensor"]
+__all__ = ["free_bytes", "memory_budget", "mapped_tensor", "scratch_tensor"]
 
 
 def memory_budget() -> int:
@@ -25,6 +25,12 @@ def memory_budget() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     except (ValueError, OSError, AttributeError):
         return 2 * 2**30
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes a process without root's reserve may still write to ``folder``'s filesystem (OSError if unknown)."""
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize
 
 
 def _reserve(fd: int, nbytes: int, file: Path) -> None:
@@ -40,8 +46,7 @@ def _reserve(fd: int, nbytes: int, file: Path) -> None:
             if e.errno not in (errno.ENOSPC, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
             no_space = e.errno == errno.ENOSPC
-    stat = os.statvfs(file.parent)
-    free = stat.f_bavail * stat.f_frsize
+    free = free_bytes(file.parent)
     if no_space or free < nbytes:
         raise StorageError(
             f"Not enough disk space in '{file.parent}' for {nbytes / 2**30:.1f} GiB "

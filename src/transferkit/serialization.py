@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as save_bytes
 
+from ._storage import free_bytes
 from .errors import StorageError
 
 __all__ = ["atomic_path", "save_safetensors", "save_torch", "write_bytes", "write_json", "write_text"]
@@ -106,10 +107,9 @@ def _umask() -> int:
 
 def _free_bytes(folder: Path) -> int:
     try:
-        stat = os.statvfs(folder)
+        return free_bytes(folder)
     except OSError:
-        return 1 << 62
-    return stat.f_bavail * stat.f_frsize
+        return 1 << 62  # unknown: the write itself reports a full disk
 
 
 def _check_space(path: Path, size: int) -> None:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .._storage import memory_budget, scratch_tensor
+from .._storage import free_bytes, memory_budget, scratch_tensor
 from ..errors import ImageReadError
 from .images import read_image
 from .preprocess import Preprocessing, to_uint8_tensor
@@ -64,10 +64,9 @@ def _open(item: Item, mode: str) -> Image.Image:
 
 def _disk_can_hold(folder: Path, nbytes: int) -> bool:
     try:
-        stat = os.statvfs(folder if folder.exists() else folder.parent)
+        return free_bytes(folder if folder.exists() else folder.parent) > nbytes * 1.1
     except OSError:
         return False
-    return stat.f_bavail * stat.f_frsize > nbytes * 1.1
 
 
 @dataclass

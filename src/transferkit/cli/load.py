@@ -87,7 +87,6 @@ def load_command(
     Exits 1 with --strict when the verification warns (untrained statistics, input far from
     the statistics the weights expect).
     """
-    from ..errors import TransferkitError
     from ..model.factory import create_model
     from ..serialization import save_safetensors, write_json
     from ..weights.loading import LoadPolicy, load_pretrained
@@ -104,18 +103,10 @@ def load_command(
     report = load_pretrained(net, source, policy=policy, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
     verification = None
     if not dry_run:
-        from ..weights.hub import is_remote, remote_preprocessing
-        from ..weights.registry import get_weights
+        from ..weights.registry import weights_preprocessing
         from ..weights.verify import verify_weights
 
-        if is_remote(source):
-            pre = remote_preprocessing(source, net)
-        else:
-            try:
-                pre = get_weights(source).preprocessing
-            except TransferkitError:
-                pre = None  # a file: the model's own preprocessing
-        verification = verify_weights(net, pre)
+        verification = verify_weights(net, weights_preprocessing(source, net)[0])
     if save is not None:
         save_safetensors(net.state_dict(), save, metadata={"model": model, "source": str(source)})
     if save_map is not None:

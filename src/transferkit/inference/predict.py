@@ -16,9 +16,8 @@ from ..model.factory import create_model
 from ..model.surgery import find_head
 from ..train.fastpath import FastPath, autocast, resolve_device
 from ..train.loop import tta_logits, tta_warning
-from ..weights.hub import is_remote, remote_preprocessing
 from ..weights.loading import LoadPolicy, load_pretrained
-from ..weights.registry import class_names_for, get_weights, list_weights
+from ..weights.registry import class_names_for, get_weights, list_weights, weights_preprocessing
 from .runs import load_trained
 
 __all__ = ["Predictor", "load_predictor"]
@@ -128,7 +127,7 @@ def load_predictor(
                 f"(first: {left[0]}). Predict with the architecture and head it was saved from."
             )
         net.to(resolve_device(device)).eval()
-        pre = (remote_preprocessing(source, net) if is_remote(source) else None) or Preprocessing.from_model(net)
+        pre = weights_preprocessing(source, net)[0] or Preprocessing.from_model(net)
         classes = class_names_for(net) or [str(i) for i in range(_num_outputs(net))]
         predictor = Predictor(net, pre, classes, batch_size=batch_size)
     predictor.tta = tta

@@ -18,12 +18,11 @@ from .._storage import memory_budget
 from ..data.decode import ImageDataset, decode
 from ..data.preprocess import Preprocessing
 from ..data.sources import DataSource, open_data, split_items
-from ..errors import DataError, WeightsError
+from ..errors import DataError
 from ..model.factory import create_model
 from ..model.surgery import find_head
-from ..weights.hub import is_remote, remote_preprocessing
 from ..weights.loading import LoadPolicy, load_pretrained
-from ..weights.registry import get_weights
+from ..weights.registry import weights_preprocessing
 from ..weights.verify import verify_weights
 from .config import IMBALANCED, TrainConfig
 from .fastpath import FastPath
@@ -74,14 +73,8 @@ def model_channels(model: nn.Module) -> int:
 
 def preprocessing_for(config: TrainConfig, model: nn.Module) -> Preprocessing:
     """The weights' preprocessing (the model's own for a file), at ``image_size`` and the model's channels."""
-    base = Preprocessing.from_model(model)
-    if config.weights and is_remote(config.weights):
-        base = remote_preprocessing(config.weights, model) or base  # what came with the weights
-    elif config.weights:
-        try:
-            base = get_weights(config.weights).preprocessing
-        except WeightsError:
-            pass  # a file: the model's own preprocessing
+    brought = weights_preprocessing(config.weights, model)[0] if config.weights else None
+    base = brought or Preprocessing.from_model(model)
     size = config.image_size or base.input_size[1]
     return Preprocessing(
         (model_channels(model), size, size), base.mean, base.std, base.interpolation, base.crop_pct, base.crop_mode
@@ -92,14 +85,7 @@ def preprocessing_source(config: TrainConfig, model: nn.Module) -> str:
     """Where :func:`preprocessing_for` took mean, std, interpolation and crop from, for the log."""
     if not config.weights:
         return "the model's own configuration"
-    if is_remote(config.weights):
-        if remote_preprocessing(config.weights, model) is not None:
-            return f"the configuration that came with {config.weights}"
-        return f"the model's own configuration: {config.weights} brings none, so it is assumed"
-    try:
-        return f"the {get_weights(config.weights).name} record"
-    except WeightsError:
-        return "the model's own configuration: a checkpoint file carries none, so it is assumed"
+    return weights_preprocessing(config.weights, model)[1]
 
 
 def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = True) -> tuple[nn.Module, dict | None]:

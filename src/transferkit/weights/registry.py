@@ -32,6 +32,7 @@ __all__ = [
     "list_weights",
     "resolve_source",
     "timm_cached_weights",
+    "weights_preprocessing",
 ]
 
 
@@ -142,6 +143,25 @@ def get_weights(name: str) -> WeightsRecord:
         raise WeightsError(
             f"Unknown weights '{name}'. Known: {', '.join(_REGISTRY)}, 'timm' (timm's cache), or a file path."
         ) from None
+
+
+def weights_preprocessing(spec: str | Path, model: nn.Module) -> tuple[Preprocessing | None, str]:
+    """The preprocessing ``spec``'s weights expect, and where it came from (for the log).
+
+    None where they bring none (a bare checkpoint file, a hub file without a configuration):
+    the model's own configuration then applies, and the text says it is assumed.
+    """
+    from .hub import is_remote, remote_preprocessing
+
+    text = str(spec)
+    if is_remote(text):
+        pre = remote_preprocessing(text, model)
+        if pre is not None:
+            return pre, f"the configuration that came with {text}"
+        return None, f"the model's own configuration: {text} brings none, so it is assumed"
+    if text in _REGISTRY:
+        return _REGISTRY[text].preprocessing, f"the {text} record"
+    return None, "the model's own configuration: a checkpoint file carries none, so it is assumed"
 
 
 def timm_cached_weights(model: nn.Module) -> Path:

@@ -30,7 +30,7 @@ import torch.nn as nn
 from ..data.preprocess import Preprocessing
 from ..errors import WeightsError
 
-__all__ = ["Fetched", "fetch", "is_remote", "model_weights", "remote_preprocessing"]
+__all__ = ["Fetched", "fetch", "is_remote", "model_weights", "remote_preprocessing", "timm_cached_file"]
 
 _PREFIXES = ("timm:", "hf-hub:", "torchvision:", "https://", "http://")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -61,7 +61,7 @@ def fetch(spec: str, model: nn.Module | None = None) -> Fetched:
     """
     if spec == "timm" or spec.startswith("timm:"):
         cfg = _timm_cfg(spec, model)
-        cached = _timm_cached(cfg)
+        cached = timm_cached_file(cfg)
         if cached is not None:  # fetched before, by timm or here: either cache serves
             return Fetched(cached, spec, cfg, cfg.get("hf_hub_id") or cfg.get("url"))
         if cfg.get("hf_hub_id"):
@@ -122,7 +122,7 @@ def model_weights(model: str) -> list[dict]:
     for full in names:
         tag = full.split(".", 1)[1]
         cfg = get_pretrained_cfg(full).to_dict()
-        cached = _timm_cached(cfg)
+        cached = timm_cached_file(cfg)
         rows.append(
             {
                 "spec": f"timm:{tag}",
@@ -178,7 +178,7 @@ def _timm_cfg(spec: str, model: nn.Module | None) -> dict:
     return cfg.to_dict()
 
 
-def _timm_cached(cfg: dict) -> Path | None:
+def timm_cached_file(cfg: dict) -> Path | None:
     """timm's file for ``cfg`` when the Hugging Face cache or torch's holds it already."""
     import torch.hub
     from huggingface_hub import try_to_load_from_cache

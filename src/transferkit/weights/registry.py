@@ -141,7 +141,8 @@ def get_weights(name: str) -> WeightsRecord:
         return _REGISTRY[name]
     except KeyError:
         raise WeightsError(
-            f"Unknown weights '{name}'. Known: {', '.join(_REGISTRY)}, 'timm' (timm's cache), or a file path."
+            f"Unknown weights '{name}'. Known: {', '.join(_REGISTRY)}; or timm, timm:TAG, hf-hub:ORG/REPO, "
+            "torchvision:ENUM, a URL or a file path."
         ) from None
 
 
@@ -165,24 +166,19 @@ def weights_preprocessing(spec: str | Path, model: nn.Module) -> tuple[Preproces
 
 
 def timm_cached_weights(model: nn.Module) -> Path:
-    """timm's own pretrained file for ``model`` when it is already in the local cache; never downloads."""
-    import torch.hub
-    from huggingface_hub import try_to_load_from_cache
+    """timm's own pretrained file for ``model`` when it is already in the local cache; never downloads.
+
+    ``--weights timm`` downloads when the cache lacks it (:func:`transferkit.weights.hub.fetch`).
+    """
+    from .hub import timm_cached_file
 
     cfg = getattr(model, "pretrained_cfg", None)
     if not cfg:
         raise WeightsError("Weights 'timm' need a timm model; this one has no timm pretrained config.")
-    hub_id = cfg.get("hf_hub_id")
-    if hub_id:
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            found = try_to_load_from_cache(hub_id, filename)
-            if isinstance(found, str):
-                return Path(found)
-    url = cfg.get("url")
-    if url:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-        if path.is_file():
-            return path
+    found = timm_cached_file(cfg)
+    if found is not None:
+        return found
+    hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
     arch = cfg.get("architecture", "this model")
     tag = f".{cfg['tag']}" if cfg.get("tag") else ""
     raise WeightsError(

@@ -22,8 +22,6 @@ from .runs import load_trained
 
 __all__ = ["Predictor", "load_predictor"]
 
-REGISTRY_NAMES = {record.name for record in list_weights()}
-
 
 @dataclass
 class Predictor:
@@ -106,7 +104,7 @@ def load_predictor(
         predictor = Predictor(
             trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
         )
-    elif source in REGISTRY_NAMES:
+    elif source in {record.name for record in list_weights()}:
         record = get_weights(source)
         net = create_model(architecture or record.architecture)
         load_pretrained(net, record.name)

@@ -121,12 +121,13 @@ def evaluate_run(
     pre = trained.preprocessing
     decoded = decode(items, pre, spill_dir=Path(run) if Path(run).is_dir() else None)
     device = next(trained.model.parameters()).device
+    dataset = ImageDataset(decoded)
     metrics = evaluate(
         trained.model,
         DataLoader(
-            ImageDataset(decoded),
+            dataset,
             batch_size=batch_size or trained.fast.inference_batch_size,
-            num_workers=loader_workers(ImageDataset(decoded)),
+            num_workers=loader_workers(dataset),
         ),
         num_classes=len(trained.class_names),
         prep=BatchPrep(pre, device, channels_last=trained.fast.channels_last),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["printable"]
+__all__ = ["one_line", "printable"]
 
 
 def printable(text: str | os.PathLike) -> str:
@@ -15,3 +15,9 @@ def printable(text: str | os.PathLike) -> str:
         'r\\\\xfcn'
     """
     return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` (an exception, say) on one line, its whitespace collapsed, cut at ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if limit is None else line[:limit]

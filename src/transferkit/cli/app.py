@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
+from .._text import one_line
 from ..errors import TransferkitError
 from ._common import CONTEXT, LIBRARY_ARGUMENTS, flag_for, printable
 
@@ -118,7 +119,7 @@ def main() -> None:
     except Exception as e:
         if debug:
             raise
-        text = " ".join(str(e).split())[:300]
+        text = one_line(e, 300)
         _fail(f"internal error: {type(e).__name__}: {text}. Run with TRANSFERKIT_DEBUG=1 for the traceback.", 1)
 
 
@@ -133,7 +134,7 @@ def _fail(message: str, code: int) -> None:
 
 def user_message(error: TransferkitError) -> str:
     """The error on one line, with the library's argument names written as this CLI's flags."""
-    message = " ".join(str(error).split())
+    message = one_line(error)
     named = (error.argument,) if isinstance(error.argument, str) else error.argument or ()
     for argument in named:
         # Not inside a path or a quoted name: '/data/lr/' keeps its 'lr'.

@@ -23,6 +23,7 @@ import timm
 import torch.nn as nn
 import torchvision
 
+from .._text import one_line
 from ..errors import ModelSpecError
 from .surgery import replace_head, set_module
 
@@ -209,7 +210,7 @@ def _call_factory(
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())[:300]
+    text = one_line(error, 300)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

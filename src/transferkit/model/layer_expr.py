@@ -13,6 +13,7 @@ import difflib
 import torch
 import torch.nn as nn
 
+from .._text import one_line
 from ..errors import LayerExprError
 
 __all__ = ["parse_layer", "parse_value"]
@@ -78,7 +79,7 @@ def _build(node: ast.Call, text: str) -> nn.Module:
     except LayerExprError:
         raise
     except Exception as e:  # the layer's own constructor checks the arguments
-        raise LayerExprError(f"{name}(...) in '{text}' could not be built: {' '.join(str(e).split())}") from None
+        raise LayerExprError(f"{name}(...) in '{text}' could not be built: {one_line(e)}") from None
 
 
 # Four times the largest classifier layer in timm's zoo (about 2.5e8 parameters).

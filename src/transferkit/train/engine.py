@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .._text import one_line
 from ..data.augment import augmentation, mixer
 from ..data.preprocess import BatchPrep
 from ..data.sources import open_data
@@ -381,7 +382,7 @@ def _run_phase(
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise RunError(
                 f"Cannot resume '{config.out}': its optimizer, scheduler or random state is damaged "
-                f"({type(e).__name__}: {' '.join(str(e).split())[:200]}). Use a complete copy of the run."
+                f"({type(e).__name__}: {one_line(e, 200)}). Use a complete copy of the run."
             ) from None
     # Cached activations feed only the tail: large batches; images: the measured inference batch.
     val_batch = 256 if cached is not None else kernels.inference.inference_batch_size

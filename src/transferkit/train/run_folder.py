@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .._text import one_line
 from ..data.sources import DataSource
 from ..errors import RunError
 from ..model.factory import code_origin, is_code_spec
@@ -378,7 +379,7 @@ def load_model_state(model: nn.Module, state: dict, run: str | Path) -> None:
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        first = " ".join(str(e).split())[:240]
+        first = one_line(e, 240)
         raise RunError(f"Run '{run}': its weights do not fit the model its config builds ({first}).") from None
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from .._text import one_line
 from ..data.preprocess import Preprocessing
 from ..errors import WeightsError
 
@@ -301,5 +302,5 @@ def _torchvision_config(weights) -> dict:
 
 
 def _first_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
+    text = one_line(error)
     return text[:240] if text else type(error).__name__

@@ -166,15 +166,15 @@ def test_predict_with_hub_weights_and_an_architecture(hub):
     from transferkit.inference.predict import load_predictor
 
     hub.add_repo_file("timm/resnet18.a1_in1k", "model.safetensors", save(create_model("resnet18").state_dict()))
-    predictor = load_predictor("timm:a1_in1k", architecture="resnet18", device="cpu")
+    predictor = load_predictor("timm:a1_in1k", model="resnet18", device="cpu")
     assert len(predictor.class_names) == 1000 and predictor.preprocessing.crop_pct == 0.95
     image = hub.root / "cat.png"
     Image.new("RGB", (64, 48), (120, 80, 40)).save(image)
     top = predictor.predict([image], top_k=2)[0]["top"]
     assert len(top) == 2 and top[0]["label"] in predictor.class_names
-    with pytest.raises(TransferkitError, match="need --architecture MODEL|need architecture"):
+    with pytest.raises(TransferkitError, match="need --model MODEL"):
         load_predictor("timm:a1_in1k")
     with pytest.raises(TransferkitError, match="does not fill resnet18: 2 tensors missing or of another shape"):
         partial = {k: v for k, v in create_model("resnet18").state_dict().items() if not k.startswith("fc.")}
         torch.save(partial, hub.root / "nohead.pth")
-        load_predictor(str(hub.root / "nohead.pth"), architecture="resnet18")
+        load_predictor(str(hub.root / "nohead.pth"), model="resnet18")

@@ -23,6 +23,7 @@ __all__ = [
     "TrustCodeOpt",
     "TtaOpt",
     "ModelArg",
+    "ModelOpt",
     "NumClassesOpt",
     "console",
     "dry_run_size",
@@ -102,6 +103,15 @@ ModelArg = Annotated[
         metavar="MODEL",
         help="timm name (resnet34), torchvision:NAME, path/to/model.py:factory or package.module:factory.",
         show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "--architecture",
+        metavar="MODEL",
+        help="For weights rather than a run: the MODEL to build (default: the one the file fits, or the record's).",
     ),
 ]
 NumClassesOpt = Annotated[

@@ -31,6 +31,7 @@ COMMANDS = {
     "demo": ("demo", "demo_command", "Transfer learning end to end on real weights and data (the default job)."),
     "weights": ("weights", "weights_command", "List the known pretrained weights and which are installed."),
     "inspect": ("inspect", "inspect_command", "Show the module tree, output shapes, parameters and values."),
+    "identify": ("identify", "identify_command", "Find the architectures a checkpoint fits, by names or structure."),
     "load": ("load", "load_command", "Load weights into MODEL and report what matched, and what did not."),
     "plan": ("plan", "plan_command", "Show what freezing leaves trainable and what the optimizer receives."),
     "surgery": ("surgery", "surgery_command", "Replace layers by path and validate the network with a dry run."),

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, TrustCodeOpt, TtaOpt, console, emit_json, note
+from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, ModelOpt, TrustCodeOpt, TtaOpt, console, emit_json, note
 
 
 def eval_command(
-    run: Annotated[str, typer.Argument(metavar="DIR", help="The --out folder of a training run.")],
+    run: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN|WEIGHTS",
+            help="The --out folder of a training run, or weights (a checkpoint file, lite0, a hub spec) with --data.",
+        ),
+    ],
     data: Annotated[
         str | None,
         typer.Option("--data", metavar="DATA", help="DATA to evaluate on (default: the run's held-out split)."),
@@ -18,18 +25,21 @@ def eval_command(
     split: Annotated[
         str, typer.Option("--split", metavar="SPLIT", help="val, or test: the test folder training never saw.")
     ] = "val",
+    model: ModelOpt = None,
     which: Annotated[str, typer.Option("--checkpoint", metavar="NAME", help="best or last.")] = "best",
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = None,
     report: Annotated[
-        bool,
-        typer.Option("--report/--no-report", help="Write report.html (plots, top losses) into the run folder."),
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--report/--no-report", help="Write report.html (plots, top losses) into the run folder (default: on)."
+        ),
+    ] = None,
     tta: TtaOpt = False,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a trained run: accuracy, balanced accuracy, macro-F1, per-class metrics, confusion matrix."""
+    """Evaluate a trained run or weights: accuracy, balanced accuracy, macro-F1, per-class metrics, confusion matrix."""
     from rich.table import Table
 
     from ..inference.runs import evaluate_run
@@ -37,12 +47,13 @@ def eval_command(
     result = evaluate_run(
         run,
         data,
+        model=model,
         which=which,
         device=device,
         batch_size=batch_size,
         trust_code=trust_code,
         split=split,
-        report=report,
+        report=Path(run).is_dir() if report is None else report,
         tta=tta,
     )
     for line in result["notes"]:

@@ -106,7 +106,13 @@ def load_command(
         from ..weights.registry import weights_preprocessing
         from ..weights.verify import verify_weights
 
-        verification = verify_weights(net, weights_preprocessing(source, net)[0])
+        verification = verify_weights(
+            net,
+            weights_preprocessing(source, net)[0],
+            source=source,
+            report=report,
+            trust_checkpoint=trust_checkpoint,
+        )
     if save is not None:
         save_safetensors(net.state_dict(), save, metadata={"model": model, "source": str(source)})
     if save_map is not None:
@@ -123,6 +129,13 @@ def load_command(
         print_load_report(report)
         if verification is not None:
             console.print(f"  verification: {verification['status']}")
+            variant = verification.get("variant")
+            if variant and variant["identical"] and variant.get("native"):
+                how = variant.get("checked") or (
+                    f"largest {variant['compared']} difference {variant['max_abs_diff']:.3g} "
+                    f"on {variant['photos']} photos"
+                )
+                console.print(f"    computes what the file's own architecture {variant['native']} does: {how}")
             for finding in verification["findings"]:
                 console.print(f"    {finding['kind']}: {finding['message']}")
         for path in (save, save_map):

@@ -7,18 +7,19 @@ from typing import Annotated
 
 import typer
 
-from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, TrustCodeOpt, TtaOpt, console, emit_json, note
+from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, ModelOpt, TrustCodeOpt, TtaOpt, console, emit_json, note
 
 
 def predict_command(
     source: Annotated[
-        str, typer.Argument(metavar="RUN|WEIGHTS", help="A run folder from train, or registry weights such as lite0.")
+        str,
+        typer.Argument(
+            metavar="RUN|WEIGHTS",
+            help="A run folder from train, a checkpoint file, registry weights (lite0) or a hub spec (with --model).",
+        ),
     ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files.")],
-    architecture: Annotated[
-        str | None,
-        typer.Option("--architecture", metavar="MODEL", help="For registry weights: build this MODEL instead."),
-    ] = None,
+    model: ModelOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", metavar="K", min=1, help="How many classes to show per image.")] = 5,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = None,
@@ -30,7 +31,7 @@ def predict_command(
     from ..inference.predict import load_predictor
 
     predictor = load_predictor(
-        source, architecture=architecture, device=device, batch_size=batch_size, trust_code=trust_code, tta=tta
+        source, model=model, device=device, batch_size=batch_size, trust_code=trust_code, tta=tta
     )
     for line in predictor.notes:
         note(line)

@@ -11,13 +11,10 @@ import torch.nn as nn
 from ..data.images import read_image
 from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 from ..data.sources import printable
-from ..errors import DataError, ImageReadError, WeightsError
-from ..model.factory import create_model
-from ..model.surgery import find_head
-from ..train.fastpath import FastPath, autocast, resolve_device
+from ..errors import DataError, ImageReadError
+from ..train.fastpath import FastPath, autocast
 from ..train.loop import tta_logits, tta_warning
-from ..weights.loading import LoadPolicy, load_pretrained
-from ..weights.registry import class_names_for, get_weights, list_weights, weights_preprocessing
+from .pretrained import load_weights_model
 from .runs import load_trained
 
 __all__ = ["Predictor", "load_predictor"]
@@ -73,27 +70,21 @@ class Predictor:
         return results
 
 
-def _num_outputs(net: nn.Module) -> int:
-    head = net.get_submodule(find_head(net))
-    return getattr(head, "out_features", None) or getattr(head, "out_channels", 0)
-
-
 def load_predictor(
     source: str,
     *,
-    architecture: str | None = None,
+    model: str | None = None,
     device: str = "auto",
     batch_size: int | None = None,
     trust_code: bool = False,
     tta: bool = False,
 ) -> Predictor:
-    """A predictor from a run folder (its best checkpoint), registry weights (``lite0``), or any
-    weights spec or checkpoint file with ``architecture`` (``timm:a1_in1k``, ``model.pth``).
+    """A predictor from a run folder (its best checkpoint), registry weights (``lite0``), a
+    checkpoint file or any weights spec (``timm:a1_in1k`` with ``model``).
 
     Args:
-        architecture: the MODEL to build: for registry weights, instead of the record's; for other
-            weights, required. Class names are ImageNet's when the head is an ImageNet head, else
-            the class indices.
+        model: the MODEL to build for weights (see :func:`~transferkit.inference.pretrained.load_weights_model`).
+            Class names are ImageNet's when the head is an ImageNet head, else the class indices.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
         batch_size: images per forward pass (default: the run's measured inference batch size).
         trust_code: let a run whose MODEL is the user's code import it (see :func:`load_trained`).
@@ -104,30 +95,11 @@ def load_predictor(
         predictor = Predictor(
             trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
         )
-    elif source in {record.name for record in list_weights()}:
-        record = get_weights(source)
-        net = create_model(architecture or record.architecture)
-        load_pretrained(net, record.name)
-        net.to(resolve_device(device)).eval()
-        predictor = Predictor(net, record.preprocessing, record.class_names(), batch_size=batch_size)
     else:
-        if architecture is None:
-            raise WeightsError(
-                f"Weights '{source}' need --architecture MODEL (the network they are for), or give a run folder.",
-                argument="architecture",
-            )
-        net = create_model(architecture)
-        report = load_pretrained(net, source, policy=LoadPolicy(min_loaded=0.99))
-        left = report.missing + [m.key for m in report.mismatched]
-        if left:  # a random head would predict nothing
-            raise WeightsError(
-                f"'{source}' does not fill {architecture}: {len(left)} tensors missing or of another shape "
-                f"(first: {left[0]}). Predict with the architecture and head it was saved from."
-            )
-        net.to(resolve_device(device)).eval()
-        pre = weights_preprocessing(source, net)[0] or Preprocessing.from_model(net)
-        classes = class_names_for(net) or [str(i) for i in range(_num_outputs(net))]
-        predictor = Predictor(net, pre, classes, batch_size=batch_size)
+        loaded = load_weights_model(source, model=model, device=device)
+        predictor = Predictor(
+            loaded.model, loaded.preprocessing, loaded.class_names, batch_size=batch_size, notes=loaded.notes
+        )
     predictor.tta = tta
     warning = tta_warning(predictor.class_names) if tta else None
     if warning:

@@ -31,9 +31,10 @@ class TrainedModel:
     model: nn.Module
     preprocessing: Preprocessing
     class_names: list[str]
-    config: TrainConfig
+    config: TrainConfig | None  # None for weights evaluated without a run
     fast: FastPath
     notes: list[str] = field(default_factory=list)
+    named_classes: bool = True  # False when the class names are only output indices
 
 
 def load_trained(
@@ -72,10 +73,65 @@ def load_trained(
     return TrainedModel(model, preprocessing, list(state["class_names"]), config, fast, notes)
 
 
+def _weights_as_trained(source: str, model: str | None, device: str) -> TrainedModel:
+    from .pretrained import load_weights_model
+
+    loaded = load_weights_model(source, model=model, device=device)
+    fast = FastPath(False, "fp32", "default")
+    return TrainedModel(
+        loaded.model, loaded.preprocessing, loaded.class_names, None, fast, loaded.notes, loaded.named_classes
+    )
+
+
+def _data_classes_only(confusion: torch.Tensor, names: list[str], outputs: list[int]) -> tuple[torch.Tensor, list]:
+    """The confusion matrix over DATA's classes, when the model has more (an ImageNet head on three classes).
+
+    Predictions of any other class are gathered in one ``(other)`` class, which no image belongs to.
+    """
+    if len(outputs) == len(names):
+        return confusion, names
+    rest = [i for i in range(len(names)) if i not in set(outputs)]
+    kept = confusion[outputs]  # (D, K): rows of DATA's classes
+    square = torch.zeros(len(outputs) + 1, len(outputs) + 1, dtype=confusion.dtype)
+    square[:-1, :-1] = kept[:, outputs]
+    square[:-1, -1] = kept[:, rest].sum(1)
+    return square, [names[i] for i in outputs] + ["(other)"]
+
+
+def _check_weights_exist(source: str) -> None:
+    from ..weights.hub import is_remote
+    from ..weights.registry import list_weights
+
+    if Path(source).exists() or is_remote(source) or source in {r.name for r in list_weights()}:
+        return
+    raise DataError(f"'{source}' does not exist: give a run folder, a checkpoint file or weights such as lite0.")
+
+
+def _class_map(data_classes: list[str], trained: TrainedModel) -> list[int]:
+    """For each of DATA's classes, the model output it is: by name, or by order for unnamed outputs."""
+    if trained.named_classes:
+        unknown = [c for c in data_classes if c not in trained.class_names]
+        if unknown:
+            never = "the run never saw" if trained.config is not None else "the weights' head does not have"
+            raise DataError(f"DATA has classes {never}: {', '.join(unknown[:5])}.")
+        return [trained.class_names.index(c) for c in data_classes]
+    if len(data_classes) != len(trained.class_names):
+        raise DataError(
+            f"DATA has {len(data_classes)} classes and the weights' head {len(trained.class_names)} outputs; "
+            "evaluate with the data the head was trained for."
+        )
+    trained.class_names = list(data_classes)
+    trained.notes.append(
+        "the weights' outputs are unnamed: DATA's classes are taken in sorted order, the first as output 0"
+    )
+    return list(range(len(data_classes)))
+
+
 def evaluate_run(
     run: str | Path,
     data: str | None = None,
     *,
+    model: str | None = None,
     which: str = "best",
     batch_size: int | None = None,
     device: str = "auto",
@@ -85,6 +141,11 @@ def evaluate_run(
     tta: bool = False,
 ) -> dict:
     """Accuracy, balanced accuracy, macro-F1, per-class precision, recall and F1, and the confusion matrix.
+
+    ``run`` is a run folder, or weights (a checkpoint file, registry name or hub spec, built as
+    ``model`` says: :func:`~transferkit.inference.pretrained.load_weights_model`), which need
+    ``data``. DATA's classes meet the weights' outputs by name when the head's classes are named
+    (ImageNet), otherwise in order: the first class folder (sorted) is output 0.
 
     ``split`` ``val`` evaluates, for DATA with a validation folder, its images; for the DATA the
     run trained on (or none), the run's own held-out split; otherwise every image of DATA.
@@ -96,9 +157,17 @@ def evaluate_run(
     """
     if split not in ("val", "test"):
         raise DataError(f"split must be val or test, got {split!r}.", argument="split")
-    trained = load_trained(run, which=which, device=device, trust_code=trust_code)
-    config = trained.config
-    spec = data or config.data
+    if Path(run).is_dir():
+        trained = load_trained(run, which=which, device=device, trust_code=trust_code)
+        config = trained.config
+        spec = data or config.data
+    else:
+        _check_weights_exist(str(run))
+        if data is None:
+            raise DataError(f"Evaluating weights ('{run}') needs --data DATA; a run folder knows its own.")
+        if report:
+            raise DataError(f"report needs a run folder to write into; '{run}' is weights.", argument="report")
+        trained, config, spec = _weights_as_trained(run, model, device), None, data
     source = open_data(spec)
     if split == "test":
         if source.test is None:
@@ -106,16 +175,12 @@ def evaluate_run(
         items, split = source.test, f"test ({source.folders.get('test', 'test')})"
     elif source.val is not None:
         items, split = source.val, f"val ({source.folders.get('val', 'val')})"
-    elif spec == config.data:
+    elif config is not None and spec == config.data:
         _, items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
         split = f"the run's held-out {config.val_fraction:g}"
     else:
         items, split = source.train, "all images"
-    unknown = [c for c in source.class_names if c not in trained.class_names]
-    if unknown:
-        raise DataError(f"DATA has classes the run never saw: {', '.join(unknown)}.")
-    # Labels follow the run's class order.
-    remap = [trained.class_names.index(c) for c in source.class_names]
+    remap = _class_map(source.class_names, trained)
     for item in items:
         item.label = remap[item.label]
     pre = trained.preprocessing
@@ -136,13 +201,12 @@ def evaluate_run(
         outputs=True,
         tta=tta,
     )
-    confusion = metrics["confusion"]
+    confusion, class_names = _data_classes_only(metrics["confusion"], trained.class_names, remap)
     totals = confusion.sum(1)
     per_class = {
-        name: (confusion[i, i].item() / totals[i].item() if totals[i] else None)
-        for i, name in enumerate(trained.class_names)
+        name: (confusion[i, i].item() / totals[i].item() if totals[i] else None) for i, name in enumerate(class_names)
     }
-    scores = classification_metrics(confusion.tolist(), trained.class_names)
+    scores = classification_metrics(confusion.tolist(), class_names)
     warning = tta_warning(trained.class_names) if tta else None
     result = {
         "run": str(run),
@@ -158,7 +222,7 @@ def evaluate_run(
         "most_confused": scores["most_confused"],
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
-        "class_names": trained.class_names,
+        "class_names": class_names,
         "skipped_images": [{"name": n, "reason": r} for n, r in source.skipped + decoded.skipped],
         "calibration": calibration(metrics["probabilities"], metrics["targets"]),
         "notes": trained.notes + ([warning] if warning else []),

@@ -131,6 +131,14 @@ class LoadReport:
         return {m.key: m.source for m in self.matched}
 
     @property
+    def head_classes(self) -> int | None:
+        """The class count of the checkpoint's head: the first dimension of its tensor for the model's head."""
+        head = (self.head or "") + "."
+        shapes = [m.shape for m in self.matched if m.key.startswith(head)]
+        shapes += [m.source_shape for m in self.mismatched if m.key.startswith(head)]
+        return next((int(s[0]) for s in shapes if len(s) >= 2), None)
+
+    @property
     def how_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for m in self.matched:

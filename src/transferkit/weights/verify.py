@@ -31,13 +31,24 @@ class _Layer:
     module: nn.modules.batchnorm._BatchNorm
 
 
-def verify_weights(model: nn.Module, preprocessing=None, *, photos: bool = True) -> dict:
-    """``{"status": "ok" | "warn", "findings": [...], "drift": {...}}`` for a model with weights loaded.
+def verify_weights(
+    model: nn.Module,
+    preprocessing=None,
+    *,
+    photos: bool = True,
+    source=None,
+    report=None,
+    trust_checkpoint: bool = False,
+) -> dict:
+    """``{"status", "findings", "drift", "variant"}`` for a model with weights loaded; status is ok or warn.
 
     Args:
         preprocessing: what the weights expect (:class:`~transferkit.data.preprocess.Preprocessing`);
             the model's own when None.
         photos: run the drift check on scikit-image's sample photos (needs scikit-image).
+        source, report: the weights loaded and the :class:`~transferkit.weights.loading.LoadReport`
+            of that load. With both, a load that mapped tensors by structure is compared with the
+            file's own architecture on the photos (:func:`~transferkit.weights.identify.variant_check`).
     """
     layers = [_Layer(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     findings = []
@@ -71,13 +82,60 @@ def verify_weights(model: nn.Module, preprocessing=None, *, photos: bool = True)
                     "threshold": DRIFT_WARN,
                 }
             )
+    variant = None
+    if photos and source is not None and report is not None:
+        from .identify import variant_check
+
+        pre = preprocessing or _own_preprocessing(model)
+        try:
+            variant = variant_check(model, source, report, pre, trust_checkpoint=trust_checkpoint)
+        except ImportError:
+            variant = None
+        if variant is not None and not variant["identical"]:
+            findings.append(_variant_finding(variant, source))
     return {
         "status": "warn" if findings else "ok",
         "findings": findings,
         "drift": {"first": next(iter(drift.values()), None), "max": max(drift.values(), default=None)}
         if drift
         else None,
+        "variant": variant,
     }
+
+
+def _own_preprocessing(model: nn.Module):
+    from ..data.preprocess import Preprocessing
+
+    return Preprocessing.from_model(model)
+
+
+def _variant_finding(variant: dict, source) -> dict:
+    """The warning for a structure-mapped load that computes something else than the file's own network."""
+    if variant["native"] is not None:
+        numbers = _numbers(variant)
+        return {
+            "kind": "other_implementation",
+            "message": f"{source} was made for {variant['native']}; {variant['model'] or 'this model'} computes "
+            f"differently with the same tensors: on {variant['photos']} photos its {numbers}. "
+            f"Use {variant['native']} as MODEL",
+            **{k: v for k, v in variant.items() if k != "identical"},
+        }
+    differing = [alt for alt in variant["alternatives"] if not alt["identical"]]
+    first = differing[0]
+    return {
+        "kind": "other_implementation",
+        "message": f"the names in {source} fit no timm or torchvision architecture, and {first['model']}, which has "
+        f"the same shapes, computes differently: on {first['photos']} photos its {_numbers(first)}. "
+        "Check which implementation the file was made for",
+        "alternatives": variant["alternatives"],
+    }
+
+
+def _numbers(result: dict) -> str:
+    text = f"{result['compared']} differ by up to {result['max_abs_diff']:.3g} (mean {result['mean_abs_diff']:.3g})"
+    if "top1_agreement" in result:
+        text += f", top-1 agreeing on {result['top1_agreement']} of {result['photos']}"
+    return text
 
 
 def _untrained(bn: nn.modules.batchnorm._BatchNorm) -> bool:

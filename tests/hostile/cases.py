@@ -213,6 +213,18 @@ for _name, _make in _PICKLES.items():
         return ["load", w.spec, tmp / "ckpt.pt", "--num-classes", "2"]
 
 
+@case("pickle/identify", "refused", 2, ["would run code", "--trust-checkpoint"], victim_absent)
+def _(w, tmp):
+    _PICKLES["os-system-zip"](tmp / "VICTIM")
+    return ["identify", tmp / "ckpt.pt"]
+
+
+@case("pickle/eval-weights", "refused", 2, ["would run code"], victim_absent)
+def _(w, tmp):
+    _PICKLES["os-system-zip"](tmp / "VICTIM")
+    return ["eval", tmp / "ckpt.pt", "--data", w.data]
+
+
 @case("pickle/train-weights", "refused", 2, ["would run code"], victim_absent)
 def _(w, tmp):
     _PICKLES["os-system-zip"](tmp / "VICTIM")
@@ -243,6 +255,30 @@ def _broken(name: str, make: Callable[[Path], None], words):
     def _(w, tmp):
         make(tmp / "ckpt.pt")
         return ["load", w.spec, tmp / "ckpt.pt", "--num-classes", "2"]
+
+
+for _name, _make, _words in (
+    ("empty", lambda p: p.write_bytes(b""), ["empty"]),
+    ("keras-h5", lambda p: p.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64)), ["Keras/HDF5 file"]),
+    ("strings", lambda p: torch.save({"a": "b"}, p), ["not a state dict"]),
+):
+
+    @case(f"identify/{_name}", "refused", 2, _words)
+    def _(w, tmp, make=_make):
+        make(tmp / "ckpt.pt")
+        return ["identify", tmp / "ckpt.pt"]
+
+
+@case("predict/weights-fit-nothing", "refused", 2, ["fits no timm or torchvision architecture", "--model"])
+def _(w, tmp):
+    torch.save({"x.weight": torch.zeros(3, 3)}, tmp / "ckpt.pt")
+    return ["predict", tmp / "ckpt.pt", w.data / "cat" / "0.png"]
+
+
+@case("eval/weights-without-data", "refused", 2, ["needs --data DATA"])
+def _(w, tmp):
+    torch.save({"x.weight": torch.zeros(3, 3)}, tmp / "ckpt.pt")
+    return ["eval", tmp / "ckpt.pt"]
 
 
 def _valid_zip(path: Path) -> bytes:

@@ -20,6 +20,7 @@ __all__ = [
     "SurgeryError",
     "RunError",
     "StorageError",
+    "ParityError",
 ]
 
 
@@ -30,6 +31,8 @@ class TransferkitError(Exception):
         argument: the library argument the message names (``batch_size``, ``allow_partial``),
             which a front end may rewrite as its own option; None when it names none.
     """
+
+    exit_code = 2  # the command line's exit status: bad input
 
     def __init__(self, message: str, *, argument: str | tuple[str, ...] | None = None):
         super().__init__(message)
@@ -92,3 +95,9 @@ class RunError(TransferkitError, RuntimeError):
 
 class StorageError(TransferkitError, RuntimeError):
     """A file that cannot be written: no space, no folder, no permission."""
+
+
+class ParityError(TransferkitError, RuntimeError):
+    """An export that computes something else than the model it came from: nothing is kept (exit 1)."""
+
+    exit_code = 1

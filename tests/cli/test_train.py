@@ -100,7 +100,15 @@ def test_two_processes_match_one(tmp_path):
     one, two = json.loads(single.stdout), json.loads(double.stdout)  # one JSON object: only rank 0 prints
     assert one["best_val_acc"] > 0.85 and abs(one["best_val_acc"] - two["best_val_acc"]) < 0.05
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
-    assert files == ["best.pt", "config.json", "last.pt", "metrics.csv", "report.json", "tensorboard"]
+    assert files == [
+        "best.pt",
+        "calibration.json",
+        "config.json",
+        "last.pt",
+        "metrics.csv",
+        "report.json",
+        "tensorboard",
+    ]
     assert len(list((tmp_path / "two" / "tensorboard").iterdir())) == 1
     assert double.stderr.count("epoch 3/3") == 1
 

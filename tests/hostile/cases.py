@@ -1163,6 +1163,79 @@ def _(w, tmp):
     return ["train", f"{tmp / 'big.py'}:net", "--data", w.data, "--out", tmp / "disk" / "out", *FAST]
 
 
+# ---------------------------------------------------------------- exports and their sidecars
+
+
+def _exported(w: World, tmp: Path) -> Path:
+    """A copy of the run with model.onnx and its sidecar, made by the real command."""
+    from tests.hostile.conftest import run_cli
+
+    run = w.copy(w.run, tmp)
+    assert run_cli("export", run) == 0
+    return run / "model.onnx"
+
+
+@case("export/no-best-pt", "refused", 2, ["holds no best.pt"])
+def _(w, tmp):
+    return ["export", tmp]
+
+
+@case("export/unknown-format", "refused", 2, ["Unknown export --format 'tflite'", "onnx"])
+def _(w, tmp):
+    return ["export", w.copy(w.run, tmp), "--format", "tflite"]
+
+
+@case("export/quantize-safetensors", "refused", 2, ["for the onnx format"])
+def _(w, tmp):
+    return ["export", w.copy(w.run, tmp), "--format", "safetensors", "--quantize", "dynamic"]
+
+
+@case("export/out-folder-missing", "refused", 2, ["does not exist"])
+def _(w, tmp):
+    return ["export", w.copy(w.run, tmp), "--out", tmp / "missing" / "model.onnx"]
+
+
+@case("export/code-run", "refused", 2, ["--trust-code", "net.py"], not_imported)
+def _(w, tmp):
+    w.marker().unlink(missing_ok=True)
+    return ["export", w.copy(w.code_run, tmp)]
+
+
+@case("predict/onnx-sidecar-missing", "refused", 2, ["has no sidecar", "model.onnx.json"])
+def _(w, tmp):
+    model = _exported(w, tmp)
+    model.with_name("model.onnx.json").unlink()
+    return ["predict", model, w.data / "cat" / "0.png"]
+
+
+@case("predict/onnx-sidecar-edited", "refused", 2, ["changed after export"])
+def _(w, tmp):
+    model = _exported(w, tmp)
+    side = model.with_name("model.onnx.json")
+    side.write_text(side.read_text().replace('"cat"', '"dog"', 1))
+    return ["predict", model, w.data / "cat" / "0.png"]
+
+
+@case("eval/onnx-sidecar-not-json", "refused", 2, ["not valid JSON"])
+def _(w, tmp):
+    model = _exported(w, tmp)
+    model.with_name("model.onnx.json").write_text("{class_names: cat")
+    return ["eval", model, "--data", w.data]
+
+
+@case("predict/onnx-garbage-with-matching-sidecar", "refused", 2, ["onnxruntime cannot load"])
+def _(w, tmp):
+    import json
+
+    from transferkit.deploy.sidecar import write_sidecar
+
+    model = _exported(w, tmp)
+    facts = json.loads(model.with_name("model.onnx.json").read_text())
+    model.write_bytes(b"\x08\x07garbage" * 10)
+    write_sidecar(model, facts)  # a sidecar that matches the garbage: only onnxruntime can refuse it
+    return ["predict", model, w.data / "cat" / "0.png"]
+
+
 def counts() -> dict[str, int]:
     result: dict[str, int] = {}
     for c in CASES:

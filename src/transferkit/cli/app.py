@@ -39,6 +39,7 @@ COMMANDS = {
     "compare": ("compare", "compare_command", "Train several strategies on one split and compare them."),
     "lr-find": ("lr_find", "lr_find_command", "The learning-rate range test: a plot and a suggested rate."),
     "eval": ("eval", "eval_command", "Evaluate a run: accuracy, per-class accuracy, confusion matrix."),
+    "export": ("export", "export_command", "Export a run to ONNX, torch.export or safetensors, with a parity proof."),
     "predict": ("predict", "predict_command", "Classify image files with a run or registry weights."),
 }
 
@@ -99,7 +100,8 @@ def _root(
 def main() -> None:
     """Run the CLI; every error ends in one line on stderr.
 
-    A :class:`TransferkitError` (bad input) or an ``OSError`` (the file system refused) exits 2;
+    A :class:`TransferkitError` (bad input) or an ``OSError`` (the file system refused) exits 2
+    (a :class:`~transferkit.errors.ParityError`, an export that computes something else, 1);
     anything else is a bug, reported in one line with how to see its traceback, exit 1.
     ``TRANSFERKIT_DEBUG=1`` lets every exception through with its traceback.
     """
@@ -109,7 +111,7 @@ def main() -> None:
     except TransferkitError as e:
         if debug:
             raise
-        _fail(f"error: {user_message(e)}", USER_ERROR)
+        _fail(f"error: {user_message(e)}", e.exit_code)
     except OSError as e:
         if debug:
             raise

@@ -15,7 +15,7 @@ def eval_command(
         str,
         typer.Argument(
             metavar="RUN|WEIGHTS",
-            help="The --out folder of a training run, or weights (a checkpoint file, lite0, a hub spec) with --data.",
+            help="A run folder, or with --data an exported .onnx or weights (a checkpoint file, lite0, a hub spec).",
         ),
     ],
     data: Annotated[
@@ -81,7 +81,10 @@ def eval_command(
     if result["most_confused"]:
         pairs = ", ".join(f"{p['true']} as {p['predicted']} ({p['count']})" for p in result["most_confused"])
         console.print(f"most confused: {pairs}")
-    console.print(f"expected calibration error (15 bins) {result['calibration']['ece']:.4f}")
+    ece = f"expected calibration error (15 bins) {result['calibration']['ece']:.4f}"
+    if result["calibrated"]:
+        ece += f", {result['calibrated']['ece']:.4f} with the run's temperature {result['temperature']:.3f}"
+    console.print(ece)
     if result.get("report"):
         console.print(f"report: {result['report']}")
     if result["skipped_images"]:

@@ -15,7 +15,7 @@ def predict_command(
         str,
         typer.Argument(
             metavar="RUN|WEIGHTS",
-            help="A run folder from train, a checkpoint file, registry weights (lite0) or a hub spec (with --model).",
+            help="A run folder, an exported .onnx, a checkpoint file, registry weights (lite0) or a hub spec.",
         ),
     ],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files.")],
@@ -24,6 +24,9 @@ def predict_command(
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = None,
     tta: TtaOpt = False,
+    uncalibrated: Annotated[
+        bool, typer.Option("--uncalibrated", help="Raw softmax probabilities, without the run's temperature.")
+    ] = False,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -31,7 +34,13 @@ def predict_command(
     from ..inference.predict import load_predictor
 
     predictor = load_predictor(
-        source, model=model, device=device, batch_size=batch_size, trust_code=trust_code, tta=tta
+        source,
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        trust_code=trust_code,
+        tta=tta,
+        uncalibrated=uncalibrated,
     )
     for line in predictor.notes:
         note(line)

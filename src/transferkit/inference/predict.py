@@ -11,6 +11,7 @@ import torch.nn as nn
 from ..data.images import read_image
 from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 from ..data.sources import printable
+from ..deploy.runtime import is_onnx, load_onnx
 from ..errors import DataError, ImageReadError
 from ..train.fastpath import FastPath, autocast
 from ..train.loop import tta_logits, tta_warning
@@ -31,6 +32,7 @@ class Predictor:
     batch_size: int | None = None  # None: the batch size measured fastest for inference
     notes: list[str] = field(default_factory=list)
     tta: bool = False  # average each image with its mirror image (not for digits or text)
+    temperature: float | None = None  # logits are divided by it: calibrated probabilities
 
     @torch.no_grad()
     def predict(self, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
@@ -57,7 +59,8 @@ class Predictor:
             chunk = readable[start : start + step]
             batch = torch.stack([tensor for _, _, tensor in chunk])  # (N, C, H, W)
             with autocast(param.device, self.fast.precision):
-                probs = tta_logits(self.model, prep(batch).to(param.dtype), tta=self.tta).softmax(-1)
+                logits = tta_logits(self.model, prep(batch).to(param.dtype), tta=self.tta).float()
+            probs = (logits / (self.temperature or 1.0)).softmax(-1)
             values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
             for (index, path, _), vals, idxs in zip(chunk, values, indices):
                 results[index] = {
@@ -78,9 +81,12 @@ def load_predictor(
     batch_size: int | None = None,
     trust_code: bool = False,
     tta: bool = False,
+    uncalibrated: bool = False,
 ) -> Predictor:
-    """A predictor from a run folder (its best checkpoint), registry weights (``lite0``), a
-    checkpoint file or any weights spec (``timm:a1_in1k`` with ``model``).
+    """A predictor from a run folder (its best checkpoint), an exported ``.onnx`` with its sidecar
+    (run by onnxruntime), registry weights (``lite0``), a checkpoint file or any weights spec
+    (``timm:a1_in1k`` with ``model``). Probabilities are calibrated by the temperature a run or
+    export carries.
 
     Args:
         model: the MODEL to build for weights (see :func:`~transferkit.inference.pretrained.load_weights_model`).
@@ -89,12 +95,15 @@ def load_predictor(
         batch_size: images per forward pass (default: the run's measured inference batch size).
         trust_code: let a run whose MODEL is the user's code import it (see :func:`load_trained`).
         tta: average each image with its mirror image (a note says when the classes are digits).
+        uncalibrated: the softmax of the raw logits, ignoring the temperature a run or export carries.
     """
-    if Path(source).is_dir():
-        trained = load_trained(source, device=device, trust_code=trust_code)
+    if Path(source).is_dir() or is_onnx(source):
+        trained = load_onnx(source, device=device) if is_onnx(source) else None
+        trained = trained or load_trained(source, device=device, trust_code=trust_code)
         predictor = Predictor(
             trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
         )
+        predictor.temperature = None if uncalibrated else trained.temperature
     else:
         loaded = load_weights_model(source, model=model, device=device)
         predictor = Predictor(

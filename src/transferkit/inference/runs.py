@@ -19,9 +19,10 @@ from ..train.fastpath import FastPath, resolve_device
 from ..train.loop import evaluate, tta_warning
 from ..train.metrics import classification_metrics
 from ..train.run_folder import check_model_code, load_model_state, load_run
+from .calibration import read_temperature
 from .report import calibration, write_report
 
-__all__ = ["TrainedModel", "evaluate_run", "load_trained"]
+__all__ = ["TrainedModel", "evaluate_run", "evaluation_items", "load_trained"]
 
 
 @dataclass
@@ -35,6 +36,8 @@ class TrainedModel:
     fast: FastPath
     notes: list[str] = field(default_factory=list)
     named_classes: bool = True  # False when the class names are only output indices
+    temperature: float | None = None  # divides the logits for calibrated probabilities
+    epoch: int | None = None  # the checkpoint's epoch
 
 
 def load_trained(
@@ -70,7 +73,26 @@ def load_trained(
         pre["crop_pct"],
         pre["crop_mode"],
     )
-    return TrainedModel(model, preprocessing, list(state["class_names"]), config, fast, notes)
+    trained = TrainedModel(model, preprocessing, list(state["class_names"]), config, fast, notes)
+    trained.epoch = state.get("epoch")
+    if which == "best" and Path(run).is_dir():
+        trained.temperature = read_temperature(run, trained.epoch)
+    return trained
+
+
+def evaluation_items(source, config: TrainConfig | None, spec: str, split: str = "val") -> tuple[list, str]:
+    """The images ``eval`` uses, and how to call them: the test split, a validation folder, the run's
+    own held-out split (DATA the run trained on), or else all of DATA."""
+    if split == "test":
+        if source.test is None:
+            raise DataError(f"'{spec}' has no test split: add a test/ folder beside train/, or a split column.")
+        return source.test, f"test ({source.folders.get('test', 'test')})"
+    if source.val is not None:
+        return source.val, f"val ({source.folders.get('val', 'val')})"
+    if config is not None and spec == config.data:
+        _, items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
+        return items, f"the run's held-out {config.val_fraction:g}"
+    return source.train, "all images"
 
 
 def _weights_as_trained(source: str, model: str | None, device: str) -> TrainedModel:
@@ -142,9 +164,10 @@ def evaluate_run(
 ) -> dict:
     """Accuracy, balanced accuracy, macro-F1, per-class precision, recall and F1, and the confusion matrix.
 
-    ``run`` is a run folder, or weights (a checkpoint file, registry name or hub spec, built as
-    ``model`` says: :func:`~transferkit.inference.pretrained.load_weights_model`), which need
-    ``data``. DATA's classes meet the weights' outputs by name when the head's classes are named
+    ``run`` is a run folder, an exported ``.onnx`` with its sidecar (run by onnxruntime), or
+    weights (a checkpoint file, registry name or hub spec, built as ``model`` says:
+    :func:`~transferkit.inference.pretrained.load_weights_model`); the last two need ``data``.
+    DATA's classes meet the weights' outputs by name when the head's classes are named
     (ImageNet), otherwise in order: the first class folder (sorted) is output 0.
 
     ``split`` ``val`` evaluates, for DATA with a validation folder, its images; for the DATA the
@@ -167,19 +190,15 @@ def evaluate_run(
             raise DataError(f"Evaluating weights ('{run}') needs --data DATA; a run folder knows its own.")
         if report:
             raise DataError(f"report needs a run folder to write into; '{run}' is weights.", argument="report")
-        trained, config, spec = _weights_as_trained(run, model, device), None, data
+        if str(run).endswith(".onnx"):
+            from ..deploy.runtime import load_onnx
+
+            trained = load_onnx(run, device=device)
+        else:
+            trained = _weights_as_trained(run, model, device)
+        config, spec = None, data
     source = open_data(spec)
-    if split == "test":
-        if source.test is None:
-            raise DataError(f"'{spec}' has no test split: add a test/ folder beside train/, or a split column.")
-        items, split = source.test, f"test ({source.folders.get('test', 'test')})"
-    elif source.val is not None:
-        items, split = source.val, f"val ({source.folders.get('val', 'val')})"
-    elif config is not None and spec == config.data:
-        _, items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
-        split = f"the run's held-out {config.val_fraction:g}"
-    else:
-        items, split = source.train, "all images"
+    items, split = evaluation_items(source, config, spec, split)
     remap = _class_map(source.class_names, trained)
     for item in items:
         item.label = remap[item.label]
@@ -225,6 +244,10 @@ def evaluate_run(
         "class_names": class_names,
         "skipped_images": [{"name": n, "reason": r} for n, r in source.skipped + decoded.skipped],
         "calibration": calibration(metrics["probabilities"], metrics["targets"]),
+        "temperature": trained.temperature,
+        "calibrated": calibration((metrics["logits"] / trained.temperature).softmax(-1), metrics["targets"])
+        if trained.temperature
+        else None,
         "notes": trained.notes + ([warning] if warning else []),
     }
     if report:

@@ -215,6 +215,11 @@ def _fit(
             writer.close()
     # Only when every rank got here: a rank that failed must not leave the others waiting.
     dist_ctx.barrier()
+    if dist_ctx.is_main and record.best is not None:
+        from ..inference.calibration import calibrate_run
+
+        # The run just imported MODEL's code itself: trusting it again here adds nothing.
+        record.calibration = calibrate_run(out, device=config.device, trust_code=True, log=log)
     return summary(record, model, stopped=stopped, write=dist_ctx.is_main)
 
 

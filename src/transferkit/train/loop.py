@@ -111,20 +111,20 @@ def evaluate(
 ) -> dict:
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted).
 
-    With ``outputs``, also ``probabilities`` (N, K) and ``targets`` (N,) on the CPU, in the
+    With ``outputs``, also ``logits`` and ``probabilities`` (N, K) and ``targets`` (N,) on the CPU, in the
     loader's order (one process only). ``tta`` averages each image with its mirror image
     (:func:`tta_logits`).
     """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    kept_probs, kept_targets = [], []
+    kept_logits, kept_targets = [], []
     for inputs, targets in loader:
         x, y = prep(inputs), targets.to(device)
         with autocast(device, precision):
             logits = tta_logits(model, x, tta=tta)
         if outputs:
-            kept_probs.append(logits.float().softmax(-1).cpu())
+            kept_logits.append(logits.float().cpu())
             kept_targets.append(y.cpu())
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         confusion += torch.bincount(y * num_classes + logits.argmax(-1), minlength=num_classes**2).view(
@@ -139,5 +139,13 @@ def evaluate(
         "accuracy": confusion.diag().sum().item() / max(count, 1),
         "count": count,
         "confusion": confusion.cpu(),
-        **({"probabilities": torch.cat(kept_probs), "targets": torch.cat(kept_targets)} if outputs else {}),
+        **(
+            {
+                "logits": torch.cat(kept_logits),
+                "probabilities": torch.cat(kept_logits).softmax(-1),
+                "targets": torch.cat(kept_targets),
+            }
+            if outputs
+            else {}
+        ),
     }

@@ -84,6 +84,7 @@ class RunRecord:
     best: dict | None = None  # the history row of best.pt
     best_metrics: dict | None = None  # per-class precision, recall, F1 of best.pt on validation
     phase_complete: bool = False  # the current phase ended (its epochs done, or patience ran out)
+    calibration: dict | None = None  # the temperature fitted on the held-out logits of best.pt
 
     @property
     def best_acc(self) -> float:
@@ -102,6 +103,10 @@ RUN_FILES = (
     "curves.png",
     "confusion.png",
     "reliability.png",
+    "calibration.json",
+    "MODEL_CARD.md",
+    *(f"model{kind}{ext}" for kind in ("", ".int8") for ext in (".onnx", ".onnx.json")),
+    *(f"model{ext}" for ext in (".pt2", ".pt2.json", ".safetensors", ".safetensors.json")),
 )
 LOCK_FILE = ".transferkit.lock"
 
@@ -301,6 +306,7 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
         "skipped_images": [{"name": n, "reason": r} for n, r in record.data.skipped],
         "stopped_early": stopped,
         "load_report": record.load_report,
+        "calibration": record.calibration,
     }
     if write:
         write_json(Path(config.out) / "report.json", result)

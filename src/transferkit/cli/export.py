@@ -1,0 +1,67 @@
+"""``transferkit export``: a run's best model as ONNX, a torch.export program or safetensors, proven equal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import JsonOpt, TrustCodeOpt, emit_json, output_console
+
+
+def export_command(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The --out folder of a training run.")],
+    format: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="onnx, exported-program or safetensors.")
+    ] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Where to write (default: model.onnx etc. in the run folder)."),
+    ] = None,
+    with_preprocessing: Annotated[
+        bool,
+        typer.Option(
+            "--with-preprocessing", help="Take uint8 NHWC images, resized and cropped, and normalise in the graph."
+        ),
+    ] = False,
+    quantize: Annotated[
+        str | None,
+        typer.Option("--quantize", metavar="MODE", help="int8 with onnxruntime: dynamic, or static (calibrated)."),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", metavar="DATA", help="The run's DATA, when it is no longer where the run found it."),
+    ] = None,
+    trust_code: TrustCodeOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export RUN's best model and prove it on the held-out images: largest logit difference, top-1 agreement.
+
+    Beyond the tolerance (fp32: 1e-3 of the largest logit; int8: 1 accuracy point lost) it
+    exits 1 and writes nothing. A sidecar FILE.json carries class names, preprocessing, input
+    layout, the temperature and the parity numbers.
+    """
+    from ..deploy.export import export_run
+
+    console = output_console(as_json)
+    result = export_run(
+        run,
+        format=format,
+        out=out,
+        with_preprocessing=with_preprocessing,
+        quantize=quantize,
+        data=data,
+        trust_code=trust_code,
+        log=console.print,
+    )
+    parity = result.parity
+    if as_json:
+        emit_json({"path": str(result.path), "sidecar": str(result.sidecar), "parity": parity})
+        return
+    console.print(
+        f"parity ({parity['precision']}, {parity['images']} images of {parity['split']}): largest logit difference "
+        f"{parity['max_abs_diff']:.3g} (mean {parity['mean_abs_diff']:.3g}, largest logit {parity['scale']:.3g}), "
+        f"top-1 agreement {parity['top1_agreement']:.2%}, accuracy {parity['accuracy']:.4f} "
+        f"(PyTorch {parity['reference_accuracy']:.4f})"
+    )

@@ -1,0 +1,355 @@
+"""Export a run's best model and prove, on its held-out images, that the export computes the same.
+
+Formats: ``onnx`` (torch.onnx's dynamo exporter, dynamic batch), ``exported-program``
+(``torch.export``, saved as ``.pt2``) and ``safetensors`` (the weights, rebuilt from MODEL).
+Every export is run beside the PyTorch model on the run's held-out images before anything is
+kept; past the tolerance it is an error (:class:`~transferkit.errors.ParityError`, exit 1)
+and nothing is written. Tolerances, measured in BENCHMARKS.md ("Export parity"):
+
+* fp32: the largest logit difference at most :data:`FP32_TOLERANCE` of the largest logit
+  (at least 1): float32 reorderings stay near 1e-5 of it; a BatchNorm left in training mode
+  or another resize is 1e-1 and up.
+* int8 (``quantize``): held-out accuracy at most :data:`INT8_MAX_DROP` points below fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .. import __version__
+from ..data.decode import decode
+from ..data.preprocess import BatchPrep, Preprocessing
+from ..data.sources import open_data
+from ..errors import ConfigError, DataError, ParityError, RunError
+from ..inference.runs import evaluation_items, load_trained
+from .sidecar import sidecar_path, write_sidecar
+
+__all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export_run"]
+
+FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "safetensors": ".safetensors"}
+QUANTIZE = ("dynamic", "static")
+FP32_TOLERANCE = 1e-3
+INT8_MAX_DROP = 1.0  # accuracy points on the held-out images
+PARITY_IMAGES = 300  # held-out images the proof runs on (all when fewer)
+CALIBRATION_IMAGES = 128  # training images static quantisation calibrates on
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    sidecar: Path
+    parity: dict
+
+
+class WithPreprocessing(nn.Module):
+    """uint8 images (N, H, W, C), already resized and cropped, to logits: normalisation in the graph."""
+
+    def __init__(self, model: nn.Module, pre: Preprocessing):
+        super().__init__()
+        self.model = model
+        prep = BatchPrep(pre, torch.device("cpu"), channels_last=False)
+        self.register_buffer("mean", prep.mean.clone())  # (1, C, 1, 1), in 0-255 units
+        self.register_buffer("std", prep.std.clone())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        return self.model((x - self.mean) / self.std)
+
+
+def export_run(
+    run: str | Path,
+    *,
+    format: str = "onnx",
+    out: str | Path | None = None,
+    with_preprocessing: bool = False,
+    quantize: str | None = None,
+    data: str | None = None,
+    trust_code: bool = False,
+    log=print,
+) -> ExportResult:
+    """Export ``run``'s best model to ``out`` (default: ``model.onnx`` etc. in the run folder) with a sidecar.
+
+    Args:
+        format: ``onnx``, ``exported-program`` or ``safetensors``.
+        with_preprocessing: take uint8 (N, H, W, C) images and normalise inside the graph
+            (``onnx`` and ``exported-program``); resizing and cropping stay outside.
+        quantize: ``dynamic`` or ``static`` int8 with onnxruntime's quantiser (``onnx`` only);
+            static calibrates on training images.
+        data: DATA for the proof, when the run's own DATA is not where it was.
+
+    Example:
+        >>> export_run("runs/lite0", format="onnx").parity["max_abs_diff"]
+        2.1e-05
+    """
+    if format not in FORMATS:
+        raise ConfigError(f"Unknown export format '{format}'; use one of {', '.join(FORMATS)}.", argument="format")
+    if quantize is not None and (quantize not in QUANTIZE or format != "onnx"):
+        raise ConfigError(
+            f"quantize must be dynamic or static, for the onnx format (got {quantize!r} with {format}).",
+            argument="quantize",
+        )
+    if with_preprocessing and format == "safetensors":
+        raise ConfigError(
+            "with_preprocessing needs a graph: use onnx or exported-program.", argument="with_preprocessing"
+        )
+    run = Path(run)
+    if not (run / "best.pt").is_file():
+        raise RunError(f"'{run}' holds no best.pt: export needs a finished run folder from train.")
+    suffix = (".int8" if quantize else "") + FORMATS[format]
+    out = Path(out) if out is not None else run / f"model{suffix}"
+    if out.is_dir():
+        raise RunError(f"--out '{out}' is a folder; give the file to write, such as {out / ('model' + suffix)}.")
+    if not out.parent.is_dir():
+        raise RunError(f"Cannot write '{out}': folder '{out.parent}' does not exist.")
+
+    trained = load_trained(run, device="cpu", trust_code=trust_code)
+    model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
+    images, labels, split = _held_out(trained, data)
+    log(f"parity images: {len(images)} from {split}")
+    reference = _logits(lambda x: model(x), images, trained.preprocessing, uint8=False)
+
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
+        exported = Path(tmp) / f"model{FORMATS[format]}"
+        net = WithPreprocessing(model, trained.preprocessing) if with_preprocessing else model
+        _export(format, net, images[:2], exported, with_preprocessing, trained)
+        run_exported = _runner(format, exported, trained)
+        got = _logits(run_exported, images, trained.preprocessing, uint8=with_preprocessing)
+        parity = _compare(reference, got, labels)
+        parity.update(images=len(images), split=split, tolerance=FP32_TOLERANCE, precision="fp32")
+        if parity["max_abs_diff"] > FP32_TOLERANCE * max(1.0, parity["scale"]):
+            raise ParityError(
+                f"The {format} export computes something else: logits differ by up to {parity['max_abs_diff']:.3g} "
+                f"(tolerance {FP32_TOLERANCE:g} of {max(1.0, parity['scale']):.3g}), top-1 agreeing on "
+                f"{parity['top1_agreement']:.1%} of {len(images)} held-out images; nothing was written."
+            )
+        if quantize:
+            fp32 = parity
+            quantized = Path(tmp) / "model.int8.onnx"
+            _quantize(exported, quantized, quantize, trained, data, with_preprocessing)
+            got = _logits(_runner("onnx", quantized, trained), images, trained.preprocessing, uint8=with_preprocessing)
+            parity = _compare(reference, got, labels)
+            parity.update(images=len(images), split=split, precision=f"int8 ({quantize})", fp32=fp32)
+            parity["accuracy_drop"] = 100 * (parity["reference_accuracy"] - parity["accuracy"])
+            parity["max_accuracy_drop"] = INT8_MAX_DROP
+            if parity["accuracy_drop"] > INT8_MAX_DROP:
+                raise ParityError(
+                    f"{quantize} int8 quantisation costs {parity['accuracy_drop']:.2f} accuracy points on "
+                    f"{len(images)} held-out images (limit {INT8_MAX_DROP:g}); nothing was written. "
+                    "Keep the fp32 export, or try the other quantize mode."
+                )
+            exported = quantized
+        _place(exported, out)
+    facts = {
+        "format": format,
+        "model": trained.config.model,
+        "class_names": trained.class_names,
+        "input": _input_facts(format, with_preprocessing, trained.preprocessing),
+        "preprocessing": _preprocessing_facts(trained.preprocessing),
+        "temperature": trained.temperature,
+        "quantization": quantize,
+        "parity": parity,
+        "versions": {"transferkit": __version__, "torch": torch.__version__},
+    }
+    side = write_sidecar(out, facts)
+    log(f"wrote {out} and {side.name}")
+    return ExportResult(out, sidecar_path(out), parity)
+
+
+def _held_out(trained, data: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Up to :data:`PARITY_IMAGES` held-out uint8 images (N, C, H, W) and their labels."""
+    spec = data or trained.config.data
+    try:
+        source = open_data(spec)
+    except DataError as e:
+        raise DataError(
+            f"The parity proof needs the run's held-out images, and its DATA cannot be opened ({e}); "
+            "pass data (the same DATA where it is now).",
+            argument="data",
+        ) from None
+    items, split = evaluation_items(source, trained.config, spec)
+    remap = {i: trained.class_names.index(c) for i, c in enumerate(source.class_names) if c in trained.class_names}
+    items = [item for item in items if item.label in remap][:PARITY_IMAGES]
+    if not items:
+        raise DataError(f"'{spec}' has no held-out images of the run's classes to prove the export on.")
+    for item in items:
+        item.label = remap[item.label]
+    decoded = decode(items, trained.preprocessing)
+    images = decoded.images if isinstance(decoded.images, torch.Tensor) else torch.stack(list(decoded.images))
+    return images, decoded.labels, split
+
+
+@torch.no_grad()
+def _logits(forward, images: torch.Tensor, pre: Preprocessing, *, uint8: bool, batch: int = 32) -> torch.Tensor:
+    prep = BatchPrep(pre, torch.device("cpu"), channels_last=False)
+    chunks = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        x = chunk.permute(0, 2, 3, 1).contiguous() if uint8 else prep(chunk)
+        chunks.append(torch.as_tensor(forward(x)).float())
+    return torch.cat(chunks)
+
+
+def _compare(reference: torch.Tensor, got: torch.Tensor, labels: torch.Tensor) -> dict:
+    diff = (reference - got).abs()
+    return {
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "scale": float(reference.abs().max()),
+        "top1_agreement": float((reference.argmax(1) == got.argmax(1)).double().mean()),
+        "reference_accuracy": float((reference.argmax(1) == labels).double().mean()),
+        "accuracy": float((got.argmax(1) == labels).double().mean()),
+    }
+
+
+def _export(format: str, net: nn.Module, example: torch.Tensor, path: Path, uint8: bool, trained) -> None:
+    if format == "safetensors":
+        from ..serialization import save_safetensors
+
+        save_safetensors(
+            trained.model.state_dict(), path, metadata={"model": trained.config.model, "format": "transferkit"}
+        )
+        return
+    x = (
+        example.permute(0, 2, 3, 1).contiguous()
+        if uint8
+        else BatchPrep(trained.preprocessing, torch.device("cpu"), channels_last=False)(example)
+    )
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if format == "exported-program":
+            program = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
+            torch.export.save(program, path)
+            return
+        try:
+            torch.onnx.export(
+                net,
+                (x,),
+                path,
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                input_names=["images"],
+                output_names=["logits"],
+                external_data=False,
+                verbose=False,
+            )
+        except ImportError as e:
+            raise ConfigError(f"ONNX export needs the export extra: pip install 'transferkit[export]' ({e}).") from None
+
+
+def _runner(format: str, path: Path, trained):
+    """A function from the exported file: input batch -> logits."""
+    if format == "onnx":
+        from .runtime import onnx_session
+
+        session = onnx_session(path)
+        name = session.get_inputs()[0].name
+        return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    if format == "exported-program":
+        module = torch.export.load(path).module()
+        return lambda x: module(x)
+    from safetensors.torch import load_file
+
+    from ..model.factory import create_model
+
+    rebuilt = create_model(trained.config.model, num_classes=len(trained.class_names), in_chans=trained.config.in_chans)
+    rebuilt.load_state_dict(load_file(path))
+    rebuilt.eval()
+    return lambda x: rebuilt(x)
+
+
+def _quantize(fp32: Path, out: Path, mode: str, trained, data: str | None, uint8: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if mode == "dynamic":
+            quantize_dynamic(fp32, out, weight_type=QuantType.QInt8)
+            return
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        images = _calibration_images(trained, data)
+        prep = BatchPrep(trained.preprocessing, torch.device("cpu"), channels_last=False)
+        batches = [images[i : i + 16] for i in range(0, len(images), 16)]
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.feeds = iter(
+                    {"images": (b.permute(0, 2, 3, 1).contiguous() if uint8 else prep(b)).numpy()} for b in batches
+                )
+
+            def get_next(self):
+                return next(self.feeds, None)
+
+        prepared = out.with_name("prepared.onnx")
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            prepared,
+            out,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+
+
+def _calibration_images(trained, data: str | None) -> torch.Tensor:
+    from ..data.sources import split_items
+
+    spec = data or trained.config.data
+    source = open_data(spec)
+    train, _ = split_items(source.train, val_fraction=trained.config.val_fraction, seed=trained.config.seed)
+    step = max(1, len(train) // CALIBRATION_IMAGES)
+    decoded = decode(train[::step][:CALIBRATION_IMAGES], trained.preprocessing)
+    images = decoded.images
+    return images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+
+
+def _place(exported: Path, out: Path) -> None:
+    from ..serialization import atomic_path
+
+    with atomic_path(out, size=exported.stat().st_size) as tmp:
+        shutil.copyfile(exported, tmp)
+
+
+def _input_facts(format: str, uint8: bool, pre: Preprocessing) -> dict:
+    channels, height, width = pre.input_size
+    if format == "safetensors":
+        return {"layout": "NCHW", "dtype": "float32", "normalised": True, "shape": [None, channels, height, width]}
+    if uint8:
+        return {
+            "name": "images",
+            "layout": "NHWC",
+            "dtype": "uint8",
+            "normalised": False,
+            "shape": [None, height, width, channels],
+        }
+    return {
+        "name": "images",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "normalised": True,
+        "shape": [None, channels, height, width],
+    }
+
+
+def _preprocessing_facts(pre: Preprocessing) -> dict:
+    return {
+        "input_size": list(pre.input_size),
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        "interpolation": pre.interpolation,
+        "crop_pct": pre.crop_pct,
+        "crop_mode": pre.crop_mode,
+    }

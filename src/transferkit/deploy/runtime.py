@@ -1,0 +1,91 @@
+"""Run an exported ``.onnx`` with onnxruntime behind the interface PyTorch models have here.
+
+:func:`load_onnx` gives an :class:`~transferkit.inference.runs.TrainedModel` whose ``model`` is
+an :class:`OnnxClassifier`: ``predict`` and ``eval`` then read, resize, crop and batch images
+exactly as for a run, and only the forward pass changes. For an export that normalises inside
+its graph (uint8 NHWC input), the batches are handed over as 0-255 values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..data.preprocess import Preprocessing
+from ..errors import ConfigError, RunError
+from .sidecar import read_sidecar
+
+__all__ = ["OnnxClassifier", "is_onnx", "load_onnx", "onnx_session"]
+
+
+def is_onnx(source: str | Path) -> bool:
+    return str(source).endswith(".onnx")
+
+
+def onnx_session(path: str | Path):
+    """An onnxruntime CPU session for ``path``, with as many threads as torch uses."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConfigError("Running .onnx files needs onnxruntime: pip install 'transferkit[export]'.") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3  # errors only: its warnings would interleave with the output
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for a broken file
+        raise RunError(f"onnxruntime cannot load '{path}': {str(e).splitlines()[0][:200]}") from None
+
+
+class OnnxClassifier(nn.Module):
+    """Logits from an onnxruntime session for batches shaped as transferkit's preprocessing gives them."""
+
+    def __init__(self, path: str | Path, *, uint8_nhwc: bool):
+        super().__init__()
+        self.session = onnx_session(path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.uint8_nhwc = uint8_nhwc
+        # predict and eval read the device and dtype from the first parameter.
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uint8_nhwc:  # batches arrive as 0-255 floats (see load_onnx)
+            feed = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        else:
+            feed = x.float().contiguous()
+        return torch.from_numpy(self.session.run(None, {self.input_name: feed.cpu().numpy()})[0])
+
+
+def load_onnx(path: str | Path, *, device: str = "cpu"):
+    """An exported ``.onnx`` and its checked sidecar as a :class:`~transferkit.inference.runs.TrainedModel`."""
+    from ..inference.runs import TrainedModel
+    from ..train.fastpath import FastPath
+
+    if device not in ("auto", "cpu"):
+        raise ConfigError(f"'.onnx' files run on the CPU with onnxruntime; got device {device!r}.", argument="device")
+    facts = read_sidecar(path)
+    if facts["format"] != "onnx":
+        raise RunError(f"The sidecar of '{path}' describes a {facts['format']} export, not onnx; export again.")
+    pre_facts = facts["preprocessing"]
+    try:
+        pre = Preprocessing(
+            tuple(pre_facts["input_size"]),
+            tuple(pre_facts["mean"]),
+            tuple(pre_facts["std"]),
+            pre_facts["interpolation"],
+            pre_facts["crop_pct"],
+            pre_facts["crop_mode"],
+        )
+    except (KeyError, TypeError) as e:
+        raise RunError(f"The sidecar of '{path}' has incomplete preprocessing ({e}); export again.") from None
+    uint8 = facts["input"].get("dtype") == "uint8"
+    model = OnnxClassifier(path, uint8_nhwc=uint8)
+    feed = replace(pre, mean=(0.0,) * len(pre.mean), std=(1 / 255,) * len(pre.std)) if uint8 else pre
+    quantization = facts.get("quantization")
+    fast = FastPath(False, "fp32", f"onnxruntime{' int8 ' + quantization if quantization else ''}")
+    trained = TrainedModel(model, feed, list(facts["class_names"]), None, fast, [])
+    trained.temperature = facts.get("temperature")
+    return trained

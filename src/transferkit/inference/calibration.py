@@ -1,0 +1,140 @@
+"""Calibrated probabilities: one temperature, fitted on the held-out logits after training.
+
+A network's softmax is usually over-confident after fine-tuning. Dividing the logits by a
+temperature T fitted to minimise the held-out negative log-likelihood (Guo et al., 2017)
+keeps every prediction (argmax is unchanged) and makes the probabilities mean what they say.
+The fit is one scalar by LBFGS on log T; the run keeps it in ``calibration.json``, ``eval``
+reports the expected calibration error before and after, ``predict`` uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..errors import RunError
+from ..serialization import write_json
+
+__all__ = ["CALIBRATION_FILE", "calibrate_run", "fit_temperature", "read_temperature"]
+
+CALIBRATION_FILE = "calibration.json"
+# A temperature outside this range means a degenerate held-out set (one class, a handful of images).
+_BOUNDS = (0.05, 20.0)
+MIN_IMAGES = 20  # fewer held-out images fit noise, not calibration
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The temperature T minimising the cross-entropy of ``logits / T`` against ``targets``.
+
+    Example:
+        >>> fit_temperature(torch.tensor([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0]]), torch.tensor([0, 1, 1]))
+        3.09...
+    """
+    logits, targets = logits.detach().double(), targets.detach()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(min(max(log_t.exp().item(), _BOUNDS[0]), _BOUNDS[1]))
+
+
+def calibrate_run(run: str | Path, *, device: str = "auto", trust_code: bool = False, log=print) -> dict | None:
+    """Fit the temperature of ``run``'s best checkpoint on its held-out images and write ``calibration.json``.
+
+    Returns what was written (temperature, expected calibration error and negative
+    log-likelihood before and after), or None when the run has no held-out image.
+    """
+    from ..data.decode import ImageDataset, decode, loader_workers
+    from ..data.preprocess import BatchPrep
+    from ..data.sources import open_data
+    from ..train.loop import evaluate
+    from .report import calibration
+    from .runs import evaluation_items, load_trained
+
+    trained = load_trained(run, device=device, trust_code=trust_code)
+    config = trained.config
+    source = open_data(config.data)
+    items, split = evaluation_items(source, config, config.data)
+    remap = {i: trained.class_names.index(c) for i, c in enumerate(source.class_names) if c in trained.class_names}
+    items = [item for item in items if item.label in remap]
+    for item in items:
+        item.label = remap[item.label]
+    if not items:
+        return None
+    decoded = decode(items, trained.preprocessing, spill_dir=Path(run))
+    param = next(trained.model.parameters())
+    dataset = ImageDataset(decoded)
+    metrics = evaluate(
+        trained.model,
+        DataLoader(dataset, batch_size=trained.fast.inference_batch_size, num_workers=loader_workers(dataset)),
+        num_classes=len(trained.class_names),
+        prep=BatchPrep(trained.preprocessing, param.device, channels_last=trained.fast.channels_last),
+        device=param.device,
+        precision=trained.fast.precision,
+        outputs=True,
+    )
+    logits, targets = metrics["logits"], metrics["targets"]
+    fitted = fit_temperature(logits, targets)
+    reason = None
+    if len(targets) < MIN_IMAGES:
+        reason = f"only {len(targets)} held-out images (a temperature needs {MIN_IMAGES})"
+    elif fitted in _BOUNDS:
+        reason = f"the fit ran to the bound {fitted:g}: the held-out images are separated with no overlap to learn from"
+    temperature = None if reason else fitted
+    before = calibration(logits.softmax(-1), targets)["ece"]
+    after = calibration((logits / (temperature or 1.0)).softmax(-1), targets)["ece"]
+    result = {
+        "temperature": temperature,
+        "reason": reason,
+        "epoch": trained.epoch,  # the best checkpoint's: a later best needs its own fit
+        "split": split,
+        "images": len(targets),
+        "ece_before": before,
+        "ece_after": after,
+        "nll_before": float(F.cross_entropy(logits, targets)),
+        "nll_after": float(F.cross_entropy(logits / (temperature or 1.0), targets)),
+    }
+    write_json(Path(run) / CALIBRATION_FILE, result)
+    if temperature is None:
+        log(f"calibration: no temperature fitted, {reason}; probabilities stay the softmax of the logits")
+    else:
+        log(
+            f"calibration: temperature {temperature:.3f} on {len(targets)} held-out images, "
+            f"expected calibration error {before:.4f} -> {after:.4f}"
+        )
+    return result
+
+
+def read_temperature(run: str | Path, epoch: int | None = None) -> float | None:
+    """The run's fitted temperature, or None when it has none or it was fitted for another epoch than ``epoch``.
+
+    A damaged file is an error, never ignored.
+    """
+    path = Path(run) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+        value = facts.get("temperature")
+    except (UnicodeDecodeError, ValueError, AttributeError):
+        facts, value = {}, None
+    if value is None and isinstance(facts, dict) and isinstance(facts.get("reason"), str):
+        return None  # no temperature could be fitted (calibrate_run says why)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise RunError(f"'{path}' is damaged (no finite temperature); delete it to use uncalibrated probabilities.")
+    if not _BOUNDS[0] <= value <= _BOUNDS[1]:
+        raise RunError(f"'{path}' holds temperature {value}, outside {_BOUNDS}; delete it, or train again.")
+    if epoch is not None and facts.get("epoch") != epoch:
+        return None  # fitted for an earlier best checkpoint
+    return float(value)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, tiny_config
 from transferkit.deploy import export as export_module
 from transferkit.deploy.export import export_run
 from transferkit.deploy.runtime import onnx_session
@@ -15,7 +15,6 @@ from transferkit.deploy.sidecar import read_sidecar, sidecar_path
 from transferkit.errors import ConfigError, ParityError, RunError
 from transferkit.inference.predict import load_predictor
 from transferkit.inference.runs import evaluate_run, load_trained
-from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
 
 pytest.importorskip("onnxruntime")
@@ -25,16 +24,7 @@ pytest.importorskip("onnxruntime")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     make_image_folder(root / "data", per_class=30, size=20)
-    config = TrainConfig(
-        model="tests.helpers:TinyNet",
-        data=str(root / "data"),
-        out=str(root / "run"),
-        epochs=3,
-        image_size=16,
-        lr=0.05,
-        precision="fp32",
-        channels_last=False,
-    )
+    config = tiny_config(root / "data", root / "run", epochs=3, lr=0.05)
     fit(config, log=lambda m: None)
     return root
 
@@ -148,12 +138,17 @@ def test_bad_requests_are_refused_before_any_work(run, tmp_path):
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_int8_exports_report_the_accuracy_they_cost(run, tmp_path, mode):
     folder = fresh(run, tmp_path)
-    try:
-        result = export_run(folder, quantize=mode, trust_code=True, log=lambda m: None)
-    except ParityError as e:  # refused: then the message carries the cost, and nothing was written
-        assert "accuracy points" in str(e) and not (folder / "model.int8.onnx").exists()
-        return
+    result = export_run(folder, quantize=mode, trust_code=True, log=lambda m: None)
     parity = result.parity
     assert result.path.name == "model.int8.onnx" and parity["precision"] == f"int8 ({mode})"
     assert parity["accuracy_drop"] <= 1.0 and parity["fp32"]["max_abs_diff"] < 1e-3
     assert read_sidecar(result.path)["quantization"] == mode
+    assert load_predictor(str(result.path), device="cpu").predict([next((run / "data").glob("*/*.png"))])[0]["top"]
+
+
+def test_int8_past_the_accuracy_limit_is_refused(run, tmp_path, monkeypatch):
+    folder = fresh(run, tmp_path)
+    monkeypatch.setattr(export_module, "INT8_MAX_DROP", -1.0)  # no drop at all would be accepted
+    with pytest.raises(ParityError, match=r"costs -?0\.00 accuracy points.*nothing was written"):
+        export_run(folder, quantize="dynamic", trust_code=True, log=lambda m: None)
+    assert not (folder / "model.int8.onnx").exists() and not list(folder.glob(".export-*"))

@@ -6,10 +6,9 @@ import subprocess
 import pytest
 import torch
 
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, tiny_config
 from transferkit.inference.report import calibration, top_losses
 from transferkit.inference.runs import evaluate_run
-from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
 
 CHROMIUM = shutil.which("chromium")
@@ -29,15 +28,7 @@ def report(tmp_path_factory):
     """A run on classes whose names try to break the page, evaluated with its report."""
     root = tmp_path_factory.mktemp("report")
     make_image_folder(root / "data", classes=("<script>alert(1)</script>", "a&b"), per_class=10)
-    config = TrainConfig(
-        model="tests.helpers:TinyNet",
-        data=str(root / "data"),
-        out=str(root / "run"),
-        epochs=2,
-        image_size=16,
-        precision="fp32",
-        channels_last=False,
-    )
+    config = tiny_config(root / "data", root / "run")
     fit(config, log=lambda m: None)
     result = evaluate_run(root / "run", trust_code=True, report=True)
     return root / "run", result

@@ -1,0 +1,93 @@
+"""Temperature scaling: the fit, where the run keeps it, and what predict and eval do with it."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from tests.helpers import make_image_folder, tiny_config
+from transferkit.errors import RunError
+from transferkit.inference.calibration import fit_temperature, read_temperature
+from transferkit.inference.predict import load_predictor
+from transferkit.inference.runs import evaluate_run
+from transferkit.train.engine import fit
+
+
+def test_the_fit_recovers_the_temperature_that_made_the_labels():
+    torch.manual_seed(0)
+    logits = torch.randn(20000, 5) * 3
+    labels = torch.distributions.Categorical(logits=logits / 2.5).sample()  # calibrated at T = 2.5
+    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+    assert fit_temperature(logits / 2.5, labels) == pytest.approx(1.0, rel=0.05)
+
+
+def overlapping_folder(root, per_class=60, size=20):
+    """Two classes whose brightness distributions overlap: some held-out images are misclassified."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            level = rng.normal(110 + 30 * index, 25)
+            pixels = np.clip(rng.normal(level, 10, (size, size, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calibration")
+    overlapping_folder(root / "data")
+    config = tiny_config(root / "data", root / "run", epochs=4, lr=0.05)
+    summary = fit(config, log=lambda m: None)
+    return root, summary
+
+
+def test_training_fits_a_temperature_on_the_held_out_images(run):
+    root, summary = run
+    facts = json.loads((root / "run" / "calibration.json").read_text())
+    assert summary["calibration"] == facts and facts["images"] == 24 and facts["epoch"] == summary["best"]["epoch"]
+    assert facts["temperature"] is not None and facts["reason"] is None
+    assert facts["nll_after"] < facts["nll_before"]  # the fit minimises it; T = 1 is one of its candidates
+    assert read_temperature(root / "run", facts["epoch"]) == facts["temperature"]
+    assert read_temperature(root / "run", facts["epoch"] + 1) is None  # fitted for another best checkpoint
+
+
+def test_separated_held_out_images_give_no_temperature(tmp_path):
+    make_image_folder(tmp_path / "data", per_class=60, size=20)  # dark against bright: no overlap
+    config = tiny_config(tmp_path / "data", tmp_path / "run", epochs=1)
+    facts = fit(config, log=lambda m: None)["calibration"]
+    assert facts["temperature"] is None and "ran to the bound" in facts["reason"]
+    assert read_temperature(tmp_path / "run") is None
+
+
+def test_predict_and_eval_use_the_temperature(run, tmp_path):
+    root, _ = run
+    folder = tmp_path / "run"
+    shutil.copytree(root / "run", folder)
+    facts = json.loads((folder / "calibration.json").read_text())
+    facts.update(temperature=2.0, reason=None)
+    (folder / "calibration.json").write_text(json.dumps(facts))
+    image = [next((root / "data").glob("cat/*.png"))]
+    calibrated = load_predictor(str(folder), device="cpu", trust_code=True).predict(image, top_k=2)[0]["top"]
+    raw = load_predictor(str(folder), device="cpu", trust_code=True, uncalibrated=True).predict(image, top_k=2)[0]
+    p = torch.tensor([t["probability"] for t in raw["top"]])
+    expected = (p.log() / 2.0).softmax(-1)  # softmax(z / T) from softmax(z)
+    assert [t["probability"] for t in calibrated] == pytest.approx(expected.tolist(), abs=1e-5)
+    result = evaluate_run(folder, trust_code=True)
+    assert result["temperature"] == 2.0 and result["calibrated"]["ece"] != result["calibration"]["ece"]
+
+
+def test_a_damaged_calibration_file_is_an_error(run, tmp_path):
+    root, _ = run
+    folder = tmp_path / "run"
+    shutil.copytree(root / "run", folder)
+    (folder / "calibration.json").write_text('{"temperature": "hot"}')
+    with pytest.raises(RunError, match="calibration.json' is damaged"):
+        load_predictor(str(folder), device="cpu", trust_code=True)
+    (folder / "calibration.json").write_text('{"temperature": 1e9}')
+    with pytest.raises(RunError, match="outside"):
+        evaluate_run(folder, trust_code=True)

@@ -101,6 +101,7 @@ def test_two_processes_match_one(tmp_path):
     assert one["best_val_acc"] > 0.85 and abs(one["best_val_acc"] - two["best_val_acc"]) < 0.05
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert files == [
+        "MODEL_CARD.md",
         "best.pt",
         "calibration.json",
         "config.json",

@@ -161,6 +161,9 @@ def export_run(
     }
     side = write_sidecar(out, facts)
     log(f"wrote {out} and {side.name}")
+    from ..inference.model_card import record_export
+
+    record_export(run, out.name, {"file": str(out), "format": format, "quantization": quantize, "parity": parity})
     return ExportResult(out, sidecar_path(out), parity)
 
 

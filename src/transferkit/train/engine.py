@@ -220,7 +220,12 @@ def _fit(
 
         # The run just imported MODEL's code itself: trusting it again here adds nothing.
         record.calibration = calibrate_run(out, device=config.device, trust_code=True, log=log)
-    return summary(record, model, stopped=stopped, write=dist_ctx.is_main)
+    result = summary(record, model, stopped=stopped, write=dist_ctx.is_main)
+    if dist_ctx.is_main:
+        from ..inference.model_card import write_model_card
+
+        write_model_card(out)
+    return result
 
 
 def _choose_balance(record: RunRecord, state: dict | None, log, *, distributed: bool = False) -> None:

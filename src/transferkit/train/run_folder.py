@@ -307,10 +307,53 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
         "stopped_early": stopped,
         "load_report": record.load_report,
         "calibration": record.calibration,
+        "parameters": parameter_groups(model),
+        "environment": environment(record.kernels),
     }
     if write:
         write_json(Path(config.out) / "report.json", result)
     return result
+
+
+def parameter_groups(model: nn.Module) -> dict:
+    """Which parts of the model trained in its last phase and which stayed frozen, by module path.
+
+    Parts are the top-level modules, split one level further where they hold both (``layer4``
+    trained while ``layer1`` stayed frozen): ``{"trained": {"fc": 5130}, "frozen": {...}}``.
+    """
+    groups: dict[str, dict[str, int]] = {"trained": {}, "frozen": {}}
+    states: dict[str, set[bool]] = {}
+    for name, param in model.named_parameters():
+        states.setdefault(name.split(".")[0], set()).add(param.requires_grad)
+    mixed = {top for top, kinds in states.items() if len(kinds) == 2}
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        key = ".".join(parts[:2]) if parts[0] in mixed and len(parts) > 2 else parts[0]
+        kind = "trained" if param.requires_grad else "frozen"
+        groups[kind][key] = groups[kind].get(key, 0) + param.numel()
+    return groups
+
+
+def environment(kernels: Kernels) -> dict:
+    """Library versions and the kernels the fast path chose: what a result depends on."""
+    import platform
+
+    import timm
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "transferkit": __version__,
+        "kernels": {
+            "training": asdict(kernels.training) if kernels.training else None,
+            "inference": asdict(kernels.inference) if kernels.inference else None,
+        },
+    }
 
 
 def _scores(row: dict) -> dict:

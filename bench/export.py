@@ -24,6 +24,7 @@ from _report import command_line, machine, write_section
 
 from transferkit.deploy.export import FP32_TOLERANCE, INT8_MAX_DROP, export_run
 from transferkit.deploy.runtime import onnx_session
+from transferkit.errors import ParityError
 from transferkit.inference.runs import load_trained
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
@@ -63,13 +64,16 @@ def _parity_rows(runs: dict[str, Path]) -> list[str]:
             (("onnx", "dynamic"), ("onnx", "static")) if name.startswith("lite0") else ()
         ):
             started = time.perf_counter()
-            p = export_run(run, format=format, quantize=quantize, log=_quiet).parity
+            try:
+                p, verdict = export_run(run, format=format, quantize=quantize, log=_quiet).parity, "kept"
+            except ParityError as e:  # past the tolerance: measured, refused, nothing written
+                p, verdict = e.parity, "refused"
             seconds = time.perf_counter() - started
-            drop = f"{p['accuracy_drop']:+.2f}" if "accuracy_drop" in p else "-"
+            drop = f"{-p['accuracy_drop']:+.2f}" if "accuracy_drop" in p else "-"
             rows.append(
                 f"| {name} | {format}{' int8 ' + quantize if quantize else ''} | {p['images']} | "
                 f"{p['max_abs_diff']:.3g} | {p['mean_abs_diff']:.3g} | {p['scale']:.3g} | {p['top1_agreement']:.2%} | "
-                f"{p['reference_accuracy']:.4f} | {p['accuracy']:.4f} | {drop} | {seconds:.0f} s |"
+                f"{p['reference_accuracy']:.4f} | {p['accuracy']:.4f} | {drop} | {verdict} | {seconds:.0f} s |"
             )
             print(rows[-1], flush=True)
     return rows
@@ -142,8 +146,8 @@ the largest and mean absolute logit difference against the PyTorch model, the la
 (scale), top-1 agreement, held-out accuracy of both, and for int8 the accuracy change in points.
 Tolerances: fp32 {FP32_TOLERANCE:g} of the scale (at least 1); int8 at most {INT8_MAX_DROP:g} point lost.
 
-| run | format | images | largest diff | mean diff | scale | top-1 agreement | PyTorch acc | export acc | int8 change | time |
-|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| run | format | images | max diff | mean diff | scale | top-1 | PyTorch acc | export acc | int8 points | kept | time |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|
 {chr(10).join(parity)}
 
 Inference of the lite0 run at 224 px (10 classes), {torch.get_num_threads()} threads everywhere:
@@ -151,6 +155,16 @@ Inference of the lite0 run at 224 px (10 classes), {torch.get_num_threads()} thr
 | runtime | batch-1 latency | speed-up | batch-32 throughput | speed-up |
 |---|---:|---:|---:|---:|
 {chr(10).join(speed)}
+
+Every fp32 export reproduces the model: torch.export and the rebuilt safetensors weights
+bit for bit, ONNX within float32 rounding (about 3e-6 of the largest logit), far inside the
+tolerance. Dynamic int8 quantisation computes activation ranges per batch and quantises the
+convolutions' inputs on the fly; on this convolutional network it changes one prediction in
+five and is refused by the accuracy limit, nothing written. Static int8, calibrated on 128
+training images (QDQ, per-channel weights), stays within the limit and is the one to use for
+convolutional networks. onnxruntime's fp32 graph is several times faster than PyTorch eager on
+this CPU, and faster than transferkit's own fast path (channels-last bf16 on AMX); int8 about
+doubles it again.
 """
     write_section("Export parity and inference speed", body)
     return 0

@@ -98,6 +98,11 @@ class StorageError(TransferkitError, RuntimeError):
 
 
 class ParityError(TransferkitError, RuntimeError):
-    """An export that computes something else than the model it came from: nothing is kept (exit 1)."""
+    """An export that computes something else than the model it came from: nothing is kept (exit 1).
+
+    Attributes:
+        parity: the numbers measured, when the comparison ran.
+    """
 
     exit_code = 1
+    parity: dict | None = None

@@ -152,3 +152,26 @@ def test_int8_past_the_accuracy_limit_is_refused(run, tmp_path, monkeypatch):
     with pytest.raises(ParityError, match=r"costs -?0\.00 accuracy points.*nothing was written"):
         export_run(folder, quantize="dynamic", trust_code=True, log=lambda m: None)
     assert not (folder / "model.int8.onnx").exists() and not list(folder.glob(".export-*"))
+
+
+@pytest.mark.slow
+def test_the_real_lite0_exports_to_onnx_with_its_parity(tmp_path):
+    make_image_folder(tmp_path / "data", per_class=15, size=80)
+    config = tiny_config(
+        tmp_path / "data",
+        tmp_path / "run",
+        model="tf_efficientnet_lite0",
+        weights="lite0",
+        strategy="freeze",
+        epochs=1,
+        image_size=96,
+    )
+    fit(config, log=lambda m: None)
+    result = export_run(tmp_path / "run", log=lambda m: None)
+    parity = result.parity
+    assert parity["images"] == 6 and parity["top1_agreement"] == 1.0
+    assert parity["max_abs_diff"] < 1e-4 * max(1.0, parity["scale"])  # 3e-6 of the scale measured at 224 px
+    images = sorted((tmp_path / "data").glob("*/*.png"))[:4]
+    onnx = load_predictor(str(result.path), device="cpu").predict(images, top_k=1)
+    torch_ = load_predictor(str(tmp_path / "run"), device="cpu").predict(images, top_k=1)
+    assert [r["top"][0]["label"] for r in onnx] == [r["top"][0]["label"] for r in torch_]

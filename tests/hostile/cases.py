@@ -1195,6 +1195,17 @@ def _(w, tmp):
     return ["export", w.copy(w.run, tmp), "--out", tmp / "missing" / "model.onnx"]
 
 
+@case("export/out-is-a-folder", "refused", 2, ["is a folder", "model.onnx"])
+def _(w, tmp):
+    (tmp / "exports").mkdir()
+    return ["export", w.copy(w.run, tmp), "--out", tmp / "exports"]
+
+
+@case("export/quantize-unknown", "refused", 2, ["--quantize must be dynamic or static"])
+def _(w, tmp):
+    return ["export", w.copy(w.run, tmp), "--quantize", "int4"]
+
+
 @case("export/code-run", "refused", 2, ["--trust-code", "net.py"], not_imported)
 def _(w, tmp):
     w.marker().unlink(missing_ok=True)

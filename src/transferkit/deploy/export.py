@@ -141,11 +141,13 @@ def export_run(
             parity["accuracy_drop"] = 100 * (parity["reference_accuracy"] - parity["accuracy"])
             parity["max_accuracy_drop"] = INT8_MAX_DROP
             if parity["accuracy_drop"] > INT8_MAX_DROP:
-                raise ParityError(
+                error = ParityError(
                     f"{quantize} int8 quantisation costs {parity['accuracy_drop']:.2f} accuracy points on "
                     f"{len(images)} held-out images (limit {INT8_MAX_DROP:g}); nothing was written. "
                     "Keep the fp32 export, or try the other quantize mode."
                 )
+                error.parity = parity
+                raise error
             exported = quantized
         _place(exported, out)
     facts = {
@@ -272,14 +274,16 @@ def _runner(format: str, path: Path, trained):
 
 def _quantize(fp32: Path, out: Path, mode: str, trained, data: str | None, uint8: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
+        prepared = out.with_name("prepared.onnx")  # shapes inferred and graph folded, as onnxruntime advises
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         if mode == "dynamic":
-            quantize_dynamic(fp32, out, weight_type=QuantType.QInt8)
+            quantize_dynamic(prepared, out, weight_type=QuantType.QInt8)
             return
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         images = _calibration_images(trained, data)
         prep = BatchPrep(trained.preprocessing, torch.device("cpu"), channels_last=False)
@@ -294,8 +298,6 @@ def _quantize(fp32: Path, out: Path, mode: str, trained, data: str | None, uint8
             def get_next(self):
                 return next(self.feeds, None)
 
-        prepared = out.with_name("prepared.onnx")
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             prepared,
             out,

@@ -175,3 +175,16 @@ def test_the_real_lite0_exports_to_onnx_with_its_parity(tmp_path):
     onnx = load_predictor(str(result.path), device="cpu").predict(images, top_k=1)
     torch_ = load_predictor(str(tmp_path / "run"), device="cpu").predict(images, top_k=1)
     assert [r["top"][0]["label"] for r in onnx] == [r["top"][0]["label"] for r in torch_]
+
+
+def test_the_command_exits_1_on_a_failed_proof_with_one_line(run, tmp_path, monkeypatch, capsys):
+    from tests.hostile.conftest import run_cli
+
+    folder = fresh(run, tmp_path)
+    monkeypatch.setattr(export_module, "INT8_MAX_DROP", -1.0)
+    capsys.readouterr()
+    assert run_cli("export", folder, "--quantize", "static", "--trust-code", "--json") == 1
+    out, err = capsys.readouterr()
+    assert err.count("transferkit: error:") == 1 and "accuracy points" in err and "Traceback" not in err
+    assert json.loads(out.strip().splitlines()[-1])["exit_code"] == 1
+    assert not (folder / "model.int8.onnx").exists()

@@ -1163,6 +1163,32 @@ def _(w, tmp):
     return ["train", f"{tmp / 'big.py'}:net", "--data", w.data, "--out", tmp / "disk" / "out", *FAST]
 
 
+# ---------------------------------------------------------------- configuration files
+
+
+@case("config/missing", "refused", 2, ["Config file", "does not exist"])
+def _(w, tmp):
+    return ["train", "--config", tmp / "none.json", "--out", tmp / "out"]
+
+
+@case("config/not-json", "refused", 2, ["is not valid JSON"])
+def _(w, tmp):
+    (tmp / "c.json").write_text("lr = 0.1\n")
+    return ["train", "--config", tmp / "c.json", "--out", tmp / "out"]
+
+
+@case("config/unknown-setting", "refused", 2, ["unknown settings: learning_rate"])
+def _(w, tmp):
+    (tmp / "c.json").write_text('{"model": "test_resnet", "learning_rate": 0.1}')
+    return ["train", "--config", tmp / "c.json", "--data", w.data, "--out", tmp / "out"]
+
+
+@case("config/bad-value", "refused", 2, ["--lr"])
+def _(w, tmp):
+    (tmp / "c.json").write_text('{"model": "test_resnet", "lr": -1}')
+    return ["train", "--config", tmp / "c.json", "--data", w.data, "--out", tmp / "out"]
+
+
 # ---------------------------------------------------------------- exports and their sidecars
 
 

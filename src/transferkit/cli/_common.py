@@ -24,6 +24,8 @@ __all__ = [
     "TtaOpt",
     "ModelArg",
     "ModelOpt",
+    "DataOpt",
+    "WeightsOpt",
     "NumClassesOpt",
     "console",
     "dry_run_size",
@@ -113,6 +115,11 @@ ModelOpt = Annotated[
         metavar="MODEL",
         help="For weights rather than a run: the MODEL to build (default: the one the file fits, or the record's).",
     ),
+]
+DataOpt = Annotated[str, typer.Option("--data", metavar="DATA", help="Image folder, CSV or builtin:NAME.")]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option("--weights", metavar="WEIGHTS", help="Pretrained weights: a file, lite0, timm, hf-hub:..."),
 ]
 NumClassesOpt = Annotated[
     int | None, typer.Option("--num-classes", metavar="N", min=1, help="Give the model a head for N classes.")

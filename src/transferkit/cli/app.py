@@ -36,6 +36,8 @@ COMMANDS = {
     "plan": ("plan", "plan_command", "Show what freezing leaves trainable and what the optimizer receives."),
     "surgery": ("surgery", "surgery_command", "Replace layers by path and validate the network with a dry run."),
     "train": ("train", "train_command", "Fine-tune MODEL on DATA with a strategy; resumable."),
+    "advise": ("advise", "advise_command", "Recommend a strategy from linear probes at several depths, in seconds."),
+    "sweep": ("sweep", "sweep_command", "Search the head's lr, weight decay and smoothing on cached features."),
     "compare": ("compare", "compare_command", "Train several strategies on one split and compare them."),
     "lr-find": ("lr_find", "lr_find_command", "The learning-rate range test: a plot and a suggested rate."),
     "eval": ("eval", "eval_command", "Evaluate a run: accuracy, per-class accuracy, confusion matrix."),

@@ -29,6 +29,14 @@ def train_command(
         ),
     ] = None,
     resume: Annotated[str | None, typer.Option("--resume", metavar="DIR", help="Continue the run in DIR.")] = None,
+    config_file: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Settings from a JSON file (sweep's best_config.json); options typed here win.",
+        ),
+    ] = None,
     stop_after: Annotated[
         int | None,
         typer.Option("--stop-after", metavar="N", help="Stop after N epochs of the run; --resume continues."),
@@ -52,6 +60,14 @@ def train_command(
     def log(message: str) -> None:
         log_console.print(message, markup=False)
 
+    typed = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+    if config_file is not None:
+        from ..train.config import read_config_file
+
+        stored = read_config_file(config_file)
+        model = model if model is not None else stored.pop("model", None)
+        stored.pop("model", None)
+        settings = {**settings, **stored, **{k: settings[k] for k in typed}}
     if resume is None:
         given = (("MODEL", model), ("--data", settings["data"]), ("--out", settings["out"]))
         missing = [name for name, value in given if value is None]
@@ -60,7 +76,6 @@ def train_command(
         summary = fit(TrainConfig(model=model, **settings), overwrite=overwrite, stop_after=stop_after, log=log)
     else:
         # Only what was typed is compared with the run; defaults are the run's own.
-        typed = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
         changes = {k: settings[k] for k in typed}
         if model is not None:
             changes["model"] = model

@@ -17,7 +17,16 @@ from ..errors import ConfigError
 from .metrics import MONITORS
 from .strategies import STRATEGIES, plan_phases
 
-__all__ = ["BALANCES", "IMBALANCED", "OPTIMIZERS", "PRECISIONS", "TrainConfig", "describe", "setting_default"]
+__all__ = [
+    "BALANCES",
+    "IMBALANCED",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "TrainConfig",
+    "describe",
+    "read_config_file",
+    "setting_default",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BALANCES = ("auto", "none", "weighted", "sampler")
@@ -192,3 +201,26 @@ def _check(c: TrainConfig) -> None:
     number("val_fraction", low=0, high=1, low_open=True, high_open=True)
     number("min_loaded", low=0, high=1)
     c.phases()  # two-phase strategies need two epochs, strategy head what to freeze
+
+
+def read_config_file(path: str) -> dict:
+    """Training settings from a JSON object (``sweep``'s ``best_config.json``), unknown names refused.
+
+    The file may come from someone else: it is data, read as JSON, never run.
+    """
+    import json
+    from pathlib import Path
+
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{path}' does not exist.", argument="config") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"Config file '{path}' is not valid JSON ({e}).", argument="config") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config file '{path}' holds {type(values).__name__}, not an object of settings.")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"Config file '{path}' has unknown settings: {', '.join(unknown)}.", argument="config")
+    return values

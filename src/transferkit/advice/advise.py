@@ -1,0 +1,233 @@
+"""Which way to transfer, decided from linear probes at several depths instead of training every strategy.
+
+The rule (:func:`recommend`), in order:
+
+1. ``freeze`` when the probe on the head's input already reaches :data:`FREEZE_AT` and the
+   new images are close to the statistics the weights expect (gap under :data:`GAP_HIGH`):
+   the features separate the classes, and training more layers mostly costs time.
+2. ``head --unfreeze-last N`` when an earlier depth probes at least :data:`EARLIER_BY` better
+   than the last: the last stages are specific to the source task; retrain from there.
+3. ``full`` when the statistics gap is large: BatchNorm statistics and early features must move.
+4. ``lp-ft`` otherwise: probe first, then fine-tune everything gently (Kumar et al., 2022).
+
+The thresholds are written down with their measurements in BENCHMARKS.md ("Strategy advice").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..data.preprocess import BatchPrep
+from ..data.sources import open_data
+from ..serialization import write_json
+from ..train.config import TrainConfig
+from ..train.setup import build_model, prepare_data
+from ..train.strategies import plan_phases
+from .probe import Depth, depth_points, extract, linear_probe
+
+__all__ = ["EARLIER_BY", "FREEZE_AT", "GAP_HIGH", "SAMPLE", "advise", "recommend"]
+
+FREEZE_AT = 0.97
+EARLIER_BY = 0.02
+GAP_HIGH = 1.0  # the load verification's drift threshold: beyond it, the inputs are not what the weights saw
+SAMPLE = 4000  # training images probed at most; a stratified sample beyond
+
+
+def recommend(depths: list[dict], gap: float) -> dict:
+    """The strategy and its settings for probe results ``depths`` (input to output) and the statistics gap.
+
+    Example:
+        >>> recommend([{"name": "layer3", "accuracy": 0.9, "stages_after": 3},
+        ...            {"name": "head input", "accuracy": 0.8, "stages_after": 1}], gap=0.4)["command"]
+        '--strategy head --unfreeze-last 3'
+    """
+    last = depths[-1]
+    best = max(depths, key=lambda d: d["accuracy"])
+    if last["accuracy"] >= FREEZE_AT and gap < GAP_HIGH:
+        return {
+            "strategy": "freeze",
+            "command": "--strategy freeze",
+            "reason": f"a linear probe on the head's input already reaches {last['accuracy']:.1%} and the images "
+            f"are close to what the weights expect (gap {gap:.2f}): training more layers mostly costs time",
+        }
+    if best is not last and best["accuracy"] - last["accuracy"] >= EARLIER_BY:
+        n = best["stages_after"]
+        return {
+            "strategy": "head",
+            "unfreeze_last": n,
+            "command": f"--strategy head --unfreeze-last {n}",
+            "reason": f"the probe after {best['name']} ({best['accuracy']:.1%}) beats the head's input "
+            f"({last['accuracy']:.1%}): the last stages are specific to the source task, so they retrain",
+        }
+    if gap >= GAP_HIGH:
+        return {
+            "strategy": "full",
+            "command": "--strategy full",
+            "reason": f"the images are far from what the weights' statistics expect (gap {gap:.2f} >= {GAP_HIGH:g}) "
+            f"and the probe reaches {last['accuracy']:.1%}: every layer has to adapt",
+        }
+    return {
+        "strategy": "lp-ft",
+        "command": "--strategy lp-ft",
+        "reason": f"the probe reaches {last['accuracy']:.1%}, short of {FREEZE_AT:.0%}, on images close to what the "
+        f"weights expect (gap {gap:.2f}): probe the head first, then fine-tune everything gently",
+    }
+
+
+def advise(
+    config: TrainConfig,
+    *,
+    budget: float | None = None,
+    sample: int = SAMPLE,
+    log=print,
+) -> dict:
+    """Probe ``config``'s MODEL and weights on its DATA at several depths and recommend a strategy.
+
+    Writes ``advice.json`` and ``probe_depth.png`` into ``config.out``. With ``budget``
+    (seconds), a strategy estimated to take longer is not recommended; the cheapest is.
+    """
+    started = time.perf_counter()
+    source = _sampled(open_data(config.data), sample, config.seed, log)
+    model, load_report = build_model(config, len(source.class_names))
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    data = prepare_data(config, source=source, model=model, log=log)
+    prep = BatchPrep(data.preprocessing, torch.device("cpu"), channels_last=False)
+    points = depth_points(model)
+    train_x, gaps, speed = extract(model, data.train.decoded.images, prep, points)
+    val_x, _, _ = extract(model, data.val.decoded.images, prep, points)
+    train_y, val_y = data.train.decoded.labels, data.val.decoded.labels
+    depths = []
+    for point in points:
+        result = linear_probe(train_x[point.name], train_y, val_x[point.name], val_y, len(data.class_names))
+        row = {
+            "name": point.name,
+            "stage": point.stage,
+            "stages_after": point.stages_after,
+            "dim": int(train_x[point.name].shape[1]),
+            **result,
+            "gap": gaps.get(point.stage),
+        }
+        depths.append(row)
+        log(
+            f"probe after {point.name}: accuracy {row['accuracy']:.4f}, balanced {row['balanced_accuracy']:.4f} "
+            f"({row['dim']} features, {row['seconds']:.1f} s); statistics gap "
+            + ("-" if row["gap"] is None else f"{row['gap']:.2f}")
+        )
+    known = [g for g in gaps.values()]
+    gap = sum(known) / len(known) if known else 0.0
+    advice = recommend(depths, gap)
+    estimates = _estimates(config, model, data, points, speed, advice)
+    if budget is not None and estimates.get(advice["command"], 0) > budget:
+        cheapest = min(estimates, key=estimates.get)
+        advice = {
+            **advice,
+            "over_budget": advice["command"],
+            "command": cheapest,
+            "strategy": cheapest.split()[1],
+            "reason": advice["reason"] + f"; but it would take about {estimates[advice['command']]:.0f} s, over the "
+            f"budget of {budget:g} s, so the cheapest ({cheapest}, about {estimates[cheapest]:.0f} s) is advised",
+        }
+    result = {
+        "model": config.model,
+        "weights": config.weights,
+        "data": config.data,
+        "images": {"train": len(train_y), "val": len(val_y)},
+        "depths": depths,
+        "statistics_gap": gap,
+        "advice": advice,
+        "estimated_seconds": estimates,
+        "forward_images_per_second": speed,
+        "seconds": time.perf_counter() - started,
+        "thresholds": {"freeze_at": FREEZE_AT, "earlier_by": EARLIER_BY, "gap_high": GAP_HIGH},
+    }
+    write_json(Path(config.out) / "advice.json", result)
+    _plot(depths, Path(config.out) / "probe_depth.png")
+    log(f"advice: {advice['command']}: {advice['reason']}")
+    return result
+
+
+def _sampled(source, limit: int, seed: int, log):
+    """A stratified sample of ``limit`` training images when DATA has more; said in the log."""
+    if len(source.train) <= limit:
+        return source
+    by_class: dict[int, list] = {}
+    for item in source.train:
+        by_class.setdefault(item.label, []).append(item)
+    rng = random.Random(seed)
+    share = limit / len(source.train)
+    picked = [item for items in by_class.values() for item in rng.sample(items, max(1, round(len(items) * share)))]
+    log(f"probing a stratified sample of {len(picked)} of {len(source.train)} training images")
+    return dataclasses.replace(source, train=picked)
+
+
+def _train_speed(model: nn.Module, data, keep_last: int | None, batch: int = 16) -> float:
+    """Training images per second: forward and backward of a few batches, the first stages frozen if asked."""
+    from ..model.freeze import freeze_stages, unfreeze
+
+    images = data.train.decoded.images[:batch]
+    labels = data.train.decoded.labels[:batch]
+    prep = BatchPrep(data.preprocessing, torch.device("cpu"), channels_last=False)
+    unfreeze(model, "*")
+    if keep_last is not None:
+        freeze_stages(model, keep_last=keep_last)
+    model.train()
+    times = []
+    for _ in range(3):
+        step_started = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(prep(images)), labels)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - step_started)
+    unfreeze(model, "*")
+    model.eval()
+    return len(images) / min(times[1:])  # the first step pays for allocations
+
+
+def _estimates(config: TrainConfig, model, data, points: list[Depth], forward: float, advice: dict) -> dict:
+    """Seconds each strategy would take over ``config.epochs``, from the measured throughputs."""
+    n_train, n_val = len(data.train.decoded.labels), len(data.val.decoded.labels)
+    full = _train_speed(model, data, None)
+    commands = {"--strategy freeze": ("freeze", None), "--strategy full": ("full", None)}
+    if config.epochs >= 2:
+        commands["--strategy lp-ft"] = ("lp-ft", None)
+    if advice["strategy"] == "head":
+        commands[advice["command"]] = ("head", advice["unfreeze_last"])
+    cache = (n_train + n_val) / forward  # frozen layers run once; the head's epochs are negligible
+    result = {}
+    for command, (strategy, keep) in commands.items():
+        seconds = 0.0
+        for phase in plan_phases(strategy, config.epochs, unfreeze_last=keep):
+            if phase.trains == "head":
+                seconds += cache
+            else:
+                speed = full if phase.trains == "all" else _train_speed(model, data, keep)
+                seconds += phase.epochs * (n_train / speed + n_val / forward)
+        result[command] = seconds
+    return result
+
+
+def _plot(depths: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..serialization import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(len(depths)), [d["accuracy"] for d in depths], marker="o", label="accuracy")
+    ax.plot(range(len(depths)), [d["balanced_accuracy"] for d in depths], marker=".", label="balanced accuracy")
+    ax.set_xticks(range(len(depths)), [d["name"] for d in depths], rotation=30, ha="right")
+    ax.set_ylabel("linear probe, held-out")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

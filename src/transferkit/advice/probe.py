@@ -1,0 +1,180 @@
+"""How far the pretrained features carry a new task, measured at several depths in one forward pass.
+
+At the end of each stage of the backbone (the stages ``--unfreeze-last`` counts; at most
+:data:`MAX_DEPTHS`, the last always the head's input) the activations are pooled to one vector
+per image and kept. A linear probe (multinomial logistic regression, LBFGS to convergence on
+standardised features) is fitted on the training images' vectors at each depth and scored on the
+held-out ones. In the same pass, each BatchNorm layer's input on the new data is compared with
+its running statistics: how far the new images are from the ones the weights were trained on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..model.freeze import stages
+from ..model.surgery import find_head
+
+__all__ = ["MAX_DEPTHS", "Depth", "depth_points", "extract", "linear_probe"]
+
+MAX_DEPTHS = 6
+
+
+@dataclass
+class Depth:
+    """A point where activations are taken: after ``stage`` (an index into :func:`stages`)."""
+
+    name: str  # the module whose output is taken, or "head input"
+    stage: int
+    stages_after: int  # stages from here to the output, the head included: --unfreeze-last for this depth
+
+
+def _block(paths: list[str]) -> str:
+    """The module holding a whole stage (``layer1`` for ``layer1.0.conv1`` ... ``layer1.1.bn2``), else its last."""
+    parts = [p.split(".") for p in paths]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return ".".join(common) if common else paths[-1]
+
+
+def depth_points(model: nn.Module) -> list[Depth]:
+    """Up to :data:`MAX_DEPTHS` stage ends from input to output; the deepest is the head's input.
+
+    Example:
+        >>> [d.name for d in depth_points(create_model("resnet18", num_classes=3))]
+        ['conv1', 'layer1', 'layer2', 'layer3', 'head input']
+    """
+    all_stages = stages(model)
+    body = all_stages[:-1]  # the last stage is the head
+    points = [Depth(_block(paths), i, len(all_stages) - i - 1) for i, paths in enumerate(body)]
+    if not points:
+        return [Depth("head input", 0, 1)]
+    last = points[-1]
+    points[-1] = Depth("head input", last.stage, last.stages_after)
+    if len(points) > MAX_DEPTHS:  # evenly spaced, the deepest kept
+        step = (len(points) - 1) / (MAX_DEPTHS - 1)
+        points = [points[round(i * step)] for i in range(MAX_DEPTHS)]
+    return points
+
+
+def _pool(value: torch.Tensor) -> torch.Tensor:
+    value = value.float()
+    if value.dim() == 4:  # (N, C, H, W)
+        return value.mean((2, 3))
+    if value.dim() == 3:  # (N, L, C) tokens
+        return value.mean(1)
+    return value.flatten(1)
+
+
+@torch.no_grad()
+def extract(
+    model: nn.Module,
+    images: torch.Tensor,
+    prep,
+    points: list[Depth],
+    *,
+    batch_size: int = 64,
+) -> tuple[dict[str, torch.Tensor], dict[int, float], float]:
+    """Pooled features at each depth (N, C), each stage's statistics gap, and the images per second.
+
+    The gap of a BatchNorm layer is the mean over channels of ``|mean - running mean| /
+    sqrt(running var)`` of its input on these images; a stage's is the mean over its layers.
+    """
+    kept: dict[str, list[torch.Tensor]] = {p.name: [] for p in points}
+    sums: dict[str, list] = {}
+    handles = []
+    for point in points:
+        if point.name == "head input":
+            module = model.get_submodule(find_head(model))
+            handles.append(module.register_forward_pre_hook(lambda m, i: kept["head input"].append(_pool(i[0]))))
+        else:
+            module = model.get_submodule(point.name)
+            handles.append(module.register_forward_hook(lambda m, i, o, n=point.name: kept[n].append(_pool(o))))
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    for name, bn in norms.items():
+        if bn.running_mean is None:
+            continue
+
+        def record(module, inputs, name=name):
+            value = inputs[0].float()
+            dims = [d for d in range(value.dim()) if d != 1]
+            total = sums.setdefault(name, [0.0, 0])
+            total[0] = total[0] + value.sum(dims)
+            total[1] += value.numel() // value.shape[1]
+
+        handles.append(bn.register_forward_pre_hook(record))
+    model.eval()
+    started = time.perf_counter()
+    try:
+        for start in range(0, len(images), batch_size):
+            model(prep(images[start : start + batch_size]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    seconds = time.perf_counter() - started
+    gaps: dict[str, float] = {}
+    for name, (total, count) in sums.items():
+        bn = norms[name]
+        mean = total / max(count, 1)
+        gaps[name] = float(((mean - bn.running_mean.float()).abs() / (bn.running_var.float() + bn.eps).sqrt()).mean())
+    stage_gap = _stage_gaps(model, gaps)
+    features = {name: torch.cat(chunks) for name, chunks in kept.items()}
+    return features, stage_gap, len(images) / max(seconds, 1e-9)
+
+
+def _stage_gaps(model: nn.Module, gaps: dict[str, float]) -> dict[int, float]:
+    result = {}
+    for index, paths in enumerate(stages(model)):
+        inside = [v for n, v in gaps.items() if any(n == p or n.startswith(p + ".") for p in paths)]
+        if inside:
+            result[index] = sum(inside) / len(inside)
+    return result
+
+
+def linear_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    num_classes: int,
+    *,
+    l2: float = 1e-4,
+    max_iter: int = 300,
+) -> dict:
+    """Held-out accuracy and balanced accuracy of a multinomial logistic regression, and its seconds.
+
+    Features are standardised with the training set's mean and spread; the weights are fitted
+    by LBFGS on the mean cross-entropy plus ``l2`` times their squared norm.
+    """
+    started = time.perf_counter()
+    mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
+    x, vx = ((train_x - mean) / std).double(), ((val_x - mean) / std).double()
+    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, train_y) + l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        predicted = (vx @ weight + bias).argmax(1)
+    recalls = [float((predicted[val_y == c] == c).double().mean()) for c in range(num_classes) if (val_y == c).any()]
+    return {
+        "accuracy": float((predicted == val_y).double().mean()),
+        "balanced_accuracy": sum(recalls) / max(len(recalls), 1),
+        "seconds": time.perf_counter() - started,
+    }

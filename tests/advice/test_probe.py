@@ -1,0 +1,70 @@
+"""Depth probes: where activations are taken, the probe itself, the statistics gap, and the rule."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from transferkit.advice.advise import EARLIER_BY, FREEZE_AT, GAP_HIGH, recommend
+from transferkit.advice.probe import Depth, _block, depth_points, extract, linear_probe
+from transferkit.data.preprocess import BatchPrep, Preprocessing
+from transferkit.model.factory import create_model
+
+
+def test_depths_are_stage_ends_and_the_head_input():
+    points = depth_points(create_model("resnet18", num_classes=3))
+    assert [p.name for p in points] == ["bn1", "layer1", "layer2", "layer3", "head input"]
+    # --unfreeze-last counts the head: after layer3 come layer4 and fc
+    assert [p.stages_after for p in points] == [5, 4, 3, 2, 1]
+    lite = depth_points(create_model("tf_efficientnet_lite0", num_classes=3))
+    assert len(lite) == 6 and lite[-1].name == "head input" and lite[0].name == "bn1"
+    assert _block(["layer1.0.conv1", "layer1.1.bn2"]) == "layer1" and _block(["conv1", "bn1"]) == "bn1"
+
+
+def test_the_probe_separates_what_is_separable_and_not_noise():
+    torch.manual_seed(0)
+    labels = torch.arange(300) % 3
+    centres = torch.randn(3, 16) * 3
+    features = centres[labels] + torch.randn(300, 16)
+    result = linear_probe(features[:200], labels[:200], features[200:], labels[200:], 3)
+    assert result["accuracy"] > 0.95 and result["balanced_accuracy"] > 0.95
+    noise = linear_probe(torch.randn(200, 16), labels[:200], torch.randn(100, 16), labels[200:], 3)
+    assert noise["accuracy"] < 0.55  # chance is 1/3
+
+
+class _Net(nn.Module):
+    """BatchNorm first, so that its input is the image itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn0 = nn.BatchNorm2d(3)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(self.bn0(x)).mean((2, 3)))
+
+
+def test_the_statistics_gap_is_the_distance_in_running_standard_deviations():
+    net = _Net().eval()  # running mean 0, running variance 1
+    pre = Preprocessing((3, 8, 8), (0.0, 0.0, 0.0), (1 / 255,) * 3, "bilinear", 1.0)  # pixels pass unchanged
+    images = torch.full((4, 3, 8, 8), 2, dtype=torch.uint8)  # every input 2: two standard deviations off
+    points = [Depth("conv", 0, 2), Depth("head input", 0, 1)]
+    features, gaps, speed = extract(net, images, BatchPrep(pre, torch.device("cpu"), False), points)
+    assert features["conv"].shape == (4, 4) and features["head input"].shape == (4, 4)
+    torch.testing.assert_close(features["conv"], features["head input"])  # the head's input is the pooled conv
+    assert gaps == {0: pytest.approx(2.0, rel=1e-4)} and speed > 0
+
+
+def _depth(name, accuracy, after):
+    return {"name": name, "accuracy": accuracy, "stages_after": after}
+
+
+def test_the_rule_on_each_branch():
+    high = FREEZE_AT + 0.01
+    assert recommend([_depth("a", 0.8, 3), _depth("head input", high, 1)], gap=0.3)["strategy"] == "freeze"
+    earlier = recommend([_depth("layer3", 0.9, 3), _depth("head input", 0.9 - EARLIER_BY - 0.01, 1)], gap=0.3)
+    assert earlier["strategy"] == "head" and earlier["command"] == "--strategy head --unfreeze-last 3"
+    assert recommend([_depth("a", 0.5, 3), _depth("head input", 0.8, 1)], gap=GAP_HIGH + 0.1)["strategy"] == "full"
+    # a high probe with a large gap is not frozen: the statistics must move
+    assert recommend([_depth("a", 0.5, 3), _depth("head input", high, 1)], gap=GAP_HIGH)["strategy"] == "full"
+    assert recommend([_depth("a", 0.5, 3), _depth("head input", 0.8, 1)], gap=0.3)["strategy"] == "lp-ft"

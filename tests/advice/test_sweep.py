@@ -1,0 +1,66 @@
+"""Sweeps on cached features: the interval arithmetic, the files written, and train --config reading them."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_image_folder, tiny_config
+from transferkit.advice.sweep import interval, sweep
+from transferkit.errors import ConfigError
+from transferkit.train.config import read_config_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_interval_is_students_t():
+    mean, low, high = interval([0.90, 0.92, 0.94])
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)  # t(0.975, 2) times the standard error
+    assert mean == pytest.approx(0.92) and low == pytest.approx(0.92 - half) and high == pytest.approx(0.92 + half)
+    assert interval([0.5]) == (0.5, 0.5, 0.5)
+    assert interval([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7, 0.7))
+
+
+def test_a_sweep_writes_a_config_that_train_reads(tmp_path):
+    make_image_folder(tmp_path / "data", per_class=20, size=20)
+    config = tiny_config(tmp_path / "data", tmp_path / "sweep", strategy="freeze", epochs=3)
+    result = sweep(config, trials=3, seeds=2, log=lambda m: None)
+    assert len(result["settings"]) == 3 and all(len(r["accuracy"]) == 2 for r in result["settings"])
+    means = [r["mean"] for r in result["settings"]]
+    assert means == sorted(means, reverse=True) and result["best"]["mean"] == means[0]
+    best = json.loads((tmp_path / "sweep" / "best_config.json").read_text())
+    assert best["lr"] == result["best"]["lr"] and best["strategy"] == "freeze" and "out" not in best
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "transferkit",
+            "train",
+            "--config",
+            str(tmp_path / "sweep" / "best_config.json"),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--trust-code",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["lr"] == best["lr"] and stored["epochs"] == 1  # the typed option wins over the file
+
+
+def test_a_config_file_with_unknown_settings_is_refused(tmp_path):
+    (tmp_path / "c.json").write_text('{"lr": 0.1, "learning_rate": 0.1}')
+    with pytest.raises(ConfigError, match="unknown settings: learning_rate"):
+        read_config_file(str(tmp_path / "c.json"))
+    (tmp_path / "d.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not an object"):
+        read_config_file(str(tmp_path / "d.json"))

@@ -1,7 +1,17 @@
+import os
+
+import pytest
 import torch
 
 from transferkit.model.factory import create_model
+from transferkit.train import fastpath
 from transferkit.train.fastpath import _pick, candidates, choose_fast_path
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test starts with no kept decision."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
 
 
 def test_probe_measures_and_leaves_the_model_unchanged():
@@ -46,3 +56,63 @@ def test_reduced_precision_must_win_clearly_but_the_memory_format_need_not():
     assert _pick(options, speeds(100, 105, 110, 90)) == (True, "fp32")  # bf16 within the margin of fp32
     assert _pick(options, speeds(100, 99, 50, 60)) == (False, "fp32")
     assert _pick(options[2:], speeds(0, 0, 100, 101)) == (False, "bf16")  # no fp32 to compare against
+
+
+class _Clock:
+    """Stands in for the timing: a script of images/s per candidate, and the order it was asked in."""
+
+    def __init__(self, script):
+        self.script = {k: list(v) for k, v in script.items()}
+        self.asked = []
+
+    def __call__(self, model, channels_last, precision, batch_size, **kwargs):
+        label = f"{'channels-last' if channels_last else 'NCHW'} {precision}"
+        self.asked.append(label)
+        return self.script[label].pop(0) if self.script[label] else 1.0
+
+
+CPU = torch.device("cpu")
+FP32 = {"NCHW fp32": [100.0] * 9, "channels-last fp32": [120.0] * 9, "channels-last bf16": [90.0] * 9}
+
+
+def test_candidates_are_interleaved_and_a_spike_does_not_decide(monkeypatch):
+    model = create_model("resnet18", num_classes=4)
+    monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32"), (True, "bf16")])
+    # channels-last fp32 is measured at 4 images/s once, as on a busy machine: its median still wins
+    clock = _Clock({**FP32, "channels-last fp32": [120.0, 4.0, 121.0]})
+    monkeypatch.setattr(fastpath, "_throughput", clock)
+    fast = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
+    assert (fast.channels_last, fast.precision) == (True, "fp32")
+    assert clock.asked[:3] == ["NCHW fp32", "channels-last fp32", "channels-last bf16"]
+    assert clock.asked[3:6] == ["channels-last bf16", "channels-last fp32", "NCHW fp32"]  # the order alternates
+    assert len(clock.asked) == 9 and fast.images_per_second["channels-last fp32"] == 120.0
+
+
+def test_a_second_probe_reuses_the_decision_until_reprobe(monkeypatch):
+    model = create_model("resnet18", num_classes=4)
+    monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32"), (True, "bf16")])
+    clock = _Clock(FP32)
+    monkeypatch.setattr(fastpath, "_throughput", clock)
+    first = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
+    asked = len(clock.asked)
+    # measured again under load, the same machine and model would now choose otherwise: it is not asked
+    clock.script = {"NCHW fp32": [300.0] * 9, "channels-last fp32": [4.0] * 9, "channels-last bf16": [5.0] * 9}
+    again = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
+    assert len(clock.asked) == asked and again.reason.startswith("reused the measurement of")
+    assert (again.channels_last, again.precision) == (first.channels_last, first.precision) == (True, "fp32")
+    other_size = choose_fast_path(model, (3, 48, 48), device=CPU, batch_size=8)  # another key: measured
+    assert len(clock.asked) > asked and other_size.reason.startswith("measured")
+    redone = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8, reprobe=True)
+    assert (redone.channels_last, redone.precision) == (False, "fp32") and redone.reason.startswith("measured")
+
+
+def test_a_damaged_kept_decision_is_measured_again(monkeypatch, tmp_path):
+    model = create_model("resnet18", num_classes=4)
+    monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32")])
+    monkeypatch.setattr(fastpath, "_throughput", _Clock(FP32))
+    choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
+    (kept,) = (tmp_path / "transferkit" / "kernels").iterdir()
+    kept.write_text('{"fast_path": {"channels_last": "yes", "precision": "int3"}}')
+    fast = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
+    assert fast.reason.startswith("measured") and fast.precision == "fp32"
+    assert os.path.getsize(kept) > 60  # written again, whole

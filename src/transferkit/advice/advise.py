@@ -178,7 +178,7 @@ def _train_speed(model: nn.Module, data, keep_last: int | None, batch: int = 16)
         freeze_stages(model, keep_last=keep_last)
     model.train()
     times = []
-    for _ in range(3):
+    for _ in range(2):
         step_started = time.perf_counter()
         loss = nn.functional.cross_entropy(model(prep(images)), labels)
         loss.backward()

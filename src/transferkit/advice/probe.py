@@ -156,11 +156,11 @@ def linear_probe(
     """
     started = time.perf_counter()
     mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
-    x, vx = ((train_x - mean) / std).double(), ((val_x - mean) / std).double()
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    x, vx = (train_x - mean) / std, (val_x - mean) / std
+    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+        [weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-5, line_search_fn="strong_wolfe"
     )
 
     def closure():

@@ -91,6 +91,7 @@ class TrainConfig:
     cache_views: int = _setting(0, "With augmentation: cache K augmented views of the frozen layers' output.")
     channels_last: bool | None = _setting(None, "Memory format (default: measured per model).")
     precision: str = _setting("auto", f"{', '.join(PRECISIONS)} (auto: measured per model).")
+    reprobe: bool = _setting(False, "Measure the kernels again instead of reusing this machine's last decision.")
     in_chans: int | None = _setting(None, "Input channels (1 for grayscale); RGB weights are adapted.")
     # Half the parameters outside the head: below that the file is for another architecture.
     min_loaded: float = _setting(0.5, "Fail when less than this share of non-head parameters would load.")

@@ -290,6 +290,7 @@ def _measure_kernels(
         batch_size=min(config.batch_size, 64),
         channels_last=config.channels_last,
         precision=config.pinned_precision,
+        reprobe=config.reprobe,
     )
     if saved.get("fast_path_inference"):
         kernels.inference = FastPath(**saved["fast_path_inference"])

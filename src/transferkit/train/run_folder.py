@@ -463,7 +463,7 @@ def check_model_code(state: dict, run: str | Path, *, trust_code: bool, same_cod
 
 
 # Settings a resumed run may change: they do not change what the finished epochs computed.
-RESUME_SAFE = ("device", "epochs", "strict_data")
+RESUME_SAFE = ("device", "epochs", "strict_data", "reprobe")
 
 
 def resumed_config(state: dict, folder: str | Path, changes: dict | None = None) -> TrainConfig:

@@ -91,3 +91,24 @@ def test_a_damaged_calibration_file_is_an_error(run, tmp_path):
     (folder / "calibration.json").write_text('{"temperature": 1e9}')
     with pytest.raises(RunError, match="outside"):
         evaluate_run(folder, trust_code=True)
+
+
+def test_eval_of_the_held_out_split_reproduces_training_s_validation(run):
+    root, summary = run
+    result = evaluate_run(root / "run", trust_code=True)
+    best = summary["best"]
+    assert result["validation"]["same"] and result["validation"]["epoch"] == best["epoch"]
+    assert result["accuracy"] == best["val_acc"] and result["loss"] == pytest.approx(best["val_loss"], abs=1e-6)
+
+
+def test_a_differing_evaluation_says_why():
+    from transferkit.inference.runs import TrainedModel, _against_validation
+    from transferkit.train.fastpath import FastPath
+
+    trained = TrainedModel(None, None, ["a", "b"], None, FastPath(True, "bf16", "measured"))
+    trained.validated = {"row": {"epoch": 3, "val_acc": 0.9, "val_loss": 0.3}, "kernels": {"precision": "fp32"}}
+    why = _against_validation(trained, {"accuracy": 0.85})
+    assert not why["same"] and "training kernels (NCHW fp32)" in why["why"] and "channels-last bf16" in why["why"]
+    trained.validated["row"]["cached"] = True
+    assert "activations computed once" in _against_validation(trained, {"accuracy": 0.85})["why"]
+    assert _against_validation(trained, {"accuracy": 0.9})["same"]

@@ -85,6 +85,9 @@ def eval_command(
     if result["calibrated"]:
         ece += f", {result['calibrated']['ece']:.4f} with the run's temperature {result['temperature']:.3f}"
     console.print(ece)
+    validation = result.get("validation")
+    if validation and validation["same"]:
+        console.print(f"the same accuracy as training's validation of epoch {validation['epoch']}")
     if result.get("report"):
         console.print(f"report: {result['report']}")
     if result["skipped_images"]:

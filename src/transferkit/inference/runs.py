@@ -38,6 +38,7 @@ class TrainedModel:
     named_classes: bool = True  # False when the class names are only output indices
     temperature: float | None = None  # divides the logits for calibrated probabilities
     epoch: int | None = None  # the checkpoint's epoch
+    validated: dict | None = None  # how training validated this checkpoint: its history row and kernels
 
 
 def load_trained(
@@ -75,6 +76,9 @@ def load_trained(
     )
     trained = TrainedModel(model, preprocessing, list(state["class_names"]), config, fast, notes)
     trained.epoch = state.get("epoch")
+    row = next((r for r in state["history"] if r.get("epoch") == trained.epoch), None)
+    if row is not None:
+        trained.validated = {"row": row, "kernels": state.get("fast_path")}
     if which == "best" and Path(run).is_dir():
         trained.temperature = read_temperature(run, trained.epoch)
     return trained
@@ -93,6 +97,29 @@ def evaluation_items(source, config: TrainConfig | None, spec: str, split: str =
         _, items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
         return items, f"the run's held-out {config.val_fraction:g}"
     return source.train, "all images"
+
+
+def _against_validation(trained: TrainedModel, metrics: dict) -> dict:
+    """This evaluation beside the validation training did of the same checkpoint, and why they differ if they do."""
+    row, kernels = trained.validated["row"], trained.validated["kernels"] or {}
+    same = metrics["accuracy"] == row["val_acc"]
+    out = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"], "same": same, "why": None}
+    if same:
+        return out
+    inference = trained.fast
+    if row.get("cached"):
+        how = "ran the head on activations computed once and kept (in fp16 where accurate to 1e-3 of their scale)"
+    elif (kernels.get("channels_last"), kernels.get("precision")) != (inference.channels_last, inference.precision):
+        trained_with = f"{'channels-last' if kernels.get('channels_last') else 'NCHW'} {kernels.get('precision')}"
+        evaluated = f"{'channels-last' if inference.channels_last else 'NCHW'} {inference.precision}"
+        how = f"ran with the training kernels ({trained_with}); eval runs the inference kernels ({evaluated})"
+    else:
+        how = "ran in other batches (one per process under torchrun, or another --batch-size)"
+    out["why"] = (
+        f"accuracy {metrics['accuracy']:.4f} here against {row['val_acc']:.4f} when training validated epoch "
+        f"{row['epoch']} on the same images: validation {how}, and rounding moves images on the decision boundary"
+    )
+    return out
 
 
 def _weights_as_trained(source: str, model: str | None, device: str) -> TrainedModel:
@@ -250,6 +277,10 @@ def evaluate_run(
         else None,
         "notes": trained.notes + ([warning] if warning else []),
     }
+    if trained.validated is not None and split.startswith("the run's held-out") and not tta:
+        result["validation"] = _against_validation(trained, metrics)
+        if not result["validation"]["same"]:
+            result["notes"].append(result["validation"]["why"])
     if report:
         if not Path(run).is_dir():
             raise DataError(f"report needs a run folder to write into; '{run}' is a file.", argument="report")

@@ -354,6 +354,7 @@ def _run_phase(
         path = FastPath(kernels.inference.channels_last, config.pinned_precision or "fp32", "tail after the cache")
         train_views, val_set, prep = cached.train_views, cached.val, cached.prep
         skipping = partial(truncated, model, cached.boundary)
+        val_path, val_prep = path, prep
     else:
         if kernels.training is None:  # measured when the whole network first trains
             kernels.training = dist_ctx.from_main(probe(train=True))
@@ -361,6 +362,14 @@ def _run_phase(
         path = kernels.training
         prep = BatchPrep(data.preprocessing, device, path.channels_last)
         train_views, val_set, skipping = [data.train], data.val, nullcontext
+        # Validation runs as eval and predict will: the inference kernels, so that eval of best.pt
+        # reproduces its validation exactly (one process; under torchrun the training memory format stays).
+        val_path = (
+            kernels.inference
+            if not dist_ctx.enabled
+            else FastPath(path.channels_last, kernels.inference.precision, "inference precision")
+        )
+        val_prep = BatchPrep(data.preprocessing, device, val_path.channels_last)
     model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
     mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
     log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}{mixing}")
@@ -433,15 +442,19 @@ def _run_phase(
             )
             if not math.isfinite(train_loss):
                 _diverged(record, epoch_index + 1, phase, "training")
+            if val_path.channels_last != path.channels_last:
+                model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
             metrics = evaluate(
                 model,
                 val_loader,
                 num_classes=len(data.class_names),
-                prep=prep,
+                prep=val_prep,
                 device=device,
-                precision=path.precision,
+                precision=val_path.precision,
                 dist_ctx=dist_ctx,
             )
+            if val_path.channels_last != path.channels_last:
+                model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
         if not math.isfinite(metrics["loss"]):
             _diverged(record, epoch_index + 1, phase, "validation")
         # The first epoch of a phase carries the cost of computing the cache.

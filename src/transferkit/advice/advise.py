@@ -119,8 +119,7 @@ def advise(
             f"({row['dim']} features, {row['seconds']:.1f} s); statistics gap "
             + ("-" if row["gap"] is None else f"{row['gap']:.2f}")
         )
-    known = [g for g in gaps.values()]
-    gap = sum(known) / len(known) if known else 0.0
+    gap = sum(gaps.values()) / len(gaps) if gaps else 0.0
     advice = recommend(depths, gap)
     estimates = _estimates(config, model, data, points, speed, advice)
     if budget is not None and estimates.get(advice["command"], 0) > budget:

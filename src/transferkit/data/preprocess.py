@@ -31,6 +31,18 @@ class Preprocessing:
     crop_mode: str = "center"
 
     @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        """The inverse of ``dataclasses.asdict``, as a run checkpoint or an export sidecar stores it."""
+        return cls(
+            tuple(values["input_size"]),
+            tuple(values["mean"]),
+            tuple(values["std"]),
+            values["interpolation"],
+            values["crop_pct"],
+            values["crop_mode"],
+        )
+
+    @classmethod
     def from_model(cls, model: nn.Module) -> Preprocessing:
         """timm's recorded preprocessing for a model, or ImageNet defaults at the model's input size."""
         cfg = getattr(model, "pretrained_cfg", None) or {}

@@ -19,7 +19,7 @@ import io
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data
 from ..errors import ConfigError, DataError, ParityError, RunError
-from ..inference.runs import evaluation_items, load_trained
+from ..inference.runs import held_out_items, load_trained
 from .sidecar import sidecar_path, write_sidecar
 
 __all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export_run"]
@@ -155,7 +155,7 @@ def export_run(
         "model": trained.config.model,
         "class_names": trained.class_names,
         "input": _input_facts(format, with_preprocessing, trained.preprocessing),
-        "preprocessing": _preprocessing_facts(trained.preprocessing),
+        "preprocessing": asdict(trained.preprocessing),
         "temperature": trained.temperature,
         "quantization": quantize,
         "parity": parity,
@@ -173,23 +173,22 @@ def _held_out(trained, data: str | None) -> tuple[torch.Tensor, torch.Tensor, st
     """Up to :data:`PARITY_IMAGES` held-out uint8 images (N, C, H, W) and their labels."""
     spec = data or trained.config.data
     try:
-        source = open_data(spec)
+        items, split = held_out_items(trained, spec)
     except DataError as e:
         raise DataError(
             f"The parity proof needs the run's held-out images, and its DATA cannot be opened ({e}); "
             "pass data (the same DATA where it is now).",
             argument="data",
         ) from None
-    items, split = evaluation_items(source, trained.config, spec)
-    remap = {i: trained.class_names.index(c) for i, c in enumerate(source.class_names) if c in trained.class_names}
-    items = [item for item in items if item.label in remap][:PARITY_IMAGES]
     if not items:
         raise DataError(f"'{spec}' has no held-out images of the run's classes to prove the export on.")
-    for item in items:
-        item.label = remap[item.label]
-    decoded = decode(items, trained.preprocessing)
-    images = decoded.images if isinstance(decoded.images, torch.Tensor) else torch.stack(list(decoded.images))
-    return images, decoded.labels, split
+    decoded = decode(items[:PARITY_IMAGES], trained.preprocessing)
+    return _tensor(decoded.images), decoded.labels, split
+
+
+def _tensor(images) -> torch.Tensor:
+    """Decoded images as one (N, C, H, W) uint8 tensor, also when they were streamed."""
+    return images if isinstance(images, torch.Tensor) else torch.stack(list(images))
 
 
 @torch.no_grad()
@@ -316,9 +315,7 @@ def _calibration_images(trained, data: str | None) -> torch.Tensor:
     source = open_data(spec)
     train, _ = split_items(source.train, val_fraction=trained.config.val_fraction, seed=trained.config.seed)
     step = max(1, len(train) // CALIBRATION_IMAGES)
-    decoded = decode(train[::step][:CALIBRATION_IMAGES], trained.preprocessing)
-    images = decoded.images
-    return images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+    return _tensor(decode(train[::step][:CALIBRATION_IMAGES], trained.preprocessing).images)
 
 
 def _place(exported: Path, out: Path) -> None:
@@ -330,31 +327,9 @@ def _place(exported: Path, out: Path) -> None:
 
 def _input_facts(format: str, uint8: bool, pre: Preprocessing) -> dict:
     channels, height, width = pre.input_size
-    if format == "safetensors":
-        return {"layout": "NCHW", "dtype": "float32", "normalised": True, "shape": [None, channels, height, width]}
     if uint8:
-        return {
-            "name": "images",
-            "layout": "NHWC",
-            "dtype": "uint8",
-            "normalised": False,
-            "shape": [None, height, width, channels],
-        }
-    return {
-        "name": "images",
-        "layout": "NCHW",
-        "dtype": "float32",
-        "normalised": True,
-        "shape": [None, channels, height, width],
-    }
-
-
-def _preprocessing_facts(pre: Preprocessing) -> dict:
-    return {
-        "input_size": list(pre.input_size),
-        "mean": list(pre.mean),
-        "std": list(pre.std),
-        "interpolation": pre.interpolation,
-        "crop_pct": pre.crop_pct,
-        "crop_mode": pre.crop_mode,
-    }
+        facts = {"layout": "NHWC", "dtype": "uint8", "normalised": False, "shape": [None, height, width, channels]}
+    else:
+        facts = {"layout": "NCHW", "dtype": "float32", "normalised": True, "shape": [None, channels, height, width]}
+    # A graph names its input; safetensors holds weights only.
+    return facts if format == "safetensors" else {"name": "images", **facts}

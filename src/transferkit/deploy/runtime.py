@@ -69,16 +69,8 @@ def load_onnx(path: str | Path, *, device: str = "cpu"):
     facts = read_sidecar(path)
     if facts["format"] != "onnx":
         raise RunError(f"The sidecar of '{path}' describes a {facts['format']} export, not onnx; export again.")
-    pre_facts = facts["preprocessing"]
     try:
-        pre = Preprocessing(
-            tuple(pre_facts["input_size"]),
-            tuple(pre_facts["mean"]),
-            tuple(pre_facts["std"]),
-            pre_facts["interpolation"],
-            pre_facts["crop_pct"],
-            pre_facts["crop_mode"],
-        )
+        pre = Preprocessing.from_dict(facts["preprocessing"])
     except (KeyError, TypeError) as e:
         raise RunError(f"The sidecar of '{path}' has incomplete preprocessing ({e}); export again.") from None
     uint8 = facts["input"].get("dtype") == "uint8"

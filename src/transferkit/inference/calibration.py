@@ -57,19 +57,12 @@ def calibrate_run(run: str | Path, *, device: str = "auto", trust_code: bool = F
     """
     from ..data.decode import ImageDataset, decode, loader_workers
     from ..data.preprocess import BatchPrep
-    from ..data.sources import open_data
     from ..train.loop import evaluate
     from .report import calibration
-    from .runs import evaluation_items, load_trained
+    from .runs import held_out_items, load_trained
 
     trained = load_trained(run, device=device, trust_code=trust_code)
-    config = trained.config
-    source = open_data(config.data)
-    items, split = evaluation_items(source, config, config.data)
-    remap = {i: trained.class_names.index(c) for i, c in enumerate(source.class_names) if c in trained.class_names}
-    items = [item for item in items if item.label in remap]
-    for item in items:
-        item.label = remap[item.label]
+    items, split = held_out_items(trained, trained.config.data)
     if not items:
         return None
     decoded = decode(items, trained.preprocessing, spill_dir=Path(run))

@@ -22,7 +22,7 @@ from ..train.run_folder import check_model_code, load_model_state, load_run
 from .calibration import read_temperature
 from .report import calibration, write_report
 
-__all__ = ["TrainedModel", "evaluate_run", "evaluation_items", "load_trained"]
+__all__ = ["TrainedModel", "evaluate_run", "evaluation_items", "held_out_items", "load_trained"]
 
 
 @dataclass
@@ -65,15 +65,7 @@ def load_trained(
     fast = FastPath(**recorded) if recorded else FastPath(False, "fp32", "not recorded")
     if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    pre = state["preprocessing"]
-    preprocessing = Preprocessing(
-        tuple(pre["input_size"]),
-        tuple(pre["mean"]),
-        tuple(pre["std"]),
-        pre["interpolation"],
-        pre["crop_pct"],
-        pre["crop_mode"],
-    )
+    preprocessing = Preprocessing.from_dict(state["preprocessing"])
     trained = TrainedModel(model, preprocessing, list(state["class_names"]), config, fast, notes)
     trained.epoch = state.get("epoch")
     row = next((r for r in state["history"] if r.get("epoch") == trained.epoch), None)
@@ -120,6 +112,18 @@ def _against_validation(trained: TrainedModel, metrics: dict) -> dict:
         f"{row['epoch']} on the same images: validation {how}, and rounding moves images on the decision boundary"
     )
     return out
+
+
+def held_out_items(trained: TrainedModel, spec: str) -> tuple[list, str]:
+    """The run's held-out images of DATA ``spec`` (see :func:`evaluation_items`), labelled in the run's
+    class order; images of classes the run does not know are left out."""
+    source = open_data(spec)
+    items, split = evaluation_items(source, trained.config, spec)
+    remap = {i: trained.class_names.index(c) for i, c in enumerate(source.class_names) if c in trained.class_names}
+    items = [item for item in items if item.label in remap]
+    for item in items:
+        item.label = remap[item.label]
+    return items, split
 
 
 def _weights_as_trained(source: str, model: str | None, device: str) -> TrainedModel:

@@ -84,9 +84,10 @@ def verify_weights(
             )
     variant = None
     if photos and source is not None and report is not None:
+        from ..data.preprocess import Preprocessing
         from .identify import variant_check
 
-        pre = preprocessing or _own_preprocessing(model)
+        pre = preprocessing or Preprocessing.from_model(model)
         try:
             variant = variant_check(model, source, report, pre, trust_checkpoint=trust_checkpoint)
         except ImportError:
@@ -101,12 +102,6 @@ def verify_weights(
         else None,
         "variant": variant,
     }
-
-
-def _own_preprocessing(model: nn.Module):
-    from ..data.preprocess import Preprocessing
-
-    return Preprocessing.from_model(model)
 
 
 def _variant_finding(variant: dict, source) -> dict:

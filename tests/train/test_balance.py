@@ -134,7 +134,7 @@ def test_patience_ends_a_phase_and_resume_goes_on_with_the_next(tmp_path, monkey
 def test_eval_test_split_is_kept_apart(tmp_path):
     imbalanced(tmp_path / "data", test=True)
     logged = []
-    fit(config(tmp_path, epochs=1), log=logged.append)
+    fit(config(tmp_path, epochs=3), log=logged.append)  # after one epoch the head is near zero: mirrors barely differ
     assert any("test from 'test' kept apart (eval --split test)" in m for m in logged)
     result = evaluate_run(tmp_path / "run", split="test", trust_code=True)
     assert result["images"] == 6 and result["split"] == "test (test)"

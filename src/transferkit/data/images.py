@@ -1,20 +1,44 @@
-"""Decode image files safely: one function that every reader of images goes through."""
+"""Decode image files safely: every reader of images goes through :func:`read_image` or :func:`read_pixels`.
+
+JPEG files, the common case, are decoded by TorchCodec's libjpeg-turbo decoder straight into a
+tensor (the same pixels as PIL, faster, and no PIL image to convert); every other format, and
+any JPEG that decoder refuses, goes through PIL, whose verdict is final.
+"""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
-import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.functional import pil_to_tensor
 
 from ..errors import ImageReadError
 
-__all__ = ["ImageReadError", "read_image", "resize_center_crop"]
+__all__ = ["ImageReadError", "read_image", "read_pixels"]
 
 # Modes that convert to 8-bit RGB or L without losing their meaning; 16-bit and float images
 # would be silently clipped.
 _SUPPORTED_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "La"}
+
+
+def _checked(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"Image '{path}' does not exist.")
+    if not path.is_file():
+        raise ImageReadError(f"Image '{path}' is not a regular file.")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"Image '{path}' is empty (0 bytes).")
+    return path
+
+
+def _opened(path: Path):
+    """PIL's lazy open (the header only), with a decompression bomb refused rather than warned about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def read_image(path: str | Path, *, mode: str = "RGB") -> Image.Image:
@@ -24,24 +48,15 @@ def read_image(path: str | Path, *, mode: str = "RGB") -> Image.Image:
     :class:`ImageReadError` for a missing, empty, truncated or non-image file, a FIFO or other
     non-regular file, a decompression bomb, or a mode that does not convert to 8 bits.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"Image '{path}' does not exist.")
-    if not path.is_file():
-        raise ImageReadError(f"Image '{path}' is not a regular file.")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"Image '{path}' is empty (0 bytes).")
+    path = _checked(path)
     try:
-        with warnings.catch_warnings():
-            # Above PIL's pixel limit: refuse rather than decode gigapixels.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.mode not in _SUPPORTED_MODES:
-                    raise ImageReadError(f"Image '{path}' has unsupported mode {img.mode}; convert it to 8-bit RGB.")
-                img.load()
-                # Phones store pixels as the sensor saw them and the rotation in EXIF; apply it.
-                upright = ImageOps.exif_transpose(img)
-                return upright.convert(mode)
+        with _opened(path) as img:
+            if img.mode not in _SUPPORTED_MODES:
+                raise ImageReadError(f"Image '{path}' has unsupported mode {img.mode}; convert it to 8-bit RGB.")
+            img.load()
+            # Phones store pixels as the sensor saw them and the rotation in EXIF; apply it.
+            upright = ImageOps.exif_transpose(img)
+            return upright.convert(mode)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -50,20 +65,32 @@ def read_image(path: str | Path, *, mode: str = "RGB") -> Image.Image:
         raise ImageReadError(f"Cannot read image '{path}': {e}") from None
 
 
-def resize_center_crop(img: Image.Image, size: int, *, crop_pct: float, interpolation: str) -> np.ndarray:
-    """Resize the short side to ``size / crop_pct`` and take the centre ``size`` square, as timm's eval transform.
+# (file mode, wanted mode) pairs where libjpeg-turbo's output equals PIL's pixel for pixel; an
+# RGB file read as "L" is left to PIL, whose luma is computed from RGB, not taken from the Y plane.
+_SAME_AS_PIL = {("RGB", "RGB"), ("L", "L"), ("L", "RGB")}
 
-    Returns a uint8 array (H, W, C) or (H, W).
+
+def read_pixels(path: str | Path, *, mode: str = "RGB") -> torch.Tensor:
+    """The image at ``path`` as a (C, H, W) uint8 tensor, upright, with the checks of :func:`read_image`.
+
+    Example::
+
+        read_pixels("cat.jpg").shape  # torch.Size([3, 375, 500])
     """
-    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(
-        interpolation, Image.BICUBIC
-    )
-    scale = size / crop_pct
-    w, h = img.size
-    if w <= h:
-        new_w, new_h = round(scale), round(scale * h / w)
-    else:
-        new_w, new_h = round(scale * w / h), round(scale)
-    img = img.resize((new_w, new_h), resample)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)))
+    path = _checked(path)
+    try:
+        with _opened(path) as img:  # the header: size (bomb check), format and mode
+            fast = img.format == "JPEG" and (img.mode, mode) in _SAME_AS_PIL
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"Image '{path}' refused as a decompression bomb: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"Cannot read image '{path}': {e}") from None
+    if fast:
+        from torchcodec.decoders import decode_jpeg  # the EXIF orientation is applied
+
+        try:
+            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)  # faster than from the path
+            return decode_jpeg(data, mode="RGB" if mode == "RGB" else "GRAY")
+        except RuntimeError:
+            pass  # PIL decides, and says why in its words
+    return pil_to_tensor(read_image(path, mode=mode))

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..data.images import read_image
+from ..data.images import read_pixels
 from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 from ..data.sources import printable
 from ..deploy.runtime import is_onnx, load_onnx
@@ -50,7 +50,7 @@ class Predictor:
         readable = []
         for index, path in enumerate(images):
             try:
-                readable.append((index, path, to_uint8_tensor(read_image(path, mode=mode), pre)))
+                readable.append((index, path, to_uint8_tensor(read_pixels(path, mode=mode), pre)))
             except ImageReadError as e:
                 results[index] = {"image": printable(path), "error": printable(e)}
         if not readable:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .._storage import memory_budget
-from ..data.decode import ImageDataset, decode
+from ..data.decode import Decoded, ImageDataset, decode
 from ..data.preprocess import Preprocessing
 from ..data.sources import DataSource, open_data, split_items
 from ..errors import DataError
@@ -114,6 +114,13 @@ def zero_init_head(model: nn.Module) -> None:
             param.zero_()
 
 
+def _decode_rate(*parts: Decoded) -> str:
+    images = sum(len(part.labels) + len(part.skipped) for part in parts)
+    seconds = sum(part.seconds for part in parts)
+    workers = max(part.workers for part in parts)
+    return f"{images / max(seconds, 1e-9):,.0f} images/s, {workers} thread{'s' if workers > 1 else ''}"
+
+
 def prepare_data(
     config: TrainConfig,
     *,
@@ -149,7 +156,7 @@ def prepare_data(
             raise DataError(f"The {split_name} set has fewer than two classes after skipping unusable images.")
     log(
         f"data: {len(train.labels)} train, {len(val.labels)} val images, {len(source.class_names)} classes, "
-        f"decoded at {pre.input_size[1]} px in {time.perf_counter() - started:.1f} s"
+        f"decoded at {pre.input_size[1]} px in {time.perf_counter() - started:.1f} s ({_decode_rate(train, val)})"
         + "".join(
             f"; {name} images {d.storage}" for name, d in (("train", train), ("val", val)) if d.storage != "in memory"
         )

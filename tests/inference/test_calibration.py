@@ -56,6 +56,19 @@ def test_training_fits_a_temperature_on_the_held_out_images(run):
     assert read_temperature(root / "run", facts["epoch"] + 1) is None  # fitted for another best checkpoint
 
 
+def test_training_calibrates_on_its_own_validation_logits_and_they_equal_a_fresh_computation(run, tmp_path):
+    from transferkit.inference.calibration import calibrate_run
+
+    root, summary = run
+    kept = json.loads((root / "run" / "calibration.json").read_text())
+    assert kept["split"].startswith("validation (")  # from training's validation, not decoded again
+    shutil.copytree(root / "run", tmp_path / "run")
+    fresh = calibrate_run(tmp_path / "run", trust_code=True, log=lambda m: None)  # reads and runs the images
+    assert fresh["images"] == kept["images"] and fresh["epoch"] == kept["epoch"]
+    assert fresh["temperature"] == pytest.approx(kept["temperature"], rel=1e-5)
+    assert fresh["nll_before"] == pytest.approx(kept["nll_before"], rel=1e-5)
+
+
 def test_separated_held_out_images_give_no_temperature(tmp_path):
     make_image_folder(tmp_path / "data", per_class=60, size=20)  # dark against bright: no overlap
     config = tiny_config(tmp_path / "data", tmp_path / "run", epochs=1)

@@ -49,16 +49,27 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(min(max(log_t.exp().item(), _BOUNDS[0]), _BOUNDS[1]))
 
 
-def calibrate_run(run: str | Path, *, device: str = "auto", trust_code: bool = False, log=print) -> dict | None:
+def calibrate_run(
+    run: str | Path,
+    *,
+    device: str = "auto",
+    trust_code: bool = False,
+    validation: tuple[torch.Tensor, torch.Tensor, int, str] | None = None,
+    log=print,
+) -> dict | None:
     """Fit the temperature of ``run``'s best checkpoint on its held-out images and write ``calibration.json``.
 
+    ``validation`` is (logits, targets, epoch, split) of the best checkpoint as training's
+    validation computed them, which saves reading, decoding and running the held-out images
+    again; without it, they are computed from the run folder.
     Returns what was written (temperature, expected calibration error and negative
     log-likelihood before and after), or None when the run has no held-out image.
     """
+    if validation is not None:
+        return _calibrate(run, *validation, log=log)
     from ..data.decode import ImageDataset, decode, loader_workers
     from ..data.preprocess import BatchPrep
     from ..train.loop import evaluate
-    from .report import calibration
     from .runs import held_out_items, load_trained
 
     trained = load_trained(run, device=device, trust_code=trust_code)
@@ -77,7 +88,12 @@ def calibrate_run(run: str | Path, *, device: str = "auto", trust_code: bool = F
         precision=trained.fast.precision,
         outputs=True,
     )
-    logits, targets = metrics["logits"], metrics["targets"]
+    return _calibrate(run, metrics["logits"], metrics["targets"], trained.epoch, split, log=log)
+
+
+def _calibrate(run: str | Path, logits: torch.Tensor, targets: torch.Tensor, epoch: int, split: str, *, log) -> dict:
+    from .report import calibration
+
     fitted = fit_temperature(logits, targets)
     reason = None
     if len(targets) < MIN_IMAGES:
@@ -90,7 +106,7 @@ def calibrate_run(run: str | Path, *, device: str = "auto", trust_code: bool = F
     result = {
         "temperature": temperature,
         "reason": reason,
-        "epoch": trained.epoch,  # the best checkpoint's: a later best needs its own fit
+        "epoch": epoch,  # the best checkpoint's: a later best needs its own fit
         "split": split,
         "images": len(targets),
         "ece_before": before,

@@ -218,8 +218,13 @@ def _fit(
     if dist_ctx.is_main and record.best is not None:
         from ..inference.calibration import calibrate_run
 
-        # The run just imported MODEL's code itself: trusting it again here adds nothing.
-        record.calibration = calibrate_run(out, device=config.device, trust_code=True, log=log)
+        # Training's validation of best.pt gave its logits; a resumed run whose best epoch came
+        # before the resume computes them again from the run folder. The run just imported
+        # MODEL's code itself: trusting it again here adds nothing.
+        validation = None
+        if record.best_outputs is not None:
+            validation = (*record.best_outputs, record.best["epoch"], f"validation ({record.data.splits})")
+        record.calibration = calibrate_run(out, device=config.device, trust_code=True, validation=validation, log=log)
     result = summary(record, model, stopped=stopped, write=dist_ctx.is_main)
     if dist_ctx.is_main:
         from ..inference.model_card import write_model_card
@@ -452,6 +457,7 @@ def _run_phase(
                 device=device,
                 precision=val_path.precision,
                 dist_ctx=dist_ctx,
+                outputs=not dist_ctx.enabled,  # this process's logits: all of them without torchrun
             )
             if val_path.channels_last != path.channels_last:
                 model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
@@ -479,6 +485,7 @@ def _run_phase(
         if improved:
             record.best = row
             record.best_metrics = {k: scores[k] for k in ("per_class", "most_confused")}
+            record.best_outputs = (metrics["logits"], metrics["targets"]) if "logits" in metrics else None
         log(
             f"epoch {epoch_index}/{config.epochs} [{phase.name}] train_loss {train_loss:.4f} "
             f"val_loss {metrics['loss']:.4f} val_acc {metrics['accuracy']:.4f} "

@@ -85,6 +85,8 @@ class RunRecord:
     best_metrics: dict | None = None  # per-class precision, recall, F1 of best.pt on validation
     phase_complete: bool = False  # the current phase ended (its epochs done, or patience ran out)
     calibration: dict | None = None  # the temperature fitted on the held-out logits of best.pt
+    # (logits, targets) of best.pt's validation in this process, for the calibration (not saved)
+    best_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def best_acc(self) -> float:

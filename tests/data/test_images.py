@@ -148,3 +148,12 @@ def test_threaded_decode_keeps_the_order_and_lists_bad_files(tmp_path, monkeypat
     assert decoded.labels.tolist() == [i % 2 for i in kept]
     means = decoded.images.float().mean(dim=(1, 2, 3))
     torch.testing.assert_close(means, torch.tensor([i * 6.0 for i in kept]), atol=1.5, rtol=0)
+
+
+def test_read_pixels_falls_back_to_pil_without_torchcodec(tmp_path, monkeypatch):
+    import transferkit.data.images as images
+
+    _photo(tmp_path / "p.jpg")
+    monkeypatch.setattr(images, "_jpeg_decoder", lambda: None)  # as where TorchCodec cannot load
+    got = read_pixels(tmp_path / "p.jpg")
+    np.testing.assert_array_equal(got.permute(1, 2, 0).numpy(), np.asarray(read_image(tmp_path / "p.jpg")))

@@ -80,7 +80,7 @@ def test_candidates_are_interleaved_and_a_spike_does_not_decide(monkeypatch):
     monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32"), (True, "bf16")])
     # channels-last fp32 is measured at 4 images/s once, as on a busy machine: its median still wins
     clock = _Clock({**FP32, "channels-last fp32": [120.0, 4.0, 121.0]})
-    monkeypatch.setattr(fastpath, "_throughput", clock)
+    monkeypatch.setattr(fastpath, "measure_throughput", clock)
     fast = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
     assert (fast.channels_last, fast.precision) == (True, "fp32")
     assert clock.asked[:3] == ["NCHW fp32", "channels-last fp32", "channels-last bf16"]
@@ -92,7 +92,7 @@ def test_a_second_probe_reuses_the_decision_until_reprobe(monkeypatch):
     model = create_model("resnet18", num_classes=4)
     monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32"), (True, "bf16")])
     clock = _Clock(FP32)
-    monkeypatch.setattr(fastpath, "_throughput", clock)
+    monkeypatch.setattr(fastpath, "measure_throughput", clock)
     first = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
     asked = len(clock.asked)
     # measured again under load, the same machine and model would now choose otherwise: it is not asked
@@ -109,7 +109,7 @@ def test_a_second_probe_reuses_the_decision_until_reprobe(monkeypatch):
 def test_a_damaged_kept_decision_is_measured_again(monkeypatch, tmp_path):
     model = create_model("resnet18", num_classes=4)
     monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32")])
-    monkeypatch.setattr(fastpath, "_throughput", _Clock(FP32))
+    monkeypatch.setattr(fastpath, "measure_throughput", _Clock(FP32))
     choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
     (kept,) = (tmp_path / "transferkit" / "kernels").iterdir()
     kept.write_text('{"fast_path": {"channels_last": "yes", "precision": "int3"}}')

@@ -7,6 +7,7 @@ any JPEG that decoder refuses, goes through PIL, whose verdict is final.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -70,6 +71,16 @@ def read_image(path: str | Path, *, mode: str = "RGB") -> Image.Image:
 _SAME_AS_PIL = {("RGB", "RGB"), ("L", "L"), ("L", "RGB")}
 
 
+@functools.cache
+def _jpeg_decoder():
+    """TorchCodec's ``decode_jpeg`` (it applies the EXIF orientation), or None where it cannot load: PIL then."""
+    try:
+        from torchcodec.decoders import decode_jpeg
+    except (ImportError, OSError, RuntimeError):  # not installed, or its library does not load beside this torch
+        return None
+    return decode_jpeg
+
+
 def read_pixels(path: str | Path, *, mode: str = "RGB") -> torch.Tensor:
     """The image at ``path`` as a (C, H, W) uint8 tensor, upright, with the checks of :func:`read_image`.
 
@@ -85,9 +96,8 @@ def read_pixels(path: str | Path, *, mode: str = "RGB") -> torch.Tensor:
         raise ImageReadError(f"Image '{path}' refused as a decompression bomb: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageReadError(f"Cannot read image '{path}': {e}") from None
-    if fast:
-        from torchcodec.decoders import decode_jpeg  # the EXIF orientation is applied
-
+    decode_jpeg = _jpeg_decoder() if fast else None
+    if decode_jpeg is not None:
         try:
             data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)  # faster than from the path
             return decode_jpeg(data, mode="RGB" if mode == "RGB" else "GRAY")

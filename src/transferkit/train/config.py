@@ -22,6 +22,7 @@ __all__ = [
     "IMBALANCED",
     "OPTIMIZERS",
     "PRECISIONS",
+    "COMPILE_MODES",
     "TrainConfig",
     "describe",
     "read_config_file",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("auto", "on", "off")
 BALANCES = ("auto", "none", "weighted", "sampler")
 IMBALANCED = 3.0  # largest class over smallest beyond which data counts as imbalanced
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -92,6 +94,8 @@ class TrainConfig:
     channels_last: bool | None = _setting(None, "Memory format (default: measured per model).")
     precision: str = _setting("auto", f"{', '.join(PRECISIONS)} (auto: measured per model).")
     reprobe: bool = _setting(False, "Measure the kernels again instead of reusing this machine's last decision.")
+    # auto: measured when a phase trains long enough to repay a compile (minutes on a CPU), kept per machine.
+    compile: str = _setting("auto", f"torch.compile of the training step: {', '.join(COMPILE_MODES)}.")
     in_chans: int | None = _setting(None, "Input channels (1 for grayscale); RGB weights are adapted.")
     # Half the parameters outside the head: below that the file is for another architecture.
     min_loaded: float = _setting(0.5, "Fail when less than this share of non-head parameters would load.")
@@ -174,6 +178,7 @@ def _check(c: TrainConfig) -> None:
     choose("strategy", STRATEGIES)
     choose("optimizer", OPTIMIZERS)
     choose("precision", PRECISIONS)
+    choose("compile", COMPILE_MODES)
     choose("augment", ("auto", *AUGMENTATIONS))
     choose("balance", BALANCES)
     for argument in ("mixup", "cutmix"):

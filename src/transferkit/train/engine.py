@@ -26,6 +26,7 @@ from ..errors import ConfigError, RunError
 from ..model.factory import code_origin
 from ..model.surgery import find_head
 from ..serialization import write_json
+from .compiled import compiled_for_training
 from .config import IMBALANCED, TrainConfig
 from .distributed import DistContext, init_from_env, make_loader
 from .fastpath import FastPath, choose_fast_path, resolve_device
@@ -375,10 +376,27 @@ def _run_phase(
             else FastPath(path.channels_last, kernels.inference.precision, "inference precision")
         )
         val_prep = BatchPrep(data.preprocessing, device, val_path.channels_last)
+    per_rank = len(train_views[0]) // dist_ctx.world_size
+    drop_last = per_rank > config.batch_size
+    steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
+    train_net = model
+    if cached is None and not dist_ctx.enabled:  # the whole network's step; under torchrun, DDP's own
+        images = steps * config.batch_size * (phase.epochs - first_epoch)
+        input_size = data.preprocessing.input_size
+        train_net, _ = compiled_for_training(
+            model,
+            path,
+            input_size,
+            device=device,
+            batch_size=config.batch_size,
+            images=images,
+            mode=config.compile,
+            reprobe=config.reprobe,
+            log=log,
+        )
     model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
     mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
     log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}{mixing}")
-    train_net = model
     if dist_ctx.enabled:
         train_net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -391,9 +409,6 @@ def _run_phase(
         head_lr=config.head_lr,
         layer_decay=phase.layer_decay,
     )
-    per_rank = len(train_views[0]) // dist_ctx.world_size
-    drop_last = per_rank > config.batch_size
-    steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
     scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
     # fp16 gradients underflow without loss scaling, on any device.
     scaler = torch.amp.GradScaler(device.type) if path.precision == "fp16" else None

@@ -33,7 +33,17 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..model._trace import module_modes
 
-__all__ = ["FastPath", "autocast", "candidates", "choose_fast_path", "resolve_device"]
+__all__ = [
+    "FastPath",
+    "autocast",
+    "candidates",
+    "choose_fast_path",
+    "keep_measurement",
+    "kept_measurement",
+    "measure_throughput",
+    "measurement_key",
+    "resolve_device",
+]
 
 _MARGIN = 1.1
 _ROUNDS = 3  # interleaved timings of every candidate; the median decides
@@ -108,7 +118,7 @@ def _label(channels_last: bool, precision: str) -> str:
     return f"{'channels-last' if channels_last else 'NCHW'} {precision}"
 
 
-def _throughput(
+def measure_throughput(
     model: nn.Module,
     channels_last: bool,
     precision: str,
@@ -199,7 +209,7 @@ def choose_fast_path(
         kept = _kept_decision(key)
         if kept is not None:
             return kept
-    measure = partial(_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
+    measure = partial(measure_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
     buffers = {name: b.clone() for name, b in model.named_buffers()}  # BatchNorm statistics move in train mode
     speeds: dict[str, float] = {}
     batch_speeds: dict[int, float] = {}
@@ -241,8 +251,8 @@ def choose_fast_path(
     return chosen
 
 
-def _probe_key(model, input_size, device, batch_size, steps, train, max_batch_size, options) -> str:
-    """What a measurement depends on: the machine, the model's structure and frozen parts, sizes, versions."""
+def measurement_key(kind: str, model: nn.Module, device: torch.device, facts: list) -> str:
+    """What a measurement depends on: the machine, the versions, the model's structure and frozen parts, ``facts``."""
     import platform
 
     import timm
@@ -259,13 +269,20 @@ def _probe_key(model, input_size, device, batch_size, steps, train, max_batch_si
     structure = hashlib.sha256(
         "".join(f"{n}{tuple(p.shape)}{p.requires_grad}" for n, p in model.named_parameters()).encode()
     ).hexdigest()
-    facts = {
+    described = {
         "machine": [cpu, os.cpu_count(), torch.get_num_threads(), gpu],
         "versions": [torch.__version__, timm.__version__, __version__],
         "model": [type(model).__name__, structure],
-        "probe": [list(input_size), device.type, batch_size, steps, train, max_batch_size, sorted(map(list, options))],
+        "probe": facts,
     }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+    if kind != "kernels":
+        described["kind"] = kind
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _probe_key(model, input_size, device, batch_size, steps, train, max_batch_size, options) -> str:
+    facts = [list(input_size), device.type, batch_size, steps, train, max_batch_size, sorted(map(list, options))]
+    return measurement_key("kernels", model, device, facts)
 
 
 def _decisions() -> str:
@@ -273,28 +290,41 @@ def _decisions() -> str:
     return os.path.join(root, "transferkit", "kernels")
 
 
+def kept_measurement(key: str) -> dict | None:
+    """What was kept for ``key`` (with ``measured``, when), or None; an unreadable file is never trusted."""
+    try:
+        with open(os.path.join(_decisions(), f"{key}.json"), encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def keep_measurement(key: str, values: dict) -> None:
+    """Keep ``values`` for ``key``, with the time of the measurement; a cache that cannot be written is skipped."""
+    from ..serialization import write_json
+
+    try:
+        os.makedirs(_decisions(), exist_ok=True)
+        measured = time.strftime("%Y-%m-%d %H:%M", time.localtime())
+        write_json(os.path.join(_decisions(), f"{key}.json"), {**values, "measured": measured})
+    except (OSError, RuntimeError):
+        pass  # it costs a measurement next time, nothing else
+
+
 def _kept_decision(key: str) -> FastPath | None:
     """The decision kept for ``key``, or None; an unreadable file is measured again, never trusted."""
-    path = os.path.join(_decisions(), f"{key}.json")
+    stored = kept_measurement(key)
     try:
-        with open(path, encoding="utf-8") as f:
-            stored = json.load(f)
         kept = FastPath(**stored["fast_path"])
         if not isinstance(kept.channels_last, bool) or kept.precision not in ("fp32", "bf16", "fp16"):
             return None
         when = str(stored.get("measured", "earlier"))
-    except (OSError, ValueError, TypeError, KeyError):
+    except (TypeError, KeyError):
         return None
     kept.reason = f"reused the measurement of {when} on this machine (--reprobe measures again): {kept.reason}"
     return kept
 
 
 def _keep_decision(key: str, chosen: FastPath) -> None:
-    from ..serialization import write_json
-
-    try:
-        os.makedirs(_decisions(), exist_ok=True)
-        measured = time.strftime("%Y-%m-%d %H:%M", time.localtime())
-        write_json(os.path.join(_decisions(), f"{key}.json"), {"fast_path": chosen.to_dict(), "measured": measured})
-    except (OSError, RuntimeError):
-        pass  # a cache that cannot be written costs a measurement next time, nothing else
+    keep_measurement(key, {"fast_path": chosen.to_dict()})

@@ -59,8 +59,12 @@ def plain_fit(
     weight_decay=0.01,
     warmup_fraction=0.1,
     target=None,
+    stop_after=None,
 ):
-    """Train and evaluate every epoch; returns per-epoch (val_acc, cumulative seconds), and seconds to ``target``."""
+    """Train and evaluate every epoch; returns per-epoch (val_acc, cumulative seconds), and seconds to ``target``.
+
+    ``stop_after`` ends after that many epochs of the ``epochs``-long schedule.
+    """
     torch.manual_seed(seed)
     size = pre.input_size[1]
     train = TutorialDataset(train_items, size, pre.crop_pct, pre.mean, pre.std)
@@ -114,5 +118,7 @@ def plain_fit(
         history.append((correct / count, seconds))
         if target is not None and reached is None and correct / count >= target:
             reached = seconds
+            break
+        if stop_after is not None and len(history) >= stop_after:
             break
     return history, reached

@@ -19,25 +19,32 @@ frozen-feature cache and the saved weights use the model itself.
 
 from __future__ import annotations
 
-import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..model._trace import module_modes
 from .config import COMPILE_MODES
-from .fastpath import FastPath, autocast, keep_measurement, kept_measurement, measure_throughput, measurement_key
+from .fastpath import (
+    FastPath,
+    autocast,
+    interleaved_medians,
+    keep_measurement,
+    kept_measurement,
+    kernel_label,
+    measure_throughput,
+    measurement_key,
+    probing,
+)
 
 __all__ = ["COMPILE_MODES", "CompileDecision", "MEASURE_FROM_SECONDS", "compiled_for_training"]
 
 # Below this much training a compile (minutes on a CPU) could not be repaid by any usual speed-up.
 MEASURE_FROM_SECONDS = 600.0
 _MARGIN = 1.1  # the compiled step must be this much faster: timing noise must not decide
-_ROUNDS = 3
 
 
 @dataclass
@@ -90,7 +97,7 @@ def compiled_for_training(
             decision, images, saving, paid=False
         )
         return (compiled if decision.used else model), _logged(decision, log)
-    eager_rate = (path.images_per_second or {}).get(_label(path))
+    eager_rate = path.images_per_second[kernel_label(path.channels_last, path.precision)]
     if images / eager_rate < MEASURE_FROM_SECONDS:
         reason = (
             f"not measured: this phase trains about {images / eager_rate:.0f} s at the eager rate, under the "
@@ -127,34 +134,13 @@ def _measure(model, compiled, path: FastPath, input_size, *, device, batch_size)
             module, path.channels_last, path.precision, batch_size, input_size, device=device, steps=2, train=True
         )
 
-    with _restored(model):
+    with probing(model, training=True):
         model.to(memory_format=fmt)
         step_seconds(model)  # warm-up
         eager_step = step_seconds(model)
         compile_seconds = max(0.0, step_seconds(compiled) - eager_step)  # compiles forward and backward
-        rounds: dict[str, list[float]] = {"eager": [], "compiled": []}
-        order = (("eager", model), ("compiled", compiled))
-        for index in range(_ROUNDS):  # interleaved, alternating order, as the kernel probe
-            for name, module in order if index % 2 == 0 else order[::-1]:
-                rounds[name].append(rate(module))
-    return CompileDecision(
-        False, "", compile_seconds, statistics.median(rounds["eager"]), statistics.median(rounds["compiled"])
-    )
-
-
-@contextmanager
-def _restored(model: nn.Module):
-    """Train mode for the block; then buffers (BatchNorm statistics), gradients and modes as before, NCHW."""
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    try:
-        with module_modes(model, training=True):
-            yield
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        model.zero_grad(set_to_none=True)
-        model.to(memory_format=torch.contiguous_format)
+        speeds = interleaved_medians({"eager": partial(rate, model), "compiled": partial(rate, compiled)})
+    return CompileDecision(False, "", compile_seconds, speeds["eager"], speeds["compiled"])
 
 
 def _weighed(decision: CompileDecision, images: int, saving: float, *, paid: bool) -> str:
@@ -169,10 +155,6 @@ def _weighed(decision: CompileDecision, images: int, saving: float, *, paid: boo
     if paid:
         return f"not used: {facts}; not {_MARGIN:g}x faster"
     return f"not used: {facts}, less than the compile"
-
-
-def _label(path: FastPath) -> str:
-    return f"{'channels-last' if path.channels_last else 'NCHW'} {path.precision}"
 
 
 def _kept(key: str) -> CompileDecision | None:

@@ -22,7 +22,8 @@ import math
 import os
 import statistics
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
@@ -38,6 +39,9 @@ __all__ = [
     "autocast",
     "candidates",
     "choose_fast_path",
+    "interleaved_medians",
+    "kernel_label",
+    "probing",
     "keep_measurement",
     "kept_measurement",
     "measure_throughput",
@@ -114,8 +118,37 @@ def candidates(device: torch.device) -> list[tuple[bool, str]]:
     return options
 
 
-def _label(channels_last: bool, precision: str) -> str:
+def kernel_label(channels_last: bool, precision: str) -> str:
     return f"{'channels-last' if channels_last else 'NCHW'} {precision}"
+
+
+def interleaved_medians(measurements: dict[str, Callable[[], float]], rounds: int = _ROUNDS) -> dict[str, float]:
+    """The median of ``rounds`` calls of each measurement, called in interleaved rounds of alternating order.
+
+    A burst of load elsewhere then hits every candidate, and one outlier does not decide.
+    """
+    taken: dict[str, list[float]] = {name: [] for name in measurements}
+    order = list(measurements.items())
+    for index in range(rounds):
+        for name, measure in order if index % 2 == 0 else order[::-1]:
+            taken[name].append(measure())
+    return {name: statistics.median(values) for name, values in taken.items()}
+
+
+@contextmanager
+def probing(model: nn.Module, *, training: bool):
+    """Time steps of ``model`` in the block and leave it unchanged: buffers (BatchNorm statistics, which
+    move in train mode), gradients and each module's mode restored, the memory format back to NCHW."""
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        with module_modes(model, training=training):
+            yield model
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        model.zero_grad(set_to_none=True)
+        model.to(memory_format=torch.contiguous_format)
 
 
 def measure_throughput(
@@ -163,12 +196,12 @@ def _pick(options: list[tuple[bool, str]], speeds: dict[str, float]) -> tuple[bo
     The memory format does not change the arithmetic, the precision does: it must win by
     ``_MARGIN``, so that timing noise does not flip a run between exact and reduced precision.
     """
-    fastest = max(options, key=lambda o: speeds[_label(*o)])
+    fastest = max(options, key=lambda o: speeds[kernel_label(*o)])
     exact = [o for o in options if o[1] == "fp32"]
     if fastest[1] == "fp32" or not exact:
         return fastest
-    best_exact = max(exact, key=lambda o: speeds[_label(*o)])
-    return fastest if speeds[_label(*fastest)] > _MARGIN * speeds[_label(*best_exact)] else best_exact
+    best_exact = max(exact, key=lambda o: speeds[kernel_label(*o)])
+    return fastest if speeds[kernel_label(*fastest)] > _MARGIN * speeds[kernel_label(*best_exact)] else best_exact
 
 
 def choose_fast_path(
@@ -210,34 +243,22 @@ def choose_fast_path(
         if kept is not None:
             return kept
     measure = partial(measure_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
-    buffers = {name: b.clone() for name, b in model.named_buffers()}  # BatchNorm statistics move in train mode
-    speeds: dict[str, float] = {}
     batch_speeds: dict[int, float] = {}
-    try:
-        with module_modes(model, training=train):
-            rounds: dict[str, list[float]] = {_label(*o): [] for o in options}
-            for index in range(_ROUNDS):  # interleaved, alternating order: a load spike hits every candidate
-                for cl, p in options if index % 2 == 0 else options[::-1]:
-                    rounds[_label(cl, p)].append(measure(cl, p, batch_size))
-            speeds = {label: statistics.median(values) for label, values in rounds.items()}
-            best = _pick(options, speeds)
-            if not train:
-                batch_speeds[batch_size] = speeds[_label(*best)]
-                size = batch_size * 2
-                # A measurement runs steps + 1 batches; stop before one would take longer than a budget.
-                while size <= max_batch_size and (steps + 1) * size / batch_speeds[size // 2] <= _CLIMB_SECONDS:
-                    batch_speeds[size] = measure(*best, size)
-                    if batch_speeds[size] <= batch_speeds[size // 2]:
-                        break
-                    size *= 2
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        model.to(memory_format=torch.contiguous_format)
-    baseline = _label(False, "fp32") if (False, "fp32") in options else min(speeds, key=speeds.get)
+    with probing(model, training=train):
+        speeds = interleaved_medians({kernel_label(cl, p): partial(measure, cl, p, batch_size) for cl, p in options})
+        best = _pick(options, speeds)
+        if not train:
+            batch_speeds[batch_size] = speeds[kernel_label(*best)]
+            size = batch_size * 2
+            # A measurement runs steps + 1 batches; stop before one would take longer than a budget.
+            while size <= max_batch_size and (steps + 1) * size / batch_speeds[size // 2] <= _CLIMB_SECONDS:
+                batch_speeds[size] = measure(*best, size)
+                if batch_speeds[size] <= batch_speeds[size // 2]:
+                    break
+                size *= 2
+    baseline = kernel_label(False, "fp32") if (False, "fp32") in options else min(speeds, key=speeds.get)
     reason = (
-        f"measured {speeds[_label(*best)]:.0f} images/s against {speeds[baseline]:.0f} for {baseline} "
+        f"measured {speeds[kernel_label(*best)]:.0f} images/s against {speeds[baseline]:.0f} for {baseline} "
         f"({', '.join(f'{k} {v:.0f}' for k, v in speeds.items())})"
     )
     chosen_batch = None

@@ -36,7 +36,6 @@ class LazyImages:
 
     def __init__(self, items: list[Item], pre: Preprocessing):
         self.items, self.pre = items, pre
-        self.mode = "RGB" if pre.input_size[0] == 3 else "L"
 
     def __len__(self) -> int:
         return len(self.items)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,11 +36,30 @@ def _checked(path: str | Path) -> Path:
     return path
 
 
+@contextmanager
 def _opened(path: Path):
-    """PIL's lazy open (the header only), with a decompression bomb refused rather than warned about."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return Image.open(path)
+    """PIL's lazy open (the header only) with a decompression bomb refused, and PIL's errors as one ImageReadError."""
+    try:
+        with warnings.catch_warnings():
+            # Above PIL's pixel limit: refuse rather than decode gigapixels.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                yield img
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"Image '{path}' refused as a decompression bomb: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"Cannot read image '{path}': {e}") from None
+
+
+def _converted(img: Image.Image, path: Path, mode: str) -> Image.Image:
+    """An opened image decoded, upright and in ``mode``; a mode that does not convert to 8 bits is refused."""
+    if img.mode not in _SUPPORTED_MODES:
+        raise ImageReadError(f"Image '{path}' has unsupported mode {img.mode}; convert it to 8-bit RGB.")
+    img.load()
+    # Phones store pixels as the sensor saw them and the rotation in EXIF; apply it.
+    return ImageOps.exif_transpose(img).convert(mode)
 
 
 def read_image(path: str | Path, *, mode: str = "RGB") -> Image.Image:
@@ -50,20 +70,8 @@ def read_image(path: str | Path, *, mode: str = "RGB") -> Image.Image:
     non-regular file, a decompression bomb, or a mode that does not convert to 8 bits.
     """
     path = _checked(path)
-    try:
-        with _opened(path) as img:
-            if img.mode not in _SUPPORTED_MODES:
-                raise ImageReadError(f"Image '{path}' has unsupported mode {img.mode}; convert it to 8-bit RGB.")
-            img.load()
-            # Phones store pixels as the sensor saw them and the rotation in EXIF; apply it.
-            upright = ImageOps.exif_transpose(img)
-            return upright.convert(mode)
-    except ImageReadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"Image '{path}' refused as a decompression bomb: {e}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"Cannot read image '{path}': {e}") from None
+    with _opened(path) as img:
+        return _converted(img, path, mode)
 
 
 # (file mode, wanted mode) pairs where libjpeg-turbo's output equals PIL's pixel for pixel; an
@@ -89,18 +97,12 @@ def read_pixels(path: str | Path, *, mode: str = "RGB") -> torch.Tensor:
         read_pixels("cat.jpg").shape  # torch.Size([3, 375, 500])
     """
     path = _checked(path)
-    try:
-        with _opened(path) as img:  # the header: size (bomb check), format and mode
-            fast = img.format == "JPEG" and (img.mode, mode) in _SAME_AS_PIL
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"Image '{path}' refused as a decompression bomb: {e}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"Cannot read image '{path}': {e}") from None
-    decode_jpeg = _jpeg_decoder() if fast else None
-    if decode_jpeg is not None:
-        try:
-            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)  # faster than from the path
-            return decode_jpeg(data, mode="RGB" if mode == "RGB" else "GRAY")
-        except RuntimeError:
-            pass  # PIL decides, and says why in its words
-    return pil_to_tensor(read_image(path, mode=mode))
+    with _opened(path) as img:  # the header: size (bomb check), format and mode
+        decode_jpeg = _jpeg_decoder() if img.format == "JPEG" and (img.mode, mode) in _SAME_AS_PIL else None
+        if decode_jpeg is not None:
+            try:
+                data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)  # faster than from the path
+                return decode_jpeg(data, mode="RGB" if mode == "RGB" else "GRAY")
+            except RuntimeError:
+                pass  # PIL decides, and says why in its words
+        return pil_to_tensor(_converted(img, path, mode))

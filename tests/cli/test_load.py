@@ -53,3 +53,22 @@ def test_offline_downloads_nothing_and_says_where_it_looked(cli, tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test: --offline sets it for the process
     code, _, err = cli("--offline", "load", "resnet18", "hf-hub:timm/resnet18.a1_in1k")
     assert code == 2 and "in the cache" in err and str(tmp_path / "hf") in err and "HF_HUB_OFFLINE is set" in err
+
+
+def test_load_at_another_size_names_each_resampled_tensor(cli, tmp_path):
+    from safetensors.torch import save_file
+
+    from transferkit.model.factory import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in create_model("test_vit", num_classes=5).state_dict().items()}, path)
+    code, out, err = cli("load", "test_vit", path, "--num-classes", "5", "--image-size", "64", "--dry-run")
+    assert code == 0, err
+    assert "resampled for the input size: pos_embed (1, 101, 64) -> (1, 17, 64)" in out
+
+
+def test_a_size_the_model_cannot_take_is_one_line(cli):
+    code, out, err = cli("inspect", "levit_128s", "--image-size", "100")
+    assert code == 2 and err.count("\n") == 1
+    assert "levit_128s cannot take 100 px input" in err and "--image-size" in err

@@ -14,7 +14,8 @@ def test_alexnet_freeze_features(cli_json):
 def test_freeze_backbone_and_layer_decay(cli_json):
     out = cli_json("plan", "resnet18", "--unfreeze-last", "2", "--layer-decay", "0.5", "--head-lr", "0.01")
     lrs = {g["lr"] for g in out["optimizer_groups"]}
-    assert lrs == {0.01, 0.0005}
+    # timm's layer groups count blocks: layer4.1 trains at lr * 0.5, layer4.0 at lr * 0.25
+    assert lrs == {0.01, 0.0005, 0.00025}
     assert all(n.startswith(("layer4", "fc")) for n in out["optimizer_params"])
     # stem bn1; layer1: 2 blocks x 2; layer2 and layer3: 2 blocks x 2 + a downsample BN each
     assert len(out["frozen_norm_layers"]) == 1 + 2 * 2 + (2 * 2 + 1) + (2 * 2 + 1)

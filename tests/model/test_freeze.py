@@ -111,3 +111,18 @@ def test_shared_parameter_counted_once():
     shared = nn.Linear(4, 4)
     model = nn.Sequential(shared, nn.ReLU(), shared)
     assert sum(c.trainable for c in parameter_summary(model)) == 20
+
+
+def test_transformer_stages_hold_root_parameters_and_count_blocks():
+    from transferkit.model.factory import create_model
+    from transferkit.model.freeze import freeze_stages, stage_parameters
+
+    model = create_model("test_vit", num_classes=3, image_size=32)
+    groups = stage_parameters(model)
+    assert {"cls_token", "pos_embed"} <= set(groups[0])  # with the patch embedding, where timm puts them
+    assert sorted(n for g in groups for n in g) == sorted(n for n, _ in model.named_parameters())
+    freeze_stages(model, keep_last=2)
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    last_block = len(model.blocks) - 1
+    kept = (f"blocks.{last_block}.", "norm.", "head.")
+    assert trains == {n for n, _ in model.named_parameters() if n.startswith(kept)}

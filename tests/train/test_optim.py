@@ -79,3 +79,19 @@ def test_adam_steps_are_fused_and_match_the_unfused_update():
             opt.step()
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_layer_decay_follows_timms_layer_groups():
+    from timm.optim import param_groups_layer_decay
+
+    from transferkit.model.factory import create_model
+    from transferkit.train.optim import param_groups
+
+    model = create_model("test_vit", num_classes=3, image_size=32)
+    ours = {n: g["lr"] for g in param_groups(model, lr=1e-3, layer_decay=0.5) for n in g["param_names"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    timms = {names[id(p)]: g["lr_scale"] for g in param_groups_layer_decay(model, layer_decay=0.5) for p in g["params"]}
+    assert ours.keys() == timms.keys()
+    for name, scale in timms.items():
+        assert ours[name] == pytest.approx(1e-3 * scale), name
+    assert ours["head.weight"] == pytest.approx(1e-3) and ours["cls_token"] < ours["blocks.0.attn.qkv.weight"]

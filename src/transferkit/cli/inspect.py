@@ -49,7 +49,7 @@ def inspect_command(
     from ..weights.loading import load_pretrained
     from .load import print_load_report
 
-    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
     report = load_pretrained(net, weights, trust_checkpoint=trust_checkpoint) if weights else None
     layers = layer_table(net, input_size=dry_run_size(net, image_size))
     plist = parameter_table(net)

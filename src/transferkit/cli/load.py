@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ._common import InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json
+from ._common import ImageSizeOpt, InChansOpt, JsonOpt, ModelArg, NumClassesOpt, console, emit_json
 
 
 def print_load_report(report, *, limit: int = 8, out=console) -> None:
@@ -27,6 +28,8 @@ def print_load_report(report, *, limit: int = 8, out=console) -> None:
     )
     for note in report.notes:
         out.print(f"  note: {note}")
+    for item in report.resampled:
+        out.print(f"  resampled for the input size: {item['key']} {tuple(item['from'])} -> {tuple(item['to'])}")
     if report.ambiguous:
         out.print(f"  ambiguous (left unloaded, alignment could shift): {', '.join(list(report.ambiguous)[:limit])}")
     for title, items in (
@@ -47,6 +50,7 @@ def load_command(
     source: Annotated[str, typer.Argument(metavar="SRC", help="Checkpoint: .pth, .pt, .bin or .safetensors.")],
     num_classes: NumClassesOpt = None,
     in_chans: InChansOpt = None,
+    image_size: ImageSizeOpt = None,
     save: Annotated[
         Path | None,
         typer.Option(
@@ -99,16 +103,19 @@ def load_command(
         dry_run=dry_run,
         allow_nonfinite=allow_nonfinite,
     )
-    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
     report = load_pretrained(net, source, policy=policy, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
     verification = None
     if not dry_run:
         from ..weights.registry import weights_preprocessing
         from ..weights.verify import verify_weights
 
+        brought = weights_preprocessing(source, net)[0]
+        if brought is not None and image_size is not None:  # the photos go in at the size the model was built for
+            brought = replace(brought, input_size=(brought.input_size[0], image_size, image_size))
         verification = verify_weights(
             net,
-            weights_preprocessing(source, net)[0],
+            brought,
             source=source,
             report=report,
             trust_checkpoint=trust_checkpoint,

@@ -31,7 +31,7 @@ def surgery_command(
     from ..model.factory import create_model
     from ..model.surgery import apply_assignment, validate
 
-    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
     changed = [apply_assignment(net, a) for a in assignments]
     result = validate(net, input_size=dry_run_size(net, image_size), changed=changed)
     if as_json:

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
+from ..adapters import merged, peft_model_of
 from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data
@@ -116,6 +117,10 @@ def export_run(
     images, labels, split = _held_out(trained, data)
     log(f"parity images: {len(images)} from {split}")
     reference = _logits(lambda x: model(x), images, trained.preprocessing, uint8=False)
+    if peft_model_of(trained.model) is not None:
+        # Adapters are folded into their layers; the proof below compares against the unmerged model.
+        model = trained.model = merged(trained.model).eval()
+        log("adapters merged into their layers (peft's merge_and_unload)")
 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
         exported = Path(tmp) / f"model{FORMATS[format]}"
@@ -265,7 +270,10 @@ def _runner(format: str, path: Path, trained):
 
     from ..model.factory import create_model
 
-    rebuilt = create_model(trained.config.model, num_classes=len(trained.class_names), in_chans=trained.config.in_chans)
+    config = trained.config
+    rebuilt = create_model(
+        config.model, num_classes=len(trained.class_names), in_chans=config.in_chans, image_size=config.image_size
+    )
     rebuilt.load_state_dict(load_file(path))
     rebuilt.eval()
     return lambda x: rebuilt(x)

@@ -19,6 +19,7 @@ from ..train.fastpath import FastPath, resolve_device
 from ..train.loop import evaluate, tta_warning
 from ..train.metrics import classification_metrics
 from ..train.run_folder import check_model_code, load_model_state, load_run
+from ..train.setup import attach_adapters
 from .calibration import read_temperature
 from .report import calibration, write_report
 
@@ -57,7 +58,10 @@ def load_trained(
     state = load_run(run, which=which)
     notes = check_model_code(state, run, trust_code=trust_code)
     config = TrainConfig.from_dict(state["config"])
-    model = create_model(config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans)
+    model = create_model(
+        config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans, image_size=config.image_size
+    )
+    attach_adapters(model, config)  # a lora or dora run's weights include its adapters
     load_model_state(model, state, run)
     model.to(resolve_device(device)).eval()
     # The memory format and precision the run measured fastest serve inference too.

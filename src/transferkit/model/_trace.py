@@ -51,15 +51,15 @@ class TraceFailure:
 
 
 def input_size_of(model: nn.Module) -> tuple[int, int, int]:
-    """The (C, H, W) input the model expects: timm's config, else 224 px at the first conv's channels."""
+    """The (C, H, W) input the model expects: the size it was built for, timm's config, else 224 px."""
     channels = _first_conv_channels(model)
+    size = getattr(model, "transferkit_input_size", None)  # the size it was built for (create_model's image_size)
+    if size is not None:
+        return (channels or size[0], *tuple(size)[1:])
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         size = tuple(cfg["input_size"])
         return (channels or size[0], *size[1:])
-    size = getattr(model, "transferkit_input_size", None)
-    if size is not None:
-        return (channels or size[0], *tuple(size)[1:])
     return (channels or _DEFAULT_INPUT_SIZE[0], *_DEFAULT_INPUT_SIZE[1:])
 
 

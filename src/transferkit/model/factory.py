@@ -69,7 +69,13 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
+def create_model(
+    spec: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    image_size: int | None = None,
+) -> nn.Module:
     """Build the model that ``spec`` names, with random weights.
 
     Args:
@@ -79,11 +85,17 @@ def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | N
         in_chans: input channels (1 for grayscale). Factories that take ``in_chans`` receive
             it; for the others the first convolution is rebuilt. Loading RGB weights then
             adapts that convolution the way timm's ``adapt_input_conv`` does.
+        image_size: the side in pixels of the images the model will see. Architectures that fix
+            their size at construction (ViT position embeddings, Swin windows, LeViT biases) are
+            built for it with timm's ``img_size``; a size the network cannot run at is refused,
+            naming sizes that work (:func:`~transferkit.model.sizes.check_input_size`).
 
     Example:
         >>> model = create_model("torchvision:alexnet", num_classes=10)
         >>> model.classifier[6].out_features
         10
+        >>> create_model("vit_tiny_patch16_224", num_classes=10, image_size=64).pos_embed.shape
+        torch.Size([1, 17, 192])
     """
     if num_classes is not None and num_classes < 1:
         raise ModelSpecError(f"num_classes must be at least 1, got {num_classes}.", argument="num_classes")
@@ -95,7 +107,27 @@ def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | N
         factory = _user_factory(spec)
     else:
         factory = _timm_factory(spec)
-    return _call_factory(factory, spec, num_classes, in_chans)
+    if image_size is not None and image_size < 8:
+        raise ModelSpecError(f"image_size must be at least 8, got {image_size}.", argument="image_size")
+    model = _call_factory(factory, spec, num_classes, in_chans, image_size)
+    if image_size is not None:
+        from .sizes import check_input_size
+
+        channels = in_chans or _first_conv_channels(model)
+        model.transferkit_input_size = (channels, image_size, image_size)
+        check_input_size(
+            model,
+            spec,
+            image_size,
+            build=lambda size: _call_factory(factory, spec, num_classes, in_chans, size),
+            channels=channels,
+        )
+    return model
+
+
+def _first_conv_channels(model: nn.Module) -> int:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
 
 
 def _timm_factory(name: str) -> Callable[..., nn.Module]:
@@ -107,14 +139,25 @@ def _timm_factory(name: str) -> Callable[..., nn.Module]:
             f"Unknown model '{name}'.{hint} Use a timm name (resnet34), torchvision:NAME, or path/to/model.py:factory."
         )
 
-    def factory(**kwargs) -> nn.Module:
+    default_size = getattr(timm.get_pretrained_cfg(name), "input_size", None)
+
+    def factory(img_size: int | None = None, **kwargs) -> nn.Module:
         # pretrained=False: weights come from load_pretrained, never from a download.
-        return timm.create_model(name, pretrained=False, **kwargs)
+        if img_size is None or (default_size is not None and img_size == default_size[-1]):
+            return timm.create_model(name, pretrained=False, **kwargs)
+        try:
+            return timm.create_model(name, pretrained=False, img_size=img_size, **kwargs)
+        except TypeError as e:
+            if "img_size" not in str(e):
+                raise
+            # A network that does not fix its size at construction (most CNNs) takes any size as it is.
+            return timm.create_model(name, pretrained=False, **kwargs)
 
     factory.__signature__ = inspect.Signature(
         [
             inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, default=1000),
             inspect.Parameter("in_chans", inspect.Parameter.KEYWORD_ONLY, default=3),
+            inspect.Parameter("img_size", inspect.Parameter.KEYWORD_ONLY, default=None),
         ]
     )
     return factory
@@ -183,6 +226,7 @@ def _call_factory(
     spec: str,
     num_classes: int | None,
     in_chans: int | None,
+    image_size: int | None = None,
 ) -> nn.Module:
     try:
         params = inspect.signature(factory).parameters
@@ -194,6 +238,8 @@ def _call_factory(
         kwargs["num_classes"] = num_classes
     if in_chans is not None and "in_chans" in params:
         kwargs["in_chans"] = in_chans
+    if image_size is not None and "img_size" in params:
+        kwargs["img_size"] = image_size
     try:
         model = factory(**kwargs)
     except SystemExit as e:

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch.nn as nn
-from timm.models import group_modules
+from timm.models import group_modules, group_parameters
 
 from ..errors import FreezeError
 from ._trace import NORM_TYPES
@@ -34,6 +34,7 @@ __all__ = [
     "frozen_norm_layers",
     "parameter_summary",
     "select_parameters",
+    "stage_parameters",
     "stages",
     "trainable_parameters",
     "unfreeze",
@@ -199,17 +200,47 @@ def stages(model: nn.Module) -> list[list[str]]:
     return [[name] for name, child in model.named_children() if any(True for _ in child.parameters())]
 
 
+def stage_parameters(model: nn.Module) -> list[list[str]]:
+    """The parameter names of each stage, from input to output; every parameter in exactly one.
+
+    timm models group their parameters themselves (``group_matcher(coarse=True)``): each block
+    of a ViT, each stage of a CNN or a Swin; parameters that belong to no module, such as a
+    ViT's ``cls_token`` and ``pos_embed``, go with the stem, where timm puts them. Other models
+    have a stage per top-level child, and their own parameters join the first stage.
+
+    Example:
+        >>> stage_parameters(timm.create_model("vit_tiny_patch16_224"))[0][:2]
+        ['cls_token', 'pos_embed']
+    """
+    names = [n for n, _ in model.named_parameters()]
+    if hasattr(model, "group_matcher"):
+        groups = group_parameters(model, model.group_matcher(coarse=True))
+        grouped = [list(params) for _, params in sorted(groups.items())]
+    else:
+        grouped = [[n for n in names if n.startswith(path + ".")] for path, *_ in stages(model)]
+        own = [n for n in names if "." not in n]
+        if own and grouped:
+            grouped[0] = own + grouped[0]
+    grouped = [g for g in grouped if g]
+    placed = {n for g in grouped for n in g}
+    left = [n for n in names if n not in placed]
+    if left:  # names no group matched join the last stage, as in timm's own grouping
+        grouped[-1].extend(left)
+    return grouped
+
+
 def freeze_stages(model: nn.Module, *, keep_last: int, train_bn: bool = False) -> list[str]:
-    """Freeze all stages but the last ``keep_last`` (the head counts as a stage)."""
-    all_stages = stages(model)
+    """Freeze all stages but the last ``keep_last`` (the head counts as a stage; see :func:`stage_parameters`)."""
+    all_stages = stage_parameters(model)
     if keep_last < 1 or keep_last > len(all_stages):
         raise FreezeError(
-            f"unfreeze_last must be between 1 and {len(all_stages)} (the model's stages), got {keep_last}."
+            f"unfreeze_last must be between 1 and {len(all_stages)} (the model's stages: transformer blocks for "
+            f"ViTs, stages for CNNs and hierarchical transformers), got {keep_last}."
         )
-    frozen_paths = [path for stage in all_stages[: len(all_stages) - keep_last] for path in stage]
-    if not frozen_paths:
+    frozen = [name for stage in all_stages[: len(all_stages) - keep_last] for name in stage]
+    if not frozen:
         return []
-    return freeze(model, frozen_paths, train_bn=train_bn)
+    return freeze(model, frozen, train_bn=train_bn)
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -36,6 +36,7 @@ __all__ = [
     "iter_boundary_outputs",
     "fold_batchnorm",
     "cache_key",
+    "is_live",
     "check_boundary",
     "find_boundary",
     "load_or_compute",
@@ -57,7 +58,7 @@ class Boundary:
     output_shape: tuple[int, ...]  # per example
 
 
-def _is_live(path: str, module: nn.Module, held: set[str]) -> bool:
+def is_live(path: str, module: nn.Module, held: set[str]) -> bool:
     """A module whose output can change between epochs for the same input."""
     if any(p.requires_grad for p in module.parameters(recurse=False)):
         return True
@@ -84,7 +85,7 @@ def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -
 
     modules = dict(model.named_modules())
     first_live = next(
-        (i for i, (kind, path) in enumerate(events) if kind == "start" and _is_live(path, modules[path], held)), None
+        (i for i, (kind, path) in enumerate(events) if kind == "start" and is_live(path, modules[path], held)), None
     )
     if first_live is None:
         return None

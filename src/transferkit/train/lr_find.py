@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ from ..serialization import write_bytes
 from .config import TrainConfig
 from .distributed import DistContext, make_loader
 from .fastpath import FastPath, autocast, resolve_device
-from .feature_cache import truncated
 from .optim import create_optimizer
 from .phase_cache import cache_frozen_prefix
 from .rng import seed_everything
@@ -73,13 +71,17 @@ def find_lr(
         freeze_patterns=config.freeze,
         unfreeze_last=config.unfreeze_last,
         train_bn=config.train_bn,
+        bitfit_norms=config.bitfit_norms,
     )
     plain = FastPath(False, config.pinned_precision or "fp32", "lr-find")
     cached = None
     if config.cache:
-        cached = cache_frozen_prefix(model, config, data, plain, device, augment="none", log=log)
+        cached = cache_frozen_prefix(
+            model, config, data, plain, device, head=find_head(model), augment="none", log=log
+        )
+    net = model
     if cached is not None:
-        dataset, prep, skipping = cached.train_views[0], cached.prep, partial(truncated, model, cached.boundary)
+        dataset, prep, skipping, net = cached.train_views[0], cached.prep, cached.skipping, cached.net
     else:
         dataset, prep, skipping = data.train, BatchPrep(data.preprocessing, device, False), nullcontext
     optimizer = create_optimizer(
@@ -92,7 +94,7 @@ def find_lr(
     )
     ratios = [group["lr"] / start for group in optimizer.param_groups]  # head and layer-decay ratios stay
     rates, losses = _sweep(
-        model,
+        net,
         dataset,
         optimizer,
         ratios,

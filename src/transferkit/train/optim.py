@@ -6,9 +6,10 @@ import math
 
 import torch
 import torch.nn as nn
+from timm.optim import param_groups_layer_decay
 
 from ..errors import ConfigError, FreezeError
-from ..model.freeze import _matches, stages
+from ..model.freeze import _matches, stage_parameters
 from ..model.surgery import find_head
 
 __all__ = ["create_optimizer", "param_groups", "warmup_cosine"]
@@ -28,8 +29,10 @@ def param_groups(
 
     Frozen parameters are never included. Biases and norm weights (1-D tensors) get no weight
     decay, as in timm. ``head_lr`` gives the head its own learning rate; ``layer_decay`` scales
-    each earlier stage's rate by another factor (ULMFiT's discriminative rates, BEiT's decay):
-    with 0.5, the stage before the head trains at ``lr / 2``, the one before that at ``lr / 4``.
+    each earlier layer's rate by another factor (ULMFiT's discriminative rates, BEiT's decay),
+    with layers as timm's ``param_groups_layer_decay`` counts them (a ViT's blocks, a CNN's
+    blocks; the model's ``no_weight_decay()`` names, such as ``pos_embed``, get no decay): with
+    0.5, the layer before the head trains at ``lr / 2``, the one before that at ``lr / 4``.
 
     Example:
         >>> groups = param_groups(model, lr=1e-3, head_lr=1e-2)
@@ -39,8 +42,10 @@ def param_groups(
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise FreezeError("Every parameter is frozen: the optimizer would have nothing to train. Unfreeze the head.")
-    head = find_head(model) if head_lr is not None or layer_decay is not None else None
-    scale = _layer_scales(model, head, layer_decay) if layer_decay is not None else {}
+    head = find_head(model) if head_lr is not None else None
+    scale = _layer_scales(model, layer_decay) if layer_decay is not None else {}
+    # Position embeddings and class tokens are not weights to shrink (timm's no_weight_decay()).
+    no_decay = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
 
     groups: dict[tuple[float, float], dict] = {}
     for name, param in trainable:
@@ -48,7 +53,7 @@ def param_groups(
             group_lr = head_lr
         else:
             group_lr = lr * scale.get(name, 1.0)
-        decay = 0.0 if param.ndim <= 1 else weight_decay
+        decay = 0.0 if param.ndim <= 1 or name in no_decay else weight_decay
         group = groups.setdefault(
             (group_lr, decay), {"params": [], "param_names": [], "lr": group_lr, "weight_decay": decay}
         )
@@ -57,20 +62,21 @@ def param_groups(
     return list(groups.values())
 
 
-def _layer_scales(model: nn.Module, head: str, decay: float) -> dict[str, float]:
+def _layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
+    """Each parameter's rate factor: timm's ``param_groups_layer_decay`` for timm models, else per stage.
+
+    timm knows each of its families' layers (``group_matcher``). For other models timm's fallback
+    cuts the parameter list into chunks of twelve; their stages (top-level children, as
+    :func:`~transferkit.model.freeze.stage_parameters` gives them) are the better unit there.
+    """
     if not 0.0 < decay <= 1.0:
         raise ConfigError(f"layer_decay must be in (0, 1], got {decay}.", argument="layer_decay")
-    # Stages that hold something besides the head; the last of them trains at lr * decay.
-    body = [stage for stage in stages(model) if any(not _matches(path, head) for path in stage)]
-    scales: dict[str, float] = {}
-    for name, _ in model.named_parameters():
-        if _matches(name, head):
-            continue
-        for index, stage in enumerate(body):
-            if any(_matches(name, path) for path in stage):
-                scales[name] = decay ** (len(body) - index)
-                break
-    return scales
+    if not hasattr(model, "group_matcher"):
+        groups = stage_parameters(model)
+        return {name: decay ** (len(groups) - 1 - i) for i, group in enumerate(groups) for name in group}
+    groups = param_groups_layer_decay(model, weight_decay=0.0, layer_decay=decay)  # trainable parameters only
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: group["lr_scale"] for group in groups for p in group["params"]}
 
 
 def create_optimizer(

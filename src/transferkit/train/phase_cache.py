@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,7 +29,9 @@ from .feature_cache import (
     fold_batchnorm,
     iter_boundary_outputs,
     load_or_compute,
+    truncated,
 )
+from .head_cut import head_cut, head_cut_key, iter_pre_logits
 from .setup import PreparedData
 
 __all__ = ["CachedPhase", "cache_frozen_prefix"]
@@ -41,6 +45,8 @@ class CachedPhase:
     val: TensorDataset
     prep: Callable[[torch.Tensor], torch.Tensor]  # activations to the device, in the prefix's memory format
     boundary: Boundary
+    net: nn.Module  # what runs on the activations: the model with its prefix skipped, or the classifier alone
+    skipping: Callable[[], AbstractContextManager]  # the block within which ``net`` skips the prefix
 
 
 def cache_frozen_prefix(
@@ -50,6 +56,7 @@ def cache_frozen_prefix(
     infer: FastPath,
     device: torch.device,
     *,
+    head: str,
     augment: str,
     log: Callable[[str], None],
 ) -> CachedPhase | None:
@@ -59,27 +66,42 @@ def cache_frozen_prefix(
     once and the epochs cycle through them. Activations are computed with the inference kernels
     ``infer``; ones an earlier run of this process computed from the same frozen weights and
     data (``data.activations``) are reused.
+
+    The prefix is found by a dry run (:func:`~transferkit.train.feature_cache.find_boundary`);
+    where the network does more than run its modules in sequence there (a ViT's tokens, a
+    Swin's windows) and only the classifier trains, timm's own cut at the classifier's input
+    serves instead (:mod:`transferkit.train.head_cut`).
     """
-    boundary = find_boundary(model, data.preprocessing.input_size)
-    if boundary is None:
-        log("cache: off, the first layer to run already trains")
-        return None
     infer_prep = BatchPrep(data.preprocessing, device, infer.channels_last)
-    difference = check_boundary(model, boundary, data.train.decoded.images[:8], prep=infer_prep)
-    if difference is None or difference > 1e-4:
-        log(f"cache: off, the network does more than run its modules in sequence at '{boundary.path}'")
-        return None
-    started = time.perf_counter()
+    sample = data.train.decoded.images[:8]
+    boundary = find_boundary(model, data.preprocessing.input_size)
+    difference = None if boundary is None else check_boundary(model, boundary, sample, prep=infer_prep)
     computed_with = {
         **asdict(data.preprocessing),
         "precision": infer.precision,
         "channels_last": infer.channels_last,
     }
-    key = cache_key(model, boundary, data_fingerprint=data.fingerprint, preprocessing=computed_with)
-
-    # The prefix runs with its BatchNorms folded into the convolutions when that gives the same output.
-    runner = fold_batchnorm(model, boundary, data.train.decoded.images[:8], prep=infer_prep) or model
-    runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+    amp = lambda: autocast(device, infer.precision)  # noqa: E731
+    if difference is not None and difference <= 1e-4:
+        key = cache_key(model, boundary, data_fingerprint=data.fingerprint, preprocessing=computed_with)
+        # The prefix runs with its BatchNorms folded into the convolutions when that gives the same output.
+        runner = fold_batchnorm(model, boundary, sample, prep=infer_prep) or model
+        runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+        outputs = partial(iter_boundary_outputs, runner, boundary, prep=infer_prep, autocast=amp)
+        net, skipping = model, partial(truncated, model, boundary)
+    else:
+        cut = head_cut(model, head, sample, prep=infer_prep)
+        if cut is None or cut[1] > 1e-4:
+            if boundary is None:
+                log("cache: off, the first layer to run already trains")
+            else:
+                log(f"cache: off, the network does more than run its modules in sequence at '{boundary.path}'")
+            return None
+        boundary = cut[0]
+        key = head_cut_key(model, head, data_fingerprint=data.fingerprint, preprocessing=computed_with)
+        outputs = partial(iter_pre_logits, model, prep=infer_prep, autocast=amp)
+        net, skipping = model.get_submodule(head), nullcontext
+    started = time.perf_counter()
 
     def compute(dataset, seed: int | None = None):
         def batches():  # a pass may run twice (fp16, then float32): each draws the same augmentation
@@ -89,9 +111,7 @@ def cache_frozen_prefix(
             for images, _ in loader:
                 yield images
 
-        return lambda: iter_boundary_outputs(
-            runner, boundary, batches(), prep=infer_prep, autocast=lambda: autocast(device, infer.precision)
-        )
+        return lambda: outputs(batches())
 
     folder = Path(config.out) / "cache"
     model.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
@@ -128,4 +148,6 @@ def cache_frozen_prefix(
         TensorDataset(val_acts, data.val.decoded.labels),
         prep,
         boundary,
+        net,
+        skipping,
     )

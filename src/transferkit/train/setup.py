@@ -31,6 +31,7 @@ from .metrics import imbalance
 __all__ = [
     "Kernels",
     "PreparedData",
+    "attach_adapters",
     "build_model",
     "model_channels",
     "prepare_data",
@@ -90,7 +91,9 @@ def preprocessing_source(config: TrainConfig, model: nn.Module) -> str:
 
 def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = True) -> tuple[nn.Module, dict | None]:
     """MODEL with a head for ``num_classes``, its pretrained weights and a zeroed head; and the load report."""
-    model = create_model(config.model, num_classes=num_classes, in_chans=config.in_chans)
+    model = create_model(
+        config.model, num_classes=num_classes, in_chans=config.in_chans, image_size=config.image_size
+    )
     report = None
     if load_weights and config.weights and config.strategy != "scratch":
         policy = LoadPolicy(min_loaded=config.min_loaded, allow_nonfinite=config.allow_nonfinite)
@@ -98,7 +101,22 @@ def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = T
         # The cheap check only; `transferkit load` adds the one on photos.
         report["verification"] = verify_weights(model, photos=False)
     zero_init_head(model)
+    attach_adapters(model, config)
     return model, report
+
+
+def attach_adapters(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """Add the strategy's peft adapters (lora, dora) to the model, after its pretrained weights are in."""
+    from .strategies import ADAPTER_STRATEGIES
+
+    if config.strategy not in ADAPTER_STRATEGIES:
+        return model
+    from ..adapters import LoraSettings, inject_lora
+
+    settings = LoraSettings(
+        config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets, config.strategy == "dora"
+    )
+    return inject_lora(model, find_head(model), settings)
 
 
 def zero_init_head(model: nn.Module) -> None:
@@ -139,7 +157,9 @@ def prepare_data(
     else:
         train_items, val_items = source.train, source.val
     if model is None:
-        model = create_model(config.model, num_classes=len(source.class_names), in_chans=config.in_chans)
+        model = create_model(
+            config.model, num_classes=len(source.class_names), in_chans=config.in_chans, image_size=config.image_size
+        )
     pre = preprocessing_for(config, model)
     started = time.perf_counter()
     budget = memory_budget()

@@ -20,6 +20,7 @@ from ._align import align
 from .checkpoint import Checkpoint, from_state_dict, read_checkpoint
 from .hub import is_remote
 from .registry import resolve_source
+from .resample import resample_mismatched
 
 __all__ = [
     "LoadPolicy",
@@ -80,7 +81,9 @@ class Match:
     key: str  # the model's name
     source: str  # the checkpoint's name
     shape: tuple[int, ...]
-    how: str  # "name", "prefix", "structure" or "adapted" (input channels, as timm's adapt_input_conv)
+    # "name", "prefix", "structure", "adapted" (input channels, as timm's adapt_input_conv) or
+    # "resampled" (a position table for another input size, by timm's filter for the family)
+    how: str
 
 
 @dataclass
@@ -117,6 +120,8 @@ class LoadReport:
     applied: bool = False
     nonfinite: list[str] = field(default_factory=list)  # matched tensors holding NaN or infinity
     converted: list[str] = field(default_factory=list)  # "key: int64 -> float32", copied across kinds of dtype
+    # Tables resampled to the model's input size: {"key", "from": checkpoint shape, "to": model shape}.
+    resampled: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -266,8 +271,15 @@ def apply_checkpoint(model: nn.Module, ckpt: Checkpoint, *, policy: LoadPolicy =
     adapted = _adapt_input_conv(model, mismatches, ckpt.tensors)
     matches += [Match(m.key, m.source, m.model_shape, "adapted") for m in adapted]
     mismatches = [m for m in mismatches if m not in adapted]
+    resampled = resample_mismatched(
+        model, {m.key: m.source for m in mismatches}, ckpt.tensors, {m.key: m.model_shape for m in mismatches}
+    )
+    matches += [Match(m.key, m.source, m.model_shape, "resampled") for m in mismatches if m.key in resampled]
+    resampled_from = [m for m in mismatches if m.key in resampled]
+    mismatches = [m for m in mismatches if m.key not in resampled]
 
     report = _report(model, ckpt, matches, mismatches, ambiguous)
+    report.resampled = [{"key": m.key, "from": m.source_shape, "to": m.model_shape} for m in resampled_from]
     _check_values(report, ckpt, state, policy)
     if policy.strict and (report.missing or report.unexpected or report.mismatched):
         raise LoadError(
@@ -298,6 +310,8 @@ def apply_checkpoint(model: nn.Module, ckpt: Checkpoint, *, policy: LoadPolicy =
                 value = ckpt.tensors[m.source]
                 if m.how == "adapted":
                     value = adapt_input_conv(m.shape[1], value)
+                elif m.how == "resampled":
+                    value = resampled[m.key]
                 state[m.key].copy_(value)
         report.applied = True
     return report

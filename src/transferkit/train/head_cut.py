@@ -1,0 +1,85 @@
+"""The head's input through timm's own cut, for networks whose modules do not run in sequence.
+
+A ViT adds its class token and position embeddings, and pools its tokens, outside any module;
+a Swin or MaxViT reshapes between stages. The dry-run boundary of
+:mod:`transferkit.train.feature_cache` cannot skip such a prefix. timm's models say themselves
+where their features end: ``forward_features`` then ``forward_head(x, pre_logits=True)`` give
+exactly what the classifier sees. When only the classifier trains and nothing before it is
+random or updating, that vector is computed once per image and the classifier alone trains on it.
+A check on real images confirms ``classifier(pre_logits)`` equals the model's output first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.nn as nn
+
+from ..model._trace import module_modes
+from ..model.freeze import frozen_norm_layers
+from .feature_cache import Boundary, is_live
+
+__all__ = ["PRE_LOGITS", "head_cut", "head_cut_key", "iter_pre_logits"]
+
+# The Boundary path that names this cut in logs and cache keys.
+PRE_LOGITS = "forward_head(pre_logits=True)"
+
+
+def _pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+@torch.no_grad()
+def head_cut(model: nn.Module, head: str, images: torch.Tensor, *, prep) -> tuple[Boundary, float] | None:
+    """The cut at the classifier's input and its largest relative difference from the model on ``images``.
+
+    None when the model has no timm feature API, when anything outside ``head`` trains or is
+    random in training, or when the classifier on the pre-logits does not give the model's output.
+    """
+    if not (callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))):
+        return None
+    prefix = head + "."
+    if any(p.requires_grad for n, p in model.named_parameters() if not n.startswith(prefix)):
+        return None
+    held = set(frozen_norm_layers(model))
+    if any(is_live(path, m, held) for path, m in model.named_modules() if path != head and not path.startswith(prefix)):
+        return None
+    classifier = model.get_submodule(head)
+    with module_modes(model):
+        x = prep(images)
+        try:
+            features = _pre_logits(model, x)
+            short = classifier(features).float()
+        except Exception:  # a forward_head without pre_logits, or a head that is not one module
+            return None
+        full = model(x).float()
+    if short.shape != full.shape:
+        return None
+    difference = (short - full).abs().max().item() / max(full.abs().max().item(), 1e-12)
+    stubbed = [name for name, _ in model.named_children() if name != head.split(".")[0]]
+    return Boundary(PRE_LOGITS, stubbed, tuple(features.shape[1:])), difference
+
+
+@torch.no_grad()
+def iter_pre_logits(model: nn.Module, batches: Iterable[torch.Tensor], *, prep, autocast) -> Iterator[torch.Tensor]:
+    """The classifier's input (float32, on the CPU) for each batch, the model in eval mode."""
+    with module_modes(model):
+        for images in batches:
+            with autocast():
+                yield _pre_logits(model, prep(images)).float().cpu()
+
+
+def head_cut_key(model: nn.Module, head: str, *, data_fingerprint: str, preprocessing: dict) -> str:
+    """Changes with any tensor outside the head (``cls_token`` too), the data or the preprocessing."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"cut": PRE_LOGITS, "data": data_fingerprint, "pre": preprocessing}, sort_keys=True).encode())
+    prefix = head + "."
+    for name, tensor in model.state_dict().items():
+        if name.startswith(prefix):
+            continue
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]

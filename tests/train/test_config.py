@@ -27,7 +27,7 @@ BASE = dict(model="resnet18", data="builtin:digits", out="runs/a")
         ("layer_decay", 1.5, r"layer_decay must be in \(0, 1\]"),
         ("weight_decay", -0.1, r"weight_decay must be in \[0, inf\)"),
         ("min_loaded", 1.2, r"min_loaded must be in \[0, 1\]"),
-        ("strategy", "warp", "strategy must be one of full, freeze, head, gradual, lp-ft, scratch, got 'warp'"),
+        ("strategy", "warp", "strategy must be one of full, freeze, .*, lora, dora, bitfit, got 'warp'"),
         ("optimizer", "lamb", "optimizer must be one of adamw, adam, sgd"),
         ("precision", "int8", "precision must be one of auto, fp32, bf16, fp16"),
         ("augment", "heavy", "augment must be one of auto, none, light, standard"),
@@ -63,7 +63,7 @@ def test_phases_follow_the_rates_that_were_given():
         ("unfrozen", 3, 5e-4, 0.5),
     ]
     default = TrainConfig(**BASE, strategy="gradual", epochs=4).phases()
-    assert default[1].layer_decay == 0.7
+    assert default[1].layer_decay == 0.85
 
 
 def test_defaults_and_help_come_from_the_fields():

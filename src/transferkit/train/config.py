@@ -67,8 +67,10 @@ class TrainConfig:
     optimizer: str = _setting("adamw", f"One of {', '.join(OPTIMIZERS)}.")
     weight_decay: float = _setting(0.01, "Decoupled weight decay; biases and norm weights get none.")
     head_lr: float | None = _setting(None, "Learning rate of the head (default: the phase's rate).")
-    # None: the strategy's own (gradual: 0.7); a value applies to every phase that trains all layers.
-    layer_decay: float | None = _setting(None, "Scale each earlier stage's rate by this (0 < x <= 1).")
+    # None: the strategy's own (gradual: 0.85); a value applies to every phase that trains all layers.
+    layer_decay: float | None = _setting(
+        None, "Scale each earlier layer's rate by this (timm's layer groups; 0 < x <= 1)."
+    )
     label_smoothing: float = _setting(0.1, "Label smoothing of the cross-entropy loss (0 <= x < 1).")
     warmup_fraction: float = _setting(0.1, "Share of each phase's steps of linear warmup, then cosine decay to 0.")
     seed: int = _setting(0, "Seed of the split, the initialisation and the batch order.")
@@ -80,8 +82,18 @@ class TrainConfig:
     cutmix: float = _setting(0.0, "CutMix alpha (timm's Mixup; 0: off, 1.0 is usual).")
     val_fraction: float = _setting(0.2, "Held out for validation when DATA has no val folder.")
     freeze: list[str] = _setting([], "For strategy head: module path, glob or re:REGEX to freeze; repeatable.")
-    unfreeze_last: int | None = _setting(None, "For strategy head: train only the last N stages.")
+    unfreeze_last: int | None = _setting(
+        None, "For strategy head: train only the last N stages (transformer blocks for ViTs, the head counts as one)."
+    )
     train_bn: bool = _setting(False, "Let frozen BatchNorm layers keep updating their statistics.")
+    # LoRA/DoRA: rank 8 and alpha 16 (scale 2) are peft's and the LoRA paper's usual starting point.
+    lora_rank: int = _setting(8, "For strategies lora and dora: rank of each adapter.")
+    lora_alpha: float = _setting(16.0, "For lora and dora: the adapters' scale is alpha / rank.")
+    lora_dropout: float = _setting(0.0, "For lora and dora: dropout on each adapter's input (0 <= x < 1).")
+    lora_targets: list[str] = _setting(
+        [], "For lora and dora: layers to adapt, as paths, globs or re:; repeatable (default: per family)."
+    )
+    bitfit_norms: bool = _setting(False, "For strategy bitfit: train the normalisation layers' weights too.")
     strict_data: bool = _setting(False, "Fail before training if any image is unusable.")
     # auto: sampler when the largest class has over 3x the images of the smallest (BENCHMARKS.md).
     balance: str = _setting("auto", f"Class imbalance: {', '.join(BALANCES)}.")
@@ -103,6 +115,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.freeze = list(self.freeze or [])
+        self.lora_targets = list(self.lora_targets or [])
         _check(self)
 
     @classmethod
@@ -195,6 +208,9 @@ def _check(c: TrainConfig) -> None:
     number("in_chans", low=1, optional=True, integer=True)
     number("unfreeze_last", low=1, optional=True, integer=True)
     number("cache_views", low=0, integer=True)
+    number("lora_rank", low=1, integer=True)
+    number("lora_alpha", low=0, low_open=True)
+    number("lora_dropout", low=0, high=1, high_open=True)
     number("seed", low=0, integer=True)
     if c.lr == "auto" and len(c.phases()) > 1:
         fail("lr", f"auto finds one rate, and strategy {c.strategy} has two phases: run lr-find and give lr")

@@ -30,7 +30,6 @@ from .compiled import compiled_for_training
 from .config import IMBALANCED, TrainConfig
 from .distributed import DistContext, init_from_env, make_loader
 from .fastpath import FastPath, choose_fast_path, resolve_device
-from .feature_cache import truncated
 from .loop import evaluate, train_one_epoch
 from .lr_find import find_lr
 from .metrics import classification_metrics, imbalance, monitored
@@ -226,12 +225,35 @@ def _fit(
         if record.best_outputs is not None:
             validation = (*record.best_outputs, record.best["epoch"], f"validation ({record.data.splits})")
         record.calibration = calibrate_run(out, device=config.device, trust_code=True, validation=validation, log=log)
+        _save_adapter(out, config, log)
     result = summary(record, model, stopped=stopped, write=dist_ctx.is_main)
     if dist_ctx.is_main:
         from ..inference.model_card import write_model_card
 
         write_model_card(out)
     return result
+
+
+def _save_adapter(out: Path, config: TrainConfig, log) -> None:
+    """A lora or dora run's best adapters and head in peft's own format, for peft users without transferkit."""
+    from .strategies import ADAPTER_STRATEGIES
+
+    if config.strategy not in ADAPTER_STRATEGIES:
+        return
+    from ..adapters import ADAPTER_FOLDER, save_adapter
+    from ..inference.runs import load_trained
+
+    trained = load_trained(out, device="cpu", trust_code=True)
+    base = {
+        "model": config.model,
+        "weights": config.weights,
+        "image_size": config.image_size,
+        "in_chans": config.in_chans,
+        "num_classes": len(trained.class_names),
+        "class_names": trained.class_names,
+    }
+    folder = save_adapter(trained.model, out / ADAPTER_FOLDER, base=base)
+    log(f"adapter: {folder} (peft's format: adapter_config.json, adapter_model.safetensors; base.json names the base)")
 
 
 def _choose_balance(record: RunRecord, state: dict | None, log, *, distributed: bool = False) -> None:
@@ -338,6 +360,7 @@ def _run_phase(
         freeze_patterns=config.freeze,
         unfreeze_last=config.unfreeze_last,
         train_bn=config.train_bn,
+        bitfit_norms=config.bitfit_norms,
     )
     augment = _augment_for(config, phase)
     phase_started = time.perf_counter()
@@ -354,12 +377,14 @@ def _run_phase(
     cacheable = config.cache and (augment == "none" or config.cache_views > 0) and mix is None
     cached = None
     if cacheable:
-        cached = cache_frozen_prefix(model, config, data, kernels.inference, device, augment=augment, log=log)
+        cached = cache_frozen_prefix(
+            model, config, data, kernels.inference, device, head=record.head, augment=augment, log=log
+        )
     if cached is not None:
         # What trains is the tail after the cached prefix, in the prefix's memory format.
         path = FastPath(kernels.inference.channels_last, config.pinned_precision or "fp32", "tail after the cache")
         train_views, val_set, prep = cached.train_views, cached.val, cached.prep
-        skipping = partial(truncated, model, cached.boundary)
+        skipping = cached.skipping
         val_path, val_prep = path, prep
     else:
         if kernels.training is None:  # measured when the whole network first trains
@@ -379,7 +404,7 @@ def _run_phase(
     per_rank = len(train_views[0]) // dist_ctx.world_size
     drop_last = per_rank > config.batch_size
     steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
-    train_net = model
+    train_net = model if cached is None else cached.net
     if cached is None and not dist_ctx.enabled:  # the whole network's step; under torchrun, DDP's own
         images = steps * config.batch_size * (phase.epochs - first_epoch)
         input_size = data.preprocessing.input_size
@@ -465,7 +490,7 @@ def _run_phase(
             if val_path.channels_last != path.channels_last:
                 model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
             metrics = evaluate(
-                model,
+                model if cached is None else cached.net,
                 val_loader,
                 num_classes=len(data.class_names),
                 prep=val_prep,
@@ -571,7 +596,9 @@ class _Clock:
 def _augment_for(config: TrainConfig, phase: Phase) -> str:
     if config.augment != "auto":
         return config.augment
-    return "light" if phase.trains == "all" else "none"
+    # Where a frozen prefix exists its output can be cached, which augmentation would prevent;
+    # adapters and biases train throughout the network, which has none.
+    return "light" if phase.trains in ("all", "adapters", "bitfit") else "none"
 
 
 def _log_fast(log, use: str, chosen: FastPath) -> None:

@@ -66,12 +66,13 @@ def _one(name: str, spec: str, root: Path) -> str:
     accuracy = {row["strategy"]: row["best_acc"] for row in compared["rows"]}
     best = max(accuracy, key=accuracy.get)
     probes = ", ".join(f"{d['name']} {d['accuracy']:.3f}" for d in advice["depths"])
+    gap = "-" if advice["statistics_gap"] is None else f"{advice['statistics_gap']:.2f}"
     row = (
         f"| {name} | {chosen['command'].replace('--strategy ', '')} | {best}"
         f"{f' --unfreeze-last {keep}' if best == 'head' else ''} | {accuracy[chosen['strategy']]:.4f} | "
         f"{accuracy[best]:.4f} | {100 * (accuracy[best] - accuracy[chosen['strategy']]):.2f} | "
         f"{advise_seconds:.0f} s | {compare_seconds:.0f} s | {advise_seconds / compare_seconds:.3f} | "
-        f"{advice['statistics_gap']:.2f} | {probes} |"
+        f"{gap} | {probes} |"
     )
     print(row, flush=True)
     print("  compare:", {k: round(v, 4) for k, v in accuracy.items()}, flush=True)

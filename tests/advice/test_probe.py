@@ -68,3 +68,26 @@ def test_the_rule_on_each_branch():
     # a high probe with a large gap is not frozen: the statistics must move
     assert recommend([_depth("a", 0.5, 3), _depth("head input", high, 1)], gap=GAP_HIGH)["strategy"] == "full"
     assert recommend([_depth("a", 0.5, 3), _depth("head input", 0.8, 1)], gap=0.3)["strategy"] == "lp-ft"
+
+
+def test_without_batchnorm_the_probes_alone_decide_and_the_advice_says_so():
+    weak = recommend([_depth("a", 0.5, 3), _depth("head input", 0.8, 1)], gap=None)
+    assert weak["strategy"] == "lp-ft"  # never full for a gap that was not measured
+    assert weak["signals"] == ["linear probes"] and "no BatchNorm layers" in weak["reason"]
+    strong = recommend([_depth("a", 0.5, 3), _depth("head input", 0.99, 1)], gap=None)
+    assert strong["strategy"] == "freeze"
+    measured = recommend([_depth("head input", 0.8, 1)], gap=0.3)
+    assert measured["signals"] == ["linear probes", "BatchNorm statistics gap"]
+
+
+def test_advise_on_a_vit_names_its_blocks_and_has_no_statistics_gap(tmp_path):
+    from transferkit.advice.advise import advise
+    from transferkit.train.config import TrainConfig
+
+    lines = []
+    config = TrainConfig(model="test_vit", data="builtin:digits", image_size=32, out=str(tmp_path / "a"))
+    result = advise(config, log=lines.append)
+    assert result["statistics_gap"] is None
+    assert all(row["gap"] is None for row in result["depths"])
+    assert any("statistics gap - (no BatchNorm)" in line for line in lines)
+    assert result["advice"]["signals"] == ["linear probes"]

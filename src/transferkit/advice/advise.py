@@ -10,6 +10,10 @@ The rule (:func:`recommend`), in order:
 3. ``full`` when the statistics gap is large: BatchNorm statistics and early features must move.
 4. ``lp-ft`` otherwise: probe first, then fine-tune everything gently (Kumar et al., 2022).
 
+A network without BatchNorm (ViTs, Swin, ConvNeXt: LayerNorm keeps no running statistics) has
+no statistics gap: the rule then decides on the probes alone, so never ``full`` for the gap,
+and the advice says which signals it used.
+
 The thresholds are written down with their measurements in BENCHMARKS.md ("Strategy advice").
 """
 
@@ -39,22 +43,35 @@ GAP_HIGH = 1.0  # the load verification's drift threshold: beyond it, the inputs
 SAMPLE = 4000  # training images probed at most; a stratified sample beyond
 
 
-def recommend(depths: list[dict], gap: float) -> dict:
+def recommend(depths: list[dict], gap: float | None) -> dict:
     """The strategy and its settings for probe results ``depths`` (input to output) and the statistics gap.
+
+    ``gap`` is None for a network without BatchNorm: the probes alone decide, and ``signals`` says so.
 
     Example:
         >>> recommend([{"name": "layer3", "accuracy": 0.9, "stages_after": 3},
         ...            {"name": "head input", "accuracy": 0.8, "stages_after": 1}], gap=0.4)["command"]
         '--strategy head --unfreeze-last 3'
     """
+    advice = _rule(depths, gap)
+    if gap is None:
+        advice["reason"] += " (no BatchNorm layers, so no statistics gap: decided on the linear probes alone)"
+    advice["signals"] = ["linear probes"] + ([] if gap is None else ["BatchNorm statistics gap"])
+    return advice
+
+
+def _rule(depths: list[dict], gap: float | None) -> dict:
     last = depths[-1]
     best = max(depths, key=lambda d: d["accuracy"])
-    if last["accuracy"] >= FREEZE_AT and gap < GAP_HIGH:
+    near = gap is None or gap < GAP_HIGH
+    gap_text = "" if gap is None else f" (gap {gap:.2f})"
+    if last["accuracy"] >= FREEZE_AT and near:
         return {
             "strategy": "freeze",
             "command": "--strategy freeze",
-            "reason": f"a linear probe on the head's input already reaches {last['accuracy']:.1%} and the images "
-            f"are close to what the weights expect (gap {gap:.2f}): training more layers mostly costs time",
+            "reason": f"a linear probe on the head's input already reaches {last['accuracy']:.1%}"
+            + ("" if gap is None else f" and the images are close to what the weights expect{gap_text}")
+            + ": training more layers mostly costs time",
         }
     if best is not last and best["accuracy"] - last["accuracy"] >= EARLIER_BY:
         n = best["stages_after"]
@@ -65,7 +82,7 @@ def recommend(depths: list[dict], gap: float) -> dict:
             "reason": f"the probe after {best['name']} ({best['accuracy']:.1%}) beats the head's input "
             f"({last['accuracy']:.1%}): the last stages are specific to the source task, so they retrain",
         }
-    if gap >= GAP_HIGH:
+    if not near:
         return {
             "strategy": "full",
             "command": "--strategy full",
@@ -75,8 +92,9 @@ def recommend(depths: list[dict], gap: float) -> dict:
     return {
         "strategy": "lp-ft",
         "command": "--strategy lp-ft",
-        "reason": f"the probe reaches {last['accuracy']:.1%}, short of {FREEZE_AT:.0%}, on images close to what the "
-        f"weights expect (gap {gap:.2f}): probe the head first, then fine-tune everything gently",
+        "reason": f"the probe reaches {last['accuracy']:.1%}, short of {FREEZE_AT:.0%}"
+        + ("" if gap is None else f", on images close to what the weights expect{gap_text}")
+        + ": probe the head first, then fine-tune everything gently",
     }
 
 
@@ -117,9 +135,9 @@ def advise(
         log(
             f"probe after {point.name}: accuracy {row['accuracy']:.4f}, balanced {row['balanced_accuracy']:.4f} "
             f"({row['dim']} features, {row['seconds']:.1f} s); statistics gap "
-            + ("-" if row["gap"] is None else f"{row['gap']:.2f}")
+            + ("- (no BatchNorm)" if row["gap"] is None else f"{row['gap']:.2f}")
         )
-    gap = sum(gaps.values()) / len(gaps) if gaps else 0.0
+    gap = sum(gaps.values()) / len(gaps) if gaps else None
     advice = recommend(depths, gap)
     estimates = _estimates(config, model, data, points, speed, advice)
     if budget is not None and estimates.get(advice["command"], 0) > budget:

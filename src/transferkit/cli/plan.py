@@ -24,7 +24,10 @@ def plan_command(
     ] = None,
     backbone: Annotated[bool, typer.Option("--freeze-backbone", help="Freeze everything but the head.")] = False,
     unfreeze_last: Annotated[
-        int | None, typer.Option("--unfreeze-last", metavar="N", help="Freeze all but the last N stages.")
+        int | None,
+        typer.Option(
+            "--unfreeze-last", metavar="N", help="Freeze all but the last N stages (a ViT's blocks; the head is one)."
+        ),
     ] = None,
     train_bn: Annotated[bool, typer.Option("--train-bn", help="Keep frozen BatchNorm layers training.")] = False,
     num_classes: NumClassesOpt = None,

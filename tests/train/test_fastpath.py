@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+import torch.nn as nn
 
 from transferkit.model.factory import create_model
 from transferkit.train import fastpath
@@ -116,3 +117,22 @@ def test_a_damaged_kept_decision_is_measured_again(monkeypatch, tmp_path):
     fast = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
     assert fast.reason.startswith("measured") and fast.precision == "fp32"
     assert os.path.getsize(kept) > 60  # written again, whole
+
+
+def test_a_kernel_the_model_cannot_run_is_skipped_with_its_reason():
+    class NoChannelsLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                raise RuntimeError("view size is not compatible with input tensor's size and stride")
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    fast = choose_fast_path(
+        NoChannelsLast(), (3, 16, 16), device=torch.device("cpu"), batch_size=4, steps=1, precision="fp32", reprobe=True
+    )
+    assert not fast.channels_last
+    assert "channels-last fp32 cannot run (view size is not compatible" in fast.reason

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._text import one_line
 from ..errors import ConfigError
 from ..model._trace import module_modes
 
@@ -242,11 +243,25 @@ def choose_fast_path(
         kept = _kept_decision(key)
         if kept is not None:
             return kept
-    measure = partial(measure_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
+    timed = partial(measure_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
+    failed: dict[str, str] = {}
+
+    def measure(cl: bool, p: str, size: int) -> float:
+        # A kernel some layer cannot run (peft's DoRA convolutions view their weight, which a
+        # channels-last weight refuses) is not a candidate: 0 images/s, and the reason kept.
+        try:
+            return timed(cl, p, size)
+        except RuntimeError as e:
+            failed.setdefault(kernel_label(cl, p), one_line(e, 80))
+            return 0.0
+
     batch_speeds: dict[int, float] = {}
     with probing(model, training=train):
         speeds = interleaved_medians({kernel_label(cl, p): partial(measure, cl, p, batch_size) for cl, p in options})
         best = _pick(options, speeds)
+        if speeds[kernel_label(*best)] == 0.0:
+            reasons = "; ".join(f"{k}: {v}" for k, v in failed.items())
+            raise RuntimeError(f"no kernel candidate runs this model: {reasons}")
         if not train:
             batch_speeds[batch_size] = speeds[kernel_label(*best)]
             size = batch_size * 2
@@ -261,6 +276,8 @@ def choose_fast_path(
         f"measured {speeds[kernel_label(*best)]:.0f} images/s against {speeds[baseline]:.0f} for {baseline} "
         f"({', '.join(f'{k} {v:.0f}' for k, v in speeds.items())})"
     )
+    if failed:
+        reason += "; " + "; ".join(f"{k} cannot run ({v})" for k, v in failed.items())
     chosen_batch = None
     if batch_speeds:
         chosen_batch = max(batch_speeds, key=batch_speeds.get)

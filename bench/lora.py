@@ -65,7 +65,8 @@ def main() -> None:
         f"`{command_line()}` on {machine()}.",
         "",
         f"tf_efficientnet_lite0 with the `lite0` ImageNet weights on builtin:mnist5k (4,000 train, 1,000 val) "
-        f"at {SIZE} px, {epochs} epochs, seed 0, default rates (LoRA rank 8, alpha 16, on the 1x1 convolutions).",
+        f"at {SIZE} px, {epochs} epochs, seed 0, default rates (LoRA rank 8, alpha 16, on the ungrouped "
+        "convolutions: the stem, the 1x1 ones and the final 1x1).",
         "",
         "| strategy | trainable | share | best val acc | s/epoch | first epoch s | peak RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -18,24 +17,21 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .._text import one_line
-from ..data.augment import augmentation, mixer
-from ..data.preprocess import BatchPrep
 from ..data.sources import open_data
 from ..errors import ConfigError, RunError
 from ..model.factory import code_origin
 from ..model.surgery import find_head
 from ..serialization import write_json
-from .compiled import compiled_for_training
-from .config import IMBALANCED, TrainConfig
+from .balance import choose_balance
+from .config import TrainConfig
 from .distributed import DistContext, init_from_env, make_loader
 from .fastpath import FastPath, choose_fast_path, resolve_device
+from .finish import finish_run
 from .loop import evaluate, train_one_epoch
 from .lr_find import find_lr
-from .metrics import classification_metrics, imbalance, monitored
-from .optim import create_optimizer, warmup_cosine
-from .phase_cache import cache_frozen_prefix
-from .rng import seed_everything, set_rng_state
+from .metrics import classification_metrics, monitored
+from .phase import log_fast, prepare_phase
+from .rng import seed_everything
 from .run_folder import (
     RunRecord,
     check_model_code,
@@ -49,11 +45,10 @@ from .run_folder import (
     remove_leftovers,
     resumed_config,
     save_checkpoint,
-    summary,
     write_metrics,
 )
 from .setup import Kernels, PreparedData, build_model, prepare_data, preprocessing_for
-from .strategies import Phase, apply_phase
+from .strategies import Phase
 
 __all__ = ["fit"]
 
@@ -161,7 +156,7 @@ def _fit(
     model = model.to(device)
     record = RunRecord(config, data, kernels or Kernels(), find_head(model), load_report)
     record.model_code = (state or {}).get("model_code") or code_origin(config.model)
-    _choose_balance(record, state, log, distributed=dist_ctx.enabled)
+    choose_balance(record, state, log, distributed=dist_ctx.enabled)
     probe = _measure_kernels(record, model, device, saved=state or {}, log=log, dist_ctx=dist_ctx)
     start_phase, start_epoch = 0, 0
     if state is not None:
@@ -215,91 +210,7 @@ def _fit(
             writer.close()
     # Only when every rank got here: a rank that failed must not leave the others waiting.
     dist_ctx.barrier()
-    if dist_ctx.is_main and record.best is not None:
-        from ..inference.calibration import calibrate_run
-
-        # Training's validation of best.pt gave its logits; a resumed run whose best epoch came
-        # before the resume computes them again from the run folder. The run just imported
-        # MODEL's code itself: trusting it again here adds nothing.
-        validation = None
-        if record.best_outputs is not None:
-            validation = (*record.best_outputs, record.best["epoch"], f"validation ({record.data.splits})")
-        record.calibration = calibrate_run(out, device=config.device, trust_code=True, validation=validation, log=log)
-        _save_adapter(out, config, log)
-    result = summary(record, model, stopped=stopped, write=dist_ctx.is_main)
-    if dist_ctx.is_main:
-        from ..inference.model_card import write_model_card
-
-        write_model_card(out)
-    return result
-
-
-def _save_adapter(out: Path, config: TrainConfig, log) -> None:
-    """A lora or dora run's best adapters and head in peft's own format, for peft users without transferkit."""
-    from .strategies import ADAPTER_STRATEGIES
-
-    if config.strategy not in ADAPTER_STRATEGIES:
-        return
-    from ..adapters import ADAPTER_FOLDER, save_adapter
-    from ..inference.runs import load_trained
-
-    trained = load_trained(out, device="cpu", trust_code=True)
-    base = {
-        "model": config.model,
-        "weights": config.weights,
-        "image_size": config.image_size,
-        "in_chans": config.in_chans,
-        "num_classes": len(trained.class_names),
-        "class_names": trained.class_names,
-    }
-    folder = save_adapter(trained.model, out / ADAPTER_FOLDER, base=base)
-    log(f"adapter: {folder} (peft's format: adapter_config.json, adapter_model.safetensors; base.json names the base)")
-
-
-def _choose_balance(record: RunRecord, state: dict | None, log, *, distributed: bool = False) -> None:
-    """Decide ``auto`` balance and monitor from the training set's class counts (a resumed run keeps its own).
-
-    On imbalanced data auto samples each class equally often: on digits with half the classes
-    cut to 10%, test balanced accuracy was 89% with the sampler, 80% with the weighted loss and
-    50% with neither (mean of 3 seeds, BENCHMARKS.md). torchrun shards by DistributedSampler,
-    so there auto weights the loss instead.
-    """
-    config = record.config
-    if state is not None and "balance" in state:
-        record.balance, record.monitor = state["balance"], state["monitor"]
-        return
-    ratio = imbalance(list(record.data.class_counts["train"].values()))
-    imbalanced = ratio > IMBALANCED
-    mixing = config.mixup > 0 or config.cutmix > 0
-    # torchrun shards with its own sampler; mixed targets exclude the weighted loss.
-    chosen = ("sampler" if not distributed else "none" if mixing else "weighted") if imbalanced else "none"
-    record.balance = config.balance if config.balance != "auto" else chosen
-    record.monitor = config.monitor if config.monitor != "auto" else ("balanced_acc" if imbalanced else "acc")
-    if config.balance == "auto" or config.monitor == "auto":
-        log(
-            f"classes {'imbalanced' if imbalanced else 'balanced'} (largest over smallest {ratio:.1f}): "
-            f"balance {record.balance}, best checkpoint by {record.monitor}"
-        )
-
-
-def _class_weights(record: RunRecord, device: torch.device) -> torch.Tensor | None:
-    """Cross-entropy weights N / (K * n_c), as scikit-learn's 'balanced', when balance is weighted."""
-    if record.balance != "weighted":
-        return None
-    counts = torch.tensor(list(record.data.class_counts["train"].values()), dtype=torch.float32)
-    weights = counts.sum() / (len(counts) * counts.clamp(min=1))
-    return weights.to(device)
-
-
-def _sample_weights(record: RunRecord, dist_ctx: DistContext) -> torch.Tensor | None:
-    """Per-image sampling weights 1 / n_c, when balance is sampler: each class drawn equally often."""
-    if record.balance != "sampler":
-        return None
-    if dist_ctx.enabled:
-        raise ConfigError("balance sampler does not combine with torchrun; use balance weighted.", argument="balance")
-    labels = record.data.train.decoded.labels
-    counts = torch.bincount(labels, minlength=len(record.data.class_names)).clamp(min=1)
-    return (1.0 / counts.double())[labels]
+    return finish_run(record, model, stopped=stopped, main=dist_ctx.is_main, log=log)
 
 
 def _measure_kernels(
@@ -328,7 +239,7 @@ def _measure_kernels(
         kernels.inference = dist_ctx.from_main(
             probe(train=False, batch_size=min(config.batch_size, 16), max_batch_size=min(256, largest))
         )
-        _log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
+        log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
     if saved.get("fast_path"):
         kernels.training = FastPath(**saved["fast_path"])
     return probe
@@ -352,136 +263,48 @@ def _run_phase(
     log,
 ) -> int:
     """Train one phase from ``first_epoch``; returns the run's epoch count after it."""
-    config, data, kernels = record.config, record.data, record.kernels
-    apply_phase(
+    config, data = record.config, record.data
+    setup = prepare_phase(
+        record,
         model,
         phase,
-        head=record.head,
-        freeze_patterns=config.freeze,
-        unfreeze_last=config.unfreeze_last,
-        train_bn=config.train_bn,
-        bitfit_norms=config.bitfit_norms,
+        first_epoch=first_epoch,
+        resumed=resumed,
+        device=device,
+        dist_ctx=dist_ctx,
+        probe=probe,
+        log=log,
     )
-    augment = _augment_for(config, phase)
-    phase_started = time.perf_counter()
-    data.train.transform = augmentation(
-        augment, data.preprocessing.input_size[1], channels=data.preprocessing.input_size[0]
-    )
-    mix = mixer(
-        mixup=config.mixup,
-        cutmix=config.cutmix,
-        label_smoothing=config.label_smoothing,
-        num_classes=len(data.class_names),
-    )
-    # MixUp and CutMix mix images: the frozen layers' output of unmixed ones cannot stand in.
-    cacheable = config.cache and (augment == "none" or config.cache_views > 0) and mix is None
-    cached = None
-    if cacheable:
-        cached = cache_frozen_prefix(
-            model, config, data, kernels.inference, device, head=record.head, augment=augment, log=log
-        )
-    if cached is not None:
-        # What trains is the tail after the cached prefix, in the prefix's memory format.
-        path = FastPath(kernels.inference.channels_last, config.pinned_precision or "fp32", "tail after the cache")
-        train_views, val_set, prep = cached.train_views, cached.val, cached.prep
-        skipping = cached.skipping
-        val_path, val_prep = path, prep
-    else:
-        if kernels.training is None:  # measured when the whole network first trains
-            kernels.training = dist_ctx.from_main(probe(train=True))
-            _log_fast(log, "training", kernels.training)
-        path = kernels.training
-        prep = BatchPrep(data.preprocessing, device, path.channels_last)
-        train_views, val_set, skipping = [data.train], data.val, nullcontext
-        # Validation runs as eval and predict will: the inference kernels, so that eval of best.pt
-        # reproduces its validation exactly (one process; under torchrun the training memory format stays).
-        val_path = (
-            kernels.inference
-            if not dist_ctx.enabled
-            else FastPath(path.channels_last, kernels.inference.precision, "inference precision")
-        )
-        val_prep = BatchPrep(data.preprocessing, device, val_path.channels_last)
-    per_rank = len(train_views[0]) // dist_ctx.world_size
-    drop_last = per_rank > config.batch_size
-    steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
-    train_net = model if cached is None else cached.net
-    if cached is None and not dist_ctx.enabled:  # the whole network's step; under torchrun, DDP's own
-        images = steps * config.batch_size * (phase.epochs - first_epoch)
-        input_size = data.preprocessing.input_size
-        train_net, _ = compiled_for_training(
-            model,
-            path,
-            input_size,
-            device=device,
-            batch_size=config.batch_size,
-            images=images,
-            mode=config.compile,
-            reprobe=config.reprobe,
-            log=log,
-        )
-    model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
-    mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
-    log(f"phase {phase.name}: {_trainable_text(model)}, augmentation {augment}{mixing}")
-    if dist_ctx.enabled:
-        train_net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = create_optimizer(
-        model,
-        config.optimizer,
-        lr=phase.lr,
-        weight_decay=config.weight_decay,
-        head_lr=config.head_lr,
-        layer_decay=phase.layer_decay,
-    )
-    scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
-    # fp16 gradients underflow without loss scaling, on any device.
-    scaler = torch.amp.GradScaler(device.type) if path.precision == "fp16" else None
-    if resumed is not None:
-        try:
-            optimizer.load_state_dict(resumed["optimizer"])
-            scheduler.load_state_dict(resumed["scheduler"])
-            if scaler is not None and resumed.get("scaler"):
-                scaler.load_state_dict(resumed["scaler"])
-            set_rng_state(resumed["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            raise RunError(
-                f"Cannot resume '{config.out}': its optimizer, scheduler or random state is damaged "
-                f"({type(e).__name__}: {one_line(e, 200)}). Use a complete copy of the run."
-            ) from None
-    # Cached activations feed only the tail: large batches; images: the measured inference batch.
-    val_batch = 256 if cached is not None else kernels.inference.inference_batch_size
-    val_loader = make_loader(val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
+    path, val_path = setup.path, setup.val_path
     out = Path(config.out)
-    class_weights, sample_weights = _class_weights(record, device), _sample_weights(record, dist_ctx)
 
     for phase_epoch in range(first_epoch, phase.epochs):
         epoch_started = time.perf_counter()
         seed = config.seed * 1000 + epoch_index
         seed_everything(seed)
         train_loader = make_loader(
-            train_views[epoch_index % len(train_views)],
+            setup.train_views[epoch_index % len(setup.train_views)],
             batch_size=config.batch_size,
             shuffle=True,
             seed=seed,
             dist_ctx=dist_ctx,
-            drop_last=drop_last,
-            sample_weights=sample_weights,
+            drop_last=setup.drop_last,
+            sample_weights=setup.sample_weights,
         )
-        lr_now = optimizer.param_groups[-1]["lr"]
-        with skipping():
+        lr_now = setup.optimizer.param_groups[-1]["lr"]
+        with setup.skipping():
             train_loss = train_one_epoch(
-                train_net,
+                setup.train_net,
                 train_loader,
-                optimizer,
-                scheduler,
-                prep=prep,
+                setup.optimizer,
+                setup.scheduler,
+                prep=setup.prep,
                 device=device,
                 label_smoothing=config.label_smoothing,
-                class_weights=class_weights,
-                mix=mix,
+                class_weights=setup.class_weights,
+                mix=setup.mix,
                 precision=path.precision,
-                scaler=scaler,
+                scaler=setup.scaler,
                 dist_ctx=dist_ctx,
                 progress=f"epoch {epoch_index + 1}/{config.epochs}",
             )
@@ -490,10 +313,10 @@ def _run_phase(
             if val_path.channels_last != path.channels_last:
                 model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
             metrics = evaluate(
-                model if cached is None else cached.net,
-                val_loader,
+                setup.eval_net,
+                setup.val_loader,
                 num_classes=len(data.class_names),
-                prep=val_prep,
+                prep=setup.val_prep,
                 device=device,
                 precision=val_path.precision,
                 dist_ctx=dist_ctx,
@@ -504,7 +327,7 @@ def _run_phase(
         if not math.isfinite(metrics["loss"]):
             _diverged(record, epoch_index + 1, phase, "validation")
         # The first epoch of a phase carries the cost of computing the cache.
-        seconds = time.perf_counter() - (phase_started if phase_epoch == 0 else epoch_started)
+        seconds = time.perf_counter() - (setup.started if phase_epoch == 0 else epoch_started)
         epoch_index += 1
         scores = classification_metrics(metrics["confusion"].tolist(), data.class_names)
         row = {
@@ -517,7 +340,7 @@ def _run_phase(
             "val_macro_f1": scores["macro_f1"],
             "lr": lr_now,
             "seconds": seconds,
-            "cached": cached is not None,
+            "cached": setup.cached is not None,
             "cumulative_seconds": clock.elapsed(),
         }
         record.history.append(row)
@@ -540,9 +363,9 @@ def _run_phase(
             checkpoint = checkpoint_state(
                 record,
                 model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
+                optimizer=setup.optimizer,
+                scheduler=setup.scheduler,
+                scaler=setup.scaler,
                 phase_index=phase_index,
                 phase_epoch=phase_epoch,
             )
@@ -593,27 +416,8 @@ class _Clock:
         return self.before + time.perf_counter() - self.started
 
 
-def _augment_for(config: TrainConfig, phase: Phase) -> str:
-    if config.augment != "auto":
-        return config.augment
-    # Where a frozen prefix exists its output can be cached, which augmentation would prevent;
-    # adapters and biases train throughout the network, which has none.
-    return "light" if phase.trains in ("all", "adapters", "bitfit") else "none"
-
-
-def _log_fast(log, use: str, chosen: FastPath) -> None:
-    fmt = "channels-last" if chosen.channels_last else "NCHW"
-    log(f"fast path for {use}: {fmt} {chosen.precision}, {chosen.reason}")
-
-
 def _silent(message: str) -> None:
     pass
-
-
-def _trainable_text(model: nn.Module) -> str:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return f"{trainable:,} of {total:,} parameters train"
 
 
 def _tensorboard(out: Path, log):

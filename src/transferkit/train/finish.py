@@ -1,0 +1,56 @@
+"""What a run does once its epochs are done: calibration, the peft adapter, the summary and the model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn as nn
+
+from .config import TrainConfig
+from .run_folder import RunRecord, summary
+from .strategies import ADAPTER_STRATEGIES
+
+__all__ = ["finish_run"]
+
+
+def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool, log) -> dict:
+    """Calibrate best.pt, save a lora or dora run's adapter, write report.json and MODEL_CARD.md (the main process)."""
+    config = record.config
+    out = Path(config.out)
+    if main and record.best is not None:
+        from ..inference.calibration import calibrate_run
+
+        # Training's validation of best.pt gave its logits; a resumed run whose best epoch came
+        # before the resume computes them again from the run folder. The run just imported
+        # MODEL's code itself: trusting it again here adds nothing.
+        validation = None
+        if record.best_outputs is not None:
+            validation = (*record.best_outputs, record.best["epoch"], f"validation ({record.data.splits})")
+        record.calibration = calibrate_run(out, device=config.device, trust_code=True, validation=validation, log=log)
+        _save_adapter(out, config, log)
+    result = summary(record, model, stopped=stopped, write=main)
+    if main:
+        from ..inference.model_card import write_model_card
+
+        write_model_card(out)
+    return result
+
+
+def _save_adapter(out: Path, config: TrainConfig, log) -> None:
+    """A lora or dora run's best adapters and head in peft's own format, for peft users without transferkit."""
+    if config.strategy not in ADAPTER_STRATEGIES:
+        return
+    from ..adapters import ADAPTER_FOLDER, save_adapter
+    from ..inference.runs import load_trained
+
+    trained = load_trained(out, device="cpu", trust_code=True)
+    base = {
+        "model": config.model,
+        "weights": config.weights,
+        "image_size": config.image_size,
+        "in_chans": config.in_chans,
+        "num_classes": len(trained.class_names),
+        "class_names": trained.class_names,
+    }
+    folder = save_adapter(trained.model, out / ADAPTER_FOLDER, base=base)
+    log(f"adapter: {folder} (peft's format: adapter_config.json, adapter_model.safetensors; base.json names the base)")

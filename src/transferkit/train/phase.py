@@ -1,0 +1,215 @@
+"""What one phase trains with, built once before its epochs: trainable parameters, cache, kernels, optimizer.
+
+:func:`prepare_phase` gathers it into a :class:`PhaseSetup`; the epochs then run over it plainly
+(:func:`transferkit.train.engine.fit`), as torchvision's reference script keeps its set-up apart
+from ``train_one_epoch``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .._text import one_line
+from ..data.augment import augmentation, mixer
+from ..data.preprocess import BatchPrep
+from ..errors import RunError
+from .balance import class_weights, sample_weights
+from .compiled import compiled_for_training
+from .config import TrainConfig
+from .distributed import DistContext, make_loader
+from .fastpath import FastPath
+from .optim import create_optimizer, warmup_cosine
+from .phase_cache import CachedPhase, cache_frozen_prefix
+from .rng import set_rng_state
+from .run_folder import RunRecord
+from .strategies import Phase, apply_phase
+
+__all__ = ["PhaseSetup", "augment_for", "log_fast", "prepare_phase", "trainable_text"]
+
+
+@dataclass
+class PhaseSetup:
+    """Everything one phase trains with."""
+
+    augment: str
+    mix: Callable | None  # MixUp / CutMix, or None
+    cached: CachedPhase | None  # the frozen prefix computed once, or None
+    path: FastPath  # training kernels
+    val_path: FastPath  # validation kernels: the inference ones, so that eval reproduces validation
+    train_views: list  # datasets the epochs cycle through
+    prep: Callable[[torch.Tensor], torch.Tensor]
+    val_prep: Callable[[torch.Tensor], torch.Tensor]
+    skipping: Callable  # the block within which the network skips the cached prefix
+    train_net: nn.Module  # what trains: the model, compiled or wrapped in DDP, or the tail after the cache
+    eval_net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    val_loader: object
+    drop_last: bool
+    class_weights: torch.Tensor | None
+    sample_weights: torch.Tensor | None
+    started: float  # when the phase's set-up began: its first epoch carries the cache's cost
+
+
+def prepare_phase(
+    record: RunRecord,
+    model: nn.Module,
+    phase: Phase,
+    *,
+    first_epoch: int,
+    resumed: dict | None,
+    device: torch.device,
+    dist_ctx: DistContext,
+    probe,
+    log,
+) -> PhaseSetup:
+    """Set which parameters train for ``phase`` and build what its epochs need; ``resumed`` restores the optimizer."""
+    config, data, kernels = record.config, record.data, record.kernels
+    apply_phase(
+        model,
+        phase,
+        head=record.head,
+        freeze_patterns=config.freeze,
+        unfreeze_last=config.unfreeze_last,
+        train_bn=config.train_bn,
+        bitfit_norms=config.bitfit_norms,
+    )
+    augment = augment_for(config, phase)
+    phase_started = time.perf_counter()
+    data.train.transform = augmentation(
+        augment, data.preprocessing.input_size[1], channels=data.preprocessing.input_size[0]
+    )
+    mix = mixer(
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        label_smoothing=config.label_smoothing,
+        num_classes=len(data.class_names),
+    )
+    # MixUp and CutMix mix images: the frozen layers' output of unmixed ones cannot stand in.
+    cacheable = config.cache and (augment == "none" or config.cache_views > 0) and mix is None
+    cached = None
+    if cacheable:
+        cached = cache_frozen_prefix(
+            model, config, data, kernels.inference, device, head=record.head, augment=augment, log=log
+        )
+    if cached is not None:
+        # What trains is the tail after the cached prefix, in the prefix's memory format.
+        path = FastPath(kernels.inference.channels_last, config.pinned_precision or "fp32", "tail after the cache")
+        train_views, val_set, prep = cached.train_views, cached.val, cached.prep
+        skipping = cached.skipping
+        val_path, val_prep = path, prep
+    else:
+        if kernels.training is None:  # measured when the whole network first trains
+            kernels.training = dist_ctx.from_main(probe(train=True))
+            log_fast(log, "training", kernels.training)
+        path = kernels.training
+        prep = BatchPrep(data.preprocessing, device, path.channels_last)
+        train_views, val_set, skipping = [data.train], data.val, nullcontext
+        # Validation runs as eval and predict will: the inference kernels, so that eval of best.pt
+        # reproduces its validation exactly (one process; under torchrun the training memory format stays).
+        val_path = (
+            kernels.inference
+            if not dist_ctx.enabled
+            else FastPath(path.channels_last, kernels.inference.precision, "inference precision")
+        )
+        val_prep = BatchPrep(data.preprocessing, device, val_path.channels_last)
+    per_rank = len(train_views[0]) // dist_ctx.world_size
+    drop_last = per_rank > config.batch_size
+    steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
+    train_net = model if cached is None else cached.net
+    if cached is None and not dist_ctx.enabled:  # the whole network's step; under torchrun, DDP's own
+        images = steps * config.batch_size * (phase.epochs - first_epoch)
+        input_size = data.preprocessing.input_size
+        train_net, _ = compiled_for_training(
+            model,
+            path,
+            input_size,
+            device=device,
+            batch_size=config.batch_size,
+            images=images,
+            mode=config.compile,
+            reprobe=config.reprobe,
+            log=log,
+        )
+    model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
+    mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
+    log(f"phase {phase.name}: {trainable_text(model)}, augmentation {augment}{mixing}")
+    if dist_ctx.enabled:
+        train_net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = create_optimizer(
+        model,
+        config.optimizer,
+        lr=phase.lr,
+        weight_decay=config.weight_decay,
+        head_lr=config.head_lr,
+        layer_decay=phase.layer_decay,
+    )
+    scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
+    # fp16 gradients underflow without loss scaling, on any device.
+    scaler = torch.amp.GradScaler(device.type) if path.precision == "fp16" else None
+    if resumed is not None:
+        try:
+            optimizer.load_state_dict(resumed["optimizer"])
+            scheduler.load_state_dict(resumed["scheduler"])
+            if scaler is not None and resumed.get("scaler"):
+                scaler.load_state_dict(resumed["scaler"])
+            set_rng_state(resumed["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise RunError(
+                f"Cannot resume '{config.out}': its optimizer, scheduler or random state is damaged "
+                f"({type(e).__name__}: {one_line(e, 200)}). Use a complete copy of the run."
+            ) from None
+    # Cached activations feed only the tail: large batches; images: the measured inference batch.
+    val_batch = 256 if cached is not None else kernels.inference.inference_batch_size
+    val_loader = make_loader(val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
+    return PhaseSetup(
+        augment=augment,
+        mix=mix,
+        cached=cached,
+        path=path,
+        val_path=val_path,
+        train_views=train_views,
+        prep=prep,
+        val_prep=val_prep,
+        skipping=skipping,
+        train_net=train_net,
+        eval_net=model if cached is None else cached.net,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        val_loader=val_loader,
+        drop_last=drop_last,
+        class_weights=class_weights(record, device),
+        sample_weights=sample_weights(record, dist_ctx),
+        started=phase_started,
+    )
+
+
+
+def augment_for(config: TrainConfig, phase: Phase) -> str:
+    if config.augment != "auto":
+        return config.augment
+    # Where a frozen prefix exists its output can be cached, which augmentation would prevent;
+    # adapters and biases train throughout the network, which has none.
+    return "light" if phase.trains in ("all", "adapters", "bitfit") else "none"
+
+
+def log_fast(log, use: str, chosen: FastPath) -> None:
+    fmt = "channels-last" if chosen.channels_last else "NCHW"
+    log(f"fast path for {use}: {fmt} {chosen.precision}, {chosen.reason}")
+
+
+def trainable_text(model: nn.Module) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"{trainable:,} of {total:,} parameters train"

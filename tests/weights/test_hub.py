@@ -178,3 +178,43 @@ def test_predict_with_hub_weights_and_an_architecture(hub):
         partial = {k: v for k, v in create_model("resnet18").state_dict().items() if not k.startswith("fc.")}
         torch.save(partial, hub.root / "nohead.pth")
         load_predictor(str(hub.root / "nohead.pth"), model="resnet18")
+
+
+def test_a_timm_hub_repo_at_another_size_brings_its_config_and_is_resampled(hub, tmp_path):
+    """A repository in timm's layout (config.json + model.safetensors) trained at 160 px, used at 64 px."""
+    from transferkit.train.config import TrainConfig
+    from transferkit.train.engine import fit
+    from transferkit.train.run_folder import load_run
+
+    torch.manual_seed(2)
+    served = create_model("test_vit", num_classes=10)  # its default: 160 px, a 10x10 grid
+    repo = "timm/test_vit.r160_in1k"
+    hub.add_repo_file(repo, "model.safetensors", save({k: v.contiguous() for k, v in served.state_dict().items()}))
+    config = {
+        "architecture": "test_vit",
+        "num_classes": 10,
+        "num_features": 64,
+        "pretrained_cfg": {
+            "tag": "r160_in1k",
+            "input_size": [3, 160, 160],
+            "fixed_input_size": True,
+            "interpolation": "bilinear",
+            "crop_pct": 0.95,
+            "crop_mode": "center",
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+            "num_classes": 10,
+            "first_conv": "patch_embed.proj",
+            "classifier": "head",
+        },
+    }
+    hub.add_repo_file(repo, "config.json", json.dumps(config).encode())
+    lines = []
+    settings = dict(model="test_vit", weights=f"hf-hub:{repo}", data="builtin:digits", strategy="freeze", epochs=1)
+    fit(TrainConfig(**settings, image_size=64, out=str(tmp_path / "run")), log=lines.append)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["load_report"]["resampled"] == [{"key": "pos_embed", "from": [1, 101, 64], "to": [1, 17, 64]}]
+    pre = load_run(tmp_path / "run")["preprocessing"]
+    assert tuple(pre["mean"]) == (0.5, 0.5, 0.5) and tuple(pre["std"]) == (0.25, 0.25, 0.25)
+    assert pre["interpolation"] == "bilinear" and pre["crop_pct"] == 0.95 and tuple(pre["input_size"]) == (3, 64, 64)
+    assert any(f"the configuration that came with hf-hub:{repo}" in line for line in lines)

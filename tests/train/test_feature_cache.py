@@ -163,3 +163,18 @@ def test_batchnorm_folding_keeps_outputs_and_the_model():
     torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_a_boundary_inside_module_lists_stubs_only_the_outermost_modules():
+    # fastvit's stages hold their blocks in containers that never run themselves: a block's parent
+    # is missing from the finished modules while its grandparent is there.
+    from transferkit.model.factory import create_model
+    from transferkit.model.freeze import freeze_backbone
+    from transferkit.train.feature_cache import check_boundary, find_boundary
+
+    model = create_model("fastvit_t8", num_classes=5, image_size=64).eval()
+    freeze_backbone(model, head="head.fc")
+    boundary = find_boundary(model, (3, 64, 64))
+    assert boundary.stubbed[:2] == ["stem", "stages.0"]
+    assert not any(a.startswith(b + ".") for a in boundary.stubbed for b in boundary.stubbed)
+    assert check_boundary(model, boundary, torch.rand(2, 3, 64, 64), prep=lambda x: x) <= 1e-4

@@ -94,7 +94,9 @@ def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -
         return None
     end_index, boundary = ended[-1]
     done = {path for _, path in ended}
-    stubbed = [p for p in done if p.rpartition(".")[0] not in done]  # the outermost finished modules
+    # The outermost finished modules: no ancestor at any level finished (a container such as a
+    # ModuleList never runs, so a block's parent may be missing while its grandparent is there).
+    stubbed = [p for p in done if not any(a in done for a in _ancestors(p))]
     # A stubbed module used again after the boundary (a shared activation) cannot be skipped.
     later = {path for kind, path in events[end_index + 1 :] if kind == "start"}
     if any(path == s or path.startswith(s + ".") for path in later for s in stubbed):
@@ -104,6 +106,11 @@ def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -
     order = [path for kind, path in events if kind == "start"]
     stubbed.sort(key=order.index)
     return Boundary(boundary, stubbed, shapes[boundary])
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 @contextmanager

@@ -111,9 +111,10 @@ def create_model(
         raise ModelSpecError(f"image_size must be at least 8, got {image_size}.", argument="image_size")
     model = _call_factory(factory, spec, num_classes, in_chans, image_size)
     if image_size is not None:
+        from ._trace import input_size_of
         from .sizes import check_input_size
 
-        channels = in_chans or _first_conv_channels(model)
+        channels = in_chans or input_size_of(model)[0]
         model.transferkit_input_size = (channels, image_size, image_size)
         check_input_size(
             model,
@@ -123,11 +124,6 @@ def create_model(
             channels=channels,
         )
     return model
-
-
-def _first_conv_channels(model: nn.Module) -> int:
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return conv.in_channels if conv is not None else 3
 
 
 def _timm_factory(name: str) -> Callable[..., nn.Module]:

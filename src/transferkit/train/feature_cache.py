@@ -37,6 +37,7 @@ __all__ = [
     "fold_batchnorm",
     "cache_key",
     "is_live",
+    "tensors_key",
     "check_boundary",
     "find_boundary",
     "load_or_compute",
@@ -227,14 +228,22 @@ def _no_autocast():
 
 def cache_key(model: nn.Module, boundary: Boundary, *, data_fingerprint: str, preprocessing: dict) -> str:
     """Changes when the frozen weights, the data files or the preprocessing change."""
-    h = hashlib.sha256()
-    h.update(
-        json.dumps({"boundary": boundary.path, "data": data_fingerprint, "pre": preprocessing}, sort_keys=True).encode()
+    header = {"boundary": boundary.path, "data": data_fingerprint, "pre": preprocessing}
+    tensors = (
+        (f"{path}.{name}", tensor)
+        for path in boundary.stubbed
+        for name, tensor in sorted(model.get_submodule(path).state_dict().items())
     )
-    for path in boundary.stubbed:
-        for name, tensor in sorted(model.get_submodule(path).state_dict().items()):
-            h.update(f"{path}.{name}".encode())
-            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return tensors_key(header, tensors)
+
+
+def tensors_key(header: dict, tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """A short hash of ``header`` (JSON) and every named tensor's bytes: the key of a stored cache."""
+    h = hashlib.sha256()
+    h.update(json.dumps(header, sort_keys=True).encode())
+    for name, tensor in tensors:
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:20]
 
 

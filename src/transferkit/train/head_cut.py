@@ -11,8 +11,6 @@ A check on real images confirms ``classifier(pre_logits)`` equals the model's ou
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -20,7 +18,7 @@ import torch.nn as nn
 
 from ..model._trace import module_modes
 from ..model.freeze import frozen_norm_layers
-from .feature_cache import Boundary, is_live
+from .feature_cache import Boundary, is_live, tensors_key
 
 __all__ = ["PRE_LOGITS", "head_cut", "head_cut_key", "iter_pre_logits"]
 
@@ -74,12 +72,6 @@ def iter_pre_logits(model: nn.Module, batches: Iterable[torch.Tensor], *, prep, 
 
 def head_cut_key(model: nn.Module, head: str, *, data_fingerprint: str, preprocessing: dict) -> str:
     """Changes with any tensor outside the head (``cls_token`` too), the data or the preprocessing."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"cut": PRE_LOGITS, "data": data_fingerprint, "pre": preprocessing}, sort_keys=True).encode())
+    header = {"cut": PRE_LOGITS, "data": data_fingerprint, "pre": preprocessing}
     prefix = head + "."
-    for name, tensor in model.state_dict().items():
-        if name.startswith(prefix):
-            continue
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:20]
+    return tensors_key(header, ((n, t) for n, t in model.state_dict().items() if not n.startswith(prefix)))

@@ -76,9 +76,25 @@ CPU = torch.device("cpu")
 FP32 = {"NCHW fp32": [100.0] * 9, "channels-last fp32": [120.0] * 9, "channels-last bf16": [90.0] * 9}
 
 
+def test_emulated_bf16_is_not_measured_unless_asked_for(monkeypatch):
+    monkeypatch.setattr(fastpath, "_bf16_supported", lambda device: True)
+    monkeypatch.setattr(fastpath, "bf16_native", lambda device: False)
+    assert candidates(CPU) == [(False, "fp32"), (True, "fp32")]
+    clock = _Clock({**FP32, "NCHW bf16": [80.0] * 9})
+    monkeypatch.setattr(fastpath, "measure_throughput", clock)
+    model = create_model("resnet18", num_classes=4)
+    fast = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
+    assert set(clock.asked) == {"NCHW fp32", "channels-last fp32"}
+    assert "bf16 not measured: this CPU only emulates it" in fast.reason
+    asked = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8, precision="bf16")
+    assert set(clock.asked[6:]) == {"NCHW bf16", "channels-last bf16"} and asked.precision == "bf16"
+    monkeypatch.setattr(fastpath, "bf16_native", lambda device: True)
+    assert (True, "bf16") in candidates(CPU)
+
+
 def test_candidates_are_interleaved_and_a_spike_does_not_decide(monkeypatch):
     model = create_model("resnet18", num_classes=4)
-    monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32"), (True, "bf16")])
+    monkeypatch.setattr(fastpath, "candidates", lambda device, **_: [(False, "fp32"), (True, "fp32"), (True, "bf16")])
     # channels-last fp32 is measured at 4 images/s once, as on a busy machine: its median still wins
     clock = _Clock({**FP32, "channels-last fp32": [120.0, 4.0, 121.0]})
     monkeypatch.setattr(fastpath, "measure_throughput", clock)
@@ -91,7 +107,7 @@ def test_candidates_are_interleaved_and_a_spike_does_not_decide(monkeypatch):
 
 def test_a_second_probe_reuses_the_decision_until_reprobe(monkeypatch):
     model = create_model("resnet18", num_classes=4)
-    monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32"), (True, "bf16")])
+    monkeypatch.setattr(fastpath, "candidates", lambda device, **_: [(False, "fp32"), (True, "fp32"), (True, "bf16")])
     clock = _Clock(FP32)
     monkeypatch.setattr(fastpath, "measure_throughput", clock)
     first = choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
@@ -109,7 +125,7 @@ def test_a_second_probe_reuses_the_decision_until_reprobe(monkeypatch):
 
 def test_a_damaged_kept_decision_is_measured_again(monkeypatch, tmp_path):
     model = create_model("resnet18", num_classes=4)
-    monkeypatch.setattr(fastpath, "candidates", lambda device: [(False, "fp32"), (True, "fp32")])
+    monkeypatch.setattr(fastpath, "candidates", lambda device, **_: [(False, "fp32"), (True, "fp32")])
     monkeypatch.setattr(fastpath, "measure_throughput", _Clock(FP32))
     choose_fast_path(model, (3, 32, 32), device=CPU, batch_size=8)
     (kept,) = (tmp_path / "transferkit" / "kernels").iterdir()

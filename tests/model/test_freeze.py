@@ -1,4 +1,5 @@
 import pytest
+import timm
 import torch
 import torch.nn as nn
 
@@ -10,6 +11,7 @@ from transferkit.model.freeze import (
     freeze_backbone,
     freeze_stages,
     frozen_norm_layers,
+    held_layers,
     parameter_summary,
     select_parameters,
     stages,
@@ -78,6 +80,21 @@ def test_unfreeze_releases_batchnorm(tiny):
     before = tiny.bn1.running_mean.clone()
     tiny(torch.randn(4, 3, 16, 16))
     assert not torch.equal(tiny.bn1.running_mean, before)
+
+
+def test_droppath_of_a_frozen_block_is_held_and_released_with_it():
+    model = timm.create_model("test_vit", num_classes=3, img_size=32, drop_path_rate=0.2)
+    freeze_backbone(model)
+    drops = [p for p, m in model.named_modules() if "DropPath" in type(m).__name__ and m.drop_prob > 0]
+    assert drops and held_layers(model) == drops and frozen_norm_layers(model) == []
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(model(x), model(x))  # the frozen blocks draw nothing: the same output twice
+    last = drops[-1].rsplit(".", 1)[0]
+    unfreeze(model, last)
+    assert last + ".drop_path1" not in held_layers(model)
+    assert model.get_submodule(last + ".drop_path1").training
+    assert not torch.equal(model(x), model(x))
 
 
 def test_frozen_parameters_get_no_gradient(tiny):

@@ -19,6 +19,7 @@ __all__ = [
     "TraceFailure",
     "describe_expectation",
     "input_size_of",
+    "is_random",
     "module_modes",
     "trace",
 ]
@@ -27,6 +28,14 @@ _DEFAULT_INPUT_SIZE = (3, 224, 224)
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 # Layers with running statistics: the ones whose train/eval mode changes what they compute.
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def is_random(module: nn.Module) -> bool:
+    """A layer that draws random numbers in train mode: Dropout, or a DropPath (stochastic depth) that drops."""
+    if isinstance(module, _DROPOUTS):
+        return module.p > 0
+    return "DropPath" in type(module).__name__ and getattr(module, "drop_prob", 0) > 0
 
 
 @dataclass

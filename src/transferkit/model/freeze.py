@@ -8,7 +8,9 @@ Patterns select parameter names:
 
 Frozen BatchNorm layers are kept in eval mode (running statistics fixed) even after a later
 ``model.train()``, unless ``train_bn=True`` asks for them to keep training, as in Lightning's
-``BaseFinetuning.freeze``.
+``BaseFinetuning.freeze``. So are the Dropout and DropPath layers of a module whose parameters
+are all frozen: a frozen block is a fixed function of its input, whose output can be computed
+once and cached, rather than a source of noise that differs every epoch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn as nn
 from timm.models import group_modules, group_parameters
 
 from ..errors import FreezeError
-from ._trace import NORM_TYPES
+from ._trace import NORM_TYPES, is_random
 from .surgery import find_head
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "freeze_backbone",
     "freeze_stages",
     "frozen_norm_layers",
+    "held_layers",
     "parameter_summary",
     "select_parameters",
     "stage_parameters",
@@ -117,8 +120,10 @@ def _release_eval(module: nn.Module, training: bool) -> None:
         module.train(training)
 
 
-def _apply_norm_policy(model: nn.Module, selected: set[str], train_bn: bool) -> None:
+def _apply_mode_policy(model: nn.Module, selected: set[str], train_bn: bool) -> None:
     for path, module in model.named_modules():
+        if is_random(module) and _parent_frozen(model, path):
+            _hold_eval(module)
         if not isinstance(module, NORM_TYPES):
             continue
         own = [f"{path}.{n}" if path else n for n, _ in module.named_parameters(recurse=False)]
@@ -131,6 +136,13 @@ def _apply_norm_policy(model: nn.Module, selected: set[str], train_bn: bool) -> 
             _release_eval(module, model.training)
         else:
             _hold_eval(module)
+
+
+def _parent_frozen(model: nn.Module, path: str) -> bool:
+    # Dropout or DropPath inside a module that has parameters, none of them trainable.
+    parent = model.get_submodule(path.rpartition(".")[0])
+    params = list(parent.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
 
 
 def _covers_path(model: nn.Module, path: str, selected: set[str]) -> bool:
@@ -157,7 +169,7 @@ def freeze(model: nn.Module, patterns: str | Iterable[str], *, train_bn: bool = 
     """
     names = select_parameters(model, patterns)
     _set_requires_grad(model, names, False)
-    _apply_norm_policy(model, set(names), train_bn)
+    _apply_mode_policy(model, set(names), train_bn)
     return names
 
 
@@ -167,7 +179,10 @@ def unfreeze(model: nn.Module, patterns: str | Iterable[str] = "*") -> list[str]
     _set_requires_grad(model, names, True)
     selected = set(names)
     for path, module in model.named_modules():
-        if module in _EVAL_HOOKS:
+        if module in _EVAL_HOOKS and is_random(module):
+            if not _parent_frozen(model, path):
+                _release_eval(module, model.training)
+        elif module in _EVAL_HOOKS:
             own = [f"{path}.{n}" if path else n for n, _ in module.named_parameters(recurse=False)]
             if (own and all(n in selected for n in own)) or (not own and _covers_path(model, path, selected)):
                 _release_eval(module, model.training)
@@ -176,6 +191,11 @@ def unfreeze(model: nn.Module, patterns: str | Iterable[str] = "*") -> list[str]
 
 def frozen_norm_layers(model: nn.Module) -> list[str]:
     """Paths of the norm layers held in eval mode."""
+    return [path for path, module in model.named_modules() if module in _EVAL_HOOKS and isinstance(module, NORM_TYPES)]
+
+
+def held_layers(model: nn.Module) -> list[str]:
+    """Paths of every layer held in eval mode: frozen norm layers, and the Dropout and DropPath of frozen modules."""
     return [path for path, module in model.named_modules() if module in _EVAL_HOOKS]
 
 

@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,12 +26,13 @@ import torch.nn as nn
 from torch.nn.utils import fuse_conv_bn_eval
 
 from .._storage import mapped_tensor, memory_budget
-from ..model._trace import NORM_TYPES, module_modes, trace
-from ..model.freeze import frozen_norm_layers
+from ..model._trace import NORM_TYPES, is_random, module_modes, trace
+from ..model.freeze import held_layers
 from ..serialization import write_json
 
 __all__ = [
     "Boundary",
+    "ancestors",
     "boundary_outputs",
     "iter_boundary_outputs",
     "fold_batchnorm",
@@ -41,10 +42,10 @@ __all__ = [
     "check_boundary",
     "find_boundary",
     "load_or_compute",
+    "outermost",
     "truncated",
 ]
 
-_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 # fp16 keeps ~3 significant digits; activations are stored in it when the round trip changes
 # them by less than this (relative to their scale) and nothing overflows.
 _FP16_TOLERANCE = 1e-3
@@ -57,24 +58,22 @@ class Boundary:
     path: str
     stubbed: list[str]
     output_shape: tuple[int, ...]  # per example
+    kind: str = "output"  # what is cached: the "output" of ``path``, or the "input" of the first module that trains
+    stand_ins: dict[str, tuple[int, ...]] = field(default_factory=dict)  # stubbed path -> output shape, for "input"
 
 
 def is_live(path: str, module: nn.Module, held: set[str]) -> bool:
     """A module whose output can change between epochs for the same input."""
     if any(p.requires_grad for p in module.parameters(recurse=False)):
         return True
-    if isinstance(module, _DROPOUTS) and module.p > 0:
-        return True
-    if "DropPath" in type(module).__name__ and getattr(module, "drop_prob", 0) > 0:
-        return True
-    if isinstance(module, NORM_TYPES) and module.track_running_stats and path not in held:
-        return True
-    return False
+    if path in held:
+        return False
+    return is_random(module) or (isinstance(module, NORM_TYPES) and module.track_running_stats)
 
 
 def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Boundary | None:
     """The frozen prefix's last module, or None when the first module to run already trains."""
-    held = set(frozen_norm_layers(model))
+    held = set(held_layers(model))
     events: list[tuple[str, str]] = []  # ("start" | "end", path) in execution order
     _, records, failure = trace(model, input_size, events=events)
     if failure is not None:
@@ -94,10 +93,7 @@ def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -
     if not ended:
         return None
     end_index, boundary = ended[-1]
-    done = {path for _, path in ended}
-    # The outermost finished modules: no ancestor at any level finished (a container such as a
-    # ModuleList never runs, so a block's parent may be missing while its grandparent is there).
-    stubbed = [p for p in done if not any(a in done for a in _ancestors(p))]
+    stubbed = outermost({path for _, path in ended})
     # A stubbed module used again after the boundary (a shared activation) cannot be skipped.
     later = {path for kind, path in events[end_index + 1 :] if kind == "start"}
     if any(path == s or path.startswith(s + ".") for path in later for s in stubbed):
@@ -109,7 +105,17 @@ def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -
     return Boundary(boundary, stubbed, shapes[boundary])
 
 
-def _ancestors(path: str) -> list[str]:
+def outermost(done: set[str]) -> list[str]:
+    """The finished modules with no finished ancestor at any level.
+
+    A container such as a ModuleList never runs, so a block's parent may be missing while its
+    grandparent is there.
+    """
+    return [p for p in done if not any(a in done for a in ancestors(p))]
+
+
+def ancestors(path: str) -> list[str]:
+    """``a``, ``a.b`` for ``a.b.c``: every enclosing module's path but the root's, outermost first."""
     parts = path.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..model._trace import module_modes
-from ..model.freeze import frozen_norm_layers
+from ..model.freeze import held_layers
 from .feature_cache import Boundary, is_live, tensors_key
 
 __all__ = ["PRE_LOGITS", "head_cut", "head_cut_key", "iter_pre_logits"]
@@ -42,7 +42,7 @@ def head_cut(model: nn.Module, head: str, images: torch.Tensor, *, prep) -> tupl
     prefix = head + "."
     if any(p.requires_grad for n, p in model.named_parameters() if not n.startswith(prefix)):
         return None
-    held = set(frozen_norm_layers(model))
+    held = set(held_layers(model))
     if any(is_live(path, m, held) for path, m in model.named_modules() if path != head and not path.startswith(prefix)):
         return None
     classifier = model.get_submodule(head)

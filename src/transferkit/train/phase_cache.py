@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..data.decode import loader_workers
 from ..data.preprocess import BatchPrep
 from .config import TrainConfig
+from .entry_cut import check_entry, entered, entry_cut, entry_key, iter_entry_inputs
 from .fastpath import FastPath, autocast
 from .feature_cache import (
     Boundary,
@@ -70,7 +71,8 @@ def cache_frozen_prefix(
     The prefix is found by a dry run (:func:`~transferkit.train.feature_cache.find_boundary`);
     where the network does more than run its modules in sequence there (a ViT's tokens, a
     Swin's windows) and only the classifier trains, timm's own cut at the classifier's input
-    serves instead (:mod:`transferkit.train.head_cut`).
+    serves instead (:mod:`transferkit.train.head_cut`); when blocks train too, the input of the
+    first one is cached (:mod:`transferkit.train.entry_cut`).
     """
     infer_prep = BatchPrep(data.preprocessing, device, infer.channels_last)
     sample = data.train.decoded.images[:8]
@@ -89,18 +91,24 @@ def cache_frozen_prefix(
         runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
         outputs = partial(iter_boundary_outputs, runner, boundary, prep=infer_prep, autocast=amp)
         net, skipping = model, partial(truncated, model, boundary)
+    elif (cut := head_cut(model, head, sample, prep=infer_prep)) is not None and cut[1] <= 1e-4:
+        boundary = cut[0]
+        key = head_cut_key(model, head, data_fingerprint=data.fingerprint, preprocessing=computed_with)
+        outputs = partial(iter_pre_logits, model, prep=infer_prep, autocast=amp)
+        net, skipping = model.get_submodule(head), nullcontext
     else:
-        cut = head_cut(model, head, sample, prep=infer_prep)
-        if cut is None or cut[1] > 1e-4:
+        entry = entry_cut(model, data.preprocessing.input_size)
+        difference = None if entry is None else check_entry(model, entry, sample, prep=infer_prep)
+        if difference is None or difference > 1e-4:
             if boundary is None:
                 log("cache: off, the first layer to run already trains")
             else:
                 log(f"cache: off, the network does more than run its modules in sequence at '{boundary.path}'")
             return None
-        boundary = cut[0]
-        key = head_cut_key(model, head, data_fingerprint=data.fingerprint, preprocessing=computed_with)
-        outputs = partial(iter_pre_logits, model, prep=infer_prep, autocast=amp)
-        net, skipping = model.get_submodule(head), nullcontext
+        boundary = entry
+        key = entry_key(model, entry, data_fingerprint=data.fingerprint, preprocessing=computed_with)
+        outputs = partial(iter_entry_inputs, model, entry, prep=infer_prep, autocast=amp)
+        net, skipping = model, partial(entered, model, entry)
     started = time.perf_counter()
 
     def compute(dataset, seed: int | None = None):
@@ -133,7 +141,7 @@ def cache_frozen_prefix(
     described = f"{len(views)} augmented views of the training set, " if augment != "none" else ""
     count = len(views[0]) + len(val_acts)
     log(
-        f"cache: '{boundary.path}' output {tuple(boundary.output_shape)} for {described}{count} "
+        f"cache: '{boundary.path}' {boundary.kind} {tuple(boundary.output_shape)} for {described}{count} "
         f"images computed once in {time.perf_counter() - started:.1f} s ({how}); {len(boundary.stubbed)} frozen "
         "modules are skipped every epoch"
     )

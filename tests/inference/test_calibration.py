@@ -57,7 +57,7 @@ def test_training_fits_a_temperature_on_the_held_out_images(run):
 
 
 def test_training_calibrates_on_its_own_validation_logits_and_they_equal_a_fresh_computation(run, tmp_path):
-    from transferkit.inference.calibration import calibrate_run
+    from transferkit.inference.runs import calibrate_run
 
     root, summary = run
     kept = json.loads((root / "run" / "calibration.json").read_text())

@@ -5,15 +5,9 @@ import subprocess
 import pytest
 
 from transferkit.errors import RunError
-from transferkit.train.run_folder import (
-    LOCK_FILE,
-    RunLock,
-    check_model_code,
-    check_out,
-    claim_out,
-    remove_leftovers,
-    resumed_config,
-)
+from transferkit.train.out_folder import LOCK_FILE, RunLock, check_out, claim_out, remove_leftovers
+from transferkit.train.resume import resumed_config
+from transferkit.train.run_folder import check_model_code
 
 BASE = {"model": "resnet18", "data": "builtin:digits", "out": "/somewhere/else"}
 

@@ -1,6 +1,6 @@
 """Run an exported ``.onnx`` with onnxruntime behind the interface PyTorch models have here.
 
-:func:`load_onnx` gives an :class:`~transferkit.inference.runs.TrainedModel` whose ``model`` is
+:func:`load_onnx` gives an :class:`~transferkit.inference.trained.TrainedModel` whose ``model`` is
 an :class:`OnnxClassifier`: ``predict`` and ``eval`` then read, resize, crop and batch images
 exactly as for a run, and only the forward pass changes. For an export that normalises inside
 its graph (uint8 NHWC input), the batches are handed over as 0-255 values.
@@ -60,8 +60,8 @@ class OnnxClassifier(nn.Module):
 
 
 def load_onnx(path: str | Path, *, device: str = "cpu"):
-    """An exported ``.onnx`` and its checked sidecar as a :class:`~transferkit.inference.runs.TrainedModel`."""
-    from ..inference.runs import TrainedModel
+    """An exported ``.onnx`` and its checked sidecar as a :class:`~transferkit.inference.trained.TrainedModel`."""
+    from ..inference.trained import TrainedModel
     from ..train.fastpath import FastPath
 
     if device not in ("auto", "cpu"):

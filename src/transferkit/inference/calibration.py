@@ -15,12 +15,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from ..errors import RunError
 from ..serialization import write_json
 
-__all__ = ["CALIBRATION_FILE", "calibrate_run", "fit_temperature", "read_temperature"]
+__all__ = ["CALIBRATION_FILE", "calibrate", "fit_temperature", "read_temperature"]
 
 CALIBRATION_FILE = "calibration.json"
 # A temperature outside this range means a degenerate held-out set (one class, a handful of images).
@@ -49,49 +48,7 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(min(max(log_t.exp().item(), _BOUNDS[0]), _BOUNDS[1]))
 
 
-def calibrate_run(
-    run: str | Path,
-    *,
-    device: str = "auto",
-    trust_code: bool = False,
-    validation: tuple[torch.Tensor, torch.Tensor, int, str] | None = None,
-    log=print,
-) -> dict | None:
-    """Fit the temperature of ``run``'s best checkpoint on its held-out images and write ``calibration.json``.
-
-    ``validation`` is (logits, targets, epoch, split) of the best checkpoint as training's
-    validation computed them, which saves reading, decoding and running the held-out images
-    again; without it, they are computed from the run folder.
-    Returns what was written (temperature, expected calibration error and negative
-    log-likelihood before and after), or None when the run has no held-out image.
-    """
-    if validation is not None:
-        return _calibrate(run, *validation, log=log)
-    from ..data.decode import ImageDataset, decode, loader_workers
-    from ..data.preprocess import BatchPrep
-    from ..train.loop import evaluate
-    from .runs import held_out_items, load_trained
-
-    trained = load_trained(run, device=device, trust_code=trust_code)
-    items, split = held_out_items(trained, trained.config.data)
-    if not items:
-        return None
-    decoded = decode(items, trained.preprocessing, spill_dir=Path(run))
-    param = next(trained.model.parameters())
-    dataset = ImageDataset(decoded)
-    metrics = evaluate(
-        trained.model,
-        DataLoader(dataset, batch_size=trained.fast.inference_batch_size, num_workers=loader_workers(dataset)),
-        num_classes=len(trained.class_names),
-        prep=BatchPrep(trained.preprocessing, param.device, channels_last=trained.fast.channels_last),
-        device=param.device,
-        precision=trained.fast.precision,
-        outputs=True,
-    )
-    return _calibrate(run, metrics["logits"], metrics["targets"], trained.epoch, split, log=log)
-
-
-def _calibrate(run: str | Path, logits: torch.Tensor, targets: torch.Tensor, epoch: int, split: str, *, log) -> dict:
+def calibrate(run: str | Path, logits: torch.Tensor, targets: torch.Tensor, epoch: int, split: str, *, log) -> dict:
     from .report import calibration
 
     fitted = fit_temperature(logits, targets)
@@ -139,7 +96,7 @@ def read_temperature(run: str | Path, epoch: int | None = None) -> float | None:
     except (UnicodeDecodeError, ValueError, AttributeError):
         facts, value = {}, None
     if value is None and isinstance(facts, dict) and isinstance(facts.get("reason"), str):
-        return None  # no temperature could be fitted (calibrate_run says why)
+        return None  # no temperature could be fitted (calibrate says why)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise RunError(f"'{path}' is damaged (no finite temperature); delete it to use uncalibrated probabilities.")
     if not _BOUNDS[0] <= value <= _BOUNDS[1]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..data.decode import ImageDataset, decode, loader_workers
@@ -20,26 +18,11 @@ from ..train.loop import evaluate, tta_warning
 from ..train.metrics import classification_metrics
 from ..train.run_folder import check_model_code, load_model_state, load_run
 from ..train.setup import attach_adapters
-from .calibration import read_temperature
+from .calibration import calibrate, read_temperature
 from .report import calibration, write_report
+from .trained import TrainedModel
 
-__all__ = ["TrainedModel", "evaluate_run", "evaluation_items", "held_out_items", "load_trained"]
-
-
-@dataclass
-class TrainedModel:
-    """A fine-tuned model in eval mode with the preprocessing and class names it was trained with."""
-
-    model: nn.Module
-    preprocessing: Preprocessing
-    class_names: list[str]
-    config: TrainConfig | None  # None for weights evaluated without a run
-    fast: FastPath
-    notes: list[str] = field(default_factory=list)
-    named_classes: bool = True  # False when the class names are only output indices
-    temperature: float | None = None  # divides the logits for calibrated probabilities
-    epoch: int | None = None  # the checkpoint's epoch
-    validated: dict | None = None  # how training validated this checkpoint: its history row and kernels
+__all__ = ["TrainedModel", "calibrate_run", "evaluate_run", "evaluation_items", "held_out_items", "load_trained"]
 
 
 def load_trained(
@@ -305,3 +288,40 @@ def evaluate_run(
             )
         )
     return result
+
+
+def calibrate_run(
+    run: str | Path,
+    *,
+    device: str = "auto",
+    trust_code: bool = False,
+    validation: tuple[torch.Tensor, torch.Tensor, int, str] | None = None,
+    log=print,
+) -> dict | None:
+    """Fit the temperature of ``run``'s best checkpoint on its held-out images and write ``calibration.json``.
+
+    ``validation`` is (logits, targets, epoch, split) of the best checkpoint as training's
+    validation computed them, which saves reading, decoding and running the held-out images
+    again; without it, they are computed from the run folder.
+    Returns what was written (temperature, expected calibration error and negative
+    log-likelihood before and after), or None when the run has no held-out image.
+    """
+    if validation is not None:
+        return calibrate(run, *validation, log=log)
+    trained = load_trained(run, device=device, trust_code=trust_code)
+    items, split = held_out_items(trained, trained.config.data)
+    if not items:
+        return None
+    decoded = decode(items, trained.preprocessing, spill_dir=Path(run))
+    param = next(trained.model.parameters())
+    dataset = ImageDataset(decoded)
+    metrics = evaluate(
+        trained.model,
+        DataLoader(dataset, batch_size=trained.fast.inference_batch_size, num_workers=loader_workers(dataset)),
+        num_classes=len(trained.class_names),
+        prep=BatchPrep(trained.preprocessing, param.device, channels_last=trained.fast.channels_last),
+        device=param.device,
+        precision=trained.fast.precision,
+        outputs=True,
+    )
+    return calibrate(run, metrics["logits"], metrics["targets"], trained.epoch, split, log=log)

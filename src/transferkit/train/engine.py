@@ -30,20 +30,16 @@ from .finish import finish_run
 from .loop import evaluate, train_one_epoch
 from .lr_find import find_lr
 from .metrics import classification_metrics, monitored
+from .out_folder import check_out, claim_out, clear_run, remove_leftovers
 from .phase import log_fast, prepare_phase
+from .resume import check_same_data, resumed_config
 from .rng import seed_everything
 from .run_folder import (
     RunRecord,
     check_model_code,
-    check_out,
-    check_same_data,
     checkpoint_state,
-    claim_out,
-    clear_run,
     load_model_state,
     load_run,
-    remove_leftovers,
-    resumed_config,
     save_checkpoint,
     write_metrics,
 )
@@ -69,7 +65,7 @@ def fit(
 
     Args:
         resume: a run folder to continue, where it is now (a copied or moved run continues in place).
-        changes: with ``resume``, settings given again; see :func:`~transferkit.train.run_folder.resumed_config`.
+        changes: with ``resume``, settings given again; see :func:`~transferkit.train.resume.resumed_config`.
         trust_code: with ``resume``, let a run whose MODEL is the user's code import it.
         overwrite: replace the run in ``config.out``, or write into a folder that holds other files.
         stop_after: stop once this many epochs (of the whole run) are done; ``resume`` continues.

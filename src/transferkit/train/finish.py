@@ -18,7 +18,7 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
     config = record.config
     out = Path(config.out)
     if main and record.best is not None:
-        from ..inference.calibration import calibrate_run
+        from ..inference.runs import calibrate_run
 
         # Training's validation of best.pt gave its logits; a resumed run whose best epoch came
         # before the resume computes them again from the run folder. The run just imported

@@ -12,9 +12,6 @@ import csv
 import dataclasses
 import io
 import math
-import os
-import shutil
-import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +19,6 @@ import torch
 import torch.nn as nn
 
 from .._text import one_line
-from ..data.sources import DataSource
 from ..errors import RunError
 from ..model.factory import code_origin, is_code_spec
 from ..serialization import save_torch, write_json, write_text
@@ -34,18 +30,11 @@ from .setup import Kernels, PreparedData
 
 __all__ = [
     "RUN_FORMAT",
-    "RunLock",
     "RunRecord",
     "check_model_code",
-    "check_out",
-    "claim_out",
-    "check_same_data",
     "checkpoint_state",
-    "clear_run",
     "load_model_state",
     "load_run",
-    "remove_leftovers",
-    "resumed_config",
     "save_checkpoint",
     "summary",
     "write_metrics",
@@ -91,145 +80,6 @@ class RunRecord:
     @property
     def best_acc(self) -> float:
         return self.best["val_acc"] if self.best else -1.0
-
-
-# What a run writes; with overwrite these are removed first, so that two runs never mix.
-RUN_FILES = (
-    "config.json",
-    "last.pt",
-    "best.pt",
-    "metrics.csv",
-    "report.json",
-    "lr_find.png",
-    "report.html",
-    "curves.png",
-    "confusion.png",
-    "reliability.png",
-    "calibration.json",
-    "MODEL_CARD.md",
-    *(f"model{kind}{ext}" for kind in ("", ".int8") for ext in (".onnx", ".onnx.json")),
-    *(f"model{ext}" for ext in (".pt2", ".pt2.json", ".safetensors", ".safetensors.json")),
-)
-LOCK_FILE = ".transferkit.lock"
-
-
-def check_out(out: Path, *, resume: bool, overwrite: bool = False) -> None:
-    """``out`` is a folder, or may become one, that holds no other run and no one else's files.
-
-    Nothing is created here: a run that fails before training (a bad MODEL, unreadable DATA)
-    leaves no folder behind. :func:`claim_out` creates it.
-
-    Args:
-        resume: ``out`` is the run being continued.
-        overwrite: replace a finished run in ``out``, or write into a folder holding other files.
-    """
-    if out.exists() and not out.is_dir():
-        raise RunError(f"Output '{out}' is a file; give a folder for the run.")
-    if not resume and out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if p.name not in (*RUN_FILES, LOCK_FILE, "tensorboard", "cache"))
-        if (out / "last.pt").exists() and not overwrite:
-            raise RunError(
-                f"'{out}' already holds a run; resume it, choose another output folder, "
-                "or pass overwrite to replace it.",
-                argument="overwrite",
-            )
-        if others and not (out / "config.json").exists() and not overwrite:
-            shown = ", ".join(_shown(n) for n in others[:3]) + (" ..." if len(others) > 3 else "")
-            raise RunError(
-                f"'{out}' is not empty and is not a run folder ({shown}); "
-                "choose an empty or new folder, or pass overwrite to write into it.",
-                argument="overwrite",
-            )
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
-    if not out.exists() and parent is not None and not parent.is_dir():
-        raise RunError(f"Cannot write to output folder '{out}': '{parent}' is a file. Choose a writable folder.")
-
-
-def claim_out(out: Path) -> RunLock:
-    """Create ``out`` when missing, check that it is writable and take its lock."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise RunError(f"Cannot write to output folder '{out}': {e.strerror}. Choose a writable folder.") from None
-    return RunLock(out).acquire()
-
-
-class RunLock:
-    """A lock file holding the PID of the process that writes a run folder.
-
-    A second run on the same folder is refused while that process lives; a lock left by a
-    process that died (killed, machine restarted) is stale and taken over.
-    """
-
-    def __init__(self, out: Path):
-        self.path = out / LOCK_FILE
-        self.held = False
-
-    def acquire(self) -> RunLock:
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None:
-                    pid, host = holder
-                    raise RunError(
-                        f"'{self.path.parent}' is in use by another run (process {pid} on {host}); wait for it "
-                        f"to finish or choose another output folder. If no such run exists, delete '{self.path}'."
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {socket.gethostname()}\n")
-            self.held = True
-            return self
-        raise RunError(f"Cannot take the lock '{self.path}'; another process keeps creating it.")
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def _holder(self) -> tuple[int, str] | None:
-        """The live (pid, host) holding the lock, or None when the lock is stale."""
-        try:
-            pid_text, _, host = self.path.read_text().strip().partition(" ")
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            return None  # unreadable or half-written by a process killed while writing it
-        if host and host != socket.gethostname():
-            return pid, host  # another machine's process cannot be checked: assume it lives
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # alive, owned by another user
-        return pid, host or socket.gethostname()
-
-
-def remove_leftovers(out: Path) -> list[str]:
-    """Delete temporary files that a killed write left (``.last.pt.XXXX.tmp``); call while holding the lock."""
-    removed = []
-    for name in RUN_FILES:
-        for tmp in out.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp.name)
-    return removed
-
-
-def clear_run(out: Path) -> None:
-    """Remove a previous run's files before another run is written in their place."""
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "tensorboard", ignore_errors=True)
-
-
-def _shown(name: str) -> str:
-    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -462,78 +312,3 @@ def check_model_code(state: dict, run: str | Path, *, trust_code: bool, same_cod
     if same_code:
         raise RunError(f"Cannot resume '{run}': {change}. Restore that file or start a new run.")
     return [f"{change}; the weights may not fit it."]
-
-
-# Settings a resumed run may change: they do not change what the finished epochs computed.
-RESUME_SAFE = ("device", "epochs", "strict_data", "reprobe")
-
-
-def resumed_config(state: dict, folder: str | Path, changes: dict | None = None) -> TrainConfig:
-    """The configuration that continues the run in ``folder`` (where it is now, not where it was made).
-
-    ``changes`` are settings given again on resuming. Those equal to the run's are accepted;
-    a different device or a longer ``epochs`` (the last phase's schedule is stretched) are
-    applied; any other difference is refused, naming the settings, since it would change the result.
-    """
-    stored = dict(state["config"])
-    stored["out"] = str(folder)
-    changes = {k: v for k, v in (changes or {}).items() if k != "out" or Path(v).resolve() != Path(folder).resolve()}
-    if "out" in changes:
-        raise RunError(
-            f"A resumed run stays in its folder '{folder}'; out cannot move it. Copy the folder, then resume the copy.",
-            argument="out",
-        )
-    before = TrainConfig.from_dict(stored)
-    stored = before.to_dict()  # a run saved before a setting existed has its default
-    different = sorted(k for k, v in changes.items() if v != stored[k])
-    refused = [k for k in different if k not in RESUME_SAFE]
-    if refused:
-        shown = ", ".join(f"{k} ({stored.get(k)!r} in the run, {changes[k]!r} given)" for k in refused)
-        raise RunError(
-            f"Cannot resume '{folder}' with other settings that change the result: {shown}. "
-            f"Drop them to continue the run as it was, or start a new run. Only {', '.join(RESUME_SAFE)} may change.",
-            argument=(*refused, *RESUME_SAFE),
-        )
-    config = TrainConfig.from_dict({**stored, **{k: changes[k] for k in different}})
-    if config.epochs < before.epochs:
-        raise RunError(
-            f"epochs can only grow on resuming '{folder}': the run has {before.epochs}, got {config.epochs}.",
-            argument="epochs",
-        )
-    if config.epochs != before.epochs:
-        done, now = before.phases(), config.phases()
-        current = state["phase"]
-        if [(p.name, p.epochs) for p in done[:current]] != [(p.name, p.epochs) for p in now[:current]] or len(
-            done
-        ) != len(now):
-            raise RunError(
-                f"epochs {config.epochs} would split the strategy's phases differently from the {before.epochs} "
-                f"'{folder}' ran with; start a new run with that many epochs.",
-                argument="epochs",
-            )
-    return config
-
-
-def check_same_data(state: dict, source: DataSource, spec: str) -> None:
-    """Refuse to resume on DATA whose classes or files changed since the run started."""
-    before, now = list(state["class_names"]), source.class_names
-    if before != now:
-        added = [c for c in now if c not in before]
-        gone = [c for c in before if c not in now]
-        what = "; ".join(
-            part
-            for part in (
-                f"new classes {', '.join(added)}" if added else "",
-                f"classes gone {', '.join(gone)}" if gone else "",
-                "classes in another order" if not added and not gone else "",
-            )
-            if part
-        )
-        raise RunError(
-            f"Cannot resume: the classes of '{spec}' changed since the run started ({what}). Start a new run."
-        )
-    if state.get("data_fingerprint") and state["data_fingerprint"] != source.fingerprint():
-        raise RunError(
-            f"Cannot resume: the images of '{spec}' changed since the run started (files added, removed or "
-            "modified). Restore them or start a new run."
-        )

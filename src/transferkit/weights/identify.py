@@ -274,9 +274,9 @@ def compare_outputs(reference: nn.Module, other: nn.Module, preprocessing) -> di
     (difference within :data:`IDENTICAL_REL` of the scale).
     """
     from ..data.preprocess import BatchPrep, to_uint8_tensor
-    from .verify import _photos
+    from .photos import sample_photos
 
-    photos = _photos(preprocessing.input_size[0])
+    photos = sample_photos(preprocessing.input_size[0])
     images = torch.stack([to_uint8_tensor(img, preprocessing) for img in photos])  # (N, C, H, W)
     x = BatchPrep(preprocessing, torch.device("cpu"), channels_last=False)(images)
     a, head_a = _run(reference, x)

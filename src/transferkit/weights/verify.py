@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .photos import sample_photos
+
 __all__ = ["DRIFT_WARN", "verify_weights"]
 
 # First-layer drift beyond which the preprocessing or the variant is called wrong (BENCHMARKS.md).
@@ -150,7 +152,7 @@ def statistics_drift(model: nn.Module, layers: list[_Layer], preprocessing=None)
     from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 
     pre = preprocessing or Preprocessing.from_model(model)
-    images = torch.stack([to_uint8_tensor(img, pre) for img in _photos(pre.input_size[0])])  # (N, C, H, W)
+    images = torch.stack([to_uint8_tensor(img, pre) for img in sample_photos(pre.input_size[0])])  # (N, C, H, W)
     param = next(model.parameters())
     x = BatchPrep(pre, param.device, channels_last=False)(images).to(param.dtype)
     scores: dict[str, float] = {}
@@ -175,13 +177,3 @@ def statistics_drift(model: nn.Module, layers: list[_Layer], preprocessing=None)
             handle.remove()
         model.train(was_training)
     return {layer.name: scores[layer.name] for layer in layers if layer.name in scores}
-
-
-def _photos(channels: int):
-    from PIL import Image
-    from skimage import data
-
-    mode = "RGB" if channels == 3 else "L"
-    return [
-        Image.fromarray(getattr(data, name)()).convert(mode) for name in ("chelsea", "coffee", "rocket", "astronaut")
-    ]

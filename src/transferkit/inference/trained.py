@@ -1,0 +1,29 @@
+"""A model ready for inference, with what it was trained with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from ..data.preprocess import Preprocessing
+from ..train.config import TrainConfig
+from ..train.fastpath import FastPath
+
+__all__ = ["TrainedModel"]
+
+
+@dataclass
+class TrainedModel:
+    """A fine-tuned model in eval mode with the preprocessing and class names it was trained with."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    class_names: list[str]
+    config: TrainConfig | None  # None for weights evaluated without a run
+    fast: FastPath
+    notes: list[str] = field(default_factory=list)
+    named_classes: bool = True  # False when the class names are only output indices
+    temperature: float | None = None  # divides the logits for calibrated probabilities
+    epoch: int | None = None  # the checkpoint's epoch
+    validated: dict | None = None  # how training validated this checkpoint: its history row and kernels

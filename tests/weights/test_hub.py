@@ -181,22 +181,22 @@ def test_predict_with_hub_weights_and_an_architecture(hub):
 
 
 def test_a_timm_hub_repo_at_another_size_brings_its_config_and_is_resampled(hub, tmp_path):
-    """A repository in timm's layout (config.json + model.safetensors) trained at 160 px, used at 64 px."""
+    """A repository in timm's layout (config.json + model.safetensors) trained at 96 px, used at 64 px."""
     from transferkit.train.config import TrainConfig
     from transferkit.train.engine import fit
     from transferkit.train.run_folder import load_run
 
     torch.manual_seed(2)
-    served = create_model("test_vit", num_classes=10)  # its default: 160 px, a 10x10 grid
-    repo = "timm/test_vit.r160_in1k"
+    served = create_model("test_vit", num_classes=10, image_size=96)  # a 6x6 grid; the architecture's default is 160 px
+    repo = "timm/test_vit.r96_in1k"
     hub.add_repo_file(repo, "model.safetensors", save({k: v.contiguous() for k, v in served.state_dict().items()}))
     config = {
         "architecture": "test_vit",
         "num_classes": 10,
         "num_features": 64,
         "pretrained_cfg": {
-            "tag": "r160_in1k",
-            "input_size": [3, 160, 160],
+            "tag": "r96_in1k",
+            "input_size": [3, 96, 96],
             "fixed_input_size": True,
             "interpolation": "bilinear",
             "crop_pct": 0.95,
@@ -213,8 +213,50 @@ def test_a_timm_hub_repo_at_another_size_brings_its_config_and_is_resampled(hub,
     settings = dict(model="test_vit", weights=f"hf-hub:{repo}", data="builtin:digits", strategy="freeze", epochs=1)
     fit(TrainConfig(**settings, image_size=64, out=str(tmp_path / "run")), log=lines.append)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["load_report"]["resampled"] == [{"key": "pos_embed", "from": [1, 101, 64], "to": [1, 17, 64]}]
+    assert report["load_report"]["resampled"] == [{"key": "pos_embed", "from": [1, 37, 64], "to": [1, 17, 64]}]
+    # The size the weights were trained at (the repository's, not the architecture's 160) and the class token
+    backbone = {"architecture": "test_vit", "trained_size": [96, 96], "input_size": [64, 64], "num_prefix_tokens": 1}
+    assert report["backbone"] == backbone and load_run(tmp_path / "run")["backbone"] == backbone
     pre = load_run(tmp_path / "run")["preprocessing"]
     assert tuple(pre["mean"]) == (0.5, 0.5, 0.5) and tuple(pre["std"]) == (0.25, 0.25, 0.25)
     assert pre["interpolation"] == "bilinear" and pre["crop_pct"] == 0.95 and tuple(pre["input_size"]) == (3, 64, 64)
     assert any(f"the configuration that came with hf-hub:{repo}" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("name", "trained"), [("vit_small_patch14_dinov2.lvd142m", 518), ("eva02_tiny_patch14_224.mim_in22k", 224)]
+)
+def test_a_foundation_repo_written_by_timm_carries_its_config_into_a_run_at_another_size(hub, tmp_path, name, trained):
+    """The repository's files are timm's own (``save_for_hf``: config.json + model.safetensors), without a head."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    from transferkit.train.config import TrainConfig
+    from transferkit.train.engine import fit
+    from transferkit.train.run_folder import load_run
+
+    torch.manual_seed(3)
+    served = timm.create_model(name, pretrained=False, num_classes=0)
+    save_for_hf(served, tmp_path / "repo", safe_serialization=True)
+    repo = f"timm/{name}"
+    for file in (tmp_path / "repo").iterdir():
+        hub.add_repo_file(repo, file.name, file.read_bytes())
+    arch = name.split(".")[0]
+    config = TrainConfig(
+        model=arch, weights=f"hf-hub:{repo}", data="builtin:digits", strategy="freeze", epochs=1, image_size=56,
+        out=str(tmp_path / "run"),
+    )
+    fit(config, log=lambda message: None)
+    state = load_run(tmp_path / "run")
+    assert state["backbone"] == {
+        "architecture": arch, "trained_size": [trained, trained], "input_size": [56, 56], "num_prefix_tokens": 1
+    }
+    cfg, pre = served.pretrained_cfg, state["preprocessing"]
+    assert tuple(pre["mean"]) == tuple(cfg["mean"]) and tuple(pre["std"]) == tuple(cfg["std"])
+    assert pre["interpolation"] == cfg["interpolation"] and pre["crop_pct"] == cfg["crop_pct"]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())["load_report"]
+    tokens = (56 // 14) ** 2 + 1
+    pos = {"key": "pos_embed", "from": list(served.pos_embed.shape), "to": [1, tokens, served.embed_dim]}
+    assert pos in report["resampled"]
+    assert report["backbone_fraction"] == 1.0 and all(key.startswith("head.") for key in report["missing"])
+    torch.testing.assert_close(state["model"]["blocks.0.attn.proj.weight"], served.blocks[0].attn.proj.weight)

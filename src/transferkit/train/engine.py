@@ -43,7 +43,7 @@ from .run_folder import (
     save_checkpoint,
     write_metrics,
 )
-from .setup import Kernels, PreparedData, build_model, prepare_data, preprocessing_for
+from .setup import Kernels, PreparedData, backbone_facts, build_model, prepare_data, preprocessing_for
 from .strategies import Phase
 
 __all__ = ["fit"]
@@ -151,6 +151,7 @@ def _fit(
         seed_everything(config.seed)
     model = model.to(device)
     record = RunRecord(config, data, kernels or Kernels(), find_head(model), load_report)
+    record.backbone = backbone_facts(config, model)
     record.model_code = (state or {}).get("model_code") or code_origin(config.model)
     choose_balance(record, state, log, distributed=dist_ctx.enabled)
     probe = _measure_kernels(record, model, device, saved=state or {}, log=log, dist_ctx=dist_ctx)

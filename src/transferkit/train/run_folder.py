@@ -66,6 +66,7 @@ class RunRecord:
     kernels: Kernels
     head: str
     load_report: dict | None = None
+    backbone: dict | None = None  # the network's trained size, the run's size, its prefix tokens
     history: list[dict] = field(default_factory=list)
     model_code: dict | None = None  # the user's file that builds the model, with its hash
     balance: str = "none"  # resolved from config.balance ("auto" decided by the data)
@@ -119,6 +120,7 @@ def checkpoint_state(
         "phase_complete": record.phase_complete,
         "class_names": record.data.class_names,
         "preprocessing": asdict(record.data.preprocessing),
+        "backbone": record.backbone,
         "head": record.head,
         "data_fingerprint": record.data.fingerprint,
         "fast_path": kernels.training.to_dict() if kernels.training else None,
@@ -142,6 +144,7 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
         "out": config.out,
         "model": config.model,
         "weights": config.weights,
+        "backbone": record.backbone,
         "strategy": config.strategy,
         "best_val_acc": record.best_acc,
         "best": {"epoch": record.best["epoch"], "monitor": record.monitor, **_scores(record.best)}

@@ -32,6 +32,7 @@ __all__ = [
     "Kernels",
     "PreparedData",
     "attach_adapters",
+    "backbone_facts",
     "build_model",
     "model_channels",
     "prepare_data",
@@ -80,6 +81,25 @@ def preprocessing_for(config: TrainConfig, model: nn.Module) -> Preprocessing:
     return Preprocessing(
         (model_channels(model), size, size), base.mean, base.std, base.interpolation, base.crop_pct, base.crop_mode
     )
+
+
+def backbone_facts(config: TrainConfig, model: nn.Module) -> dict:
+    """What the run keeps of the network it fine-tunes, beside its preprocessing.
+
+    ``trained_size`` is the (H, W) the weights were trained at (their configuration's, else the
+    model's own), ``input_size`` the run's; ``num_prefix_tokens`` is a ViT's class, register
+    and distillation tokens (None for networks without tokens).
+    """
+    brought = weights_preprocessing(config.weights, model)[0] if config.weights else None
+    base = brought or Preprocessing.from_model(model)
+    prefix = getattr(model, "num_prefix_tokens", None)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return {
+        "architecture": cfg.get("architecture") or type(model).__name__,
+        "trained_size": list(base.input_size[1:]),
+        "input_size": list(preprocessing_for(config, model).input_size[1:]),
+        "num_prefix_tokens": prefix if isinstance(prefix, int) else None,
+    }
 
 
 def preprocessing_source(config: TrainConfig, model: nn.Module) -> str:

@@ -110,6 +110,22 @@ def test_dora_and_bitfit_train_what_they_say(tmp_path, base):
     assert moved and all(k.endswith(".bias") for k in moved)
 
 
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_bitfit_keeps_batchnorm_statistics_unless_train_bn(tmp_path, train_bn):
+    torch.manual_seed(0)
+    base = tmp_path / "tiny.safetensors"
+    save_file(TinyNet(num_classes=10).state_dict(), base)
+    config = TrainConfig(
+        model="tests.helpers:TinyNet", weights=str(base), data="builtin:digits", strategy="bitfit", epochs=1,
+        train_bn=train_bn, out=str(tmp_path / "run"), precision="fp32", channels_last=False,
+    )
+    fit(config, log=quiet)
+    after, before = load_run(tmp_path / "run")["model"], load_file(str(base))
+    assert not torch.equal(after["bn1.bias"], before["bn1.bias"])  # the BatchNorm biases train either way
+    stats = ("bn1.running_mean", "bn1.running_var", "layer1.1.running_mean")
+    assert all(torch.equal(after[k], before[k]) for k in stats) is not train_bn
+
+
 def test_lora_targets_that_select_nothing_are_refused(tmp_path, base):
     with pytest.raises(TransferkitError, match="lora_targets pattern 'nothing' selects no Linear"):
         fit(vit_config(tmp_path, base, lora_targets=["nothing"]), log=quiet)

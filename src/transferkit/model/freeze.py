@@ -35,6 +35,7 @@ __all__ = [
     "freeze_stages",
     "frozen_norm_layers",
     "held_layers",
+    "hold_norm_statistics",
     "parameter_summary",
     "select_parameters",
     "stage_parameters",
@@ -187,6 +188,21 @@ def unfreeze(model: nn.Module, patterns: str | Iterable[str] = "*") -> list[str]
             if (own and all(n in selected for n in own)) or (not own and _covers_path(model, path, selected)):
                 _release_eval(module, model.training)
     return names
+
+
+def hold_norm_statistics(model: nn.Module) -> list[str]:
+    """Hold every BatchNorm layer in eval mode (running statistics fixed), whatever of it trains; returns their paths.
+
+    For BitFit on a CNN: the biases of the BatchNorm layers train while their statistics stay
+    the pretrained ones, as when the layers are frozen. :func:`unfreeze` of all their parameters
+    releases them.
+    """
+    held = []
+    for path, module in model.named_modules():
+        if isinstance(module, NORM_TYPES) and module.track_running_stats:
+            _hold_eval(module)
+            held.append(path)
+    return held
 
 
 def frozen_norm_layers(model: nn.Module) -> list[str]:

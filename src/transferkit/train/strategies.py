@@ -10,7 +10,7 @@
 * ``scratch``: the same architecture from random initialisation: what pretraining buys.
 * ``lora`` / ``dora``: peft's low-rank adapters beside the attention and MLP layers (the
   convolutions of a CNN), the head fully; the rest stays frozen (:mod:`transferkit.adapters`).
-* ``bitfit``: the biases and the head.
+* ``bitfit``: the biases and the head; BatchNorm statistics stay the pretrained ones unless ``train_bn``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def apply_phase(
     bitfit_norms: bool = False,
 ) -> None:
     """Set which parameters train for ``phase``; frozen BatchNorm stays in eval mode."""
-    from ..model.freeze import freeze, freeze_backbone, freeze_stages, unfreeze
+    from ..model.freeze import freeze, freeze_backbone, freeze_stages, hold_norm_statistics, unfreeze
 
     unfreeze(model, "*")
     if phase.trains in ("adapters", "bitfit"):
@@ -143,6 +143,8 @@ def apply_phase(
         rest = [n for n, _ in model.named_parameters() if n not in trains]
         if rest:
             freeze(model, rest, train_bn=train_bn)
+        if phase.trains == "bitfit" and not train_bn:
+            hold_norm_statistics(model)  # BatchNorm biases train; the statistics stay the pretrained ones
     elif phase.trains == "head":
         freeze_backbone(model, head=head, train_bn=train_bn)
     elif phase.trains == "custom":

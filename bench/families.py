@@ -10,7 +10,8 @@ functions the commands call:
 * load: the same architecture's tensors at its default size loaded into the model at this size
   (``load_pretrained``), counting the tables timm's filters resampled and what stayed mismatched;
 * cut: whether ``freeze`` computes the head's input once (the dry-run boundary or timm's
-  ``forward_head(pre_logits=True)``, checked on real inputs);
+  ``forward_head(pre_logits=True)``, checked on real inputs); cut2: the same for
+  ``head --unfreeze-last 2`` (the boundary, or the input of the first block that trains);
 * lora: peft's adapters on the default targets, their share of the parameters, and one
   training step (forward, backward) on two images.
 
@@ -30,9 +31,10 @@ from timm.models._registry import _model_to_module
 
 from transferkit.adapters import LoraSettings, adapter_parameters, inject_lora
 from transferkit.model.factory import create_model
-from transferkit.model.freeze import freeze_backbone
+from transferkit.model.freeze import freeze_backbone, freeze_stages
 from transferkit.model.sizes import default_size
 from transferkit.model.surgery import find_head
+from transferkit.train.entry_cut import check_entry, entry_cut
 from transferkit.train.feature_cache import check_boundary, find_boundary
 from transferkit.train.head_cut import head_cut
 from transferkit.weights.loading import LoadPolicy, load_pretrained
@@ -87,6 +89,22 @@ def _images(size: int) -> torch.Tensor:
     return torch.rand(2, 3, size, size)
 
 
+def cut_kind(model, head: str, x: torch.Tensor) -> str:
+    """How a phase with this model's frozen parameters caches, in the order ``cache_frozen_prefix`` tries."""
+    prep = lambda images: images  # noqa: E731
+    size = tuple(x.shape[1:])
+    boundary = find_boundary(model, size)
+    difference = None if boundary is None else check_boundary(model, boundary, x, prep=prep)
+    if difference is not None and difference <= 1e-4:
+        return "boundary"
+    cut = head_cut(model, head, x, prep=prep)
+    if cut is not None and cut[1] <= 1e-4:
+        return "pre_logits"
+    entry = entry_cut(model, size)
+    difference = None if entry is None else check_entry(model, entry, x, prep=prep)
+    return "input" if difference is not None and difference <= 1e-4 else "none"
+
+
 def one(name: str, size: int | None) -> dict:
     row = {"model": name, "size": size}
     started = time.perf_counter()
@@ -110,14 +128,13 @@ def one(name: str, size: int | None) -> dict:
     model.eval()
     freeze_backbone(model, head=head)
     x = _images(row["size"])
-    prep = lambda images: images  # noqa: E731
-    boundary = find_boundary(model, (3, row["size"], row["size"]))
-    difference = None if boundary is None else check_boundary(model, boundary, x, prep=prep)
-    if difference is not None and difference <= 1e-4:
-        row["cut"] = "boundary"
-    else:
-        cut = head_cut(model, head, x, prep=prep)
-        row["cut"] = "pre_logits" if cut is not None and cut[1] <= 1e-4 else "none"
+    row["cut"] = cut_kind(model, head, x)
+    try:
+        unfrozen = create_model(name, num_classes=5, image_size=size).eval()
+        freeze_stages(unfrozen, keep_last=2)
+        row["cut2"] = cut_kind(unfrozen, head, x)
+    except Exception as e:
+        row["cut2"] = f"error: {type(e).__name__}"
     try:
         fresh = create_model(name, num_classes=5, image_size=size)
         inject_lora(fresh, find_head(fresh), LoraSettings())
@@ -147,20 +164,20 @@ def main() -> None:
         "Random initialisation, 5 classes. size: the default (first row of each model) and 64, 96, 160 px. "
         "resampled: tensors timm's filter resampled when the default-size tensors loaded; cut: how `freeze` "
         "caches the head's input (boundary: the dry-run prefix; pre_logits: timm's forward_head cut; none: "
-        "cache off); lora: the adapters' and head's share of the parameters, after one training step.",
+        "cache off); cut2: the same for `head --unfreeze-last 2` (input: the input of the first block that "
+        "trains); lora: the adapters' and head's share of the parameters, after one training step.",
         "",
-        "| model | size | build | load (resampled, mismatched) | cut | lora | seconds |",
-        "|---|---:|---|---|---|---|---:|",
+        "| model | size | build | load (resampled, mismatched) | cut | cut2 | lora | seconds |",
+        "|---|---:|---|---|---|---|---|---:|",
     ]
     for r in rows:
         if r["build"] != "ok":
             why = f"{r['build']}: {r.get('why', '')}"
-            lines.append(f"| {r['model']} | {r['size']} | {why} | | | | {r['seconds']:.1f} |")
+            lines.append(f"| {r['model']} | {r['size']} | {why} | | | | | {r['seconds']:.1f} |")
             continue
         load = f"{r['load']} ({r.get('resampled', '-')}, {r.get('mismatched', '-')})"
-        lines.append(
-            f"| {r['model']} | {r['size']} | ok | {load} | {r['cut']} | {r['lora']} | {r['seconds']:.1f} |"
-        )
+        cells = [r["model"], r["size"], "ok", load, r["cut"], r["cut2"], r["lora"], f"{r['seconds']:.1f}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     ok = sum(1 for r in rows if r["build"] == "ok")
     lines += ["", f"{ok} of {len(rows)} model-size pairs built and ran; {len(rows) - ok} refused or failed."]
     write_section("Families and sizes", "\n".join(lines))

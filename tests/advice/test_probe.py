@@ -20,6 +20,16 @@ def test_depths_are_stage_ends_and_the_head_input():
     assert _block(["layer1.0.conv1", "layer1.1.bn2"]) == "layer1" and _block(["conv1", "bn1"]) == "bn1"
 
 
+def test_swinv2_stages_are_probed_where_they_run_and_pooled_over_positions_not_channels():
+    # SwinV2's first stage has no downsample: its parameters all sit in layers.0.blocks, a ModuleList
+    # that is never called. Its stages give (N, H, W, C): the pooled width is the channels'.
+    model = create_model("swinv2_tiny_window8_256", num_classes=3, image_size=64)
+    points = depth_points(model)
+    assert points[1].name == "layers.0.blocks.1"
+    features, _, _ = extract(model, torch.rand(2, 3, 64, 64), lambda x: x, points)
+    assert [tuple(f.shape) for f in features.values()] == [(2, 96), (2, 96), (2, 192), (2, 384), (2, 768)]
+
+
 def test_the_probe_separates_what_is_separable_and_not_noise():
     torch.manual_seed(0)
     labels = torch.arange(300) % 3

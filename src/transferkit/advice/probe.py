@@ -45,6 +45,15 @@ def _block(paths: list[str]) -> str:
     return ".".join(common) if common else paths[-1]
 
 
+def _runs(model: nn.Module, path: str) -> str:
+    """``path``, or its last block when it is a container that is never called (a SwinV2 stage's ``blocks`` list)."""
+    module = model.get_submodule(path)
+    while isinstance(module, nn.ModuleList | nn.ModuleDict) and len(module):
+        name = list(module._modules)[-1]
+        path, module = f"{path}.{name}", module[name] if isinstance(module, nn.ModuleDict) else module[-1]
+    return path
+
+
 def depth_points(model: nn.Module) -> list[Depth]:
     """Up to :data:`MAX_DEPTHS` stage ends from input to output; the deepest is the head's input.
 
@@ -54,7 +63,7 @@ def depth_points(model: nn.Module) -> list[Depth]:
     """
     all_stages = stages(model)
     body = all_stages[:-1]  # the last stage is the head
-    points = [Depth(_block(paths), i, len(all_stages) - i - 1) for i, paths in enumerate(body)]
+    points = [Depth(_runs(model, _block(paths)), i, len(all_stages) - i - 1) for i, paths in enumerate(body)]
     if not points:
         return [Depth("head input", 0, 1)]
     last = points[-1]
@@ -65,10 +74,10 @@ def depth_points(model: nn.Module) -> list[Depth]:
     return points
 
 
-def _pool(value: torch.Tensor) -> torch.Tensor:
+def _pool(value: torch.Tensor, nhwc: bool = False) -> torch.Tensor:
     value = value.float()
-    if value.dim() == 4:  # (N, C, H, W)
-        return value.mean((2, 3))
+    if value.dim() == 4:  # (N, C, H, W), or (N, H, W, C) in the stages of a Swin (timm's output_fmt "NHWC")
+        return value.mean((1, 2)) if nhwc else value.mean((2, 3))
     if value.dim() == 3:  # (N, L, C) tokens
         return value.mean(1)
     return value.flatten(1)
@@ -89,6 +98,7 @@ def extract(
     sqrt(running var)`` of its input on these images; a stage's is the mean over its layers.
     """
     kept: dict[str, list[torch.Tensor]] = {p.name: [] for p in points}
+    nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
     sums: dict[str, list] = {}
     handles = []
     for point in points:
@@ -97,7 +107,7 @@ def extract(
             handles.append(module.register_forward_pre_hook(lambda m, i: kept["head input"].append(_pool(i[0]))))
         else:
             module = model.get_submodule(point.name)
-            handles.append(module.register_forward_hook(lambda m, i, o, n=point.name: kept[n].append(_pool(o))))
+            handles.append(module.register_forward_hook(lambda m, i, o, n=point.name: kept[n].append(_pool(o, nhwc))))
     norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     for name, bn in norms.items():
         if bn.running_mean is None:

@@ -30,6 +30,15 @@ def test_swinv2_stages_are_probed_where_they_run_and_pooled_over_positions_not_c
     assert [tuple(f.shape) for f in features.values()] == [(2, 96), (2, 96), (2, 192), (2, 384), (2, 768)]
 
 
+def test_a_distilled_models_tied_heads_give_one_head_input_per_image():
+    from transferkit.model.surgery import tie_distillation_head
+
+    model = create_model("levit_128s", num_classes=3, image_size=64)
+    tie_distillation_head(model)
+    features, _, _ = extract(model, torch.rand(3, 3, 64, 64), lambda x: x, depth_points(model)[-1:])
+    assert features["head input"].shape == (3, 384)
+
+
 def test_the_probe_separates_what_is_separable_and_not_noise():
     torch.manual_seed(0)
     labels = torch.arange(300) % 3

@@ -82,3 +82,28 @@ def test_dry_run_keeps_training_flags(tiny):
     tiny.bn1.eval()
     validate(tiny)
     assert tiny.training and tiny.layer1.training and not tiny.bn1.training
+
+
+def test_a_distilled_models_two_heads_become_one_for_new_classes(tmp_path):
+    from transferkit.model.freeze import freeze_backbone
+    from transferkit.model.surgery import tie_distillation_head
+    from transferkit.train.config import TrainConfig
+    from transferkit.train.engine import fit
+    from transferkit.train.run_folder import load_run
+
+    model = create_model("levit_128s", num_classes=3, image_size=64).eval()
+    assert tie_distillation_head(model) and model.head_dist is model.head
+    freeze_backbone(model, head=find_head(model))
+    x = torch.randn(2, 3, 64, 64)
+    # the output is the class head's alone: no frozen random half
+    pre_logits = model.forward_head(model.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(model(x), model.head(pre_logits))
+    lines = []
+    config = TrainConfig(
+        model="levit_128s", data="builtin:digits", strategy="freeze", epochs=1, image_size=64,
+        out=str(tmp_path / "run"), precision="fp32", channels_last=False,
+    )
+    fit(config, log=lines.append)
+    assert any(line.startswith("cache: 'forward_head(pre_logits=True)'") for line in lines), lines
+    state = load_run(tmp_path / "run")["model"]
+    assert torch.equal(state["head.linear.weight"], state["head_dist.linear.weight"])

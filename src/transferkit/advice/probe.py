@@ -101,10 +101,17 @@ def extract(
     nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
     sums: dict[str, list] = {}
     handles = []
+    calls = [0]  # the head's calls in this forward: a distilled model's tied heads call it twice
+
+    def head_input(module, inputs):
+        calls[0] += 1
+        if calls[0] == 1:
+            kept["head input"].append(_pool(inputs[0]))
+
+    handles.append(model.register_forward_pre_hook(lambda m, i: calls.__setitem__(0, 0)))
     for point in points:
         if point.name == "head input":
-            module = model.get_submodule(find_head(model))
-            handles.append(module.register_forward_pre_hook(lambda m, i: kept["head input"].append(_pool(i[0]))))
+            handles.append(model.get_submodule(find_head(model)).register_forward_pre_hook(head_input))
         else:
             module = model.get_submodule(point.name)
             handles.append(module.register_forward_hook(lambda m, i, o, n=point.name: kept[n].append(_pool(o, nhwc))))

@@ -12,6 +12,7 @@ from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data, split_items
 from ..errors import DataError
 from ..model.factory import create_model
+from ..model.surgery import tie_distillation_head
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath, resolve_device
 from ..train.loop import evaluate, tta_warning
@@ -44,6 +45,7 @@ def load_trained(
     model = create_model(
         config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans, image_size=config.image_size
     )
+    tie_distillation_head(model)  # as build_model did
     attach_adapters(model, config)  # a lora or dora run's weights include its adapters
     load_model_state(model, state, run)
     model.to(resolve_device(device)).eval()

@@ -18,6 +18,7 @@ __all__ = [
     "get_module",
     "replace_head",
     "set_module",
+    "tie_distillation_head",
     "validate",
 ]
 
@@ -178,6 +179,21 @@ def _last_layer(module: nn.Module, types: tuple[type, ...]) -> str | None:
         if isinstance(sub, types):
             found = name
     return found
+
+
+def tie_distillation_head(model: nn.Module) -> bool:
+    """Make a distilled model's distillation head its class head (one module in both places); True if it had one.
+
+    LeViT, EfficientFormerV2 and the distilled DeiTs average a class head and a distillation
+    head at inference. For new classes both are new, and the distillation head would stay a
+    frozen random half of every prediction where only ``head`` trains. Tied, the model computes
+    ``head`` alone, and freezing, caching, adapters and export all see one classifier.
+    """
+    head, dist = getattr(model, "head", None), getattr(model, "head_dist", None)
+    if not isinstance(head, nn.Module) or not isinstance(dist, nn.Module) or dist is head:
+        return False
+    model.head_dist = head
+    return True
 
 
 def replace_head(

@@ -20,7 +20,7 @@ from ..data.preprocess import Preprocessing
 from ..data.sources import DataSource, open_data, split_items
 from ..errors import DataError
 from ..model.factory import create_model
-from ..model.surgery import find_head
+from ..model.surgery import find_head, tie_distillation_head
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.registry import weights_preprocessing
 from ..weights.verify import verify_weights
@@ -114,6 +114,7 @@ def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = T
     model = create_model(
         config.model, num_classes=num_classes, in_chans=config.in_chans, image_size=config.image_size
     )
+    tie_distillation_head(model)  # new classes: a distilled model's two heads are one new head
     report = None
     if load_weights and config.weights and config.strategy != "scratch":
         policy = LoadPolicy(min_loaded=config.min_loaded, allow_nonfinite=config.allow_nonfinite)

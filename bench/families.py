@@ -33,7 +33,7 @@ from transferkit.adapters import LoraSettings, adapter_parameters, inject_lora
 from transferkit.model.factory import create_model
 from transferkit.model.freeze import freeze_backbone, freeze_stages
 from transferkit.model.sizes import default_size
-from transferkit.model.surgery import find_head
+from transferkit.model.surgery import find_head, tie_distillation_head
 from transferkit.train.entry_cut import check_entry, entry_cut
 from transferkit.train.feature_cache import check_boundary, find_boundary
 from transferkit.train.head_cut import head_cut
@@ -126,6 +126,7 @@ def one(name: str, size: int | None) -> dict:
     except Exception as e:
         row["load"] = f"error: {type(e).__name__}"
     model.eval()
+    tie_distillation_head(model)  # as training does for new classes
     freeze_backbone(model, head=head)
     x = _images(row["size"])
     row["cut"] = cut_kind(model, head, x)

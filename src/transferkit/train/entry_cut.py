@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from ..model._trace import NORM_TYPES, module_modes, trace
 from ..model.freeze import held_layers
-from .feature_cache import Boundary, ancestors, is_live, outermost, tensors_key
+from .feature_cache import Boundary, ancestors, is_live, outermost, relative_difference, tensors_key
 
 __all__ = ["check_entry", "entered", "entry_cut", "entry_key", "iter_entry_inputs"]
 
@@ -189,9 +189,7 @@ def check_entry(model: nn.Module, boundary: Boundary, images: torch.Tensor, *, p
                 short = model(cached).float()
         except Exception:  # the glue needs more than zeros of the right shape
             return None
-    if short.shape != full.shape:
-        return None
-    return (short - full).abs().max().item() / max(full.abs().max().item(), 1e-12)
+    return relative_difference(short, full)
 
 
 def entry_key(model: nn.Module, boundary: Boundary, *, data_fingerprint: str, preprocessing: dict) -> str:

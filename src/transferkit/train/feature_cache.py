@@ -43,6 +43,7 @@ __all__ = [
     "find_boundary",
     "load_or_compute",
     "outermost",
+    "relative_difference",
     "truncated",
 ]
 
@@ -222,6 +223,11 @@ def check_boundary(model: nn.Module, boundary: Boundary, images: torch.Tensor, *
                 short = model(activation.to(device)).float().cpu()
             except Exception:  # the forward does more than chain modules
                 return None
+    return relative_difference(short, full)
+
+
+def relative_difference(short: torch.Tensor, full: torch.Tensor) -> float | None:
+    """A cut's largest difference from the full model's output, relative to its largest value; None if shapes differ."""
     if short.shape != full.shape:
         return None
     return (short - full).abs().max().item() / max(full.abs().max().item(), 1e-12)

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from ..model._trace import module_modes
 from ..model.freeze import held_layers
-from .feature_cache import Boundary, is_live, tensors_key
+from .feature_cache import Boundary, is_live, relative_difference, tensors_key
 
 __all__ = ["PRE_LOGITS", "head_cut", "head_cut_key", "iter_pre_logits"]
 
@@ -54,9 +54,9 @@ def head_cut(model: nn.Module, head: str, images: torch.Tensor, *, prep) -> tupl
         except Exception:  # a forward_head without pre_logits, or a head that is not one module
             return None
         full = model(x).float()
-    if short.shape != full.shape:
+    difference = relative_difference(short, full)
+    if difference is None:
         return None
-    difference = (short - full).abs().max().item() / max(full.abs().max().item(), 1e-12)
     stubbed = [name for name, _ in model.named_children() if name != head.split(".")[0]]
     return Boundary(PRE_LOGITS, stubbed, tuple(features.shape[1:])), difference
 

@@ -19,12 +19,18 @@ from .errors import StorageError
 __all__ = ["free_bytes", "memory_budget", "mapped_tensor", "scratch_tensor"]
 
 
+def physical_memory() -> int | None:
+    """Bytes of this machine's memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def memory_budget() -> int:
     """Bytes a run keeps in memory for one dataset-sized tensor: a quarter of physical memory."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    except (ValueError, OSError, AttributeError):
-        return 2 * 2**30
+    total = physical_memory()
+    return total // 4 if total else 2 * 2**30
 
 
 def free_bytes(folder: Path) -> int:

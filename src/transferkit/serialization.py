@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save as save_bytes
 
 from ._storage import free_bytes
+from ._text import human_bytes
 from .errors import StorageError
 
 __all__ = ["atomic_path", "save_safetensors", "save_torch", "write_bytes", "write_json", "write_text"]
@@ -120,10 +121,10 @@ def _check_space(path: Path, size: int) -> None:
 
 def _no_space_message(path: Path, size: int | None) -> str:
     folder = path.parent if str(path.parent) else Path(".")
-    need = f"{_human(size)} " if size else ""
+    need = f"{human_bytes(size)} " if size else ""
     return (
         f"Not enough disk space to write '{path}': it needs {need}and '{folder}' has "
-        f"{_human(_free_bytes(folder))} free. Free some space or choose another output folder."
+        f"{human_bytes(_free_bytes(folder))} free. Free some space or choose another output folder."
     )
 
 
@@ -131,11 +132,3 @@ def _storage_error(path: Path, error: OSError, size: int | None) -> StorageError
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageError(_no_space_message(path, size))
     return StorageError(f"Cannot write '{path}': {error.strerror or error}. Choose a writable location.")
-
-
-def _human(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

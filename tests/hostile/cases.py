@@ -672,6 +672,7 @@ _OPTIONS = [
     ("image-size-negative", ["--image-size", "-8"], ["--image-size must be in [8, inf)"]),
     ("image-size-zero", ["--image-size", "0"], ["--image-size must be in [8, inf)"]),
     ("image-size-one", ["--image-size", "1"], ["--image-size must be in [8, inf)"]),
+    ("image-size-beyond-memory", ["--image-size", "100000"], ["needs at least", "float32 input", "--image-size"]),
     ("cache-views-negative", ["--cache-views", "-1"], ["--cache-views must be in [0, inf)"]),
     ("epochs-zero", ["--epochs", "0"], ["--epochs must be in [1, inf)"]),
     ("batch-size-zero", ["--batch-size", "0"], ["--batch-size must be in [1, inf)"]),
@@ -879,6 +880,20 @@ def _untouched(name: str, content: str) -> Check:
 def _(w, tmp):
     (tmp / "out").mkdir()
     (tmp / "out" / "notes.txt").write_text("mine")
+    return train(w, w.data, tmp / "out")
+
+
+@case(
+    "runs/out-has-files-named-like-a-runs",
+    "refused",
+    2,
+    ["not empty and is not a run folder", "config.json, metrics.csv", "--overwrite"],
+    _untouched("config.json", '{"lr": 0.1}'),
+)
+def _(w, tmp):
+    (tmp / "out").mkdir()
+    (tmp / "out" / "config.json").write_text('{"lr": 0.1}')
+    (tmp / "out" / "metrics.csv").write_text("step,loss\n")
     return train(w, w.data, tmp / "out")
 
 

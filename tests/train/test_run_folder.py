@@ -1,3 +1,4 @@
+import json
 import os
 import socket
 import subprocess
@@ -5,7 +6,8 @@ import subprocess
 import pytest
 
 from transferkit.errors import RunError
-from transferkit.train.out_folder import LOCK_FILE, RunLock, check_out, claim_out, remove_leftovers
+from transferkit.train.config import TrainConfig
+from transferkit.train.out_folder import LOCK_FILE, RunLock, check_out, claim_out, is_run_folder, remove_leftovers
 from transferkit.train.resume import resumed_config
 from transferkit.train.run_folder import check_model_code
 
@@ -46,6 +48,16 @@ def test_out_holding_other_files_needs_overwrite(tmp_path):
         check_out(tmp_path, resume=False)
     check_out(tmp_path, resume=False, overwrite=True)
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+
+def test_files_named_like_a_runs_are_not_a_run(tmp_path):
+    (tmp_path / "config.json").write_text('{"lr": 0.1, "model": "mine"}')
+    (tmp_path / "metrics.csv").write_text("step,loss\n1,0.5\n")
+    with pytest.raises(RunError, match=r"not a run folder \(config.json, metrics.csv\)"):
+        check_out(tmp_path, resume=False)
+    (tmp_path / "config.json").write_text(json.dumps(TrainConfig(model="m", data="d", out=str(tmp_path)).to_dict()))
+    assert is_run_folder(tmp_path)
+    check_out(tmp_path, resume=False)  # a run that ended before its first checkpoint: started again
 
 
 def test_check_out_creates_nothing(tmp_path):

@@ -109,6 +109,10 @@ def create_model(
         factory = _timm_factory(spec)
     if image_size is not None and image_size < 8:
         raise ModelSpecError(f"image_size must be at least 8, got {image_size}.", argument="image_size")
+    if image_size is not None:
+        from .sizes import check_batch_memory
+
+        check_batch_memory(image_size, batch=1, channels=in_chans or 3)  # the dry run's one image
     model = _call_factory(factory, spec, num_classes, in_chans, image_size)
     if image_size is not None:
         from ._trace import input_size_of

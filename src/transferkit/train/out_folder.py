@@ -6,6 +6,7 @@ second process writing the same folder is refused while the first lives.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -13,7 +14,16 @@ from pathlib import Path
 
 from ..errors import RunError
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "check_out", "claim_out", "clear_run", "remove_leftovers"]
+__all__ = [
+    "LOCK_FILE",
+    "RUN_FILES",
+    "RunLock",
+    "check_out",
+    "claim_out",
+    "is_run_folder",
+    "clear_run",
+    "remove_leftovers",
+]
 
 # What a run writes; with overwrite these are removed first, so that two runs never mix.
 RUN_FILES = (
@@ -33,6 +43,9 @@ RUN_FILES = (
     *(f"model{ext}" for ext in (".pt2", ".pt2.json", ".safetensors", ".safetensors.json")),
 )
 LOCK_FILE = ".transferkit.lock"
+# Settings that every run's config.json has held; a JSON object without them is not a run's.
+_RUN_KEYS = frozenset({"model", "data", "out", "strategy", "epochs", "batch_size", "seed"})
+_CONFIG_LIMIT = 1 << 20
 
 
 def check_out(out: Path, *, resume: bool, overwrite: bool = False) -> None:
@@ -48,14 +61,15 @@ def check_out(out: Path, *, resume: bool, overwrite: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise RunError(f"Output '{out}' is a file; give a folder for the run.")
     if not resume and out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if p.name not in (*RUN_FILES, LOCK_FILE, "tensorboard", "cache"))
-        if (out / "last.pt").exists() and not overwrite:
+        run = is_run_folder(out)
+        if run and (out / "last.pt").exists() and not overwrite:
             raise RunError(
                 f"'{out}' already holds a run; resume it, choose another output folder, "
                 "or pass overwrite to replace it.",
                 argument="overwrite",
             )
-        if others and not (out / "config.json").exists() and not overwrite:
+        others = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        if not run and others and not overwrite:
             shown = ", ".join(_shown(n) for n in others[:3]) + (" ..." if len(others) > 3 else "")
             raise RunError(
                 f"'{out}' is not empty and is not a run folder ({shown}); "
@@ -65,6 +79,22 @@ def check_out(out: Path, *, resume: bool, overwrite: bool = False) -> None:
     parent = next((p for p in out.absolute().parents if p.exists()), None)
     if not out.exists() and parent is not None and not parent.is_dir():
         raise RunError(f"Cannot write to output folder '{out}': '{parent}' is a file. Choose a writable folder.")
+
+
+def is_run_folder(out: Path) -> bool:
+    """Whether ``out`` holds a run's ``config.json``: a JSON object with the settings every run writes.
+
+    A file of the same name that is someone else's (another tool's configuration) does not make
+    a folder a run, so its files are never taken for a run's and replaced.
+    """
+    path = out / "config.json"
+    try:
+        if path.stat().st_size > _CONFIG_LIMIT:
+            return False
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(values, dict) and _RUN_KEYS <= values.keys()
 
 
 def claim_out(out: Path) -> RunLock:

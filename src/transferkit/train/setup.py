@@ -20,12 +20,13 @@ from ..data.preprocess import Preprocessing
 from ..data.sources import DataSource, open_data, split_items
 from ..errors import DataError
 from ..model.factory import create_model
+from ..model.sizes import check_batch_memory
 from ..model.surgery import find_head, tie_distillation_head
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.registry import weights_preprocessing
 from ..weights.verify import verify_weights
 from .config import IMBALANCED, TrainConfig
-from .fastpath import FastPath
+from .fastpath import FastPath, resolve_device
 from .metrics import imbalance
 
 __all__ = [
@@ -110,10 +111,16 @@ def preprocessing_source(config: TrainConfig, model: nn.Module) -> str:
 
 
 def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = True) -> tuple[nn.Module, dict | None]:
-    """MODEL with a head for ``num_classes``, its pretrained weights and a zeroed head; and the load report."""
-    model = create_model(
-        config.model, num_classes=num_classes, in_chans=config.in_chans, image_size=config.image_size
-    )
+    """MODEL with a head for ``num_classes``, its pretrained weights and a zeroed head; and the load report.
+
+    A size whose batch cannot fit the training device's memory is refused before the model is
+    built, and again after its dry run, which bounds the activations better.
+    """
+    if config.image_size is not None:
+        _check_batch_memory(config)
+    model = create_model(config.model, num_classes=num_classes, in_chans=config.in_chans, image_size=config.image_size)
+    if config.image_size is not None:
+        _check_batch_memory(config, model)
     tie_distillation_head(model)  # new classes: a distilled model's two heads are one new head
     report = None
     if load_weights and config.weights and config.strategy != "scratch":
@@ -124,6 +131,21 @@ def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = T
     zero_init_head(model)
     attach_adapters(model, config)
     return model, report
+
+
+def _check_batch_memory(config: TrainConfig, model: nn.Module | None = None) -> None:
+    device = resolve_device(config.device)
+    memory, where = None, "this machine"
+    if device.type == "cuda":
+        memory, where = torch.cuda.get_device_properties(device).total_memory, f"the GPU {device}"
+    check_batch_memory(
+        config.image_size,
+        batch=config.batch_size,
+        channels=config.in_chans or (model_channels(model) if model is not None else 3),
+        model=model,
+        memory=memory,
+        where=where,
+    )
 
 
 def attach_adapters(model: nn.Module, config: TrainConfig) -> nn.Module:

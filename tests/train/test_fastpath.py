@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from transferkit.model.factory import create_model
 from transferkit.train import fastpath
-from transferkit.train.fastpath import _pick, candidates, choose_fast_path
+from transferkit.train.fastpath import candidates, choose_fast_path, pick_kernels
 
 
 @pytest.fixture(autouse=True)
@@ -53,10 +53,10 @@ def test_reduced_precision_must_win_clearly_but_the_memory_format_need_not():
     def speeds(*values):
         return dict(zip(["NCHW fp32", "channels-last fp32", "channels-last bf16", "NCHW bf16"], values))
 
-    assert _pick(options, speeds(156, 170, 256, 277)) == (False, "bf16")  # fastest, 1.6x the best fp32
-    assert _pick(options, speeds(100, 105, 110, 90)) == (True, "fp32")  # bf16 within the margin of fp32
-    assert _pick(options, speeds(100, 99, 50, 60)) == (False, "fp32")
-    assert _pick(options[2:], speeds(0, 0, 100, 101)) == (False, "bf16")  # no fp32 to compare against
+    assert pick_kernels(options, speeds(156, 170, 256, 277)) == (False, "bf16")  # fastest, 1.6x the best fp32
+    assert pick_kernels(options, speeds(100, 105, 110, 90)) == (True, "fp32")  # bf16 within the margin of fp32
+    assert pick_kernels(options, speeds(100, 99, 50, 60)) == (False, "fp32")
+    assert pick_kernels(options[2:], speeds(0, 0, 100, 101)) == (False, "bf16")  # no fp32 to compare against
 
 
 class _Clock:

@@ -81,9 +81,9 @@ def compiled_for_training(
     """
     if mode == "off":
         return model, _logged(CompileDecision(False, "off (--compile off)"), log)
-    compiled = torch.compile(model)
     if mode == "on":
-        return compiled, _logged(CompileDecision(True, "on (--compile on); compiled at the first step"), log)
+        decision = CompileDecision(True, "on (--compile on); compiled at the first step")
+        return torch.compile(model), _logged(decision, log)
     if not path.images_per_second:  # the user pinned the kernels: a compiled step would round differently
         reason = "not measured: the kernels are pinned (--precision, --channels-last); --compile on compiles"
         return model, _logged(CompileDecision(False, reason), log)
@@ -96,7 +96,7 @@ def compiled_for_training(
         decision.reason = f"reused the measurement of {decision.measured} (--reprobe measures again): " + _weighed(
             decision, images, saving, paid=False
         )
-        return (compiled if decision.used else model), _logged(decision, log)
+        return (torch.compile(model) if decision.used else model), _logged(decision, log)
     eager_rate = path.images_per_second[kernel_label(path.channels_last, path.precision)]
     if images / eager_rate < MEASURE_FROM_SECONDS:
         reason = (
@@ -104,6 +104,7 @@ def compiled_for_training(
             f"{MEASURE_FROM_SECONDS:.0f} s a compile needs to pay back (--compile on compiles anyway)"
         )
         return model, _logged(CompileDecision(False, reason, eager_images_per_second=eager_rate), log)
+    compiled = torch.compile(model)  # importing the compiler costs seconds: only where it may be used
     decision = _measure(model, compiled, path, input_size, device=device, batch_size=batch_size)
     keep_measurement(key, {"compile": asdict(decision)})
     saving = decision.saving(images)

@@ -31,7 +31,7 @@ from .loop import evaluate, train_one_epoch
 from .lr_find import find_lr
 from .metrics import classification_metrics, monitored
 from .out_folder import check_out, claim_out, clear_run, remove_leftovers
-from .phase import log_fast, prepare_phase
+from .phase import log_fast, prepare_phase, settle_trial
 from .resume import check_same_data, resumed_config
 from .rng import seed_everything
 from .run_folder import (
@@ -272,7 +272,7 @@ def _run_phase(
         probe=probe,
         log=log,
     )
-    path, val_path = setup.path, setup.val_path
+    val_path = setup.val_path
     out = Path(config.out)
 
     for phase_epoch in range(first_epoch, phase.epochs):
@@ -300,11 +300,15 @@ def _run_phase(
                 label_smoothing=config.label_smoothing,
                 class_weights=setup.class_weights,
                 mix=setup.mix,
-                precision=path.precision,
+                precision=setup.path.precision,
                 scaler=setup.scaler,
                 dist_ctx=dist_ctx,
                 progress=f"epoch {epoch_index + 1}/{config.epochs}",
+                trial=setup.trial,
             )
+            if setup.trial is not None:
+                settle_trial(setup, record, model, epochs_left=phase.epochs - phase_epoch - 1, device=device, log=log)
+            path = setup.path
             if not math.isfinite(train_loss):
                 _diverged(record, epoch_index + 1, phase, "training")
             if val_path.channels_last != path.channels_last:

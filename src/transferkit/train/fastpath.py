@@ -26,6 +26,7 @@ from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -35,23 +36,29 @@ from .._text import one_line
 from ..errors import ConfigError
 from ..model._trace import module_modes
 
+if TYPE_CHECKING:
+    from .kernel_trial import KernelTrial
+
 __all__ = [
+    "PRECISION_MARGIN",
     "FastPath",
     "autocast",
     "bf16_native",
     "candidates",
     "choose_fast_path",
     "interleaved_medians",
+    "keep_decision",
     "kernel_label",
     "probing",
     "keep_measurement",
     "kept_measurement",
     "measure_throughput",
     "measurement_key",
+    "pick_kernels",
     "resolve_device",
 ]
 
-_MARGIN = 1.1
+PRECISION_MARGIN = 1.1
 _ROUNDS = 3  # interleaved timings of every candidate; the median decides
 _MIN_IMAGES = 64
 _CLIMB_SECONDS = 2.0
@@ -206,18 +213,19 @@ def measure_throughput(
     return steps * batch_size / seconds
 
 
-def _pick(options: list[tuple[bool, str]], speeds: dict[str, float]) -> tuple[bool, str]:
+def pick_kernels(options: list[tuple[bool, str]], speeds: dict[str, float]) -> tuple[bool, str]:
     """The fastest option; a reduced precision only when clearly faster than the fastest float32.
 
     The memory format does not change the arithmetic, the precision does: it must win by
-    ``_MARGIN``, so that timing noise does not flip a run between exact and reduced precision.
+    ``PRECISION_MARGIN``, so that timing noise does not flip a run between exact and reduced precision.
     """
     fastest = max(options, key=lambda o: speeds[kernel_label(*o)])
     exact = [o for o in options if o[1] == "fp32"]
     if fastest[1] == "fp32" or not exact:
         return fastest
     best_exact = max(exact, key=lambda o: speeds[kernel_label(*o)])
-    return fastest if speeds[kernel_label(*fastest)] > _MARGIN * speeds[kernel_label(*best_exact)] else best_exact
+    clearly = speeds[kernel_label(*fastest)] > PRECISION_MARGIN * speeds[kernel_label(*best_exact)]
+    return fastest if clearly else best_exact
 
 
 def choose_fast_path(
@@ -232,7 +240,8 @@ def choose_fast_path(
     train: bool = True,
     max_batch_size: int = 256,
     reprobe: bool = False,
-) -> FastPath:
+    trial: bool = False,
+) -> FastPath | KernelTrial:
     """Time forward and backward (or, with ``train=False``, inference) for each candidate; return the fastest.
 
     ``channels_last`` or ``precision`` given by the user are kept and only the rest is chosen.
@@ -242,6 +251,9 @@ def choose_fast_path(
     inference 2.7x faster in batches of 16 than of 128.
     Gradients are cleared and buffers restored afterwards, and no optimizer steps: the model is unchanged.
     The decision is kept per machine, model and sizes and reused unless ``reprobe`` (module docstring).
+    With ``trial`` (training only), nothing is timed here: where there is a choice and no kept
+    decision, a :class:`~transferkit.train.kernel_trial.KernelTrial` is returned, which decides on
+    the run's own first steps and keeps its decision under the same key.
     """
     options = [
         (cl, p)
@@ -258,6 +270,10 @@ def choose_fast_path(
         kept = _kept_decision(key)
         if kept is not None:
             return kept
+    if trial and train:
+        from .kernel_trial import KernelTrial
+
+        return KernelTrial(options, key)
     timed = partial(measure_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
     failed: dict[str, str] = {}
 
@@ -273,7 +289,7 @@ def choose_fast_path(
     batch_speeds: dict[int, float] = {}
     with probing(model, training=train):
         speeds = interleaved_medians({kernel_label(cl, p): partial(measure, cl, p, batch_size) for cl, p in options})
-        best = _pick(options, speeds)
+        best = pick_kernels(options, speeds)
         if speeds[kernel_label(*best)] == 0.0:
             reasons = "; ".join(f"{k}: {v}" for k, v in failed.items())
             raise RuntimeError(f"no kernel candidate runs this model: {reasons}")
@@ -302,7 +318,7 @@ def choose_fast_path(
             f"; batches of {chosen_batch} ({', '.join(f'{b}: {v:.0f}' for b, v in batch_speeds.items())} images/s)"
         )
     chosen = FastPath(best[0], best[1], reason, speeds, chosen_batch)
-    _keep_decision(key, chosen)
+    keep_decision(key, chosen)
     return chosen
 
 
@@ -381,5 +397,5 @@ def _kept_decision(key: str) -> FastPath | None:
     return kept
 
 
-def _keep_decision(key: str, chosen: FastPath) -> None:
+def keep_decision(key: str, chosen: FastPath) -> None:
     keep_measurement(key, {"fast_path": chosen.to_dict()})

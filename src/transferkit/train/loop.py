@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from .distributed import DistContext
 from .fastpath import autocast
+from .kernel_trial import KernelTrial
 
 __all__ = ["evaluate", "train_one_epoch", "tta_logits", "tta_warning"]
 
@@ -33,6 +35,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     dist_ctx: DistContext | None = None,
     progress: str | None = None,
+    trial: KernelTrial | None = None,
 ) -> float:
     """One pass over ``loader``; returns the mean training loss (over all ranks).
 
@@ -40,39 +43,93 @@ def train_one_epoch(
     A batch whose loss is NaN or infinite ends the pass at once, before any step on it, and
     the non-finite loss is returned (with one process; ranks of a distributed run finish the
     pass together and return the NaN mean).
+
+    With ``trial``, each step trains with the kernels (memory format, precision) the trial
+    names and is timed for it, until it decides; the rest of the pass uses its decision.
     """
     model.train()
+    kernels = None  # (channels_last, precision) the trial set on the model
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, count)
     bar = tqdm(loader, desc=progress, leave=False, disable=progress is None or not sys.stderr.isatty())
     for inputs, targets in bar:
         x, y = prep(inputs), targets.to(device, non_blocking=True)
+        soft = None
         if mix is not None:
             even = len(y) - len(y) % 2  # timm mixes pairs: an odd batch leaves its last image out
             if even == 0:
                 continue
             x, soft = mix(x[:even], y[:even])  # soft targets carry the label smoothing
             y = y[:even]
-        with autocast(device, precision):
-            if mix is not None:
-                loss = torch.sum(-soft * F.log_softmax(model(x).float(), dim=-1), dim=-1).mean()
-            else:
-                loss = F.cross_entropy(model(x), y, weight=class_weights, label_smoothing=label_smoothing)
-        value = loss.item()
+        while True:  # more than once only when a candidate of the trial cannot run
+            timed = trial.next_option() if trial is not None else None
+            if trial is not None:
+                wanted = timed or (trial.decided.channels_last, trial.decided.precision)
+                if kernels is None or wanted[0] != kernels[0]:
+                    model.to(memory_format=KernelTrial.memory_format(wanted))
+                kernels, precision = wanted, wanted[1]
+            if timed is not None:
+                _synchronize(device)
+                started = time.perf_counter()
+            batch = x if kernels is None else x.contiguous(memory_format=KernelTrial.memory_format(kernels))
+            try:
+                value = _step(
+                    model,
+                    batch,
+                    y,
+                    soft,
+                    optimizer,
+                    device=device,
+                    precision=precision,
+                    scaler=scaler,
+                    class_weights=class_weights,
+                    label_smoothing=label_smoothing,
+                    stop_if_nonfinite=dist_ctx is None or not dist_ctx.enabled,
+                )
+            except RuntimeError as e:
+                if timed is None:
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                trial.drop(timed, e)
+                continue
+            break
         if not math.isfinite(value) and (dist_ctx is None or not dist_ctx.enabled):
             return value
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
         scheduler.step()
+        if timed is not None:
+            _synchronize(device)
+            trial.record(time.perf_counter() - started, len(y))
         total += torch.tensor([value * len(y), len(y)], dtype=torch.float64, device=device)
     if dist_ctx is not None:
         dist_ctx.all_reduce_sum(total)
     return (total[0] / total[1].clamp(min=1)).item()
+
+
+def _step(
+    model, x, y, soft, optimizer, *, device, precision, scaler, class_weights, label_smoothing, stop_if_nonfinite
+) -> float:
+    """Forward, backward and an optimizer step; the loss. A non-finite loss takes no step when ``stop_if_nonfinite``."""
+    with autocast(device, precision):
+        if soft is not None:
+            loss = torch.sum(-soft * F.log_softmax(model(x).float(), dim=-1), dim=-1).mean()
+        else:
+            loss = F.cross_entropy(model(x), y, weight=class_weights, label_smoothing=label_smoothing)
+    value = loss.item()
+    if not math.isfinite(value) and stop_if_nonfinite:
+        return value
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return value
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def tta_warning(class_names: list[str]) -> str | None:

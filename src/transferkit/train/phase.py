@@ -25,13 +25,14 @@ from .compiled import compiled_for_training
 from .config import TrainConfig
 from .distributed import DistContext, make_loader
 from .fastpath import FastPath
+from .kernel_trial import KernelTrial
 from .optim import create_optimizer, warmup_cosine
 from .phase_cache import CachedPhase, cache_frozen_prefix
 from .rng import set_rng_state
 from .run_folder import RunRecord
 from .strategies import Phase, apply_phase
 
-__all__ = ["PhaseSetup", "augment_for", "log_fast", "prepare_phase", "trainable_text"]
+__all__ = ["PhaseSetup", "augment_for", "log_fast", "prepare_phase", "settle_trial", "trainable_text"]
 
 
 @dataclass
@@ -57,6 +58,8 @@ class PhaseSetup:
     class_weights: torch.Tensor | None
     sample_weights: torch.Tensor | None
     started: float  # when the phase's set-up began: its first epoch carries the cache's cost
+    trial: KernelTrial | None = None  # training kernels still being chosen on the first steps
+    steps_per_epoch: int = 0
 
 
 def prepare_phase(
@@ -95,7 +98,7 @@ def prepare_phase(
     )
     # MixUp and CutMix mix images: the frozen layers' output of unmixed ones cannot stand in.
     cacheable = config.cache and (augment == "none" or config.cache_views > 0) and mix is None
-    cached = None
+    cached, trial = None, None
     if cacheable:
         cached = cache_frozen_prefix(
             model, config, data, kernels.inference, device, head=record.head, augment=augment, log=log
@@ -108,9 +111,17 @@ def prepare_phase(
         val_path, val_prep = path, prep
     else:
         if kernels.training is None:  # measured when the whole network first trains
-            kernels.training = dist_ctx.from_main(probe(train=True))
-            log_fast(log, "training", kernels.training)
-        path = kernels.training
+            # One process measures on its first real steps; ranks of torchrun must agree before DDP
+            # fixes the memory format, and a compile asked for needs the kernels first.
+            chosen = probe(train=True, trial=not dist_ctx.enabled and config.compile != "on")
+            if isinstance(chosen, KernelTrial):
+                trial = chosen
+                labels = " and ".join(f"{'channels-last' if o[0] else 'NCHW'} {o[1]}" for o in trial.options)
+                log(f"fast path for training: {labels} are timed on the first steps, which train as usual")
+            else:
+                kernels.training = dist_ctx.from_main(chosen)
+                log_fast(log, "training", kernels.training)
+        path = kernels.training or FastPath(False, "fp32", "until the first steps decide")
         prep = BatchPrep(data.preprocessing, device, path.channels_last)
         train_views, val_set, skipping = [data.train], data.val, nullcontext
         # Validation runs as eval and predict will: the inference kernels, so that eval of best.pt
@@ -125,7 +136,7 @@ def prepare_phase(
     drop_last = per_rank > config.batch_size
     steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
     train_net = model if cached is None else cached.net
-    if cached is None and not dist_ctx.enabled:  # the whole network's step; under torchrun, DDP's own
+    if cached is None and not dist_ctx.enabled and trial is None:  # whole network's step; torchrun: DDP's own
         images = steps * config.batch_size * (phase.epochs - first_epoch)
         input_size = data.preprocessing.input_size
         train_net, _ = compiled_for_training(
@@ -156,7 +167,8 @@ def prepare_phase(
     )
     scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
     # fp16 gradients underflow without loss scaling, on any device.
-    scaler = torch.amp.GradScaler(device.type) if path.precision == "fp16" else None
+    fp16 = path.precision == "fp16" or (trial is not None and any(p == "fp16" for _, p in trial.options))
+    scaler = torch.amp.GradScaler(device.type) if fp16 else None
     if resumed is not None:
         try:
             optimizer.load_state_dict(resumed["optimizer"])
@@ -192,7 +204,41 @@ def prepare_phase(
         class_weights=class_weights(record, device),
         sample_weights=sample_weights(record, dist_ctx),
         started=phase_started,
+        trial=trial,
+        steps_per_epoch=steps,
     )
+
+
+def settle_trial(
+    setup: PhaseSetup,
+    record: RunRecord,
+    model: nn.Module,
+    *,
+    epochs_left: int,
+    device: torch.device,
+    log,
+) -> None:
+    """After an epoch that ran a kernel trial: its decision (on the steps timed, if the rule has not decided) becomes
+    the phase's kernels, and the compile decision that needed them is taken for the epochs left."""
+    config, data = record.config, record.data
+    path = setup.trial.settle()
+    setup.trial = None
+    record.kernels.training = setup.path = path
+    setup.prep = BatchPrep(data.preprocessing, device, path.channels_last)
+    model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
+    log_fast(log, "training", path)
+    if epochs_left > 0:
+        setup.train_net, _ = compiled_for_training(
+            model,
+            path,
+            data.preprocessing.input_size,
+            device=device,
+            batch_size=config.batch_size,
+            images=setup.steps_per_epoch * config.batch_size * epochs_left,
+            mode=config.compile,
+            reprobe=config.reprobe,
+            log=log,
+        )
 
 
 

@@ -1,0 +1,112 @@
+import json
+
+import pytest
+import torch
+
+from tests.helpers import make_image_folder, tiny_config
+from transferkit.model.factory import create_model
+from transferkit.train import fastpath
+from transferkit.train.engine import fit
+from transferkit.train.fastpath import choose_fast_path
+from transferkit.train.kernel_trial import MAX_TIMED, MIN_TIMED, KernelTrial
+
+NCHW, CL, BF16 = (False, "fp32"), (True, "fp32"), (True, "bf16")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test starts with no kept decision."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+
+def _run(trial: KernelTrial, seconds: dict, limit: int = 100) -> list:
+    """Steps until the trial decides: each candidate's step takes the next of its scripted seconds."""
+    asked = []
+    while (option := trial.next_option()) is not None and len(asked) < limit:
+        asked.append(option)
+        trial.record(seconds[option].pop(0) if seconds[option] else 1.0, images=8)
+    return asked
+
+
+def test_each_candidate_warms_up_then_rounds_alternate_until_the_test_decides():
+    trial = KernelTrial([NCHW, CL])
+    asked = _run(trial, {NCHW: [9.0] + [2.0] * 9, CL: [9.0] + [1.0] * 9})
+    # warm-ups (untimed), then rounds in alternating order: three timed steps each decide at p = 1/20
+    assert asked == [NCHW, CL, CL, NCHW, NCHW, CL, CL, NCHW]
+    assert (trial.decided.channels_last, trial.decided.precision) == CL
+    assert "p = 0.050 (one-sided Mann-Whitney, 3 steps each)" in trial.decided.reason
+    assert trial.decided.images_per_second == {"NCHW fp32": 4.0, "channels-last fp32": 8.0}
+
+
+def test_overlapping_times_go_on_and_are_decided_by_medians_at_the_limit():
+    trial = KernelTrial([NCHW, CL])
+    # the two alternate in which is faster: no separation, so every allowed step is taken
+    script = {NCHW: [1.0] + [1.0, 1.2] * MAX_TIMED, CL: [1.0] + [1.1, 1.05] * MAX_TIMED}
+    asked = _run(trial, script)
+    assert len(asked) == 2 * (MAX_TIMED + 1)
+    assert f"undecided after {MAX_TIMED} timed steps each: by medians" in trial.decided.reason
+    assert (trial.decided.channels_last, trial.decided.precision) == CL  # median 1.075 against 1.1
+
+
+def test_reduced_precision_must_be_faster_by_the_margin():
+    trial = KernelTrial([NCHW, BF16])
+    asked = _run(trial, {NCHW: [1.0] * 20, BF16: [0.95] * 20})  # 5% faster: within the 10% margin
+    assert trial.decided.precision == "fp32" and len(asked) == 2 * (MAX_TIMED + 1)
+    trial = KernelTrial([NCHW, BF16])
+    _run(trial, {NCHW: [1.0] * 20, BF16: [0.5] * 20})
+    assert trial.decided.precision == "bf16" and "3 steps each" in trial.decided.reason
+
+
+def test_a_candidate_that_cannot_run_is_dropped_with_its_reason():
+    trial = KernelTrial([NCHW, CL, BF16])
+    assert trial.next_option() == NCHW
+    trial.record(1.0, 8)
+    assert trial.next_option() == CL
+    trial.drop(CL, RuntimeError("view size is not compatible with input tensor's size and stride"))
+    assert trial.next_option() == BF16  # the round goes on without it
+    trial.drop(BF16, RuntimeError("no bf16 here"))
+    assert trial.next_option() is None
+    assert (trial.decided.channels_last, trial.decided.precision) == NCHW
+    assert "channels-last fp32 cannot run (view size is not compatible" in trial.decided.reason
+
+
+def test_settle_decides_on_what_was_timed_and_keeps_nothing(tmp_path):
+    trial = KernelTrial([NCHW, CL], key="k")
+    _run(trial, {NCHW: [1.0, 2.0], CL: [1.0, 1.0]}, limit=4)  # one timed step each
+    assert trial.decided is None
+    decided = trial.settle()
+    assert decided.channels_last and "end of the phase's first epoch" in decided.reason
+    assert not (tmp_path / "transferkit" / "kernels").exists()
+    untimed = KernelTrial([NCHW, CL]).settle()
+    assert (untimed.channels_last, untimed.precision) == NCHW and "too few steps" in untimed.reason
+
+
+def test_a_decided_trial_is_kept_and_the_next_probe_reuses_it(monkeypatch):
+    model = create_model("resnet18", num_classes=4)
+    monkeypatch.setattr(fastpath, "candidates", lambda device, **_: [NCHW, CL])
+    probe = dict(device=torch.device("cpu"), batch_size=8, train=True)
+    trial = choose_fast_path(model, (3, 32, 32), trial=True, **probe)
+    assert isinstance(trial, KernelTrial) and trial.options == [NCHW, CL]
+    _run(trial, {NCHW: [2.0] * 9, CL: [1.0] * 9})
+    kept = choose_fast_path(model, (3, 32, 32), trial=True, **probe)
+    assert kept.reason.startswith("reused the measurement of") and kept.channels_last
+    pinned = choose_fast_path(model, (3, 32, 32), trial=True, channels_last=False, precision="fp32", **probe)
+    assert pinned.reason == "as asked"
+
+
+def test_a_run_chooses_its_kernels_on_its_first_steps(monkeypatch, tmp_path):
+    """No probe steps: the first epoch's own steps time both memory formats, and the decision is the run's."""
+    monkeypatch.setattr(fastpath, "candidates", lambda device, **_: [NCHW, CL])
+    measured = []
+    monkeypatch.setattr(fastpath, "measure_throughput", lambda *a, **k: measured.append(k["train"]) or 100.0)
+    lines = []
+    data = make_image_folder(tmp_path / "data", per_class=30)  # 48 training images: 24 steps of 2, enough
+    config = tiny_config(data, tmp_path / "run", channels_last=None, batch_size=2, epochs=2, augment="none")
+    fit(config, log=lines.append)
+    assert True not in measured  # the training kernels were never probed
+    assert any("are timed on the first steps" in line for line in lines)
+    decided = next(line for line in lines if "measured on the first training steps" in line)
+    assert f"{MIN_TIMED} steps each" in decided or "by medians" in decided
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["fast_path"]["reason"] in decided
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is None

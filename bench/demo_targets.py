@@ -1,7 +1,8 @@
 """The main job against its targets: `transferkit demo` on a 2-core CPU.
 
-Targets: the whole demo under 10 minutes; best holdout accuracy at least 98%; `freeze` at least
-93%; accuracy after one epoch clearly higher from pretrained weights than from scratch.
+Targets: the whole demo under 4 minutes (install excluded); every pretrained strategy ahead of
+scratch at every epoch; the winner at least 93% on the 1,000 held-out images; gradual's accuracy
+never falls from one epoch to the next (its unfreezing used to drop it back).
 
     .venv/bin/python bench/demo_targets.py
 """
@@ -31,32 +32,47 @@ def main() -> int:
     out = json.loads(result.stdout)
     rows = {r["strategy"]: r for r in out["compare"]["rows"]}
     best = max(r["best_acc"] for r in rows.values())
+    scratch = rows["scratch"]["val_acc"]
+    behind = {
+        s: [i + 1 for i, (a, b) in enumerate(zip(r["val_acc"], scratch)) if a <= b]
+        for s, r in rows.items()
+        if s != "scratch"
+    }
+    gradual = rows["gradual"]["val_acc"]
     checks = [
-        ("whole demo under 600 s", wall < 600, f"{wall:.0f} s"),
-        ("best holdout accuracy >= 98%", best >= 0.98, f"{100 * best:.1f}%"),
-        ("freeze >= 93%", rows["freeze"]["best_acc"] >= 0.93, f"{100 * rows['freeze']['best_acc']:.1f}%"),
+        ("whole demo under 240 s", wall < 240, f"{wall:.0f} s"),
+        ("best holdout accuracy >= 93%", best >= 0.93, f"{100 * best:.1f}%"),
         (
-            "epoch-1 accuracy, pretrained (full) vs scratch",
-            rows["full"]["epoch1_acc"] > rows["scratch"]["epoch1_acc"] + 0.1,
-            f"{100 * rows['full']['epoch1_acc']:.1f}% vs {100 * rows['scratch']['epoch1_acc']:.1f}%",
+            "every pretrained strategy ahead of scratch at every epoch",
+            not any(behind.values()),
+            "; ".join(f"{s}: behind at {e}" for s, e in behind.items() if e) or "yes",
+        ),
+        (
+            "gradual never falls from one epoch to the next",
+            all(b >= a for a, b in zip(gradual, gradual[1:])),
+            " -> ".join(f"{100 * a:.1f}%" for a in gradual),
         ),
     ]
-    table = ["| strategy | trainable params | seconds | acc after epoch 1 | best acc |", "|---|---:|---:|---:|---:|"]
+    table = ["| strategy | trainable params | seconds | accuracy by epoch | best acc |", "|---|---:|---:|---|---:|"]
     for r in rows.values():
         table.append(
             f"| {r['strategy']} | {r['trainable_params']:,} | {r['seconds']:.0f} | "
-            f"{100 * r['epoch1_acc']:.1f}% | {100 * r['best_acc']:.1f}% |"
+            f"{' / '.join(f'{100 * a:.1f}%' for a in r['val_acc'])} | {100 * r['best_acc']:.1f}% |"
         )
     verdicts = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {name}: {value}" for name, ok, value in checks)
     body = f"""
 Machine: {machine()}
 
-Command: `{command_line()}` (runs `transferkit demo --json`: lite0 on builtin:mnist5k, 4 epochs at 80 px,
-holdout 1,000 images).
+Command: `{command_line()}` (runs `transferkit demo --json`: lite0 on 1,000 training images of
+builtin:mnist5k, 3 epochs at 64 px in batches of 32, holdout 1,000 images). Whole demo: {wall:.0f} s.
 
 {chr(10).join(table)}
 
 {verdicts}
+
+The demo's own reading of it:
+
+{chr(10).join("- " + line for line in out["compare"]["verdict"])}
 """
     write_section("Demo targets", body)
     print(body)

@@ -63,7 +63,7 @@ def test_phases_follow_the_rates_that_were_given():
         ("unfrozen", 3, 5e-4, 0.5),
     ]
     default = TrainConfig(**BASE, strategy="gradual", epochs=4).phases()
-    assert default[1].layer_decay == 0.85
+    assert default[1].layer_decay is None  # every layer at one rate unless asked
 
 
 def test_defaults_and_help_come_from_the_fields():

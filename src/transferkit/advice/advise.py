@@ -20,7 +20,6 @@ The thresholds are written down with their measurements in BENCHMARKS.md ("Strat
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..data.preprocess import BatchPrep
-from ..data.sources import open_data
+from ..data.sources import open_data, stratified_sample
 from ..serialization import write_json
 from ..train.config import TrainConfig
 from ..train.setup import build_model, prepare_data
@@ -173,12 +172,7 @@ def _sampled(source, limit: int, seed: int, log):
     """A stratified sample of ``limit`` training images when DATA has more; said in the log."""
     if len(source.train) <= limit:
         return source
-    by_class: dict[int, list] = {}
-    for item in source.train:
-        by_class.setdefault(item.label, []).append(item)
-    rng = random.Random(seed)
-    share = limit / len(source.train)
-    picked = [item for items in by_class.values() for item in rng.sample(items, max(1, round(len(items) * share)))]
+    picked = stratified_sample(source.train, limit, seed=seed)
     log(f"probing a stratified sample of {len(picked)} of {len(source.train)} training images")
     return dataclasses.replace(source, train=picked)
 

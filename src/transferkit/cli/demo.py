@@ -1,9 +1,10 @@
 """``transferkit demo``: the embedded default job.
 
-ImageNet EfficientNet-Lite0 (``lite0``) adapted to the 5,000 MNIST digits (``builtin:mnist5k``) the
-three classic ways: the load report, inspection, the freeze plan and a checked surgery, then
-``compare`` over full fine-tuning, a frozen feature extractor, gradual unfreezing and training
-from scratch, ending with the table and the learning-curve plot.
+ImageNet EfficientNet-Lite0 (``lite0``) adapted to MNIST digits (``builtin:mnist5k``: 1,000 of its
+training images, all 1,000 of its validation images) the three classic ways: the load report,
+inspection, the freeze plan and a checked surgery, then ``compare`` over full fine-tuning, a frozen
+feature extractor, gradual unfreezing and training from scratch, ending with the table, the
+learning-curve plot and what they show, read off the numbers.
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ from ._config_options import config_options
 
 @config_options(
     skip=["model", "strategy"],
-    # 80 px: at 64 px a linear probe on Lite0 features of MNIST tops out near 93% (logistic
-    # regression: 93.3%); at 80 px it passes 93%, and a 2-core CPU still fine-tunes at ~130 images/s.
-    defaults={"weights": "lite0", "data": "builtin:mnist5k", "epochs": 4, "image_size": 80, "out": None},
+    # 1,000 training images (100 a class) at 64 px, 3 epochs in batches of 32: under 4 minutes on
+    # 2 cores, and the regime transfer learning is for; validation keeps its 1,000 images.
+    defaults={
+        "weights": "lite0",
+        "data": "builtin:mnist5k",
+        "epochs": 3,
+        "image_size": 64,
+        "batch_size": 32,
+        "train_images": 1000,
+        "out": None,
+    },
     help={
         "weights": "Registry weights to start from; their architecture is the model.",
         "out": "Run folder (default: runs/demo-TIME).",
@@ -112,6 +121,17 @@ def demo_command(
     base = TrainConfig(model=arch, **{**settings, "out": settings["out"] or time.strftime("runs/demo-%Y%m%d-%H%M%S")})
     result = compare(base, strategies.split(","), log=lambda m: console.print("  " + m, markup=False))
     print_comparison(console, result["rows"], result["plot"])
+    console.print(Rule("6. What it shows"))
+    for line in result["verdict"]:
+        console.print(f"  {line}", markup=False)
+    rows = {r["strategy"]: r for r in result["rows"]}
+    if {"full", "freeze"} <= rows.keys() and rows["full"]["best_acc"] > rows["freeze"]["best_acc"] + 0.03:
+        console.print(
+            "  Why: the frozen ImageNet features separate the digits only so far (freeze); letting every layer "
+            "adapt (full) goes further, because handwritten digits are not photos. The head-first strategies "
+            "spend part of the same budget on the head alone.",
+            markup=False,
+        )
     seconds = time.perf_counter() - started
     console.print(f"demo finished in {seconds:.0f} s")
     if as_json:

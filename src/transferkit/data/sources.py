@@ -37,7 +37,16 @@ from .._text import printable
 from ..errors import DataError, TransferkitError
 from ..serialization import atomic_path
 
-__all__ = ["BUILTIN", "SPLIT_FOLDERS", "DataSource", "Item", "open_data", "printable", "split_items"]
+__all__ = [
+    "BUILTIN",
+    "SPLIT_FOLDERS",
+    "DataSource",
+    "Item",
+    "open_data",
+    "printable",
+    "split_items",
+    "stratified_sample",
+]
 
 BUILTIN = ("mnist5k", "digits", "faces")
 
@@ -387,3 +396,21 @@ def split_items(items: list[Item], *, val_fraction: float, seed: int) -> tuple[l
         raise DataError("Each class needs at least 2 images to split off a validation set.")
     train, val = train_test_split(items, test_size=val_fraction, random_state=seed, stratify=labels)
     return list(train), list(val)
+
+
+def stratified_sample(items: list[Item], size: int, *, seed: int) -> list[Item]:
+    """``size`` of ``items`` drawn by ``seed`` so that each class keeps its share (at least one image each)."""
+    if size >= len(items):
+        return list(items)
+    from sklearn.model_selection import train_test_split
+
+    labels = [item.label for item in items]
+    if len(set(labels)) > size:
+        raise DataError(f"A sample of {size} images cannot hold all {len(set(labels))} classes; ask for more.")
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < 2:  # a class of one image cannot be split: sample the others around it
+        singles = [item for item in items if counts[item.label] == 1]
+        rest = [item for item in items if counts[item.label] > 1]
+        return singles + stratified_sample(rest, size - len(singles), seed=seed)
+    picked, _ = train_test_split(items, train_size=size, random_state=seed, stratify=labels)
+    return list(picked)

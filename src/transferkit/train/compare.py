@@ -13,7 +13,7 @@ from .engine import fit
 from .setup import Kernels, prepare_data
 from .strategies import STRATEGIES
 
-__all__ = ["compare", "plot_curves"]
+__all__ = ["compare", "plot_curves", "verdict"]
 
 
 def compare(
@@ -62,13 +62,54 @@ def compare(
             "seconds": r["seconds"],
             "epoch1_acc": r["epochs"][0]["val_acc"],
             "best_acc": r["best_val_acc"],
+            "val_acc": [e["val_acc"] for e in r["epochs"]],
         }
         for s, r in runs.items()
     ]
     plot = plot_curves(runs, out / "compare.png", title=f"{base.model} on {base.data}")
-    result = {"rows": rows, "plot": str(plot), "runs": {s: r["out"] for s, r in runs.items()}}
+    result = {"rows": rows, "plot": str(plot), "runs": {s: r["out"] for s, r in runs.items()}, "verdict": verdict(rows)}
     write_json(out / "compare.json", result)
     return result
+
+
+def verdict(rows: list[dict]) -> list[str]:
+    """What the comparison shows, in sentences read off its numbers: the winner, and pretrained against scratch.
+
+    Example:
+        >>> verdict([{"strategy": "full", "best_acc": 0.95, "val_acc": [0.8, 0.95], "trainable_params": 9},
+        ...          {"strategy": "scratch", "best_acc": 0.5, "val_acc": [0.1, 0.5], "trainable_params": 9}])[0]
+        'full wins: 95.0% best, 45.0 points above scratch.'
+    """
+    ranked = sorted(rows, key=lambda r: r["best_acc"], reverse=True)
+    best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+    lines = [
+        f"{best['strategy']} wins: {100 * best['best_acc']:.1f}% best"
+        + ("" if runner is None else f", {100 * (best['best_acc'] - runner['best_acc']):.1f} points above "
+           f"{runner['strategy']}")
+        + "."
+    ]
+    scratch = next((r for r in rows if r["strategy"] == "scratch"), None)
+    if scratch is not None:
+        for r in rows:
+            if r is scratch:
+                continue
+            pairs = list(zip(r["val_acc"], scratch["val_acc"]))
+            behind = [i + 1 for i, (a, b) in enumerate(pairs) if a <= b]
+            curve = ", ".join(f"{100 * a:.1f}/{100 * b:.1f}" for a, b in pairs)
+            if behind:
+                lines.append(
+                    f"{r['strategy']} is not ahead of scratch at epoch {', '.join(map(str, behind))} ({curve}%)."
+                )
+            else:
+                lines.append(f"{r['strategy']} beats scratch at every epoch ({curve}%).")
+    frozen = [r for r in rows if r["trainable_params"] < 0.1 * max(x["trainable_params"] for x in rows)]
+    for r in frozen:
+        share = r["trainable_params"] / max(x["trainable_params"] for x in rows)
+        lines.append(
+            f"{r['strategy']} trains {share:.1%} of the parameters and reaches {100 * r['best_acc']:.1f}%: "
+            f"{100 * (best['best_acc'] - r['best_acc']):.1f} points from the best."
+        )
+    return lines
 
 
 def plot_curves(runs: dict[str, dict], path: Path, *, title: str) -> Path:

@@ -81,6 +81,9 @@ class TrainConfig:
     mixup: float = _setting(0.0, "MixUp alpha (timm's Mixup; 0: off, 0.2 is usual).")
     cutmix: float = _setting(0.0, "CutMix alpha (timm's Mixup; 0: off, 1.0 is usual).")
     val_fraction: float = _setting(0.2, "Held out for validation when DATA has no val folder.")
+    train_images: int | None = _setting(
+        None, "Train on a stratified sample of N training images (default: all); validation keeps all of its own."
+    )
     freeze: list[str] = _setting([], "For strategy head: module path, glob or re:REGEX to freeze; repeatable.")
     unfreeze_last: int | None = _setting(
         None, "For strategy head: train only the last N stages (transformer blocks for ViTs, the head counts as one)."
@@ -221,6 +224,7 @@ def _check(c: TrainConfig) -> None:
     number("label_smoothing", low=0, high=1, high_open=True)
     number("warmup_fraction", low=0, high=1, high_open=True)
     number("val_fraction", low=0, high=1, low_open=True, high_open=True)
+    number("train_images", low=2, optional=True, integer=True)
     number("min_loaded", low=0, high=1)
     c.phases()  # two-phase strategies need two epochs, strategy head what to freeze
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 from .._storage import memory_budget
 from ..data.decode import Decoded, ImageDataset, decode
 from ..data.preprocess import Preprocessing
-from ..data.sources import DataSource, open_data, split_items
+from ..data.sources import DataSource, open_data, split_items, stratified_sample
 from ..errors import DataError
 from ..model.factory import create_model
 from ..model.sizes import check_batch_memory
@@ -199,6 +199,8 @@ def prepare_data(
         train_items, val_items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
     else:
         train_items, val_items = source.train, source.val
+    if config.train_images is not None and config.train_images < len(train_items):
+        train_items = stratified_sample(train_items, config.train_images, seed=config.seed)
     if model is None:
         model = create_model(
             config.model, num_classes=len(source.class_names), in_chans=config.in_chans, image_size=config.image_size
@@ -264,6 +266,8 @@ def _splits_text(source: DataSource, config: TrainConfig) -> str:
         how = f"train and val split {1 - config.val_fraction:g}/{config.val_fraction:g} by seed {config.seed}"
     else:
         how = f"train from '{source.folders.get('train', 'train')}', val from '{source.folders.get('val', 'val')}'"
+    if config.train_images is not None:
+        how += f"; training on a stratified sample of at most {config.train_images} images (train_images)"
     if source.test is not None:
         how += f", test from '{source.folders.get('test', 'test')}' kept apart (eval --split test)"
     return how

@@ -41,7 +41,7 @@ def test_train_eval_predict(cli, cli_json, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--strategy", "warp"], "--strategy must be one of full, freeze"),
+        (["--strategy", "warp"], "--strategy must be one of auto, full, freeze"),
         (["--data", "/nonexistent/images"], "does not exist"),
     ],
 )

@@ -94,6 +94,6 @@ def world(tmp_path_factory) -> World:
     net.write_text(MODEL_FILE)
     w = World(root, data, net, root / "run", root / "code_run")
     for model, out in (("test_resnet", w.run), (w.spec, w.code_run)):
-        assert run_cli("train", model, "--data", data, "--out", out, *FAST) == 0
+        assert run_cli("train", model, "--data", data, "--out", out, *FAST, "--strategy", "full") == 0
     w.marker().unlink()
     return w

@@ -27,7 +27,7 @@ BASE = dict(model="resnet18", data="builtin:digits", out="runs/a")
         ("layer_decay", 1.5, r"layer_decay must be in \(0, 1\]"),
         ("weight_decay", -0.1, r"weight_decay must be in \[0, inf\)"),
         ("min_loaded", 1.2, r"min_loaded must be in \[0, 1\]"),
-        ("strategy", "warp", "strategy must be one of full, freeze, .*, lora, dora, bitfit, got 'warp'"),
+        ("strategy", "warp", "strategy must be one of auto, full, freeze, .*, lora, dora, bitfit, got 'warp'"),
         ("optimizer", "lamb", "optimizer must be one of adamw, adam, sgd"),
         ("precision", "int8", "precision must be one of auto, fp32, bf16, fp16"),
         ("augment", "heavy", "augment must be one of auto, none, light, standard"),

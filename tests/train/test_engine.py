@@ -150,7 +150,7 @@ def test_bad_settings_fail_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     for overrides, message in [
-        (dict(strategy="warp"), "strategy must be one of full, freeze"),
+        (dict(strategy="warp"), "strategy must be one of auto, full, freeze"),
         (dict(data=str(tmp_path / "missing")), "does not exist"),
         (dict(out=str(blocker / "run")), "Cannot write to output folder"),
         (dict(strategy="head"), "needs freeze patterns or unfreeze_last"),

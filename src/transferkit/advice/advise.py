@@ -34,7 +34,7 @@ from ..train.setup import build_model, prepare_data
 from ..train.strategies import plan_phases
 from .probe import Depth, depth_points, extract, linear_probe
 
-__all__ = ["EARLIER_BY", "FREEZE_AT", "GAP_HIGH", "SAMPLE", "advise", "recommend"]
+__all__ = ["EARLIER_BY", "FREEZE_AT", "GAP_HIGH", "SAMPLE", "advise", "advise_prepared", "recommend"]
 
 FREEZE_AT = 0.97
 EARLIER_BY = 0.02
@@ -111,34 +111,56 @@ def advise(
     """
     started = time.perf_counter()
     source = _sampled(open_data(config.data), sample, config.seed, log)
-    model, load_report = build_model(config, len(source.class_names))
+    model, _ = build_model(config, len(source.class_names))
     Path(config.out).mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, source=source, model=model, log=log)
+    return advise_prepared(config, model, data, budget=budget, started=started, log=log)
+
+
+def advise_prepared(
+    config: TrainConfig,
+    model: nn.Module,
+    data,
+    *,
+    budget: float | None = None,
+    started: float | None = None,
+    write: bool = True,
+    log=print,
+) -> dict:
+    """:func:`advise` on a model with its weights and data already decoded (``train --strategy auto``).
+
+    The model is left as it was found: BatchNorm statistics, gradients, modes and memory format.
+    ``write=False`` (the other ranks of a distributed run) leaves the files to another process.
+    """
+    from ..train.fastpath import probing
+
+    started = time.perf_counter() if started is None else started
     prep = BatchPrep(data.preprocessing, torch.device("cpu"), channels_last=False)
     points = depth_points(model)
-    train_x, gaps, speed = extract(model, data.train.decoded.images, prep, points)
-    val_x, _, _ = extract(model, data.val.decoded.images, prep, points)
-    train_y, val_y = data.train.decoded.labels, data.val.decoded.labels
-    depths = []
-    for point in points:
-        result = linear_probe(train_x[point.name], train_y, val_x[point.name], val_y, len(data.class_names))
-        row = {
-            "name": point.name,
-            "stage": point.stage,
-            "stages_after": point.stages_after,
-            "dim": int(train_x[point.name].shape[1]),
-            **result,
-            "gap": gaps.get(point.stage),
-        }
-        depths.append(row)
-        log(
-            f"probe after {point.name}: accuracy {row['accuracy']:.4f}, balanced {row['balanced_accuracy']:.4f} "
-            f"({row['dim']} features, {row['seconds']:.1f} s); statistics gap "
-            + ("- (no BatchNorm)" if row["gap"] is None else f"{row['gap']:.2f}")
-        )
-    gap = sum(gaps.values()) / len(gaps) if gaps else None
-    advice = recommend(depths, gap)
-    estimates = _estimates(config, model, data, points, speed, advice)
+    with probing(model, training=False):
+        train_x, gaps, speed = extract(model, data.train.decoded.images, prep, points)
+        val_x, _, _ = extract(model, data.val.decoded.images, prep, points)
+        train_y, val_y = data.train.decoded.labels, data.val.decoded.labels
+        depths = []
+        for point in points:
+            result = linear_probe(train_x[point.name], train_y, val_x[point.name], val_y, len(data.class_names))
+            row = {
+                "name": point.name,
+                "stage": point.stage,
+                "stages_after": point.stages_after,
+                "dim": int(train_x[point.name].shape[1]),
+                **result,
+                "gap": gaps.get(point.stage),
+            }
+            depths.append(row)
+            log(
+                f"probe after {point.name}: accuracy {row['accuracy']:.4f}, balanced {row['balanced_accuracy']:.4f} "
+                f"({row['dim']} features, {row['seconds']:.1f} s); statistics gap "
+                + ("- (no BatchNorm)" if row["gap"] is None else f"{row['gap']:.2f}")
+            )
+        gap = sum(gaps.values()) / len(gaps) if gaps else None
+        advice = recommend(depths, gap)
+        estimates = _estimates(config, model, data, points, speed, advice)
     if budget is not None and estimates.get(advice["command"], 0) > budget:
         cheapest = min(estimates, key=estimates.get)
         advice = {
@@ -162,8 +184,9 @@ def advise(
         "seconds": time.perf_counter() - started,
         "thresholds": {"freeze_at": FREEZE_AT, "earlier_by": EARLIER_BY, "gap_high": GAP_HIGH},
     }
-    write_json(Path(config.out) / "advice.json", result)
-    _plot(depths, Path(config.out) / "probe_depth.png")
+    if write:
+        write_json(Path(config.out) / "advice.json", result)
+        _plot(depths, Path(config.out) / "probe_depth.png")
     log(f"advice: {advice['command']}: {advice['reason']}")
     return result
 

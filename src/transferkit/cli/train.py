@@ -12,8 +12,10 @@ from ._config_options import config_options
 
 @config_options(
     skip=["model"],
-    defaults={"data": None, "out": None},
+    defaults={"data": None, "out": None, "strategy": "auto"},
     help={
+        "strategy": "One of the strategies, or auto (the default): the one advise's linear probes recommend, "
+        "said in the log and kept in the run.",
         "data": "Image folder, CSV of path,label, or builtin:NAME. Required unless --resume.",
         "out": "Run folder: checkpoints, metrics.csv, report.json, TensorBoard. Required unless --resume.",
     },

@@ -90,6 +90,14 @@ def _training(r: dict) -> list[str]:
         "## Training",
         "",
         f"- architecture: {_code(r.get('model'))}, strategy {_code(r.get('strategy'))}",
+    ]
+    advice = r.get("advice")
+    if isinstance(advice, dict):
+        lines.append(
+            f"- strategy chosen by the probe (strategy auto): {_code(advice.get('command'))}, because "
+            f"{_md(advice.get('reason'))}"
+        )
+    lines += [
         f"- parameters: {r.get('trainable_params', 0):,} trained, {r.get('frozen_params', 0):,} frozen "
         "(in the last phase)",
     ]

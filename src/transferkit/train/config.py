@@ -59,7 +59,9 @@ class TrainConfig:
     weights: str | None = _setting(
         None, "Pretrained weights: a file, lite0, timm, timm:TAG, hf-hub:ORG/REPO, torchvision:ENUM or a URL."
     )
-    strategy: str = _setting("full", f"One of {', '.join(STRATEGIES)}.")
+    strategy: str = _setting(
+        "full", f"One of {', '.join(STRATEGIES)}, or auto: the one advise's linear probes recommend."
+    )
     epochs: int = _setting(5, "Epochs in all, across the strategy's phases.")
     batch_size: int = _setting(64, "Training batch size.")
     # auto: found by the learning-rate range test before training (one-phase strategies).
@@ -191,7 +193,7 @@ def _check(c: TrainConfig) -> None:
     for argument in ("model", "data", "out"):
         if not isinstance(getattr(c, argument), str) or not getattr(c, argument):
             fail(argument, "must be given")
-    choose("strategy", STRATEGIES)
+    choose("strategy", ("auto", *STRATEGIES))
     choose("optimizer", OPTIMIZERS)
     choose("precision", PRECISIONS)
     choose("compile", COMPILE_MODES)
@@ -215,8 +217,10 @@ def _check(c: TrainConfig) -> None:
     number("lora_alpha", low=0, low_open=True)
     number("lora_dropout", low=0, high=1, high_open=True)
     number("seed", low=0, integer=True)
-    if c.lr == "auto" and len(c.phases()) > 1:
-        fail("lr", f"auto finds one rate, and strategy {c.strategy} has two phases: run lr-find and give lr")
+    auto = c.strategy == "auto"  # its phases are known once the probe has chosen the strategy
+    if c.lr == "auto" and (auto or len(c.phases()) > 1):
+        has = "may have" if auto else "has"
+        fail("lr", f"auto finds one rate, and strategy {c.strategy} {has} two phases: run lr-find and give lr")
     for argument in ("head_lr",) if c.lr == "auto" else ("lr", "head_lr"):
         number(argument, low=0, low_open=True, optional=True)
     number("weight_decay", low=0)
@@ -226,7 +230,8 @@ def _check(c: TrainConfig) -> None:
     number("val_fraction", low=0, high=1, low_open=True, high_open=True)
     number("train_images", low=2, optional=True, integer=True)
     number("min_loaded", low=0, high=1)
-    c.phases()  # two-phase strategies need two epochs, strategy head what to freeze
+    if not auto:
+        c.phases()  # two-phase strategies need two epochs, strategy head what to freeze
 
 
 def read_config_file(path: str) -> dict:

@@ -136,13 +136,20 @@ def _fit(
     if not dist_ctx.is_main:
         log = _silent
     device = resolve_device(config.device, local_rank=dist_ctx.local_rank if dist_ctx.enabled else None)
-    phases = config.phases()
+    phases = None if config.strategy == "auto" else config.phases()
     out = Path(config.out)
 
     if data is None:
         data = prepare_data(config, source=source, model=model, log=log)
     elif data.spec != config.data or data.preprocessing != preprocessing_for(config, model):
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
+    advice = (state or {}).get("advice")
+    if config.strategy == "auto":
+        from ..advice.auto import choose_strategy
+
+        config, advice = choose_strategy(config, model, data, write=dist_ctx.is_main, log=log)
+        phases = config.phases()
+        seed_everything(config.seed)  # the probe drew random numbers; the run starts as a chosen one would
     if config.lr == "auto":
         found = find_lr(config, data=data, log=log)
         config = replace(config, lr=found["suggestion"])  # the run records the rate it used
@@ -151,6 +158,7 @@ def _fit(
         seed_everything(config.seed)
     model = model.to(device)
     record = RunRecord(config, data, kernels or Kernels(), find_head(model), load_report)
+    record.advice = advice
     record.backbone = backbone_facts(config, model)
     record.model_code = (state or {}).get("model_code") or code_origin(config.model)
     choose_balance(record, state, log, distributed=dist_ctx.enabled)

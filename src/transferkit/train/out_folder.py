@@ -39,6 +39,8 @@ RUN_FILES = (
     "reliability.png",
     "calibration.json",
     "MODEL_CARD.md",
+    "advice.json",
+    "probe_depth.png",
     *(f"model{kind}{ext}" for kind in ("", ".int8") for ext in (".onnx", ".onnx.json")),
     *(f"model{ext}" for ext in (".pt2", ".pt2.json", ".safetensors", ".safetensors.json")),
 )

@@ -67,6 +67,7 @@ class RunRecord:
     head: str
     load_report: dict | None = None
     backbone: dict | None = None  # the network's trained size, the run's size, its prefix tokens
+    advice: dict | None = None  # with strategy auto: the strategy the probe chose, and why
     history: list[dict] = field(default_factory=list)
     model_code: dict | None = None  # the user's file that builds the model, with its hash
     balance: str = "none"  # resolved from config.balance ("auto" decided by the data)
@@ -121,6 +122,7 @@ def checkpoint_state(
         "class_names": record.data.class_names,
         "preprocessing": asdict(record.data.preprocessing),
         "backbone": record.backbone,
+        "advice": record.advice,
         "head": record.head,
         "data_fingerprint": record.data.fingerprint,
         "fast_path": kernels.training.to_dict() if kernels.training else None,
@@ -146,6 +148,7 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
         "weights": config.weights,
         "backbone": record.backbone,
         "strategy": config.strategy,
+        "advice": record.advice,
         "best_val_acc": record.best_acc,
         "best": {"epoch": record.best["epoch"], "monitor": record.monitor, **_scores(record.best)}
         if record.best

@@ -1,0 +1,84 @@
+"""``--strategy auto``: the run asks :func:`~transferkit.advice.advise.advise` which strategy to train.
+
+The probe runs on the run's own model and decoded data (nothing is built or decoded twice), on a
+stratified sample of :data:`~transferkit.advice.advise.SAMPLE` training images when there are
+more, and leaves the model as it found it. The advice (strategy, reason, the probes behind it)
+goes into the run folder (``advice.json``, ``probe_depth.png``), the report and the model card;
+``config.json`` holds the strategy that was trained, so that resuming continues it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from ..data.decode import ImageDataset
+from ..errors import ConfigError
+from ..train.config import TrainConfig
+from ..train.setup import PreparedData
+from .advise import SAMPLE, advise_prepared
+
+__all__ = ["AUTO", "choose_strategy"]
+
+AUTO = "auto"
+
+
+def choose_strategy(
+    config: TrainConfig, model: nn.Module, data: PreparedData, *, write: bool = True, log=print
+) -> tuple[TrainConfig, dict]:
+    """The configuration with the advised strategy (and its settings) in place of ``auto``, and the advice.
+
+    Every process of a distributed run probes the same images and reaches the same advice;
+    ``write`` is for the one that writes the run folder.
+    """
+    result = advise_prepared(config, model, _probed(data, SAMPLE, config.seed, log), write=write, log=log)
+    advice = result["advice"]
+    changes = {"strategy": advice["strategy"]}
+    if "unfreeze_last" in advice:
+        changes["unfreeze_last"] = advice["unfreeze_last"]
+    try:
+        chosen = dataclasses.replace(config, **changes)
+    except ConfigError:  # lp-ft's two phases in a one-epoch run: fine-tune everything instead
+        chosen = dataclasses.replace(config, strategy="full")
+        advice = {
+            **advice,
+            "strategy": "full",
+            "command": "--strategy full",
+            "reason": advice["reason"] + f"; {advice['strategy']} needs more epochs than {config.epochs}, so full",
+        }
+        log(f"advice: {advice['command']}: {advice['reason']}")
+    log(
+        f"strategy auto: training {advice['command']} as advised in {result['seconds']:.1f} s "
+        "(advice.json, probe_depth.png); --strategy chooses one yourself"
+    )
+    summary = {
+        "strategy": advice["strategy"],
+        "command": advice["command"],
+        "reason": advice["reason"],
+        "signals": advice.get("signals", []),
+        "seconds": result["seconds"],
+        "depths": [{k: d[k] for k in ("name", "accuracy", "gap")} for d in result["depths"]],
+    }
+    return chosen, summary
+
+
+def _probed(data: PreparedData, limit: int, seed: int, log) -> PreparedData:
+    """``data`` with at most ``limit`` training images, a stratified sample, for the probe."""
+    labels = data.train.decoded.labels
+    if len(labels) <= limit or not isinstance(data.train.decoded.images, torch.Tensor):
+        return data  # streamed images are probed whole: they are not held to be indexed
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        share = max(1, round(len(members) * limit / len(labels)))
+        picked.append(members[torch.randperm(len(members), generator=generator)[:share]])
+    index = torch.cat(picked).sort().values
+    decoded = data.train.decoded
+    sample = dataclasses.replace(
+        decoded, images=decoded.images[index], labels=labels[index], names=[decoded.names[i] for i in index.tolist()]
+    )
+    log(f"probing a stratified sample of {len(index)} of {len(labels)} training images")
+    return dataclasses.replace(data, train=ImageDataset(sample))

@@ -1,0 +1,46 @@
+"""--strategy auto: the probe chooses, the run trains it and keeps the advice."""
+
+import json
+
+import torch
+
+from tests.helpers import TinyNet
+from transferkit.advice.auto import choose_strategy
+from transferkit.inference.model_card import write_model_card
+from transferkit.train.config import TrainConfig
+from transferkit.train.engine import fit
+from transferkit.train.setup import prepare_data
+from transferkit.train.strategies import STRATEGIES
+
+BASE = dict(model="tests.helpers:TinyNet", data="builtin:digits", image_size=16, epochs=2)
+PINNED = dict(precision="fp32", channels_last=False)
+
+
+def test_the_probe_chooses_and_leaves_the_model_as_it_was(tmp_path):
+    torch.manual_seed(0)
+    config = TrainConfig(**BASE, out=str(tmp_path), strategy="auto")
+    model = TinyNet(num_classes=10).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = prepare_data(config, model=model, log=lambda m: None)
+    chosen, advice = choose_strategy(config, model, data, log=lambda m: None)
+    assert chosen.strategy in STRATEGIES and chosen.strategy == advice["strategy"]
+    assert advice["command"].startswith(f"--strategy {chosen.strategy}") and advice["reason"]
+    if chosen.strategy == "head":
+        assert chosen.unfreeze_last == int(advice["command"].split()[-1])
+    for key, value in model.state_dict().items():  # BatchNorm statistics included
+        assert torch.equal(value, before[key]), key
+    assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_a_run_with_strategy_auto_trains_the_advice_and_keeps_it(tmp_path):
+    lines = []
+    result = fit(TrainConfig(**BASE, **PINNED, out=str(tmp_path / "run"), strategy="auto"), log=lines.append)
+    said = next(line for line in lines if line.startswith("strategy auto: training --strategy"))
+    strategy = json.loads((tmp_path / "run" / "config.json").read_text())["strategy"]
+    assert strategy in STRATEGIES and f"--strategy {strategy}" in said  # what resuming continues
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["strategy"] == strategy and report["advice"]["strategy"] == strategy
+    assert (tmp_path / "run" / "advice.json").is_file() and (tmp_path / "run" / "probe_depth.png").is_file()
+    card = write_model_card(tmp_path / "run").read_text()
+    assert "strategy chosen by the probe (strategy auto)" in card
+    assert result["advice"]["reason"] in card

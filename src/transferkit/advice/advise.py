@@ -125,9 +125,12 @@ def advise_prepared(
     budget: float | None = None,
     started: float | None = None,
     write: bool = True,
+    estimate: bool = True,
     log=print,
 ) -> dict:
     """:func:`advise` on a model with its weights and data already decoded (``train --strategy auto``).
+
+    ``estimate=False`` skips timing training steps for the time estimates, which only a budget needs.
 
     The model is left as it was found: BatchNorm statistics, gradients, modes and memory format.
     ``write=False`` (the other ranks of a distributed run) leaves the files to another process.
@@ -160,7 +163,7 @@ def advise_prepared(
             )
         gap = sum(gaps.values()) / len(gaps) if gaps else None
         advice = recommend(depths, gap)
-        estimates = _estimates(config, model, data, points, speed, advice)
+        estimates = _estimates(config, model, data, points, speed, advice) if estimate or budget else {}
     if budget is not None and estimates.get(advice["command"], 0) > budget:
         cheapest = min(estimates, key=estimates.get)
         advice = {

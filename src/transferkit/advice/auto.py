@@ -33,7 +33,8 @@ def choose_strategy(
     Every process of a distributed run probes the same images and reaches the same advice;
     ``write`` is for the one that writes the run folder.
     """
-    result = advise_prepared(config, model, _probed(data, SAMPLE, config.seed, log), write=write, log=log)
+    probed = _probed(data, SAMPLE, config.seed, log)
+    result = advise_prepared(config, model, probed, write=write, estimate=False, log=log)
     advice = result["advice"]
     changes = {"strategy": advice["strategy"]}
     if "unfreeze_last" in advice:

@@ -44,3 +44,19 @@ def test_a_run_with_strategy_auto_trains_the_advice_and_keeps_it(tmp_path):
     card = write_model_card(tmp_path / "run").read_text()
     assert "strategy chosen by the probe (strategy auto)" in card
     assert result["advice"]["reason"] in card
+
+
+def test_a_probe_that_advises_freeze_is_the_cache(tmp_path, monkeypatch):
+    """The probe ran every image to the head's input: freeze takes those features, checked, instead of a pass."""
+    from transferkit.advice import advise as advise_module
+
+    def always_freeze(depths, gap):
+        return {"strategy": "freeze", "command": "--strategy freeze", "reason": "asked by the test", "signals": []}
+
+    monkeypatch.setattr(advise_module, "recommend", always_freeze)
+    lines = []
+    auto = fit(TrainConfig(**BASE, **PINNED, out=str(tmp_path / "auto"), strategy="auto"), log=lines.append)
+    cache = next(line for line in lines if line.startswith("cache:"))
+    assert "from strategy auto's probe" in cache
+    alone = fit(TrainConfig(**BASE, **PINNED, out=str(tmp_path / "freeze"), strategy="freeze"), log=lambda m: None)
+    assert abs(auto["best_val_acc"] - alone["best_val_acc"]) <= 0.02

@@ -126,11 +126,14 @@ def advise_prepared(
     started: float | None = None,
     write: bool = True,
     estimate: bool = True,
+    keep_features: bool = False,
     log=print,
 ) -> dict:
     """:func:`advise` on a model with its weights and data already decoded (``train --strategy auto``).
 
     ``estimate=False`` skips timing training steps for the time estimates, which only a budget needs.
+    ``keep_features`` adds the head's input for every image (``{"train": (N, D), "val": (M, D)}``)
+    as ``result["head_features"]``, not written to ``advice.json``.
 
     The model is left as it was found: BatchNorm statistics, gradients, modes and memory format.
     ``write=False`` (the other ranks of a distributed run) leaves the files to another process.
@@ -191,6 +194,8 @@ def advise_prepared(
         write_json(Path(config.out) / "advice.json", result)
         _plot(depths, Path(config.out) / "probe_depth.png")
     log(f"advice: {advice['command']}: {advice['reason']}")
+    if keep_features:
+        result["head_features"] = {"train": train_x[points[-1].name], "val": val_x[points[-1].name]}
     return result
 
 

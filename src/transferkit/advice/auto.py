@@ -2,7 +2,9 @@
 
 The probe runs on the run's own model and decoded data (nothing is built or decoded twice), on a
 stratified sample of :data:`~transferkit.advice.advise.SAMPLE` training images when there are
-more, and leaves the model as it found it. The advice (strategy, reason, the probes behind it)
+more, and leaves the model as it found it. When it advises ``freeze`` and probed every image, its
+features at the head's input become the cache of the frozen network, after a check on real
+images that they are what the cache would compute. The advice (strategy, reason, the probes behind it)
 goes into the run folder (``advice.json``, ``probe_depth.png``), the report and the model card;
 ``config.json`` holds the strategy that was trained, so that resuming continues it.
 """
@@ -34,7 +36,8 @@ def choose_strategy(
     ``write`` is for the one that writes the run folder.
     """
     probed = _probed(data, SAMPLE, config.seed, log)
-    result = advise_prepared(config, model, probed, write=write, estimate=False, log=log)
+    result = advise_prepared(config, model, probed, write=write, estimate=False, keep_features=True, log=log)
+    features = result.pop("head_features")
     advice = result["advice"]
     changes = {"strategy": advice["strategy"]}
     if "unfreeze_last" in advice:
@@ -62,6 +65,10 @@ def choose_strategy(
         "seconds": result["seconds"],
         "depths": [{k: d[k] for k in ("name", "accuracy", "gap")} for d in result["depths"]],
     }
+    if chosen.strategy == "freeze" and probed is data:
+        # The probe ran every image through the frozen network: the cache may take its last
+        # features instead of computing them again, once it has checked they are the same.
+        data.probe_features = features
     return chosen, summary
 
 

@@ -59,6 +59,8 @@ class PreparedData:
     # Activations of frozen prefixes by cache key: a later run with the same frozen weights
     # (the head phase of gradual after freeze) reuses them instead of computing them again.
     activations: dict[str, tuple[torch.Tensor, str]] = field(default_factory=dict)
+    # The head's input for every train and val image from strategy auto's probe, when it advised freeze.
+    probe_features: dict[str, torch.Tensor] | None = None
 
 
 @dataclass

@@ -85,12 +85,12 @@ def test_a_decided_trial_is_kept_and_the_next_probe_reuses_it(monkeypatch):
     model = create_model("resnet18", num_classes=4)
     monkeypatch.setattr(fastpath, "candidates", lambda device, **_: [NCHW, CL])
     probe = dict(device=torch.device("cpu"), batch_size=8, train=True)
-    trial = choose_fast_path(model, (3, 32, 32), trial=True, **probe)
+    trial = choose_fast_path(model, (3, 32, 32), trial=KernelTrial, **probe)
     assert isinstance(trial, KernelTrial) and trial.options == [NCHW, CL]
     _run(trial, {NCHW: [2.0] * 9, CL: [1.0] * 9})
-    kept = choose_fast_path(model, (3, 32, 32), trial=True, **probe)
+    kept = choose_fast_path(model, (3, 32, 32), trial=KernelTrial, **probe)
     assert kept.reason.startswith("reused the measurement of") and kept.channels_last
-    pinned = choose_fast_path(model, (3, 32, 32), trial=True, channels_last=False, precision="fp32", **probe)
+    pinned = choose_fast_path(model, (3, 32, 32), trial=KernelTrial, channels_last=False, precision="fp32", **probe)
     assert pinned.reason == "as asked"
 
 

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -35,9 +34,6 @@ import torch.nn.functional as F
 from .._text import one_line
 from ..errors import ConfigError
 from ..model._trace import module_modes
-
-if TYPE_CHECKING:
-    from .kernel_trial import KernelTrial
 
 __all__ = [
     "PRECISION_MARGIN",
@@ -240,8 +236,8 @@ def choose_fast_path(
     train: bool = True,
     max_batch_size: int = 256,
     reprobe: bool = False,
-    trial: bool = False,
-) -> FastPath | KernelTrial:
+    trial: Callable[[list[tuple[bool, str]], str], object] | None = None,
+) -> FastPath | object:
     """Time forward and backward (or, with ``train=False``, inference) for each candidate; return the fastest.
 
     ``channels_last`` or ``precision`` given by the user are kept and only the rest is chosen.
@@ -251,9 +247,9 @@ def choose_fast_path(
     inference 2.7x faster in batches of 16 than of 128.
     Gradients are cleared and buffers restored afterwards, and no optimizer steps: the model is unchanged.
     The decision is kept per machine, model and sizes and reused unless ``reprobe`` (module docstring).
-    With ``trial`` (training only), nothing is timed here: where there is a choice and no kept
-    decision, a :class:`~transferkit.train.kernel_trial.KernelTrial` is returned, which decides on
-    the run's own first steps and keeps its decision under the same key.
+    With ``trial`` (training only; :class:`~transferkit.train.kernel_trial.KernelTrial`), nothing
+    is timed here: where there is a choice and no kept decision, ``trial(options, key)`` is
+    returned, which decides on the run's own first steps and keeps its decision under the key.
     """
     options = [
         (cl, p)
@@ -270,10 +266,8 @@ def choose_fast_path(
         kept = _kept_decision(key)
         if kept is not None:
             return kept
-    if trial and train:
-        from .kernel_trial import KernelTrial
-
-        return KernelTrial(options, key)
+    if trial is not None and train:
+        return trial(options, key)
     timed = partial(measure_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
     failed: dict[str, str] = {}
 

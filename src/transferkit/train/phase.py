@@ -7,7 +7,6 @@ from ``train_one_epoch``.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from .config import TrainConfig
 from .distributed import DistContext, make_loader
 from .fastpath import FastPath
 from .kernel_trial import KernelTrial
+from .norm_adapt import ADAPT_IMAGES, adapt_norm_statistics, adapts_norms_first
 from .optim import create_optimizer, warmup_cosine
 from .phase_cache import CachedPhase, cache_frozen_prefix
 from .rng import set_rng_state
@@ -35,7 +35,6 @@ from .strategies import Phase, apply_phase
 
 __all__ = [
     "PhaseSetup",
-    "adapt_norm_statistics",
     "augment_for",
     "log_fast",
     "prepare_phase",
@@ -85,7 +84,7 @@ def prepare_phase(
 ) -> PhaseSetup:
     """Set which parameters train for ``phase`` and build what its epochs need; ``resumed`` restores the optimizer."""
     config, data, kernels = record.config, record.data, record.kernels
-    if first_epoch == 0 and resumed is None and _adapts_norms_first(config, phase, model.modules()):
+    if first_epoch == 0 and resumed is None and adapts_norms_first(config, phase, model):
         seconds = adapt_norm_statistics(model, data.train, BatchPrep(data.preprocessing, device, False))
         log(
             f"BatchNorm statistics re-estimated on {min(len(data.train), ADAPT_IMAGES)} training images in "
@@ -128,7 +127,7 @@ def prepare_phase(
         if kernels.training is None:  # measured when the whole network first trains
             # One process measures on its first real steps; ranks of torchrun must agree before DDP
             # fixes the memory format, and a compile asked for needs the kernels first.
-            chosen = probe(train=True, trial=not dist_ctx.enabled and config.compile != "on")
+            chosen = probe(train=True, trial=KernelTrial if not dist_ctx.enabled and config.compile != "on" else None)
             if isinstance(chosen, KernelTrial):
                 trial = chosen
                 labels = " and ".join(f"{'channels-last' if o[0] else 'NCHW'} {o[1]}" for o in trial.options)
@@ -254,47 +253,6 @@ def settle_trial(
             reprobe=config.reprobe,
             log=log,
         )
-
-
-
-ADAPT_IMAGES = 2048  # enough images for stable means and variances; a pass over more costs time for nothing
-
-
-def _adapts_norms_first(config: TrainConfig, phase: Phase, model_modules) -> bool:
-    """A head phase followed by one that trains every layer, whose BatchNorm then normalises by batch statistics.
-
-    The head would otherwise learn on features normalised by the source's running statistics,
-    and the first epoch that trains everything starts from features it was not trained on: lite0
-    on 1,000 mnist5k images (gradual, 3 epochs, 64 px) fell from 83.2% after the head to 78.4%;
-    with the statistics re-estimated first it went 68.2%, 84.9%, 88.6% (BENCHMARKS.md).
-    """
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model_modules):
-        return False
-    later = config.phases()
-    first = later[0].name == phase.name
-    return phase.trains == "head" and first and any(p.trains == "all" for p in later[1:])
-
-
-def adapt_norm_statistics(model: nn.Module, dataset, prep, *, limit: int = ADAPT_IMAGES, batch_size: int = 64) -> float:
-    """Re-estimate every BatchNorm's running statistics on ``limit`` images of ``dataset`` (AdaBN); the seconds taken.
-
-    torch's ``swa_utils.update_bn`` averages the batch statistics of one pass without gradients.
-    """
-    from torch.optim.swa_utils import update_bn
-    from torch.utils.data import DataLoader
-
-    started = time.perf_counter()
-    transform = getattr(dataset, "transform", None)
-    if transform is not None:
-        dataset.transform = None  # the images as they are: the same statistics every time
-    try:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        batches = math.ceil(min(len(dataset), limit) / batch_size)
-        update_bn((prep(images) for images, _ in itertools.islice(loader, batches)), model)
-    finally:
-        if transform is not None:
-            dataset.transform = transform
-    return time.perf_counter() - started
 
 
 def augment_for(config: TrainConfig, phase: Phase) -> str:

@@ -5,7 +5,7 @@ from torch.utils.data import TensorDataset
 from tests.helpers import TinyNet
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
-from transferkit.train.phase import adapt_norm_statistics
+from transferkit.train.norm_adapt import adapt_norm_statistics
 
 
 def test_norm_statistics_are_re_estimated_on_the_new_images():

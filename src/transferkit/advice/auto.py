@@ -17,14 +17,13 @@ import torch
 import torch.nn as nn
 
 from ..data.decode import ImageDataset
+from ..data.sources import stratified_indices
 from ..errors import ConfigError
 from ..train.config import TrainConfig
 from ..train.setup import PreparedData
 from .advise import SAMPLE, advise_prepared
 
-__all__ = ["AUTO", "choose_strategy"]
-
-AUTO = "auto"
+__all__ = ["choose_strategy"]
 
 
 def choose_strategy(
@@ -77,13 +76,7 @@ def _probed(data: PreparedData, limit: int, seed: int, log) -> PreparedData:
     labels = data.train.decoded.labels
     if len(labels) <= limit or not isinstance(data.train.decoded.images, torch.Tensor):
         return data  # streamed images are probed whole: they are not held to be indexed
-    generator = torch.Generator().manual_seed(seed)
-    picked = []
-    for label in labels.unique():
-        members = torch.nonzero(labels == label).flatten()
-        share = max(1, round(len(members) * limit / len(labels)))
-        picked.append(members[torch.randperm(len(members), generator=generator)[:share]])
-    index = torch.cat(picked).sort().values
+    index = torch.tensor(sorted(stratified_indices(labels.tolist(), limit, seed=seed)))
     decoded = data.train.decoded
     sample = dataclasses.replace(
         decoded, images=decoded.images[index], labels=labels[index], names=[decoded.names[i] for i in index.tolist()]

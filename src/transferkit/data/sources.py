@@ -45,6 +45,7 @@ __all__ = [
     "open_data",
     "printable",
     "split_items",
+    "stratified_indices",
     "stratified_sample",
 ]
 
@@ -398,19 +399,24 @@ def split_items(items: list[Item], *, val_fraction: float, seed: int) -> tuple[l
     return list(train), list(val)
 
 
-def stratified_sample(items: list[Item], size: int, *, seed: int) -> list[Item]:
-    """``size`` of ``items`` drawn by ``seed`` so that each class keeps its share (at least one image each)."""
-    if size >= len(items):
-        return list(items)
+def stratified_indices(labels: list[int], size: int, *, seed: int) -> list[int]:
+    """Positions of ``size`` of ``labels`` drawn by ``seed`` so that each class keeps its share (one at least)."""
+    if size >= len(labels):
+        return list(range(len(labels)))
     from sklearn.model_selection import train_test_split
 
-    labels = [item.label for item in items]
     if len(set(labels)) > size:
         raise DataError(f"A sample of {size} images cannot hold all {len(set(labels))} classes; ask for more.")
     counts = np.bincount(labels)
     if counts[counts > 0].min() < 2:  # a class of one image cannot be split: sample the others around it
-        singles = [item for item in items if counts[item.label] == 1]
-        rest = [item for item in items if counts[item.label] > 1]
-        return singles + stratified_sample(rest, size - len(singles), seed=seed)
-    picked, _ = train_test_split(items, train_size=size, random_state=seed, stratify=labels)
+        singles = [i for i, label in enumerate(labels) if counts[label] == 1]
+        rest = [i for i, label in enumerate(labels) if counts[label] > 1]
+        picked = stratified_indices([labels[i] for i in rest], size - len(singles), seed=seed)
+        return singles + [rest[i] for i in picked]
+    picked, _ = train_test_split(range(len(labels)), train_size=size, random_state=seed, stratify=labels)
     return list(picked)
+
+
+def stratified_sample(items: list[Item], size: int, *, seed: int) -> list[Item]:
+    """``size`` of ``items`` drawn by ``seed`` so that each class keeps its share (at least one image each)."""
+    return [items[i] for i in stratified_indices([item.label for item in items], size, seed=seed)]

@@ -102,9 +102,9 @@ def verdict(rows: list[dict]) -> list[str]:
                 )
             else:
                 lines.append(f"{r['strategy']} beats scratch at every epoch ({curve}%).")
-    frozen = [r for r in rows if r["trainable_params"] < 0.1 * max(x["trainable_params"] for x in rows)]
-    for r in frozen:
-        share = r["trainable_params"] / max(x["trainable_params"] for x in rows)
+    largest = max(r["trainable_params"] for r in rows)
+    for r in (r for r in rows if r["trainable_params"] < 0.1 * largest):
+        share = r["trainable_params"] / largest
         lines.append(
             f"{r['strategy']} trains {share:.1%} of the parameters and reaches {100 * r['best_acc']:.1f}%: "
             f"{100 * (best['best_acc'] - r['best_acc']):.1f} points from the best."

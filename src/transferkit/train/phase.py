@@ -24,7 +24,7 @@ from .balance import class_weights, sample_weights
 from .compiled import compiled_for_training
 from .config import TrainConfig
 from .distributed import DistContext, make_loader
-from .fastpath import FastPath
+from .fastpath import FastPath, kernel_label
 from .kernel_trial import KernelTrial
 from .norm_adapt import ADAPT_IMAGES, adapt_norm_statistics, adapts_norms_first
 from .optim import create_optimizer, warmup_cosine
@@ -130,7 +130,7 @@ def prepare_phase(
             chosen = probe(train=True, trial=KernelTrial if not dist_ctx.enabled and config.compile != "on" else None)
             if isinstance(chosen, KernelTrial):
                 trial = chosen
-                labels = " and ".join(f"{'channels-last' if o[0] else 'NCHW'} {o[1]}" for o in trial.options)
+                labels = " and ".join(kernel_label(*option) for option in trial.options)
                 log(f"fast path for training: {labels} are timed on the first steps, which train as usual")
             else:
                 kernels.training = dist_ctx.from_main(chosen)
@@ -152,18 +152,7 @@ def prepare_phase(
     train_net = model if cached is None else cached.net
     if cached is None and not dist_ctx.enabled and trial is None:  # whole network's step; torchrun: DDP's own
         images = steps * config.batch_size * (phase.epochs - first_epoch)
-        input_size = data.preprocessing.input_size
-        train_net, _ = compiled_for_training(
-            model,
-            path,
-            input_size,
-            device=device,
-            batch_size=config.batch_size,
-            images=images,
-            mode=config.compile,
-            reprobe=config.reprobe,
-            log=log,
-        )
+        train_net = _compiled(model, path, record, device, images=images, log=log)
     model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
     mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
     log(f"phase {phase.name}: {trainable_text(model)}, augmentation {augment}{mixing}")
@@ -234,25 +223,32 @@ def settle_trial(
 ) -> None:
     """After an epoch that ran a kernel trial: its decision (on the steps timed, if the rule has not decided) becomes
     the phase's kernels, and the compile decision that needed them is taken for the epochs left."""
-    config, data = record.config, record.data
     path = setup.trial.settle()
     setup.trial = None
     record.kernels.training = setup.path = path
-    setup.prep = BatchPrep(data.preprocessing, device, path.channels_last)
-    model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
+    setup.prep = BatchPrep(record.data.preprocessing, device, path.channels_last)
+    model.to(memory_format=KernelTrial.memory_format((path.channels_last, path.precision)))
     log_fast(log, "training", path)
     if epochs_left > 0:
-        setup.train_net, _ = compiled_for_training(
-            model,
-            path,
-            data.preprocessing.input_size,
-            device=device,
-            batch_size=config.batch_size,
-            images=setup.steps_per_epoch * config.batch_size * epochs_left,
-            mode=config.compile,
-            reprobe=config.reprobe,
-            log=log,
-        )
+        images = setup.steps_per_epoch * record.config.batch_size * epochs_left
+        setup.train_net = _compiled(model, path, record, device, images=images, log=log)
+
+
+def _compiled(model: nn.Module, path: FastPath, record: RunRecord, device: torch.device, *, images: int, log):
+    """The step to train the whole network with: compiled when that repays over ``images`` (or asked)."""
+    config = record.config
+    train_net, _ = compiled_for_training(
+        model,
+        path,
+        record.data.preprocessing.input_size,
+        device=device,
+        batch_size=config.batch_size,
+        images=images,
+        mode=config.compile,
+        reprobe=config.reprobe,
+        log=log,
+    )
+    return train_net
 
 
 def augment_for(config: TrainConfig, phase: Phase) -> str:

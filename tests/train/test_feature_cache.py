@@ -6,7 +6,14 @@ import torchvision
 from transferkit.data.preprocess import BatchPrep, Preprocessing
 from transferkit.model.factory import create_model
 from transferkit.model.freeze import freeze, freeze_backbone
-from transferkit.train.feature_cache import check_boundary, find_boundary, fold_batchnorm, load_or_compute, truncated
+from transferkit.train.feature_cache import (
+    check_boundary,
+    find_boundary,
+    fold_batchnorm,
+    load_or_compute,
+    rename_stored,
+    truncated,
+)
 
 PRE = Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3)
 
@@ -117,6 +124,17 @@ def test_fp16_storage_and_memory_mapping(tmp_path):
     wide, how = load_or_compute(batches_of(large), 12, folder=tmp_path, key="x", max_memory_bytes=8)
     assert wide.dtype == torch.float32 and torch.equal(wide, large) and "memory-mapped" in how
     assert sorted(p.name for p in tmp_path.glob("x.*")) == ["x.float32.bin", "x.json"]  # the fp16 try is removed
+
+
+def test_a_stored_cache_is_renamed_when_its_kernels_are_chosen_after_the_pass(tmp_path):
+    acts = torch.rand(10, 6)
+    mapped, _ = load_or_compute(batches_of(acts), 10, folder=tmp_path, key="trial", max_memory_bytes=8)
+    rename_stored(tmp_path, "trial", "chosen")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chosen.float16.bin", "chosen.json"]
+    torch.testing.assert_close(mapped.float(), acts, atol=4e-3, rtol=0)  # the mapping outlives the rename
+    again, how = load_or_compute(lambda: 1 / 0, 10, folder=tmp_path, key="chosen", max_memory_bytes=8)
+    assert "reused" in how and torch.equal(again, mapped)
+    rename_stored(tmp_path, "in-memory", "other")  # nothing was written for it: nothing to do
 
 
 @pytest.mark.parametrize(

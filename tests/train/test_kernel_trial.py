@@ -1,4 +1,5 @@
 import json
+import types
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from transferkit.model.factory import create_model
 from transferkit.train import fastpath
 from transferkit.train.engine import fit
 from transferkit.train.fastpath import choose_fast_path
-from transferkit.train.kernel_trial import MAX_TIMED, MIN_TIMED, KernelTrial
+from transferkit.train.kernel_trial import MAX_TIMED, MIN_TIMED, InferenceTrial, KernelTrial
 
 NCHW, CL, BF16 = (False, "fp32"), (True, "fp32"), (True, "bf16")
 
@@ -110,3 +111,84 @@ def test_a_run_chooses_its_kernels_on_its_first_steps(monkeypatch, tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["fast_path"]["reason"] in decided
     assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is None
+
+
+def _run_inference(trial: InferenceTrial, per_image: dict, limit: int = 200) -> list:
+    """Batches until the trial decides; a batch of ``size`` with kernels ``o`` takes ``size * per_image[o, size]``."""
+    asked = []
+    while trial.decided is None and len(asked) < limit:
+        size = trial.next_batch()
+        asked.append((trial.option, size))
+        trial.record(size * per_image[trial.option, size], size)
+    return asked
+
+
+def test_inference_kernels_then_the_batch_size_are_chosen_on_the_pass_and_kept(tmp_path):
+    trial = InferenceTrial([NCHW, CL], key="inference", batch_size=16, max_batch_size=256)
+    per_image = {(NCHW, 16): 0.02, (CL, 16): 0.01, (CL, 32): 0.008, (CL, 64): 0.009}
+    asked = _run_inference(trial, per_image)
+    # the kernel trial at 16 (warm-ups, then three timed each), then the winner at 32 and 64 (a warm-up, two timed)
+    assert asked[:8] == [(NCHW, 16), (CL, 16), (CL, 16), (NCHW, 16), (NCHW, 16), (CL, 16), (CL, 16), (NCHW, 16)]
+    assert asked[8:] == [(CL, 32)] * 3 + [(CL, 64)] * 3
+    decided = trial.decided
+    assert (decided.channels_last, decided.batch_size) == (True, 32)
+    assert "batches of 32 (16: 100, 32: 125, 64: 111 images/s)" in decided.reason
+    # against 0.008 s an image: NCHW's 64 images at 16 cost 0.012 more each, channels-last's 0.002, 192 at 64 0.001
+    assert decided.measuring_seconds == pytest.approx(64 * 0.012 + 64 * 0.002 + 192 * 0.001)
+    assert trial.next_batch() == 32 and trial.option == CL
+    kept = json.loads((tmp_path / "transferkit" / "kernels" / "inference.json").read_text())
+    assert kept["fast_path"]["batch_size"] == 32
+
+
+def test_inference_batches_stop_at_the_largest_size_allowed():
+    trial = InferenceTrial([NCHW, CL], batch_size=16, max_batch_size=32)
+    per_image = {(NCHW, 16): 0.01, (CL, 16): 0.02, (NCHW, 32): 0.005}
+    asked = _run_inference(trial, per_image)
+    assert asked[-1] == (NCHW, 32) and trial.decided.batch_size == 32 and not trial.decided.channels_last
+
+
+def test_a_pass_too_short_to_decide_settles_on_what_it_timed_or_measures_before(tmp_path):
+    trial = InferenceTrial([NCHW, CL], key="short", batch_size=16)
+    _run_inference(trial, {(NCHW, 16): 0.02, (CL, 16): 0.01}, limit=4)  # one timed batch each
+    assert trial.settle().channels_last and "decided at the end of the pass" in trial.decided.reason
+    assert not (tmp_path / "transferkit" / "kernels").exists()
+    probed = fastpath.FastPath(False, "fp32", "probed")
+    assert InferenceTrial([NCHW, CL], fallback=lambda: probed).result() is probed  # no batch timed
+
+
+def test_the_pass_is_recut_into_the_trials_batches_with_each_candidates_memory_format():
+    trial = InferenceTrial([NCHW, CL], batch_size=4, max_batch_size=8)
+    module = torch.nn.Conv2d(3, 4, 3)
+    prep = types.SimpleNamespace(channels_last=None)
+    images = torch.arange(50 * 3 * 2 * 2, dtype=torch.uint8).view(50, 3, 2, 2)
+    seen, formats = [], []
+    for batch in trial.run(images.split(16), module, prep):  # the loader's batches of 16
+        seen.append(batch)
+        formats.append((prep.channels_last, module.weight.is_contiguous(memory_format=torch.channels_last)))
+    assert torch.equal(torch.cat(seen), images)  # every image once, in order
+    assert [len(b) for b in seen[:8]] == [4] * 8  # the kernel trial's batches
+    assert formats[:2] == [(False, False), (True, True)]  # each candidate set on the module and the input
+    assert {len(b) for b in seen[:-1]} <= {4, 8}  # then the climb's: nothing above the largest size allowed
+
+
+def test_the_frozen_layers_pass_chooses_inference_kernels_and_later_runs_reuse_its_activations(monkeypatch, tmp_path):
+    """No probe before training: the cache pass times the candidates; its activations keep their name."""
+    from transferkit.train.compare import compare
+    from transferkit.train.config import TrainConfig
+
+    monkeypatch.setattr(fastpath, "candidates", lambda device, **_: [NCHW, CL])
+    measured = []
+    monkeypatch.setattr(fastpath, "measure_throughput", lambda *a, **k: measured.append(k["train"]) or 100.0)
+    base = TrainConfig(
+        model="tests.helpers:TinyNet", data="builtin:digits", out=str(tmp_path / "cmp"), epochs=2, image_size=16
+    )
+    lines = []
+    compare(base, ["lp-ft", "gradual"], log=lines.append)
+    assert measured == []  # neither the inference nor the training kernels were probed
+    inference = [line for line in lines if line.startswith("fast path for inference")]
+    assert len(inference) == 1 and "the first batches of the frozen layers' pass" in inference[0], inference
+    assert "timing cost" in inference[0]
+    cache_lines = [line for line in lines if line.startswith("cache:")]
+    assert len(cache_lines) == 2 and "reused from an earlier run" in cache_lines[1], cache_lines
+    state = torch.load(tmp_path / "cmp" / "gradual" / "last.pt", weights_only=False)
+    assert state["fast_path_inference"]["reason"] in inference[0]

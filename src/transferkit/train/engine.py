@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .distributed import DistContext, init_from_env, make_loader
 from .fastpath import FastPath, choose_fast_path, resolve_device
 from .finish import finish_run
+from .kernel_trial import InferenceTrial
 from .loop import evaluate, train_one_epoch
 from .lr_find import find_lr
 from .metrics import classification_metrics, monitored
@@ -238,13 +239,20 @@ def _measure_kernels(
     )
     if saved.get("fast_path_inference"):
         kernels.inference = FastPath(**saved["fast_path_inference"])
-    elif kernels.inference is None:
+    elif kernels.inference is None and kernels.inference_trial is None:
         # Batches larger than the data would never run: they are not measured.
         largest = max(len(data.train), len(data.val))
-        kernels.inference = dist_ctx.from_main(
-            probe(train=False, batch_size=min(config.batch_size, 16), max_batch_size=min(256, largest))
-        )
-        log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
+        sizes = {"batch_size": min(config.batch_size, 16), "max_batch_size": min(256, largest)}
+        measure = partial(probe, train=False, **sizes)
+        # One process times them on the frozen layers' pass, where one comes (measure: where none does);
+        # ranks of torchrun must agree first.
+        trial = None if dist_ctx.enabled else partial(InferenceTrial, **sizes, fallback=measure)
+        chosen = dist_ctx.from_main(measure(trial=trial))
+        if isinstance(chosen, InferenceTrial):
+            kernels.inference_trial = chosen
+        else:
+            kernels.inference = chosen
+            log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
     if saved.get("fast_path"):
         kernels.training = FastPath(**saved["fast_path"])
     return probe

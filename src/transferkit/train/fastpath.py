@@ -68,6 +68,9 @@ class FastPath:
     reason: str
     images_per_second: dict[str, float] = field(default_factory=dict)
     batch_size: int | None = None  # for inference: the fastest batch size measured (None: not measured)
+    # What choosing cost this run: a probe's whole time; for a trial on real work, its time beyond what
+    # the chosen kernels would have taken for the same work (None: nothing was measured).
+    measuring_seconds: float | None = None
 
     @property
     def inference_batch_size(self) -> int:
@@ -247,9 +250,10 @@ def choose_fast_path(
     inference 2.7x faster in batches of 16 than of 128.
     Gradients are cleared and buffers restored afterwards, and no optimizer steps: the model is unchanged.
     The decision is kept per machine, model and sizes and reused unless ``reprobe`` (module docstring).
-    With ``trial`` (training only; :class:`~transferkit.train.kernel_trial.KernelTrial`), nothing
-    is timed here: where there is a choice and no kept decision, ``trial(options, key)`` is
-    returned, which decides on the run's own first steps and keeps its decision under the key.
+    With ``trial`` (:class:`~transferkit.train.kernel_trial.KernelTrial` for training,
+    :class:`~transferkit.train.kernel_trial.InferenceTrial` for inference), nothing is timed here:
+    where there is a choice and no kept decision, ``trial(options, key)`` is returned, which
+    decides on the run's own first steps or batches and keeps its decision under the key.
     """
     options = [
         (cl, p)
@@ -266,7 +270,7 @@ def choose_fast_path(
         kept = _kept_decision(key)
         if kept is not None:
             return kept
-    if trial is not None and train:
+    if trial is not None:
         return trial(options, key)
     timed = partial(measure_throughput, model, input_size=input_size, device=device, steps=steps, train=train)
     failed: dict[str, str] = {}
@@ -281,6 +285,7 @@ def choose_fast_path(
             return 0.0
 
     batch_speeds: dict[int, float] = {}
+    started = time.perf_counter()
     with probing(model, training=train):
         speeds = interleaved_medians({kernel_label(cl, p): partial(measure, cl, p, batch_size) for cl, p in options})
         best = pick_kernels(options, speeds)
@@ -311,7 +316,7 @@ def choose_fast_path(
         reason += (
             f"; batches of {chosen_batch} ({', '.join(f'{b}: {v:.0f}' for b, v in batch_speeds.items())} images/s)"
         )
-    chosen = FastPath(best[0], best[1], reason, speeds, chosen_batch)
+    chosen = FastPath(best[0], best[1], reason, speeds, chosen_batch, time.perf_counter() - started)
     keep_decision(key, chosen)
     return chosen
 
@@ -388,6 +393,7 @@ def _kept_decision(key: str) -> FastPath | None:
     except (TypeError, KeyError):
         return None
     kept.reason = f"reused the measurement of {when} on this machine (--reprobe measures again): {kept.reason}"
+    kept.measuring_seconds = 0.0
     return kept
 
 

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "iter_boundary_outputs",
     "fold_batchnorm",
     "cache_key",
+    "rename_stored",
     "is_live",
     "tensors_key",
     "check_boundary",
@@ -310,6 +312,18 @@ def load_or_compute(
     if stored is None:
         stored = _store(compute(), count, torch.float32, folder=folder, key=key, budget=budget)
     return stored
+
+
+def rename_stored(folder: Path, key: str, new_key: str) -> None:
+    """Move what :func:`load_or_compute` wrote to a file under ``key`` in this process to ``new_key``."""
+    meta_path = folder / f"{key}.json"
+    if not meta_path.is_file():
+        return
+    meta = json.loads(meta_path.read_text())
+    file = folder / f"{new_key}.{meta['dtype']}.bin"
+    os.replace(folder / meta["file"], file)  # a mapping of the file stays valid
+    write_json(folder / f"{new_key}.json", {**meta, "file": file.name})
+    meta_path.unlink()
 
 
 def _store(

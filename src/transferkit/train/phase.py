@@ -114,9 +114,11 @@ def prepare_phase(
     cacheable = config.cache and (augment == "none" or config.cache_views > 0) and mix is None
     cached, trial = None, None
     if cacheable:
-        cached = cache_frozen_prefix(
-            model, config, data, kernels.inference, device, head=record.head, augment=augment, log=log
-        )
+        infer = kernels.inference or kernels.inference_trial
+        cached = cache_frozen_prefix(model, config, data, infer, device, head=record.head, augment=augment, log=log)
+    if kernels.inference is None:  # chosen on the pass just run, else measured now
+        kernels.inference, kernels.inference_trial = kernels.inference_trial.result(), None
+        log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
     if cached is not None:
         # What trains is the tail after the cached prefix, in the prefix's memory format.
         path = FastPath(kernels.inference.channels_last, config.pinned_precision or "fp32", "tail after the cache")

@@ -31,9 +31,11 @@ from .feature_cache import (
     iter_boundary_outputs,
     load_or_compute,
     relative_difference,
+    rename_stored,
     truncated,
 )
 from .head_cut import head_cut, head_cut_key, iter_pre_logits
+from .kernel_trial import InferenceTrial
 from .setup import PreparedData
 
 __all__ = ["CachedPhase", "cache_frozen_prefix"]
@@ -55,7 +57,7 @@ def cache_frozen_prefix(
     model: nn.Module,
     config: TrainConfig,
     data: PreparedData,
-    infer: FastPath,
+    infer: FastPath | InferenceTrial,
     device: torch.device,
     *,
     head: str,
@@ -66,8 +68,10 @@ def cache_frozen_prefix(
 
     With random augmentation, ``cache_views`` augmented copies of the training set are computed
     once and the epochs cycle through them. Activations are computed with the inference kernels
-    ``infer``; ones an earlier run of this process computed from the same frozen weights and
-    data (``data.activations``) are reused.
+    ``infer``, or, while an :class:`~transferkit.train.kernel_trial.InferenceTrial` chooses them,
+    with its candidates on the first batches (``infer.result()`` is the choice afterwards); ones
+    an earlier run of this process computed from the same frozen weights and data
+    (``data.activations``) are reused.
 
     The prefix is found by a dry run (:func:`~transferkit.train.feature_cache.find_boundary`);
     where the network does more than run its modules in sequence there (a ViT's tokens, a
@@ -75,26 +79,22 @@ def cache_frozen_prefix(
     serves instead (:mod:`transferkit.train.head_cut`); when blocks train too, the input of the
     first one is cached (:mod:`transferkit.train.entry_cut`).
     """
-    infer_prep = BatchPrep(data.preprocessing, device, infer.channels_last)
+    trial = infer if isinstance(infer, InferenceTrial) else None
+    infer_prep = BatchPrep(data.preprocessing, device, trial is None and infer.channels_last)
     sample = data.train.decoded.images[:8]
     boundary = find_boundary(model, data.preprocessing.input_size)
     difference = None if boundary is None else check_boundary(model, boundary, sample, prep=infer_prep)
-    computed_with = {
-        **asdict(data.preprocessing),
-        "precision": infer.precision,
-        "channels_last": infer.channels_last,
-    }
-    amp = lambda: autocast(device, infer.precision)  # noqa: E731
+    amp = (lambda: trial.autocast(device)) if trial is not None else (lambda: autocast(device, infer.precision))
+    runner = model
     if difference is not None and difference <= 1e-4:
-        key = cache_key(model, boundary, data_fingerprint=data.fingerprint, preprocessing=computed_with)
+        keyed = partial(cache_key, model, boundary)
         # The prefix runs with its BatchNorms folded into the convolutions when that gives the same output.
         runner = fold_batchnorm(model, boundary, sample, prep=infer_prep) or model
-        runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
         outputs = partial(iter_boundary_outputs, runner, boundary, prep=infer_prep, autocast=amp)
         net, skipping = model, partial(truncated, model, boundary)
     elif (cut := head_cut(model, head, sample, prep=infer_prep)) is not None and cut[1] <= 1e-4:
         boundary = cut[0]
-        key = head_cut_key(model, head, data_fingerprint=data.fingerprint, preprocessing=computed_with)
+        keyed = partial(head_cut_key, model, head)
         outputs = partial(iter_pre_logits, model, prep=infer_prep, autocast=amp)
         net, skipping = model.get_submodule(head), nullcontext
     else:
@@ -107,9 +107,17 @@ def cache_frozen_prefix(
                 log(f"cache: off, the network does more than run its modules in sequence at '{boundary.path}'")
             return None
         boundary = entry
-        key = entry_key(model, entry, data_fingerprint=data.fingerprint, preprocessing=computed_with)
+        keyed = partial(entry_key, model, entry)
         outputs = partial(iter_entry_inputs, model, entry, prep=infer_prep, autocast=amp)
         net, skipping = model, partial(entered, model, entry)
+
+    def computed_with(kernels: FastPath | None) -> dict:
+        """The preprocessing and the kernels (None: several, while the trial chooses) the activations depend on."""
+        if kernels is None:
+            return {**asdict(data.preprocessing), "kernels": "timed on this pass"}
+        return {**asdict(data.preprocessing), "precision": kernels.precision, "channels_last": kernels.channels_last}
+
+    key = keyed(data_fingerprint=data.fingerprint, preprocessing=computed_with(None if trial is not None else infer))
     started = time.perf_counter()
     probed = _probed(data, outputs, sample, augment)
 
@@ -117,14 +125,16 @@ def cache_frozen_prefix(
         def batches():  # a pass may run twice (fp16, then float32): each draws the same augmentation
             if seed is not None:
                 torch.manual_seed(seed)
-            loader = DataLoader(dataset, batch_size=infer.inference_batch_size, num_workers=loader_workers(dataset))
-            for images, _ in loader:
-                yield images
+            size = trial.max_batch_size if trial is not None else infer.inference_batch_size
+            loader = DataLoader(dataset, batch_size=size, num_workers=loader_workers(dataset))
+            images = (images for images, _ in loader)
+            yield from (images if trial is None else trial.run(images, runner, infer_prep))
 
         return lambda: outputs(batches())
 
     folder = Path(config.out) / "cache"
-    model.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+    if trial is None:
+        runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
 
     def stored(dataset, name: str, seed: int | None = None) -> tuple[torch.Tensor, str]:
         if name not in data.activations:
@@ -144,6 +154,16 @@ def cache_frozen_prefix(
     data.train.transform = None
     val_acts, _ = stored(data.val, f"{key}-val")
     data.probe_features = None  # used once: memory is not kept for it
+    if trial is not None:  # the kernels are chosen now: the activations are kept under their name
+        infer = trial.result()
+        chosen = keyed(data_fingerprint=data.fingerprint, preprocessing=computed_with(infer))
+        for name in [n for n in data.activations if n.startswith(key)]:
+            renamed = chosen + name.removeprefix(key)
+            kept, kept_how = data.activations.pop(name)
+            data.activations[renamed] = (kept, kept_how.replace(name, renamed))
+            rename_stored(folder, name, renamed)
+        how = how.replace(key, chosen)
+    model.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
     described = f"{len(views)} augmented views of the training set, " if augment != "none" else ""
     count = len(views[0]) + len(val_acts)
     log(

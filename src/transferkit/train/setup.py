@@ -69,6 +69,8 @@ class Kernels:
 
     training: FastPath | None = None
     inference: FastPath | None = None
+    # Inference kernels still to be chosen on the frozen layers' pass (a kernel_trial.InferenceTrial).
+    inference_trial: object | None = None
 
 
 def model_channels(model: nn.Module) -> int:

@@ -40,7 +40,9 @@ def _child_probe(strategy: str, size: int) -> dict:
     from transferkit.train.fastpath import choose_fast_path
     from transferkit.train.setup import build_model
 
-    config = TrainConfig(model=COMMON[0], weights="lite0", data="builtin:mnist5k", strategy=strategy, image_size=size)
+    config = TrainConfig(
+        model=COMMON[0], weights="lite0", data="builtin:mnist5k", strategy=strategy, image_size=size, out="unused"
+    )
     model, _ = build_model(config, 10, load_weights=True)
     cpu = torch.device("cpu")
     started = time.perf_counter()

@@ -104,12 +104,16 @@ def test_a_run_chooses_its_kernels_on_its_first_steps(monkeypatch, tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=30)  # 48 training images: 24 steps of 2, enough
     config = tiny_config(data, tmp_path / "run", channels_last=None, batch_size=2, epochs=2, augment="none")
     fit(config, log=lines.append)
-    assert True not in measured  # the training kernels were never probed
+    assert measured == []  # neither the training nor the inference kernels were probed
     assert any("are timed on the first steps" in line for line in lines)
     decided = next(line for line in lines if "measured on the first training steps" in line)
     assert f"{MIN_TIMED} steps each" in decided or "by medians" in decided
+    assert any("are timed on the first validation batches" in line for line in lines)
+    inference = next(line for line in lines if line.startswith("fast path for inference (frozen"))
+    assert "measured on the first batches of validation" in inference
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["fast_path"]["reason"] in decided
+    assert state["fast_path_inference"]["reason"] in inference
     assert json.loads((tmp_path / "run" / "config.json").read_text())["channels_last"] is None
 
 
@@ -192,3 +196,12 @@ def test_the_frozen_layers_pass_chooses_inference_kernels_and_later_runs_reuse_i
     assert len(cache_lines) == 2 and "reused from an earlier run" in cache_lines[1], cache_lines
     state = torch.load(tmp_path / "cmp" / "gradual" / "last.pt", weights_only=False)
     assert state["fast_path_inference"]["reason"] in inference[0]
+
+
+def test_images_and_their_labels_are_recut_alike():
+    trial = InferenceTrial([NCHW, CL], batch_size=4, max_batch_size=8)
+    images, labels = torch.rand(21, 3, 2, 2), torch.arange(21)
+    loader = [[i, t] for i, t in zip(images.split(16), labels.split(16))]  # a DataLoader's [images, labels]
+    seen = list(trial.run(loader, torch.nn.Conv2d(3, 4, 3), types.SimpleNamespace(channels_last=None)))
+    assert all(isinstance(b, list) and len(b[0]) == len(b[1]) for b in seen)
+    assert torch.equal(torch.cat([b[0] for b in seen]), images) and torch.equal(torch.cat([b[1] for b in seen]), labels)

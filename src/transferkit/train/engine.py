@@ -32,7 +32,7 @@ from .loop import evaluate, train_one_epoch
 from .lr_find import find_lr
 from .metrics import classification_metrics, monitored
 from .out_folder import check_out, claim_out, clear_run, remove_leftovers
-from .phase import log_fast, prepare_phase, settle_trial
+from .phase import log_fast, prepare_phase, settle_trial, settle_validation_trial
 from .resume import check_same_data, resumed_config
 from .rng import seed_everything
 from .run_folder import (
@@ -222,7 +222,8 @@ def _fit(
 def _measure_kernels(
     record: RunRecord, model: nn.Module, device: torch.device, *, saved: dict, log, dist_ctx: DistContext
 ):
-    """Fill in the inference kernels now; return the probe that measures training kernels when first needed.
+    """Fill in the inference kernels, or the trial that chooses them on the first inference batches; return
+    the probe that measures training kernels when first needed.
 
     A resumed run keeps the kernels it chose, so that resuming is exact.
     """
@@ -327,7 +328,8 @@ def _run_phase(
             path = setup.path
             if not math.isfinite(train_loss):
                 _diverged(record, epoch_index + 1, phase, "training")
-            if val_path.channels_last != path.channels_last:
+            val_trial = setup.val_trial  # sets the memory format of each batch itself
+            if val_trial is None and val_path.channels_last != path.channels_last:
                 model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
             metrics = evaluate(
                 setup.eval_net,
@@ -338,8 +340,11 @@ def _run_phase(
                 precision=val_path.precision,
                 dist_ctx=dist_ctx,
                 outputs=not dist_ctx.enabled,  # this process's logits: all of them without torchrun
+                trial=val_trial,
             )
-            if val_path.channels_last != path.channels_last:
+            if val_trial is not None:
+                val_path = settle_validation_trial(setup, record, device=device, dist_ctx=dist_ctx, log=log)
+            if val_trial is not None or val_path.channels_last != path.channels_last:
                 model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
         if not math.isfinite(metrics["loss"]):
             _diverged(record, epoch_index + 1, phase, "validation")

@@ -176,7 +176,7 @@ class InferenceTrial:
     SIZE_TIMED = 2
 
     def __post_init__(self):
-        self.kernels = KernelTrial(self.options, timed_on="the first batches of the frozen layers' pass")
+        self.kernels = KernelTrial(self.options, timed_on="the first inference batches")
         self.sizes: dict[int, float] = {}  # median seconds per image at each batch size timed, the winner's kernels
         self._size = self.batch_size  # the size being timed once the kernels are decided
         self._taken: list[float] = []  # its timings so far
@@ -184,33 +184,39 @@ class InferenceTrial:
         self._timing = False  # whether the batch under way is timed
         self.option = self.options[0]
 
+    def timing(self, work: str) -> InferenceTrial:
+        """Names the work whose first batches are timed, for the decision's reason."""
+        self.kernels.timed_on = f"the first batches of {work}"
+        return self
+
     def autocast(self, device: torch.device):
         """The autocast context of the batch under way."""
         return autocast(device, self.option[1])
 
-    def run(self, images: Iterable[torch.Tensor], module: nn.Module, prep) -> Iterator[torch.Tensor]:
-        """``images`` re-cut into the batches the trial wants, each with its candidate's memory format set on
+    def run(self, batches: Iterable, module: nn.Module, prep) -> Iterator:
+        """``batches`` re-cut into the batches the trial wants, each with its candidate's memory format set on
         ``module`` and ``prep`` (a :class:`~transferkit.data.preprocess.BatchPrep`); times what the consumer
-        does with each batch, which excludes loading and decoding."""
-        source, parts, count, current = iter(images), [], 0, None
+        does with each batch, which excludes loading and decoding. A batch is a tensor of images, or a
+        tuple or list of tensors of one length (images and their labels), re-cut alike."""
+        source, parts, count, current = iter(batches), [], 0, None
         while True:
             size = self.next_batch()
             while count < size and (part := next(source, None)) is not None:
                 parts.append(part)
-                count += len(part)
+                count += len(part[0] if isinstance(part, tuple | list) else part)
             if count == 0:
                 return
-            joined = torch.cat(parts) if len(parts) > 1 else parts[0]
-            batch, rest = joined[:size], joined[size:]
-            parts, count = ([rest] if len(rest) else []), len(rest)
+            batch, rest = _cut(parts, size)
+            full = count >= size  # a short last batch times otherwise
+            parts, count = ([rest] if rest is not None else []), max(count - size, 0)
             if self.option != current:
                 current = self.option
                 module.to(memory_format=KernelTrial.memory_format(current))
                 prep.channels_last = current[0]
             started = time.perf_counter()
             yield batch
-            if len(batch) == size:  # a short last batch times otherwise
-                self.record(time.perf_counter() - started, len(batch))
+            if full:
+                self.record(time.perf_counter() - started, size)
 
     def settle(self) -> FastPath | None:
         """The decision on what was timed so far (not kept), or None when no batch was timed."""
@@ -280,3 +286,14 @@ class InferenceTrial:
         )
         if keep and self.key is not None:
             keep_decision(self.key, self.decided)
+
+
+def _cut(parts: list, size: int) -> tuple:
+    """The first ``size`` examples of ``parts`` (tensors, or tuples or lists of tensors), and the rest (None: none)."""
+    if isinstance(parts[0], tuple | list):
+        columns = [_cut([part[i] for part in parts], size) for i in range(len(parts[0]))]
+        batch = type(parts[0])(head for head, _ in columns)
+        rest = None if columns[0][1] is None else type(parts[0])(tail for _, tail in columns)
+        return batch, rest
+    joined = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return joined[:size], (joined[size:] if len(joined) > size else None)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .distributed import DistContext
 from .fastpath import autocast
-from .kernel_trial import KernelTrial
+from .kernel_trial import InferenceTrial, KernelTrial
 
 __all__ = ["evaluate", "train_one_epoch", "tta_logits", "tta_warning"]
 
@@ -165,20 +165,22 @@ def evaluate(
     dist_ctx: DistContext | None = None,
     outputs: bool = False,
     tta: bool = False,
+    trial: InferenceTrial | None = None,
 ) -> dict:
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted).
 
     With ``outputs``, also ``logits`` and ``probabilities`` (N, K) and ``targets`` (N,) on the CPU, in the
     loader's order (one process only). ``tta`` averages each image with its mirror image
-    (:func:`tta_logits`).
+    (:func:`tta_logits`). With ``trial``, its candidates' kernels and batch sizes run the first
+    batches (set on ``model`` and ``prep``) until it decides, instead of ``precision``.
     """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     kept_logits, kept_targets = [], []
-    for inputs, targets in loader:
+    for inputs, targets in loader if trial is None else trial.run(loader, model, prep):
         x, y = prep(inputs), targets.to(device)
-        with autocast(device, precision):
+        with autocast(device, precision) if trial is None else trial.autocast(device):
             logits = tta_logits(model, x, tta=tta)
         if outputs:
             kept_logits.append(logits.float().cpu())

@@ -25,7 +25,7 @@ from .compiled import compiled_for_training
 from .config import TrainConfig
 from .distributed import DistContext, make_loader
 from .fastpath import FastPath, kernel_label
-from .kernel_trial import KernelTrial
+from .kernel_trial import InferenceTrial, KernelTrial
 from .norm_adapt import ADAPT_IMAGES, adapt_norm_statistics, adapts_norms_first
 from .optim import create_optimizer, warmup_cosine
 from .phase_cache import CachedPhase, cache_frozen_prefix
@@ -39,6 +39,7 @@ __all__ = [
     "log_fast",
     "prepare_phase",
     "settle_trial",
+    "settle_validation_trial",
     "trainable_text",
 ]
 
@@ -68,6 +69,7 @@ class PhaseSetup:
     started: float  # when the phase's set-up began: its first epoch carries the cache's cost
     trial: KernelTrial | None = None  # training kernels still being chosen on the first steps
     steps_per_epoch: int = 0
+    val_trial: InferenceTrial | None = None  # inference kernels still being chosen on the first validation
 
 
 def prepare_phase(
@@ -116,9 +118,10 @@ def prepare_phase(
     if cacheable:
         infer = kernels.inference or kernels.inference_trial
         cached = cache_frozen_prefix(model, config, data, infer, device, head=record.head, augment=augment, log=log)
-    if kernels.inference is None:  # chosen on the pass just run, else measured now
+    if cached is not None and kernels.inference is None:  # chosen on the pass just run
         kernels.inference, kernels.inference_trial = kernels.inference_trial.result(), None
         log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
+    val_trial = None
     if cached is not None:
         # What trains is the tail after the cached prefix, in the prefix's memory format.
         path = FastPath(kernels.inference.channels_last, config.pinned_precision or "fp32", "tail after the cache")
@@ -142,8 +145,13 @@ def prepare_phase(
         train_views, val_set, skipping = [data.train], data.val, nullcontext
         # Validation runs as eval and predict will: the inference kernels, so that eval of best.pt
         # reproduces its validation exactly (one process; under torchrun the training memory format stays).
+        # Where no frozen pass chose them, the first validation does (under torchrun they are measured).
+        val_trial = kernels.inference_trial.timing("validation") if kernels.inference is None else None
+        if val_trial is not None:
+            labels = " and ".join(kernel_label(*option) for option in val_trial.options)
+            log(f"fast path for inference: {labels} are timed on the first validation batches")
         val_path = (
-            kernels.inference
+            (kernels.inference or FastPath(False, "fp32", "until the first validation decides"))
             if not dist_ctx.enabled
             else FastPath(path.channels_last, kernels.inference.precision, "inference precision")
         )
@@ -187,7 +195,10 @@ def prepare_phase(
                 f"({type(e).__name__}: {one_line(e, 200)}). Use a complete copy of the run."
             ) from None
     # Cached activations feed only the tail: large batches; images: the measured inference batch.
-    val_batch = 256 if cached is not None else kernels.inference.inference_batch_size
+    if cached is not None:
+        val_batch = 256
+    else:
+        val_batch = val_trial.max_batch_size if val_trial is not None else kernels.inference.inference_batch_size
     val_loader = make_loader(val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
     return PhaseSetup(
         augment=augment,
@@ -211,6 +222,7 @@ def prepare_phase(
         started=phase_started,
         trial=trial,
         steps_per_epoch=steps,
+        val_trial=val_trial,
     )
 
 
@@ -234,6 +246,28 @@ def settle_trial(
     if epochs_left > 0:
         images = setup.steps_per_epoch * record.config.batch_size * epochs_left
         setup.train_net = _compiled(model, path, record, device, images=images, log=log)
+
+
+def settle_validation_trial(
+    setup: PhaseSetup, record: RunRecord, *, device: torch.device, dist_ctx: DistContext, log
+) -> FastPath:
+    """After the validation that ran an inference trial: its decision becomes the run's inference kernels, and
+    the next validations run with them, in the chosen batch size."""
+    kernels = record.kernels
+    kernels.inference, kernels.inference_trial = setup.val_trial.result(), None
+    setup.val_trial = None
+    log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
+    setup.val_path = kernels.inference
+    setup.val_prep = BatchPrep(record.data.preprocessing, device, kernels.inference.channels_last)
+    setup.val_loader = make_loader(
+        setup.val_loader.dataset,
+        batch_size=kernels.inference.inference_batch_size,
+        shuffle=False,
+        seed=0,
+        dist_ctx=dist_ctx,
+        drop_last=False,
+    )
+    return kernels.inference
 
 
 def _compiled(model: nn.Module, path: FastPath, record: RunRecord, device: torch.device, *, images: int, log):

@@ -79,7 +79,7 @@ def cache_frozen_prefix(
     serves instead (:mod:`transferkit.train.head_cut`); when blocks train too, the input of the
     first one is cached (:mod:`transferkit.train.entry_cut`).
     """
-    trial = infer if isinstance(infer, InferenceTrial) else None
+    trial = infer.timing("the frozen layers' pass") if isinstance(infer, InferenceTrial) else None
     infer_prep = BatchPrep(data.preprocessing, device, trial is None and infer.channels_last)
     sample = data.train.decoded.images[:8]
     boundary = find_boundary(model, data.preprocessing.input_size)

@@ -104,7 +104,7 @@ class Decoded:
     """Images decoded, resized and cropped once, kept as uint8."""
 
     images: torch.Tensor | LazyImages  # (N, C, H, W) uint8
-    labels: torch.Tensor  # (N,) int64
+    labels: torch.Tensor  # (N,) int64 classes; (N, K) float 0/1 labels; (N,) float numbers
     names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     storage: str = "in memory"
@@ -156,13 +156,17 @@ def decode(
                 n += 1
     seconds = time.perf_counter() - started
     if out is None:
-        return Decoded(
-            LazyImages(usable, pre), torch.tensor(labels, dtype=torch.long), names, skipped, storage, seconds, workers
-        )
+        return Decoded(LazyImages(usable, pre), _targets(labels), names, skipped, storage, seconds, workers)
     images = out if n == len(items) else out[:n]
     if n < len(items) and storage == "in memory":
         images = images.clone()  # release the unused rows
-    return Decoded(images, torch.tensor(labels, dtype=torch.long), names, skipped, storage, seconds, workers)
+    return Decoded(images, _targets(labels), names, skipped, storage, seconds, workers)
+
+
+def _targets(labels: list) -> torch.Tensor:
+    """Class indices as int64; 0/1 tuples (several labels) and numbers as float32."""
+    exact = all(isinstance(label, int) for label in labels)
+    return torch.tensor(labels, dtype=torch.long if exact else torch.float32)
 
 
 class ImageDataset(Dataset):

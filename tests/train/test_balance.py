@@ -101,7 +101,7 @@ def test_sampler_draws_the_classes_about_equally(tmp_path):
 
 
 def test_patience_ends_a_phase_and_resume_goes_on_with_the_next(tmp_path, monkeypatch):
-    import transferkit.train.engine as engine
+    import transferkit.train.validation as validation
 
     accuracies = [0.5, 0.5, 0.5, 0.75, 0.625, 0.625]  # the validation accuracy of each epoch, in order
 
@@ -112,7 +112,7 @@ def test_patience_ends_a_phase_and_resume_goes_on_with_the_next(tmp_path, monkey
         )
         return {"loss": 1.0 - correct / 16, "accuracy": correct / 16, "count": 16, "confusion": confusion}
 
-    monkeypatch.setattr(engine, "evaluate", scripted)
+    monkeypatch.setattr(validation, "evaluate", scripted)
     make_image_folder(tmp_path / "data", per_class=10)
     # lp-ft over 8 epochs: probe has epochs 1-4, finetune 5-8.
     run = config(tmp_path, strategy="lp-ft", epochs=8, patience=2, monitor="acc")

@@ -87,7 +87,9 @@ def train_command(
     if as_json:
         emit_json(summary)
     else:
+        classes = summary["task"] == "classification"
+        best = {"name": "val_acc", "value": summary["best_val_acc"]} if classes else summary["best_score"]
         log_console.print(
-            f"best val_acc {summary['best_val_acc']:.4f}; {summary['trainable_params']:,} trainable, "
+            f"best {best['name']} {best['value']:.4f}; {summary['trainable_params']:,} trainable, "
             f"{summary['frozen_params']:,} frozen parameters; {summary['seconds']:.0f} s; run in {summary['out']}"
         )

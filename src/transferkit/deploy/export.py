@@ -31,7 +31,7 @@ from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data
 from ..errors import ConfigError, DataError, ParityError, RunError
-from ..inference.runs import held_out_items, load_trained
+from ..inference.runs import held_out_items, load_trained, require_classes
 from .sidecar import sidecar_path, write_sidecar
 
 __all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export_run"]
@@ -112,7 +112,7 @@ def export_run(
     if not out.parent.is_dir():
         raise RunError(f"Cannot write '{out}': folder '{out.parent}' does not exist.")
 
-    trained = load_trained(run, device="cpu", trust_code=trust_code)
+    trained = require_classes(load_trained(run, device="cpu", trust_code=trust_code), "export")
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
     images, labels, split = _held_out(trained, data)
     log(f"parity images: {len(images)} from {split}")

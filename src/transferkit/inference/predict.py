@@ -16,7 +16,7 @@ from ..errors import DataError, ImageReadError
 from ..train.fastpath import FastPath, autocast
 from ..train.loop import tta_logits, tta_warning
 from .pretrained import load_weights_model
-from .runs import load_trained
+from .runs import load_trained, require_classes
 
 __all__ = ["Predictor", "load_predictor"]
 
@@ -99,7 +99,7 @@ def load_predictor(
     """
     if Path(source).is_dir() or is_onnx(source):
         trained = load_onnx(source, device=device) if is_onnx(source) else None
-        trained = trained or load_trained(source, device=device, trust_code=trust_code)
+        trained = require_classes(trained or load_trained(source, device=device, trust_code=trust_code), "predict")
         predictor = Predictor(
             trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
         )

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from ..data.decode import ImageDataset, decode, loader_workers
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data, split_items
-from ..errors import DataError
+from ..errors import DataError, RunError
 from ..model.factory import create_model
 from ..model.surgery import tie_distillation_head
 from ..train.config import TrainConfig
@@ -24,6 +24,16 @@ from .report import calibration, write_report
 from .trained import TrainedModel
 
 __all__ = ["TrainedModel", "calibrate_run", "evaluate_run", "evaluation_items", "held_out_items", "load_trained"]
+
+
+def require_classes(trained: TrainedModel, what: str) -> TrainedModel:
+    """``trained``, or a RunError when it predicts several labels or a number, which ``what`` does not serve yet."""
+    if trained.config is not None and trained.config.task != "classification":
+        raise RunError(
+            f"{what} serves runs of classes; this run's task is {trained.config.task}. Its validation scores "
+            "are in its report.json and metrics.csv."
+        )
+    return trained
 
 
 def load_trained(
@@ -201,7 +211,7 @@ def evaluate_run(
     if split not in ("val", "test"):
         raise DataError(f"split must be val or test, got {split!r}.", argument="split")
     if Path(run).is_dir():
-        trained = load_trained(run, which=which, device=device, trust_code=trust_code)
+        trained = require_classes(load_trained(run, which=which, device=device, trust_code=trust_code), "eval")
         config = trained.config
         spec = data or config.data
     else:
@@ -310,7 +320,7 @@ def calibrate_run(
     """
     if validation is not None:
         return calibrate(run, *validation, log=log)
-    trained = load_trained(run, device=device, trust_code=trust_code)
+    trained = require_classes(load_trained(run, device=device, trust_code=trust_code), "calibrate")
     items, split = held_out_items(trained, trained.config.data)
     if not items:
         return None

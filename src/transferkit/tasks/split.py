@@ -42,6 +42,10 @@ def stratified_positions(labels: list, *, seed: int, test: float | None = None, 
         )
         first, second = next(splitter.split(positions, np.asarray(labels, dtype=np.int64)))
         return first.tolist(), second.tolist()
-    strata = target_bins(labels) if task_of(labels[0]) == "regression" else labels
+    if task_of(labels[0]) == "regression":  # each part must be able to hold one of every bin
+        second = round(test * len(labels)) if test is not None else len(labels) - train
+        strata = target_bins(labels, most=min(10, second, len(labels) - second))
+    else:
+        strata = labels
     first, second = train_test_split(positions, test_size=test, train_size=train, random_state=seed, stratify=strata)
     return first.tolist(), second.tolist()

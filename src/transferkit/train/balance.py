@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..tasks.objective import positive_weights
 from .config import IMBALANCED
 from .distributed import DistContext
-from .metrics import imbalance
+from .metrics import TASK_MONITORS, imbalance
 from .run_folder import RunRecord
 
 __all__ = ["choose_balance", "class_weights", "sample_weights"]
@@ -25,6 +26,12 @@ def choose_balance(record: RunRecord, state: dict | None, log, *, distributed: b
     if state is not None and "balance" in state:
         record.balance, record.monitor = state["balance"], state["monitor"]
         return
+    task = record.data.task
+    if task != "classification":  # labels or numbers: nothing is sampled; weighted weighs each label's positives
+        record.balance = "weighted" if config.balance == "weighted" else "none"
+        record.monitor = config.monitor if config.monitor != "auto" else TASK_MONITORS[task][0]
+        log(f"task {task}: balance {record.balance}, best checkpoint by {record.monitor}")
+        return
     ratio = imbalance(list(record.data.class_counts["train"].values()))
     imbalanced = ratio > IMBALANCED
     mixing = config.mixup > 0 or config.cutmix > 0
@@ -40,9 +47,13 @@ def choose_balance(record: RunRecord, state: dict | None, log, *, distributed: b
 
 
 def class_weights(record: RunRecord, device: torch.device) -> torch.Tensor | None:
-    """Cross-entropy weights N / (K * n_c), as scikit-learn's 'balanced', when balance is weighted."""
+    """Cross-entropy weights N / (K * n_c), as scikit-learn's 'balanced', when balance is weighted.
+
+    For several labels per image: each label's positive weight, negatives over positives."""
     if record.balance != "weighted":
         return None
+    if record.data.task == "multi-label":
+        return positive_weights(record.data.train.decoded.labels).to(device)
     counts = torch.tensor(list(record.data.class_counts["train"].values()), dtype=torch.float32)
     weights = counts.sum() / (len(counts) * counts.clamp(min=1))
     return weights.to(device)

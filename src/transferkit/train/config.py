@@ -14,7 +14,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..data.augment import AUGMENTATIONS
 from ..errors import ConfigError
-from .metrics import MONITORS
+from ..tasks.targets import TASKS, LabelSpec
+from .metrics import MONITORS, TASK_MONITORS
 from .strategies import STRATEGIES, plan_phases
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "COMPILE_MODES",
+    "LOSSES",
     "TrainConfig",
     "describe",
     "read_config_file",
@@ -34,6 +36,7 @@ COMPILE_MODES = ("auto", "on", "off")
 BALANCES = ("auto", "none", "weighted", "sampler")
 IMBALANCED = 3.0  # largest class over smallest beyond which data counts as imbalanced
 OPTIMIZERS = ("adamw", "adam", "sgd")
+LOSSES = ("auto", "mse", "huber")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -74,6 +77,8 @@ class TrainConfig:
         None, "Scale each earlier layer's rate by this (timm's layer groups; 0 < x <= 1)."
     )
     label_smoothing: float = _setting(0.1, "Label smoothing of the cross-entropy loss (0 <= x < 1).")
+    # auto: cross-entropy for classes, binary cross-entropy per label, mse for numbers.
+    loss: str = _setting("auto", f"For regression: {', '.join(LOSSES)} (Huber on the standardised target).")
     warmup_fraction: float = _setting(0.1, "Share of each phase's steps of linear warmup, then cosine decay to 0.")
     seed: int = _setting(0, "Seed of the split, the initialisation and the batch order.")
     device: str = _setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -86,6 +91,14 @@ class TrainConfig:
     train_images: int | None = _setting(
         None, "Train on a stratified sample of N training images (default: all); validation keeps all of its own."
     )
+    task: str = _setting(
+        "classification", f"What to predict: {', '.join(TASKS)} (the last two from a CSV: see --label-sep)."
+    )
+    label_sep: str = _setting(";", "For multi-label: what joins the labels in the CSV's labels column.")
+    label_columns: list[str] = _setting(
+        [], "For multi-label: the CSV's 0/1 columns, one per label, instead of a labels column (a,b,c)."
+    )
+    target_column: str | None = _setting(None, "For regression: the CSV's numeric column (default: target).")
     freeze: list[str] = _setting([], "For strategy head: module path, glob or re:REGEX to freeze; repeatable.")
     unfreeze_last: int | None = _setting(
         None, "For strategy head: train only the last N stages (transformer blocks for ViTs, the head counts as one)."
@@ -121,6 +134,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.freeze = list(self.freeze or [])
         self.lora_targets = list(self.lora_targets or [])
+        # "a,b,c" or repeated: one list of names
+        given = [self.label_columns] if isinstance(self.label_columns, str) else self.label_columns or []
+        self.label_columns = [n.strip() for c in given for n in str(c).split(",") if n.strip()]
         _check(self)
 
     @classmethod
@@ -133,6 +149,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def label_spec(self) -> LabelSpec:
+        """Where DATA's CSV holds each image's labels, for this run's task."""
+        return LabelSpec(self.task, self.label_sep, tuple(self.label_columns), self.target_column)
 
     @property
     def pinned_precision(self) -> str | None:
@@ -204,6 +224,27 @@ def _check(c: TrainConfig) -> None:
     if (c.mixup or c.cutmix) and c.balance == "weighted":
         fail("balance", "cannot be weighted with mixup or cutmix, whose targets are mixed; use sampler")
     choose("monitor", ("auto", *MONITORS))
+    choose("task", TASKS)
+    choose("loss", LOSSES)
+    if c.task != "classification":
+        if c.monitor not in ("auto", *TASK_MONITORS[c.task]):
+            fail("monitor", f"must be one of auto, {', '.join(TASK_MONITORS[c.task])} for task {c.task}")
+        if c.mixup or c.cutmix:
+            fail("mixup" if c.mixup else "cutmix", f"mixes classes; task {c.task} has none: leave it at 0")
+        if c.balance == "sampler" or (c.task == "regression" and c.balance == "weighted"):
+            fail(
+                "balance",
+                f"{c.balance} balances classes; task {c.task} takes auto or none"
+                + (" (or weighted: a positive weight per label)" if c.task == "multi-label" else ""),
+            )
+    elif c.monitor not in ("auto", *TASK_MONITORS["classification"]):
+        fail("monitor", f"must be one of auto, {', '.join(TASK_MONITORS['classification'])} for classification")
+    if c.lr == "auto" and c.task != "classification":
+        fail("lr", f"auto's range test trains classes; for task {c.task} give a rate")
+    if c.loss != "auto" and c.task != "regression":
+        fail("loss", f"{c.loss} is for regression; task {c.task} takes auto")
+    if c.task == "multi-label" and not c.label_columns and not (isinstance(c.label_sep, str) and c.label_sep.strip()):
+        fail("label_sep", "must be a visible character such as ';' or '|'")
     number("patience", low=1, optional=True, integer=True)
     if not isinstance(c.device, str) or not _DEVICE.match(c.device):
         fail("device", "must be auto, cpu, cuda or cuda:N")

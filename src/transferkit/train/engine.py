@@ -28,9 +28,9 @@ from .distributed import DistContext, init_from_env, make_loader
 from .fastpath import FastPath, choose_fast_path, resolve_device
 from .finish import finish_run
 from .kernel_trial import InferenceTrial
-from .loop import evaluate, train_one_epoch
+from .loop import train_one_epoch
 from .lr_find import find_lr
-from .metrics import classification_metrics, monitored
+from .metrics import monitored
 from .out_folder import check_out, claim_out, clear_run, remove_leftovers
 from .phase import log_fast, prepare_phase, settle_trial, settle_validation_trial
 from .resume import check_same_data, resumed_config
@@ -46,6 +46,7 @@ from .run_folder import (
 )
 from .setup import Kernels, PreparedData, backbone_facts, build_model, prepare_data, preprocessing_for
 from .strategies import Phase
+from .validation import validate
 
 __all__ = ["fit"]
 
@@ -87,11 +88,13 @@ def fit(
     if config is None:
         raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
     dist_ctx = init_from_env(resolve_device(config.device).type)
+    if dist_ctx.enabled and config.task != "classification":
+        raise ConfigError(f"task {config.task} trains in one process; run it without torchrun.", argument="task")
     out = Path(config.out)
     if dist_ctx.is_main:
         check_out(out, resume=state is not None, overwrite=overwrite)
     # DATA and MODEL are opened before the run folder is made: a bad one leaves nothing behind.
-    source = None if data is not None else open_data(config.data)
+    source = None if data is not None else open_data(config.data, config.label_spec())
     if state is not None:
         check_same_data(state, source, config.data)
     seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
@@ -145,6 +148,10 @@ def _fit(
     elif data.spec != config.data or data.preprocessing != preprocessing_for(config, model):
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
     advice = (state or {}).get("advice")
+    if config.strategy == "auto" and data.task != "classification":  # the probe's linear models classify
+        config = replace(config, strategy="full")
+        phases = config.phases()
+        log(f"strategy auto: advise's probe fits classes, not task {data.task}; training full")
     if config.strategy == "auto":
         from ..advice.auto import choose_strategy
 
@@ -277,7 +284,7 @@ def _run_phase(
     log,
 ) -> int:
     """Train one phase from ``first_epoch``; returns the run's epoch count after it."""
-    config, data = record.config, record.data
+    config = record.config
     setup = prepare_phase(
         record,
         model,
@@ -322,6 +329,7 @@ def _run_phase(
                 dist_ctx=dist_ctx,
                 progress=f"epoch {epoch_index + 1}/{config.epochs}",
                 trial=setup.trial,
+                loss_fn=setup.loss_fn,
             )
             if setup.trial is not None:
                 settle_trial(setup, record, model, epochs_left=phase.epochs - phase_epoch - 1, device=device, log=log)
@@ -331,35 +339,24 @@ def _run_phase(
             val_trial = setup.val_trial  # sets the memory format of each batch itself
             if val_trial is None and val_path.channels_last != path.channels_last:
                 model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
-            metrics = evaluate(
-                setup.eval_net,
-                setup.val_loader,
-                num_classes=len(data.class_names),
-                prep=setup.val_prep,
-                device=device,
-                precision=val_path.precision,
-                dist_ctx=dist_ctx,
-                outputs=not dist_ctx.enabled,  # this process's logits: all of them without torchrun
-                trial=val_trial,
+            checked = validate(
+                setup, record, device=device, dist_ctx=dist_ctx, precision=val_path.precision, trial=val_trial
             )
             if val_trial is not None:
                 val_path = settle_validation_trial(setup, record, device=device, dist_ctx=dist_ctx, log=log)
             if val_trial is not None or val_path.channels_last != path.channels_last:
                 model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
-        if not math.isfinite(metrics["loss"]):
+        if not math.isfinite(checked.loss):
             _diverged(record, epoch_index + 1, phase, "validation")
         # The first epoch of a phase carries the cost of computing the cache.
         seconds = time.perf_counter() - (setup.started if phase_epoch == 0 else epoch_started)
         epoch_index += 1
-        scores = classification_metrics(metrics["confusion"].tolist(), data.class_names)
         row = {
             "epoch": epoch_index,
             "phase": phase.name,
             "train_loss": train_loss,
-            "val_loss": metrics["loss"],
-            "val_acc": metrics["accuracy"],
-            "val_balanced_acc": scores["balanced_accuracy"],
-            "val_macro_f1": scores["macro_f1"],
+            "val_loss": checked.loss,
+            **checked.scores,
             "lr": lr_now,
             "seconds": seconds,
             "cached": setup.cached is not None,
@@ -369,13 +366,11 @@ def _run_phase(
         improved = record.best is None or monitored(row, record.monitor) > monitored(record.best, record.monitor)
         if improved:
             record.best = row
-            record.best_metrics = {k: scores[k] for k in ("per_class", "most_confused")}
-            record.best_outputs = (metrics["logits"], metrics["targets"]) if "logits" in metrics else None
+            record.best_metrics = checked.details
+            record.best_outputs = checked.outputs
         log(
             f"epoch {epoch_index}/{config.epochs} [{phase.name}] train_loss {train_loss:.4f} "
-            f"val_loss {metrics['loss']:.4f} val_acc {metrics['accuracy']:.4f} "
-            f"balanced {scores['balanced_accuracy']:.4f} macro_f1 {scores['macro_f1']:.4f} ({seconds:.1f} s)"
-            + (" *" if improved else "")
+            f"val_loss {checked.loss:.4f} {checked.text} ({seconds:.1f} s)" + (" *" if improved else "")
         )
         stale = _epochs_without_progress(record, phase)
         record.phase_complete = config.patience is not None and stale >= config.patience
@@ -394,10 +389,11 @@ def _run_phase(
             save_checkpoint(out / "last.pt", checkpoint)
             if improved:
                 save_checkpoint(out / "best.pt", checkpoint)
-            write_metrics(out / "metrics.csv", record.history)
+            write_metrics(out / "metrics.csv", record.history, record.data.task)
             if writer is not None:
-                for key in ("train_loss", "val_loss", "val_acc", "val_balanced_acc", "val_macro_f1", "lr"):
-                    writer.add_scalar(key, record.history[-1][key], epoch_index)
+                for key, value in record.history[-1].items():
+                    if key in ("train_loss", "lr") or key.startswith("val_"):
+                        writer.add_scalar(key, value, epoch_index)
                 writer.flush()
         if record.phase_complete:
             return epoch_index + (phase.epochs - phase_epoch - 1)  # the skipped epochs still count

@@ -17,7 +17,9 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
     """Calibrate best.pt, save a lora or dora run's adapter, write report.json and MODEL_CARD.md (the main process)."""
     config = record.config
     out = Path(config.out)
-    if main and record.best is not None:
+    if main and record.best is not None and record.data.task != "classification":
+        log(f"calibration: none for task {record.data.task} (a temperature is fitted to the logits of classes)")
+    elif main and record.best is not None:
         from ..inference.runs import calibrate_run
 
         # Training's validation of best.pt gave its logits; a resumed run whose best epoch came

@@ -17,7 +17,7 @@ from .distributed import DistContext
 from .fastpath import autocast
 from .kernel_trial import InferenceTrial, KernelTrial
 
-__all__ = ["evaluate", "train_one_epoch", "tta_logits", "tta_warning"]
+__all__ = ["evaluate", "evaluate_outputs", "train_one_epoch", "tta_logits", "tta_warning"]
 
 
 def train_one_epoch(
@@ -36,6 +36,7 @@ def train_one_epoch(
     dist_ctx: DistContext | None = None,
     progress: str | None = None,
     trial: KernelTrial | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """One pass over ``loader``; returns the mean training loss (over all ranks).
 
@@ -46,6 +47,8 @@ def train_one_epoch(
 
     With ``trial``, each step trains with the kernels (memory format, precision) the trial
     names and is timed for it, until it decides; the rest of the pass uses its decision.
+    ``loss_fn(logits, targets)`` replaces the cross-entropy (several labels, numbers:
+    :func:`~transferkit.tasks.objective.loss_function`).
     """
     model.train()
     kernels = None  # (channels_last, precision) the trial set on the model
@@ -84,6 +87,7 @@ def train_one_epoch(
                     class_weights=class_weights,
                     label_smoothing=label_smoothing,
                     stop_if_nonfinite=dist_ctx is None or not dist_ctx.enabled,
+                    loss_fn=loss_fn,
                 )
             except RuntimeError as e:
                 if timed is None:
@@ -105,12 +109,26 @@ def train_one_epoch(
 
 
 def _step(
-    model, x, y, soft, optimizer, *, device, precision, scaler, class_weights, label_smoothing, stop_if_nonfinite
+    model,
+    x,
+    y,
+    soft,
+    optimizer,
+    *,
+    device,
+    precision,
+    scaler,
+    class_weights,
+    label_smoothing,
+    stop_if_nonfinite,
+    loss_fn=None,
 ) -> float:
     """Forward, backward and an optimizer step; the loss. A non-finite loss takes no step when ``stop_if_nonfinite``."""
     with autocast(device, precision):
         if soft is not None:
             loss = torch.sum(-soft * F.log_softmax(model(x).float(), dim=-1), dim=-1).mean()
+        elif loss_fn is not None:
+            loss = loss_fn(model(x), y)
         else:
             loss = F.cross_entropy(model(x), y, weight=class_weights, label_smoothing=label_smoothing)
     value = loss.item()
@@ -207,4 +225,36 @@ def evaluate(
             if outputs
             else {}
         ),
+    }
+
+
+@torch.no_grad()
+def evaluate_outputs(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    prep: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    precision: str = "fp32",
+    trial: InferenceTrial | None = None,
+) -> dict:
+    """The mean loss, and every output and target on the CPU in the loader's order: what the metrics of several
+    labels per image or of numbers are computed from (:mod:`transferkit.tasks.metrics`). ``trial`` as in
+    :func:`evaluate`."""
+    model.eval()
+    loss_sum, kept_outputs, kept_targets = 0.0, [], []
+    for inputs, targets in loader if trial is None else trial.run(loader, model, prep):
+        x, y = prep(inputs), targets.to(device)
+        with autocast(device, precision) if trial is None else trial.autocast(device):
+            outputs = model(x).float()
+        loss_sum += float(loss_fn(outputs, y)) * len(y)
+        kept_outputs.append(outputs.cpu())
+        kept_targets.append(y.cpu())
+    count = sum(len(t) for t in kept_targets)
+    return {
+        "loss": loss_sum / max(count, 1),
+        "count": count,
+        "logits": torch.cat(kept_outputs),
+        "targets": torch.cat(kept_targets),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["MONITORS", "classification_metrics", "imbalance", "monitored"]
+__all__ = ["MONITORS", "TASK_MONITORS", "classification_metrics", "imbalance", "monitored"]
 
 # What --monitor may name: the key of the epoch's metrics, and whether larger is better.
 MONITORS = {
@@ -16,6 +16,17 @@ MONITORS = {
     "balanced_acc": ("val_balanced_acc", True),
     "macro_f1": ("val_macro_f1", True),
     "loss": ("val_loss", False),
+    "map": ("val_map", True),  # macro mean average precision over labels
+    "mae": ("val_mae", False),
+    "rmse": ("val_rmse", False),
+    "r2": ("val_r2", True),
+}
+# Those that each task's validation computes; the first is what auto picks (classification: acc,
+# or balanced_acc on imbalanced data).
+TASK_MONITORS = {
+    "classification": ("acc", "balanced_acc", "macro_f1", "loss"),
+    "multi-label": ("map", "macro_f1", "loss"),
+    "regression": ("mae", "rmse", "r2", "loss"),
 }
 
 

@@ -20,6 +20,7 @@ from .._text import one_line
 from ..data.augment import augmentation, mixer
 from ..data.preprocess import BatchPrep
 from ..errors import RunError
+from ..tasks.objective import loss_function
 from .balance import class_weights, sample_weights
 from .compiled import compiled_for_training
 from .config import TrainConfig
@@ -70,6 +71,7 @@ class PhaseSetup:
     trial: KernelTrial | None = None  # training kernels still being chosen on the first steps
     steps_per_epoch: int = 0
     val_trial: InferenceTrial | None = None  # inference kernels still being chosen on the first validation
+    loss_fn: Callable | None = None  # several labels or numbers: the task's loss (classes: cross-entropy)
 
 
 def prepare_phase(
@@ -217,12 +219,26 @@ def prepare_phase(
         scaler=scaler,
         val_loader=val_loader,
         drop_last=drop_last,
-        class_weights=class_weights(record, device),
+        class_weights=class_weights(record, device) if record.data.task == "classification" else None,
         sample_weights=sample_weights(record, dist_ctx),
         started=phase_started,
         trial=trial,
         steps_per_epoch=steps,
         val_trial=val_trial,
+        loss_fn=task_loss(record, device),
+    )
+
+
+def task_loss(record: RunRecord, device: torch.device) -> Callable | None:
+    """The loss of several labels per image or of numbers (None: classes train on cross-entropy)."""
+    data, config = record.data, record.config
+    if data.task == "classification":
+        return None
+    return loss_function(
+        data.task,
+        pos_weight=class_weights(record, device),
+        scale=data.target_scale,
+        regression_loss="mse" if config.loss == "auto" else config.loss,
     )
 
 

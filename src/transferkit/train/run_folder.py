@@ -25,6 +25,7 @@ from ..serialization import save_torch, write_json, write_text
 from ..weights.checkpoint import load_torch_file
 from .config import TrainConfig
 from .fastpath import FastPath
+from .metrics import MONITORS
 from .rng import rng_state
 from .setup import Kernels, PreparedData
 
@@ -42,19 +43,13 @@ __all__ = [
 
 RUN_FORMAT = "transferkit-run/1"
 _FAST_PATH_FIELDS = {f.name for f in dataclasses.fields(FastPath)}
-_METRICS = [
-    "epoch",
-    "phase",
-    "train_loss",
-    "val_loss",
-    "val_acc",
-    "val_balanced_acc",
-    "val_macro_f1",
-    "lr",
-    "seconds",
-    "cumulative_seconds",
-    "cached",
-]
+_METRICS = ["epoch", "phase", "train_loss", "val_loss", "lr", "seconds", "cumulative_seconds", "cached"]
+# Each task's validation scores, in the order metrics.csv gives them after val_loss.
+TASK_SCORES = {
+    "classification": ["val_acc", "val_balanced_acc", "val_macro_f1"],
+    "multi-label": ["val_map", "val_map_micro", "val_macro_f1", "val_subset_acc", "val_hamming"],
+    "regression": ["val_mae", "val_rmse", "val_r2", "val_spearman"],
+}
 
 
 @dataclass
@@ -80,8 +75,19 @@ class RunRecord:
     best_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
-    def best_acc(self) -> float:
+    def best_acc(self) -> float | None:
+        """best.pt's validation accuracy (-1 before there is one); None for tasks without classes."""
+        if self.data.task != "classification":
+            return None
         return self.best["val_acc"] if self.best else -1.0
+
+    @property
+    def best_score(self) -> dict | None:
+        """best.pt's monitored validation score, by its name in metrics.csv."""
+        if self.best is None:
+            return None
+        key = MONITORS[self.monitor][0]
+        return {"name": key, "value": self.best[key]}
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -120,6 +126,7 @@ def checkpoint_state(
         "monitor": record.monitor,
         "phase_complete": record.phase_complete,
         "class_names": record.data.class_names,
+        "target_scale": asdict(record.data.target_scale) if record.data.target_scale else None,
         "preprocessing": asdict(record.data.preprocessing),
         "backbone": record.backbone,
         "advice": record.advice,
@@ -131,9 +138,10 @@ def checkpoint_state(
     }
 
 
-def write_metrics(path: Path, history: list[dict]) -> None:
+def write_metrics(path: Path, history: list[dict], task: str = "classification") -> None:
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=_METRICS, extrasaction="ignore")
+    columns = [*_METRICS[:4], *TASK_SCORES[task], *_METRICS[4:]]
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
     write_text(path, buffer.getvalue())
@@ -149,7 +157,11 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
         "backbone": record.backbone,
         "strategy": config.strategy,
         "advice": record.advice,
+        "task": record.data.task,
         "best_val_acc": record.best_acc,
+        "best_score": record.best_score,
+        "target_scale": asdict(record.data.target_scale) if record.data.target_scale else None,
+        "target_stats": record.data.target_stats,
         "best": {"epoch": record.best["epoch"], "monitor": record.monitor, **_scores(record.best)}
         if record.best
         else None,
@@ -215,7 +227,7 @@ def environment(kernels: Kernels) -> dict:
 
 
 def _scores(row: dict) -> dict:
-    return {k: row[k] for k in ("val_acc", "val_balanced_acc", "val_macro_f1", "val_loss") if k in row}
+    return {k: v for k, v in row.items() if k.startswith("val_")}
 
 
 def load_run(path: str | Path, *, which: str = "last") -> dict:
@@ -255,7 +267,7 @@ def _damage(state: dict) -> str | None:
         "epoch": int,
         "phase": int,
         "phase_epoch": int,
-        "best_val_acc": int | float,
+        "best_val_acc": int | float | None,
     }
     for key, kind in expected.items():
         if not isinstance(state.get(key), kind):
@@ -263,8 +275,9 @@ def _damage(state: dict) -> str | None:
     if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         return "'model' holds something other than tensors"
     names = state["class_names"]
-    if len(names) < 2 or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
-        return "'class_names' is not a list of two or more distinct names"
+    fewest = 2 if state["config"].get("task", "classification") == "classification" else 1
+    if len(names) < fewest or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        return f"'class_names' is not a list of {fewest} or more distinct names"
     pre = state["preprocessing"]
     for key, kind in _PREPROCESSING.items():
         if not isinstance(pre.get(key), kind):

@@ -22,6 +22,7 @@ from ..errors import DataError
 from ..model.factory import create_model
 from ..model.sizes import check_batch_memory
 from ..model.surgery import find_head, tie_distillation_head
+from ..tasks.objective import TargetScale
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.registry import weights_preprocessing
 from ..weights.verify import verify_weights
@@ -40,6 +41,8 @@ __all__ = [
     "preprocessing_for",
     "zero_init_head",
 ]
+
+RARE_LABEL = 20  # a label on fewer than 1 in this many training images is warned about
 
 
 @dataclass
@@ -61,6 +64,11 @@ class PreparedData:
     activations: dict[str, tuple[torch.Tensor, str]] = field(default_factory=dict)
     # The head's input for every train and val image from strategy auto's probe, when it advised freeze.
     probe_features: dict[str, torch.Tensor] | None = None
+    task: str = "classification"  # or multi-label (class_names are the labels), regression (the target's name)
+    # Regression: the training targets' mean and scale, which the model's output is in units of.
+    target_scale: TargetScale | None = None
+    # Regression: each split's target distribution (count, mean, std, min, median, max).
+    target_stats: dict[str, dict[str, float]] | None = None
 
 
 @dataclass
@@ -198,7 +206,7 @@ def prepare_data(
     Unusable images are skipped and listed (``strict_data`` fails on them instead). Both sets
     share one memory budget; what does not fit is memory-mapped in the run folder.
     """
-    source = source or open_data(config.data)
+    source = source or open_data(config.data, config.label_spec())
     if source.val is None:
         train_items, val_items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
     else:
@@ -220,7 +228,7 @@ def prepare_data(
     if skipped and config.strict_data:
         listed = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
         raise DataError(f"{len(skipped)} unusable files (strict_data): {listed}")
-    for split_name, part in (("train", train), ("validation", val)):
+    for split_name, part in (("train", train), ("validation", val)) if source.task == "classification" else ():
         if len(set(part.labels.tolist())) < 2:
             raise DataError(f"The {split_name} set has fewer than two classes after skipping unusable images.")
     log(
@@ -237,14 +245,36 @@ def prepare_data(
         f"from {preprocessing_source(config, model)}"
     )
     splits = _splits_text(source, config)
-    counts = {
-        name: dict(zip(source.class_names, torch.bincount(part.labels, minlength=len(source.class_names)).tolist()))
-        for name, part in (("train", train), ("val", val))
-    }
     log(f"splits: {splits}")
-    for name, per_class in counts.items():
-        log(f"{name} images per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
-    ratio = imbalance(list(counts["train"].values()))
+    task, parts = source.task, (("train", train), ("val", val))
+    stats, scale = None, None
+    if task == "classification":
+        counts = {
+            name: dict(zip(source.class_names, torch.bincount(part.labels, minlength=len(source.class_names)).tolist()))
+            for name, part in parts
+        }
+        for name, per_class in counts.items():
+            log(f"{name} images per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
+    elif task == "multi-label":
+        counts = {name: dict(zip(source.class_names, part.labels.sum(0).long().tolist())) for name, part in parts}
+        for name, part in parts:
+            log(
+                f"{name} images per label (with it, of {len(part.labels)}): "
+                + ", ".join(f"{c} {n}" for c, n in counts[name].items())
+            )
+        rare = [c for c, n in counts["train"].items() if n * RARE_LABEL < len(train.labels)]
+        if rare:
+            log(
+                f"warning: labels on fewer than 1 in {RARE_LABEL} training images: {', '.join(rare)}; "
+                "their average precision rests on few images (--balance weighted weighs their positives up)"
+            )
+    else:
+        counts = {"train": {}, "val": {}}
+        stats = {name: target_stats(part.labels) for name, part in parts}
+        scale = TargetScale.of(train.labels)
+        for name, values in stats.items():
+            log(f"{name} {source.class_names[0]}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    ratio = imbalance(list(counts["train"].values())) if task == "classification" else 1.0
     if ratio > IMBALANCED:
         largest = max(counts["train"], key=counts["train"].get)
         smallest = min(counts["train"], key=counts["train"].get)
@@ -262,7 +292,23 @@ def prepare_data(
         source.fingerprint(),
         class_counts=counts,
         splits=splits,
+        task=task,
+        target_scale=scale,
+        target_stats=stats,
     )
+
+
+def target_stats(values: torch.Tensor) -> dict[str, float]:
+    """Count, mean, standard deviation, minimum, median and maximum of a split's targets."""
+    v = values.double()
+    return {
+        "count": float(len(v)),
+        "mean": float(v.mean()),
+        "std": float(v.std()) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "median": float(v.median()),
+        "max": float(v.max()),
+    }
 
 
 def _splits_text(source: DataSource, config: TrainConfig) -> str:

@@ -1,0 +1,82 @@
+"""Validation metrics of several labels per image and of numbers, by scikit-learn's (and SciPy's) functions.
+
+Multi-label: mean average precision over labels (macro: each label counts once; micro: each
+decision does), F1, precision and recall per label at 0.5 and at the threshold that maximises
+that label's F1 on these images (kept for prediction), subset accuracy (every label right) and
+Hamming loss (the share of wrong decisions). Labels without a positive image have no average
+precision and are left out of the macro mean, as scikit-learn warns it would be ill-defined.
+Regression: MAE, RMSE and R² in the target's units, and Spearman's rank correlation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .objective import TargetScale
+
+__all__ = ["best_thresholds", "multilabel_metrics", "regression_metrics"]
+
+
+def best_thresholds(targets: np.ndarray, probabilities: np.ndarray) -> list[float]:
+    """Per label, the probability threshold with the highest F1 on these images (0.5 for a label never present)."""
+    from sklearn.metrics import precision_recall_curve
+
+    chosen = []
+    for k in range(targets.shape[1]):
+        if targets[:, k].sum() == 0:
+            chosen.append(0.5)
+            continue
+        precision, recall, thresholds = precision_recall_curve(targets[:, k], probabilities[:, k])
+        f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
+        chosen.append(float(thresholds[int(np.argmax(f1))]))
+    return chosen
+
+
+def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, names: list[str]) -> dict:
+    """mAP (macro, micro), macro-F1, subset accuracy, Hamming loss, and per label AP, P, R, F1 and thresholds."""
+    from sklearn.metrics import accuracy_score, average_precision_score, hamming_loss, precision_recall_fscore_support
+
+    y = targets.numpy().astype(np.int64)
+    p = torch.sigmoid(logits.float()).numpy()
+    decided = (p >= 0.5).astype(np.int64)
+    present = y.sum(0) > 0
+    ap = [float(average_precision_score(y[:, k], p[:, k])) if present[k] else None for k in range(y.shape[1])]
+    precision, recall, f1, support = precision_recall_fscore_support(y, decided, average=None, zero_division=0)
+    thresholds = best_thresholds(y, p)
+    per_label = {
+        name: {
+            "ap": ap[k],
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+            "threshold": thresholds[k],
+        }
+        for k, name in enumerate(names)
+    }
+    return {
+        "map": float(np.mean([a for a in ap if a is not None])) if any(present) else 0.0,
+        "map_micro": float(average_precision_score(y, p, average="micro")) if any(present) else 0.0,
+        "macro_f1": float(np.mean(f1[present])) if any(present) else 0.0,
+        "subset_accuracy": float(accuracy_score(y, decided)),
+        "hamming_loss": float(hamming_loss(y, decided)),
+        "per_label": per_label,
+        "thresholds": thresholds,
+    }
+
+
+def regression_metrics(outputs: torch.Tensor, targets: torch.Tensor, scale: TargetScale) -> dict:
+    """MAE, RMSE, R² and Spearman's correlation of the model's (standardised) outputs, in the target's units."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    predicted = scale.restore(outputs).double().numpy()
+    true = targets.double().numpy()
+    rho = spearmanr(true, predicted).statistic if len(true) > 1 and np.ptp(predicted) > 0 else 0.0
+    return {
+        "mae": float(mean_absolute_error(true, predicted)),
+        "rmse": float(np.sqrt(mean_squared_error(true, predicted))),
+        "r2": float(r2_score(true, predicted)) if len(true) > 1 else 0.0,
+        "spearman": float(rho) if np.isfinite(rho) else 0.0,
+    }

@@ -62,6 +62,9 @@ def eval_command(
         emit_json(result)
         return
     console.print(f"{result['run']} on {result['data']} ({result['split']}, {result['images']} images)")
+    if result.get("task", "classification") != "classification":
+        _print_task(result)
+        return
     console.print(
         f"accuracy {result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, "
         f"macro-F1 {result['macro_f1']:.4f}, loss {result['loss']:.4f}"
@@ -90,6 +93,41 @@ def eval_command(
         console.print(f"the same accuracy as training's validation of epoch {validation['epoch']}")
     if result.get("report"):
         console.print(f"report: {result['report']}")
+    if result["skipped_images"]:
+        console.print(
+            f"{len(result['skipped_images'])} unusable images skipped, e.g. {result['skipped_images'][0]['name']}"
+        )
+
+
+def _print_task(result: dict) -> None:
+    """The scores of several labels per image (with a table per label) or of numbers (with the interval)."""
+    from rich.table import Table
+
+    if result["task"] == "multi-label":
+        console.print(
+            f"mAP {result['map']:.4f} (micro {result['map_micro']:.4f}), macro-F1 at 0.5 {result['macro_f1']:.4f}, "
+            f"subset accuracy {result['subset_accuracy']:.4f}, Hamming loss {result['hamming_loss']:.4f}, "
+            f"loss {result['loss']:.4f}"
+        )
+        table = Table(title="per label (precision, recall and F1 at 0.5)")
+        for column in ("label", "AP", "precision", "recall", "F1", "images with it", "threshold"):
+            table.add_column(column, justify="left" if column == "label" else "right")
+        for name, m in result["per_label"].items():
+            ap = "-" if m["ap"] is None else f"{m['ap']:.3f}"
+            cells = [f"{m[k]:.3f}" for k in ("precision", "recall", "f1")]
+            table.add_row(name, ap, *cells, str(m["support"]), f"{m['threshold']:.3f}")
+        console.print(table)
+    else:
+        console.print(
+            f"MAE {result['mae']:.4g}, RMSE {result['rmse']:.4g}, R² {result['r2']:.4f}, "
+            f"Spearman {result['spearman']:.4f}, loss {result['loss']:.4f}"
+        )
+        interval = result.get("interval")
+        if interval is not None:
+            console.print(
+                f"{interval['level']:.0%} interval (value ± {interval['half_width']:.4g}) holds the true value of "
+                f"{interval['coverage']:.1%} of these images"
+            )
     if result["skipped_images"]:
         console.print(
             f"{len(result['skipped_images'])} unusable images skipped, e.g. {result['skipped_images'][0]['name']}"

@@ -1,4 +1,4 @@
-"""``transferkit predict``: class names and probabilities for image files."""
+"""``transferkit predict``: classes and probabilities, the labels that apply, or a number, for image files."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def predict_command(
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Classify images and show class names with probabilities."""
+    """Classify images (class names with probabilities), or name the labels that apply, or give the number."""
     from ..inference.predict import load_predictor
 
     predictor = load_predictor(
@@ -53,5 +53,18 @@ def predict_command(
             note(f"skipped {result['error']}")
             continue
         console.print(result["image"], style="bold")
+        if "value" in result:
+            around = ""
+            if "interval" in result:
+                low, high = result["interval"]
+                around = f"  ({result['level']:.0%} interval {low:.4g} to {high:.4g})"
+            console.print(f"  {result['value']:.4g}{around}")
+            continue
+        if "labels" in result:
+            if not result["labels"]:
+                console.print("  no label reaches its threshold")
+            for entry in result["labels"]:
+                console.print(f"  {entry['probability']:6.1%}  {entry['label']}  (threshold {entry['threshold']:.2f})")
+            continue
         for entry in result["top"]:
             console.print(f"  {entry['probability']:6.1%}  {entry['index']:>4}  {entry['label']}")

@@ -1,4 +1,4 @@
-"""Classify image files with pretrained or fine-tuned weights and name the classes."""
+"""Predict for image files with pretrained or fine-tuned weights: classes, the labels that apply, or a number."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 from ..data.sources import printable
 from ..deploy.runtime import is_onnx, load_onnx
 from ..errors import DataError, ImageReadError
+from ..tasks.objective import TargetScale
 from ..train.fastpath import FastPath, autocast
 from ..train.loop import tta_logits, tta_warning
 from .pretrained import load_weights_model
-from .runs import load_trained, require_classes
+from .runs import load_trained
 
 __all__ = ["Predictor", "load_predictor"]
 
@@ -33,10 +34,18 @@ class Predictor:
     notes: list[str] = field(default_factory=list)
     tta: bool = False  # average each image with its mirror image (not for digits or text)
     temperature: float | None = None  # logits are divided by it: calibrated probabilities
+    task: str = "classification"  # or multi-label, regression
+    thresholds: list[float] | None = None  # multi-label: per label, the probability above which it applies
+    target_scale: TargetScale | None = None  # regression: the output's units
+    interval: dict | None = None  # regression: the split-conformal interval around each value
 
     @torch.no_grad()
     def predict(self, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
         """Top-k classes with probabilities for each image file, read and run a batch at a time.
+
+        Several labels per image: ``labels``, those whose probability reaches their threshold (most
+        probable first), and ``all``, every label. A number: ``value`` in the target's units, with
+        ``interval`` (low, high) and its ``level`` when the run has one.
 
         An image that cannot be read gets ``{"image": name, "error": reason}`` instead; when
         none can be read, a :class:`~transferkit.errors.DataError` is raised.
@@ -60,6 +69,10 @@ class Predictor:
             batch = torch.stack([tensor for _, _, tensor in chunk])  # (N, C, H, W)
             with autocast(param.device, self.fast.precision):
                 logits = tta_logits(self.model, prep(batch).to(param.dtype), tta=self.tta).float()
+            if self.task != "classification":
+                for (index, path, _), row in zip(chunk, logits):
+                    results[index] = {"image": printable(path), **self._outputs(row)}
+                continue
             probs = (logits / (self.temperature or 1.0)).softmax(-1)
             values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
             for (index, path, _), vals, idxs in zip(chunk, values, indices):
@@ -71,6 +84,23 @@ class Predictor:
                     ],
                 }
         return results
+
+    def _outputs(self, logits: torch.Tensor) -> dict:
+        """One image's labels that apply (multi-label) or value and interval (regression)."""
+        if self.task == "regression":
+            value = float(self.target_scale.restore(logits[None])[0])
+            if self.interval is None:
+                return {"value": value}
+            width = self.interval["half_width"]
+            return {"value": value, "interval": [value - width, value + width], "level": self.interval["level"]}
+        probabilities = torch.sigmoid(logits).tolist()
+        thresholds = self.thresholds or [0.5] * len(probabilities)
+        every = [
+            {"index": k, "label": name, "probability": p, "threshold": t}
+            for k, (name, p, t) in enumerate(zip(self.class_names, probabilities, thresholds))
+        ]
+        applies = sorted((e for e in every if e["probability"] >= e["threshold"]), key=lambda e: -e["probability"])
+        return {"labels": applies, "all": every}
 
 
 def load_predictor(
@@ -99,11 +129,13 @@ def load_predictor(
     """
     if Path(source).is_dir() or is_onnx(source):
         trained = load_onnx(source, device=device) if is_onnx(source) else None
-        trained = require_classes(trained or load_trained(source, device=device, trust_code=trust_code), "predict")
+        trained = trained or load_trained(source, device=device, trust_code=trust_code)
         predictor = Predictor(
             trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
         )
         predictor.temperature = None if uncalibrated else trained.temperature
+        predictor.task, predictor.thresholds = trained.task, trained.thresholds
+        predictor.target_scale, predictor.interval = trained.target_scale, trained.interval
     else:
         loaded = load_weights_model(source, model=model, device=device)
         predictor = Predictor(

@@ -13,6 +13,8 @@ from ..data.sources import open_data, split_items
 from ..errors import DataError, RunError
 from ..model.factory import create_model
 from ..model.surgery import tie_distillation_head
+from ..tasks.conformal import read_interval
+from ..tasks.objective import TargetScale
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath, resolve_device
 from ..train.loop import evaluate, tta_warning
@@ -21,6 +23,7 @@ from ..train.run_folder import check_model_code, load_model_state, load_run
 from ..train.setup import attach_adapters
 from .calibration import calibrate, read_temperature
 from .report import calibration, write_report
+from .task_eval import evaluate_task
 from .trained import TrainedModel
 
 __all__ = ["TrainedModel", "calibrate_run", "evaluate_run", "evaluation_items", "held_out_items", "load_trained"]
@@ -70,7 +73,20 @@ def load_trained(
     row = next((r for r in state["history"] if r.get("epoch") == trained.epoch), None)
     if row is not None:
         trained.validated = {"row": row, "kernels": state.get("fast_path")}
-    if which == "best" and Path(run).is_dir():
+    trained.task = config.task
+    if config.task == "multi-label":
+        thresholds = (state.get("best_metrics") or {}).get("thresholds")
+        valid = isinstance(thresholds, list) and len(thresholds) == len(trained.class_names)
+        trained.thresholds = [float(t) for t in thresholds] if valid else [0.5] * len(trained.class_names)
+    if config.task == "regression":
+        scale = state.get("target_scale") or {}
+        try:
+            trained.target_scale = TargetScale(float(scale["mean"]), float(scale["std"]))
+        except (KeyError, TypeError, ValueError):
+            raise RunError(f"Run '{run}' predicts numbers but its checkpoint has no target scale.") from None
+        if which == "best" and Path(run).is_dir():
+            trained.interval = read_interval(run, trained.epoch)
+    if which == "best" and Path(run).is_dir() and config.task == "classification":
         trained.temperature = read_temperature(run, trained.epoch)
     return trained
 
@@ -211,9 +227,26 @@ def evaluate_run(
     if split not in ("val", "test"):
         raise DataError(f"split must be val or test, got {split!r}.", argument="split")
     if Path(run).is_dir():
-        trained = require_classes(load_trained(run, which=which, device=device, trust_code=trust_code), "eval")
+        trained = load_trained(run, which=which, device=device, trust_code=trust_code)
         config = trained.config
         spec = data or config.data
+        if trained.task != "classification":  # several labels, or numbers: their own metrics
+            if tta:
+                raise DataError(f"tta serves runs of classes; this run's task is {trained.task}.", argument="tta")
+            if report:
+                trained.notes.append(f"report.html serves runs of classes; none is written for task {trained.task}")
+            source = open_data(spec, config.label_spec())
+            items, split = evaluation_items(source, config, spec, split)
+            result = evaluate_task(trained, items, spill=Path(run), batch_size=batch_size)
+            skipped = [{"name": n, "reason": r} for n, r in source.skipped] + result["skipped_images"]
+            return {
+                "run": str(run),
+                "data": spec,
+                "split": split,
+                **result,
+                "skipped_images": skipped,
+                "notes": trained.notes,
+            }
     else:
         _check_weights_exist(str(run))
         if data is None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from ..data.preprocess import Preprocessing
+from ..tasks.objective import TargetScale
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath
 
@@ -27,3 +28,7 @@ class TrainedModel:
     temperature: float | None = None  # divides the logits for calibrated probabilities
     epoch: int | None = None  # the checkpoint's epoch
     validated: dict | None = None  # how training validated this checkpoint: its history row and kernels
+    task: str = "classification"  # or multi-label, regression (transferkit.tasks)
+    thresholds: list[float] | None = None  # multi-label: per label, the probability above which it applies
+    target_scale: TargetScale | None = None  # regression: the output's units
+    interval: dict | None = None  # regression: the split-conformal interval (transferkit.tasks.conformal)

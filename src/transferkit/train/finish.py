@@ -19,6 +19,8 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
     out = Path(config.out)
     if main and record.best is not None and record.data.task != "classification":
         log(f"calibration: none for task {record.data.task} (a temperature is fitted to the logits of classes)")
+        if record.data.task == "regression" and record.best_outputs is not None:
+            record.interval = _interval(record, out, log)
     elif main and record.best is not None:
         from ..inference.runs import calibrate_run
 
@@ -36,6 +38,21 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
 
         write_model_card(out)
     return result
+
+
+def _interval(record: RunRecord, out: Path, log) -> dict:
+    """The split-conformal interval of best.pt from its validation residuals, written for predict."""
+    from ..tasks.conformal import LEVEL, split_conformal, write_interval
+
+    outputs, targets = record.best_outputs
+    residuals = (record.data.target_scale.restore(outputs) - targets.float()).numpy()
+    width = split_conformal(residuals, LEVEL)
+    facts = write_interval(out, half_width=width, level=LEVEL, images=len(residuals), epoch=record.best["epoch"])
+    log(
+        f"interval: {LEVEL:.0%} split-conformal, value ± {width:.4g} {record.data.class_names[0]} "
+        f"(from the residuals of {len(residuals)} validation images)"
+    )
+    return facts
 
 
 def _save_adapter(out: Path, config: TrainConfig, log) -> None:

@@ -71,6 +71,7 @@ class RunRecord:
     best_metrics: dict | None = None  # per-class precision, recall, F1 of best.pt on validation
     phase_complete: bool = False  # the current phase ended (its epochs done, or patience ran out)
     calibration: dict | None = None  # the temperature fitted on the held-out logits of best.pt
+    interval: dict | None = None  # regression: best.pt's split-conformal interval (tasks.conformal)
     # (logits, targets) of best.pt's validation in this process, for the calibration (not saved)
     best_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -177,6 +178,7 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
         "stopped_early": stopped,
         "load_report": record.load_report,
         "calibration": record.calibration,
+        "interval": record.interval,
         "parameters": parameter_groups(model),
         "environment": environment(record.kernels),
     }

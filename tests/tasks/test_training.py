@@ -196,3 +196,36 @@ def test_predict_names_the_labels_above_their_thresholds(tmp_path):
     colours = _images(tmp_path, 20)  # the same images: bright red -> 'red' named on most of them
     named = [("red" in {e["label"] for e in r["labels"]}) == (red > 127) for r, (red, _) in zip(results, colours)]
     assert np.mean(named) >= 0.8
+
+
+@pytest.mark.parametrize("task", ["multi-label", "regression"])
+def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task):
+    from transferkit.deploy.export import export_run
+    from transferkit.deploy.sidecar import read_sidecar
+
+    data = _multilabel_csv(tmp_path, count=120) if task == "multi-label" else _regression_csv(tmp_path, count=120)
+    fit(tiny_config(data, tmp_path / "run", task=task, strategy="full", epochs=3, lr=1e-2), log=lambda m: None)
+    result = export_run(tmp_path / "run", format="onnx", trust_code=True, log=lambda m: None)
+    facts = read_sidecar(result.path)
+    assert facts["task"] == task and result.parity["max_abs_diff"] < 1e-3
+    images = [tmp_path / f"{i}.png" for i in range(12)]
+    run = load_predictor(str(tmp_path / "run"), trust_code=True, device="cpu").predict(images)
+    onnx = load_predictor(str(result.path), device="cpu").predict(images)
+    for a, b in zip(run, onnx):
+        if task == "multi-label":
+            assert result.parity["decision_agreement"] == 1.0
+            assert [e["label"] for e in a["labels"]] == [e["label"] for e in b["labels"]]
+            assert all(
+                x["probability"] == pytest.approx(y["probability"], abs=1e-4) for x, y in zip(a["all"], b["all"])
+            )
+        else:
+            assert a["value"] == pytest.approx(b["value"], abs=1e-4) and b["interval"] == pytest.approx(
+                a["interval"], abs=1e-4
+            )
+    copy = tmp_path / "again.csv"  # not the run's own DATA: every image of it is evaluated
+    copy.write_text(data.read_text())
+    by_run = evaluate_run(tmp_path / "run", data=str(copy), trust_code=True, device="cpu")
+    by_onnx = evaluate_run(result.path, data=str(copy), device="cpu")
+    key = "map" if task == "multi-label" else "mae"
+    assert by_onnx["task"] == task and by_onnx["images"] == by_run["images"] == 120
+    assert by_onnx[key] == pytest.approx(by_run[key], abs=1e-4)

@@ -59,9 +59,17 @@ def export_command(
     if as_json:
         emit_json({"path": str(result.path), "sidecar": str(result.sidecar), "parity": parity})
         return
+    if "top1_agreement" in parity:
+        agreement = (
+            f"top-1 agreement {parity['top1_agreement']:.2%}, accuracy {parity['accuracy']:.4f} "
+            f"(PyTorch {parity['reference_accuracy']:.4f})"
+        )
+    elif "decision_agreement" in parity:
+        agreement = f"label decisions at their thresholds agreeing {parity['decision_agreement']:.2%}"
+    else:
+        agreement = f"values differing by up to {parity['value_max_abs_diff']:.3g} in the target's units"
     console.print(
         f"parity ({parity['precision']}, {parity['images']} images of {parity['split']}): largest logit difference "
         f"{parity['max_abs_diff']:.3g} (mean {parity['mean_abs_diff']:.3g}, largest logit {parity['scale']:.3g}), "
-        f"top-1 agreement {parity['top1_agreement']:.2%}, accuracy {parity['accuracy']:.4f} "
-        f"(PyTorch {parity['reference_accuracy']:.4f})"
+        + agreement
     )

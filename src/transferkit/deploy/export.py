@@ -31,7 +31,7 @@ from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data
 from ..errors import ConfigError, DataError, ParityError, RunError
-from ..inference.runs import held_out_items, load_trained, require_classes
+from ..inference.runs import held_out_items, load_trained
 from .sidecar import sidecar_path, write_sidecar
 
 __all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export_run"]
@@ -112,7 +112,12 @@ def export_run(
     if not out.parent.is_dir():
         raise RunError(f"Cannot write '{out}': folder '{out.parent}' does not exist.")
 
-    trained = require_classes(load_trained(run, device="cpu", trust_code=trust_code), "export")
+    trained = load_trained(run, device="cpu", trust_code=trust_code)
+    if quantize and trained.task != "classification":
+        raise ConfigError(
+            f"quantize checks the accuracy int8 costs, which task {trained.task} has none of; export fp32.",
+            argument="quantize",
+        )
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
     images, labels, split = _held_out(trained, data)
     log(f"parity images: {len(images)} from {split}")
@@ -128,20 +133,21 @@ def export_run(
         _export(format, net, images[:2], exported, with_preprocessing, trained)
         run_exported = _runner(format, exported, trained)
         got = _logits(run_exported, images, trained.preprocessing, uint8=with_preprocessing)
-        parity = _compare(reference, got, labels)
+        parity = _compare(reference, got, labels, trained)
         parity.update(images=len(images), split=split, tolerance=FP32_TOLERANCE, precision="fp32")
         if parity["max_abs_diff"] > FP32_TOLERANCE * max(1.0, parity["scale"]):
+            agreeing = next(k for k in ("top1_agreement", "decision_agreement", "value_max_abs_diff") if k in parity)
             raise ParityError(
-                f"The {format} export computes something else: logits differ by up to {parity['max_abs_diff']:.3g} "
-                f"(tolerance {FP32_TOLERANCE:g} of {max(1.0, parity['scale']):.3g}), top-1 agreeing on "
-                f"{parity['top1_agreement']:.1%} of {len(images)} held-out images; nothing was written."
+                f"The {format} export computes something else: outputs differ by up to {parity['max_abs_diff']:.3g} "
+                f"(tolerance {FP32_TOLERANCE:g} of {max(1.0, parity['scale']):.3g}), {agreeing} "
+                f"{parity[agreeing]:.3g} on {len(images)} held-out images; nothing was written."
             )
         if quantize:
             fp32 = parity
             quantized = Path(tmp) / "model.int8.onnx"
             _quantize(exported, quantized, quantize, trained, data, with_preprocessing)
             got = _logits(_runner("onnx", quantized, trained), images, trained.preprocessing, uint8=with_preprocessing)
-            parity = _compare(reference, got, labels)
+            parity = _compare(reference, got, labels, trained)
             parity.update(images=len(images), split=split, precision=f"int8 ({quantize})", fp32=fp32)
             parity["accuracy_drop"] = 100 * (parity["reference_accuracy"] - parity["accuracy"])
             parity["max_accuracy_drop"] = INT8_MAX_DROP
@@ -162,6 +168,7 @@ def export_run(
         "input": _input_facts(format, with_preprocessing, trained.preprocessing),
         "preprocessing": asdict(trained.preprocessing),
         "temperature": trained.temperature,
+        **_task_facts(trained),
         "quantization": quantize,
         "parity": parity,
         "versions": {"transferkit": __version__, "torch": torch.__version__},
@@ -207,16 +214,45 @@ def _logits(forward, images: torch.Tensor, pre: Preprocessing, *, uint8: bool, b
     return torch.cat(chunks)
 
 
-def _compare(reference: torch.Tensor, got: torch.Tensor, labels: torch.Tensor) -> dict:
+def _compare(reference: torch.Tensor, got: torch.Tensor, labels: torch.Tensor, trained) -> dict:
+    """How far the export's outputs are from the model's, and what that changes: the top class, each label's
+    decision at its threshold, or the value in the target's units."""
     diff = (reference - got).abs()
-    return {
+    facts = {
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
         "scale": float(reference.abs().max()),
+    }
+    if trained.task == "multi-label":
+        thresholds = torch.tensor(trained.thresholds)
+        decided = [torch.sigmoid(out) >= thresholds for out in (reference, got)]
+        return {**facts, "decision_agreement": float((decided[0] == decided[1]).double().mean())}
+    if trained.task == "regression":
+        values = [trained.target_scale.restore(out) for out in (reference, got)]
+        return {**facts, "value_max_abs_diff": float((values[0] - values[1]).abs().max())}
+    return {
+        **facts,
         "top1_agreement": float((reference.argmax(1) == got.argmax(1)).double().mean()),
         "reference_accuracy": float((reference.argmax(1) == labels).double().mean()),
         "accuracy": float((got.argmax(1) == labels).double().mean()),
     }
+
+
+def _task_facts(trained) -> dict:
+    """What a consumer of a model of several labels or of numbers needs beside the outputs (none for classes)."""
+    if trained.task == "classification":
+        return {}
+    spec = trained.label_spec
+    facts = {
+        "task": trained.task,
+        "labels": {"sep": spec.sep, "columns": list(spec.columns), "target_column": spec.target_column},
+    }
+    if trained.task == "multi-label":
+        facts["thresholds"] = trained.thresholds
+    else:
+        facts["target_scale"] = {"mean": trained.target_scale.mean, "std": trained.target_scale.std}
+        facts["interval"] = trained.interval
+    return facts
 
 
 def _export(format: str, net: nn.Module, example: torch.Tensor, path: Path, uint8: bool, trained) -> None:

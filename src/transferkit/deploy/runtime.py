@@ -80,4 +80,38 @@ def load_onnx(path: str | Path, *, device: str = "cpu"):
     fast = FastPath(False, "fp32", f"onnxruntime{' int8 ' + quantization if quantization else ''}")
     trained = TrainedModel(model, feed, list(facts["class_names"]), None, fast, [])
     trained.temperature = facts.get("temperature")
+    _task_from(facts, trained, path)
     return trained
+
+
+def _task_from(facts: dict, trained, path) -> None:
+    """The task, thresholds, target scale and interval a sidecar of several labels or of numbers carries."""
+    from ..tasks.conformal import LEVEL
+    from ..tasks.objective import TargetScale
+    from ..tasks.targets import TASKS, LabelSpec
+
+    task = facts.get("task", "classification")
+    if task not in TASKS:
+        raise RunError(f"The sidecar of '{path}' names task {task!r}; export again.")
+    trained.task = task
+    if task == "classification":
+        return
+    try:
+        labels = facts["labels"]
+        trained.label_spec = LabelSpec(task, labels["sep"], tuple(labels["columns"]), labels["target_column"])
+        if task == "multi-label":
+            trained.thresholds = [float(t) for t in facts["thresholds"]]
+            if len(trained.thresholds) != len(trained.class_names):
+                raise ValueError("one threshold per label")
+        else:
+            scale = facts["target_scale"]
+            trained.target_scale = TargetScale(float(scale["mean"]), float(scale["std"]))
+            interval = facts.get("interval")
+            if interval is not None:
+                trained.interval = {
+                    **interval,
+                    "half_width": float(interval["half_width"]),
+                    "level": float(interval.get("level", LEVEL)),
+                }
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunError(f"The sidecar of '{path}' has incomplete {task} facts ({e}); export again.") from None

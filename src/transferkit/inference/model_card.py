@@ -176,15 +176,21 @@ def _exports(r: dict) -> list[str]:
     lines = [
         "## Exports",
         "",
-        "| file | precision | images | largest logit difference | top-1 agreement | accuracy (PyTorch) |",
+        "| file | precision | images | largest logit difference | agreement (top-1 or named) | accuracy (PyTorch) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for facts in exports.values():
         p = facts.get("parity") or {}
+        if "top1_agreement" in p:
+            agreement = f"{p.get('top1_agreement', 0):.2%}"
+            accuracy = f"{p.get('accuracy', 0):.4f} ({p.get('reference_accuracy', 0):.4f})"
+        elif "decision_agreement" in p:
+            agreement, accuracy = f"label decisions {p.get('decision_agreement', 0):.2%}", "-"
+        else:
+            agreement, accuracy = f"values within {p.get('value_max_abs_diff', 0):.3g}", "-"
         lines.append(
             f"| {_md(facts.get('file'))} | {_md(p.get('precision'))} | {p.get('images')} | "
-            f"{p.get('max_abs_diff', 0):.3g} | {p.get('top1_agreement', 0):.2%} | "
-            f"{p.get('accuracy', 0):.4f} ({p.get('reference_accuracy', 0):.4f}) |"
+            f"{p.get('max_abs_diff', 0):.3g} | {agreement} | {accuracy} |"
         )
     return lines + [""]
 

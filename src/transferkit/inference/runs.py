@@ -73,7 +73,7 @@ def load_trained(
     row = next((r for r in state["history"] if r.get("epoch") == trained.epoch), None)
     if row is not None:
         trained.validated = {"row": row, "kernels": state.get("fast_path")}
-    trained.task = config.task
+    trained.task, trained.label_spec = config.task, config.label_spec()
     if config.task == "multi-label":
         thresholds = (state.get("best_metrics") or {}).get("thresholds")
         valid = isinstance(thresholds, list) and len(thresholds) == len(trained.class_names)
@@ -132,13 +132,24 @@ def _against_validation(trained: TrainedModel, metrics: dict) -> dict:
 def held_out_items(trained: TrainedModel, spec: str) -> tuple[list, str]:
     """The run's held-out images of DATA ``spec`` (see :func:`evaluation_items`), labelled in the run's
     class order; images of classes the run does not know are left out."""
-    source = open_data(spec)
+    source = open_data(spec, trained.label_spec)
     items, split = evaluation_items(source, trained.config, spec)
+    if trained.task != "classification":
+        return _by_model_labels(items, source.class_names, trained), split
     remap = {i: trained.class_names.index(c) for i, c in enumerate(source.class_names) if c in trained.class_names}
     items = [item for item in items if item.label in remap]
     for item in items:
         item.label = remap[item.label]
     return items, split
+
+
+def _by_model_labels(items: list, names: list[str], trained: TrainedModel) -> list:
+    """Several labels per image re-ordered from DATA's label ``names`` to the model's; one DATA lacks is absent."""
+    if trained.task == "multi-label":
+        where = [names.index(n) if n in names else None for n in trained.class_names]
+        for item in items:
+            item.label = tuple(0 if k is None else item.label[k] for k in where)
+    return items
 
 
 def _weights_as_trained(source: str, model: str | None, device: str) -> TrainedModel:
@@ -230,23 +241,6 @@ def evaluate_run(
         trained = load_trained(run, which=which, device=device, trust_code=trust_code)
         config = trained.config
         spec = data or config.data
-        if trained.task != "classification":  # several labels, or numbers: their own metrics
-            if tta:
-                raise DataError(f"tta serves runs of classes; this run's task is {trained.task}.", argument="tta")
-            if report:
-                trained.notes.append(f"report.html serves runs of classes; none is written for task {trained.task}")
-            source = open_data(spec, config.label_spec())
-            items, split = evaluation_items(source, config, spec, split)
-            result = evaluate_task(trained, items, spill=Path(run), batch_size=batch_size)
-            skipped = [{"name": n, "reason": r} for n, r in source.skipped] + result["skipped_images"]
-            return {
-                "run": str(run),
-                "data": spec,
-                "split": split,
-                **result,
-                "skipped_images": skipped,
-                "notes": trained.notes,
-            }
     else:
         _check_weights_exist(str(run))
         if data is None:
@@ -260,6 +254,24 @@ def evaluate_run(
         else:
             trained = _weights_as_trained(run, model, device)
         config, spec = None, data
+    if trained.task != "classification":  # several labels, or numbers: their own metrics
+        if tta:
+            raise DataError(f"tta serves runs of classes; this model's task is {trained.task}.", argument="tta")
+        if report and Path(run).is_dir():
+            trained.notes.append(f"report.html serves runs of classes; none is written for task {trained.task}")
+        source = open_data(spec, trained.label_spec)
+        items, split = evaluation_items(source, config, spec, split)
+        items = _by_model_labels(items, source.class_names, trained)
+        result = evaluate_task(trained, items, spill=Path(run) if Path(run).is_dir() else None, batch_size=batch_size)
+        skipped = [{"name": n, "reason": r} for n, r in source.skipped] + result["skipped_images"]
+        return {
+            "run": str(run),
+            "data": spec,
+            "split": split,
+            **result,
+            "skipped_images": skipped,
+            "notes": trained.notes,
+        }
     source = open_data(spec)
     items, split = evaluation_items(source, config, spec, split)
     remap = _class_map(source.class_names, trained)

@@ -26,7 +26,8 @@ def evaluate_task(trained: TrainedModel, items: list, *, spill: Path | None, bat
     decoded = decode(items, trained.preprocessing, spill_dir=spill)
     device = next(trained.model.parameters()).device
     dataset = ImageDataset(decoded)
-    regression_loss = trained.config.loss if trained.config.loss != "auto" else "mse"
+    loss = trained.config.loss if trained.config is not None else "auto"
+    regression_loss = "mse" if loss == "auto" else loss
     result = evaluate_outputs(
         trained.model,
         DataLoader(

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from ..data.preprocess import Preprocessing
 from ..tasks.objective import TargetScale
+from ..tasks.targets import LabelSpec
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath
 
@@ -32,3 +33,4 @@ class TrainedModel:
     thresholds: list[float] | None = None  # multi-label: per label, the probability above which it applies
     target_scale: TargetScale | None = None  # regression: the output's units
     interval: dict | None = None  # regression: the split-conformal interval (transferkit.tasks.conformal)
+    label_spec: LabelSpec | None = None  # where a CSV holds the labels this model predicts (None: classes)

@@ -84,6 +84,8 @@ def test_several_labels_train_to_a_high_average_precision(tmp_path, strategy):
     floor = 0.9 if strategy == "full" else 0.7
     assert per_label["red"]["ap"] > floor and per_label["green"]["ap"] > floor, per_label
     assert all(0.0 < t < 1.0 for t in report["best_metrics"]["thresholds"])
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert "3 labels (images with each)" in card and "| label | AP | precision | recall | F1 | threshold |" in card
     evaluated = evaluate_run(tmp_path / "run", trust_code=True, device="cpu")  # the run's own held-out images
     assert evaluated["task"] == "multi-label" and evaluated["images"] == 48
     assert evaluated["map"] == pytest.approx(summary["best"]["val_map"], abs=2e-3)  # cached: activations in fp16
@@ -166,6 +168,8 @@ def test_predict_gives_numbers_with_a_conformal_interval_that_covers_held_out_im
     interval = summary["interval"]
     assert interval["level"] == 0.9 and interval["images"] == 300 and interval["epoch"] == summary["best"]["epoch"]
     assert any(line.startswith("interval: 90% split-conformal, value ± ") for line in lines)
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert "A number per image" in card and "MAE " in card and "Prediction interval: value ± " in card
     predictor = load_predictor(str(tmp_path / "run"), trust_code=True, device="cpu")
     held_out = [(tmp_path / f"{i}.png", float(value)) for i, (_, value, split) in enumerate(rows) if split == "test"]
     results = predictor.predict([path for path, _ in held_out])

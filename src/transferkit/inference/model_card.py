@@ -118,7 +118,13 @@ def _data(r: dict) -> list[str]:
     counts = r.get("class_counts") or {}
     splits = [s for s in ("train", "val", "test") if isinstance(counts.get(s), dict)]
     classes = list(counts.get(splits[0], {})) if splits else []
-    lines = ["## Data", "", f"{len(classes)} classes; {_md(r.get('splits'))}.", ""]
+    if r.get("task") == "regression":
+        stats = (r.get("target_stats") or {}).get("train") or {}
+        described = ", ".join(f"{k} {v:.4g}" for k, v in stats.items() if isinstance(v, (int, float)))
+        lines = ["## Data", "", f"A number per image; {_md(r.get('splits'))}.", ""]
+        return lines + ([f"Training targets: {described}.", ""] if described else [])
+    kind = "labels (images with each)" if r.get("task") == "multi-label" else "classes"
+    lines = ["## Data", "", f"{len(classes)} {kind}; {_md(r.get('splits'))}.", ""]
     if classes:
         lines += ["| class | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
         lines += [f"| {_md(c)} | " + " | ".join(str(counts[s].get(c, 0)) for s in splits) + " |" for c in classes]
@@ -138,11 +144,31 @@ def _results(r: dict) -> list[str]:
         for key, label in (
             ("val_acc", "accuracy"),
             ("val_balanced_acc", "balanced accuracy"),
+            ("val_map", "mAP"),
+            ("val_map_micro", "micro mAP"),
             ("val_macro_f1", "macro-F1"),
+            ("val_mae", "MAE"),
+            ("val_rmse", "RMSE"),
+            ("val_r2", "R²"),
+            ("val_spearman", "Spearman"),
         )
         if isinstance(best.get(key), (int, float))
     ]
     lines += [", ".join(scores) + ".", ""] if scores else []
+    interval = r.get("interval")
+    if isinstance(interval, dict) and isinstance(interval.get("half_width"), (int, float)):
+        lines += [
+            f"Prediction interval: value ± {interval['half_width']:.4g}, {interval.get('level', 0):.0%} "
+            f"split-conformal from {interval.get('images')} validation residuals.",
+            "",
+        ]
+    per_label = ((r.get("best_metrics") or {}).get("per_label")) or {}
+    if per_label:
+        lines += ["| label | AP | precision | recall | F1 | threshold |", "|---|---:|---:|---:|---:|---:|"]
+        for name, m in per_label.items():
+            cells = [m.get(k) for k in ("ap", "precision", "recall", "f1", "threshold")]
+            lines.append(f"| {_md(name)} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
+        lines.append("")
     per_class = ((r.get("best_metrics") or {}).get("per_class")) or {}
     if per_class:
         lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]

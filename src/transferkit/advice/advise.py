@@ -109,6 +109,7 @@ def advise(
     Writes ``advice.json`` and ``probe_depth.png`` into ``config.out``. With ``budget``
     (seconds), a strategy estimated to take longer is not recommended; the cheapest is.
     """
+    config.require_classes("advise")
     started = time.perf_counter()
     source = _sampled(open_data(config.data), sample, config.seed, log)
     model, _ = build_model(config, len(source.class_names))

@@ -110,6 +110,7 @@ def sweep(
     Writes ``sweep.json`` and ``best_config.json`` (a ``train --config`` file for ``--strategy
     freeze`` with the best setting) into ``config.out``.
     """
+    config.require_classes("sweep")
     if seeds < 1:
         raise ConfigError(f"seeds must be at least 1, got {seeds}.", argument="seeds")
     if trials is not None and trials < 1:

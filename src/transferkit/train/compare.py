@@ -30,6 +30,7 @@ def compare(
     Returns ``{"rows": [...], "runs": {strategy: summary}, "plot": path}``; each row has the
     strategy, trainable parameters, seconds, accuracy after epoch 1 and best accuracy.
     """
+    base.require_classes("compare")
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ConfigError(

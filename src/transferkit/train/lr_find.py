@@ -50,6 +50,7 @@ def find_lr(
         >>> find_lr(TrainConfig(model="resnet18", weights="timm", data="photos/", out="runs/lr"))["suggestion"]
         0.0023...
     """
+    config.require_classes("lr-find")
     if not 0 < start < end or not math.isfinite(end):
         raise ConfigError(f"The range must satisfy 0 < start < end, got {start:g} and {end:g}.", argument="start")
     if steps < 10:

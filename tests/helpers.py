@@ -1,5 +1,8 @@
 """Tiny models and constants the tests share."""
 
+import shutil
+import subprocess
+
 import torch
 import torch.nn as nn
 
@@ -23,6 +26,8 @@ class TinyNet(nn.Module):
 
 
 ALEXNET_HEAD = [f"classifier.{i}.{k}" for i in (1, 4, 6) for k in ("weight", "bias")]
+
+CHROMIUM = shutil.which("chromium")  # Debian's, which the set-up installs
 
 
 def make_image_folder(root, classes=("cat", "dog"), per_class=6, size=20, seed=0):
@@ -69,3 +74,19 @@ def tiny_config(data, out, **changes):
 
     settings = dict(model="tests.helpers:TinyNet", epochs=2, image_size=16, precision="fp32", channels_last=False)
     return TrainConfig(data=str(data), out=str(out), **{**settings, **changes})
+
+
+def render_in_chromium(page, tmp_path):
+    """(the DOM after load, Chromium's log, a screenshot) of a page in headless Chromium."""
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run(
+        [*common, "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*common, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()], capture_output=True, timeout=120
+    )
+    return dom.stdout, dom.stderr, shot

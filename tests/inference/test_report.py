@@ -1,17 +1,12 @@
 """report.html: its numbers, its escaping, and the page as a real browser renders it."""
 
-import shutil
-import subprocess
-
 import pytest
 import torch
 
-from tests.helpers import make_image_folder, tiny_config
+from tests.helpers import CHROMIUM, make_image_folder, render_in_chromium, tiny_config
 from transferkit.inference.report import calibration, top_losses
 from transferkit.inference.runs import evaluate_run
 from transferkit.train.engine import fit
-
-CHROMIUM = shutil.which("chromium")
 
 
 def test_expected_calibration_error():
@@ -45,29 +40,13 @@ def test_report_files_and_escaping(report):
     assert "http://" not in page and "https://" not in page  # nothing from the network
 
 
-def _render(page, tmp_path):
-    """(the DOM after load, Chromium's log, a screenshot) of a page in headless Chromium."""
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
-    dom = subprocess.run(
-        [*common, "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [*common, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()], capture_output=True, timeout=120
-    )
-    return dom.stdout, dom.stderr, shot
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed ('make test' installs it as root)")
 def test_report_renders_in_a_real_browser(report, tmp_path):
     import numpy as np
     from PIL import Image
 
     run, _ = report
-    dom, log, shot = _render(run / "report.html", tmp_path)
+    dom, log, shot = render_in_chromium(run / "report.html", tmp_path)
     assert 'data-images="ok"' in dom, log[-2000:]
     assert "Uncaught" not in log and ":ERROR:CONSOLE" not in log
     pixels = np.asarray(Image.open(shot).convert("L"))
@@ -79,5 +58,5 @@ def test_report_renders_in_a_real_browser(report, tmp_path):
     page = (run / "report.html").read_text()
     start = page.index("data:image/png;base64,") + len("data:image/png;base64,")
     broken.write_text(page[:start] + "AAAA" + page[start + 400 :])
-    dom, _, _ = _render(broken, tmp_path)
+    dom, _, _ = render_in_chromium(broken, tmp_path)
     assert 'data-images="broken:1"' in dom

@@ -105,11 +105,11 @@ def _print_task(result: dict) -> None:
 
     if result["task"] == "multi-label":
         console.print(
-            f"mAP {result['map']:.4f} (micro {result['map_micro']:.4f}), macro-F1 at 0.5 {result['macro_f1']:.4f}, "
+            f"mAP {result['map']:.4f} (micro {result['map_micro']:.4f}), macro-F1 {result['macro_f1']:.4f}, "
             f"subset accuracy {result['subset_accuracy']:.4f}, Hamming loss {result['hamming_loss']:.4f}, "
             f"loss {result['loss']:.4f}"
         )
-        table = Table(title="per label (precision, recall and F1 at 0.5)")
+        table = Table(title="per label (precision, recall and F1 at the run's thresholds, as predict decides)")
         for column in ("label", "AP", "precision", "recall", "F1", "images with it", "threshold"):
             table.add_column(column, justify="left" if column == "label" else "right")
         for name, m in result["per_label"].items():
@@ -128,6 +128,8 @@ def _print_task(result: dict) -> None:
                 f"{interval['level']:.0%} interval (value ± {interval['half_width']:.4g}) holds the true value of "
                 f"{interval['coverage']:.1%} of these images"
             )
+    if result.get("report"):
+        console.print(f"report: {result['report']}")
     if result["skipped_images"]:
         console.print(
             f"{len(result['skipped_images'])} unusable images skipped, e.g. {result['skipped_images'][0]['name']}"

@@ -257,21 +257,15 @@ def evaluate_run(
     if trained.task != "classification":  # several labels, or numbers: their own metrics
         if tta:
             raise DataError(f"tta serves runs of classes; this model's task is {trained.task}.", argument="tta")
-        if report and Path(run).is_dir():
-            trained.notes.append(f"report.html serves runs of classes; none is written for task {trained.task}")
         source = open_data(spec, trained.label_spec)
         items, split = evaluation_items(source, config, spec, split)
         items = _by_model_labels(items, source.class_names, trained)
-        result = evaluate_task(trained, items, spill=Path(run) if Path(run).is_dir() else None, batch_size=batch_size)
-        skipped = [{"name": n, "reason": r} for n, r in source.skipped] + result["skipped_images"]
-        return {
-            "run": str(run),
-            "data": spec,
-            "split": split,
-            **result,
-            "skipped_images": skipped,
-            "notes": trained.notes,
-        }
+        folder = Path(run) if Path(run).is_dir() else None
+        history = load_run(run, which="last")["history"] if report and folder else None
+        about = {"run": str(run), "data": spec, "split": split, "notes": trained.notes}
+        result = evaluate_task(trained, items, spill=folder, batch_size=batch_size, about=about, report=history)
+        result["skipped_images"] = [{"name": n, "reason": r} for n, r in source.skipped] + result["skipped_images"]
+        return result
     source = open_data(spec)
     items, split = evaluation_items(source, config, spec, split)
     remap = _class_map(source.class_names, trained)

@@ -1,19 +1,22 @@
 """``eval`` of a run that predicts several labels per image or a number: the task's metrics on some images.
 
-The metrics are the ones training validated with (:mod:`transferkit.tasks.metrics`). For numbers
-with an interval, the share of images whose true value falls inside it is reported too: about
-the interval's level on images like the validation images.
+The metrics are the ones training validated with (:mod:`transferkit.tasks.metrics`). Several
+labels: the decisions (precision, recall, F1, subset accuracy, Hamming loss) are taken at the
+run's thresholds, as ``predict`` takes them; average precision needs none. For numbers with an
+interval, the share of images whose true value falls inside it is reported too: about the
+interval's level on images like the validation images.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
 
 from ..data.decode import ImageDataset, decode, loader_workers
 from ..data.preprocess import BatchPrep
-from ..tasks.metrics import multilabel_metrics, regression_metrics
+from ..tasks.metrics import at_thresholds, multilabel_metrics, regression_metrics
 from ..tasks.objective import loss_function
 from ..train.loop import evaluate_outputs
 from .trained import TrainedModel
@@ -21,8 +24,21 @@ from .trained import TrainedModel
 __all__ = ["evaluate_task"]
 
 
-def evaluate_task(trained: TrainedModel, items: list, *, spill: Path | None, batch_size: int | None) -> dict:
-    """Loss and metrics of ``trained`` on ``items``, with the checkpoint's validation scores beside them."""
+def evaluate_task(
+    trained: TrainedModel,
+    items: list,
+    *,
+    spill: Path | None,
+    batch_size: int | None,
+    about: dict,
+    report: list[dict] | None = None,
+) -> dict:
+    """Loss and metrics of ``trained`` on ``items``, with the checkpoint's validation scores beside them.
+
+    ``about`` (what was evaluated: ``run``, ``data``, ``split``) opens the result. With ``report``
+    (the run's history), ``report.html`` and its plots are written into ``spill``, the run folder
+    (:func:`~transferkit.inference.task_report.write_task_report`).
+    """
     decoded = decode(items, trained.preprocessing, spill_dir=spill)
     device = next(trained.model.parameters()).device
     dataset = ImageDataset(decoded)
@@ -39,15 +55,32 @@ def evaluate_task(trained: TrainedModel, items: list, *, spill: Path | None, bat
         precision=trained.fast.precision,
     )
     logits, targets = result["logits"], result["targets"]
-    out = {"task": trained.task, "images": result["count"], "loss": result["loss"]}
+    out = {**about, "task": trained.task, "images": result["count"], "loss": result["loss"]}
     if trained.task == "multi-label":
-        out.update(multilabel_metrics(logits, targets, trained.class_names))
+        names = trained.class_names
+        ranked = multilabel_metrics(logits, targets, names)
+        outputs = torch.sigmoid(logits.float())
+        thresholds = trained.thresholds or [0.5] * len(names)
+        kept = at_thresholds(targets, outputs, thresholds, names)
+        per_label = {
+            name: {
+                "ap": ranked["per_label"][name]["ap"],
+                **kept["per_label"][name],
+                "support": ranked["per_label"][name]["support"],
+                "threshold": thresholds[k],
+            }
+            for k, name in enumerate(names)
+        }
+        out.update(map=ranked["map"], map_micro=ranked["map_micro"], label_names=names, thresholds=thresholds)
+        out.update({key: kept[key] for key in ("macro_f1", "subset_accuracy", "hamming_loss")}, per_label=per_label)
+        out["at_thresholds"] = kept
         headline = "map"
     else:
-        out.update(regression_metrics(logits, targets, trained.target_scale))
+        out.update(regression_metrics(logits, targets, trained.target_scale), target=trained.class_names[0])
         headline = "mae"
+        outputs = trained.target_scale.restore(logits).float()
         if trained.interval is not None:
-            residuals = (trained.target_scale.restore(logits) - targets.float()).abs()
+            residuals = (outputs - targets.float()).abs()
             out["interval"] = {
                 **trained.interval,
                 "coverage": float((residuals <= trained.interval["half_width"]).float().mean()),
@@ -56,4 +89,17 @@ def evaluate_task(trained: TrainedModel, items: list, *, spill: Path | None, bat
         row = trained.validated["row"]
         out["validation"] = {"epoch": row["epoch"], f"val_{headline}": row.get(f"val_{headline}")}
     out["skipped_images"] = [{"name": n, "reason": r} for n, r in decoded.skipped]
+    if report is not None:
+        from .task_report import write_task_report
+
+        written = write_task_report(
+            spill,
+            out,
+            history=report,
+            images=decoded.images,
+            names=decoded.names,
+            outputs=outputs,
+            targets=targets.float() if trained.task == "regression" else targets,
+        )
+        out["report"] = str(written)
     return out

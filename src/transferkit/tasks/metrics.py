@@ -15,7 +15,7 @@ import torch
 
 from .objective import TargetScale
 
-__all__ = ["best_thresholds", "multilabel_metrics", "regression_metrics"]
+__all__ = ["at_thresholds", "best_thresholds", "confused_label_pairs", "multilabel_metrics", "regression_metrics"]
 
 
 def best_thresholds(targets: np.ndarray, probabilities: np.ndarray) -> list[float]:
@@ -64,6 +64,48 @@ def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, names: list[
         "per_label": per_label,
         "thresholds": thresholds,
     }
+
+
+def at_thresholds(
+    targets: torch.Tensor, probabilities: torch.Tensor, thresholds: list[float], names: list[str]
+) -> dict:
+    """Precision, recall and F1 per label, macro-F1, subset accuracy and Hamming loss of the decisions
+    ``probabilities >= thresholds``: what ``predict`` answers with the run's kept thresholds."""
+    from sklearn.metrics import accuracy_score, hamming_loss, precision_recall_fscore_support
+
+    y = targets.numpy().astype(np.int64)
+    decided = (probabilities.numpy() >= np.asarray(thresholds)[None]).astype(np.int64)
+    precision, recall, f1, support = precision_recall_fscore_support(y, decided, average=None, zero_division=0)
+    present = y.sum(0) > 0
+    return {
+        "macro_f1": float(np.mean(f1[present])) if any(present) else 0.0,
+        "subset_accuracy": float(accuracy_score(y, decided)),
+        "hamming_loss": float(hamming_loss(y, decided)),
+        "per_label": {
+            name: {"precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k])}
+            for k, name in enumerate(names)
+        },
+    }
+
+
+def confused_label_pairs(targets: torch.Tensor, decided: torch.Tensor, names: list[str], *, k: int = 10) -> list[dict]:
+    """The ``k`` pairs (missed, instead) most often seen together: on one image, ``missed`` applies but was
+    not predicted while ``instead`` was predicted but does not apply. Pairs never seen are left out.
+
+    Example:
+        >>> confused_label_pairs(torch.tensor([[1, 0], [1, 0]]), torch.tensor([[0, 1], [1, 0]]), ["cat", "dog"])
+        [{'missed': 'cat', 'instead': 'dog', 'count': 1}]
+    """
+    y, d = targets.bool(), decided.bool()
+    counts = (y & ~d).double().T @ (d & ~y).double()  # (K, K): [a, b] images missing a while predicting b
+    flat = counts.flatten()
+    order = flat.argsort(descending=True)[:k]
+    width = counts.shape[1]
+    return [
+        {"missed": names[int(i) // width], "instead": names[int(i) % width], "count": int(flat[i])}
+        for i in order
+        if flat[i] > 0
+    ]
 
 
 def regression_metrics(outputs: torch.Tensor, targets: torch.Tensor, scale: TargetScale) -> dict:

@@ -1,0 +1,125 @@
+"""What every ``report.html`` shares: the page around its sections, PNG plots, thumbnails, learning curves.
+
+Everything is inlined (plots and thumbnails as PNG data, no script or style from the network),
+so that a page opens offline and can be mailed. Every name a caller puts on a page must already
+be escaped (:func:`html.escape`): the names come from the user's files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import torch
+
+__all__ = ["CLASS_SCORES", "data_uri", "figure_png", "html_page", "learning_curves", "pyplot", "thumbnail"]
+
+# (metrics.csv column, label, shown in percent) of the validation scores a run of classes keeps
+CLASS_SCORES = (
+    ("val_acc", "accuracy", True),
+    ("val_balanced_acc", "balanced accuracy", True),
+    ("val_macro_f1", "macro-F1", True),
+)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: plots without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_png(fig) -> bytes:
+    """``fig`` as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def learning_curves(history: list[dict], scores=CLASS_SCORES) -> bytes:
+    """Train and validation loss per epoch beside the validation ``scores`` that ``history`` holds."""
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    epochs = [row["epoch"] for row in history]
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train")
+    loss_ax.plot(epochs, [row["val_loss"] for row in history], marker="o", label="validation")
+    loss_ax.set_title("loss")
+    percent = any(p for _, _, p in scores)
+    for key, label, in_percent in scores:
+        values = [row.get(key) for row in history]
+        if history and all(isinstance(v, (int, float)) for v in values):
+            score_ax.plot(epochs, [100 * v if in_percent else v for v in values], marker="o", label=label)
+    score_ax.set_title("validation (%)" if percent else "validation")
+    for ax in (loss_ax, score_ax):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def thumbnail(image: torch.Tensor, size: int = 96) -> str:
+    """A (C, H, W) uint8 image as a PNG data URI at most ``size`` pixels wide or high."""
+    from PIL import Image
+
+    pixels = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
+    img = Image.fromarray(pixels)
+    scale = size / max(img.size)
+    resample = Image.NEAREST if scale >= 2 else Image.BILINEAR  # small digits stay crisp
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), resample)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return data_uri(buffer.getvalue())
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.grid { display: flex; flex-wrap: wrap; gap: 12px; }
+.card { width: 150px; font-size: 12px; border: 1px solid #ddd; padding: 6px; }
+.card div { overflow-wrap: anywhere; }
+.card img { display: block; margin: 0 auto 4px; image-rendering: pixelated; }
+.wrong { color: #b00; }
+"""
+
+
+def html_page(result: dict, body: str) -> str:
+    """The whole page: a title and heading naming the run, what was evaluated, then ``body`` (escaped HTML)."""
+    e = html.escape
+    skipped = len(result.get("skipped_images", []))
+    evaluated = (
+        f"Evaluated on {e(str(result['data']))} ({e(result['split'])}, {result['images']} images"
+        f"{f', {skipped} unusable skipped' if skipped else ''})."
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>transferkit report: {e(str(result["run"]))}</title>
+<style>{_STYLE}</style></head>
+<body>
+<h1>{e(str(result["run"]))}</h1>
+<p>{evaluated}</p>
+{body}
+<script>
+// Marks the page once loaded, so that a headless browser can tell every image decoded.
+addEventListener("load", () => {{
+  const broken = [...document.images].filter((img) => !img.complete || img.naturalWidth === 0).length;
+  document.body.dataset.images = broken ? "broken:" + broken : "ok";
+}});
+</script>
+</body></html>
+"""

@@ -12,6 +12,7 @@ from tests.tasks.csvs import colour_images, multilabel_csv, regression_csv, writ
 from transferkit.errors import ConfigError, RunError
 from transferkit.inference.predict import load_predictor
 from transferkit.inference.runs import evaluate_run
+from transferkit.tasks.calibration import calibrated_thresholds
 from transferkit.tasks.metrics import multilabel_metrics, regression_metrics
 from transferkit.tasks.objective import TargetScale
 from transferkit.train.engine import fit
@@ -143,19 +144,46 @@ def test_predict_gives_numbers_with_a_conformal_interval_that_covers_held_out_im
         load_predictor(str(tmp_path / "run"), trust_code=True, device="cpu")
 
 
-def test_predict_names_the_labels_above_their_thresholds(tmp_path):
+def test_predict_names_the_labels_above_their_calibrated_thresholds(tmp_path):
     data = multilabel_csv(tmp_path)
     config = tiny_config(data, tmp_path / "run", task="multi-label", strategy="full", epochs=6, lr=1e-2)
-    fit(config, log=lambda m: None)
+    lines = []
+    fit(config, log=lines.append)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    thresholds = dict(zip(["green", "rare", "red"], report["best_metrics"]["thresholds"]))
+    calibration = report["calibration"]
+    # 'rare' has 2 of the 48 held-out images: it keeps 1; the colours get theirs
+    assert calibration["task"] == "multi-label" and list(calibration["unfitted"]) == ["rare"]
+    assert calibration["temperatures"][1] == 1.0 and calibration["temperatures"][0] != 1.0
+    assert calibration["nll_after"] <= calibration["nll_before"]
+    assert any(line.startswith("calibration: a temperature for 2 of 3 labels on 48 held-out images") for line in lines)
+    assert (
+        "One temperature per label, fitted on 48 held-out images: green "
+        in (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    )
+    raw = report["best_metrics"]["thresholds"]
+    thresholds = dict(zip(["green", "rare", "red"], calibrated_thresholds(raw, calibration["temperatures"])))
     predictor = load_predictor(str(tmp_path / "run"), trust_code=True, device="cpu")
-    results = predictor.predict([tmp_path / f"{i}.png" for i in range(20)])
-    for result in results:
+    images = [tmp_path / f"{i}.png" for i in range(20)]
+    results = predictor.predict(images)
+    uncalibrated = load_predictor(str(tmp_path / "run"), trust_code=True, device="cpu", uncalibrated=True).predict(
+        images
+    )
+    for result, plain in zip(results, uncalibrated):
         assert [e["label"] for e in result["all"]] == ["green", "rare", "red"]
         assert all(e["threshold"] == pytest.approx(thresholds[e["label"]]) for e in result["all"])
+        assert [e["threshold"] for e in plain["all"]] == pytest.approx(raw)
         applies = {e["label"] for e in result["all"] if e["probability"] >= e["threshold"]}
-        assert {e["label"] for e in result["labels"]} == applies
+        assert {e["label"] for e in result["labels"]} == applies == {e["label"] for e in plain["labels"]}
+    evaluated = evaluate_run(tmp_path / "run", trust_code=True, device="cpu")
+    assert evaluated["temperature"] == calibration["temperatures"]
+    assert evaluated["calibrated"]["ece"] == pytest.approx(calibration["ece_after"], abs=2e-3)
+    damaged = {**calibration, "temperatures": [1.0, "hot", 1.0]}
+    (tmp_path / "run" / "calibration.json").write_text(json.dumps(damaged))
+    with pytest.raises(RunError, match="calibration.json' is damaged"):
+        load_predictor(str(tmp_path / "run"), trust_code=True, device="cpu")
+    (tmp_path / "run" / "calibration.json").write_text(json.dumps({**calibration, "temperatures": [1.0, 1.0]}))
+    with pytest.raises(RunError, match="does not fit this run's outputs"):
+        load_predictor(str(tmp_path / "run"), trust_code=True, device="cpu")
     colours = colour_images(tmp_path, 20)  # the same images: bright red -> 'red' named on most of them
     named = [("red" in {e["label"] for e in r["labels"]}) == (red > 127) for r, (red, _) in zip(results, colours)]
     assert np.mean(named) >= 0.8

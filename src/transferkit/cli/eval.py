@@ -117,6 +117,10 @@ def _print_task(result: dict) -> None:
             cells = [f"{m[k]:.3f}" for k in ("precision", "recall", "f1")]
             table.add_row(name, ap, *cells, str(m["support"]), f"{m['threshold']:.3f}")
         console.print(table)
+        ece = f"expected calibration error of the label probabilities {result['calibration']['ece']:.4f}"
+        if result.get("calibrated"):
+            ece += f", {result['calibrated']['ece']:.4f} with the run's per-label temperatures"
+        console.print(ece)
     else:
         console.print(
             f"MAE {result['mae']:.4g}, RMSE {result['rmse']:.4g}, R² {result['r2']:.4f}, "

@@ -103,6 +103,10 @@ def _task_from(facts: dict, trained, path) -> None:
             trained.thresholds = [float(t) for t in facts["thresholds"]]
             if len(trained.thresholds) != len(trained.class_names):
                 raise ValueError("one threshold per label")
+            if trained.temperature is not None:
+                trained.temperature = [float(t) for t in trained.temperature]
+                if len(trained.temperature) != len(trained.class_names) or not all(t > 0 for t in trained.temperature):
+                    raise ValueError("one positive temperature per label")
         else:
             scale = facts["target_scale"]
             trained.target_scale = TargetScale(float(scale["mean"]), float(scale["std"]))

@@ -4,7 +4,8 @@ A network's softmax is usually over-confident after fine-tuning. Dividing the lo
 temperature T fitted to minimise the held-out negative log-likelihood (Guo et al., 2017)
 keeps every prediction (argmax is unchanged) and makes the probabilities mean what they say.
 The fit is one scalar by LBFGS on log T; the run keeps it in ``calibration.json``, ``eval``
-reports the expected calibration error before and after, ``predict`` uses it.
+reports the expected calibration error before and after, ``predict`` uses it. A run of several
+labels per image keeps one temperature per label there instead (:mod:`transferkit.tasks.calibration`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from ..errors import RunError
 from ..serialization import write_json
 
-__all__ = ["CALIBRATION_FILE", "calibrate", "fit_temperature", "read_temperature"]
+__all__ = ["CALIBRATION_FILE", "calibrate", "calibrate_labels", "fit_temperature", "read_temperature"]
 
 CALIBRATION_FILE = "calibration.json"
 # A temperature outside this range means a degenerate held-out set (one class, a handful of images).
@@ -82,8 +83,45 @@ def calibrate(run: str | Path, logits: torch.Tensor, targets: torch.Tensor, epoc
     return result
 
 
-def read_temperature(run: str | Path, epoch: int | None = None) -> float | None:
-    """The run's fitted temperature, or None when it has none or it was fitted for another epoch than ``epoch``.
+def calibrate_labels(
+    run: str | Path, logits: torch.Tensor, targets: torch.Tensor, epoch: int, split: str, names: list[str], *, log
+) -> dict:
+    """Fit one temperature per label on the held-out logits (N, K) of several labels and write ``calibration.json``."""
+    from ..tasks.calibration import binary_ece, fit_label_temperatures, label_probabilities
+
+    temperatures, unfitted = fit_label_temperatures(logits, targets)
+    if len(targets) < MIN_IMAGES:
+        why = f"only {len(targets)} held-out images (a temperature needs {MIN_IMAGES})"
+        unfitted = dict.fromkeys(range(len(names)), why)
+        temperatures = [1.0] * len(names)
+    targets = targets.double()
+    nll = [F.binary_cross_entropy(label_probabilities(logits, t).double(), targets) for t in (None, temperatures)]
+    result = {
+        "task": "multi-label",
+        "temperatures": temperatures if len(unfitted) < len(names) else None,
+        "labels": names,
+        "unfitted": {names[k]: why for k, why in unfitted.items()},
+        "epoch": epoch,
+        "split": split,
+        "images": len(targets),
+        "ece_before": binary_ece(label_probabilities(logits, None), targets),
+        "ece_after": binary_ece(label_probabilities(logits, temperatures), targets),
+        "nll_before": float(nll[0]),
+        "nll_after": float(nll[1]),
+    }
+    write_json(Path(run) / CALIBRATION_FILE, result)
+    fitted = len(names) - len(unfitted)
+    kept = f"; {len(unfitted)} kept 1 ({', '.join(result['unfitted'])[:200]})" if unfitted else ""
+    log(
+        f"calibration: a temperature for {fitted} of {len(names)} labels on {len(targets)} held-out images{kept}; "
+        f"expected calibration error {result['ece_before']:.4f} -> {result['ece_after']:.4f}"
+    )
+    return result
+
+
+def read_temperature(run: str | Path, epoch: int | None = None) -> float | list[float] | None:
+    """The run's fitted temperature (a list of one per label for several labels), or None when it has none or
+    it was fitted for another epoch than ``epoch``.
 
     A damaged file is an error, never ignored.
     """
@@ -92,6 +130,8 @@ def read_temperature(run: str | Path, epoch: int | None = None) -> float | None:
         return None
     try:
         facts = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(facts, dict) and facts.get("task") == "multi-label":
+            return _label_temperatures(path, facts, epoch)
         value = facts.get("temperature")
     except (UnicodeDecodeError, ValueError, AttributeError):
         facts, value = {}, None
@@ -104,3 +144,14 @@ def read_temperature(run: str | Path, epoch: int | None = None) -> float | None:
     if epoch is not None and facts.get("epoch") != epoch:
         return None  # fitted for an earlier best checkpoint
     return float(value)
+
+
+def _label_temperatures(path: Path, facts: dict, epoch: int | None) -> list[float] | None:
+    values = facts.get("temperatures")
+    if values is None or (epoch is not None and facts.get("epoch") != epoch):
+        return None
+    if not isinstance(values, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and _BOUNDS[0] <= v <= _BOUNDS[1] for v in values
+    ):
+        raise RunError(f"'{path}' is damaged (temperatures not numbers in {_BOUNDS}); delete it, or train again.")
+    return [float(v) for v in values]

@@ -185,12 +185,33 @@ def _calibration(r: dict) -> list[str]:
     if not isinstance(c, dict):
         return []
     lines = ["## Calibration", ""]
+    if c.get("task") == "multi-label":
+        return lines + _label_calibration(c)
     if c.get("temperature") is None:
         return lines + [f"No temperature: {_md(c.get('reason'))}.", ""]
     return lines + [
         f"Temperature {c['temperature']:.3f}, fitted on {c.get('images')} held-out images: expected calibration "
         f"error (15 bins) {c.get('ece_before', 0):.4f} before, {c.get('ece_after', 0):.4f} after; negative "
         f"log-likelihood {c.get('nll_before', 0):.4f} before, {c.get('nll_after', 0):.4f} after.",
+        "",
+    ]
+
+
+def _label_calibration(c: dict) -> list[str]:
+    temperatures, labels = c.get("temperatures"), c.get("labels") or []
+    if not isinstance(temperatures, list):
+        reasons = sorted(set((c.get("unfitted") or {}).values()))
+        return [f"No temperature: {_md('; '.join(map(str, reasons)) or 'none fitted')}.", ""]
+    unfitted = c.get("unfitted") or {}
+    fitted = [
+        f"{_md(name)} {t:.3f}" for name, t in zip(labels, temperatures) if name not in unfitted and isinstance(t, float)
+    ]
+    return [
+        f"One temperature per label, fitted on {c.get('images')} held-out images: {', '.join(fitted)}. Labels with "
+        f"too few held-out images on either side keep 1. Expected calibration error of every (image, label) "
+        f"probability (15 bins) {c.get('ece_before', 0):.4f} before, {c.get('ece_after', 0):.4f} after; binary "
+        f"cross-entropy {c.get('nll_before', 0):.4f} before, {c.get('nll_after', 0):.4f} after. The thresholds "
+        "move with the temperatures: every decision stays the same.",
         "",
     ]
 

@@ -13,6 +13,7 @@ from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 from ..data.sources import printable
 from ..deploy.runtime import is_onnx, load_onnx
 from ..errors import DataError, ImageReadError
+from ..tasks.calibration import calibrated_thresholds, label_probabilities
 from ..tasks.objective import TargetScale
 from ..train.fastpath import FastPath, autocast
 from ..train.loop import tta_logits, tta_warning
@@ -33,7 +34,7 @@ class Predictor:
     batch_size: int | None = None  # None: the batch size measured fastest for inference
     notes: list[str] = field(default_factory=list)
     tta: bool = False  # average each image with its mirror image (not for digits or text)
-    temperature: float | None = None  # logits are divided by it: calibrated probabilities
+    temperature: float | list[float] | None = None  # logits are divided by it (per label): calibrated probabilities
     task: str = "classification"  # or multi-label, regression
     thresholds: list[float] | None = None  # multi-label: per label, the probability above which it applies
     target_scale: TargetScale | None = None  # regression: the output's units
@@ -93,8 +94,9 @@ class Predictor:
                 return {"value": value}
             width = self.interval["half_width"]
             return {"value": value, "interval": [value - width, value + width], "level": self.interval["level"]}
-        probabilities = torch.sigmoid(logits).tolist()
-        thresholds = self.thresholds or [0.5] * len(probabilities)
+        temperatures = self.temperature if isinstance(self.temperature, list) else None
+        probabilities = label_probabilities(logits[None], temperatures)[0].tolist()
+        thresholds = calibrated_thresholds(self.thresholds or [0.5] * len(probabilities), temperatures)
         every = [
             {"index": k, "label": name, "probability": p, "threshold": t}
             for k, (name, p, t) in enumerate(zip(self.class_names, probabilities, thresholds))

@@ -14,14 +14,14 @@ from ..errors import DataError, RunError
 from ..model.factory import create_model
 from ..model.surgery import tie_distillation_head
 from ..tasks.conformal import read_interval
-from ..tasks.objective import TargetScale
+from ..tasks.objective import TargetScale, loss_function
 from ..train.config import TrainConfig
 from ..train.fastpath import FastPath, resolve_device
-from ..train.loop import evaluate, tta_warning
+from ..train.loop import evaluate, evaluate_outputs, tta_warning
 from ..train.metrics import classification_metrics
 from ..train.run_folder import check_model_code, load_model_state, load_run
 from ..train.setup import attach_adapters
-from .calibration import calibrate, read_temperature
+from .calibration import CALIBRATION_FILE, calibrate, calibrate_labels, read_temperature
 from .report import calibration, write_report
 from .task_eval import evaluate_task
 from .trained import TrainedModel
@@ -86,8 +86,13 @@ def load_trained(
             raise RunError(f"Run '{run}' predicts numbers but its checkpoint has no target scale.") from None
         if which == "best" and Path(run).is_dir():
             trained.interval = read_interval(run, trained.epoch)
-    if which == "best" and Path(run).is_dir() and config.task == "classification":
-        trained.temperature = read_temperature(run, trained.epoch)
+    if which == "best" and Path(run).is_dir() and config.task != "regression":
+        trained.temperature = found = read_temperature(run, trained.epoch)
+        per_label = config.task == "multi-label"
+        if found is not None and (
+            isinstance(found, list) != per_label or per_label and len(found) != len(trained.class_names)
+        ):
+            raise RunError(f"'{Path(run) / CALIBRATION_FILE}' does not fit this run's outputs; delete it.")
     return trained
 
 
@@ -341,38 +346,49 @@ def evaluate_run(
     return result
 
 
-def calibrate_run(
-    run: str | Path,
-    *,
-    device: str = "auto",
-    trust_code: bool = False,
-    validation: tuple[torch.Tensor, torch.Tensor, int, str] | None = None,
-    log=print,
-) -> dict | None:
-    """Fit the temperature of ``run``'s best checkpoint on its held-out images and write ``calibration.json``.
+def calibrate_run(run: str | Path, *, device: str = "auto", trust_code: bool = False, log=print) -> dict | None:
+    """Fit the temperature of ``run``'s best checkpoint on its held-out images and write ``calibration.json``:
+    one for classes, one per label for several labels per image (runs of numbers have an interval instead).
 
-    ``validation`` is (logits, targets, epoch, split) of the best checkpoint as training's
-    validation computed them, which saves reading, decoding and running the held-out images
-    again; without it, they are computed from the run folder.
     Returns what was written (temperature, expected calibration error and negative
     log-likelihood before and after), or None when the run has no held-out image.
     """
-    if validation is not None:
-        return calibrate(run, *validation, log=log)
-    trained = require_classes(load_trained(run, device=device, trust_code=trust_code), "calibrate")
+    trained = load_trained(run, device=device, trust_code=trust_code)
+    if trained.task == "regression":
+        raise RunError(f"Run '{run}' predicts numbers: they get an interval, not a temperature.")
     items, split = held_out_items(trained, trained.config.data)
     if not items:
         return None
-    decoded = decode(items, trained.preprocessing, spill_dir=Path(run))
+    logits, targets = _held_out_outputs(trained, items, Path(run))
+    if trained.task == "multi-label":
+        return calibrate_labels(run, logits, targets, trained.epoch, split, trained.class_names, log=log)
+    return calibrate(run, logits, targets, trained.epoch, split, log=log)
+
+
+def _held_out_outputs(trained: TrainedModel, items: list, spill: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and targets of ``trained`` on held-out ``items``."""
+    decoded = decode(items, trained.preprocessing, spill_dir=spill)
     param = next(trained.model.parameters())
     dataset = ImageDataset(decoded)
-    metrics = evaluate(
-        trained.model,
-        DataLoader(dataset, batch_size=trained.fast.inference_batch_size, num_workers=loader_workers(dataset)),
-        num_classes=len(trained.class_names),
-        prep=BatchPrep(trained.preprocessing, param.device, channels_last=trained.fast.channels_last),
-        device=param.device,
-        precision=trained.fast.precision,
-        outputs=True,
-    )
-    return calibrate(run, metrics["logits"], metrics["targets"], trained.epoch, split, log=log)
+    loader = DataLoader(dataset, batch_size=trained.fast.inference_batch_size, num_workers=loader_workers(dataset))
+    prep = BatchPrep(trained.preprocessing, param.device, channels_last=trained.fast.channels_last)
+    if trained.task == "multi-label":
+        result = evaluate_outputs(
+            trained.model,
+            loader,
+            loss_fn=loss_function("multi-label"),
+            prep=prep,
+            device=param.device,
+            precision=trained.fast.precision,
+        )
+    else:
+        result = evaluate(
+            trained.model,
+            loader,
+            num_classes=len(trained.class_names),
+            prep=prep,
+            device=param.device,
+            precision=trained.fast.precision,
+            outputs=True,
+        )
+    return result["logits"], result["targets"]

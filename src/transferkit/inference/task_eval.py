@@ -2,7 +2,8 @@
 
 The metrics are the ones training validated with (:mod:`transferkit.tasks.metrics`). Several
 labels: the decisions (precision, recall, F1, subset accuracy, Hamming loss) are taken at the
-run's thresholds, as ``predict`` takes them; average precision needs none. For numbers with an
+run's thresholds, as ``predict`` takes them; average precision needs none. Probabilities are
+calibrated by the run's per-label temperatures, and the thresholds move with them. For numbers with an
 interval, the share of images whose true value falls inside it is reported too: about the
 interval's level on images like the validation images.
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 from ..data.decode import ImageDataset, decode, loader_workers
 from ..data.preprocess import BatchPrep
+from ..tasks.calibration import binary_ece, calibrated_thresholds, label_probabilities
 from ..tasks.metrics import at_thresholds, multilabel_metrics, regression_metrics
 from ..tasks.objective import loss_function
 from ..train.loop import evaluate_outputs
@@ -59,8 +60,9 @@ def evaluate_task(
     if trained.task == "multi-label":
         names = trained.class_names
         ranked = multilabel_metrics(logits, targets, names)
-        outputs = torch.sigmoid(logits.float())
-        thresholds = trained.thresholds or [0.5] * len(names)
+        temperatures = trained.temperature if isinstance(trained.temperature, list) else None
+        outputs = label_probabilities(logits, temperatures)
+        thresholds = calibrated_thresholds(trained.thresholds or [0.5] * len(names), temperatures)
         kept = at_thresholds(targets, outputs, thresholds, names)
         per_label = {
             name: {
@@ -74,6 +76,9 @@ def evaluate_task(
         out.update(map=ranked["map"], map_micro=ranked["map_micro"], label_names=names, thresholds=thresholds)
         out.update({key: kept[key] for key in ("macro_f1", "subset_accuracy", "hamming_loss")}, per_label=per_label)
         out["at_thresholds"] = kept
+        out["calibration"] = {"ece": binary_ece(label_probabilities(logits, None), targets)}
+        out["temperature"] = temperatures
+        out["calibrated"] = {"ece": binary_ece(outputs, targets)} if temperatures else None
         headline = "map"
     else:
         out.update(regression_metrics(logits, targets, trained.target_scale), target=trained.class_names[0])

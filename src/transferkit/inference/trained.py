@@ -26,7 +26,7 @@ class TrainedModel:
     fast: FastPath
     notes: list[str] = field(default_factory=list)
     named_classes: bool = True  # False when the class names are only output indices
-    temperature: float | None = None  # divides the logits for calibrated probabilities
+    temperature: float | list[float] | None = None  # divides the logits (one per label) for calibrated probabilities
     epoch: int | None = None  # the checkpoint's epoch
     validated: dict | None = None  # how training validated this checkpoint: its history row and kernels
     task: str = "classification"  # or multi-label, regression (transferkit.tasks)

@@ -17,20 +17,12 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
     """Calibrate best.pt, save a lora or dora run's adapter, write report.json and MODEL_CARD.md (the main process)."""
     config = record.config
     out = Path(config.out)
-    if main and record.best is not None and record.data.task != "classification":
-        log(f"calibration: none for task {record.data.task} (a temperature is fitted to the logits of classes)")
-        if record.data.task == "regression" and record.best_outputs is not None:
-            record.interval = _interval(record, out, log)
-    elif main and record.best is not None:
-        from ..inference.runs import calibrate_run
-
-        # Training's validation of best.pt gave its logits; a resumed run whose best epoch came
-        # before the resume computes them again from the run folder. The run just imported
-        # MODEL's code itself: trusting it again here adds nothing.
-        validation = None
+    if main and record.best is not None and record.data.task == "regression":
         if record.best_outputs is not None:
-            validation = (*record.best_outputs, record.best["epoch"], f"validation ({record.data.splits})")
-        record.calibration = calibrate_run(out, device=config.device, trust_code=True, validation=validation, log=log)
+            record.interval = _interval(record, out, log)
+        _save_adapter(out, config, log)
+    elif main and record.best is not None:
+        record.calibration = _calibrate(record, out, log)
         _save_adapter(out, config, log)
     result = summary(record, model, stopped=stopped, write=main)
     if main:
@@ -38,6 +30,22 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
 
         write_model_card(out)
     return result
+
+
+def _calibrate(record: RunRecord, out: Path, log) -> dict | None:
+    """The temperature of best.pt (one per label for several labels), written for predict."""
+    from ..inference.calibration import calibrate, calibrate_labels
+    from ..inference.runs import calibrate_run
+
+    if record.best_outputs is None:
+        # A resumed run whose best epoch came before the resume computes best.pt's logits again
+        # from the run folder. The run just imported MODEL's code itself: trusting it again adds nothing.
+        return calibrate_run(out, device=record.config.device, trust_code=True, log=log)
+    logits, targets = record.best_outputs  # training's validation of best.pt
+    split = f"validation ({record.data.splits})"
+    if record.data.task == "multi-label":
+        return calibrate_labels(out, logits, targets, record.best["epoch"], split, record.data.class_names, log=log)
+    return calibrate(out, logits, targets, record.best["epoch"], split, log=log)
 
 
 def _interval(record: RunRecord, out: Path, log) -> dict:

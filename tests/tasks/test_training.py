@@ -114,6 +114,8 @@ def test_every_strategy_trains_each_task(tmp_path, task, strategy):
     key = "val_map" if task == "multi-label" else "val_mae"
     assert summary["best_score"]["name"] == key and all(np.isfinite(e[key]) for e in summary["epochs"])
     assert len(summary["epochs"]) == 2 and all(np.isfinite(e["train_loss"]) for e in summary["epochs"])
+    if strategy in ("lora", "dora"):  # the adapter in peft's format, for every task
+        assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_predict_gives_numbers_with_a_conformal_interval_that_covers_held_out_images(tmp_path):

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from transferkit.advice.advise import EARLIER_BY, FREEZE_AT, GAP_HIGH, recommend
-from transferkit.advice.probe import Depth, _block, depth_points, extract, linear_probe
+from transferkit.advice.probe import Depth, _block, depth_points, extract, linear_probe, task_probe
 from transferkit.data.preprocess import BatchPrep, Preprocessing
 from transferkit.model.factory import create_model
 
@@ -50,6 +50,21 @@ def test_the_probe_separates_what_is_separable_and_not_noise():
     assert noise["accuracy"] < 0.55  # chance is 1/3
 
 
+def test_probes_of_several_labels_and_of_numbers_score_what_is_linear_and_not_noise():
+    torch.manual_seed(0)
+    features = torch.randn(400, 16)
+    labels = torch.stack([features[:, 0] > 0, features[:, 1] + features[:, 2] > 0.5], 1).float()  # (N, 2)
+    result = task_probe(features[:300], labels[:300], features[300:], labels[300:], "multi-label")
+    assert result["score"] == result["map"] > 0.95
+    noise = task_probe(torch.randn(300, 16), labels[:300], torch.randn(100, 16), labels[300:], "multi-label")
+    assert noise["map"] < 0.7  # chance: each label's share of positives, about 0.5 and 0.36
+    values = 3 * features[:, 0] - features[:, 3] + 0.1 * torch.randn(400) + 50
+    numbers = task_probe(features[:300], values[:300], features[300:], values[300:], "regression")
+    assert numbers["score"] == numbers["r2"] > 0.99 and numbers["mae"] < 0.2
+    unrelated = task_probe(torch.randn(300, 16), values[:300], torch.randn(100, 16), values[300:], "regression")
+    assert unrelated["r2"] < 0.1
+
+
 class _Net(nn.Module):
     """BatchNorm first, so that its input is the image itself."""
 
@@ -75,7 +90,7 @@ def test_the_statistics_gap_is_the_distance_in_running_standard_deviations():
 
 
 def _depth(name, accuracy, after):
-    return {"name": name, "accuracy": accuracy, "stages_after": after}
+    return {"name": name, "score": accuracy, "stages_after": after}
 
 
 def test_the_rule_on_each_branch():

@@ -28,7 +28,8 @@ def test_a_sweep_writes_a_config_that_train_reads(tmp_path):
     make_image_folder(tmp_path / "data", per_class=20, size=20)
     config = tiny_config(tmp_path / "data", tmp_path / "sweep", strategy="freeze", epochs=3)
     result = sweep(config, trials=3, seeds=2, log=lambda m: None)
-    assert len(result["settings"]) == 3 and all(len(r["accuracy"]) == 2 for r in result["settings"])
+    assert len(result["settings"]) == 3 and all(len(r["scores"]) == 2 for r in result["settings"])
+    assert result["score"] == "val_acc" and result["higher_better"]
     means = [r["mean"] for r in result["settings"]]
     assert means == sorted(means, reverse=True) and result["best"]["mean"] == means[0]
     best = json.loads((tmp_path / "sweep" / "best_config.json").read_text())

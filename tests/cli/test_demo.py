@@ -13,4 +13,4 @@ def test_demo_walks_through_and_fine_tunes(cli, tmp_path):
     assert "classifier.weight: checkpoint (1000, 1280) vs model (10, 1280)" in out
     assert "optimizer receives 2 tensors: classifier.weight, classifier.bias" in out
     assert "caught at 'bn2'" in out and "expects 1280 channels" in out
-    assert "acc after epoch 1" in out and (tmp_path / "demo" / "compare.png").exists()
+    assert "accuracy after epoch 1" in out and (tmp_path / "demo" / "compare.png").exists()

@@ -69,7 +69,7 @@ def test_compare_table_and_plot(cli, tmp_path):
         "compare", *SMALL, "--strategies", "freeze,scratch", "--epochs", "2", "--out", tmp_path / "cmp"
     )
     assert code == 0, err
-    assert "acc after epoch 1" in out and "freeze" in out and "scratch" in out
+    assert "accuracy after epoch 1" in out and "freeze" in out and "scratch" in out
     assert (tmp_path / "cmp" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
     assert [r["strategy"] for r in rows] == ["freeze", "scratch"] and rows[0]["trainable_params"] == 2570

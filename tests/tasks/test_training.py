@@ -222,21 +222,3 @@ def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task):
     key = "map" if task == "multi-label" else "mae"
     assert by_onnx["task"] == task and by_onnx["images"] == by_run["images"] == 120
     assert by_onnx[key] == pytest.approx(by_run[key], abs=1e-4)
-
-
-def test_commands_that_serve_classes_refuse_other_tasks_in_one_line(tmp_path):
-    from transferkit.advice.advise import advise
-    from transferkit.advice.sweep import sweep
-    from transferkit.train.compare import compare
-    from transferkit.train.lr_find import find_lr
-
-    config = tiny_config(regression_csv(tmp_path, count=20), tmp_path / "out", task="regression")
-    for what, call in [
-        ("compare", lambda: compare(config, ["full"], log=lambda m: None)),
-        ("advise", lambda: advise(config, log=lambda m: None)),
-        ("sweep", lambda: sweep(config, log=lambda m: None)),
-        ("lr-find", lambda: find_lr(config, log=lambda m: None)),
-    ]:
-        with pytest.raises(ConfigError, match=f"{what} serves classes; task regression trains with train"):
-            call()
-    assert not (tmp_path / "out").exists()  # nothing was written

@@ -33,17 +33,42 @@ def test_strategies_share_decoded_data_kernels_and_activations_without_changing_
     assert all(torch.equal(compared["model"][k], reference[k]) for k in reference)
 
 
+def _rows(score, higher, table):
+    return [
+        {"strategy": s, "trainable_params": n, "best": best, "curve": curve, "score": score, "higher_better": higher}
+        for s, n, best, curve in table
+    ]
+
+
 def test_the_verdict_is_read_off_the_numbers():
     from transferkit.train.compare import verdict
 
-    rows = [
-        {"strategy": "full", "trainable_params": 1000, "best_acc": 0.96, "val_acc": [0.66, 0.94, 0.96]},
-        {"strategy": "freeze", "trainable_params": 4, "best_acc": 0.88, "val_acc": [0.78, 0.87, 0.88]},
-        {"strategy": "gradual", "trainable_params": 1000, "best_acc": 0.90, "val_acc": [0.70, 0.50, 0.90]},
-        {"strategy": "scratch", "trainable_params": 1000, "best_acc": 0.60, "val_acc": [0.10, 0.55, 0.60]},
-    ]
+    rows = _rows(
+        "val_acc",
+        True,
+        [
+            ("full", 1000, 0.96, [0.66, 0.94, 0.96]),
+            ("freeze", 4, 0.88, [0.78, 0.87, 0.88]),
+            ("gradual", 1000, 0.90, [0.70, 0.50, 0.90]),
+            ("scratch", 1000, 0.60, [0.10, 0.55, 0.60]),
+        ],
+    )
     lines = verdict(rows)
     assert lines[0] == "full wins: 96.0% best, 6.0 points above gradual."
     assert "full beats scratch at every epoch (66.0/10.0, 94.0/55.0, 96.0/60.0%)." in lines
     assert "gradual is not ahead of scratch at epoch 2 (70.0/10.0, 50.0/55.0, 90.0/60.0%)." in lines
     assert "freeze trains 0.4% of the parameters and reaches 88.0%: 8.0 points from the best." in lines
+
+
+def test_the_verdict_on_an_error_counts_lower_as_better():
+    from transferkit.train.compare import verdict
+
+    rows = _rows(
+        "val_mae",
+        False,
+        [("full", 1000, 0.10, [0.30, 0.10]), ("freeze", 4, 0.25, [0.28, 0.25]), ("scratch", 1000, 0.29, [0.5, 0.29])],
+    )
+    lines = verdict(rows)
+    assert lines[0] == "full wins: MAE 0.1 best, 0.15 below freeze."
+    assert "full beats scratch at every epoch (0.3/0.5, 0.1/0.29)." in lines
+    assert "freeze trains 0.4% of the parameters and reaches MAE 0.25: 0.15 from the best." in lines

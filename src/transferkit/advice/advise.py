@@ -14,6 +14,10 @@ A network without BatchNorm (ViTs, Swin, ConvNeXt: LayerNorm keeps no running st
 no statistics gap: the rule then decides on the probes alone, so never ``full`` for the gap,
 and the advice says which signals it used.
 
+The probe's score is the task's (:data:`~transferkit.advice.probe.PROBE_SCORES`): accuracy for
+classes, macro mAP for several labels per image, R² for numbers; each is at most 1, and the same
+thresholds apply to it.
+
 The thresholds are written down with their measurements in BENCHMARKS.md ("Strategy advice").
 """
 
@@ -29,10 +33,11 @@ import torch.nn as nn
 from ..data.preprocess import BatchPrep
 from ..data.sources import open_data, stratified_sample
 from ..serialization import write_json
+from ..tasks.objective import loss_function
 from ..train.config import TrainConfig
 from ..train.setup import build_model, prepare_data
 from ..train.strategies import plan_phases
-from .probe import Depth, depth_points, extract, linear_probe
+from .probe import PROBE_SCORES, Depth, depth_points, extract, linear_probe, task_probe
 
 __all__ = ["EARLIER_BY", "FREEZE_AT", "GAP_HIGH", "SAMPLE", "advise", "advise_prepared", "recommend"]
 
@@ -42,56 +47,63 @@ GAP_HIGH = 1.0  # the load verification's drift threshold: beyond it, the inputs
 SAMPLE = 4000  # training images probed at most; a stratified sample beyond
 
 
-def recommend(depths: list[dict], gap: float | None) -> dict:
+def recommend(depths: list[dict], gap: float | None, measure: str = "accuracy") -> dict:
     """The strategy and its settings for probe results ``depths`` (input to output) and the statistics gap.
+
+    Each depth's ``score`` is the probe's ``measure`` (accuracy, mAP or R²).
 
     ``gap`` is None for a network without BatchNorm: the probes alone decide, and ``signals`` says so.
 
     Example:
-        >>> recommend([{"name": "layer3", "accuracy": 0.9, "stages_after": 3},
-        ...            {"name": "head input", "accuracy": 0.8, "stages_after": 1}], gap=0.4)["command"]
+        >>> recommend([{"name": "layer3", "score": 0.9, "stages_after": 3},
+        ...            {"name": "head input", "score": 0.8, "stages_after": 1}], gap=0.4)["command"]
         '--strategy head --unfreeze-last 3'
     """
-    advice = _rule(depths, gap)
+    advice = _rule(depths, gap, measure)
     if gap is None:
         advice["reason"] += " (no BatchNorm layers, so no statistics gap: decided on the linear probes alone)"
     advice["signals"] = ["linear probes"] + ([] if gap is None else ["BatchNorm statistics gap"])
     return advice
 
 
-def _rule(depths: list[dict], gap: float | None) -> dict:
+def _rule(depths: list[dict], gap: float | None, measure: str) -> dict:
     last = depths[-1]
-    best = max(depths, key=lambda d: d["accuracy"])
+    best = max(depths, key=lambda d: d["score"])
     near = gap is None or gap < GAP_HIGH
     gap_text = "" if gap is None else f" (gap {gap:.2f})"
-    if last["accuracy"] >= FREEZE_AT and near:
+
+    def said(value: float) -> str:
+        shown = f"{value:.3f}" if measure == "R²" else f"{value:.1%}"
+        return shown if measure == "accuracy" else f"{measure} {shown}"
+
+    if last["score"] >= FREEZE_AT and near:
         return {
             "strategy": "freeze",
             "command": "--strategy freeze",
-            "reason": f"a linear probe on the head's input already reaches {last['accuracy']:.1%}"
+            "reason": f"a linear probe on the head's input already reaches {said(last['score'])}"
             + ("" if gap is None else f" and the images are close to what the weights expect{gap_text}")
             + ": training more layers mostly costs time",
         }
-    if best is not last and best["accuracy"] - last["accuracy"] >= EARLIER_BY:
+    if best is not last and best["score"] - last["score"] >= EARLIER_BY:
         n = best["stages_after"]
         return {
             "strategy": "head",
             "unfreeze_last": n,
             "command": f"--strategy head --unfreeze-last {n}",
-            "reason": f"the probe after {best['name']} ({best['accuracy']:.1%}) beats the head's input "
-            f"({last['accuracy']:.1%}): the last stages are specific to the source task, so they retrain",
+            "reason": f"the probe after {best['name']} ({said(best['score'])}) beats the head's input "
+            f"({said(last['score'])}): the last stages are specific to the source task, so they retrain",
         }
     if not near:
         return {
             "strategy": "full",
             "command": "--strategy full",
             "reason": f"the images are far from what the weights' statistics expect (gap {gap:.2f} >= {GAP_HIGH:g}) "
-            f"and the probe reaches {last['accuracy']:.1%}: every layer has to adapt",
+            f"and the probe reaches {said(last['score'])}: every layer has to adapt",
         }
     return {
         "strategy": "lp-ft",
         "command": "--strategy lp-ft",
-        "reason": f"the probe reaches {last['accuracy']:.1%}, short of {FREEZE_AT:.0%}"
+        "reason": f"the probe reaches {said(last['score'])}, short of {said(FREEZE_AT)}"
         + ("" if gap is None else f", on images close to what the weights expect{gap_text}")
         + ": probe the head first, then fine-tune everything gently",
     }
@@ -109,9 +121,8 @@ def advise(
     Writes ``advice.json`` and ``probe_depth.png`` into ``config.out``. With ``budget``
     (seconds), a strategy estimated to take longer is not recommended; the cheapest is.
     """
-    config.require_classes("advise")
     started = time.perf_counter()
-    source = _sampled(open_data(config.data), sample, config.seed, log)
+    source = _sampled(open_data(config.data, config.label_spec()), sample, config.seed, log)
     model, _ = build_model(config, len(source.class_names))
     Path(config.out).mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, source=source, model=model, log=log)
@@ -149,8 +160,12 @@ def advise_prepared(
         val_x, _, _ = extract(model, data.val.decoded.images, prep, points)
         train_y, val_y = data.train.decoded.labels, data.val.decoded.labels
         depths = []
+        measure = PROBE_SCORES[data.task]
         for point in points:
-            result = linear_probe(train_x[point.name], train_y, val_x[point.name], val_y, len(data.class_names))
+            if data.task == "classification":
+                result = linear_probe(train_x[point.name], train_y, val_x[point.name], val_y, len(data.class_names))
+            else:
+                result = task_probe(train_x[point.name], train_y, val_x[point.name], val_y, data.task)
             row = {
                 "name": point.name,
                 "stage": point.stage,
@@ -160,13 +175,15 @@ def advise_prepared(
                 "gap": gaps.get(point.stage),
             }
             depths.append(row)
+            also = f", balanced {row['balanced_accuracy']:.4f}" if "balanced_accuracy" in row else ""
+            also += f", MAE {row['mae']:.4g}" if "mae" in row else ""
             log(
-                f"probe after {point.name}: accuracy {row['accuracy']:.4f}, balanced {row['balanced_accuracy']:.4f} "
+                f"probe after {point.name}: {measure} {row['score']:.4f}{also} "
                 f"({row['dim']} features, {row['seconds']:.1f} s); statistics gap "
                 + ("- (no BatchNorm)" if row["gap"] is None else f"{row['gap']:.2f}")
             )
         gap = sum(gaps.values()) / len(gaps) if gaps else None
-        advice = recommend(depths, gap)
+        advice = recommend(depths, gap, measure)
         estimates = _estimates(config, model, data, points, speed, advice) if estimate or budget else {}
     if budget is not None and estimates.get(advice["command"], 0) > budget:
         cheapest = min(estimates, key=estimates.get)
@@ -183,6 +200,8 @@ def advise_prepared(
         "weights": config.weights,
         "data": config.data,
         "images": {"train": len(train_y), "val": len(val_y)},
+        "task": data.task,
+        "score": measure,
         "depths": depths,
         "statistics_gap": gap,
         "advice": advice,
@@ -193,7 +212,7 @@ def advise_prepared(
     }
     if write:
         write_json(Path(config.out) / "advice.json", result)
-        _plot(depths, Path(config.out) / "probe_depth.png")
+        _plot(depths, Path(config.out) / "probe_depth.png", measure)
     log(f"advice: {advice['command']}: {advice['reason']}")
     if keep_features:
         result["head_features"] = {"train": train_x[points[-1].name], "val": val_x[points[-1].name]}
@@ -223,7 +242,7 @@ def _train_speed(model: nn.Module, data, keep_last: int | None, batch: int = 16)
     times = []
     for _ in range(2):
         step_started = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(prep(images)), labels)
+        loss = loss_function(data.task, scale=data.target_scale)(model(prep(images)), labels)
         loss.backward()
         model.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - step_started)
@@ -255,7 +274,7 @@ def _estimates(config: TrainConfig, model, data, points: list[Depth], forward: f
     return result
 
 
-def _plot(depths: list[dict], path: Path) -> None:
+def _plot(depths: list[dict], path: Path, measure: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,11 +283,12 @@ def _plot(depths: list[dict], path: Path) -> None:
     from ..serialization import atomic_path
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(range(len(depths)), [d["accuracy"] for d in depths], marker="o", label="accuracy")
-    ax.plot(range(len(depths)), [d["balanced_accuracy"] for d in depths], marker=".", label="balanced accuracy")
+    ax.plot(range(len(depths)), [d["score"] for d in depths], marker="o", label=measure)
+    if all("balanced_accuracy" in d for d in depths):
+        ax.plot(range(len(depths)), [d["balanced_accuracy"] for d in depths], marker=".", label="balanced accuracy")
     ax.set_xticks(range(len(depths)), [d["name"] for d in depths], rotation=30, ha="right")
     ax.set_ylabel("linear probe, held-out")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(min(0.0, *(d["score"] for d in depths)), 1)  # R² falls below 0 where a probe does worse than the mean
     ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -62,7 +62,8 @@ def choose_strategy(
         "reason": advice["reason"],
         "signals": advice.get("signals", []),
         "seconds": result["seconds"],
-        "depths": [{k: d[k] for k in ("name", "accuracy", "gap")} for d in result["depths"]],
+        "score": result["score"],
+        "depths": [{k: d[k] for k in ("name", "score", "gap")} for d in result["depths"]],
     }
     if chosen.strategy == "freeze" and probed is data:
         # The probe ran every image through the frozen network: the cache may take its last

@@ -4,8 +4,11 @@ At the end of each stage of the backbone (the stages ``--unfreeze-last`` counts;
 :data:`MAX_DEPTHS`, the last always the head's input) the activations are pooled to one vector
 per image and kept. A linear probe (multinomial logistic regression, LBFGS to convergence on
 standardised features) is fitted on the training images' vectors at each depth and scored on the
-held-out ones. In the same pass, each BatchNorm layer's input on the new data is compared with
-its running statistics: how far the new images are from the ones the weights were trained on.
+held-out ones by accuracy. Several labels per image are probed by scikit-learn's one-vs-rest
+logistic regression and scored by macro mAP; numbers by ridge regression (its penalty chosen by
+efficient leave-one-out) and scored by R² (:func:`task_probe`). In the same pass, each BatchNorm
+layer's input on the new data is compared with its running statistics: how far the new images
+are from the ones the weights were trained on.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,9 +24,10 @@ import torch.nn.functional as F
 from ..model.freeze import stages
 from ..model.surgery import find_head
 
-__all__ = ["MAX_DEPTHS", "Depth", "depth_points", "extract", "linear_probe"]
+__all__ = ["MAX_DEPTHS", "PROBE_SCORES", "Depth", "depth_points", "extract", "linear_probe", "task_probe"]
 
 MAX_DEPTHS = 6
+PROBE_SCORES = {"classification": "accuracy", "multi-label": "mAP", "regression": "R²"}  # what "score" is
 
 
 @dataclass
@@ -190,8 +195,54 @@ def linear_probe(
     with torch.no_grad():
         predicted = (vx @ weight + bias).argmax(1)
     recalls = [float((predicted[val_y == c] == c).double().mean()) for c in range(num_classes) if (val_y == c).any()]
+    accuracy = float((predicted == val_y).double().mean())
     return {
-        "accuracy": float((predicted == val_y).double().mean()),
+        "score": accuracy,
+        "accuracy": accuracy,
         "balanced_accuracy": sum(recalls) / max(len(recalls), 1),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def task_probe(
+    train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, task: str
+) -> dict:
+    """The held-out ``score`` of a linear model of several labels (macro mAP) or of a number (R², with MAE).
+
+    Several labels: one logistic regression per label (``OneVsRestClassifier``; a label constant
+    in the training images predicts that constant). A number: ``RidgeCV`` over penalties 1e-2 to
+    1e4, on standardised features and target.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    started = time.perf_counter()
+    scaler = StandardScaler().fit(train_x.double().numpy())
+    x, vx = scaler.transform(train_x.double().numpy()), scaler.transform(val_x.double().numpy())
+    if task == "multi-label":
+        import warnings
+
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import average_precision_score
+        from sklearn.multiclass import OneVsRestClassifier
+
+        y, vy = train_y.numpy().astype(np.int64), val_y.numpy().astype(np.int64)
+        with warnings.catch_warnings():  # "Label k is present in all training examples": it is handled
+            warnings.simplefilter("ignore", UserWarning)
+            fitted = OneVsRestClassifier(LogisticRegression(C=1.0, max_iter=1000)).fit(x, y)
+        p = fitted.predict_proba(vx)
+        present = [k for k in range(vy.shape[1]) if vy[:, k].any()]
+        score = float(np.mean([average_precision_score(vy[:, k], p[:, k]) for k in present])) if present else 0.0
+        return {"score": score, "map": score, "seconds": time.perf_counter() - started}
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    y, vy = train_y.double().numpy(), val_y.double().numpy()
+    mean, std = y.mean(), y.std() or 1.0
+    fitted = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x, (y - mean) / std)
+    predicted = fitted.predict(vx) * std + mean
+    return {
+        "score": float(r2_score(vy, predicted)),
+        "r2": float(r2_score(vy, predicted)),
+        "mae": float(mean_absolute_error(vy, predicted)),
         "seconds": time.perf_counter() - started,
     }

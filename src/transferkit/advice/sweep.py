@@ -4,8 +4,12 @@ The frozen network runs once over the data (the head's input is kept); then, for
 learning rate, weight decay and label smoothing, a new head trains on those features for
 ``epochs`` epochs with the recipe ``train --strategy freeze`` uses (zero-initialised linear head,
 AdamW, linear warmup then cosine decay), once per seed. Each setting is reported as the mean
-held-out accuracy over seeds with a 95% interval (Student's t), and the best is written as a
+held-out score over seeds with a 95% interval (Student's t), and the best is written as a
 configuration file that ``train --config FILE`` reads.
+
+The score is the task's: accuracy for classes, macro mAP for several labels per image (binary
+cross-entropy heads), MAE for numbers (lower is better; heads on standardised targets, with the
+run's MSE or Huber loss). Label smoothing is searched for classes only.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +29,8 @@ import torch.nn.functional as F
 from ..data.preprocess import BatchPrep
 from ..errors import ConfigError
 from ..serialization import write_json
+from ..tasks.metrics import multilabel_metrics, regression_metrics
+from ..tasks.objective import loss_function
 from ..train.config import TrainConfig
 from ..train.setup import build_model, prepare_data
 from .probe import Depth, extract
@@ -67,8 +74,14 @@ def train_head(
     batch_size: int,
     seed: int,
     warmup_fraction: float = 0.1,
+    loss_fn: Callable | None = None,
+    score_fn: Callable | None = None,
 ) -> float:
-    """Held-out accuracy of a linear head trained on features as ``train --strategy freeze`` trains it."""
+    """Held-out score of a linear head trained on features as ``train --strategy freeze`` trains it.
+
+    ``loss_fn(logits, targets)`` and ``score_fn(logits, targets)`` default to cross-entropy (with
+    ``label_smoothing``) and accuracy: classes.
+    """
     generator = torch.Generator().manual_seed(seed)
     head = nn.Linear(train_x.shape[1], num_classes)
     nn.init.zeros_(head.weight)
@@ -89,12 +102,18 @@ def train_head(
         order = torch.randperm(len(train_y), generator=generator)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            loss = F.cross_entropy(head(train_x[index]), train_y[index], label_smoothing=label_smoothing)
+            logits = head(train_x[index])
+            if loss_fn is None:
+                loss = F.cross_entropy(logits, train_y[index], label_smoothing=label_smoothing)
+            else:
+                loss = loss_fn(logits, train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
     with torch.no_grad():
+        if score_fn is not None:
+            return float(score_fn(head(val_x), val_y))
         return float((head(val_x).argmax(1) == val_y).double().mean())
 
 
@@ -110,7 +129,6 @@ def sweep(
     Writes ``sweep.json`` and ``best_config.json`` (a ``train --config`` file for ``--strategy
     freeze`` with the best setting) into ``config.out``.
     """
-    config.require_classes("sweep")
     if seeds < 1:
         raise ConfigError(f"seeds must be at least 1, got {seeds}.", argument="seeds")
     if trials is not None and trials < 1:
@@ -125,7 +143,9 @@ def sweep(
     val_x = extract(model, data.val.decoded.images, prep, point)[0]["head input"]
     cached = time.perf_counter() - started
     log(f"features of {len(train_x)} + {len(val_x)} images cached in {cached:.1f} s")
-    settings = _settings(trials, config.seed)
+    task = config.task
+    score, higher, loss_fn, score_fn = _objective(config, data)
+    settings = _settings(trials, config.seed, smoothing=task == "classification")
     rows = []
     for setting in settings:
         scores = [
@@ -140,15 +160,18 @@ def sweep(
                 batch_size=config.batch_size,
                 seed=config.seed + s,
                 warmup_fraction=config.warmup_fraction,
+                loss_fn=loss_fn,
+                score_fn=score_fn,
             )
             for s in range(seeds)
         ]
         mean, low, high = interval(scores)
-        rows.append({**setting, "accuracy": scores, "mean": mean, "low": low, "high": high})
-    rows.sort(key=lambda r: r["mean"], reverse=True)
+        rows.append({**setting, "scores": scores, "mean": mean, "low": low, "high": high})
+    rows.sort(key=lambda r: r["mean"], reverse=higher)
     for row in rows[:5]:
+        smoothing = f" label_smoothing {row['label_smoothing']:.2g}" if task == "classification" else ""
         log(
-            f"lr {row['lr']:.2g} weight_decay {row['weight_decay']:.2g} label_smoothing {row['label_smoothing']:.2g}: "
+            f"lr {row['lr']:.2g} weight_decay {row['weight_decay']:.2g}{smoothing}: {score} "
             f"{row['mean']:.4f} (95% interval {row['low']:.4f}-{row['high']:.4f}, {seeds} seeds)"
         )
     best = rows[0]
@@ -160,6 +183,8 @@ def sweep(
     }
     chosen.pop("out")
     result = {
+        "score": score,
+        "higher_better": higher,
         "settings": rows,
         "best": {k: best[k] for k in ("lr", "weight_decay", "label_smoothing", "mean", "low", "high")},
         "seeds": seeds,
@@ -171,16 +196,29 @@ def sweep(
     return result
 
 
-def _settings(trials: int | None, seed: int) -> list[dict]:
+def _objective(config: TrainConfig, data) -> tuple[str, bool, Callable | None, Callable | None]:
+    """The score's name, whether higher is better, and the head's loss and score (None: classes)."""
+    if data.task == "classification":
+        return "val_acc", True, None, None
+    loss_fn = loss_function(
+        data.task, scale=data.target_scale, regression_loss="mse" if config.loss == "auto" else config.loss
+    )
+    if data.task == "multi-label":
+        return "val_map", True, loss_fn, lambda logits, y: multilabel_metrics(logits, y, data.class_names)["map"]
+    return "val_mae", False, loss_fn, lambda logits, y: regression_metrics(logits, y, data.target_scale)["mae"]
+
+
+def _settings(trials: int | None, seed: int, *, smoothing: bool) -> list[dict]:
+    grid = GRID if smoothing else {**GRID, "label_smoothing": [0.0]}
     if trials is None:
-        keys = list(GRID)
-        return [dict(zip(keys, values)) for values in itertools.product(*GRID.values())]
+        keys = list(grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
     rng = random.Random(seed)
     return [
         {
             "lr": 10 ** rng.uniform(-3.5, -1.0),
             "weight_decay": rng.choice([0.0, 10 ** rng.uniform(-5, -1)]),
-            "label_smoothing": rng.uniform(0.0, 0.2),
+            "label_smoothing": rng.uniform(0.0, 0.2) if smoothing else 0.0,
         }
         for _ in range(trials)
     ]

@@ -18,7 +18,10 @@ import typer
 
 from ..train.config import TrainConfig, describe
 
-__all__ = ["config_options"]
+__all__ = ["TASK_FIELDS", "config_options"]
+
+# What a command that searches or probes needs to read a CSV of several labels or of numbers
+TASK_FIELDS = ("task", "label_sep", "label_columns", "target_column", "loss")
 
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
 
@@ -29,6 +32,7 @@ def config_options(
     defaults: dict | None = None,
     required: Iterable[str] = (),
     help: dict[str, str] | None = None,
+    only: Iterable[str] | None = None,
 ) -> Callable:
     """Give a command one option per :class:`TrainConfig` field; it receives them as ``settings``.
 
@@ -37,6 +41,7 @@ def config_options(
         defaults: defaults of this command that differ from the configuration's.
         required: fields shown and enforced as required options.
         help: help texts of this command that differ from the field's.
+        only: the fields to give options to, when a command takes a few (default: every field not skipped).
 
     Example:
         >>> @config_options(skip=["strategy"])
@@ -44,6 +49,8 @@ def config_options(
         ...     base = TrainConfig(**settings)
     """
     skip, required = set(skip), set(required)
+    if only is not None:
+        skip |= {f.name for f in fields(TrainConfig)} - set(only)
     defaults, help = defaults or {}, help or {}
     hints = typing.get_type_hints(TrainConfig)
 

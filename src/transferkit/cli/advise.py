@@ -7,8 +7,10 @@ from typing import Annotated
 import typer
 
 from ._common import DataOpt, ImageSizeOpt, JsonOpt, ModelArg, WeightsOpt, emit_json, output_console
+from ._config_options import TASK_FIELDS, config_options
 
 
+@config_options(only=TASK_FIELDS)
 def advise_command(
     model: ModelArg,
     data: DataOpt,
@@ -21,13 +23,21 @@ def advise_command(
         typer.Option("--budget", metavar="SECONDS", min=0, help="Advise nothing estimated to take longer."),
     ] = None,
     as_json: JsonOpt = False,
+    *,
+    settings: dict,
 ) -> None:
-    """Probe the pretrained features at several depths on DATA and recommend a strategy, with time estimates."""
+    """Probe the pretrained features at several depths on DATA and recommend a strategy, with time estimates.
+
+    The probes are linear models of the task: logistic regression for classes, one per label for
+    --task multi-label (scored by mAP), ridge regression for --task regression (scored by R²).
+    """
     from ..advice.advise import advise
     from ..train.config import TrainConfig
 
     console = output_console(as_json)
-    config = TrainConfig(model=model, weights=weights, data=data, out=out, image_size=image_size, epochs=epochs)
+    config = TrainConfig(
+        model=model, weights=weights, data=data, out=out, image_size=image_size, epochs=epochs, **settings
+    )
     result = advise(config, budget=budget, log=lambda m: console.print(m, markup=False))
     if as_json:
         emit_json(result)

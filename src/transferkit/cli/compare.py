@@ -13,16 +13,20 @@ from ._config_options import config_options
 def print_comparison(console, rows: list[dict], plot: str) -> None:
     from rich.table import Table
 
+    from ..train.compare import SCORE_NAMES, score_text
+
+    score = rows[0]["score"]
+    name = SCORE_NAMES.get(score, score.removeprefix("val_"))
     table = Table(title="strategies compared on one split")
-    for col in ("strategy", "trainable params", "seconds", "acc after epoch 1", "best acc"):
+    for col in ("strategy", "trainable params", "seconds", f"{name} after epoch 1", f"best {name}"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in rows:
         table.add_row(
             r["strategy"],
             f"{r['trainable_params']:,}",
             f"{r['seconds']:.0f}",
-            f"{100 * r['epoch1_acc']:.1f}%",
-            f"{100 * r['best_acc']:.1f}%",
+            score_text(r["epoch1"], score),
+            score_text(r["best"], score),
         )
     console.print(table)
     console.print(f"learning curves: {plot}")
@@ -44,7 +48,8 @@ def compare_command(
 ) -> None:
     """Train each strategy on the same split and compare accuracy, speed and trainable parameters.
 
-    The data is decoded and the kernels measured once for all strategies.
+    The data is decoded and the kernels measured once for all strategies. --task multi-label
+    compares macro mAP, --task regression MAE (or the --monitor score).
     """
     from ..train.compare import compare
     from ..train.config import TrainConfig

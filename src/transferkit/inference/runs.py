@@ -29,16 +29,6 @@ from .trained import TrainedModel
 __all__ = ["TrainedModel", "calibrate_run", "evaluate_run", "evaluation_items", "held_out_items", "load_trained"]
 
 
-def require_classes(trained: TrainedModel, what: str) -> TrainedModel:
-    """``trained``, or a RunError when it predicts several labels or a number, which ``what`` does not serve yet."""
-    if trained.config is not None and trained.config.task != "classification":
-        raise RunError(
-            f"{what} serves runs of classes; this run's task is {trained.config.task}. Its validation scores "
-            "are in its report.json and metrics.csv."
-        )
-    return trained
-
-
 def load_trained(
     run: str | Path,
     *,

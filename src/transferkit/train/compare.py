@@ -1,4 +1,8 @@
-"""Run several strategies on one split and compare them: a table and learning curves."""
+"""Run several strategies on one split and compare them: a table and learning curves.
+
+Runs of classes are compared by validation accuracy; runs of several labels per image or of
+numbers by the score that chose their best checkpoint (macro mAP, MAE, ...), in its direction.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,14 @@ from ..errors import ConfigError, RunError
 from ..serialization import atomic_path, write_json
 from .config import TrainConfig
 from .engine import fit
+from .metrics import MONITORS
 from .setup import Kernels, prepare_data
 from .strategies import STRATEGIES
 
-__all__ = ["compare", "plot_curves", "verdict"]
+__all__ = ["compare", "plot_curves", "score_text", "verdict"]
+
+SHARES = {"val_acc", "val_balanced_acc", "val_macro_f1", "val_map"}  # scores written in percent
+SCORE_NAMES = {"val_acc": "accuracy", "val_map": "mAP", "val_mae": "MAE", "val_rmse": "RMSE", "val_r2": "R²"}
 
 
 def compare(
@@ -28,9 +36,10 @@ def compare(
     activations one strategy computed are reused by the next with the same frozen weights.
 
     Returns ``{"rows": [...], "runs": {strategy: summary}, "plot": path}``; each row has the
-    strategy, trainable parameters, seconds, accuracy after epoch 1 and best accuracy.
+    strategy, trainable parameters, seconds, and the compared ``score`` (its metrics.csv column):
+    after epoch 1, at best, and per epoch (``curve``). Rows of classes repeat these as
+    ``epoch1_acc``, ``best_acc`` and ``val_acc``.
     """
-    base.require_classes("compare")
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ConfigError(
@@ -56,37 +65,70 @@ def compare(
     for strategy, config in configs.items():
         log(f"== {strategy}")
         runs[strategy] = fit(config, log=log, data=data, kernels=kernels)
-    rows = [
-        {
-            "strategy": s,
-            "trainable_params": r["trainable_params"],
-            "seconds": r["seconds"],
-            "epoch1_acc": r["epochs"][0]["val_acc"],
-            "best_acc": r["best_val_acc"],
-            "val_acc": [e["val_acc"] for e in r["epochs"]],
-        }
-        for s, r in runs.items()
-    ]
+    rows = [_row(s, r) for s, r in runs.items()]
     plot = plot_curves(runs, out / "compare.png", title=f"{base.model} on {base.data}")
     result = {"rows": rows, "plot": str(plot), "runs": {s: r["out"] for s, r in runs.items()}, "verdict": verdict(rows)}
     write_json(out / "compare.json", result)
     return result
 
 
+def _row(strategy: str, summary: dict) -> dict:
+    """One strategy's line of the comparison, by the score its task is compared on."""
+    classes = summary.get("task", "classification") == "classification"
+    score = "val_acc" if classes else summary["best_score"]["name"]
+    curve = [e[score] for e in summary["epochs"]]
+    row = {
+        "strategy": strategy,
+        "trainable_params": summary["trainable_params"],
+        "seconds": summary["seconds"],
+        "score": score,
+        "higher_better": next(higher for key, higher in MONITORS.values() if key == score),
+        "epoch1": curve[0],
+        "best": summary["best_val_acc"] if classes else summary["best_score"]["value"],
+        "curve": curve,
+    }
+    if classes:
+        row.update(epoch1_acc=row["epoch1"], best_acc=row["best"], val_acc=curve)
+    return row
+
+
+def score_text(value: float, score: str) -> str:
+    """A score as the comparison writes it: a share in percent, anything else in its own units.
+
+    Example:
+        >>> score_text(0.9612, "val_acc"), score_text(0.0412, "val_mae")
+        ('96.1%', '0.0412')
+    """
+    return f"{100 * value:.1f}%" if score in SHARES else f"{value:.4g}"
+
+
+def _named(score: str) -> str:
+    return SCORE_NAMES.get(score, score.removeprefix("val_"))
+
+
+def _gap(difference: float, score: str) -> str:
+    return f"{100 * difference:.1f} points" if score in SHARES else f"{difference:.4g}"
+
+
 def verdict(rows: list[dict]) -> list[str]:
     """What the comparison shows, in sentences read off its numbers: the winner, and pretrained against scratch.
 
     Example:
-        >>> verdict([{"strategy": "full", "best_acc": 0.95, "val_acc": [0.8, 0.95], "trainable_params": 9},
-        ...          {"strategy": "scratch", "best_acc": 0.5, "val_acc": [0.1, 0.5], "trainable_params": 9}])[0]
+        >>> verdict([{"strategy": "full", "best": 0.95, "curve": [0.8, 0.95], "trainable_params": 9, "score": "val_acc",
+        ...           "higher_better": True}, {"strategy": "scratch", "best": 0.5, "curve": [0.1, 0.5],
+        ...           "trainable_params": 9, "score": "val_acc", "higher_better": True}])[0]
         'full wins: 95.0% best, 45.0 points above scratch.'
     """
-    ranked = sorted(rows, key=lambda r: r["best_acc"], reverse=True)
+    score, higher = rows[0]["score"], rows[0]["higher_better"]
+    name = "" if score == "val_acc" else f"{_named(score)} "  # classes: accuracy goes without saying
+    sign = 1 if higher else -1
+    ranked = sorted(rows, key=lambda r: sign * r["best"], reverse=True)
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+    better = "above" if higher else "below"
     lines = [
-        f"{best['strategy']} wins: {100 * best['best_acc']:.1f}% best"
-        + ("" if runner is None else f", {100 * (best['best_acc'] - runner['best_acc']):.1f} points above "
-           f"{runner['strategy']}")
+        f"{best['strategy']} wins: {name}{score_text(best['best'], score)} best"
+        + ("" if runner is None else f", {_gap(abs(best['best'] - runner['best']), score)} {better} ")
+        + ("" if runner is None else runner["strategy"])
         + "."
     ]
     scratch = next((r for r in rows if r["strategy"] == "scratch"), None)
@@ -94,27 +136,29 @@ def verdict(rows: list[dict]) -> list[str]:
         for r in rows:
             if r is scratch:
                 continue
-            pairs = list(zip(r["val_acc"], scratch["val_acc"]))
-            behind = [i + 1 for i, (a, b) in enumerate(pairs) if a <= b]
-            curve = ", ".join(f"{100 * a:.1f}/{100 * b:.1f}" for a, b in pairs)
+            pairs = list(zip(r["curve"], scratch["curve"]))
+            behind = [i + 1 for i, (a, b) in enumerate(pairs) if sign * a <= sign * b]
+            shares = score in SHARES
+            curve = ", ".join(f"{100 * a:.1f}/{100 * b:.1f}" if shares else f"{a:.4g}/{b:.4g}" for a, b in pairs) + (
+                "%" if shares else ""
+            )
             if behind:
-                lines.append(
-                    f"{r['strategy']} is not ahead of scratch at epoch {', '.join(map(str, behind))} ({curve}%)."
-                )
+                at = ", ".join(map(str, behind))
+                lines.append(f"{r['strategy']} is not ahead of scratch at epoch {at} ({curve}).")
             else:
-                lines.append(f"{r['strategy']} beats scratch at every epoch ({curve}%).")
+                lines.append(f"{r['strategy']} beats scratch at every epoch ({curve}).")
     largest = max(r["trainable_params"] for r in rows)
     for r in (r for r in rows if r["trainable_params"] < 0.1 * largest):
         share = r["trainable_params"] / largest
         lines.append(
-            f"{r['strategy']} trains {share:.1%} of the parameters and reaches {100 * r['best_acc']:.1f}%: "
-            f"{100 * (best['best_acc'] - r['best_acc']):.1f} points from the best."
+            f"{r['strategy']} trains {share:.1%} of the parameters and reaches {name}{score_text(r['best'], score)}: "
+            f"{_gap(abs(best['best'] - r['best']), score)} from the best."
         )
     return lines
 
 
 def plot_curves(runs: dict[str, dict], path: Path, *, title: str) -> Path:
-    """Validation accuracy against epoch and against seconds, one line per strategy (PNG)."""
+    """The compared validation score against epoch and against seconds, one line per strategy (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,17 +166,20 @@ def plot_curves(runs: dict[str, dict], path: Path, *, title: str) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.2))
+    score = "val_acc"
     for strategy, summary in runs.items():
+        row = _row(strategy, summary)
+        score = row["score"]
         epochs = [e["epoch"] for e in summary["epochs"]]
-        acc = [100 * e["val_acc"] for e in summary["epochs"]]
+        values = [100 * v if score in SHARES else v for v in row["curve"]]
         seconds = [e["cumulative_seconds"] for e in summary["epochs"]]
-        by_epoch.plot(epochs, acc, marker="o", label=strategy)
-        by_time.plot(seconds, acc, marker="o", label=strategy)
+        by_epoch.plot(epochs, values, marker="o", label=strategy)
+        by_time.plot(seconds, values, marker="o", label=strategy)
     by_epoch.set_xlabel("epoch")
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_time.set_xlabel("seconds of training")
     for ax in (by_epoch, by_time):
-        ax.set_ylabel("validation accuracy (%)")
+        ax.set_ylabel(f"validation {_named(score)}{' (%)' if score in SHARES else ''}")
         ax.grid(alpha=0.3)
     by_epoch.legend()
     fig.suptitle(title)

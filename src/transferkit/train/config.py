@@ -150,14 +150,6 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def require_classes(self, what: str) -> None:
-        """Refuse, in one line, a command that serves classes only when this run predicts labels or numbers."""
-        if self.task != "classification":
-            raise ConfigError(
-                f"{what} serves classes; task {self.task} trains with train (and is used with eval, predict, export).",
-                argument="task",
-            )
-
     def label_spec(self) -> LabelSpec:
         """Where DATA's CSV holds each image's labels, for this run's task."""
         return LabelSpec(self.task, self.label_sep, tuple(self.label_columns), self.target_column)

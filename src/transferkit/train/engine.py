@@ -148,10 +148,6 @@ def _fit(
     elif data.spec != config.data or data.preprocessing != preprocessing_for(config, model):
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
     advice = (state or {}).get("advice")
-    if config.strategy == "auto" and data.task != "classification":  # the probe's linear models classify
-        config = replace(config, strategy="full")
-        phases = config.phases()
-        log(f"strategy auto: advise's probe fits classes, not task {data.task}; training full")
     if config.strategy == "auto":
         from ..advice.auto import choose_strategy
 

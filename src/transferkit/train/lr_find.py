@@ -3,7 +3,9 @@
 The loss is recorded at each step (smoothed as fastai and Leslie Smith's test do) until it
 diverges. The suggested rate is where the smoothed loss falls fastest, before its minimum.
 It runs the first phase of the strategy: with a frozen prefix, on its cached output, which
-takes seconds. Nothing is saved but the plot.
+takes seconds. Nothing is saved but the plot. The loss is the task's training loss: cross-entropy
+for classes, binary cross-entropy for several labels per image, MSE or Huber on standardised
+targets for numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..data.sources import open_data
 from ..errors import ConfigError
 from ..model.surgery import find_head
 from ..serialization import write_bytes
+from ..tasks.objective import loss_function, positive_weights
 from .config import TrainConfig
 from .distributed import DistContext, make_loader
 from .fastpath import FastPath, autocast, resolve_device
@@ -50,13 +53,12 @@ def find_lr(
         >>> find_lr(TrainConfig(model="resnet18", weights="timm", data="photos/", out="runs/lr"))["suggestion"]
         0.0023...
     """
-    config.require_classes("lr-find")
     if not 0 < start < end or not math.isfinite(end):
         raise ConfigError(f"The range must satisfy 0 < start < end, got {start:g} and {end:g}.", argument="start")
     if steps < 10:
         raise ConfigError(f"steps must be at least 10, got {steps}.", argument="steps")
     device = resolve_device(config.device)
-    source = open_data(config.data) if data is None else None
+    source = open_data(config.data, config.label_spec()) if data is None else None
     seed_everything(config.seed)
     model, _ = build_model(config, len((data or source).class_names), load_weights=True)
     out = Path(config.out)
@@ -105,6 +107,7 @@ def find_lr(
         device=device,
         precision=plain.precision,
         schedule=np.geomspace(start, end, steps),
+        loss_fn=_loss(config, data, device),
     )
     smoothed = _smooth(losses)
     suggestion = suggest_lr(rates, smoothed)
@@ -124,7 +127,20 @@ def find_lr(
     }
 
 
-def _sweep(model, dataset, optimizer, ratios, *, prep, skipping, config, device, precision, schedule):
+def _loss(config: TrainConfig, data: PreparedData, device) -> Callable:
+    """The loss training would use (without class weights or sampling, which a range test does not need)."""
+    if data.task == "classification":
+        return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+    pos_weight = positive_weights(data.train.decoded.labels).to(device) if config.balance == "weighted" else None
+    return loss_function(
+        data.task,
+        pos_weight=pos_weight if data.task == "multi-label" else None,
+        scale=data.target_scale,
+        regression_loss="mse" if config.loss == "auto" else config.loss,
+    )
+
+
+def _sweep(model, dataset, optimizer, ratios, *, prep, skipping, config, device, precision, schedule, loss_fn):
     rates, losses, best = [], [], math.inf
     batches = iter(())
     model.train()
@@ -146,7 +162,7 @@ def _sweep(model, dataset, optimizer, ratios, *, prep, skipping, config, device,
                 batches = iter(loader)
                 inputs, targets = next(batches)
             with autocast(device, precision):
-                loss = F.cross_entropy(model(prep(inputs)), targets.to(device), label_smoothing=config.label_smoothing)
+                loss = loss_fn(model(prep(inputs)), targets.to(device))
             value = loss.item()
             if not math.isfinite(value):
                 break

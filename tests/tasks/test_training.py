@@ -49,7 +49,7 @@ def test_several_labels_train_to_a_high_average_precision(tmp_path, strategy):
     assert per_label["red"]["ap"] > floor and per_label["green"]["ap"] > floor, per_label
     assert all(0.0 < t < 1.0 for t in report["best_metrics"]["thresholds"])
     card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
-    assert "3 labels (images with each)" in card and "| label | AP | precision | recall | F1 | threshold |" in card
+    assert "3 labels (images with each)" in card and "| label | train | val |" in card and "| label | AP | precision | recall | F1 | threshold |" in card
     evaluated = evaluate_run(tmp_path / "run", trust_code=True, device="cpu")  # the run's own held-out images
     assert evaluated["task"] == "multi-label" and evaluated["images"] == 48
     assert evaluated["map"] == pytest.approx(summary["best"]["val_map"], abs=2e-3)  # cached: activations in fp16

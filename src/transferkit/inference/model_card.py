@@ -126,7 +126,8 @@ def _data(r: dict) -> list[str]:
     kind = "labels (images with each)" if r.get("task") == "multi-label" else "classes"
     lines = ["## Data", "", f"{len(classes)} {kind}; {_md(r.get('splits'))}.", ""]
     if classes:
-        lines += ["| class | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+        column = "label" if r.get("task") == "multi-label" else "class"
+        lines += [f"| {column} | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
         lines += [f"| {_md(c)} | " + " | ".join(str(counts[s].get(c, 0)) for s in splits) + " |" for c in classes]
         lines.append("")
     skipped = r.get("skipped_images") or []

@@ -49,7 +49,8 @@ def test_several_labels_train_to_a_high_average_precision(tmp_path, strategy):
     assert per_label["red"]["ap"] > floor and per_label["green"]["ap"] > floor, per_label
     assert all(0.0 < t < 1.0 for t in report["best_metrics"]["thresholds"])
     card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
-    assert "3 labels (images with each)" in card and "| label | train | val |" in card and "| label | AP | precision | recall | F1 | threshold |" in card
+    assert "3 labels (images with each)" in card and "| label | train | val |" in card
+    assert "| label | AP | precision | recall | F1 | threshold |" in card
     evaluated = evaluate_run(tmp_path / "run", trust_code=True, device="cpu")  # the run's own held-out images
     assert evaluated["task"] == "multi-label" and evaluated["images"] == 48
     assert evaluated["map"] == pytest.approx(summary["best"]["val_map"], abs=2e-3)  # cached: activations in fp16
@@ -222,3 +223,41 @@ def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task):
     key = "map" if task == "multi-label" else "mae"
     assert by_onnx["task"] == task and by_onnx["images"] == by_run["images"] == 120
     assert by_onnx[key] == pytest.approx(by_run[key], abs=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["multi-label", "regression"])
+def test_torchrun_trains_each_task_and_validates_every_held_out_image(tmp_path, task):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    data = multilabel_csv(tmp_path, count=240) if task == "multi-label" else regression_csv(tmp_path, count=240)
+    settings = [f"--{k.replace('_', '-')}={v}" for k, v in dict(task=task, image_size=16, epochs=4, lr=0.01, batch_size=16).items()]
+    common = ["tests.helpers:TinyNet", "--data", str(data), *settings, "--strategy", "full", "--precision", "fp32"]
+    common += ["--no-channels-last", "--json"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*launcher, "-m", "transferkit", "train", *common, "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)  # one JSON object: only rank 0 prints
+    key = "map" if task == "multi-label" else "mae"
+    assert done.stderr.count("epoch 4/4") == 1 and summary["best_score"]["name"] == f"val_{key}"
+    # the validation gathered both ranks' shards: evaluating best.pt on the 48 held-out images gives its score
+    # (to rounding: batches of another size can swap two near-equal probabilities in a label's ranking)
+    evaluated = evaluate_run(tmp_path / "two", trust_code=True, device="cpu")
+    assert evaluated["images"] == 48 and evaluated[key] == pytest.approx(summary["best_score"]["value"], abs=1e-3)
+    if task == "regression":
+        assert summary["interval"]["images"] == 48
+        values = np.array([float(r["target"]) for r in csv.DictReader(open(data))])
+        assert summary["best_score"]["value"] < 0.6 * np.mean(np.abs(values - values.mean()))  # the mean's MAE
+    else:
+        assert json.loads((tmp_path / "two" / "calibration.json").read_text())["images"] == 48

@@ -36,6 +36,33 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) in ``module`` on every rank.
+
+        DDP broadcasts them at the start of each training forward, after which each rank updates
+        them with its own batch: without this, each rank would validate its shard with statistics
+        slightly unlike those of the checkpoint rank 0 saves.
+        """
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
+
+    def gather_sharded(self, values: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``values`` (CPU, one row per example of an evaluation shard of :func:`make_loader`) in
+        the dataset's order on every rank; unchanged when not distributed.
+
+        Shard ``r`` holds examples ``r, r + W, r + 2W, ...``: row ``j`` of rank ``r`` is example ``r + W * j``.
+        """
+        if not self.enabled:
+            return values
+        parts = [None] * self.world_size
+        dist.all_gather_object(parts, values)
+        total = sum(len(p) for p in parts)
+        merged = torch.empty((total, *values.shape[1:]), dtype=values.dtype)
+        for rank, part in enumerate(parts):
+            merged[rank :: self.world_size] = part
+        return merged
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -88,8 +88,6 @@ def fit(
     if config is None:
         raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
     dist_ctx = init_from_env(resolve_device(config.device).type)
-    if dist_ctx.enabled and config.task != "classification":
-        raise ConfigError(f"task {config.task} trains in one process; run it without torchrun.", argument="task")
     out = Path(config.out)
     if dist_ctx.is_main:
         check_out(out, resume=state is not None, overwrite=overwrite)

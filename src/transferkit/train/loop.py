@@ -238,10 +238,12 @@ def evaluate_outputs(
     device: torch.device,
     precision: str = "fp32",
     trial: InferenceTrial | None = None,
+    dist_ctx: DistContext | None = None,
 ) -> dict:
     """The mean loss, and every output and target on the CPU in the loader's order: what the metrics of several
     labels per image or of numbers are computed from (:mod:`transferkit.tasks.metrics`). ``trial`` as in
-    :func:`evaluate`."""
+    :func:`evaluate`. Under torchrun each rank evaluates its shard and every rank gets all outputs, in the
+    dataset's order."""
     model.eval()
     loss_sum, kept_outputs, kept_targets = 0.0, [], []
     for inputs, targets in loader if trial is None else trial.run(loader, model, prep):
@@ -251,10 +253,10 @@ def evaluate_outputs(
         loss_sum += float(loss_fn(outputs, y)) * len(y)
         kept_outputs.append(outputs.cpu())
         kept_targets.append(y.cpu())
-    count = sum(len(t) for t in kept_targets)
-    return {
-        "loss": loss_sum / max(count, 1),
-        "count": count,
-        "logits": torch.cat(kept_outputs),
-        "targets": torch.cat(kept_targets),
-    }
+    logits, targets = torch.cat(kept_outputs), torch.cat(kept_targets)
+    if dist_ctx is not None and dist_ctx.enabled:
+        total = dist_ctx.all_reduce_sum(torch.tensor([loss_sum], dtype=torch.float64, device=device))
+        loss_sum = float(total[0])
+        logits, targets = dist_ctx.gather_sharded(logits), dist_ctx.gather_sharded(targets)
+    count = len(targets)
+    return {"loss": loss_sum / max(count, 1), "count": count, "logits": logits, "targets": targets}

@@ -29,6 +29,7 @@ class Validation:
 def validate(setup, record, *, device, dist_ctx, precision: str, trial) -> Validation:
     """Validate ``setup.eval_net`` on ``setup.val_loader`` with the kernels ``precision`` (or ``trial``'s)."""
     data = record.data
+    dist_ctx.share_buffers(setup.eval_net)  # every rank validates the model rank 0 saves
     if data.task == "classification":
         metrics = evaluate(
             setup.eval_net,
@@ -62,6 +63,7 @@ def validate(setup, record, *, device, dist_ctx, precision: str, trial) -> Valid
         device=device,
         precision=precision,
         trial=trial,
+        dist_ctx=dist_ctx,
     )
     logits, targets = result["logits"], result["targets"]
     if data.task == "multi-label":

@@ -193,7 +193,7 @@ def test_predict_names_the_labels_above_their_calibrated_thresholds(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["multi-label", "regression"])
-def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task):
+def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task, monkeypatch):
     from transferkit.deploy.export import export_run
     from transferkit.deploy.sidecar import read_sidecar
 
@@ -216,6 +216,24 @@ def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task):
             assert a["value"] == pytest.approx(b["value"], abs=1e-4) and b["interval"] == pytest.approx(
                 a["interval"], abs=1e-4
             )
+    if task == "multi-label":  # the parity on held-out images scores both sides against the labels
+        assert result.parity["map"] == pytest.approx(result.parity["reference_map"], abs=1e-4)
+    else:
+        assert result.parity["mae"] == pytest.approx(result.parity["reference_mae"], rel=1e-4)
+    int8 = export_run(tmp_path / "run", format="onnx", quantize="dynamic", trust_code=True, log=lambda m: None)
+    cost = "map_drop" if task == "multi-label" else "mae_increase"
+    assert int8.parity[cost] <= int8.parity[f"max_{cost}"] and read_sidecar(int8.path)["quantization"] == "dynamic"
+    int8_answers = load_predictor(str(int8.path), device="cpu").predict(images)
+    assert len(int8_answers) == len(images) and all("error" not in a for a in int8_answers)
+    from transferkit.deploy import export as export_module
+    from transferkit.errors import ParityError
+
+    monkeypatch.setattr(export_module, "INT8_MAX_DROP", -101.0)  # beyond anything int8 can cost or gain
+    monkeypatch.setattr(export_module, "INT8_MAX_MAE_INCREASE", -101.0)
+    unit = "mAP points" if task == "multi-label" else "percent more mean absolute error"
+    with pytest.raises(ParityError, match=f"dynamic int8 quantisation costs .* {unit} on 24 held-out images"):
+        export_run(tmp_path / "run", out=tmp_path / "refused.onnx", quantize="dynamic", trust_code=True, log=print)
+    assert not (tmp_path / "refused.onnx").exists()
     copy = tmp_path / "again.csv"  # not the run's own DATA: every image of it is evaluated
     copy.write_text(data.read_text())
     by_run = evaluate_run(tmp_path / "run", data=str(copy), trust_code=True, device="cpu")
@@ -235,7 +253,8 @@ def test_torchrun_trains_each_task_and_validates_every_held_out_image(tmp_path, 
 
     root = Path(__file__).resolve().parents[2]
     data = multilabel_csv(tmp_path, count=240) if task == "multi-label" else regression_csv(tmp_path, count=240)
-    settings = [f"--{k.replace('_', '-')}={v}" for k, v in dict(task=task, image_size=16, epochs=4, lr=0.01, batch_size=16).items()]
+    chosen = dict(task=task, image_size=16, epochs=4, lr=0.01, batch_size=16)
+    settings = [f"--{k.replace('_', '-')}={v}" for k, v in chosen.items()]
     common = ["tests.helpers:TinyNet", "--data", str(data), *settings, "--strategy", "full", "--precision", "fp32"]
     common += ["--no-channels-last", "--json"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

@@ -32,6 +32,7 @@ from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data
 from ..errors import ConfigError, DataError, ParityError, RunError
 from ..inference.runs import held_out_items, load_trained
+from ..tasks.metrics import multilabel_metrics
 from .sidecar import sidecar_path, write_sidecar
 
 __all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export_run"]
@@ -39,7 +40,8 @@ __all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "safetensors": ".safetensors"}
 QUANTIZE = ("dynamic", "static")
 FP32_TOLERANCE = 1e-3
-INT8_MAX_DROP = 1.0  # accuracy points on the held-out images
+INT8_MAX_DROP = 1.0  # accuracy (or mAP) points on the held-out images
+INT8_MAX_MAE_INCREASE = 2.0  # percent more mean absolute error on the held-out images, for numbers
 PARITY_IMAGES = 300  # held-out images the proof runs on (all when fewer)
 CALIBRATION_IMAGES = 128  # training images static quantisation calibrates on
 
@@ -113,11 +115,6 @@ def export_run(
         raise RunError(f"Cannot write '{out}': folder '{out.parent}' does not exist.")
 
     trained = load_trained(run, device="cpu", trust_code=trust_code)
-    if quantize and trained.task != "classification":
-        raise ConfigError(
-            f"quantize checks the accuracy int8 costs, which task {trained.task} has none of; export fp32.",
-            argument="quantize",
-        )
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
     images, labels, split = _held_out(trained, data)
     log(f"parity images: {len(images)} from {split}")
@@ -149,13 +146,11 @@ def export_run(
             got = _logits(_runner("onnx", quantized, trained), images, trained.preprocessing, uint8=with_preprocessing)
             parity = _compare(reference, got, labels, trained)
             parity.update(images=len(images), split=split, precision=f"int8 ({quantize})", fp32=fp32)
-            parity["accuracy_drop"] = 100 * (parity["reference_accuracy"] - parity["accuracy"])
-            parity["max_accuracy_drop"] = INT8_MAX_DROP
-            if parity["accuracy_drop"] > INT8_MAX_DROP:
+            cost, limit, what = _int8_cost(parity, trained.task)
+            if cost > limit:
                 error = ParityError(
-                    f"{quantize} int8 quantisation costs {parity['accuracy_drop']:.2f} accuracy points on "
-                    f"{len(images)} held-out images (limit {INT8_MAX_DROP:g}); nothing was written. "
-                    "Keep the fp32 export, or try the other quantize mode."
+                    f"{quantize} int8 quantisation costs {cost:.2f} {what} on {len(images)} held-out images "
+                    f"(limit {limit:g}); nothing was written. Keep the fp32 export, or try the other quantize mode."
                 )
                 error.parity = parity
                 raise error
@@ -226,16 +221,40 @@ def _compare(reference: torch.Tensor, got: torch.Tensor, labels: torch.Tensor, t
     if trained.task == "multi-label":
         thresholds = torch.tensor(trained.thresholds)
         decided = [torch.sigmoid(out) >= thresholds for out in (reference, got)]
-        return {**facts, "decision_agreement": float((decided[0] == decided[1]).double().mean())}
+        scores = [multilabel_metrics(out, labels, trained.class_names)["map"] for out in (reference, got)]
+        return {
+            **facts,
+            "decision_agreement": float((decided[0] == decided[1]).double().mean()),
+            "reference_map": scores[0],
+            "map": scores[1],
+        }
     if trained.task == "regression":
         values = [trained.target_scale.restore(out) for out in (reference, got)]
-        return {**facts, "value_max_abs_diff": float((values[0] - values[1]).abs().max())}
+        errors = [float((v - labels.float()).abs().mean()) for v in values]
+        return {
+            **facts,
+            "value_max_abs_diff": float((values[0] - values[1]).abs().max()),
+            "reference_mae": errors[0],
+            "mae": errors[1],
+        }
     return {
         **facts,
         "top1_agreement": float((reference.argmax(1) == got.argmax(1)).double().mean()),
         "reference_accuracy": float((reference.argmax(1) == labels).double().mean()),
         "accuracy": float((got.argmax(1) == labels).double().mean()),
     }
+
+
+def _int8_cost(parity: dict, task: str) -> tuple[float, float, str]:
+    """What int8 costs on the held-out images (recorded in ``parity``), its limit, and the cost's unit."""
+    if task == "regression":  # relative: an error in the target's units has no natural scale
+        parity["mae_increase"] = 100 * (parity["mae"] / max(parity["reference_mae"], 1e-12) - 1)
+        parity["max_mae_increase"] = INT8_MAX_MAE_INCREASE
+        return parity["mae_increase"], INT8_MAX_MAE_INCREASE, "percent more mean absolute error"
+    name = "map" if task == "multi-label" else "accuracy"
+    parity[f"{name}_drop"] = 100 * (parity[f"reference_{name}"] - parity[name])
+    parity[f"max_{name}_drop"] = INT8_MAX_DROP
+    return parity[f"{name}_drop"], INT8_MAX_DROP, f"{'mAP' if name == 'map' else 'accuracy'} points"
 
 
 def _task_facts(trained) -> dict:
@@ -356,7 +375,7 @@ def _calibration_images(trained, data: str | None) -> torch.Tensor:
     from ..data.sources import split_items
 
     spec = data or trained.config.data
-    source = open_data(spec)
+    source = open_data(spec, trained.label_spec)
     train, _ = split_items(source.train, val_fraction=trained.config.val_fraction, seed=trained.config.seed)
     step = max(1, len(train) // CALIBRATION_IMAGES)
     return _tensor(decode(train[::step][:CALIBRATION_IMAGES], trained.preprocessing).images)

@@ -25,7 +25,10 @@ def predict_command(
     batch_size: BatchSizeOpt = None,
     tta: TtaOpt = False,
     uncalibrated: Annotated[
-        bool, typer.Option("--uncalibrated", help="Raw softmax probabilities, without the run's temperature.")
+        bool,
+        typer.Option(
+            "--uncalibrated", help="Raw probabilities (the softmax, or each label's sigmoid), without the temperatures."
+        ),
     ] = False,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,

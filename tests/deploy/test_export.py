@@ -94,9 +94,9 @@ def test_an_export_that_computes_otherwise_is_refused_and_nothing_is_written(run
     folder = fresh(run, tmp_path)
     original = export_module._export
 
-    def in_training_mode(format, net, example, path, uint8, trained):
+    def in_training_mode(format, net, example, path, uint8, trained, card=None):
         net.train()  # BatchNorm on batch statistics: the classic broken export
-        original(format, net, example, path, uint8, trained)
+        original(format, net, example, path, uint8, trained, card)
 
     monkeypatch.setattr(export_module, "_export", in_training_mode)
     before = sorted(p.name for p in folder.iterdir())

@@ -2,12 +2,20 @@
 
 ``/ORG/REPO/resolve/REV/FILE`` answers as the Hub does (ETag, X-Repo-Commit); ``/files/NAME``
 serves plain downloads. ``faults`` makes a path answer 500, or cut the connection half-way.
+
+Uploads as huggingface_hub's ``create_repo`` and ``create_commit`` make them, with a bearer token:
+``/api/repos/create``, ``/api/validate-yaml`` (a README's metadata must parse as YAML),
+``/api/models/ORG/REPO/preupload/REV`` (every file "regular": its bytes in
+the commit) and ``/api/models/ORG/REPO/commit/REV`` (NDJSON, base64 contents), after which the
+files are served like any other. ``commits`` lists (repo, revision, message, paths).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -17,6 +25,9 @@ class StandInHub:
         self.root = root
         self.requests: list[str] = []
         self.faults: dict[str, str] = {}  # path suffix -> "500" or "cut"
+        self.created: list[dict] = []  # create_repo's requests
+        self.validated: list = []  # README metadata blocks checked before a commit
+        self.commits: list[tuple[str, str, str, list[str]]] = []
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -54,6 +65,57 @@ class StandInHub:
                     if fault == "cut":
                         self.wfile.flush()
                         self.connection.close()
+
+            def _reply(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                hub.requests.append(f"POST {self.path}")
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not self.headers.get("Authorization", "").startswith("Bearer "):
+                    return self._reply(401, {"error": "Invalid credentials in Authorization header"})
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if parts[:2] == ["api", "validate-yaml"]:  # a README's metadata block, as the Hub checks it
+                    import yaml
+
+                    content = json.loads(body)["content"]
+                    block = content.split("---")[1] if content.startswith("---") else ""
+                    try:
+                        metadata = yaml.safe_load(block) if block else None
+                    except yaml.YAMLError as e:
+                        return self._reply(400, {"errors": [{"message": str(e)}]})
+                    hub.validated.append(metadata)
+                    return self._reply(200, {"errors": [], "warnings": []})
+                if parts[:3] == ["api", "repos", "create"]:
+                    request = json.loads(body)
+                    hub.created.append(request)
+                    name = "/".join(filter(None, [request.get("organization"), request["name"]]))
+                    return self._reply(200, {"url": f"{hub.url}/{name}", "name": name})
+                if len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] == "preupload":
+                    files = json.loads(body)["files"]
+                    return self._reply(
+                        200,
+                        {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+                    )
+                if len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] == "commit":
+                    repo, revision = f"{parts[2]}/{parts[3]}", "/".join(parts[5:])
+                    lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+                    message = next((ln["value"].get("summary", "") for ln in lines if ln["key"] == "header"), "")
+                    paths = []
+                    for line in lines:
+                        if line["key"] == "file":
+                            value = line["value"]
+                            hub.add_repo_file(repo, value["path"], base64.b64decode(value["content"]))
+                            paths.append(value["path"])
+                    hub.commits.append((repo, revision, message, paths))
+                    oid = hashlib.sha1(body).hexdigest()
+                    return self._reply(200, {"commitUrl": f"{hub.url}/{repo}/commit/{oid}", "commitOid": oid})
+                return self._reply(404, {"error": f"no such endpoint: {self.path}"})
 
             def do_HEAD(self):
                 self._answer(body=False)

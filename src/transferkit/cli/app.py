@@ -42,7 +42,8 @@ COMMANDS = {
     "compare": ("compare", "compare_command", "Train several strategies on one split and compare them."),
     "lr-find": ("lr_find", "lr_find_command", "The learning-rate range test: a plot and a suggested rate."),
     "eval": ("eval", "eval_command", "Evaluate a run: accuracy, per-class accuracy, confusion matrix."),
-    "export": ("export", "export_command", "Export a run to ONNX, torch.export or safetensors, with a parity proof."),
+    "export": ("export", "export_command", "Export a run (ONNX, torch.export, safetensors, timm Hub folder), proven."),
+    "push": ("push", "push_command", "Upload a run to the Hugging Face Hub as a folder timm loads."),
     "predict": ("predict", "predict_command", "Classify image files with a run or registry weights."),
 }
 

@@ -1,4 +1,5 @@
-"""``transferkit export``: a run's best model as ONNX, a torch.export program or safetensors, proven equal."""
+"""``transferkit export``: a run's best model as ONNX, a torch.export program, safetensors or a timm Hub
+folder, proven equal."""
 
 from __future__ import annotations
 
@@ -13,11 +14,18 @@ from ._common import JsonOpt, TrustCodeOpt, emit_json, output_console
 def export_command(
     run: Annotated[str, typer.Argument(metavar="RUN", help="The --out folder of a training run.")],
     format: Annotated[
-        str, typer.Option("--format", metavar="FORMAT", help="onnx, exported-program or safetensors.")
+        str,
+        typer.Option(
+            "--format", metavar="FORMAT", help="onnx, exported-program, safetensors or timm-hub (a folder for the Hub)."
+        ),
     ] = "onnx",
     out: Annotated[
         Path | None,
-        typer.Option("--out", metavar="FILE", help="Where to write (default: model.onnx etc. in the run folder)."),
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Where to write (default: model.onnx etc. in the run folder; timm-hub: a new folder, RUN/timm-hub).",
+        ),
     ] = None,
     with_preprocessing: Annotated[
         bool,
@@ -41,7 +49,9 @@ def export_command(
     Beyond the tolerance (fp32: 1e-3 of the largest logit; int8: 1 accuracy or mAP point lost, or
     2% more mean absolute error for numbers) it
     exits 1 and writes nothing. A sidecar FILE.json carries class names, preprocessing, input
-    layout, the temperature and the parity numbers.
+    layout, the temperature and the parity numbers. --format timm-hub writes timm's own Hub folder
+    (config.json, model.safetensors, README.md), which timm.create_model("hf-hub:ORG/REPO") loads
+    with the run's classes and preprocessing once uploaded; the proof runs what timm loads from it.
     """
     from ..deploy.export import export_run
 

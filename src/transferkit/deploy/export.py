@@ -1,7 +1,9 @@
 """Export a run's best model and prove, on its held-out images, that the export computes the same.
 
 Formats: ``onnx`` (torch.onnx's dynamo exporter, dynamic batch), ``exported-program``
-(``torch.export``, saved as ``.pt2``) and ``safetensors`` (the weights, rebuilt from MODEL).
+(``torch.export``, saved as ``.pt2``), ``safetensors`` (the weights, rebuilt from MODEL) and
+``timm-hub`` (a folder that ``timm.create_model("hf-hub:...")`` loads, written by timm:
+:mod:`.timm_hub`; the proof runs the model timm loads from it).
 Every export is run beside the PyTorch model on the run's held-out images before anything is
 kept; past the tolerance it is an error (:class:`~transferkit.errors.ParityError`, exit 1)
 and nothing is written. Tolerances, measured in BENCHMARKS.md ("Export parity"):
@@ -34,10 +36,12 @@ from ..errors import ConfigError, DataError, ParityError, RunError
 from ..inference.runs import held_out_items, load_trained
 from ..tasks.metrics import multilabel_metrics
 from .sidecar import sidecar_path, write_sidecar
+from .timm_hub import check_timm_model, load_timm_folder, write_timm_folder
 
 __all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export_run"]
 
-FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "safetensors": ".safetensors"}
+FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "safetensors": ".safetensors", "timm-hub": ""}
+FOLDERS = ("timm-hub",)  # formats written as a folder, with no sidecar: their config.json says it all
 QUANTIZE = ("dynamic", "static")
 FP32_TOLERANCE = 1e-3
 INT8_MAX_DROP = 1.0  # accuracy (or mAP) points on the held-out images
@@ -100,7 +104,7 @@ def export_run(
             f"quantize must be dynamic or static, for the onnx format (got {quantize!r} with {format}).",
             argument="quantize",
         )
-    if with_preprocessing and format == "safetensors":
+    if with_preprocessing and format in ("safetensors", *FOLDERS):
         raise ConfigError(
             "with_preprocessing needs a graph: use onnx or exported-program.", argument="with_preprocessing"
         )
@@ -108,13 +112,17 @@ def export_run(
     if not (run / "best.pt").is_file():
         raise RunError(f"'{run}' holds no best.pt: export needs a finished run folder from train.")
     suffix = (".int8" if quantize else "") + FORMATS[format]
-    out = Path(out) if out is not None else run / f"model{suffix}"
-    if out.is_dir():
+    out = Path(out) if out is not None else run / (format if format in FOLDERS else f"model{suffix}")
+    if format in FOLDERS and (out.is_file() or out.is_dir() and any(out.iterdir())):
+        raise RunError(f"--out '{out}' exists and is not an empty folder; the {format} export writes a new folder.")
+    if format not in FOLDERS and out.is_dir():
         raise RunError(f"--out '{out}' is a folder; give the file to write, such as {out / ('model' + suffix)}.")
     if not out.parent.is_dir():
         raise RunError(f"Cannot write '{out}': folder '{out.parent}' does not exist.")
 
     trained = load_trained(run, device="cpu", trust_code=trust_code)
+    if format in FOLDERS:
+        check_timm_model(trained.model, trained.config.model)
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
     images, labels, split = _held_out(trained, data)
     log(f"parity images: {len(images)} from {split}")
@@ -127,7 +135,9 @@ def export_run(
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
         exported = Path(tmp) / f"model{FORMATS[format]}"
         net = WithPreprocessing(model, trained.preprocessing) if with_preprocessing else model
-        _export(format, net, images[:2], exported, with_preprocessing, trained)
+        card = run / "MODEL_CARD.md"
+        card = card.read_text(encoding="utf-8") if card.is_file() else None
+        _export(format, net, images[:2], exported, with_preprocessing, trained, card=card)
         run_exported = _runner(format, exported, trained)
         got = _logits(run_exported, images, trained.preprocessing, uint8=with_preprocessing)
         parity = _compare(reference, got, labels, trained)
@@ -156,6 +166,12 @@ def export_run(
                 raise error
             exported = quantized
         _place(exported, out)
+    if format in FOLDERS:
+        log(f"wrote {out} (config.json, model.safetensors, README.md: timm.create_model('local-dir:{out}') loads it)")
+        from ..inference.model_card import record_export
+
+        record_export(run, out.name, {"file": str(out), "format": format, "quantization": None, "parity": parity})
+        return ExportResult(out, out / "config.json", parity)
     facts = {
         "format": format,
         "model": trained.config.model,
@@ -274,7 +290,12 @@ def _task_facts(trained) -> dict:
     return facts
 
 
-def _export(format: str, net: nn.Module, example: torch.Tensor, path: Path, uint8: bool, trained) -> None:
+def _export(
+    format: str, net: nn.Module, example: torch.Tensor, path: Path, uint8: bool, trained, card: str | None = None
+) -> None:
+    if format == "timm-hub":
+        write_timm_folder(net, trained, path, card=card)
+        return
     if format == "safetensors":
         from ..serialization import save_safetensors
 
@@ -321,6 +342,9 @@ def _runner(format: str, path: Path, trained):
     if format == "exported-program":
         module = torch.export.load(path).module()
         return lambda x: module(x)
+    if format == "timm-hub":
+        loaded = load_timm_folder(path)
+        return lambda x: loaded(x)
     from safetensors.torch import load_file
 
     from ..model.factory import create_model
@@ -383,6 +407,12 @@ def _calibration_images(trained, data: str | None) -> torch.Tensor:
 
 def _place(exported: Path, out: Path) -> None:
     from ..serialization import atomic_path
+
+    if exported.is_dir():  # a new folder, renamed into place whole: never half-written
+        if out.is_dir():
+            out.rmdir()  # empty, as checked before the export
+        exported.rename(out)
+        return
 
     with atomic_path(out, size=exported.stat().st_size) as tmp:
         shutil.copyfile(exported, tmp)

@@ -1,0 +1,82 @@
+"""Upload a run's timm Hub folder to the Hugging Face Hub with huggingface_hub's own API.
+
+The folder is the one ``export --format timm-hub`` writes (exported first, with its parity proof,
+when the run has none). The repository is created when missing (``create_repo(exist_ok=True)``)
+and the files go up in one commit (``create_commit``); the README's loading example names the
+repository. The token is huggingface_hub's: ``HF_TOKEN`` or ``hf auth login``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError, RunError
+
+__all__ = ["push_run"]
+
+
+def push_run(
+    run: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    message: str | None = None,
+    log=print,
+) -> str:
+    """Upload ``run``'s ``timm-hub`` folder to the model repository ``repo_id``; returns the commit's URL.
+
+    Example:
+        >>> push_run("runs/flowers", "me/flowers-vit")
+        'https://huggingface.co/me/flowers-vit/commit/3f1c...'
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ConfigError(f"'{repo_id}' is not a Hub repository id; give ORG/NAME.", argument="repo_id") from None
+    if "/" not in repo_id:
+        raise ConfigError(f"'{repo_id}' names no owner; give ORG/NAME, such as me/{repo_id}.", argument="repo_id")
+    run = Path(run)
+    folder = run / "timm-hub"
+    if not folder.is_dir():
+        from .export import export_run
+
+        log(f"{run} has no timm-hub folder: exporting it first")
+        export_run(run, format="timm-hub", log=log)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if {p.name for p in files} < {"config.json", "model.safetensors"}:
+        raise RunError(f"'{folder}' is not a complete timm-hub export; delete it and push again.")
+    operations = []
+    for path in files:
+        content = path.read_bytes()
+        if path.name == "README.md":
+            content = content.replace(b"hf-hub:ORG/REPO", f"hf-hub:{repo_id}".encode())
+        operations.append(CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=content))
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        commit = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=message or f"Upload {run.name} from transferkit",
+            revision=revision,
+            repo_type="model",
+        )
+    except LocalTokenNotFoundError:
+        raise RunError("Pushing needs a Hugging Face token: set HF_TOKEN, or run 'hf auth login'.") from None
+    except HfHubHTTPError as e:
+        if getattr(e.response, "status_code", None) in (401, 403):
+            raise RunError(
+                f"The Hub refused the upload to '{repo_id}' as unauthorised: set HF_TOKEN to a token with write "
+                "access to it, or run 'hf auth login'."
+            ) from None
+        first = " ".join(str(e).split())[:300]
+        raise RunError(f"The Hub refused the upload to '{repo_id}': {first}") from None
+    except OSError as e:
+        raise RunError(f"Could not reach the Hub to push '{repo_id}': {e}") from None
+    log(f"pushed {len(operations)} files to {repo_id}: {commit.commit_url}")
+    return commit.commit_url

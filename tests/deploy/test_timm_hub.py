@@ -55,12 +55,14 @@ def _serving(tmp_path, monkeypatch) -> StandInHub:
     return hub
 
 
-@pytest.mark.parametrize("model", ["test_vit", "test_resnet"])
+@pytest.mark.parametrize("model,strategy", [("test_vit", "full"), ("test_resnet", "full"), ("test_vit", "lora")])
 def test_timm_alone_loads_the_pushed_folder_from_the_hub_with_the_runs_classes_and_answers(
-    tmp_path, model, monkeypatch
+    tmp_path, model, strategy, monkeypatch
 ):
     make_image_folder(tmp_path / "data", classes=("cat", "dog", "owl"), per_class=10, size=24)
-    config = tiny_config(tmp_path / "data", tmp_path / "run", model=model, image_size=32, epochs=2, lr=0.01)
+    config = tiny_config(
+        tmp_path / "data", tmp_path / "run", model=model, strategy=strategy, image_size=32, epochs=2, lr=0.01
+    )
     fit(config, log=lambda m: None)
     result = export_run(tmp_path / "run", format="timm-hub", trust_code=True, log=lambda m: None)
     folder = tmp_path / "run" / "timm-hub"

@@ -122,7 +122,7 @@ def export_run(
 
     trained = load_trained(run, device="cpu", trust_code=trust_code)
     if format in FOLDERS:
-        check_timm_model(trained.model, trained.config.model)
+        check_timm_model(trained.config.model)
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
     images, labels, split = _held_out(trained, data)
     log(f"parity images: {len(images)} from {split}")

@@ -25,11 +25,11 @@ from ..serialization import write_text
 __all__ = ["check_timm_model", "load_timm_folder", "write_timm_folder"]
 
 
-def check_timm_model(model: nn.Module, spec: str) -> None:
+def check_timm_model(spec: str) -> None:
     """Refuse, in one line, a MODEL that is not a timm model: timm could not build it from the folder."""
     import timm
 
-    if ":" in spec or not timm.is_model(spec) or not hasattr(model, "pretrained_cfg"):
+    if ":" in spec or not timm.is_model(spec):
         raise ConfigError(
             f"The timm-hub format needs a timm model; this run's MODEL is '{spec}'. Export onnx, "
             "exported-program or safetensors instead.",

@@ -244,7 +244,7 @@ def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task, mo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["multi-label", "regression"])
+@pytest.mark.parametrize("task", ["multi-label"])  # numbers gather the same way, one column instead of K
 def test_torchrun_trains_each_task_and_validates_every_held_out_image(tmp_path, task):
     import os
     import subprocess

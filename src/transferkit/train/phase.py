@@ -169,8 +169,15 @@ def prepare_phase(
     mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
     log(f"phase {phase.name}: {trainable_text(model)}, augmentation {augment}{mixing}")
     if dist_ctx.enabled:
+        # With a cache, what trains is the tail (``cached.net``), run within ``skipping``, where the frozen
+        # prefix's modules are stubbed out. DDP lists the buffers to broadcast on its first forward,
+        # inside that block: the prefix's BatchNorm statistics are gone from the list and the broadcast
+        # fails (c10d's "!tensors.empty()"). They are frozen, and rank 0's statistics are shared before
+        # each validation (``share_buffers``), so the cached tail broadcasts none.
         train_net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model if cached is None else cached.net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=cached is None,
         )
     optimizer = create_optimizer(
         model,

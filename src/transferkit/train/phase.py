@@ -170,10 +170,11 @@ def prepare_phase(
     log(f"phase {phase.name}: {trainable_text(model)}, augmentation {augment}{mixing}")
     if dist_ctx.enabled:
         # With a cache, what trains is the tail (``cached.net``), run within ``skipping``, where the frozen
-        # prefix's modules are stubbed out. DDP lists the buffers to broadcast on its first forward,
-        # inside that block: the prefix's BatchNorm statistics are gone from the list and the broadcast
-        # fails (c10d's "!tensors.empty()"). They are frozen, and rank 0's statistics are shared before
-        # each validation (``share_buffers``), so the cached tail broadcasts none.
+        # prefix's modules are stubbed out. DDP decides from the buffers it found at construction that
+        # it will broadcast some, then lists them again in each forward, inside that block: the
+        # prefix's BatchNorm statistics are gone and the broadcast of nothing fails (c10d's
+        # "!tensors.empty()"). They are frozen, and rank 0's statistics are shared before each
+        # validation (``share_buffers``), so the cached tail syncs none in its forward.
         train_net = nn.parallel.DistributedDataParallel(
             model if cached is None else cached.net,
             device_ids=[device.index] if device.type == "cuda" else None,

@@ -1340,6 +1340,39 @@ def _(w, tmp):
     return ["predict", model, w.data / "cat" / "0.png"]
 
 
+@case(
+    "export/timm-hub-code-model",
+    "refused",
+    2,
+    ["timm-hub --format needs a timm model", "net.py:tiny"],
+    lambda w, tmp, out: (not_imported(w, tmp, out), absent("code_run/timm-hub")(w, tmp, out)),
+)
+def _(w, tmp):
+    w.marker().unlink(missing_ok=True)
+    return ["export", w.copy(w.code_run, tmp), "--format", "timm-hub"]
+
+
+@case("export/timm-hub-out-not-empty", "refused", 2, ["exists and is not an empty folder"])
+def _(w, tmp):
+    (tmp / "hub").mkdir()
+    (tmp / "hub" / "notes.txt").write_text("mine")
+    return ["export", w.copy(w.run, tmp), "--format", "timm-hub", "--out", tmp / "hub"]
+
+
+@case("push/no-owner", "refused", 2, ["names no owner", "me/flowers"], absent("run/timm-hub"))
+def _(w, tmp):
+    return ["push", w.copy(w.run, tmp), "flowers"]
+
+
+@case("push/hub-unreachable", "refused", 2, ["Could not reach the Hub", "HF_ENDPOINT"])
+def _(w, tmp):
+    from tests.hostile.conftest import run_cli
+
+    run = w.copy(w.run, tmp)
+    assert run_cli("export", run, "--format", "timm-hub") == 0  # the folder exists: only the upload is tried
+    return ["push", run, "me/flowers"]
+
+
 def counts() -> dict[str, int]:
     result: dict[str, int] = {}
     for c in CASES:

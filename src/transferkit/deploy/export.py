@@ -120,9 +120,9 @@ def export_run(
     if not out.parent.is_dir():
         raise RunError(f"Cannot write '{out}': folder '{out.parent}' does not exist.")
 
+    if format in FOLDERS:  # before the run is loaded: a MODEL of the user's code is never imported for nothing
+        check_timm_model(_model_spec(run))
     trained = load_trained(run, device="cpu", trust_code=trust_code)
-    if format in FOLDERS:
-        check_timm_model(trained.config.model)
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
     images, labels, split = _held_out(trained, data)
     log(f"parity images: {len(images)} from {split}")
@@ -259,6 +259,13 @@ def _compare(reference: torch.Tensor, got: torch.Tensor, labels: torch.Tensor, t
         "reference_accuracy": float((reference.argmax(1) == labels).double().mean()),
         "accuracy": float((got.argmax(1) == labels).double().mean()),
     }
+
+
+def _model_spec(run: Path) -> str:
+    """The run's MODEL, from its best checkpoint read without executing anything."""
+    from ..train.run_folder import load_run
+
+    return str(load_run(run, which="best")["config"].get("model", ""))
 
 
 def _int8_cost(parity: dict, task: str) -> tuple[float, float, str]:

@@ -14,6 +14,9 @@ from ..errors import ConfigError, RunError
 
 __all__ = ["push_run"]
 
+# The HTTP clients huggingface_hub has talked through: their errors are the network's (its versions differ)
+HTTP_CLIENTS = ("httpx", "httpx2", "httpcore", "requests", "urllib3")
+
 
 def push_run(
     run: str | Path,
@@ -76,7 +79,12 @@ def push_run(
             ) from None
         first = " ".join(str(e).split())[:300]
         raise RunError(f"The Hub refused the upload to '{repo_id}': {first}") from None
-    except OSError as e:
-        raise RunError(f"Could not reach the Hub to push '{repo_id}': {e}") from None
+    except Exception as e:
+        if not isinstance(e, OSError) and type(e).__module__.split(".")[0] not in HTTP_CLIENTS:
+            raise
+        raise RunError(
+            f"Could not reach the Hub at {api.endpoint} to push '{repo_id}' ({type(e).__name__}: {e}); check the "
+            "network, or HF_ENDPOINT."
+        ) from None
     log(f"pushed {len(operations)} files to {repo_id}: {commit.commit_url}")
     return commit.commit_url

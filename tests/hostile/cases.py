@@ -1260,12 +1260,14 @@ def _(w, tmp):
 
 
 def _exported(w: World, tmp: Path) -> Path:
-    """A copy of the run with model.onnx and its sidecar, made by the real command."""
+    """A copy of a run with model.onnx and its sidecar, made by the real command once for every case."""
     from tests.hostile.conftest import run_cli
 
-    run = w.copy(w.run, tmp)
-    assert run_cli("export", run) == 0
-    return run / "model.onnx"
+    template = w.root / "exported" / "run"
+    if not template.exists():
+        w.copy(w.run, template.parent)
+        assert run_cli("export", template) == 0
+    return w.copy(template, tmp) / "model.onnx"
 
 
 @case("export/no-best-pt", "refused", 2, ["holds no best.pt"])

@@ -35,7 +35,7 @@ from ..data.sources import open_data
 from ..errors import ConfigError, DataError, ParityError, RunError
 from ..inference.runs import held_out_items, load_trained
 from ..tasks.metrics import multilabel_metrics
-from .sidecar import sidecar_path, write_sidecar
+from .sidecar import sidecar_path, task_facts, write_sidecar
 from .timm_hub import check_timm_model, load_timm_folder, write_timm_folder
 
 __all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export_run"]
@@ -179,7 +179,7 @@ def export_run(
         "input": _input_facts(format, with_preprocessing, trained.preprocessing),
         "preprocessing": asdict(trained.preprocessing),
         "temperature": trained.temperature,
-        **_task_facts(trained),
+        **task_facts(trained),
         "quantization": quantize,
         "parity": parity,
         "versions": {"transferkit": __version__, "torch": torch.__version__},
@@ -278,23 +278,6 @@ def _int8_cost(parity: dict, task: str) -> tuple[float, float, str]:
     parity[f"{name}_drop"] = 100 * (parity[f"reference_{name}"] - parity[name])
     parity[f"max_{name}_drop"] = INT8_MAX_DROP
     return parity[f"{name}_drop"], INT8_MAX_DROP, f"{'mAP' if name == 'map' else 'accuracy'} points"
-
-
-def _task_facts(trained) -> dict:
-    """What a consumer of a model of several labels or of numbers needs beside the outputs (none for classes)."""
-    if trained.task == "classification":
-        return {}
-    spec = trained.label_spec
-    facts = {
-        "task": trained.task,
-        "labels": {"sep": spec.sep, "columns": list(spec.columns), "target_column": spec.target_column},
-    }
-    if trained.task == "multi-label":
-        facts["thresholds"] = trained.thresholds
-    else:
-        facts["target_scale"] = {"mean": trained.target_scale.mean, "std": trained.target_scale.std}
-        facts["interval"] = trained.interval
-    return facts
 
 
 def _export(

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import RunError
 from ..serialization import write_json
 
-__all__ = ["file_sha256", "read_sidecar", "sidecar_path", "write_sidecar"]
+__all__ = ["file_sha256", "read_sidecar", "sidecar_path", "task_facts", "write_sidecar"]
 
 _REQUIRED = {
     "format": str,
@@ -83,4 +83,23 @@ def read_sidecar(model_file: str | Path) -> dict:
             f"'{model_file}' is not the file its sidecar was written for (SHA-256 differs); "
             "export again, or put the matching sidecar beside it."
         )
+    return facts
+
+
+def task_facts(trained) -> dict:
+    """What a consumer of a model of several labels or of numbers needs beside the outputs (none for classes):
+    the task, where a CSV holds its labels, the thresholds or the target's scale and interval. The
+    sidecar carries them, and the ``transferkit`` key of a timm Hub folder's config.json."""
+    if trained.task == "classification":
+        return {}
+    spec = trained.label_spec
+    facts = {
+        "task": trained.task,
+        "labels": {"sep": spec.sep, "columns": list(spec.columns), "target_column": spec.target_column},
+    }
+    if trained.task == "multi-label":
+        facts["thresholds"] = trained.thresholds
+    else:
+        facts["target_scale"] = {"mean": trained.target_scale.mean, "std": trained.target_scale.std}
+        facts["interval"] = trained.interval
     return facts

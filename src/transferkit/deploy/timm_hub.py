@@ -5,8 +5,8 @@ timm writes the folder itself (:func:`timm.models.save_for_hf`): ``model.safeten
 preprocessing as ``pretrained_cfg`` and its class names as ``label_names``. The model card
 becomes ``README.md``, with the metadata the Hub reads (``library_name: timm``). Several labels
 per image or a number per image go under ``config.json``'s ``transferkit`` key (task,
-thresholds, temperatures, the target's scale and interval), which timm ignores and the card
-explains.
+thresholds, the temperature or one per label, the target's scale and interval, as an export's
+sidecar holds them), which timm ignores and the card explains.
 
 Only a model that timm builds can be handed on this way: its MODEL must be a timm name, and timm
 must load the folder back (a run whose layers were replaced is refused with timm's words); the
@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..serialization import write_text
+from .sidecar import task_facts
 
 __all__ = ["check_timm_model", "load_timm_folder", "write_timm_folder"]
 
@@ -52,8 +53,8 @@ def write_timm_folder(model: nn.Module, trained, folder: Path, *, card: str | No
         "crop_mode": pre.crop_mode,
     }
     extra = {"label_names": list(trained.class_names)}
-    facts = _task_facts(trained)
-    if facts:
+    facts = {**task_facts(trained), **({"temperature": trained.temperature} if trained.temperature else {})}
+    if facts:  # as the sidecar of an export carries them; timm ignores the key
         extra["transferkit"] = facts
     save_for_hf(model, str(folder), model_config=extra, data_config=data_config, safe_serialization=True)
     write_text(folder / "README.md", _readme(trained, card))
@@ -76,18 +77,6 @@ def load_timm_folder(folder: Path) -> nn.Module:
             "after a layer replacement. Export onnx, exported-program or safetensors instead.",
             argument="format",
         ) from None
-
-
-def _task_facts(trained) -> dict:
-    if trained.task == "classification":
-        return {"temperature": trained.temperature} if trained.temperature else {}
-    facts = {"task": trained.task}
-    if trained.task == "multi-label":
-        facts.update(thresholds=trained.thresholds, temperatures=trained.temperature)
-    else:
-        scale = trained.target_scale
-        facts.update(target_scale={"mean": scale.mean, "std": scale.std}, interval=trained.interval)
-    return facts
 
 
 def _readme(trained, card: str | None) -> str:

@@ -95,7 +95,7 @@ def calibrate_labels(
         unfitted = dict.fromkeys(range(len(names)), why)
         temperatures = [1.0] * len(names)
     targets = targets.double()
-    nll = [F.binary_cross_entropy(label_probabilities(logits, t).double(), targets) for t in (None, temperatures)]
+    before, after = (label_probabilities(logits, t).double() for t in (None, temperatures))
     result = {
         "task": "multi-label",
         "temperatures": temperatures if len(unfitted) < len(names) else None,
@@ -104,10 +104,10 @@ def calibrate_labels(
         "epoch": epoch,
         "split": split,
         "images": len(targets),
-        "ece_before": binary_ece(label_probabilities(logits, None), targets),
-        "ece_after": binary_ece(label_probabilities(logits, temperatures), targets),
-        "nll_before": float(nll[0]),
-        "nll_after": float(nll[1]),
+        "ece_before": binary_ece(before, targets),
+        "ece_after": binary_ece(after, targets),
+        "nll_before": float(F.binary_cross_entropy(before, targets)),
+        "nll_after": float(F.binary_cross_entropy(after, targets)),
     }
     write_json(Path(run) / CALIBRATION_FILE, result)
     fitted = len(names) - len(unfitted)

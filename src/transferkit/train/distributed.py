@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +13,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRan
 
 from ..data.decode import loader_workers
 
-__all__ = ["DistContext", "init_from_env", "is_main_process", "make_loader"]
+__all__ = ["DistContext", "init_from_env", "is_main_process", "make_loader", "shared_pass"]
 
 
 @dataclass
@@ -62,6 +64,27 @@ class DistContext:
         for rank, part in enumerate(parts):
             merged[rank :: self.world_size] = part
         return merged
+
+    def all_gather_rows(self, rows: torch.Tensor | None, counts: list[int], row: tuple) -> list[torch.Tensor]:
+        """Every rank's ``rows`` on every rank, on the CPU, in rank order: rank ``r`` holds ``counts[r]`` rows
+        (None for none), each of ``row`` = (shape, dtype).
+        """
+        shape, dtype = row
+        device = torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+        padded = torch.zeros((max(counts), *shape), dtype=dtype, device=device)
+        if rows is not None:
+            padded[: len(rows)] = rows
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return [part[:count].cpu() for part, count in zip(parts, counts) if count]
+
+    def everyone(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank."""
+        if not self.enabled:
+            return flag
+        flags = [None] * self.world_size
+        dist.all_gather_object(flags, bool(flag))
+        return all(flags)
 
     def barrier(self) -> None:
         if self.enabled:
@@ -130,3 +153,25 @@ def make_loader(
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last, num_workers=workers
     )
+
+
+def shared_pass(
+    count: int, batch_size: int, dist_ctx: DistContext, run: Callable[[list[int]], Iterator[torch.Tensor]]
+) -> Iterator[torch.Tensor]:
+    """The outputs of every batch of ``count`` examples in order, each rank computing every ``W``-th batch.
+
+    ``run(indices)`` yields one output tensor (CPU, a row per example) per ``batch_size`` of
+    ``indices``: rank ``r`` runs batches ``r, r + W, ...`` and the ``W`` batches of each round are
+    gathered on every rank. The outputs equal a single process's when each example's output does
+    not depend on its batch (augmentation seeded per example).
+    """
+    world, batches = dist_ctx.world_size, math.ceil(count / batch_size)
+    rows = lambda b: range(b * batch_size, min(count, (b + 1) * batch_size))  # noqa: E731
+    own = run([i for b in range(dist_ctx.rank, batches, world) for i in rows(b)])
+    row = None
+    for first in range(0, batches, world):
+        counts = [len(rows(b)) if b < batches else 0 for b in range(first, first + world)]
+        part = next(own) if counts[dist_ctx.rank] else None
+        if row is None:  # rank 0 has the first batch of every round
+            row = dist_ctx.from_main(None if part is None else (tuple(part.shape[1:]), part.dtype))
+        yield from dist_ctx.all_gather_rows(part, counts, row)

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import fuse_conv_bn_eval
 
-from .._storage import mapped_tensor, memory_budget
+from .._storage import mapped_tensor, memory_budget, scratch_tensor
 from ..model._trace import NORM_TYPES, is_random, module_modes, trace
 from ..model.freeze import held_layers
 from ..serialization import write_json
@@ -45,6 +45,7 @@ __all__ = [
     "find_boundary",
     "load_or_compute",
     "outermost",
+    "stored_activations",
     "relative_difference",
     "truncated",
 ]
@@ -264,7 +265,7 @@ def tensors_key(header: dict, tensors: Iterable[tuple[str, torch.Tensor]]) -> st
 _STORED_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
-def _reuse(folder: Path, key: str, count: int) -> tuple[torch.Tensor, str] | None:
+def stored_activations(folder: Path, key: str, count: int) -> tuple[torch.Tensor, str] | None:
     """A stored cache for ``key``, or None when there is none or it does not look exactly as this module writes it.
 
     The folder may have come from someone else: its JSON picks neither another file, nor a
@@ -294,6 +295,8 @@ def load_or_compute(
     folder: Path,
     key: str,
     max_memory_bytes: int | None = None,
+    reuse: bool = True,
+    keep: bool = True,
 ) -> tuple[torch.Tensor, str]:
     """The activations of ``count`` examples, stored batch by batch as ``compute()`` yields them.
 
@@ -303,15 +306,19 @@ def load_or_compute(
     memory-mapped file in ``folder`` named by ``key``, which later runs reuse: since the key covers
     the frozen weights, the data and the preprocessing, a stale file is never read. At no point
     is more than one batch held beside the store. Returns the tensor and how it is stored.
+
+    ``reuse=False`` computes even when a stored file exists; ``keep=False`` (a process that does
+    not write the run folder) maps a file that is removed at once, so nothing is left for reuse.
     """
     budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
-    reused = _reuse(folder, key, count)
+    reused = stored_activations(folder, key, count) if reuse else None
     if reused is not None:
         return reused
-    stored = _store(compute(), count, torch.float16, folder=folder, key=key, budget=budget)
-    if stored is None:
-        stored = _store(compute(), count, torch.float32, folder=folder, key=key, budget=budget)
-    return stored
+    for dtype in (torch.float16, torch.float32):
+        stored = _store(compute(), count, dtype, folder=folder, key=key, budget=budget, keep=keep)
+        if stored is not None:
+            return stored
+    raise AssertionError("float32 is always stored")
 
 
 def rename_stored(folder: Path, key: str, new_key: str) -> None:
@@ -327,7 +334,7 @@ def rename_stored(folder: Path, key: str, new_key: str) -> None:
 
 
 def _store(
-    batches: Iterable[torch.Tensor], count: int, dtype: torch.dtype, *, folder: Path, key: str, budget: int
+    batches: Iterable[torch.Tensor], count: int, dtype: torch.dtype, *, folder: Path, key: str, budget: int, keep: bool
 ) -> tuple[torch.Tensor, str] | None:
     """Write ``batches`` into a tensor of ``dtype``; None when fp16 loses more than the tolerance."""
     out, file, n = None, None, 0
@@ -339,6 +346,8 @@ def _store(
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes <= budget:
                 out = torch.empty(shape, dtype=dtype)
+            elif not keep:
+                out = scratch_tensor(shape, dtype, folder)
             else:
                 file = folder / f"{key}.{name}.bin"
                 out = mapped_tensor(shape, dtype, file)
@@ -356,6 +365,7 @@ def _store(
         return None
     size_mb = out.numel() * out.element_size() / 2**20
     if file is None:
-        return out, f"{name}, {size_mb:.1f} MiB in memory"
+        where = "in memory" if out.numel() * out.element_size() <= budget else "memory-mapped in a removed file"
+        return out, f"{name}, {size_mb:.1f} MiB {where}"
     write_json(folder / f"{key}.json", {"file": file.name, "dtype": name, "shape": list(out.shape)})  # marks it done
     return out, f"{name}, {size_mb:.1f} MiB memory-mapped at {file}"

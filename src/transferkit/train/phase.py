@@ -119,7 +119,9 @@ def prepare_phase(
     cached, trial = None, None
     if cacheable:
         infer = kernels.inference or kernels.inference_trial
-        cached = cache_frozen_prefix(model, config, data, infer, device, head=record.head, augment=augment, log=log)
+        cached = cache_frozen_prefix(
+            model, config, data, infer, device, head=record.head, augment=augment, log=log, dist_ctx=dist_ctx
+        )
     if cached is not None and kernels.inference is None:  # chosen on the pass just run
         kernels.inference, kernels.inference_trial = kernels.inference_trial.result(), None
         log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)

@@ -6,6 +6,7 @@ module decides for one phase whether and what to cache, and logs why when it doe
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -13,13 +14,15 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..data.decode import loader_workers
 from ..data.preprocess import BatchPrep
 from .config import TrainConfig
+from .distributed import DistContext, shared_pass
 from .entry_cut import check_entry, entered, entry_cut, entry_key, iter_entry_inputs
 from .fastpath import FastPath, autocast
 from .feature_cache import (
@@ -32,6 +35,7 @@ from .feature_cache import (
     load_or_compute,
     relative_difference,
     rename_stored,
+    stored_activations,
     truncated,
 )
 from .head_cut import head_cut, head_cut_key, iter_pre_logits
@@ -63,6 +67,7 @@ def cache_frozen_prefix(
     head: str,
     augment: str,
     log: Callable[[str], None],
+    dist_ctx: DistContext | None = None,
 ) -> CachedPhase | None:
     """Cached activations of the frozen prefix for train (one set per view) and val, or None (and why, in the log).
 
@@ -78,7 +83,12 @@ def cache_frozen_prefix(
     Swin's windows) and only the classifier trains, timm's own cut at the classifier's input
     serves instead (:mod:`transferkit.train.head_cut`); when blocks train too, the input of the
     first one is cached (:mod:`transferkit.train.entry_cut`).
+
+    Under torchrun each of the ``W`` processes computes every ``W``-th batch and the batches are
+    gathered on every rank; each image's augmentation is seeded by its view and index, so the
+    activations equal one process's. Only rank 0 keeps a file for later runs.
     """
+    dist_ctx = dist_ctx or DistContext()
     trial = infer.timing("the frozen layers' pass") if isinstance(infer, InferenceTrial) else None
     infer_prep = BatchPrep(data.preprocessing, device, trial is None and infer.channels_last)
     sample = data.train.decoded.images[:8]
@@ -122,15 +132,18 @@ def cache_frozen_prefix(
     probed = _probed(data, outputs, sample, augment)
 
     def compute(dataset, seed: int | None = None):
-        def batches():  # a pass may run twice (fp16, then float32): each draws the same augmentation
-            if seed is not None:
-                torch.manual_seed(seed)
-            size = trial.max_batch_size if trial is not None else infer.inference_batch_size
-            loader = DataLoader(dataset, batch_size=size, num_workers=loader_workers(dataset))
-            images = (images for images, _ in loader)
-            yield from (images if trial is None else trial.run(images, runner, infer_prep))
+        size = trial.max_batch_size if trial is not None else infer.inference_batch_size
+        workers = loader_workers(dataset)
+        drawn = dataset if seed is None else SeededItems(dataset, seed)
 
-        return lambda: outputs(batches())
+        def run(indices: list[int] | None = None):  # a pass may run twice (fp16, then float32): the same draws
+            part = drawn if indices is None else Subset(drawn, indices)
+            images = (images for images, _ in DataLoader(part, batch_size=size, num_workers=workers))
+            return outputs(images if trial is None else trial.run(images, runner, infer_prep))
+
+        if dist_ctx.enabled:
+            return lambda: shared_pass(len(dataset), size, dist_ctx, run)
+        return run
 
     folder = Path(config.out) / "cache"
     if trial is None:
@@ -140,8 +153,16 @@ def cache_frozen_prefix(
         if name not in data.activations:
             part = "train" if dataset is data.train else "val"
             produce = compute(dataset, seed) if probed is None else lambda: iter([probed[part]])
-            acts, how = load_or_compute(produce, len(dataset), folder=folder, key=name)
-            data.activations[name] = (acts, how + ("" if probed is None else ", from strategy auto's probe"))
+            # Ranks reuse a stored file only when each has it (nodes may not share the run folder).
+            found = dist_ctx.everyone(stored_activations(folder, name, len(dataset)) is not None)
+            acts, how = load_or_compute(
+                produce, len(dataset), folder=folder, key=name, reuse=found, keep=dist_ctx.is_main
+            )
+            if probed is not None:
+                how += ", from strategy auto's probe"
+            elif dist_ctx.enabled and "reused" not in how:
+                how += f", its batches shared by {dist_ctx.world_size} processes"
+            data.activations[name] = (acts, how)
             return data.activations[name]
         acts, how = data.activations[name]
         return acts, f"{how}, reused from an earlier run"
@@ -185,6 +206,27 @@ def cache_frozen_prefix(
         net,
         skipping,
     )
+
+
+class SeededItems(Dataset):
+    """``dataset`` with each item's random draws (torch, random, numpy) seeded by ``seed`` and its index.
+
+    An augmented view is then the same whatever the batch size, the loader's workers, or which
+    process computes which batch.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed = (self.seed * 1_000_003 + index) % 2**32
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        return self.dataset[index]
 
 
 def _probed(data: PreparedData, outputs, sample: torch.Tensor, augment: str) -> dict[str, torch.Tensor] | None:

@@ -7,7 +7,9 @@ Checks, each a command or a library call as a user would make it:
   (its scale is read back from ``last.pt``);
 - ``ddp``: torchrun with 2 processes when there are 2 devices, else 1 (nccl on CUDA);
 - ``freeze-cache``: the ``freeze`` strategy computes the frozen layers once and trains the head on them;
-- ``compile``: torch.compile of a training step measured against eager (compile time, both rates).
+- ``compile``: torch.compile of a training step measured against eager (compile time, both rates);
+- ``scale``: ``bench/scale.py``, ViT-B/16 and ViT-L/14 throughput (the frozen pass, ``full``, LoRA)
+  and peak memory, the numbers docs/scale.md extrapolates from (CUDA only: minutes on a CPU).
 
 ``--device cpu`` runs the same checks on a CPU (gloo, bf16 autocast; no fp16), to test this script.
 
@@ -72,6 +74,21 @@ def main() -> int:
     where = ", ".join(torch.cuda.get_device_name(i) for i in range(gpus)) if cuda else "CPU"
     print(f"INFO torch {torch.__version__}, CUDA {torch.version.cuda}, {where}; runs in {out}", flush=True)
     common = ["--data", "builtin:digits", "--image-size", "32", "--device", args.device, "--json"]
+
+    if cuda:
+
+        @check("scale")
+        def _():
+            script = Path(__file__).resolve().parent / "scale.py"
+            done = subprocess.run(
+                [sys.executable, str(script), "--device", args.device, "--json", str(out / "scale.json")],
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr.strip()[-600:])
+            return done.stdout.strip().splitlines()[-1]
 
     @check("probe")
     def _():

@@ -126,6 +126,13 @@ def main() -> None:
     except Exception as e:
         if debug:
             raise
+        lost = _lost_peer(e)
+        if lost:
+            _fail(
+                f"error: another process of this distributed run stopped ({lost}); its node's log says why. "
+                "The run folder keeps the last finished epoch: start every node again with --resume DIR.",
+                1,
+            )
         text = one_line(e, 300)
         _fail(f"internal error: {type(e).__name__}: {text}. Run with TRANSFERKIT_DEBUG=1 for the traceback.", 1)
     finally:
@@ -133,6 +140,15 @@ def main() -> None:
         # made at import: 1.0 s of a 15 s run. Everything is written and closed by now; frozen
         # objects are left to the operating system.
         gc.freeze()
+
+
+def _lost_peer(error: Exception) -> str | None:
+    """The peer's failure a collective reported under torchrun, or None (torch.distributed not in use)."""
+    if "torch.distributed" not in sys.modules:
+        return None
+    from ..train.distributed import lost_peer
+
+    return lost_peer(error)
 
 
 def _fail(message: str, code: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -12,8 +13,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler
 
 from ..data.decode import loader_workers
+from ..errors import RunError, TransferkitError
 
-__all__ = ["DistContext", "init_from_env", "is_main_process", "make_loader", "shared_pass"]
+__all__ = ["DistContext", "init_from_env", "is_main_process", "lost_peer", "make_loader", "shared_pass"]
 
 
 @dataclass
@@ -98,20 +100,65 @@ class DistContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def main_reads(self, read: Callable[[], object]):
+        """``read()`` run on rank 0 and its result (tensors, numbers, strings and containers of them) sent to
+        every rank; its :class:`TransferkitError` is raised on every rank, so that no rank waits for a
+        value that never comes.
+        """
+        if not self.enabled:
+            return read()
+        if self.is_main:
+            try:
+                value = read()
+            except TransferkitError as e:
+                self.from_main(("error", str(e)))
+                raise
+            buffer = io.BytesIO()
+            torch.save(value, buffer)
+            payload = torch.frombuffer(bytearray(buffer.getbuffer()), dtype=torch.uint8)
+            self.from_main(("bytes", len(payload)))
+        else:
+            kind, value = self.from_main(None)
+            if kind == "error":
+                raise RunError(f"rank 0: {value}")
+            payload = torch.empty(value, dtype=torch.uint8)
+        # As a tensor, not a pickled object: the receivers load it with torch's weights-only unpickler.
+        dist.broadcast(payload, src=0)
+        if self.is_main:
+            return value
+        return torch.load(io.BytesIO(payload.numpy().tobytes()), weights_only=True)
 
-def init_from_env(device: str) -> DistContext:
-    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, nccl on CUDA)."""
+
+def init_from_env() -> DistContext:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    The group is joined first, before anything that can fail on one node only (a run folder or
+    DATA that one node lacks), so that such a failure ends every process instead of leaving the
+    others waiting to meet it. CPU tensors travel by gloo, CUDA tensors by nccl.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-    rank = dist.get_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
-        torch.cuda.set_device(local_rank)
-    return DistContext(rank, dist.get_world_size(), local_rank)
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda and local_rank < torch.cuda.device_count():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+# How gloo, nccl and the rendezvous store say that another process of the job is gone.
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """What a collective said when another process of the job stopped (a node died), or None for other errors."""
+    text = str(error)
+    if isinstance(error, dist.DistError) or any(words in text for words in _PEER_LOST):
+        said = next((words for words in _PEER_LOST if words in text), type(error).__name__)
+        return said if dist.is_initialized() else None
+    return None
 
 
 def is_main_process() -> bool:

@@ -80,17 +80,21 @@ def fit(
         ...                 strategy="freeze", epochs=3, image_size=64, out="runs/probe"))["best_val_acc"]
         0.93...
     """
+    dist_ctx = init_from_env()
     state = None
     if resume is not None:
-        state = load_run(resume)
+        # Every rank reads the run where each has it (a shared filesystem); else rank 0 sends it.
+        if dist_ctx.everyone((Path(resume) / "last.pt").is_file()):
+            state = load_run(resume)
+        else:
+            state = dist_ctx.main_reads(lambda: load_run(resume))
         check_model_code(state, resume, trust_code=trust_code, same_code=True)
         config = resumed_config(state, Path(resume), changes)
     if config is None:
         raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
-    dist_ctx = init_from_env(resolve_device(config.device).type)
     out = Path(config.out)
-    if dist_ctx.is_main:
-        check_out(out, resume=state is not None, overwrite=overwrite)
+    _check_same_settings(config, stop_after, dist_ctx)
+    dist_ctx.main_reads(lambda: check_out(out, resume=state is not None, overwrite=overwrite))
     # DATA and MODEL are opened before the run folder is made: a bad one leaves nothing behind.
     source = None if data is not None else open_data(config.data, config.label_spec())
     if state is not None:
@@ -120,6 +124,24 @@ def fit(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_same_settings(config: TrainConfig, stop_after: int | None, dist_ctx: DistContext) -> None:
+    """Every process of a distributed run was started with rank 0's settings (each node's ``out`` aside).
+
+    Processes that train for different epochs or on other data would wait for each other forever.
+    """
+    if not dist_ctx.enabled:
+        return
+    ours = {**config.to_dict(), "out": None, "stop_after": stop_after}
+    main = dist_ctx.from_main(ours)
+    different = sorted(k for k in ours if ours[k] != main.get(k))
+    if not dist_ctx.everyone(not different):
+        named = f": {', '.join(different)} differ from rank 0's" if different else " on another node"
+        raise ConfigError(
+            f"This distributed run's processes were started with different settings{named}. "
+            "Start every node with the same command; only --out may differ."
+        )
 
 
 def _fit(

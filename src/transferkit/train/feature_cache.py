@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -346,8 +347,8 @@ def _store(
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes <= budget:
                 out = torch.empty(shape, dtype=dtype)
-            elif not keep:
-                out = scratch_tensor(shape, dtype, folder)
+            elif not keep:  # a rank that does not write the run folder: $TMPDIR
+                out = scratch_tensor(shape, dtype, Path(tempfile.gettempdir()))
             else:
                 file = folder / f"{key}.{name}.bin"
                 out = mapped_tensor(shape, dtype, file)

@@ -6,6 +6,8 @@ Checks, each a command or a library call as a user would make it:
 - ``amp-bf16`` and ``amp-fp16``: ``transferkit train`` with autocast, fp16 with the loss scaler
   (its scale is read back from ``last.pt``);
 - ``ddp``: torchrun with 2 processes when there are 2 devices, else 1 (nccl on CUDA);
+- ``process-group``: a group with transferkit's backends (gloo for CPU tensors, nccl for CUDA
+  ones), one process: a DDP step on the device, a CPU all-gather, an object broadcast;
 - ``freeze-cache``: the ``freeze`` strategy computes the frozen layers once and trains the head on them;
 - ``compile``: torch.compile of a training step measured against eager (compile time, both rates);
 - ``scale``: ``bench/scale.py``, ViT-B/16 and ViT-L/14 throughput (the frozen pass, ``full``, LoRA)
@@ -13,7 +15,7 @@ Checks, each a command or a library call as a user would make it:
 
 ``--device cpu`` runs the same checks on a CPU (gloo, bf16 autocast; no fp16), to test this script.
 
-    PYTHONPATH=src python3 bench/gpu_check.py [--device cuda] [--out DIR]
+    PYTHONPATH=src python3 bench/gpu_check.py [--device cuda] [--out DIR] [--only probe,ddp]
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ from pathlib import Path
 import torch
 
 FAILED: list[str] = []
+ONLY: set[str] = set()  # --only: the checks to run (empty: all)
 
 
 def check(name: str):
     """Run the decorated check now; print one line: PASS or FAIL, what it measured, seconds."""
 
     def run(fn):
+        if ONLY and name not in ONLY:
+            return fn
         started = time.perf_counter()
         try:
             detail = fn()
@@ -62,7 +67,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=None, help="run folders (default: a temporary folder)")
+    parser.add_argument("--only", default="", help="comma-separated checks to run (default: all)")
     args = parser.parse_args()
+    ONLY.update(filter(None, args.only.split(",")))
     device = torch.device(args.device)
     out = args.out or Path(tempfile.mkdtemp(prefix="gpu_check-"))
     os.environ.setdefault("XDG_CACHE_HOME", str(out / "cache"))
@@ -132,6 +139,28 @@ def main() -> int:
         )
         backend = "nccl" if cuda else "gloo"
         return f"{processes} process(es), {backend}, best val_acc {summary['best_val_acc']:.3f}"
+
+    @check("process-group")
+    def _():
+        script = out / "group.py"
+        script.write_text(
+            "import torch, torch.distributed as dist\n"
+            "from transferkit.train.distributed import group_backend\n"
+            "dist.init_process_group(backend=group_backend())  # as init_from_env joins it\n"
+            f"net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 2).to({str(device)!r}))\n"
+            f"net(torch.randn(4, 8, device={str(device)!r})).sum().backward()\n"
+            "parts = [torch.empty(3) for _ in range(dist.get_world_size())]\n"
+            "dist.all_gather(parts, torch.arange(3.0))\n"
+            "box = [{'rank': dist.get_rank()}]\n"
+            "dist.broadcast_object_list(box, src=0)\n"
+            "grad = net.module.weight.grad.abs().sum().item()\n"
+            "print(f'backend {dist.get_backend()}, DDP gradient sum {grad:.3f}, all_gather {parts}, object {box}')\n"
+        )
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", str(script)]
+        done = subprocess.run(launcher, capture_output=True, text=True, env=os.environ, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip()[-600:])
+        return done.stdout.strip().splitlines()[-1]
 
     @check("freeze-cache")
     def _():

@@ -15,7 +15,15 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRan
 from ..data.decode import loader_workers
 from ..errors import RunError, TransferkitError
 
-__all__ = ["DistContext", "init_from_env", "is_main_process", "lost_peer", "make_loader", "shared_pass"]
+__all__ = [
+    "DistContext",
+    "group_backend",
+    "init_from_env",
+    "is_main_process",
+    "lost_peer",
+    "make_loader",
+    "shared_pass",
+]
 
 
 @dataclass
@@ -141,10 +149,9 @@ def init_from_env() -> DistContext:
         return DistContext()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
-        if cuda and local_rank < torch.cuda.device_count():
+        if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
+        dist.init_process_group(backend=group_backend())
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
@@ -159,6 +166,11 @@ def lost_peer(error: BaseException) -> str | None:
         said = next((words for words in _PEER_LOST if words in text), type(error).__name__)
         return said if dist.is_initialized() else None
     return None
+
+
+def group_backend() -> str:
+    """The backends of the process group: gloo for CPU tensors, and nccl for CUDA ones where there is CUDA."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
 
 def is_main_process() -> bool:

@@ -13,10 +13,11 @@ from ._config_options import config_options
 def print_comparison(console, rows: list[dict], plot: str) -> None:
     from rich.table import Table
 
-    from ..train.compare import SCORE_NAMES, score_text
+    from ..train.compare import score_text
+    from ..train.metrics import score_name
 
     score = rows[0]["score"]
-    name = SCORE_NAMES.get(score, score.removeprefix("val_"))
+    name = score_name(score)
     table = Table(title="strategies compared on one split")
     for col in ("strategy", "trainable params", "seconds", f"{name} after epoch 1", f"best {name}"):
         table.add_column(col, justify="left" if col == "strategy" else "right")

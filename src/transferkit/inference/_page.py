@@ -13,14 +13,12 @@ import io
 
 import torch
 
+from ..train.metrics import scores_shown
+
 __all__ = ["CLASS_SCORES", "data_uri", "figure_png", "html_page", "learning_curves", "pyplot", "thumbnail"]
 
-# (metrics.csv column, label, shown in percent) of the validation scores a run of classes keeps
-CLASS_SCORES = (
-    ("val_acc", "accuracy", True),
-    ("val_balanced_acc", "balanced accuracy", True),
-    ("val_macro_f1", "macro-F1", True),
-)
+# The validation scores a run of classes keeps: (metrics.csv column, name, shown in percent)
+CLASS_SCORES = scores_shown("val_acc", "val_balanced_acc", "val_macro_f1")
 
 
 def pyplot():

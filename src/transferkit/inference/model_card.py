@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import RunError
 from ..serialization import write_json, write_text
+from ..train.metrics import SCORES, score_name
 
 __all__ = ["MODEL_CARD", "record_export", "write_model_card"]
 
@@ -140,21 +141,7 @@ def _data(r: dict) -> list[str]:
 def _results(r: dict) -> list[str]:
     best = r.get("best") or {}
     lines = ["## Results on the held-out images", ""]
-    scores = [
-        f"{label} {best[key]:.4f}"
-        for key, label in (
-            ("val_acc", "accuracy"),
-            ("val_balanced_acc", "balanced accuracy"),
-            ("val_map", "mAP"),
-            ("val_map_micro", "micro mAP"),
-            ("val_macro_f1", "macro-F1"),
-            ("val_mae", "MAE"),
-            ("val_rmse", "RMSE"),
-            ("val_r2", "R²"),
-            ("val_spearman", "Spearman"),
-        )
-        if isinstance(best.get(key), (int, float))
-    ]
+    scores = [f"{score_name(key)} {best[key]:.4f}" for key in SCORES if isinstance(best.get(key), (int, float))]
     lines += [", ".join(scores) + ".", ""] if scores else []
     interval = r.get("interval")
     if isinstance(interval, dict) and isinstance(interval.get("half_width"), (int, float)):

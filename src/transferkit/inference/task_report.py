@@ -19,20 +19,17 @@ import torch.nn.functional as F
 
 from ..serialization import write_bytes, write_text
 from ..tasks.metrics import confused_label_pairs
+from ..train.metrics import scores_shown
 from ._page import data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
 
 __all__ = ["TASK_CURVES", "write_task_report"]
 
 WORST = 12  # images shown with their thumbnails
 
-# (metrics.csv column, label, shown in percent) of each task's validation scores
+# Each task's validation scores: (metrics.csv column, name, shown in percent)
 TASK_CURVES = {
-    "multi-label": (
-        ("val_map", "mAP (macro)", True),
-        ("val_map_micro", "mAP (micro)", True),
-        ("val_macro_f1", "macro-F1", True),
-    ),
-    "regression": (("val_mae", "MAE", False), ("val_rmse", "RMSE", False)),
+    "multi-label": scores_shown("val_map", "val_map_micro", "val_macro_f1"),
+    "regression": scores_shown("val_mae", "val_rmse"),
 }
 
 

@@ -14,14 +14,11 @@ from ..errors import ConfigError, RunError
 from ..serialization import atomic_path, write_json
 from .config import TrainConfig
 from .engine import fit
-from .metrics import MONITORS
+from .metrics import MONITORS, in_percent, score_name
 from .setup import Kernels, prepare_data
 from .strategies import STRATEGIES
 
 __all__ = ["compare", "plot_curves", "score_text", "verdict"]
-
-SHARES = {"val_acc", "val_balanced_acc", "val_macro_f1", "val_map"}  # scores written in percent
-SCORE_NAMES = {"val_acc": "accuracy", "val_map": "mAP", "val_mae": "MAE", "val_rmse": "RMSE", "val_r2": "R²"}
 
 
 def compare(
@@ -99,15 +96,11 @@ def score_text(value: float, score: str) -> str:
         >>> score_text(0.9612, "val_acc"), score_text(0.0412, "val_mae")
         ('96.1%', '0.0412')
     """
-    return f"{100 * value:.1f}%" if score in SHARES else f"{value:.4g}"
-
-
-def _named(score: str) -> str:
-    return SCORE_NAMES.get(score, score.removeprefix("val_"))
+    return f"{100 * value:.1f}%" if in_percent(score) else f"{value:.4g}"
 
 
 def _gap(difference: float, score: str) -> str:
-    return f"{100 * difference:.1f} points" if score in SHARES else f"{difference:.4g}"
+    return f"{100 * difference:.1f} points" if in_percent(score) else f"{difference:.4g}"
 
 
 def verdict(rows: list[dict]) -> list[str]:
@@ -120,7 +113,7 @@ def verdict(rows: list[dict]) -> list[str]:
         'full wins: 95.0% best, 45.0 points above scratch.'
     """
     score, higher = rows[0]["score"], rows[0]["higher_better"]
-    name = "" if score == "val_acc" else f"{_named(score)} "  # classes: accuracy goes without saying
+    name = "" if score == "val_acc" else f"{score_name(score)} "  # classes: accuracy goes without saying
     sign = 1 if higher else -1
     ranked = sorted(rows, key=lambda r: sign * r["best"], reverse=True)
     best, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
@@ -138,7 +131,7 @@ def verdict(rows: list[dict]) -> list[str]:
                 continue
             pairs = list(zip(r["curve"], scratch["curve"]))
             behind = [i + 1 for i, (a, b) in enumerate(pairs) if sign * a <= sign * b]
-            shares = score in SHARES
+            shares = in_percent(score)
             curve = ", ".join(f"{100 * a:.1f}/{100 * b:.1f}" if shares else f"{a:.4g}/{b:.4g}" for a, b in pairs) + (
                 "%" if shares else ""
             )
@@ -171,7 +164,7 @@ def plot_curves(runs: dict[str, dict], path: Path, *, title: str) -> Path:
         row = _row(strategy, summary)
         score = row["score"]
         epochs = [e["epoch"] for e in summary["epochs"]]
-        values = [100 * v if score in SHARES else v for v in row["curve"]]
+        values = [100 * v if in_percent(score) else v for v in row["curve"]]
         seconds = [e["cumulative_seconds"] for e in summary["epochs"]]
         by_epoch.plot(epochs, values, marker="o", label=strategy)
         by_time.plot(seconds, values, marker="o", label=strategy)
@@ -179,7 +172,7 @@ def plot_curves(runs: dict[str, dict], path: Path, *, title: str) -> Path:
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_time.set_xlabel("seconds of training")
     for ax in (by_epoch, by_time):
-        ax.set_ylabel(f"validation {_named(score)}{' (%)' if score in SHARES else ''}")
+        ax.set_ylabel(f"validation {score_name(score)}{' (%)' if in_percent(score) else ''}")
         ax.grid(alpha=0.3)
     by_epoch.legend()
     fig.suptitle(title)

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["MONITORS", "TASK_MONITORS", "classification_metrics", "imbalance", "monitored"]
+__all__ = [
+    "MONITORS",
+    "SCORES",
+    "TASK_MONITORS",
+    "classification_metrics",
+    "imbalance",
+    "in_percent",
+    "monitored",
+    "score_name",
+    "scores_shown",
+]
 
 # What --monitor may name: the key of the epoch's metrics, and whether larger is better.
 MONITORS = {
@@ -20,6 +30,19 @@ MONITORS = {
     "mae": ("val_mae", False),
     "rmse": ("val_rmse", False),
     "r2": ("val_r2", True),
+}
+# How each validation score (its metrics.csv column) is named in tables, plots and the model card,
+# and whether it is a share, shown in percent.
+SCORES = {
+    "val_acc": ("accuracy", True),
+    "val_balanced_acc": ("balanced accuracy", True),
+    "val_macro_f1": ("macro-F1", True),
+    "val_map": ("mAP", True),
+    "val_map_micro": ("micro mAP", True),
+    "val_mae": ("MAE", False),
+    "val_rmse": ("RMSE", False),
+    "val_r2": ("R²", False),
+    "val_spearman": ("Spearman", False),
 }
 # Those that each task's validation computes; the first is what auto picks (classification: acc,
 # or balanced_acc on imbalanced data).
@@ -75,3 +98,18 @@ def monitored(row: dict, monitor: str) -> float:
     """The value of ``monitor`` in an epoch's row, signed so that larger is always better."""
     key, larger = MONITORS[monitor]
     return row[key] if larger else -row[key]
+
+
+def score_name(column: str) -> str:
+    """A score's name for people: ``val_map`` is "mAP"; a column without one loses its ``val_``."""
+    return SCORES.get(column, (column.removeprefix("val_"), False))[0]
+
+
+def in_percent(column: str) -> bool:
+    """Whether a score is a share between 0 and 1, shown in percent."""
+    return SCORES.get(column, ("", False))[1]
+
+
+def scores_shown(*columns: str) -> tuple[tuple[str, str, bool], ...]:
+    """(column, name, in percent) of each of ``columns``: what a page plots."""
+    return tuple((c, score_name(c), in_percent(c)) for c in columns)

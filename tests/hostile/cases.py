@@ -259,6 +259,7 @@ def _broken(name: str, make: Callable[[Path], None], words):
 
 
 for _name, _make, _words in (
+    ("missing", lambda p: None, ["ckpt.pt", "does not exist"]),
     ("empty", lambda p: p.write_bytes(b""), ["empty"]),
     ("keras-h5", lambda p: p.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64)), ["Keras/HDF5 file"]),
     ("strings", lambda p: torch.save({"a": "b"}, p), ["not a state dict"]),

@@ -150,5 +150,3 @@ def test_identify_command_prints_the_fits_and_json(tmp_path):
     assert out["native"] == "torchvision:squeezenet1_1" and out["by_names"][0]["num_classes"] == 4
     text = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert text.returncode == 0 and "native architecture: torchvision:squeezenet1_1" in text.stdout
-    missing = subprocess.run([*command[:-1], str(tmp_path / "none.pth")], capture_output=True, text=True, cwd=ROOT)
-    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

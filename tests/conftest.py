@@ -5,6 +5,9 @@ import os
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import json
+import sys
+
 import pytest
 import torch
 
@@ -29,3 +32,33 @@ def _user_cache(tmp_path_factory):
         del os.environ["XDG_CACHE_HOME"]
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real entry point in-process: returns (exit code, stdout, stderr)."""
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["transferkit", *map(str, args)])
+        capsys.readouterr()
+        try:
+            from transferkit.cli.app import main
+
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def cli_json(cli):
+    def run(*args):
+        code, out, err = cli(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+    return run

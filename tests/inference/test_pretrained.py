@@ -1,10 +1,5 @@
 """predict and eval straight from weights: the architecture a file fits, its outputs met with DATA's classes."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
@@ -14,8 +9,6 @@ from transferkit.errors import TransferkitError
 from transferkit.inference.predict import load_predictor
 from transferkit.inference.runs import _data_classes_only, evaluate_run
 from transferkit.model.factory import create_model
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +59,9 @@ def test_a_file_that_fits_implementations_computing_differently_needs_model(tmp_
     assert predictor.class_names == ["0", "1", "2"]  # the head's size comes from the file
 
 
-def test_eval_command_on_a_file_with_model(tmp_path, squeezenet_file):
+def test_eval_command_on_a_file_with_model(tmp_path, squeezenet_file, cli, cli_json):
     data = make_image_folder(tmp_path / "data", per_class=3, size=32)
-    command = [sys.executable, "-m", "transferkit", "eval", str(squeezenet_file), "--data", str(data)]
-    done = subprocess.run(
-        [*command, "--model", "torchvision:squeezenet1_1", "--device", "cpu", "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["images"] == 6
-    refused = subprocess.run([*command, "--report"], capture_output=True, text=True, cwd=ROOT)
-    assert refused.returncode == 2 and "report needs a run folder" in refused.stderr
+    command = ["eval", squeezenet_file, "--data", data]
+    assert cli_json(*command, "--model", "torchvision:squeezenet1_1", "--device", "cpu")["images"] == 6
+    code, _, err = cli(*command, "--report")
+    assert code == 2 and "report needs a run folder" in err

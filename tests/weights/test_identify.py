@@ -1,10 +1,6 @@
 """Identify a checkpoint's architecture, and compare a structure-mapped load with the file's own network."""
 
-import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +13,6 @@ from transferkit.weights.identify import _index, compare_outputs, identify, sign
 from transferkit.weights.loading import load_pretrained
 from transferkit.weights.registry import get_weights
 from transferkit.weights.verify import verify_weights
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def trained_a_few_steps(net: torch.nn.Module, steps: int = 4) -> torch.nn.Module:
@@ -141,12 +135,9 @@ def test_names_of_no_architecture_compare_the_structural_fits(tmp_path):
     assert "tf_efficientnet_lite0" in {alt["model"] for alt in finding["alternatives"] if not alt["identical"]}
 
 
-def test_identify_command_prints_the_fits_and_json(tmp_path):
+def test_identify_command_prints_the_fits_and_json(tmp_path, cli, cli_json):
     torch.save(torchvision.models.squeezenet1_1(num_classes=4).state_dict(), tmp_path / "sq.pth")
-    command = [sys.executable, "-m", "transferkit", "identify", str(tmp_path / "sq.pth")]
-    done = subprocess.run([*command, "--json"], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    out = cli_json("identify", tmp_path / "sq.pth")
     assert out["native"] == "torchvision:squeezenet1_1" and out["by_names"][0]["num_classes"] == 4
-    text = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    assert text.returncode == 0 and "native architecture: torchvision:squeezenet1_1" in text.stdout
+    code, text, _ = cli("identify", tmp_path / "sq.pth")
+    assert code == 0 and "native architecture: torchvision:squeezenet1_1" in text

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -23,6 +25,7 @@ __all__ = [
     "lost_peer",
     "make_loader",
     "shared_pass",
+    "spill_folder",
 ]
 
 
@@ -171,6 +174,13 @@ def lost_peer(error: BaseException) -> str | None:
 def group_backend() -> str:
     """The backends of the process group: gloo for CPU tensors, and nccl for CUDA ones where there is CUDA."""
     return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def spill_folder(folder: Path) -> Path:
+    """Where this process maps what does not fit in memory, in files removed at once: ``folder`` on rank 0,
+    the system's temporary folder ($TMPDIR) on the others, so that another node's --out stays uncreated.
+    """
+    return folder if is_main_process() else Path(tempfile.gettempdir())
 
 
 def is_main_process() -> bool:

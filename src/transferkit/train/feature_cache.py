@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -297,7 +296,7 @@ def load_or_compute(
     key: str,
     max_memory_bytes: int | None = None,
     reuse: bool = True,
-    keep: bool = True,
+    scratch: Path | None = None,
 ) -> tuple[torch.Tensor, str]:
     """The activations of ``count`` examples, stored batch by batch as ``compute()`` yields them.
 
@@ -308,15 +307,16 @@ def load_or_compute(
     the frozen weights, the data and the preprocessing, a stale file is never read. At no point
     is more than one batch held beside the store. Returns the tensor and how it is stored.
 
-    ``reuse=False`` computes even when a stored file exists; ``keep=False`` (a process that does
-    not write the run folder) maps a file that is removed at once, so nothing is left for reuse.
+    ``reuse=False`` computes even when a stored file exists. With ``scratch`` (a process that does
+    not write the run folder) nothing is kept: what memory cannot hold is mapped in a file there
+    that is removed at once.
     """
     budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
     reused = stored_activations(folder, key, count) if reuse else None
     if reused is not None:
         return reused
     for dtype in (torch.float16, torch.float32):
-        stored = _store(compute(), count, dtype, folder=folder, key=key, budget=budget, keep=keep)
+        stored = _store(compute(), count, dtype, folder=folder, key=key, budget=budget, scratch=scratch)
         if stored is not None:
             return stored
     raise AssertionError("float32 is always stored")
@@ -335,7 +335,14 @@ def rename_stored(folder: Path, key: str, new_key: str) -> None:
 
 
 def _store(
-    batches: Iterable[torch.Tensor], count: int, dtype: torch.dtype, *, folder: Path, key: str, budget: int, keep: bool
+    batches: Iterable[torch.Tensor],
+    count: int,
+    dtype: torch.dtype,
+    *,
+    folder: Path,
+    key: str,
+    budget: int,
+    scratch: Path | None,
 ) -> tuple[torch.Tensor, str] | None:
     """Write ``batches`` into a tensor of ``dtype``; None when fp16 loses more than the tolerance."""
     out, file, n = None, None, 0
@@ -346,12 +353,12 @@ def _store(
             shape = (count, *batch.shape[1:])
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes <= budget:
-                out = torch.empty(shape, dtype=dtype)
-            elif not keep:  # a rank that does not write the run folder: $TMPDIR
-                out = scratch_tensor(shape, dtype, Path(tempfile.gettempdir()))
+                out, where = torch.empty(shape, dtype=dtype), "in memory"
+            elif scratch is not None:
+                out, where = scratch_tensor(shape, dtype, scratch), "memory-mapped in a removed file"
             else:
                 file = folder / f"{key}.{name}.bin"
-                out = mapped_tensor(shape, dtype, file)
+                out, where = mapped_tensor(shape, dtype, file), f"memory-mapped at {file}"
         part = batch.to(dtype)
         out[n : n + len(batch)] = part
         n += len(batch)
@@ -364,9 +371,6 @@ def _store(
         if file is not None:
             file.unlink(missing_ok=True)
         return None
-    size_mb = out.numel() * out.element_size() / 2**20
-    if file is None:
-        where = "in memory" if out.numel() * out.element_size() <= budget else "memory-mapped in a removed file"
-        return out, f"{name}, {size_mb:.1f} MiB {where}"
-    write_json(folder / f"{key}.json", {"file": file.name, "dtype": name, "shape": list(out.shape)})  # marks it done
-    return out, f"{name}, {size_mb:.1f} MiB memory-mapped at {file}"
+    if file is not None:  # marks it done
+        write_json(folder / f"{key}.json", {"file": file.name, "dtype": name, "shape": list(out.shape)})
+    return out, f"{name}, {out.numel() * out.element_size() / 2**20:.1f} MiB {where}"

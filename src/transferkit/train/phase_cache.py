@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from ..data.decode import loader_workers
 from ..data.preprocess import BatchPrep
 from .config import TrainConfig
-from .distributed import DistContext, shared_pass
+from .distributed import DistContext, shared_pass, spill_folder
 from .entry_cut import check_entry, entered, entry_cut, entry_key, iter_entry_inputs
 from .fastpath import FastPath, autocast
 from .feature_cache import (
@@ -154,14 +154,18 @@ def cache_frozen_prefix(
             part = "train" if dataset is data.train else "val"
             produce = compute(dataset, seed) if probed is None else lambda: iter([probed[part]])
             # Ranks reuse a stored file only when each has it (nodes may not share the run folder).
-            found = dist_ctx.everyone(stored_activations(folder, name, len(dataset)) is not None)
-            acts, how = load_or_compute(
-                produce, len(dataset), folder=folder, key=name, reuse=found, keep=dist_ctx.is_main
-            )
+            found = stored_activations(folder, name, len(dataset))
+            if dist_ctx.everyone(found is not None):
+                acts, how = found
+            else:
+                scratch = None if dist_ctx.is_main else spill_folder(folder)
+                acts, how = load_or_compute(
+                    produce, len(dataset), folder=folder, key=name, reuse=False, scratch=scratch
+                )
+                if probed is None and dist_ctx.enabled:
+                    how += f", its batches shared by {dist_ctx.world_size} processes"
             if probed is not None:
                 how += ", from strategy auto's probe"
-            elif dist_ctx.enabled and "reused" not in how:
-                how += f", its batches shared by {dist_ctx.world_size} processes"
             data.activations[name] = (acts, how)
             return data.activations[name]
         acts, how = data.activations[name]

@@ -6,7 +6,6 @@ demo prepare them once and hand them to every ``fit``; each run still builds its
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.registry import weights_preprocessing
 from ..weights.verify import verify_weights
 from .config import IMBALANCED, TrainConfig
-from .distributed import is_main_process
+from .distributed import spill_folder
 from .fastpath import FastPath, resolve_device
 from .metrics import imbalance
 
@@ -222,8 +221,7 @@ def prepare_data(
     pre = preprocessing_for(config, model)
     started = time.perf_counter()
     budget = memory_budget()
-    # Other ranks spill into the system's temporary folder ($TMPDIR): on another node, --out stays empty.
-    spill = Path(config.out) if is_main_process() else Path(tempfile.gettempdir())
+    spill = spill_folder(Path(config.out))
     train = decode(train_items, pre, spill_dir=spill, max_memory_bytes=budget)
     left = budget - (train.nbytes if train.storage == "in memory" else 0)
     val = decode(val_items, pre, spill_dir=spill, max_memory_bytes=left)

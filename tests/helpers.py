@@ -25,6 +25,22 @@ class TinyNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+def tiny_vit(num_classes: int = 5, in_chans: int = 3) -> nn.Module:
+    """timm's VisionTransformer with two blocks of width 32 on 16 px images (4 px patches), at random weights."""
+    import timm
+
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=num_classes,
+        in_chans=in_chans,
+    )
+
+
 ALEXNET_HEAD = [f"classifier.{i}.{k}" for i in (1, 4, 6) for k in ("weight", "bias")]
 
 CHROMIUM = shutil.which("chromium")  # Debian's, which the set-up installs

@@ -126,6 +126,10 @@ class TrainConfig:
     reprobe: bool = _setting(False, "Measure the kernels again instead of reusing this machine's last decision.")
     # auto: measured when a phase trains long enough to repay a compile (minutes on a CPU), kept per machine.
     compile: str = _setting("auto", f"torch.compile of the training step: {', '.join(COMPILE_MODES)}.")
+    # FSDP2 per stage: each process keeps 1/N of the parameters, gradients and optimizer state.
+    shard_params: bool = _setting(
+        False, "Under torchrun: shard parameters, gradients and optimizer state across the processes (FSDP)."
+    )
     in_chans: int | None = _setting(None, "Input channels (1 for grayscale); RGB weights are adapted.")
     # Half the parameters outside the head: below that the file is for another architecture.
     min_loaded: float = _setting(0.5, "Fail when less than this share of non-head parameters would load.")
@@ -245,6 +249,8 @@ def _check(c: TrainConfig) -> None:
         fail("loss", f"{c.loss} is for regression; task {c.task} takes auto")
     if c.task == "multi-label" and not c.label_columns and not (isinstance(c.label_sep, str) and c.label_sep.strip()):
         fail("label_sep", "must be a visible character such as ';' or '|'")
+    if c.shard_params and c.precision == "fp16":
+        fail("precision", "cannot be fp16 with shard_params, whose gradients have no loss scaling; use bf16")
     number("patience", low=1, optional=True, integer=True)
     if not isinstance(c.device, str) or not _DEVICE.match(c.device):
         fail("device", "must be auto, cpu, cuda or cuda:N")

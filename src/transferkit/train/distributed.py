@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler, default_collate
 
 from ..data.decode import loader_workers
 from ..errors import RunError, TransferkitError
@@ -98,6 +98,25 @@ class DistContext:
         flags = [None] * self.world_size
         dist.all_gather_object(flags, bool(flag))
         return all(flags)
+
+    def lockstep(self, loader: DataLoader) -> Iterator:
+        """``loader``'s batches, then empty ones until this rank has had as many as the rank with the most.
+
+        For a model whose forward is collective (sharded parameters are gathered from every rank):
+        evaluation shards differ by an image, which can make one more batch on some ranks.
+        """
+        most = torch.tensor([len(loader)])
+        if self.enabled:
+            dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        empty = None
+        for batch in loader:
+            empty = [part[:0] for part in batch]
+            yield batch
+        if empty is None and int(most) > 0:  # a shard without images: its empty batch is shaped like an image's
+            dataset = loader.dataset.dataset if isinstance(loader.dataset, Subset) else loader.dataset
+            empty = [part[:0] for part in default_collate([dataset[0]])]
+        for _ in range(int(most) - len(loader)):
+            yield empty
 
     def barrier(self) -> None:
         if self.enabled:

@@ -45,6 +45,7 @@ from .run_folder import (
     write_metrics,
 )
 from .setup import Kernels, PreparedData, backbone_facts, build_model, prepare_data, preprocessing_for
+from .sharding import gather_state, is_sharded
 from .strategies import Phase
 from .validation import validate
 
@@ -392,6 +393,7 @@ def _run_phase(
         record.phase_complete = config.patience is not None and stale >= config.patience
         if record.phase_complete and phase_epoch + 1 < phase.epochs:
             log(f"phase {phase.name} ends early: no better {record.monitor} in {stale} epochs (patience)")
+        gathered = gather_state(model, setup.optimizer) if is_sharded(model) else None  # every rank takes part
         if dist_ctx.is_main:
             checkpoint = checkpoint_state(
                 record,
@@ -401,6 +403,7 @@ def _run_phase(
                 scaler=setup.scaler,
                 phase_index=phase_index,
                 phase_epoch=phase_epoch,
+                gathered=gathered,
             )
             save_checkpoint(out / "last.pt", checkpoint)
             if improved:

@@ -250,7 +250,8 @@ def evaluate_outputs(
         x, y = prep(inputs), targets.to(device)
         with autocast(device, precision) if trial is None else trial.autocast(device):
             outputs = model(x).float()
-        loss_sum += float(loss_fn(outputs, y)) * len(y)
+        if len(y):  # the empty batches of a rank in lockstep (DistContext.lockstep) have no mean loss
+            loss_sum += float(loss_fn(outputs, y)) * len(y)
         kept_outputs.append(outputs.cpu())
         kept_targets.append(y.cpu())
     logits, targets = torch.cat(kept_outputs), torch.cat(kept_targets)

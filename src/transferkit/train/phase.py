@@ -32,6 +32,7 @@ from .optim import create_optimizer, warmup_cosine
 from .phase_cache import CachedPhase, cache_frozen_prefix
 from .rng import set_rng_state
 from .run_folder import RunRecord
+from .sharding import is_sharded, load_optimizer_state, shard_model, shardable_kernels
 from .strategies import Phase, apply_phase
 
 __all__ = [
@@ -167,10 +168,25 @@ def prepare_phase(
     if cached is None and not dist_ctx.enabled and trial is None:  # whole network's step; torchrun: DDP's own
         images = steps * config.batch_size * (phase.epochs - first_epoch)
         train_net = _compiled(model, path, record, device, images=images, log=log)
-    model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
+    if not is_sharded(model):  # sharded in an earlier phase: it keeps its memory format
+        model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
     mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
     log(f"phase {phase.name}: {trainable_text(model)}, augmentation {augment}{mixing}")
-    if dist_ctx.enabled:
+    if config.shard_params and not dist_ctx.enabled and cached is None:
+        log("shard_params: one process, nothing to shard with: the parameters stay whole (start with torchrun)")
+    if dist_ctx.enabled and cached is None and config.shard_params:
+        # Sharded in the first phase without a cache; later phases train all layers, never on a cache.
+        if path.precision == "fp16":
+            path = kernels.training = shardable_kernels(path, device)
+            log_fast(log, "training", path)
+        if not is_sharded(model):
+            units = shard_model(model, precision=path.precision, device=device, world_size=dist_ctx.world_size)
+            log(
+                f"parameters sharded across {dist_ctx.world_size} processes (FSDP) in {len(units)} units "
+                f"({_units_text(units)}) and the root, {path.precision}"
+            )
+        train_net = model
+    elif dist_ctx.enabled:
         # With a cache, what trains is the tail (``cached.net``), run within ``skipping``, where the frozen
         # prefix's modules are stubbed out. DDP decides from the buffers it found at construction that
         # it will broadcast some, then lists them again in each forward, inside that block: the
@@ -196,7 +212,10 @@ def prepare_phase(
     scaler = torch.amp.GradScaler(device.type) if fp16 else None
     if resumed is not None:
         try:
-            optimizer.load_state_dict(resumed["optimizer"])
+            if is_sharded(model):
+                load_optimizer_state(model, optimizer, resumed["optimizer"])
+            else:
+                optimizer.load_state_dict(resumed["optimizer"])
             scheduler.load_state_dict(resumed["scheduler"])
             if scaler is not None and resumed.get("scaler"):
                 scaler.load_state_dict(resumed["scaler"])
@@ -237,6 +256,10 @@ def prepare_phase(
         val_trial=val_trial,
         loss_fn=task_loss(record, device),
     )
+
+
+def _units_text(units: list[str]) -> str:
+    return ", ".join(units) if len(units) <= 4 else f"{', '.join(units[:3])}, ... {units[-1]}"
 
 
 def task_loss(record: RunRecord, device: torch.device) -> Callable | None:

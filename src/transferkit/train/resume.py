@@ -11,7 +11,7 @@ from .config import TrainConfig
 __all__ = ["RESUME_SAFE", "check_same_data", "resumed_config"]
 
 # Settings a resumed run may change: they do not change what the finished epochs computed.
-RESUME_SAFE = ("device", "epochs", "strict_data", "reprobe")
+RESUME_SAFE = ("device", "epochs", "strict_data", "reprobe", "shard_params")
 
 
 def resumed_config(state: dict, folder: str | Path, changes: dict | None = None) -> TrainConfig:

@@ -105,13 +105,17 @@ def checkpoint_state(
     scaler: torch.amp.GradScaler | None,
     phase_index: int,
     phase_epoch: int,
+    gathered: tuple[dict, dict] | None = None,
 ) -> dict:
+    """Everything ``last.pt`` and ``best.pt`` hold; ``gathered``: a sharded model's full (model, optimizer) state
+    (:func:`~transferkit.train.sharding.gather_state`) in place of this process's shards."""
     kernels = record.kernels
+    weights, optimizer_state = gathered or (model.state_dict(), optimizer.state_dict())
     return {
         "format": RUN_FORMAT,
         "config": record.config.to_dict(),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
+        "model": {k: v.detach().cpu() for k, v in weights.items()},
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": record.history[-1]["epoch"],

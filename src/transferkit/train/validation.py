@@ -13,6 +13,7 @@ import torch
 from ..tasks.metrics import multilabel_metrics, regression_metrics
 from .loop import evaluate, evaluate_outputs
 from .metrics import classification_metrics
+from .sharding import is_sharded
 
 __all__ = ["Validation", "validate"]
 
@@ -30,10 +31,12 @@ def validate(setup, record, *, device, dist_ctx, precision: str, trial) -> Valid
     """Validate ``setup.eval_net`` on ``setup.val_loader`` with the kernels ``precision`` (or ``trial``'s)."""
     data = record.data
     dist_ctx.share_buffers(setup.eval_net)  # every rank validates the model rank 0 saves
+    # A sharded model's forward gathers from every rank: each runs as many batches.
+    loader = dist_ctx.lockstep(setup.val_loader) if is_sharded(setup.eval_net) else setup.val_loader
     if data.task == "classification":
         metrics = evaluate(
             setup.eval_net,
-            setup.val_loader,
+            loader,
             num_classes=len(data.class_names),
             prep=setup.val_prep,
             device=device,
@@ -57,7 +60,7 @@ def validate(setup, record, *, device, dist_ctx, precision: str, trial) -> Valid
         )
     result = evaluate_outputs(
         setup.eval_net,
-        setup.val_loader,
+        loader,
         loss_fn=setup.loss_fn,
         prep=setup.val_prep,
         device=device,

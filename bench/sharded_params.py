@@ -5,9 +5,10 @@ ViT-B/16 and ViT-L/16 (timm, random weights) at 112 px, AdamW over every paramet
 
 * state: the bytes this process holds of parameters, gradients and AdamW's two moments after
   the steps, counted from the tensors (a sharded one's local shard);
-* peak: the largest resident memory (RSS, sampled every 5 ms) during the steps, less the
-  resident memory just before the model was built (the interpreter and imported libraries);
-* seconds per step, after the first.
+* peak: the most memory in use during the steps (glibc's ``mallinfo2``: bytes allocated and not
+  freed, sampled every 5 ms), less what was in use just before the model was built. Resident
+  memory (RSS) would not do: memory freed by the sharding stays resident in the allocator.
+* seconds per step: 2 more steps, timed without the sampling.
 
 The model is built whole in each process, as a run does, before it is wrapped or sharded.
 
@@ -16,7 +17,7 @@ The model is built whole in each process, as a run does, before it is wrapped or
 
 from __future__ import annotations
 
-import os
+import ctypes
 import socket
 import sys
 import tempfile
@@ -31,27 +32,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import command_line, machine, write_section  # noqa: E402
 
 MODELS = ("vit_base_patch16_224", "vit_large_patch16_224")
-SIZE, BATCH, STEPS = 112, 4, 3
-PAGE = os.sysconf("SC_PAGE_SIZE")
+SIZE, BATCH, STEPS, TIMED = 112, 4, 3, 2
 
 
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
 
 
-class PeakRss:
-    """The largest RSS seen while the block runs."""
+_LIBC = ctypes.CDLL("libc.so.6")
+_LIBC.mallinfo2.restype = _Mallinfo2
+
+
+def in_use() -> int:
+    """Bytes the C allocator has handed out and not had back: small blocks and mmapped large ones."""
+    info = _LIBC.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+class PeakInUse:
+    """The most memory in use seen while the block runs."""
 
     def __enter__(self):
-        self.peak, self.running = rss(), True
+        self.peak, self.running = in_use(), True
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
         return self
 
     def _sample(self):
         while self.running:
-            self.peak = max(self.peak, rss())
+            self.peak = max(self.peak, in_use())
             time.sleep(0.005)
 
     def __exit__(self, *exc):
@@ -78,7 +90,7 @@ def _rank(rank: int, port: int, name: str, way: str, out: str) -> None:
 
     torch.set_num_threads(1)  # as torchrun gives each of its processes
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    before = rss()
+    before = in_use()
     torch.manual_seed(0)
     model = timm.create_model(name, img_size=SIZE, num_classes=10)
     if way == "fsdp":
@@ -88,15 +100,21 @@ def _rank(rank: int, port: int, name: str, way: str, out: str) -> None:
         net = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = create_optimizer(model, "adamw", lr=1e-4)
     x, y = torch.randn(BATCH, 3, SIZE, SIZE), torch.randint(0, 10, (BATCH,))
-    times = []
-    with PeakRss() as peak:
+
+    def step():  # as transferkit's loop steps
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+
+    with PeakInUse() as peak:
         for _ in range(STEPS):
-            started = time.perf_counter()
-            F.cross_entropy(net(x), y).backward()
-            optimizer.step()
-            times.append(time.perf_counter() - started)
+            step()
     held = held_bytes(model, optimizer)
-    torch.save({"state": held, "peak": peak.peak - before, "step": sum(times[1:]) / (STEPS - 1)}, f"{out}/{rank}.pt")
+    started = time.perf_counter()
+    for _ in range(TIMED):
+        step()
+    seconds = (time.perf_counter() - started) / TIMED
+    torch.save({"state": held, "peak": peak.peak - before, "step": seconds}, f"{out}/{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -117,7 +135,9 @@ def main() -> None:
         "",
         f"Two gloo processes of one thread each, {SIZE} px, batches of {BATCH} per process, AdamW, {STEPS} steps; "
         "the larger of the two processes. State: parameters, gradients and AdamW moments held by a process. "
-        "Peak: its largest resident memory during the steps, above what it held before building the model.",
+        "Peak: the most memory in use (malloc) during the steps, above what was in use before building the model. "
+        "Seconds are gloo's collectives over loopback with one thread per process, two processes on two cores: "
+        "they say nothing of nccl between GPUs.",
         "",
         "| model | way | state per process | peak per process | against DDP | seconds per step |",
         "|---|---|---:|---:|---:|---:|",

@@ -2,9 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +9,6 @@ from tests.helpers import make_image_folder, tiny_config
 from transferkit.advice.sweep import interval, sweep
 from transferkit.errors import ConfigError
 from transferkit.train.config import read_config_file
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_interval_is_students_t():
@@ -24,7 +19,7 @@ def test_the_interval_is_students_t():
     assert interval([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7, 0.7))
 
 
-def test_a_sweep_writes_a_config_that_train_reads(tmp_path):
+def test_a_sweep_writes_a_config_that_train_reads(tmp_path, cli_json):
     make_image_folder(tmp_path / "data", per_class=20, size=20)
     config = tiny_config(tmp_path / "data", tmp_path / "sweep", strategy="freeze", epochs=3)
     result = sweep(config, trials=3, seeds=2, log=lambda m: None)
@@ -34,26 +29,8 @@ def test_a_sweep_writes_a_config_that_train_reads(tmp_path):
     assert means == sorted(means, reverse=True) and result["best"]["mean"] == means[0]
     best = json.loads((tmp_path / "sweep" / "best_config.json").read_text())
     assert best["lr"] == result["best"]["lr"] and best["strategy"] == "freeze" and "out" not in best
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "transferkit",
-            "train",
-            "--config",
-            str(tmp_path / "sweep" / "best_config.json"),
-            "--out",
-            str(tmp_path / "run"),
-            "--epochs",
-            "1",
-            "--trust-code",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    config_file, run = tmp_path / "sweep" / "best_config.json", tmp_path / "run"
+    cli_json("train", "--config", config_file, "--out", run, "--epochs", 1, "--trust-code")
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["lr"] == best["lr"] and stored["epochs"] == 1  # the typed option wins over the file
 

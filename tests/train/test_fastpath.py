@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tests.helpers import TinyNet
 from transferkit.model.factory import create_model
 from transferkit.train import fastpath
 from transferkit.train.fastpath import candidates, choose_fast_path, pick_kernels
@@ -16,7 +17,7 @@ def own_cache(tmp_path, monkeypatch):
 
 
 def test_probe_measures_and_leaves_the_model_unchanged():
-    model = create_model("resnet18", num_classes=4)
+    model = TinyNet(num_classes=4)  # really timed: a model that runs in milliseconds
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), batch_size=8, steps=1)
     measured = {f"{'channels-last' if cl else 'NCHW'} {p}" for cl, p in candidates(torch.device("cpu"))}
@@ -29,7 +30,7 @@ def test_probe_measures_and_leaves_the_model_unchanged():
 
 
 def test_user_choice_is_kept():
-    model = create_model("resnet18", num_classes=4)
+    model = TinyNet(num_classes=4)
     fast = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), channels_last=False, precision="fp32")
     assert (fast.channels_last, fast.precision, fast.reason) == (False, "fp32", "as asked")
     fast = choose_fast_path(model, (3, 32, 32), device=torch.device("cpu"), batch_size=8, steps=1, precision="fp32")
@@ -37,7 +38,7 @@ def test_user_choice_is_kept():
 
 
 def test_inference_probe_also_chooses_the_batch_size():
-    model = create_model("resnet18", num_classes=4)
+    model = TinyNet(num_classes=4)
     fast = choose_fast_path(
         model, (3, 32, 32), device=torch.device("cpu"), batch_size=4, max_batch_size=16, train=False
     )

@@ -40,19 +40,10 @@ def test_real_weights_pass_and_0_255_input_is_caught():
     assert finding["layer"] == "bn1" and finding["score"] > 50 * DRIFT_WARN
 
 
-def test_load_reports_the_verification_and_strict_fails_on_it(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def test_load_reports_the_verification_and_strict_fails_on_it(tmp_path, cli, cli_json):
     torch.save(TinyNet().state_dict(), tmp_path / "fresh.pt")
-    root = Path(__file__).resolve().parents[2]
-    command = [sys.executable, "-m", "transferkit", "load", "tests.helpers:TinyNet", str(tmp_path / "fresh.pt")]
-    done = subprocess.run([*command, "--json"], capture_output=True, text=True, cwd=root)
-    assert done.returncode == 0, done.stderr
-    import json
-
-    verification = json.loads(done.stdout)["verification"]
+    command = ["load", "tests.helpers:TinyNet", tmp_path / "fresh.pt"]
+    verification = cli_json(*command)["verification"]
     assert verification["status"] == "warn" and verification["findings"][0]["kind"] == "untrained_statistics"
-    strict = subprocess.run([*command, "--strict"], capture_output=True, text=True, cwd=root)
-    assert strict.returncode == 1 and "untrained_statistics" in strict.stdout
+    code, out, _ = cli(*command, "--strict")
+    assert code == 1 and "untrained_statistics" in out

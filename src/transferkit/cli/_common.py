@@ -116,7 +116,9 @@ ModelOpt = Annotated[
         help="For weights rather than a run: the MODEL to build (default: the one the file fits, or the record's).",
     ),
 ]
-DataOpt = Annotated[str, typer.Option("--data", metavar="DATA", help="Image folder, CSV or builtin:NAME.")]
+DataOpt = Annotated[
+    str, typer.Option("--data", metavar="DATA", help="Image folder, CSV, WebDataset shards (wds:...) or builtin:NAME.")
+]
 WeightsOpt = Annotated[
     str | None,
     typer.Option("--weights", metavar="WEIGHTS", help="Pretrained weights: a file, lite0, timm, hf-hub:..."),

@@ -45,6 +45,7 @@ COMMANDS = {
     "export": ("export", "export_command", "Export a run (ONNX, torch.export, safetensors, timm Hub folder), proven."),
     "push": ("push", "push_command", "Upload a run to the Hugging Face Hub as a folder timm loads."),
     "predict": ("predict", "predict_command", "Classify image files with a run or registry weights."),
+    "shard": ("shard", "shard_command", "Write DATA as WebDataset tar shards with an index, to train from."),
 }
 
 

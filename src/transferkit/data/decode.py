@@ -140,20 +140,28 @@ def decode(
     labels, names, skipped, usable = [], [], [], []
     n = 0
     started = time.perf_counter()
-    # threads pay off for files (decoding releases the GIL), not for the small arrays of built-in sets
-    workers = decode_workers() if any(item.path is not None for item in items) else 1
-    with ThreadPoolExecutor(workers) as pool:
-        loaded = pool.map if workers > 1 else map
-        for item, image in zip(items, loaded(lambda it: _load_or_reason(it, pre), items)):  # in order
-            if isinstance(image, ImageReadError):
-                skipped.append((item.name, str(image)))
-                continue
-            usable.append(item)
-            labels.append(item.label)
-            names.append(item.name)
-            if out is not None:  # streamed images are only checked now
-                out[n] = image
-                n += 1
+
+    def keep(item: Item, image: torch.Tensor | ImageReadError) -> None:
+        nonlocal n
+        if isinstance(image, ImageReadError):
+            skipped.append((item.name, str(image)))
+            return
+        usable.append(item)
+        labels.append(item.label)
+        names.append(item.name)
+        if out is not None:  # streamed images are only checked now
+            out[n] = image
+            n += 1
+
+    if items and all(item.shard is not None for item in items):
+        workers = _decode_shards_in_order(items, pre, keep)
+    else:
+        # threads pay off for files (decoding releases the GIL), not for the small arrays of built-in sets
+        workers = decode_workers() if any(item.path is not None for item in items) else 1
+        with ThreadPoolExecutor(workers) as pool:
+            loaded = pool.map if workers > 1 else map
+            for item, image in zip(items, loaded(lambda it: _load_or_reason(it, pre), items)):  # in order
+                keep(item, image)
     seconds = time.perf_counter() - started
     if out is None:
         return Decoded(LazyImages(usable, pre), _targets(labels), names, skipped, storage, seconds, workers)
@@ -161,6 +169,24 @@ def decode(
     if n < len(items) and storage == "in memory":
         images = images.clone()  # release the unused rows
     return Decoded(images, _targets(labels), names, skipped, storage, seconds, workers)
+
+
+def _decode_shards_in_order(items: list[Item], pre: Preprocessing, keep) -> int:
+    """Tar shard items decoded by DataLoader workers (:func:`transferkit.data.shards.decode_shards`), kept in
+    ``items``' order: the workers hand images back in the order they finish their shards."""
+    from .shards import decode_shards
+
+    done: dict[int, torch.Tensor | ImageReadError] = {}
+    following = 0
+
+    def put(index: int, image: torch.Tensor | str) -> None:
+        nonlocal following
+        done[index] = ImageReadError(image) if isinstance(image, str) else image
+        while following in done:  # hand on every image whose predecessors are in
+            keep(items[following], done.pop(following))
+            following += 1
+
+    return decode_shards(items, pre, decode_workers(), put)  # puts every item: its image, or why there is none
 
 
 def _targets(labels: list) -> torch.Tensor:

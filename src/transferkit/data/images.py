@@ -8,6 +8,7 @@ any JPEG that decoder refuses, goes through PIL, whose verdict is final.
 from __future__ import annotations
 
 import functools
+import io
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from ..errors import ImageReadError
 
-__all__ = ["ImageReadError", "read_image", "read_pixels"]
+__all__ = ["ImageReadError", "pixels_of_bytes", "read_image", "read_pixels"]
 
 # Modes that convert to 8-bit RGB or L without losing their meaning; 16-bit and float images
 # would be silently clipped.
@@ -37,23 +38,27 @@ def _checked(path: str | Path) -> Path:
 
 
 @contextmanager
-def _opened(path: Path):
-    """PIL's lazy open (the header only) with a decompression bomb refused, and PIL's errors as one ImageReadError."""
+def _opened(path: Path | str, source=None):
+    """PIL's lazy open (the header only) with a decompression bomb refused, and PIL's errors as one ImageReadError.
+
+    ``source`` is a file object to read instead of ``path``, which then only names the image in messages.
+    """
     try:
         with warnings.catch_warnings():
             # Above PIL's pixel limit: refuse rather than decode gigapixels.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if source is None else source) as img:
                 yield img
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(f"Image '{path}' refused as a decompression bomb: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"Cannot read image '{path}': {e}") from None
+        said = str(e) if source is None else str(e).replace(repr(source), f"'{path}'")  # the name, not the buffer
+        raise ImageReadError(f"Cannot read image '{path}': {said}") from None
 
 
-def _converted(img: Image.Image, path: Path, mode: str) -> Image.Image:
+def _converted(img: Image.Image, path: Path | str, mode: str) -> Image.Image:
     """An opened image decoded, upright and in ``mode``; a mode that does not convert to 8 bits is refused."""
     if img.mode not in _SUPPORTED_MODES:
         raise ImageReadError(f"Image '{path}' has unsupported mode {img.mode}; convert it to 8-bit RGB.")
@@ -97,11 +102,23 @@ def read_pixels(path: str | Path, *, mode: str = "RGB") -> torch.Tensor:
         read_pixels("cat.jpg").shape  # torch.Size([3, 375, 500])
     """
     path = _checked(path)
-    with _opened(path) as img:  # the header: size (bomb check), format and mode
+    return _pixels(path, None, path.read_bytes, mode)  # reading the bytes is faster than decoding from the path
+
+
+def pixels_of_bytes(data: bytes, name: str, *, mode: str = "RGB") -> torch.Tensor:
+    """The image file held in ``data`` (a member of a tar shard, named ``name`` in messages), as :func:`read_pixels`
+    reads a file: the same decoders, checks and errors."""
+    if not data:
+        raise ImageReadError(f"Image '{name}' is empty (0 bytes).")
+    return _pixels(name, io.BytesIO(data), lambda: data, mode)
+
+
+def _pixels(path: Path | str, source, raw, mode: str) -> torch.Tensor:
+    with _opened(path, source) as img:  # the header: size (bomb check), format and mode
         decode_jpeg = _jpeg_decoder() if img.format == "JPEG" and (img.mode, mode) in _SAME_AS_PIL else None
         if decode_jpeg is not None:
             try:
-                data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)  # faster than from the path
+                data = torch.frombuffer(bytearray(raw()), dtype=torch.uint8)
                 return decode_jpeg(data, mode="RGB" if mode == "RGB" else "GRAY")
             except RuntimeError:
                 pass  # PIL decides, and says why in its words

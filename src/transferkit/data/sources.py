@@ -63,6 +63,8 @@ class Item:
     label: int | tuple[int, ...] | float  # a class index; 0/1 per label (multi-label); a number (regression)
     path: Path | None = None
     array: np.ndarray | None = None  # (H, W) or (H, W, C) uint8
+    shard: Path | None = None  # a tar shard holding the image (data.shards), as the sample of
+    key: str | None = None  # this key
 
 
 @dataclass
@@ -85,17 +87,26 @@ class DataSource:
     def fingerprint(self) -> str:
         """Changes when any file's name, size or modification time, or any array, changes."""
         h = hashlib.sha256(printable(self.spec).encode())
+        shards = set()
         for item in self.train + (self.val or []):
             h.update(f"{item.name}|{item.label}".encode())
-            if item.path is not None:
-                try:
-                    st = item.path.stat()
-                    h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
-                except OSError:
-                    h.update(b"missing")
+            if item.shard is not None:
+                shards.add(item.shard)
+            elif item.path is not None:
+                h.update(_file_stamp(item.path))
             else:
                 h.update(item.array.tobytes())
+        for shard in sorted(shards):
+            h.update(_file_stamp(shard))
         return h.hexdigest()[:16]
+
+
+def _file_stamp(path: Path) -> bytes:
+    try:
+        st = path.stat()
+        return f"{st.st_size}|{st.st_mtime_ns}".encode()
+    except OSError:
+        return b"missing"
 
 
 def open_data(spec: str, labels: LabelSpec | None = None) -> DataSource:
@@ -109,7 +120,11 @@ def open_data(spec: str, labels: LabelSpec | None = None) -> DataSource:
         >>> len(src.class_names), len(src.train)
         (10, 1797)
     """
+    from .shards import is_shard_folder, open_shards
+
     labels = labels or LabelSpec()
+    if spec.startswith("wds:") or is_shard_folder(Path(spec)):
+        return _checked(open_shards(spec, labels.task))
     if labels.task != "classification" and not spec.lower().endswith(".csv"):
         raise DataError(
             f"Data for task {labels.task} comes from a CSV (path and its labels per row); '{spec}' is not a .csv."

@@ -57,7 +57,7 @@ class TrainConfig:
     """
 
     model: str = _setting(help="timm name (resnet34), torchvision:NAME, path/to/model.py:factory or module:factory.")
-    data: str = _setting(help="Image folder, CSV of path,label, or builtin:NAME.")
+    data: str = _setting(help="Image folder, CSV of path,label, WebDataset shards (wds:PATH), or builtin:NAME.")
     out: str = _setting(help="Run folder: checkpoints, metrics.csv, report.json, TensorBoard logs.")
     weights: str | None = _setting(
         None, "Pretrained weights: a file, lite0, timm, timm:TAG, hf-hub:ORG/REPO, torchvision:ENUM or a URL."

@@ -1,0 +1,315 @@
+"""WebDataset tar shards: DATA read from them (``wds:``) and written from any DATA (``transferkit shard``).
+
+A shard set written here is a folder with a subfolder of tar shards per split (``train/000000.tar``,
+... ``val/``, ``test/``) and ``index.json`` beside them: the task, the class names, and each split's
+shards with their image counts. A sample is an image file's bytes as they were (member
+``KEY.jpg``, ``KEY.png``, ...; built-in arrays as PNG) and its label: ``KEY.cls``, the class
+index, as in the WebDataset convention; ``KEY.json`` for several labels (0/1 per label) or a number;
+``KEY.name``, the image's name in the DATA it came from, which runs then show.
+
+Shards from elsewhere are read too, as ``wds:PATH/{000000..000099}.tar`` (brace expansion) or a
+folder of ``.tar`` files: one class per ``cls`` value, all of it training data.
+
+Reading goes through the webdataset library. The shards are listed once (keys and labels, no
+image decoded), then decoded once at the preprocessing's size like any DATA
+(:func:`transferkit.data.decode.decode`): in DataLoader worker processes, the shards split among
+them (``split_by_worker``). Members are taken as bytes and decoded by transferkit's own image
+reader: nothing in a shard is unpickled or run, and shard names in an index are local files
+inside its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._text import printable
+from ..errors import DataError, ImageReadError
+from .sources import DataSource, Item
+
+__all__ = ["SHARD_FORMAT", "decode_shards", "is_shard_folder", "open_shards", "parse_size", "write_shards"]
+
+SHARD_FORMAT = "transferkit-shards/1"
+INDEX = "index.json"
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``1GB``, ``500MB``, ``2GiB`` or a plain number (decimal units; ``i`` for binary ones)."""
+    found = _SIZE.match(str(text))
+    if not found or float(found.group(1)) <= 0:
+        raise DataError(f"Shard size '{text}' is not a size such as 1GB, 500MB or 2GiB.", argument="shard_size")
+    power = " KMGT".index(found.group(2).upper() or " ")
+    return int(float(found.group(1)) * (1024 if found.group(3) else 1000) ** power)
+
+
+def is_shard_folder(path: Path) -> bool:
+    return (path / INDEX).is_file()
+
+
+def _expand(pattern: str) -> list[Path]:
+    _webdataset()
+    import braceexpand  # webdataset's own dependency
+
+    paths = [Path(p) for p in braceexpand.braceexpand(pattern)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"Shard '{printable(missing[0])}' of '{printable(pattern)}' does not exist"
+            + (f" ({len(missing)} of {len(paths)} are missing)" if len(missing) > 1 else "")
+            + "."
+        )
+    return paths
+
+
+def open_shards(spec: str, task: str = "classification") -> DataSource:
+    """List the samples of the shards ``spec`` names (``wds:FOLDER``, ``wds:PATTERN`` or a shard folder): keys and
+    labels, without decoding an image. A shard that cannot be read to its end is listed as skipped, with the
+    samples read before the damage kept."""
+    target = spec[4:] if spec.startswith("wds:") else spec
+    folder = Path(target)
+    if folder.is_dir() and is_shard_folder(folder):
+        index = _read_index(folder)
+        if index["task"] != task:
+            raise DataError(
+                f"Shards '{printable(folder)}' hold {index['task']} labels; give --task {index['task']}.",
+                argument="task",
+            )
+        names, splits = index["class_names"], {}
+        # what was unusable when the shards were written, then what is unreadable now
+        skipped = [(printable(s["name"]), printable(s["reason"])) for s in index.get("skipped", [])]
+        for split, entry in index["splits"].items():
+            splits[split] = _listed([folder / s["file"] for s in entry["shards"]], index["task"], skipped)
+        source = DataSource(spec, names, splits["train"], splits.get("val"), skipped, splits.get("test"))
+        source.folders = {split: split for split in splits}
+        return source
+    if task != "classification":
+        raise DataError(
+            f"Shards without {INDEX} hold classes ('cls'); task {task} needs shards written by transferkit shard."
+        )
+    if folder.is_dir():
+        paths = sorted(folder.glob("*.tar"))
+        if not paths:
+            raise DataError(f"Folder '{printable(folder)}' holds no .tar shards and no {INDEX}.")
+    else:
+        paths = _expand(target)
+    skipped = []
+    items = _listed(paths, "classification", skipped)
+    classes = sorted({item.label for item in items})
+    position = {c: i for i, c in enumerate(classes)}
+    for item in items:
+        item.label = position[item.label]
+    return DataSource(spec, [str(c) for c in classes], items, skipped=skipped)
+
+
+def _read_index(folder: Path) -> dict:
+    try:
+        index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"'{printable(folder / INDEX)}' cannot be read as JSON ({e}).") from None
+    if not isinstance(index, dict) or index.get("format") != SHARD_FORMAT or "train" not in index.get("splits", {}):
+        raise DataError(f"'{printable(folder / INDEX)}' is not a {SHARD_FORMAT} index with a train split.")
+    root = folder.resolve()
+    for entry in index["splits"].values():
+        for shard in entry["shards"]:
+            path = (folder / str(shard["file"])).resolve()
+            if root not in path.parents or path.suffix != ".tar":
+                raise DataError(
+                    f"'{printable(folder / INDEX)}' names a shard outside its folder or not a .tar: "
+                    f"'{printable(shard['file'])}'. Shards are read only from inside the folder."
+                )
+            if not path.is_file():
+                raise DataError(f"Shard '{printable(path)}' named in '{printable(folder / INDEX)}' does not exist.")
+    return index
+
+
+def _webdataset():
+    try:
+        import webdataset
+    except ImportError:
+        raise DataError("WebDataset shards need the shards extra: pip install 'transferkit[shards]'.") from None
+    return webdataset
+
+
+def _samples(paths: list[Path], **options):
+    """The samples of ``paths`` in order, as dicts of raw bytes (nothing decoded), through webdataset."""
+    return _webdataset().WebDataset(
+        [str(p) for p in paths], shardshuffle=False, nodesplitter=None, empty_check=False, **options
+    )
+
+
+def _listed(paths: list[Path], task: str, skipped: list[tuple[str, str]]) -> list[Item]:
+    items = []
+    for path in paths:
+        seen = 0
+        try:
+            for sample in _samples([path], workersplitter=None):
+                seen += 1
+                name = f"{printable(path.name)}/{printable(sample['__key__'])}"
+                if "name" in sample:
+                    name = printable(sample["name"].decode("utf-8", "replace"))
+                label = _label(sample, task)
+                if label is None:
+                    skipped.append((name, "no label: the sample has no 'cls' (or 'json') member"))
+                elif not any(k in sample for k in IMAGE_KEYS):
+                    skipped.append((name, f"no image member ({', '.join(IMAGE_KEYS[:3])}, ...)"))
+                else:
+                    items.append(Item(name, label, shard=path, key=sample["__key__"]))
+        except Exception as e:  # a truncated or damaged tar: what came before it is kept
+            skipped.append((printable(path), f"shard unreadable after {seen} samples: {e}"))
+    if not items:
+        raise DataError(f"The shards ({printable(paths[0])}, ...) hold no usable labelled images.")
+    return items
+
+
+def _label(sample: dict, task: str):
+    try:
+        if task == "classification":
+            return int(sample["cls"].decode().strip()) if "cls" in sample else None
+        if "json" not in sample:
+            return None
+        value = json.loads(sample["json"])
+        return tuple(int(v) for v in value) if task == "multi-label" else float(value)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def _decoded_sample(sample: dict, *, wanted: set, pre, mode: str):
+    """(shard, key, image or reason) for a wanted sample, None for the others; run in a loader worker."""
+    from .images import pixels_of_bytes
+    from .preprocess import to_uint8_tensor
+
+    place = (sample["__url__"], sample["__key__"])
+    if place not in wanted:
+        return None
+    member = next(k for k in IMAGE_KEYS if k in sample)
+    try:
+        return (*place, to_uint8_tensor(pixels_of_bytes(sample[member], f"{place[1]}.{member}", mode=mode), pre))
+    except ImageReadError as e:
+        return (*place, str(e))
+
+
+def decode_shards(items: list[Item], pre, workers: int, put: Callable[[int, torch.Tensor | str], None]) -> int:
+    """Decode the shard ``items`` at the preprocessing's size: ``put(i, image)`` for items[i], or ``put(i, reason)``.
+
+    Their shards are read once, by up to ``workers`` DataLoader worker processes, each decoding the
+    shards webdataset gives it. Returns the workers used.
+    """
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+
+    positions = {(str(item.shard), item.key): i for i, item in enumerate(items)}
+    paths = list(dict.fromkeys(item.shard for item in items))
+    mode = "RGB" if pre.input_size[0] == 3 else "L"
+    workers = max(0, min(workers, len(paths)))
+    stream = _samples(paths, handler=_stop_shard).map(
+        partial(_decoded_sample, wanted=set(positions), pre=pre, mode=mode)
+    )
+    found = set()
+    for result in DataLoader(stream, batch_size=None, num_workers=workers):
+        if result is None:
+            continue
+        url, key, image = result
+        found.add((url, key))
+        put(positions[(url, key)], image)
+    for place in set(positions) - found:
+        put(positions[place], "not found in its shard on reading again (the shard changed)")
+    return max(workers, 1)
+
+
+def _stop_shard(error: Exception) -> bool:
+    """webdataset's error handler while decoding: a damaged shard was listed as such; go on with the next."""
+    return True
+
+
+def write_shards(source: DataSource, out: Path, *, shard_size: int, log: Callable[[str], None] = print) -> dict:
+    """Write ``source`` as tar shards of at most ``shard_size`` bytes per split, with ``index.json``; returns it.
+
+    Image files go in as they are, after a check that they decode; unusable ones are skipped and
+    listed in the index. The folder appears whole or not at all (written beside it, then renamed).
+    """
+    from .images import pixels_of_bytes
+
+    wds = _webdataset()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"'{printable(out)}' already exists and is not empty; give a new folder.", argument="out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    splits = {"train": source.train, "val": source.val, "test": source.test}
+    index = {
+        "format": SHARD_FORMAT,
+        "source": printable(source.spec),
+        "task": source.task,
+        "class_names": source.class_names,
+        "splits": {},
+        "skipped": [{"name": n, "reason": r} for n, r in source.skipped],
+    }
+    try:
+        for split, items in splits.items():
+            if not items:
+                continue
+            (partial_dir / split).mkdir()
+            counts: dict[str, int] = {}
+            with wds.ShardWriter(str(partial_dir / split / "%06d.tar"), maxsize=shard_size, verbose=0) as sink:
+                for number, item in enumerate(items):
+                    try:
+                        member, data = _file_bytes(item)
+                        pixels_of_bytes(data, item.name)
+                    except ImageReadError as e:
+                        index["skipped"].append({"name": item.name, "reason": str(e)})
+                        continue
+                    name = item.name.encode("utf-8", "backslashreplace")
+                    sample = {"__key__": f"{number:09d}", member: data, "name": name}
+                    sample.update(_label_member(item.label, source.task))
+                    sink.write(sample)
+                    counts[Path(sink.fname).name] = counts.get(Path(sink.fname).name, 0) + 1
+            shards = [{"file": f"{split}/{name}", "images": n} for name, n in sorted(counts.items())]
+            index["splits"][split] = {"shards": shards, "images": sum(counts.values())}
+            log(f"{split}: {sum(counts.values())} images in {len(shards)} shards")
+        if "train" not in index["splits"]:
+            raise DataError(f"'{printable(source.spec)}' has no usable training image to write.")
+        (partial_dir / INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        os.replace(partial_dir, out)  # over an empty folder too
+    except BaseException:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise
+    return index
+
+
+def _file_bytes(item: Item) -> tuple[str, bytes]:
+    """The image member's extension (from the file's format) and bytes: a file's own, a built-in array's as PNG."""
+    import io
+
+    from PIL import Image
+
+    if item.path is None:
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(item.array)).save(buffer, format="PNG")
+        return "png", buffer.getvalue()
+    try:
+        data = item.path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"Image '{item.name}' cannot be read: {e.strerror}.") from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            kind = (img.format or "").lower()
+    except Exception:  # the decoding check that follows says why, in the reader's words
+        kind = ""
+    member = {"jpeg": "jpg", "mpo": "jpg", "tif": "tiff"}.get(kind, kind)
+    return (member if member in IMAGE_KEYS else "png"), data
+
+
+def _label_member(label, task: str) -> dict:
+    if task == "classification":
+        return {"cls": str(int(label)).encode()}
+    return {"json": json.dumps(list(label) if task == "multi-label" else float(label)).encode()}

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,6 +79,7 @@ def _foreign_shard(path, classes):
             buffer = io.BytesIO()
             Image.new("RGB", (12, 12), (40 * cls, 90, 30)).save(buffer, format="JPEG")
             sink.write({"__key__": f"s{i:04d}", "jpg": buffer.getvalue(), "cls": str(cls).encode()})
+        sink.write({"__key__": "garbled", "jpg": b"\xff\xd8 not a JPEG", "cls": b"3"})  # listed, unreadable
 
 
 def test_foreign_shards_by_pattern_and_a_truncated_one_keeps_what_came_before(tmp_path):
@@ -87,10 +89,31 @@ def test_foreign_shards_by_pattern_and_a_truncated_one_keeps_what_came_before(tm
     (tmp_path / "part-001.tar").write_bytes(whole[: len(whole) // 2 + 100])  # torn in its third sample
     source = open_data(f"wds:{tmp_path}/part-{{000..001}}.tar")
     assert source.class_names == ["3", "7"]  # the cls values, in order, become classes 0 and 1
-    assert [i.label for i in source.train[:4]] == [0, 1, 0, 1] and 4 < len(source.train) < 10
-    (damaged,) = [reason for name, reason in source.skipped if "part-001.tar" in name]
-    assert "shard unreadable after" in damaged
-    assert len(decode(source.train, PRE).labels) == len(source.train)  # the torn shard's first samples decode
+    assert [i.label for i in source.train[:4]] == [0, 1, 0, 1] and 5 < len(source.train) < 11
+    (torn,) = [reason for name, reason in source.skipped if "part-001.tar" in name]  # its last sample lost its image
+    assert "no image member" in torn
+    decoded = decode(source.train, PRE)  # the torn shard's first samples decode; the garbled image is listed
+    assert len(decoded.labels) == len(source.train) - 1 and decoded.names[:4] == [i.name for i in source.train[:4]]
+    assert [name for name, _ in decoded.skipped] == ["part-000.tar/garbled"]
+
+
+def test_a_truncated_shard_of_an_index_is_listed_with_what_it_lost(tmp_path):
+    import tarfile
+
+    make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=8)
+    write_shards(open_data(str(tmp_path / "data")), tmp_path / "shards", shard_size=2000, log=lambda m: None)
+    shards = sorted((tmp_path / "shards" / "train").glob("*.tar"))
+    for shard, torn in ((shards[0], False), (shards[1], True)):
+        with tarfile.open(shard) as tar:
+            members = tar.getmembers()
+        second = next(m for m in members if m.name.split(".")[0] != members[0].name.split(".")[0])
+        # where the second sample begins (the tar just ends early), or inside the first member's bytes
+        shard.write_bytes(shard.read_bytes()[: members[0].offset_data + 10 if torn else second.offset])
+    source = open_data(str(tmp_path / "shards"))
+    why = {Path(name).name: reason for name, reason in source.skipped}
+    assert why["000000.tar"] == "shard holds 1 of the 2 images its index lists"
+    assert why["000001.tar"].startswith("shard unreadable after 0 samples")
+    assert len(source.train) == 13 and len(decode(source.train, PRE).labels) == 13
 
 
 def test_bad_shard_input_is_one_line(tmp_path, cli):
@@ -124,3 +147,27 @@ def test_sizes_read_as_people_write_them():
     assert parse_size("4096") == 4096 and parse_size("1.5kb") == 1500
     with pytest.raises(DataError):
         parse_size("0MB")
+
+
+class _Runs:
+    """Unpickling it calls ``fn(*args)``: the stand-in for any code a pickle can run."""
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def test_members_that_would_run_code_stay_bytes(tmp_path):
+    import os
+    import pickle
+
+    victim = tmp_path / "VICTIM"
+    _foreign_shard(tmp_path / "shard.tar", [0, 1])
+    with wds.TarWriter(str(tmp_path / "more.tar")) as sink:  # webdataset's decoders would unpickle .pyd members
+        payload = pickle.dumps(_Runs(os.system, (f"touch {victim}",)))
+        sink.write({"__key__": "evil", "jpg": (tmp_path / "shard.tar").read_bytes()[:0], "cls": b"1", "pyd": payload})
+    source = open_data(f"wds:{tmp_path}/{{shard,more}}.tar")
+    decode(source.train, PRE)
+    assert not victim.exists()

@@ -88,7 +88,8 @@ def open_shards(spec: str, task: str = "classification") -> DataSource:
         # what was unusable when the shards were written, then what is unreadable now
         skipped = [(printable(s["name"]), printable(s["reason"])) for s in index.get("skipped", [])]
         for split, entry in index["splits"].items():
-            splits[split] = _listed([folder / s["file"] for s in entry["shards"]], index["task"], skipped)
+            counts = {folder / s["file"]: s["images"] for s in entry["shards"]}
+            splits[split] = _listed(list(counts), index["task"], skipped, counts)
         source = DataSource(spec, names, splits["train"], splits.get("val"), skipped, splits.get("test"))
         source.folders = {split: split for split in splits}
         return source
@@ -147,7 +148,11 @@ def _samples(paths: list[Path], **options):
     )
 
 
-def _listed(paths: list[Path], task: str, skipped: list[tuple[str, str]]) -> list[Item]:
+def _listed(
+    paths: list[Path], task: str, skipped: list[tuple[str, str]], counts: dict[Path, int] | None = None
+) -> list[Item]:
+    """The labelled samples of ``paths``; the unusable ones, and shards that hold fewer samples than ``counts`` (the
+    index's) or cannot be read to their end, are added to ``skipped``."""
     items = []
     for path in paths:
         seen = 0
@@ -164,8 +169,11 @@ def _listed(paths: list[Path], task: str, skipped: list[tuple[str, str]]) -> lis
                     skipped.append((name, f"no image member ({', '.join(IMAGE_KEYS[:3])}, ...)"))
                 else:
                     items.append(Item(name, label, shard=path, key=sample["__key__"]))
-        except Exception as e:  # a truncated or damaged tar: what came before it is kept
+        except Exception as e:  # a damaged tar: what came before it is kept
             skipped.append((printable(path), f"shard unreadable after {seen} samples: {e}"))
+            continue
+        if counts is not None and seen < counts[path]:  # a truncated tar ends early, without an error
+            skipped.append((printable(path), f"shard holds {seen} of the {counts[path]} images its index lists"))
     if not items:
         raise DataError(f"The shards ({printable(paths[0])}, ...) hold no usable labelled images.")
     return items
@@ -212,19 +220,38 @@ def decode_shards(items: list[Item], pre, workers: int, put: Callable[[int, torc
     paths = list(dict.fromkeys(item.shard for item in items))
     mode = "RGB" if pre.input_size[0] == 3 else "L"
     workers = max(0, min(workers, len(paths)))
-    stream = _samples(paths, handler=_stop_shard).map(
-        partial(_decoded_sample, wanted=set(positions), pre=pre, mode=mode)
+    stream = (
+        _samples(paths, handler=_stop_shard)
+        .map(partial(_decoded_sample, wanted=set(positions), pre=pre, mode=mode))
+        .select(lambda result: result is not None)
+        .batched(_HANDED_ON, collation_fn=_handed_on, partial=True)
     )
     found = set()
-    for result in DataLoader(stream, batch_size=None, num_workers=workers):
-        if result is None:
-            continue
-        url, key, image = result
-        found.add((url, key))
-        put(positions[(url, key)], image)
+    for places, images, reasons in DataLoader(stream, batch_size=None, num_workers=workers):
+        for pair, image in zip(places, images if len(images) else [None] * len(places)):
+            place = tuple(pair)  # the loader hands pairs on as lists
+            found.add(place)
+            put(positions[place], reasons.get(place, image))
     for place in set(positions) - found:
         put(positions[place], "not found in its shard on reading again (the shard changed)")
     return max(workers, 1)
+
+
+_HANDED_ON = 64  # images a worker hands back at once: one transfer between processes per batch, not per image
+
+
+def _handed_on(results: list) -> tuple[list, torch.Tensor, dict]:
+    """A worker's decoded samples as (places, their images stacked, the reasons of those that failed).
+
+    A failed sample's row holds zeros; ``reasons`` names it.
+    """
+    places = [(url, key) for url, key, _ in results]
+    reasons = {(url, key): image for url, key, image in results if isinstance(image, str)}
+    shape = next((image.shape for *_, image in results if not isinstance(image, str)), None)
+    if shape is None:
+        return places, torch.empty(0), reasons
+    blank = torch.zeros(shape, dtype=torch.uint8)
+    return places, torch.stack([blank if isinstance(image, str) else image for *_, image in results]), reasons
 
 
 def _stop_shard(error: Exception) -> bool:

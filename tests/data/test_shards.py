@@ -15,7 +15,7 @@ from transferkit.data.decode import decode
 from transferkit.data.preprocess import Preprocessing
 from transferkit.data.shards import parse_size, write_shards
 from transferkit.data.sources import open_data
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 from transferkit.tasks.targets import LabelSpec
 from transferkit.train.engine import fit
 
@@ -171,3 +171,30 @@ def test_members_that_would_run_code_stay_bytes(tmp_path):
     source = open_data(f"wds:{tmp_path}/{{shard,more}}.tar")
     decode(source.train, PRE)
     assert not victim.exists()
+
+
+def test_streamed_training_runs_every_epoch_from_the_shards_and_repeats_itself(tmp_path):
+    folder = make_image_folder(tmp_path / "data", classes=("a", "b", "c"), per_class=12)
+    write_shards(open_data(str(folder)), tmp_path / "shards", shard_size=parse_size("3KB"), log=lambda m: None)
+    runs = {}
+    for name in ("first", "again"):
+        logged = []
+        config = tiny_config(f"wds:{tmp_path / 'shards'}", tmp_path / name, strategy="lp-ft", stream=True, epochs=3)
+        result = fit(config, log=logged.append)
+        with open(tmp_path / name / "metrics.csv", newline="") as f:
+            runs[name] = [{k: v for k, v in row.items() if "seconds" not in k} for row in csv.DictReader(f)]
+    assert runs["first"] == runs["again"]  # the same shards drawn, in the same order: the seed decides
+    text = "\n".join(logged)
+    assert "train images streamed from" in text and "no cache of the frozen layers" in text
+    assert len(runs["first"]) == 3 and result["best_val_acc"] > 0.5
+
+
+def test_stream_needs_shards_and_what_it_cannot_keep_is_refused(tmp_path):
+    folder = make_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4)
+    with pytest.raises(DataError, match="stream reads WebDataset shards"):
+        fit(tiny_config(folder, tmp_path / "run", stream=True), log=lambda m: None)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="strategy needs the decoded training images"):
+        tiny_config(folder, tmp_path / "run", stream=True, strategy="auto")
+    with pytest.raises(ConfigError, match="balance needs the decoded"):
+        tiny_config(folder, tmp_path / "run", stream=True, balance="sampler")

@@ -18,6 +18,8 @@ from torch.utils.data import TensorDataset
 
 from tests.helpers import TinyNet, make_image_folder, tiny_config, tiny_vit
 from transferkit.data.augment import augmentation
+from transferkit.data.shards import write_shards
+from transferkit.data.sources import open_data
 from transferkit.errors import ConfigError
 from transferkit.inference.runs import load_trained
 from transferkit.model.freeze import freeze
@@ -77,6 +79,8 @@ def ragged_validation(ctx: DistContext) -> dict:
 
 
 def _rank(rank: int, port: int, root):
+    # Loader workers start as under torchrun on Linux (forked), not as spawn's children would (a fresh interpreter each)
+    mp.set_start_method("fork", force=True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK="0")
     dist.init_process_group("gloo", timeout=timedelta(seconds=120))  # a rank left waiting fails the test
     ctx, logged = DistContext(rank, 2, 0), []
@@ -93,6 +97,8 @@ def _rank(rank: int, port: int, root):
         # Stopped after its first epoch unsharded, and resumed sharded: shard_params may change on resuming.
         fit(settings(root / "data", root / "resumed", "full"), stop_after=1, log=logged.append)
         fit(resume=root / "resumed", changes={"shard_params": True}, trust_code=True, log=logged.append)
+        # Streamed shards: each rank draws its own, and every rank runs as many steps.
+        fit(tiny_config(f"wds:{root / 'shards'}", root / "streamed", stream=True, epochs=2), log=logged.append)
         if rank == 0:
             torch.save({"ragged": ragged, "log": logged}, root / "params.pt")
     finally:
@@ -105,6 +111,7 @@ def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("pair")
     make_image_folder(root / "cache-data", classes=("a", "b", "c"), per_class=13)
     make_image_folder(root / "data", classes=("a", "b", "c"), per_class=14)
+    write_shards(open_data(str(root / "data")), root / "shards", shard_size=4000, log=lambda m: None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -178,3 +185,10 @@ def test_one_process_says_it_has_nothing_to_shard_with(tmp_path):
 def test_fp16_is_refused_with_sharded_parameters(tmp_path):
     with pytest.raises(ConfigError, match="fp16 with shard_params"):
         settings(tmp_path, tmp_path / "run", "full", shard_params=True, precision="fp16")
+
+
+@pytest.mark.slow
+def test_two_processes_stream_shards_in_steps_of_the_same_count(pair):
+    logged = torch.load(pair / "params.pt")["log"]
+    assert any("train images streamed from" in line for line in logged)
+    assert [row["epoch"] for row in _rows(pair / "streamed")] == ["1", "2"]

@@ -28,7 +28,16 @@ from .images import read_pixels
 from .preprocess import Preprocessing, to_uint8_tensor
 from .sources import Item
 
-__all__ = ["Decoded", "ImageDataset", "LazyImages", "decode", "decode_workers", "load_item", "loader_workers"]
+__all__ = [
+    "Decoded",
+    "ImageDataset",
+    "LazyImages",
+    "decode",
+    "decode_workers",
+    "load_item",
+    "loader_workers",
+    "streamed",
+]
 
 
 class LazyImages:
@@ -55,8 +64,10 @@ class LazyImages:
 
 def loader_workers(dataset) -> int:
     """DataLoader workers for ``dataset``: streamed images are decoded by up to 4 processes, others by none."""
+    from .shards import StreamedShards
+
     decoded = getattr(getattr(dataset, "dataset", dataset), "decoded", None)  # through a Subset too
-    if decoded is None or not isinstance(decoded.images, LazyImages):
+    if decoded is None or not isinstance(decoded.images, LazyImages | StreamedShards):
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
@@ -114,6 +125,18 @@ class Decoded:
     @property
     def nbytes(self) -> int:
         return self.images.numel()
+
+
+def streamed(items: list[Item], pre: Preprocessing) -> Decoded:
+    """Shard items kept as shards, to be streamed each epoch (:class:`~transferkit.data.shards.StreamedShards`)."""
+    from .shards import StreamedShards
+
+    return Decoded(
+        StreamedShards(items, pre),
+        _targets([item.label for item in items]),
+        [item.name for item in items],
+        storage=f"streamed from {len(set(item.shard for item in items))} shards each epoch",
+    )
 
 
 def decode(

@@ -35,7 +35,16 @@ from .._text import printable
 from ..errors import DataError, ImageReadError
 from .sources import DataSource, Item
 
-__all__ = ["SHARD_FORMAT", "decode_shards", "is_shard_folder", "open_shards", "parse_size", "write_shards"]
+__all__ = [
+    "SHARD_FORMAT",
+    "StreamedShards",
+    "decode_shards",
+    "epoch_loader",
+    "is_shard_folder",
+    "open_shards",
+    "parse_size",
+    "write_shards",
+]
 
 SHARD_FORMAT = "transferkit-shards/1"
 INDEX = "index.json"
@@ -223,7 +232,7 @@ def decode_shards(items: list[Item], pre, workers: int, put: Callable[[int, torc
     stream = (
         _samples(paths, handler=_stop_shard)
         .map(partial(_decoded_sample, wanted=set(positions), pre=pre, mode=mode))
-        .select(lambda result: result is not None)
+        .select(_is_some)
         .batched(_HANDED_ON, collation_fn=_handed_on, partial=True)
     )
     found = set()
@@ -235,6 +244,10 @@ def decode_shards(items: list[Item], pre, workers: int, put: Callable[[int, torc
     for place in set(positions) - found:
         put(positions[place], "not found in its shard on reading again (the shard changed)")
     return max(workers, 1)
+
+
+def _is_some(value) -> bool:  # a function, not a lambda: loader workers may be started by pickling the pipeline
+    return value is not None
 
 
 _HANDED_ON = 64  # images a worker hands back at once: one transfer between processes per batch, not per image
@@ -257,6 +270,74 @@ def _handed_on(results: list) -> tuple[list, torch.Tensor, dict]:
 def _stop_shard(error: Exception) -> bool:
     """webdataset's error handler while decoding: a damaged shard was listed as such; go on with the next."""
     return True
+
+
+class StreamedShards:
+    """The training images of shard items, read anew each epoch instead of decoded once (``stream``).
+
+    It stands where a run keeps its decoded images (:class:`~transferkit.data.decode.Decoded`'s
+    ``images``): its length is the listing's; :func:`epoch_loader` streams the images.
+    """
+
+    def __init__(self, items: list[Item], pre):
+        self.pre = pre
+        self.paths = list(dict.fromkeys(item.shard for item in items))
+        self.labels = {(str(item.shard), item.key): item.label for item in items}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def numel(self) -> int:
+        return 0  # nothing is held
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.pre.input_size)
+
+
+SHUFFLE_BUFFER = 1000  # images each loader worker shuffles among
+
+
+def epoch_loader(images: StreamedShards, transform, *, batches: int, batch_size: int, seed: int, workers: int):
+    """One epoch of ``batches`` batches of (uint8 images, labels), streamed from the shards.
+
+    Each process of a torchrun job and each of its loader workers draws shards with replacement
+    (webdataset's ``ResampledShards``) from its own seed, derived from ``seed``, its rank and its worker
+    number: every process runs the same number of steps whatever the shard sizes, and an epoch is
+    reproducible. Each worker shuffles its images in a buffer of ``SHUFFLE_BUFFER``. An image that
+    cannot be decoded is left out as it comes.
+    """
+    from functools import partial
+
+    wds = _webdataset()
+    mode = "RGB" if images.pre.input_size[0] == 3 else "L"
+    pipeline = wds.DataPipeline(
+        wds.ResampledShards([str(p) for p in images.paths], seed=seed, deterministic=True),
+        wds.tarfile_to_samples(handler=_stop_shard),
+        wds.map(partial(_training_sample, labels=images.labels, pre=images.pre, mode=mode, transform=transform)),
+        wds.select(_is_some),
+        wds.shuffle(SHUFFLE_BUFFER, seed=seed),
+        wds.batched(batch_size, partial=False),
+    )
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=workers).with_epoch(batches)
+
+
+def _training_sample(sample: dict, *, labels: dict, pre, mode: str, transform):
+    """(image, label) of a training sample, augmented; None for one outside training or that cannot be read."""
+    from .images import pixels_of_bytes
+    from .preprocess import to_uint8_tensor
+
+    place = (sample["__url__"], sample["__key__"])
+    if place not in labels:
+        return None
+    member = next((k for k in IMAGE_KEYS if k in sample), None)
+    try:
+        image = to_uint8_tensor(pixels_of_bytes(sample[member], place[1], mode=mode), pre)
+    except (ImageReadError, KeyError):
+        return None
+    label = labels[place]
+    target = torch.tensor(label, dtype=torch.long if isinstance(label, int) else torch.float32)
+    return (transform(image) if transform is not None else image), target
 
 
 def write_shards(source: DataSource, out: Path, *, shard_size: int, log: Callable[[str], None] = print) -> dict:

@@ -35,8 +35,9 @@ def choose_balance(record: RunRecord, state: dict | None, log, *, distributed: b
     ratio = imbalance(list(record.data.class_counts["train"].values()))
     imbalanced = ratio > IMBALANCED
     mixing = config.mixup > 0 or config.cutmix > 0
-    # torchrun shards with its own sampler; mixed targets exclude the weighted loss.
-    chosen = ("sampler" if not distributed else "none" if mixing else "weighted") if imbalanced else "none"
+    # torchrun shards with its own sampler, webdataset draws streamed shards; mixed targets exclude the weighted loss.
+    drawn_elsewhere = distributed or config.stream
+    chosen = ("sampler" if not drawn_elsewhere else "none" if mixing else "weighted") if imbalanced else "none"
     record.balance = config.balance if config.balance != "auto" else chosen
     record.monitor = config.monitor if config.monitor != "auto" else ("balanced_acc" if imbalanced else "acc")
     if config.balance == "auto" or config.monitor == "auto":

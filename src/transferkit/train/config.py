@@ -121,6 +121,10 @@ class TrainConfig:
     cache: bool = _setting(True, "Compute the output of frozen layers once instead of every epoch.")
     # With random augmentation the cache is off unless this asks for K augmented copies.
     cache_views: int = _setting(0, "With augmentation: cache K augmented views of the frozen layers' output.")
+    # Shards read anew each epoch, nothing decoded up front: for training sets larger than memory and disk.
+    stream: bool = _setting(
+        False, "For wds: DATA: stream the training shards each epoch (a shuffle buffer) instead of decoding them once."
+    )
     channels_last: bool | None = _setting(None, "Memory format (default: measured per model).")
     precision: str = _setting("auto", f"{', '.join(PRECISIONS)} (auto: measured per model).")
     reprobe: bool = _setting(False, "Measure the kernels again instead of reusing this machine's last decision.")
@@ -249,6 +253,9 @@ def _check(c: TrainConfig) -> None:
         fail("loss", f"{c.loss} is for regression; task {c.task} takes auto")
     if c.task == "multi-label" and not c.label_columns and not (isinstance(c.label_sep, str) and c.label_sep.strip()):
         fail("label_sep", "must be a visible character such as ';' or '|'")
+    if c.stream and (c.strategy == "auto" or c.lr == "auto" or c.balance == "sampler"):
+        named = "strategy" if c.strategy == "auto" else "lr" if c.lr == "auto" else "balance"
+        fail(named, "needs the decoded training images, which stream does not keep; give a value (balance: weighted)")
     if c.shard_params and c.precision == "fp16":
         fail("precision", "cannot be fp16 with shard_params, whose gradients have no loss scaling; use bf16")
     number("patience", low=1, optional=True, integer=True)

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler, default_collate
 
 from ..data.decode import loader_workers
+from ..data.shards import StreamedShards, epoch_loader
 from ..errors import RunError, TransferkitError
 
 __all__ = [
@@ -225,6 +226,12 @@ def make_loader(
     replacement in proportion to them, by ``seed``.
     """
     workers = loader_workers(dataset)  # streamed images are decoded by worker processes
+    images = getattr(getattr(dataset, "decoded", None), "images", None)
+    if isinstance(images, StreamedShards) and shuffle:
+        per_rank = len(dataset) // dist_ctx.world_size  # as many steps on every rank, as prepare_phase counts them
+        batches = (per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)) or 1
+        transform = dataset.transform
+        return epoch_loader(images, transform, batches=batches, batch_size=batch_size, seed=seed, workers=workers)
     if dist_ctx.enabled and shuffle:
         sampler = DistributedSampler(
             dataset, num_replicas=dist_ctx.world_size, rank=dist_ctx.rank, shuffle=True, seed=seed, drop_last=True

@@ -44,7 +44,15 @@ from .run_folder import (
     save_checkpoint,
     write_metrics,
 )
-from .setup import Kernels, PreparedData, backbone_facts, build_model, prepare_data, preprocessing_for
+from .setup import (
+    Kernels,
+    PreparedData,
+    backbone_facts,
+    build_model,
+    check_stream,
+    prepare_data,
+    preprocessing_for,
+)
 from .sharding import gather_state, is_sharded
 from .strategies import Phase
 from .validation import validate
@@ -98,6 +106,8 @@ def fit(
     dist_ctx.main_reads(lambda: check_out(out, resume=state is not None, overwrite=overwrite))
     # DATA and MODEL are opened before the run folder is made: a bad one leaves nothing behind.
     source = None if data is not None else open_data(config.data, config.label_spec())
+    if source is not None:
+        check_stream(config, source)
     if state is not None:
         check_same_data(state, source, config.data)
     seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too

@@ -89,7 +89,7 @@ def prepare_phase(
 ) -> PhaseSetup:
     """Set which parameters train for ``phase`` and build what its epochs need; ``resumed`` restores the optimizer."""
     config, data, kernels = record.config, record.data, record.kernels
-    if first_epoch == 0 and resumed is None and adapts_norms_first(config, phase, model):
+    if first_epoch == 0 and resumed is None and not config.stream and adapts_norms_first(config, phase, model):
         seconds = adapt_norm_statistics(model, data.train, BatchPrep(data.preprocessing, device, False))
         log(
             f"BatchNorm statistics re-estimated on {min(len(data.train), ADAPT_IMAGES)} training images in "
@@ -117,6 +117,9 @@ def prepare_phase(
     )
     # MixUp and CutMix mix images: the frozen layers' output of unmixed ones cannot stand in.
     cacheable = config.cache and (augment == "none" or config.cache_views > 0) and mix is None
+    if cacheable and config.stream and phase.trains in ("head", "custom"):
+        log(f"phase {phase.name}: no cache of the frozen layers: the training shards are streamed each epoch")
+    cacheable = cacheable and not config.stream
     cached, trial = None, None
     if cacheable:
         infer = kernels.inference or kernels.inference_trial

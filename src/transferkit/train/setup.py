@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .._storage import memory_budget
-from ..data.decode import Decoded, ImageDataset, decode
+from ..data.decode import Decoded, ImageDataset, decode, streamed
 from ..data.preprocess import Preprocessing
 from ..data.sources import DataSource, open_data, split_items, stratified_sample
 from ..errors import DataError
@@ -222,7 +222,11 @@ def prepare_data(
     started = time.perf_counter()
     budget = memory_budget()
     spill = spill_folder(Path(config.out))
-    train = decode(train_items, pre, spill_dir=spill, max_memory_bytes=budget)
+    if config.stream:
+        check_stream(config, source)
+        train = streamed(train_items, pre)
+    else:
+        train = decode(train_items, pre, spill_dir=spill, max_memory_bytes=budget)
     left = budget - (train.nbytes if train.storage == "in memory" else 0)
     val = decode(val_items, pre, spill_dir=spill, max_memory_bytes=left)
     skipped = source.skipped + train.skipped + val.skipped
@@ -234,7 +238,8 @@ def prepare_data(
             raise DataError(f"The {split_name} set has fewer than two classes after skipping unusable images.")
     log(
         f"data: {len(train.labels)} train, {len(val.labels)} val images, {len(source.class_names)} classes, "
-        f"decoded at {pre.input_size[1]} px in {time.perf_counter() - started:.1f} s ({_decode_rate(train, val)})"
+        f"decoded at {pre.input_size[1]} px in {time.perf_counter() - started:.1f} s "
+        f"({_decode_rate(*(d for d in (train, val) if not config.stream or d is val))})"
         + "".join(
             f"; {name} images {d.storage}" for name, d in (("train", train), ("val", val)) if d.storage != "in memory"
         )
@@ -297,6 +302,15 @@ def prepare_data(
         target_scale=scale,
         target_stats=stats,
     )
+
+
+def check_stream(config: TrainConfig, source: DataSource) -> None:
+    """Refuse ``stream`` for DATA that is not WebDataset shards, before anything is written."""
+    if config.stream and (not source.train or source.train[0].shard is None):
+        raise DataError(
+            f"stream reads WebDataset shards; DATA '{config.data}' is not. Write them with transferkit shard.",
+            argument="stream",
+        )
 
 
 def target_stats(values: torch.Tensor) -> dict[str, float]:

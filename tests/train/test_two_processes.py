@@ -5,6 +5,7 @@ the tests read what rank 0 saved.
 """
 
 import csv
+import json
 import os
 import socket
 from datetime import timedelta
@@ -17,11 +18,12 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from tests.helpers import TinyNet, make_image_folder, tiny_config, tiny_vit
+from tests.tasks.csvs import multilabel_csv
 from transferkit.data.augment import augmentation
 from transferkit.data.shards import write_shards
 from transferkit.data.sources import open_data
 from transferkit.errors import ConfigError
-from transferkit.inference.runs import load_trained
+from transferkit.inference.runs import evaluate_run, load_trained
 from transferkit.model.freeze import freeze
 from transferkit.train.distributed import DistContext, make_loader
 from transferkit.train.engine import fit
@@ -99,8 +101,25 @@ def _rank(rank: int, port: int, root):
         fit(resume=root / "resumed", changes={"shard_params": True}, trust_code=True, log=logged.append)
         # Streamed shards: each rank draws its own, and every rank runs as many steps.
         fit(tiny_config(f"wds:{root / 'shards'}", root / "streamed", stream=True, epochs=2), log=logged.append)
+        # Several labels: freeze trains the head on the cached activations under DDP (it once failed in c10d).
+        labels_log = []
+        summary = fit(
+            tiny_config(
+                root / "labels" / "labels.csv",
+                root / "labels-run",
+                task="multi-label",
+                strategy="freeze",
+                epochs=4,
+                lr=0.01,
+                batch_size=16,
+            ),
+            log=labels_log.append,
+        )
         if rank == 0:
-            torch.save({"ragged": ragged, "log": logged}, root / "params.pt")
+            torch.save(
+                {"ragged": ragged, "log": logged, "labels": (json.dumps(summary, default=str), labels_log)},
+                root / "params.pt",
+            )
     finally:
         dist.destroy_process_group()
 
@@ -112,6 +131,8 @@ def pair(tmp_path_factory):
     make_image_folder(root / "cache-data", classes=("a", "b", "c"), per_class=13)
     make_image_folder(root / "data", classes=("a", "b", "c"), per_class=14)
     write_shards(open_data(str(root / "data")), root / "shards", shard_size=4000, log=lambda m: None)
+    (root / "labels").mkdir()
+    multilabel_csv(root / "labels", count=240)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -192,3 +213,17 @@ def test_two_processes_stream_shards_in_steps_of_the_same_count(pair):
     logged = torch.load(pair / "params.pt")["log"]
     assert any("train images streamed from" in line for line in logged)
     assert [row["epoch"] for row in _rows(pair / "streamed")] == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_several_labels_and_validate_every_held_out_image(pair):
+    summary, logged = torch.load(pair / "params.pt")["labels"]
+    summary = json.loads(summary)
+    assert summary["best_score"]["name"] == "val_map" and len(summary["epochs"]) == 4
+    assert sum(line.startswith("cache: ") for line in logged) == 1  # logged by rank 0 alone
+    assert "its batches shared by 2 processes" in " ".join(" ".join(logged).split())  # each rank computed half
+    # the validation gathered both ranks' shards: evaluating best.pt on the 48 held-out images gives its score
+    # (to rounding: batches of another size can swap two near-equal probabilities in a label's ranking)
+    evaluated = evaluate_run(pair / "labels-run", trust_code=True, device="cpu")
+    assert evaluated["images"] == 48 and evaluated["map"] == pytest.approx(summary["best_score"]["value"], abs=1e-3)
+    assert json.loads((pair / "labels-run" / "calibration.json").read_text())["images"] == 48

@@ -8,6 +8,9 @@ Checks, each a command or a library call as a user would make it:
 - ``ddp``: torchrun with 2 processes when there are 2 devices, else 1 (nccl on CUDA);
 - ``process-group``: a group with transferkit's backends (gloo for CPU tensors, nccl for CUDA
   ones), one process: a DDP step on the device, a CPU all-gather, an object broadcast;
+- ``shard-params``: ``--shard-params``'s FSDP2 sharding (``transferkit.train.sharding``) of a
+  ViT under torchrun with transferkit's group, bf16 parameters and fp32 gradient reduction: two
+  AdamW steps against the same steps unsharded, the checkpoint state gathered, peak memory;
 - ``freeze-cache``: the ``freeze`` strategy computes the frozen layers once and trains the head on them;
 - ``compile``: torch.compile of a training step measured against eager (compile time, both rates);
 - ``scale``: ``bench/scale.py``, ViT-B/16 and ViT-L/14 throughput (the frozen pass, ``full``, LoRA)
@@ -158,6 +161,16 @@ def main() -> int:
         )
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", str(script)]
         done = subprocess.run(launcher, capture_output=True, text=True, env=os.environ, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip()[-600:])
+        return done.stdout.strip().splitlines()[-1]
+
+    @check("shard-params")
+    def _():
+        script = Path(__file__).resolve().parent / "shard_step.py"
+        processes = max(1, min(2, gpus)) if cuda else 2
+        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", str(script)]
+        done = subprocess.run([*launcher, "--device", args.device], capture_output=True, text=True, timeout=240)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip()[-600:])
         return done.stdout.strip().splitlines()[-1]

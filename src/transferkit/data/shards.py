@@ -200,17 +200,24 @@ def _label(sample: dict, task: str):
         return None
 
 
-def _decoded_sample(sample: dict, *, wanted: set, pre, mode: str):
-    """(shard, key, image or reason) for a wanted sample, None for the others; run in a loader worker."""
+def _sample_image(sample: dict, pre, mode: str) -> torch.Tensor:
+    """A sample's image, decoded by transferkit's reader at the preprocessing's size; ImageReadError if it cannot be."""
     from .images import pixels_of_bytes
     from .preprocess import to_uint8_tensor
 
+    member = next((k for k in IMAGE_KEYS if k in sample), None)
+    if member is None:
+        raise ImageReadError(f"Sample '{sample['__key__']}' has no image member.")
+    return to_uint8_tensor(pixels_of_bytes(sample[member], f"{sample['__key__']}.{member}", mode=mode), pre)
+
+
+def _decoded_sample(sample: dict, *, wanted: set, pre, mode: str):
+    """(shard, key, image or reason) for a wanted sample, None for the others; run in a loader worker."""
     place = (sample["__url__"], sample["__key__"])
     if place not in wanted:
         return None
-    member = next(k for k in IMAGE_KEYS if k in sample)
     try:
-        return (*place, to_uint8_tensor(pixels_of_bytes(sample[member], f"{place[1]}.{member}", mode=mode), pre))
+        return (*place, _sample_image(sample, pre, mode))
     except ImageReadError as e:
         return (*place, str(e))
 
@@ -324,16 +331,12 @@ def epoch_loader(images: StreamedShards, transform, *, batches: int, batch_size:
 
 def _training_sample(sample: dict, *, labels: dict, pre, mode: str, transform):
     """(image, label) of a training sample, augmented; None for one outside training or that cannot be read."""
-    from .images import pixels_of_bytes
-    from .preprocess import to_uint8_tensor
-
     place = (sample["__url__"], sample["__key__"])
     if place not in labels:
         return None
-    member = next((k for k in IMAGE_KEYS if k in sample), None)
     try:
-        image = to_uint8_tensor(pixels_of_bytes(sample[member], place[1], mode=mode), pre)
-    except (ImageReadError, KeyError):
+        image = _sample_image(sample, pre, mode)
+    except ImageReadError:
         return None
     label = labels[place]
     target = torch.tensor(label, dtype=torch.long if isinstance(label, int) else torch.float32)

@@ -160,32 +160,59 @@ def _samples(paths: list[Path], **options):
 def _listed(
     paths: list[Path], task: str, skipped: list[tuple[str, str]], counts: dict[Path, int] | None = None
 ) -> list[Item]:
-    """The labelled samples of ``paths``; the unusable ones, and shards that hold fewer samples than ``counts`` (the
-    index's) or cannot be read to their end, are added to ``skipped``."""
+    """The labelled samples of ``paths``, listed by loader workers a shard each; the unusable ones, and shards that
+    hold fewer samples than ``counts`` (the index's) or cannot be read to their end, are added to ``skipped``."""
+    from torch.utils.data import DataLoader
+
+    from .decode import decode_workers
+
+    workers = min(decode_workers(), len(paths)) if len(paths) > 1 else 0
+    loader = DataLoader(_Listing(paths, task), batch_size=None, num_workers=workers, collate_fn=_as_is)
+    listed = {index: rest for index, *rest in loader}
     items = []
-    for path in paths:
-        seen = 0
-        try:
-            for sample in _samples([path], workersplitter=None):
-                seen += 1
-                name = f"{printable(path.name)}/{printable(sample['__key__'])}"
-                if "name" in sample:
-                    name = printable(sample["name"].decode("utf-8", "replace"))
-                label = _label(sample, task)
-                if label is None:
-                    skipped.append((name, "no label: the sample has no 'cls' (or 'json') member"))
-                elif not any(k in sample for k in IMAGE_KEYS):
-                    skipped.append((name, f"no image member ({', '.join(IMAGE_KEYS[:3])}, ...)"))
-                else:
-                    items.append(Item(name, label, shard=path, key=sample["__key__"]))
-        except Exception as e:  # a damaged tar: what came before it is kept
-            skipped.append((printable(path), f"shard unreadable after {seen} samples: {e}"))
-            continue
-        if counts is not None and seen < counts[path]:  # a truncated tar ends early, without an error
+    for index, path in enumerate(paths):
+        rows, seen, error = listed[index]
+        for key, label, name, has_image in rows:
+            name = name if name is not None else f"{printable(path.name)}/{printable(key)}"
+            if label is None:
+                skipped.append((name, "no label: the sample has no 'cls' (or 'json') member"))
+            elif not has_image:
+                skipped.append((name, f"no image member ({', '.join(IMAGE_KEYS[:3])}, ...)"))
+            else:
+                items.append(Item(name, label, shard=path, key=key))
+        if error is not None:  # a damaged tar: what came before it is kept
+            skipped.append((printable(path), f"shard unreadable after {seen} samples: {error}"))
+        elif counts is not None and seen < counts[path]:  # a truncated tar ends early, without an error
             skipped.append((printable(path), f"shard holds {seen} of the {counts[path]} images its index lists"))
     if not items:
         raise DataError(f"The shards ({printable(paths[0])}, ...) hold no usable labelled images.")
     return items
+
+
+def _as_is(value):
+    return value
+
+
+class _Listing(torch.utils.data.IterableDataset):
+    """Each loader worker reads its share of the shards (every W-th) and hands back one message per shard:
+    ``(index, [(key, label, name, has image), ...], samples read, error or None)``. No image is decoded."""
+
+    def __init__(self, paths: list[Path], task: str):
+        self.paths, self.task = paths, task
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        mine = range(len(self.paths)) if worker is None else range(worker.id, len(self.paths), worker.num_workers)
+        for index in mine:
+            rows, error = [], None
+            try:
+                for sample in _samples([self.paths[index]], workersplitter=None):
+                    name = printable(sample["name"].decode("utf-8", "replace")) if "name" in sample else None
+                    has_image = any(k in sample for k in IMAGE_KEYS)
+                    rows.append((sample["__key__"], _label(sample, self.task), name, has_image))
+            except Exception as e:
+                error = str(e)
+            yield index, rows, len(rows), error
 
 
 def _label(sample: dict, task: str):

@@ -95,6 +95,8 @@ def test_foreign_shards_by_pattern_and_a_truncated_one_keeps_what_came_before(tm
     decoded = decode(source.train, PRE)  # the torn shard's first samples decode; the garbled image is listed
     assert len(decoded.labels) == len(source.train) - 1 and decoded.names[:4] == [i.name for i in source.train[:4]]
     assert [name for name, _ in decoded.skipped] == ["part-000.tar/garbled"]
+    after = decode(source.train[5:], PRE)  # the rows after the garbled one moved up into its place
+    assert torch.equal(decoded.images[4:], after.images) and torch.equal(decoded.labels[4:], after.labels)
 
 
 def test_a_truncated_shard_of_an_index_is_listed_with_what_it_lost(tmp_path):

@@ -164,7 +164,8 @@ def decode(
     n = 0
     started = time.perf_counter()
 
-    def keep(item: Item, image: torch.Tensor | ImageReadError) -> None:
+    def keep(item: Item, image: torch.Tensor | ImageReadError | None) -> None:
+        """Record ``item``; ``image`` goes to the next row (None: it is in its row already)."""
         nonlocal n
         if isinstance(image, ImageReadError):
             skipped.append((item.name, str(image)))
@@ -172,12 +173,12 @@ def decode(
         usable.append(item)
         labels.append(item.label)
         names.append(item.name)
-        if out is not None:  # streamed images are only checked now
+        if out is not None and image is not None:  # streamed images are only checked now
             out[n] = image
             n += 1
 
     if items and all(item.shard is not None for item in items):
-        workers = _decode_shards_in_order(items, pre, keep)
+        workers, n = _decode_shards(items, pre, out, keep)
     else:
         # threads pay off for files (decoding releases the GIL), not for the small arrays of built-in sets
         workers = decode_workers() if any(item.path is not None for item in items) else 1
@@ -194,22 +195,31 @@ def decode(
     return Decoded(images, _targets(labels), names, skipped, storage, seconds, workers)
 
 
-def _decode_shards_in_order(items: list[Item], pre: Preprocessing, keep) -> int:
-    """Tar shard items decoded by DataLoader workers (:func:`transferkit.data.shards.decode_shards`), kept in
-    ``items``' order: the workers hand images back in the order they finish their shards."""
+def _decode_shards(items: list[Item], pre: Preprocessing, out: torch.Tensor | None, keep) -> tuple[int, int]:
+    """Tar shard items decoded by DataLoader workers (:func:`transferkit.data.shards.decode_shards`) into their
+    rows of ``out``, in whatever order the workers finish them; then the rows of unusable images are closed
+    up, in place, so that ``out[:n]`` holds the usable ones in ``items``' order. Returns (workers, n)."""
     from .shards import decode_shards
 
-    done: dict[int, torch.Tensor | ImageReadError] = {}
-    following = 0
+    reasons: dict[int, str] = {}
 
     def put(index: int, image: torch.Tensor | str) -> None:
-        nonlocal following
-        done[index] = ImageReadError(image) if isinstance(image, str) else image
-        while following in done:  # hand on every image whose predecessors are in
-            keep(items[following], done.pop(following))
-            following += 1
+        if isinstance(image, str):
+            reasons[index] = image
+        elif out is not None:
+            out[index] = image
 
-    return decode_shards(items, pre, decode_workers(), put)  # puts every item: its image, or why there is none
+    workers = decode_shards(items, pre, decode_workers(), put)  # puts every item: its image, or why there is none
+    n = 0
+    for index, item in enumerate(items):
+        if index in reasons:
+            keep(item, ImageReadError(reasons[index]))
+            continue
+        if out is not None and n != index:
+            out[n] = out[index]  # n < index: a row already read
+        keep(item, None)
+        n += 1
+    return workers, n
 
 
 def _targets(labels: list) -> torch.Tensor:

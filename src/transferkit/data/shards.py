@@ -1,8 +1,8 @@
 """WebDataset tar shards: DATA read from them (``wds:``) and written from any DATA (``transferkit shard``).
 
 A shard set written here is a folder with a subfolder of tar shards per split (``train/000000.tar``,
-... ``val/``, ``test/``) and ``index.json`` beside them: the task, the class names, and each split's
-shards with their image counts. A sample is an image file's bytes as they were (member
+... ``val/``, ``test/``), the images in a shuffled order, and ``index.json`` beside them: the task,
+the class names, and each split's shards with their image counts. A sample is an image file's bytes as they were (member
 ``KEY.jpg``, ``KEY.png``, ...; built-in arrays as PNG) and its label: ``KEY.cls``, the class
 index, as in the WebDataset convention; ``KEY.json`` for several labels (0/1 per label) or a number;
 ``KEY.name``, the image's name in the DATA it came from, which runs then show.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -98,7 +99,7 @@ def open_shards(spec: str, task: str = "classification") -> DataSource:
         skipped = [(printable(s["name"]), printable(s["reason"])) for s in index.get("skipped", [])]
         for split, entry in index["splits"].items():
             counts = {folder / s["file"]: s["images"] for s in entry["shards"]}
-            splits[split] = _listed(list(counts), index["task"], skipped, counts)
+            splits[split] = sorted(_listed(list(counts), index["task"], skipped, counts), key=lambda i: i.key)
         source = DataSource(spec, names, splits["train"], splits.get("val"), skipped, splits.get("test"))
         source.folders = {split: split for split in splits}
         return source
@@ -399,7 +400,10 @@ def write_shards(source: DataSource, out: Path, *, shard_size: int, log: Callabl
             (partial_dir / split).mkdir()
             counts: dict[str, int] = {}
             with wds.ShardWriter(str(partial_dir / split / "%06d.tar"), maxsize=shard_size, verbose=0) as sink:
-                for number, item in enumerate(items):
+                # In a seeded shuffled order, so that a shard mixes the classes for a stream's shuffle buffer; the key
+                # is the image's place in DATA, in which order a run that decodes the shards once lists them.
+                for number in random.Random(0).sample(range(len(items)), len(items)):
+                    item = items[number]
                     try:
                         member, data = _file_bytes(item)
                         pixels_of_bytes(data, item.name)

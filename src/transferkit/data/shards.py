@@ -172,7 +172,8 @@ def _listed(
     listed = {index: rest for index, *rest in loader}
     items = []
     for index, path in enumerate(paths):
-        rows, seen, error = listed[index]
+        rows, error = listed[index]
+        seen = len(rows)
         for key, label, name, has_image in rows:
             name = name if name is not None else f"{printable(path.name)}/{printable(key)}"
             if label is None:
@@ -196,7 +197,7 @@ def _as_is(value):
 
 class _Listing(torch.utils.data.IterableDataset):
     """Each loader worker reads its share of the shards (every W-th) and hands back one message per shard:
-    ``(index, [(key, label, name, has image), ...], samples read, error or None)``. No image is decoded."""
+    ``(index, [(key, label, name, has image), ...], error or None)``. No image is decoded."""
 
     def __init__(self, paths: list[Path], task: str):
         self.paths, self.task = paths, task
@@ -213,7 +214,7 @@ class _Listing(torch.utils.data.IterableDataset):
                     rows.append((sample["__key__"], _label(sample, self.task), name, has_image))
             except Exception as e:
                 error = str(e)
-            yield index, rows, len(rows), error
+            yield index, rows, error
 
 
 def _label(sample: dict, task: str):

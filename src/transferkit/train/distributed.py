@@ -20,6 +20,7 @@ from ..errors import RunError, TransferkitError
 
 __all__ = [
     "DistContext",
+    "epoch_steps",
     "group_backend",
     "init_from_env",
     "is_main_process",
@@ -210,6 +211,14 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def epoch_steps(count: int, batch_size: int, world_size: int) -> tuple[int, bool]:
+    """(steps per epoch on each rank, whether the last short batch is dropped) for ``count`` training images: it
+    is dropped where each rank has more than a batch."""
+    per_rank = count // world_size
+    drop_last = per_rank > batch_size
+    return (per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)) or 1, drop_last
+
+
 def make_loader(
     dataset,
     *,
@@ -227,9 +236,8 @@ def make_loader(
     """
     workers = loader_workers(dataset)  # streamed images are decoded by worker processes
     images = getattr(getattr(dataset, "decoded", None), "images", None)
-    if isinstance(images, StreamedShards) and shuffle:
-        per_rank = len(dataset) // dist_ctx.world_size  # as many steps on every rank, as prepare_phase counts them
-        batches = (per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)) or 1
+    if isinstance(images, StreamedShards) and shuffle:  # as many steps on every rank as the schedule counts
+        batches, _ = epoch_steps(len(dataset), batch_size, dist_ctx.world_size)
         transform = dataset.transform
         return epoch_loader(images, transform, batches=batches, batch_size=batch_size, seed=seed, workers=workers)
     if dist_ctx.enabled and shuffle:

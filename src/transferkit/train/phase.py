@@ -7,7 +7,6 @@ from ``train_one_epoch``.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -24,7 +23,7 @@ from ..tasks.objective import loss_function
 from .balance import class_weights, sample_weights
 from .compiled import compiled_for_training
 from .config import TrainConfig
-from .distributed import DistContext, make_loader
+from .distributed import DistContext, epoch_steps, make_loader
 from .fastpath import FastPath, kernel_label
 from .kernel_trial import InferenceTrial, KernelTrial
 from .norm_adapt import ADAPT_IMAGES, adapt_norm_statistics, adapts_norms_first
@@ -164,9 +163,7 @@ def prepare_phase(
             else FastPath(path.channels_last, kernels.inference.precision, "inference precision")
         )
         val_prep = BatchPrep(data.preprocessing, device, val_path.channels_last)
-    per_rank = len(train_views[0]) // dist_ctx.world_size
-    drop_last = per_rank > config.batch_size
-    steps = (per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)) or 1
+    steps, drop_last = epoch_steps(len(train_views[0]), config.batch_size, dist_ctx.world_size)
     train_net = model if cached is None else cached.net
     if cached is None and not dist_ctx.enabled and trial is None:  # whole network's step; torchrun: DDP's own
         images = steps * config.batch_size * (phase.epochs - first_epoch)

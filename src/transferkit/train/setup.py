@@ -239,7 +239,7 @@ def prepare_data(
     log(
         f"data: {len(train.labels)} train, {len(val.labels)} val images, {len(source.class_names)} classes, "
         f"decoded at {pre.input_size[1]} px in {time.perf_counter() - started:.1f} s "
-        f"({_decode_rate(*(d for d in (train, val) if not config.stream or d is val))})"
+        f"({_decode_rate(val) if config.stream else _decode_rate(train, val)})"
         + "".join(
             f"; {name} images {d.storage}" for name, d in (("train", train), ("val", val)) if d.storage != "in memory"
         )

@@ -713,6 +713,44 @@ def _(w, tmp):
     return train(w, _csv(w, tmp, "path,label\nx/0.png,cat\nx/1.png,dog\n"), tmp / "out")
 
 
+# ---------------------------------------------------------------- Hugging Face datasets (parquet)
+
+
+def _parquet(w: World, tmp: Path, extra: list[tuple[dict, object]] = (), *, labels=("cat", "dog")) -> Path:
+    """A parquet file of the world's images as the Hub stores them ({bytes, path} and a label), plus ``extra`` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [({"bytes": (w.data / cls / f"{i}.png").read_bytes(), "path": None}, label)
+            for cls, label in zip(("cat", "dog"), labels) for i in range(8)]  # fmt: skip
+    rows += list(extra)
+    image = pa.array([r[0] for r in rows], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    path = tmp / "data" / "train.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"image": image, "label": [r[1] for r in rows]}), path)
+    return path
+
+
+@case("hf/image-path-elsewhere", "skipped", 0, ["unusable"], listed("passwd", "outside DATA's folder"))
+def _(w, tmp):
+    return train(w, _parquet(w, tmp, [({"bytes": None, "path": "/etc/passwd"}, "cat")]), tmp / "out")
+
+
+@case("hf/not-an-image", "skipped", 0, ["unusable"], listed("train[16]", "Cannot read image"))
+def _(w, tmp):
+    return train(w, _parquet(w, tmp, [({"bytes": b"MZ\x90\x00", "path": "x.png"}, "dog")]), tmp / "out")
+
+
+@case("hf/numbered-labels", "refused", 2, ["holds int64, not classes", "ClassLabel"], absent("out"))
+def _(w, tmp):
+    return train(w, _parquet(w, tmp, labels=(0, 1)), tmp / "out")
+
+
+@case("hf/no-such-column", "refused", 2, ["no column 'photo'", "--image-column", "image, label"], absent("out"))
+def _(w, tmp):
+    return train(w, _parquet(w, tmp), tmp / "out", "--image-column", "photo")
+
+
 # ---------------------------------------------------------------- command lines
 
 _OPTIONS = [

@@ -17,6 +17,7 @@ import hashlib
 import http.server
 import json
 import threading
+import urllib.parse
 from pathlib import Path
 
 
@@ -33,6 +34,8 @@ class StandInHub:
         class Handler(http.server.BaseHTTPRequestHandler):
             def _resolve(self) -> Path | None:
                 parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if parts[0] == "datasets":  # a dataset repository: /datasets/ORG/NAME/resolve/REV/FILE
+                    parts = ["datasets/" + parts[1], *parts[2:]]
                 if len(parts) >= 5 and parts[2] == "resolve":
                     path = hub.root / "repos" / parts[0] / parts[1] / "/".join(parts[4:])
                 elif len(parts) == 2 and parts[0] == "files":
@@ -48,6 +51,9 @@ class StandInHub:
                     self.send_response(500)
                     self.end_headers()
                     return
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if parts[:2] == ["api", "datasets"] and len(parts) >= 4:
+                    return self._dataset_api(f"datasets/{parts[2]}/{parts[3]}", parts[4:])
                 path = self._resolve()
                 if path is None:
                     self.send_response(404)
@@ -74,6 +80,25 @@ class StandInHub:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _dataset_api(self, repo: str, rest: list[str]) -> None:
+                """A dataset repository's information and file listing, as ``datasets`` reads them."""
+                folder = hub.root / "repos" / repo
+                if not folder.is_dir():
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RepoNotFound")
+                    self.end_headers()
+                    return
+                if not rest or rest[0] == "revision":
+                    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+                    info = {"id": repo.split("/", 1)[1], "sha": "0" * 40, "private": False, "disabled": False}
+                    return self._reply(200, {**info, "gated": False, "siblings": [{"rfilename": f} for f in files]})
+                if rest[0] == "tree":  # /tree/REV[/PATH][?recursive=true]
+                    base = folder.joinpath(*rest[2:])
+                    recursive = "recursive=true" in self.path.lower()
+                    found = sorted(base.rglob("*") if recursive else base.iterdir()) if base.is_dir() else []
+                    return self._reply(200, [hub.entry(folder, p) for p in found])
+                return self._reply(404, {"error": f"no such endpoint: {self.path}"})
+
             def do_POST(self):
                 hub.requests.append(f"POST {self.path}")
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -91,6 +116,11 @@ class StandInHub:
                         return self._reply(400, {"errors": [{"message": str(e)}]})
                     hub.validated.append(metadata)
                     return self._reply(200, {"errors": [], "warnings": []})
+                if len(parts) >= 6 and parts[:2] == ["api", "datasets"] and parts[4] == "paths-info":
+                    folder = hub.root / "repos" / "datasets" / parts[2] / parts[3]
+                    paths = urllib.parse.parse_qs(body.decode()).get("paths", [])
+                    found = [folder / p for p in paths if (folder / p).exists()]
+                    return self._reply(200, [hub.entry(folder, p) for p in found])
                 if parts[:3] == ["api", "repos", "create"]:
                     request = json.loads(body)
                     hub.created.append(request)
@@ -130,6 +160,15 @@ class StandInHub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    @staticmethod
+    def entry(folder: Path, path: Path) -> dict:
+        """A file or folder as the Hub's tree and paths-info list it."""
+        name = path.relative_to(folder).as_posix()
+        if path.is_dir():
+            return {"type": "directory", "path": name, "oid": hashlib.sha1(name.encode()).hexdigest()}
+        data = path.read_bytes()
+        return {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
 
     def add_repo_file(self, repo: str, name: str, data: bytes) -> None:
         path = self.root / "repos" / repo / name

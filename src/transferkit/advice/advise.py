@@ -122,7 +122,7 @@ def advise(
     (seconds), a strategy estimated to take longer is not recommended; the cheapest is.
     """
     started = time.perf_counter()
-    source = _sampled(open_data(config.data, config.label_spec()), sample, config.seed, log)
+    source = _sampled(open_data(config.data, config.label_spec(), config.hf_options()), sample, config.seed, log)
     model, _ = build_model(config, len(source.class_names))
     Path(config.out).mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, source=source, model=model, log=log)

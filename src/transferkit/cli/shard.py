@@ -13,7 +13,9 @@ from ._config_options import TASK_FIELDS, config_options
 
 @config_options(only=[f for f in TASK_FIELDS if f != "loss"])
 def shard_command(
-    data: Annotated[str, typer.Argument(metavar="DATA", help="Image folder, CSV or builtin:NAME to write.")],
+    data: Annotated[
+        str, typer.Argument(metavar="DATA", help="Image folder, CSV, hf:ORG/NAME or builtin:NAME to write.")
+    ],
     out: Annotated[str, typer.Argument(metavar="OUT", help="A new folder for the shards and index.json.")],
     shard_size: Annotated[
         str, typer.Option("--shard-size", metavar="SIZE", help="Start a new shard past this size (1GB, 500MB).")
@@ -32,8 +34,9 @@ def shard_command(
 
     console = output_console(as_json)
     size = parse_size(shard_size)
-    labels = TrainConfig(model="-", data=data, out=out, **settings).label_spec()
-    index = write_shards(open_data(data, labels), Path(out), shard_size=size, log=console.print)
+    config = TrainConfig(model="-", data=data, out=out, **settings)
+    source = open_data(data, config.label_spec(), config.hf_options())
+    index = write_shards(source, Path(out), shard_size=size, log=console.print)
     if index["skipped"]:
         console.print(f"{len(index['skipped'])} unusable images skipped (listed in {Path(out) / 'index.json'})")
     if as_json:

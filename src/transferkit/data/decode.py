@@ -87,6 +87,8 @@ def load_item(item: Item, pre: Preprocessing) -> torch.Tensor:
     Raises :class:`ImageReadError` for a file that cannot be used.
     """
     mode = "RGB" if pre.input_size[0] == 3 else "L"
+    if item.rows is not None:
+        return to_uint8_tensor(item.rows.pixels(item.row, item.name, mode), pre)
     if item.path is not None:
         return to_uint8_tensor(read_pixels(item.path, mode=mode), pre)
     array = item.array
@@ -181,7 +183,7 @@ def decode(
         workers, n = _decode_shards(items, pre, out, keep)
     else:
         # threads pay off for files (decoding releases the GIL), not for the small arrays of built-in sets
-        workers = decode_workers() if any(item.path is not None for item in items) else 1
+        workers = decode_workers() if any(item.array is None for item in items) else 1
         with ThreadPoolExecutor(workers) as pool:
             loaded = pool.map if workers > 1 else map
             for item, image in zip(items, loaded(lambda it: _load_or_reason(it, pre), items)):  # in order

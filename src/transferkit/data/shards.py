@@ -430,19 +430,23 @@ def write_shards(source: DataSource, out: Path, *, shard_size: int, log: Callabl
 
 
 def _file_bytes(item: Item) -> tuple[str, bytes]:
-    """The image member's extension (from the file's format) and bytes: a file's own, a built-in array's as PNG."""
+    """The image member's extension (from the file's format) and bytes: a file's or dataset row's own, a built-in
+    array's as PNG."""
     import io
 
     from PIL import Image
 
-    if item.path is None:
+    if item.array is not None:
         buffer = io.BytesIO()
         Image.fromarray(np.asarray(item.array)).save(buffer, format="PNG")
         return "png", buffer.getvalue()
-    try:
-        data = item.path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"Image '{item.name}' cannot be read: {e.strerror}.") from None
+    if item.rows is not None:
+        data = item.rows.image_bytes(item.row, item.name)
+    else:
+        try:
+            data = item.path.read_bytes()
+        except OSError as e:
+            raise ImageReadError(f"Image '{item.name}' cannot be read: {e.strerror}.") from None
     try:
         with Image.open(io.BytesIO(data)) as img:
             kind = (img.format or "").lower()

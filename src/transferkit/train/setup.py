@@ -207,7 +207,7 @@ def prepare_data(
     Unusable images are skipped and listed (``strict_data`` fails on them instead). Both sets
     share one memory budget; what does not fit is memory-mapped in the run folder.
     """
-    source = source or open_data(config.data, config.label_spec())
+    source = source or open_data(config.data, config.label_spec(), config.hf_options())
     if source.val is None:
         train_items, val_items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
     else:
@@ -335,4 +335,6 @@ def _splits_text(source: DataSource, config: TrainConfig) -> str:
         how += f"; training on a stratified sample of at most {config.train_images} images (train_images)"
     if source.test is not None:
         how += f", test from '{source.folders.get('test', 'test')}' kept apart (eval --split test)"
+    if "unused" in source.folders:
+        how += f"; left out: the dataset's split {source.folders['unused']}"
     return how

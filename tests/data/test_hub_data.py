@@ -3,16 +3,18 @@ parquet files, saved datasets and imagefolders, built from scikit-learn's real d
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.helpers import tiny_config
 from tests.weights.stand_in_hub import StandInHub
-from transferkit.data.decode import decode, load_item
+from transferkit.data.decode import decode, load_item, streamed
 from transferkit.data.hub_data import HfOptions
 from transferkit.data.preprocess import Preprocessing
 from transferkit.data.sources import Item, open_data
@@ -290,3 +292,55 @@ def test_unreadable_rows_are_skipped_and_listed(tmp_path):
     assert "outside DATA's folder" in reasons[source.train[2].name]  # a path elsewhere on this machine: not read
     assert "no bytes" in reasons[source.train[3].name]
     assert isinstance(source.train[0], Item) and source.fingerprint() == open_data(str(path)).fingerprint()
+
+
+def test_streamed_listing_reads_the_labels_only(hub):
+    """A streamed parquet dataset is listed from its label column: its images are not downloaded to list it."""
+    rng = np.random.default_rng(0)
+    images = [rng.bytes(250_000) for _ in range(40)]  # stand-ins for photos: never decoded here
+    for split in ("train", "validation"):
+        table = pa.table({"image": _images(images), "label": [NAMES[i % 3] for i in range(40)]})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, row_group_size=10)
+        hub.add_repo_file("datasets/org/large", f"data/{split}-00000-of-00001.parquet", buffer.getvalue())
+    hub.sent.clear()
+    source = open_data("hf:org/large", hf=HfOptions(streaming=True))
+    assert (len(source.train), len(source.val), source.class_names) == (40, 40, sorted(NAMES))
+    size = len(buffer.getvalue())
+    assert set(hub.sent) == {"train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"}
+    assert all(sent < size * 0.05 for sent in hub.sent.values()), (hub.sent, size)
+
+
+def test_streamed_training_from_the_hub(hub, cli, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        code, out, err = cli(
+            "train", "tests.helpers:TinyNet", "--data", "hf:org/digits", "--out", tmp_path / name, "--stream",
+            "--epochs", "2", "--image-size", "16", "--precision", "fp32", "--no-channels-last", "--strategy", "full",
+            "--batch-size", "8", "--lr", "0.01",
+        )  # fmt: skip
+        assert code == 0, err
+        assert "train images streamed from hf:org/digits train each epoch" in " ".join(out.split())
+        with open(tmp_path / name / "metrics.csv", newline="") as f:
+            runs.append([{k: v for k, v in row.items() if "seconds" not in k} for row in csv.DictReader(f)])
+    assert runs[0] == runs[1]  # the same seed streams the same batches
+    source, cached = open_data("hf:org/digits", hf=HfOptions(streaming=True)), open_data("hf:org/digits")
+    # the validation split, read from the stream once, is the one decoded from datasets' cache
+    val, cached_val = decode(source.val, PRE), decode(cached.val, PRE)
+    assert torch.equal(val.images, cached_val.images) and torch.equal(val.labels, cached_val.labels)
+    # an epoch streamed by a loader worker: each image comes with its own label
+    train = decode(cached.train, PRE)
+    epoch = streamed(source.train, PRE).images.epoch_loader(None, batches=4, batch_size=9, seed=3, workers=1)
+    seen = []
+    for images, labels in epoch:
+        for image, label in zip(images, labels):
+            same = (train.images == image).flatten(1).all(1).nonzero().flatten()
+            assert len(same) == 1 and train.labels[same[0]] == label
+            seen.append(int(same[0]))
+    assert len(epoch) == 4 and sorted(seen) == list(range(36))  # one pass over the split, shuffled
+    assert seen != sorted(seen)
+
+
+def test_stream_needs_a_validation_split(hub, tmp_path):
+    with pytest.raises(DataError, match="no validation split"):
+        open_data("hf:org/digits", hf=HfOptions(config="mini", streaming=True))

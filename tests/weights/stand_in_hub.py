@@ -1,6 +1,7 @@
 """A stand-in for the Hugging Face Hub and a file server, on 127.0.0.1: real files over real HTTP.
 
-``/ORG/REPO/resolve/REV/FILE`` answers as the Hub does (ETag, X-Repo-Commit); ``/files/NAME``
+``/ORG/REPO/resolve/REV/FILE`` answers as the Hub does (ETag, X-Repo-Commit, byte ranges); so does
+``/datasets/ORG/NAME/resolve/REV/FILE`` with the dataset API datasets lists files by; ``/files/NAME``
 serves plain downloads. ``faults`` makes a path answer 500, or cut the connection half-way.
 
 Uploads as huggingface_hub's ``create_repo`` and ``create_commit`` make them, with a bearer token:
@@ -16,6 +17,7 @@ import base64
 import hashlib
 import http.server
 import json
+import re
 import threading
 import urllib.parse
 from pathlib import Path
@@ -26,6 +28,7 @@ class StandInHub:
         self.root = root
         self.requests: list[str] = []
         self.faults: dict[str, str] = {}  # path suffix -> "500" or "cut"
+        self.sent: dict[str, int] = {}  # file name -> bytes of it sent (whole or in ranges)
         self.created: list[dict] = []  # create_repo's requests
         self.validated: list = []  # README metadata blocks checked before a commit
         self.commits: list[tuple[str, str, str, list[str]]] = []
@@ -61,12 +64,22 @@ class StandInHub:
                     self.end_headers()
                     return
                 data = path.read_bytes()
-                self.send_response(200)
+                etag = hashlib.sha256(data).hexdigest()
+                wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                if wanted:  # a part of the file, as fsspec reads parquet: footer, then the columns it needs
+                    start = int(wanted[1])
+                    end = min(int(wanted[2]) if wanted[2] else len(data) - 1, len(data) - 1)
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                    data = data[start : end + 1]
+                else:
+                    self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
-                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("ETag", f'"{etag}"')
                 self.send_header("X-Repo-Commit", "0" * 40)
                 self.end_headers()
                 if body:
+                    hub.sent[path.name] = hub.sent.get(path.name, 0) + len(data)
                     self.wfile.write(data[: len(data) // 2] if fault == "cut" else data)
                     if fault == "cut":
                         self.wfile.flush()

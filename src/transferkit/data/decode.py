@@ -32,6 +32,8 @@ __all__ = [
     "Decoded",
     "ImageDataset",
     "LazyImages",
+    "SHUFFLE_BUFFER",
+    "Streamed",
     "decode",
     "decode_workers",
     "load_item",
@@ -62,12 +64,35 @@ class LazyImages:
         return (len(self), *self.pre.input_size)
 
 
+SHUFFLE_BUFFER = 1000  # images each loader worker shuffles among, when streaming
+
+
+class Streamed:
+    """Training images read anew each epoch instead of decoded once (``stream``), standing where a run keeps its
+    decoded images (:class:`Decoded`'s ``images``): tar shards or a dataset's streamed split."""
+
+    def __init__(self, count: int, pre: Preprocessing):
+        self.count, self.pre = count, pre
+
+    def __len__(self) -> int:
+        return self.count
+
+    def numel(self) -> int:
+        return 0  # nothing is held
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.pre.input_size)
+
+    def epoch_loader(self, transform, *, batches: int, batch_size: int, seed: int, workers: int):
+        """One epoch of ``batches`` batches of (uint8 images, labels), the same count on every process."""
+        raise NotImplementedError
+
+
 def loader_workers(dataset) -> int:
     """DataLoader workers for ``dataset``: streamed images are decoded by up to 4 processes, others by none."""
-    from .shards import StreamedShards
-
     decoded = getattr(getattr(dataset, "dataset", dataset), "decoded", None)  # through a Subset too
-    if decoded is None or not isinstance(decoded.images, LazyImages | StreamedShards):
+    if decoded is None or not isinstance(decoded.images, LazyImages | Streamed):
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
@@ -130,15 +155,18 @@ class Decoded:
 
 
 def streamed(items: list[Item], pre: Preprocessing) -> Decoded:
-    """Shard items kept as shards, to be streamed each epoch (:class:`~transferkit.data.shards.StreamedShards`)."""
+    """Items kept where they are, to be streamed each epoch: shards
+    (:class:`~transferkit.data.shards.StreamedShards`) or a dataset's split
+    (:class:`~transferkit.data.hub_data.StreamedSplit`)."""
+    from .hub_data import StreamedSplit
     from .shards import StreamedShards
 
-    return Decoded(
-        StreamedShards(items, pre),
-        _targets([item.label for item in items]),
-        [item.name for item in items],
-        storage=f"streamed from {len(set(item.shard for item in items))} shards each epoch",
-    )
+    if items and items[0].rows is not None:
+        images, storage = StreamedSplit(items, pre), f"streamed from {items[0].rows.name} each epoch"
+    else:
+        images = StreamedShards(items, pre)
+        storage = f"streamed from {len(set(item.shard for item in items))} shards each epoch"
+    return Decoded(images, _targets([item.label for item in items]), [item.name for item in items], storage=storage)
 
 
 def decode(
@@ -179,8 +207,9 @@ def decode(
             out[n] = image
             n += 1
 
-    if items and all(item.shard is not None for item in items):
-        workers, n = _decode_shards(items, pre, out, keep)
+    in_order = _in_order_decoder(items)
+    if in_order is not None:
+        workers, n = _decode_in_place(items, pre, out, keep, in_order)
     else:
         # threads pay off for files (decoding releases the GIL), not for the small arrays of built-in sets
         workers = decode_workers() if any(item.array is None for item in items) else 1
@@ -197,12 +226,24 @@ def decode(
     return Decoded(images, _targets(labels), names, skipped, storage, seconds, workers)
 
 
-def _decode_shards(items: list[Item], pre: Preprocessing, out: torch.Tensor | None, keep) -> tuple[int, int]:
-    """Tar shard items decoded by DataLoader workers (:func:`transferkit.data.shards.decode_shards`) into their
-    rows of ``out``, in whatever order the workers finish them; then the rows of unusable images are closed
-    up, in place, so that ``out[:n]`` holds the usable ones in ``items``' order. Returns (workers, n)."""
+def _in_order_decoder(items: list[Item]):
+    """For items that are read by going through their source rather than one by one: tar shards
+    (:func:`~transferkit.data.shards.decode_shards`) or a streamed split
+    (:func:`~transferkit.data.hub_data.decode_stream`); None for the others."""
+    from .hub_data import StreamedRows, decode_stream
     from .shards import decode_shards
 
+    if items and all(item.shard is not None for item in items):
+        return decode_shards
+    if items and isinstance(items[0].rows, StreamedRows):
+        return decode_stream
+    return None
+
+
+def _decode_in_place(items: list[Item], pre: Preprocessing, out: torch.Tensor | None, keep, decoder) -> tuple[int, int]:
+    """Items decoded by ``decoder`` into their rows of ``out``, in whatever order it finishes them; then the rows
+    of unusable images are closed up, in place, so that ``out[:n]`` holds the usable ones in ``items``' order.
+    Returns (workers, n)."""
     reasons: dict[int, str] = {}
 
     def put(index: int, image: torch.Tensor | str) -> None:
@@ -211,7 +252,7 @@ def _decode_shards(items: list[Item], pre: Preprocessing, out: torch.Tensor | No
         elif out is not None:
             out[index] = image
 
-    workers = decode_shards(items, pre, decode_workers(), put)  # puts every item: its image, or why there is none
+    workers = decoder(items, pre, decode_workers(), put)  # puts every item: its image, or why there is none
     n = 0
     for index, item in enumerate(items):
         if index in reasons:

@@ -34,6 +34,7 @@ import torch
 
 from .._text import printable
 from ..errors import DataError, ImageReadError
+from .decode import SHUFFLE_BUFFER, Streamed
 from .sources import DataSource, Item
 
 __all__ = [
@@ -308,30 +309,17 @@ def _stop_shard(error: Exception) -> bool:
     return True
 
 
-class StreamedShards:
-    """The training images of shard items, read anew each epoch instead of decoded once (``stream``).
-
-    It stands where a run keeps its decoded images (:class:`~transferkit.data.decode.Decoded`'s
-    ``images``): its length is the listing's; :func:`epoch_loader` streams the images.
-    """
+class StreamedShards(Streamed):
+    """The training images of shard items, read anew each epoch instead of decoded once (``stream``):
+    :meth:`epoch_loader`."""
 
     def __init__(self, items: list[Item], pre):
-        self.pre = pre
+        super().__init__(len(items), pre)
         self.paths = list(dict.fromkeys(item.shard for item in items))
         self.labels = {(str(item.shard), item.key): item.label for item in items}
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def numel(self) -> int:
-        return 0  # nothing is held
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self), *self.pre.input_size)
-
-
-SHUFFLE_BUFFER = 1000  # images each loader worker shuffles among
+    def epoch_loader(self, transform, *, batches: int, batch_size: int, seed: int, workers: int):
+        return epoch_loader(self, transform, batches=batches, batch_size=batch_size, seed=seed, workers=workers)
 
 
 def epoch_loader(images: StreamedShards, transform, *, batches: int, batch_size: int, seed: int, workers: int):

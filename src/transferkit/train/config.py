@@ -134,7 +134,9 @@ class TrainConfig:
     cache_views: int = _setting(0, "With augmentation: cache K augmented views of the frozen layers' output.")
     # Shards read anew each epoch, nothing decoded up front: for training sets larger than memory and disk.
     stream: bool = _setting(
-        False, "For wds: DATA: stream the training shards each epoch (a shuffle buffer) instead of decoding them once."
+        False,
+        "For wds: and Hugging Face DATA: stream the training shards or split each epoch (a shuffle buffer) "
+        "instead of decoding them once.",
     )
     channels_last: bool | None = _setting(None, "Memory format (default: measured per model).")
     precision: str = _setting("auto", f"{', '.join(PRECISIONS)} (auto: measured per model).")
@@ -177,7 +179,7 @@ class TrainConfig:
         """Which Hugging Face dataset DATA names, and its image and label columns."""
         from ..data.hub_data import HfOptions  # imports torch: not at the configuration's import
 
-        return HfOptions(self.hf_config, self.hf_revision, self.image_column, self.label_column)
+        return HfOptions(self.hf_config, self.hf_revision, self.image_column, self.label_column, self.stream)
 
     @property
     def pinned_precision(self) -> str | None:

@@ -14,8 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler, default_collate
 
-from ..data.decode import loader_workers
-from ..data.shards import StreamedShards, epoch_loader
+from ..data.decode import Streamed, loader_workers
 from ..errors import RunError, TransferkitError
 
 __all__ = [
@@ -236,10 +235,11 @@ def make_loader(
     """
     workers = loader_workers(dataset)  # streamed images are decoded by worker processes
     images = getattr(getattr(dataset, "decoded", None), "images", None)
-    if isinstance(images, StreamedShards) and shuffle:  # as many steps on every rank as the schedule counts
+    if isinstance(images, Streamed) and shuffle:  # as many steps on every rank as the schedule counts
         batches, _ = epoch_steps(len(dataset), batch_size, dist_ctx.world_size)
-        transform = dataset.transform
-        return epoch_loader(images, transform, batches=batches, batch_size=batch_size, seed=seed, workers=workers)
+        return images.epoch_loader(
+            dataset.transform, batches=batches, batch_size=batch_size, seed=seed, workers=workers
+        )
     if dist_ctx.enabled and shuffle:
         sampler = DistributedSampler(
             dataset, num_replicas=dist_ctx.world_size, rank=dist_ctx.rank, shuffle=True, seed=seed, drop_last=True

@@ -305,11 +305,20 @@ def prepare_data(
 
 
 def check_stream(config: TrainConfig, source: DataSource) -> None:
-    """Refuse ``stream`` for DATA that is not WebDataset shards, before anything is written."""
-    if config.stream and (not source.train or source.train[0].shard is None):
+    """Refuse ``stream`` for DATA that is not WebDataset shards or a streamed Hugging Face dataset, before
+    anything is written."""
+    if not config.stream:
+        return
+    if not source.train or (source.train[0].shard is None and source.train[0].rows is None):
         raise DataError(
-            f"stream reads WebDataset shards; DATA '{config.data}' is not. Write them with transferkit shard.",
+            f"stream reads WebDataset shards or a Hugging Face dataset; DATA '{config.data}' is neither. "
+            "Write shards with transferkit shard.",
             argument="stream",
+        )
+    if source.train[0].rows is not None and config.train_images is not None:
+        raise DataError(
+            "train_images samples the training images, and a streamed dataset split is read whole; drop one.",
+            argument="train_images",
         )
 
 

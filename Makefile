@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[weights,data,export,peft,shards,hf,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[weights,data,export,peft,shards,hf,track,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -146,6 +146,22 @@ TtaOpt = Annotated[
     bool,
     typer.Option("--tta", help="Average each image with its mirror image (off: wrong for digits and text)."),
 ]
+TrackOpt = Annotated[
+    str,
+    typer.Option(
+        "--track",
+        metavar="TRACKER",
+        help="mlflow: add what this writes to the MLflow run the run folder recorded to (none: do not).",
+    ),
+]
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        metavar="URI",
+        help="For --track mlflow: the run's store (default: MLFLOW_TRACKING_URI, else the one in the run folder).",
+    ),
+]
 TrustCodeOpt = Annotated[
     bool,
     typer.Option(

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, ModelOpt, TrustCodeOpt, TtaOpt, console, emit_json, note
+from ._common import (
+    BatchSizeOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    TrackingUriOpt,
+    TrackOpt,
+    TrustCodeOpt,
+    TtaOpt,
+    console,
+    emit_json,
+    note,
+)
 
 
 def eval_command(
@@ -37,13 +49,17 @@ def eval_command(
     ] = None,
     tta: TtaOpt = False,
     trust_code: TrustCodeOpt = False,
+    track: TrackOpt = "none",
+    tracking_uri: TrackingUriOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a trained run or weights: accuracy, balanced accuracy, macro-F1, per-class metrics, confusion matrix."""
     from rich.table import Table
 
     from ..inference.runs import evaluate_run
+    from ..train.tracking import add_files, check_tracker
 
+    check_tracker(track)
     result = evaluate_run(
         run,
         data,
@@ -58,6 +74,8 @@ def eval_command(
     )
     for line in result["notes"]:
         note(line)
+    if track == "mlflow" and result.get("report"):
+        add_files(Path(run), [Path(result["report"])], folder="reports", tracking_uri=tracking_uri, log=note)
     if as_json:
         emit_json(result)
         return

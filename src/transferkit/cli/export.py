@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, TrustCodeOpt, emit_json, output_console
+from ._common import JsonOpt, TrackingUriOpt, TrackOpt, TrustCodeOpt, emit_json, output_console
 
 
 def export_command(
@@ -42,6 +42,8 @@ def export_command(
         typer.Option("--data", metavar="DATA", help="The run's DATA, when it is no longer where the run found it."),
     ] = None,
     trust_code: TrustCodeOpt = False,
+    track: TrackOpt = "none",
+    tracking_uri: TrackingUriOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export RUN's best model and prove it on the held-out images: largest logit difference, top-1 agreement.
@@ -54,8 +56,10 @@ def export_command(
     with the run's classes and preprocessing once uploaded; the proof runs what timm loads from it.
     """
     from ..deploy.export import export_run
+    from ..train.tracking import add_files, check_tracker
 
     console = output_console(as_json)
+    check_tracker(track)
     result = export_run(
         run,
         format=format,
@@ -66,6 +70,9 @@ def export_command(
         trust_code=trust_code,
         log=console.print,
     )
+    if track == "mlflow":
+        files = [Path(result.path), *([Path(result.sidecar)] if result.sidecar else [])]
+        add_files(Path(run), files, folder="exports", tracking_uri=tracking_uri, log=console.print)
     parity = result.parity
     if as_json:
         emit_json({"path": str(result.path), "sidecar": str(result.sidecar), "parity": parity})

@@ -38,6 +38,7 @@ __all__ = [
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "on", "off")
 BALANCES = ("auto", "none", "weighted", "sampler")
+TRACKERS = ("none", "mlflow")  # besides metrics.csv and TensorBoard: transferkit.train.tracking
 IMBALANCED = 3.0  # largest class over smallest beyond which data counts as imbalanced
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("auto", "mse", "huber")
@@ -147,6 +148,12 @@ class TrainConfig:
     shard_params: bool = _setting(
         False, "Under torchrun: shard parameters, gradients and optimizer state across the processes (FSDP)."
     )
+    # MLflow: parameters, per-epoch metrics, the model card and report (transferkit.train.tracking)
+    track: str = _setting("none", f"Record the run in an experiment tracker too: {', '.join(TRACKERS)}.")
+    tracking_uri: str | None = _setting(
+        None, "For track mlflow: the tracking server (default: MLFLOW_TRACKING_URI, else a store in the run folder)."
+    )
+    mlflow_experiment: str = _setting("transferkit", "For track mlflow: the experiment the run is recorded in.")
     in_chans: int | None = _setting(None, "Input channels (1 for grayscale); RGB weights are adapted.")
     # Half the parameters outside the head: below that the file is for another architecture.
     min_loaded: float = _setting(0.5, "Fail when less than this share of non-head parameters would load.")
@@ -272,6 +279,7 @@ def _check(c: TrainConfig) -> None:
         fail("loss", f"{c.loss} is for regression; task {c.task} takes auto")
     if c.task == "multi-label" and not c.label_columns and not (isinstance(c.label_sep, str) and c.label_sep.strip()):
         fail("label_sep", "must be a visible character such as ';' or '|'")
+    choose("track", TRACKERS)
     if c.stream and (c.strategy == "auto" or c.lr == "auto" or c.balance == "sampler"):
         named = "strategy" if c.strategy == "auto" else "lr" if c.lr == "auto" else "balance"
         fail(named, "needs the decoded training images, which stream does not keep; give a value (balance: weighted)")

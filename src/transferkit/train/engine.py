@@ -55,6 +55,7 @@ from .setup import (
 )
 from .sharding import gather_state, is_sharded
 from .strategies import Phase
+from .tracking import Trackers, check_store, start_trackers
 from .validation import validate
 
 __all__ = ["fit"]
@@ -113,6 +114,8 @@ def fit(
     seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
     num_classes = len((data or source).class_names)
     model, load_report = build_model(config, num_classes, load_weights=state is None)
+    if dist_ctx.is_main:
+        check_store(config, out)  # a tracking server that does not answer: before the folder is made
     lock = claim_out(out) if dist_ctx.is_main else None
     try:
         if lock is not None:
@@ -219,10 +222,10 @@ def _fit(
     if dist_ctx.is_main:  # on resuming too: the folder may have moved, epochs or device changed
         write_json(out / "config.json", config.to_dict())
 
-    writer = _tensorboard(out, log) if dist_ctx.is_main else None
+    trackers = start_trackers(config, out, main=dist_ctx.is_main, log=log)
     epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
     clock = _Clock(record.history[-1]["cumulative_seconds"] if record.history else 0.0)
-    stopped = False
+    stopped, status = False, "FAILED"
     try:
         for phase_index in range(start_phase, len(phases)):
             resumed = state if phase_index == start_phase and start_epoch > 0 else None
@@ -238,19 +241,24 @@ def _fit(
                 dist_ctx=dist_ctx,
                 probe=probe,
                 clock=clock,
-                writer=writer,
+                trackers=trackers,
                 stop_after=stop_after,
                 log=log,
             )
             if stop_after is not None and epoch_index >= stop_after:
                 stopped = True
                 break
+        # Only when every rank got here: a rank that failed must not leave the others waiting.
+        dist_ctx.barrier()
+        result = finish_run(record, model, stopped=stopped, main=dist_ctx.is_main, log=log)
+        trackers.finished(out)
+        status = "KILLED" if stopped else "FINISHED"  # stopped: to be resumed, which reopens it
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
-        if writer is not None:
-            writer.close()
-    # Only when every rank got here: a rank that failed must not leave the others waiting.
-    dist_ctx.barrier()
-    return finish_run(record, model, stopped=stopped, main=dist_ctx.is_main, log=log)
+        trackers.close(status)
 
 
 def _measure_kernels(
@@ -306,7 +314,7 @@ def _run_phase(
     dist_ctx: DistContext,
     probe,
     clock: _Clock,
-    writer,
+    trackers: Trackers,
     stop_after: int | None,
     log,
 ) -> int:
@@ -419,11 +427,7 @@ def _run_phase(
             if improved:
                 save_checkpoint(out / "best.pt", checkpoint)
             write_metrics(out / "metrics.csv", record.history, record.data.task)
-            if writer is not None:
-                for key, value in record.history[-1].items():
-                    if key in ("train_loss", "lr") or key.startswith("val_"):
-                        writer.add_scalar(key, value, epoch_index)
-                writer.flush()
+            trackers.epoch(record.history[-1], epoch_index)
         if record.phase_complete:
             return epoch_index + (phase.epochs - phase_epoch - 1)  # the skipped epochs still count
         if stop_after is not None and epoch_index >= stop_after:
@@ -465,16 +469,3 @@ class _Clock:
 
 def _silent(message: str) -> None:
     pass
-
-
-def _tensorboard(out: Path, log):
-    try:
-        str(out).encode("utf-8")
-    except UnicodeEncodeError:
-        log("TensorBoard logs off: the run folder's name is not valid UTF-8, which TensorBoard cannot write")
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency; a broken install should not stop training
-        return None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))

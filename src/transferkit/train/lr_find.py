@@ -79,9 +79,7 @@ def find_lr(
     plain = FastPath(False, config.pinned_precision or "fp32", "lr-find")
     cached = None
     if config.cache:
-        cached = cache_frozen_prefix(
-            model, config, data, plain, device, head=find_head(model), augment="none", log=log
-        )
+        cached = cache_frozen_prefix(model, config, data, plain, device, head=find_head(model), augment="none", log=log)
     net = model
     if cached is not None:
         dataset, prep, skipping, net = cached.train_views[0], cached.prep, cached.skipping, cached.net

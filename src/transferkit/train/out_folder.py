@@ -28,6 +28,8 @@ __all__ = [
 # What a run writes; with overwrite these are removed first, so that two runs never mix.
 RUN_FILES = (
     "config.json",
+    "mlflow.json",
+    "mlflow.db",
     "last.pt",
     "best.pt",
     "metrics.csv",
@@ -180,6 +182,7 @@ def clear_run(out: Path) -> None:
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    shutil.rmtree(out / "mlartifacts", ignore_errors=True)
 
 
 def _shown(name: str) -> str:

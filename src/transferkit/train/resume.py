@@ -10,8 +10,10 @@ from .config import TrainConfig
 
 __all__ = ["RESUME_SAFE", "check_same_data", "resumed_config"]
 
+# Where a run is recorded besides its folder: given again on resuming, not read from the folder.
+TRACKING = ("track", "tracking_uri", "mlflow_experiment")
 # Settings a resumed run may change: they do not change what the finished epochs computed.
-RESUME_SAFE = ("device", "epochs", "strict_data", "reprobe", "shard_params")
+RESUME_SAFE = ("device", "epochs", "strict_data", "reprobe", "shard_params", *TRACKING)
 
 
 def resumed_config(state: dict, folder: str | Path, changes: dict | None = None) -> TrainConfig:
@@ -23,6 +25,8 @@ def resumed_config(state: dict, folder: str | Path, changes: dict | None = None)
     """
     stored = dict(state["config"])
     stored["out"] = str(folder)
+    for name in TRACKING:  # where records are sent is the command's to say, never a run folder's
+        stored[name] = TrainConfig.__dataclass_fields__[name].default
     changes = {k: v for k, v in (changes or {}).items() if k != "out" or Path(v).resolve() != Path(folder).resolve()}
     if "out" in changes:
         raise RunError(

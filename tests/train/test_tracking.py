@@ -146,9 +146,10 @@ def test_run_recorded_on_a_server(server, tmp_path, cli):
     code, stdout, err = cli(
         "train", "tests.helpers:TinyNet", "--data", data, "--out", out, "--epochs", "2", "--image-size", "16",
         "--precision", "fp32", "--no-channels-last", "--strategy", "full",
-        "--track", "mlflow", "--tracking-uri", server.url, "--mlflow-experiment", "pets",
+        "--track", "mlflow", "--tracking-uri", server.url, "--mlflow-experiment", "pets", "--json",
     )  # fmt: skip
     assert code == 0, err
+    assert json.loads(stdout)["best_val_acc"] >= 0  # MLflow printed nothing into the command's output
     client = MlflowClient(server.url)
     (run,) = client.search_runs([client.get_experiment_by_name("pets").experiment_id])
     assert run.info.run_name == "run" and run.info.status == "FINISHED"

@@ -84,11 +84,12 @@ def check_store(config, out: Path) -> None:
 
 @contextmanager
 def _patient(retries: int = RETRIES, timeout: int = TIMEOUT_S):
-    """MLflow's HTTP requests with few retries and a short timeout, unless the user set their own."""
+    """MLflow's HTTP requests with few retries and a short timeout, unless the user set their own; nothing printed."""
     names = {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": retries,
         "MLFLOW_HTTP_REQUEST_TIMEOUT": timeout,
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": BACKOFF,
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # stdout is the command's (--json); the log says where
     }
     set_here = [name for name in names if name not in os.environ]
     for name in set_here:
@@ -142,7 +143,8 @@ class MlflowRun:
         except Exception as e:
             raise _unusable(uri, e) from None
         write_json(out / MLFLOW_FILE, {"tracking_uri": shown, "run_id": run_id, "experiment_id": experiment_id})
-        log(f"mlflow: run {run_id} in experiment '{config.mlflow_experiment}' at {shown}")
+        page = f" ({shown.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})" if uri.startswith("http") else ""
+        log(f"mlflow: run {run_id} in experiment '{config.mlflow_experiment}' at {shown}{page}")
         return cls(client, run_id, uri, log)
 
     def _call(self, what: str, fn, *args, **kwargs) -> None:

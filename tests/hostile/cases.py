@@ -751,6 +751,21 @@ def _(w, tmp):
     return train(w, _parquet(w, tmp), tmp / "out", "--image-column", "photo")
 
 
+@case(
+    "transformers/not-an-image-classifier",
+    "refused",
+    2,
+    ["BertForSequenceClassification", "not an image classifier"],
+    absent("out"),
+)
+def _(w, tmp):
+    (tmp / "bert").mkdir()
+    (tmp / "bert" / "config.json").write_text(
+        '{"architectures": ["BertForSequenceClassification"], "model_type": "bert"}'
+    )
+    return ["train", tmp / "bert", "--data", w.data, "--out", tmp / "out", *FAST]
+
+
 # ---------------------------------------------------------------- command lines
 
 _OPTIONS = [

@@ -11,7 +11,12 @@ from ._common import JsonOpt, console, emit_json, note
 
 def identify_command(
     source: Annotated[
-        str, typer.Argument(metavar="FILE", help="Checkpoint: .pth, .pt, .bin or .safetensors, or a registry name.")
+        str,
+        typer.Argument(
+            metavar="FILE",
+            help="Checkpoint (.pth, .pt, .bin, .safetensors), a registry name, or a transformers model's folder "
+            "or transformers:ORG/REPO.",
+        ),
     ],
     trust_checkpoint: Annotated[
         bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")
@@ -35,6 +40,13 @@ def identify_command(
     console.print(f"{found.source}: {found.tensors} tensors, {found.parameters:,} parameters")
     if found.record:
         console.print(f"  the '{found.record}' weights, made and checked for {found.record_model}")
+    if found.transformers:
+        about = found.transformers
+        labels = ", ".join(about["labels"][:8]) + (", ..." if len(about["labels"]) > 8 else "")
+        console.print(
+            f"  a transformers {about['architecture']} ({about['model_type']}), {about['image_size']} px, "
+            f"{len(about['labels'])} labels: {labels}"
+        )
     for title, fits in (("fits by names", found.by_names), ("fits by structure only", found.by_structure)):
         if fits:
             console.print(f"  {title}:")

@@ -46,6 +46,7 @@ class LayerRecord:
     type: str
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    tensor_output: bool = True  # one tensor, not a tuple or a transformers ModelOutput
 
 
 @dataclass
@@ -139,7 +140,9 @@ def trace(
         name, _, inputs = stack.pop()
         if events is not None:
             events.append(("end", name))
-        records.append(LayerRecord(name, type(module).__name__, inputs, _shapes(output)))
+        records.append(
+            LayerRecord(name, type(module).__name__, inputs, _shapes(output), isinstance(output, torch.Tensor))
+        )
 
     handles = []
     for module in model.modules():

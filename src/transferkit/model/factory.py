@@ -32,7 +32,7 @@ __all__ = ["code_origin", "create_model", "is_code_spec"]
 
 def is_code_spec(spec: str) -> bool:
     """True when building ``spec`` imports the user's code (``file.py:factory`` or ``module:factory``)."""
-    return ":" in spec and not spec.startswith("torchvision:")
+    return ":" in spec and not spec.startswith(("torchvision:", "transformers:"))
 
 
 def code_origin(spec: str) -> dict | None:
@@ -101,14 +101,18 @@ def create_model(
         raise ModelSpecError(f"num_classes must be at least 1, got {num_classes}.", argument="num_classes")
     if in_chans is not None and in_chans < 1:
         raise ModelSpecError(f"in_chans must be at least 1, got {in_chans}.", argument="in_chans")
+    if image_size is not None and image_size < 8:
+        raise ModelSpecError(f"image_size must be at least 8, got {image_size}.", argument="image_size")
+    from .hf_transformers import build, is_transformers_model
+
+    if is_transformers_model(spec):
+        return build(spec, num_classes=num_classes, image_size=image_size)
     if spec.startswith("torchvision:"):
         factory = _torchvision_factory(spec.split(":", 1)[1])
     elif ":" in spec:
         factory = _user_factory(spec)
     else:
         factory = _timm_factory(spec)
-    if image_size is not None and image_size < 8:
-        raise ModelSpecError(f"image_size must be at least 8, got {image_size}.", argument="image_size")
     if image_size is not None:
         from .sizes import check_batch_memory
 

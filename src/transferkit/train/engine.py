@@ -214,7 +214,8 @@ def _fit(
     elif load_report is not None:
         how = ", ".join(f"{n} by {k}" for k, n in load_report["how"].items())
         log(
-            f"weights: {config.weights}: {len(load_report['matched'])} tensors loaded, "
+            f"weights: {config.weights or getattr(model, 'transferkit_weights', None)}: "
+            f"{len(load_report['matched'])} tensors loaded, "
             f"{load_report['loaded_fraction']:.1%} of parameters ({how}); head '{record.head}' is new"
         )
         for finding in load_report["verification"]["findings"]:

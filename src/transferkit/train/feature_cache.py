@@ -84,7 +84,7 @@ def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -
         return None
     shapes: dict[str, tuple[int, ...]] = {}
     for record in records:
-        if record.output_shapes:
+        if record.output_shapes and record.tensor_output:  # a boundary's output is cached as one tensor
             shapes.setdefault(record.name, record.output_shapes[0][1:])
 
     modules = dict(model.named_modules())

@@ -136,9 +136,10 @@ def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = T
         _check_batch_memory(config, model)
     tie_distillation_head(model)  # new classes: a distilled model's two heads are one new head
     report = None
-    if load_weights and config.weights and config.strategy != "scratch":
+    weights = config.weights or getattr(model, "transferkit_weights", None)  # a transformers model brings its own
+    if load_weights and weights and config.strategy != "scratch":
         policy = LoadPolicy(min_loaded=config.min_loaded, allow_nonfinite=config.allow_nonfinite)
-        report = load_pretrained(model, config.weights, policy=policy).to_dict()
+        report = load_pretrained(model, weights, policy=policy).to_dict()
         # The cheap check only; `transferkit load` adds the one on photos.
         report["verification"] = verify_weights(model, photos=False)
     zero_init_head(model)

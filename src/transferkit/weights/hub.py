@@ -6,6 +6,7 @@ A weights spec is one of:
   pretrained configuration names a Hugging Face repo or a URL;
 * ``hf-hub:ORG/REPO`` (a timm-style repo: ``config.json`` and ``model.safetensors`` or
   ``pytorch_model.bin``);
+* ``transformers:ORG/REPO``: the weights of a transformers model's repo (the MODEL's own);
 * ``torchvision:ENUM`` (``torchvision:IMAGENET1K_V2``, ``torchvision:DEFAULT``) for
   ``torchvision:`` models;
 * an ``https://`` URL.
@@ -33,7 +34,7 @@ from ..errors import WeightsError
 
 __all__ = ["Fetched", "fetch", "is_remote", "model_weights", "remote_preprocessing", "timm_cached_file"]
 
-_PREFIXES = ("timm:", "hf-hub:", "torchvision:", "https://", "http://")
+_PREFIXES = ("timm:", "hf-hub:", "transformers:", "torchvision:", "https://", "http://")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention: name-<sha256 prefix>.ext
 
@@ -74,6 +75,9 @@ def fetch(spec: str, model: nn.Module | None = None) -> Fetched:
     if spec.startswith("hf-hub:"):
         repo = spec.split(":", 1)[1]
         return Fetched(_hf_file(repo, _HF_FILES), spec, _hf_config(repo), repo)
+    if spec.startswith("transformers:"):  # the preprocessing comes with the model (model.hf_transformers)
+        repo = spec.split(":", 1)[1]
+        return Fetched(_hf_file(repo, _HF_FILES), spec, None, repo)
     if spec.startswith("torchvision:"):
         weights = _torchvision_weights(spec, model)
         return Fetched(_url_file(weights.url), spec, _torchvision_config(weights), weights.url)

@@ -55,6 +55,7 @@ class Identification:
     by_names: list[Candidate] = field(default_factory=list)
     by_structure: list[Candidate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    transformers: dict | None = None  # a transformers model's class, family, labels and size (its config.json)
 
     @property
     def native(self) -> str | None:
@@ -177,16 +178,19 @@ def _index() -> dict:
 
 
 def identify(source: str | Path, *, trust_checkpoint: bool = False) -> Identification:
-    """The architectures ``source`` (a checkpoint file or a registry name) fits, by names and by structure.
+    """The architectures ``source`` (a checkpoint file, a registry name, or a transformers model's folder or
+    ``transformers:ORG/REPO``) fits, by names and by structure.
 
     Example:
         >>> found = identify("resnet18-trained.pth")
         >>> [c.model for c in found.by_names]
         ['resnet18', 'torchvision:resnet18']
     """
+    from ..model.hf_transformers import describe, is_transformers_model
     from .checkpoint import read_checkpoint
     from .registry import list_weights, resolve_source
 
+    described = describe(str(source)) if is_transformers_model(str(source)) else None
     path, record = resolve_source(source)
     ckpt = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     tensors = {k: v for k, v in ckpt.tensors.items() if isinstance(v, torch.Tensor)}
@@ -200,6 +204,8 @@ def identify(source: str | Path, *, trust_checkpoint: bool = False) -> Identific
         record = next((r for r in list_weights() if digest.startswith(r.sha256_prefix)), None)
     if record is not None:
         found.record, found.record_model = record.name, record.architecture
+    if described is not None:  # the network its config.json names is the one it was saved from
+        found.transformers, found.record_model = described, str(source)
     found.by_names, found.by_structure = _fits(tensors)
     versions = _index()["versions"]
     installed = _installed_versions()

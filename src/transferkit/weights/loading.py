@@ -220,9 +220,14 @@ def load_pretrained(
         >>> [m.key for m in report.mismatched]
         ['fc.weight', 'fc.bias']
     """
+    from ..model.hf_transformers import is_transformers_model, pretrained_state
+
     record = None
     if isinstance(source, Mapping):
         ckpt = from_state_dict(source, use_ema=use_ema)
+    elif is_transformers_model(str(source)):  # read by transformers, which knows its checkpoints' names
+        ckpt = from_state_dict(pretrained_state(str(source)))
+        ckpt.source = str(source)
     else:
         path, record = resolve_source(source, model)
         ckpt = read_checkpoint(path, trust_checkpoint=trust_checkpoint, use_ema=use_ema)

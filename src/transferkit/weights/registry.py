@@ -202,6 +202,8 @@ def resolve_source(source: str | Path, model: nn.Module | None = None) -> tuple[
     from .hub import fetch, is_remote
 
     path = Path(source)
+    if path.is_dir() and (path / "model.safetensors").is_file():  # a transformers or timm Hub folder
+        return path / "model.safetensors", None
     if path.exists():
         return path, None
     text = str(source)

@@ -8,10 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.helpers import make_image_folder
 from tests.weights.stand_in_hub import StandInHub
-from transferkit.errors import ModelSpecError
+from transferkit.deploy.push import push_run
+from transferkit.errors import ModelSpecError, WeightsError
+from transferkit.inference.predict import load_predictor
 from transferkit.model.factory import create_model, is_code_spec
 from transferkit.model.freeze import stage_parameters
 from transferkit.model.surgery import find_head
@@ -93,6 +96,7 @@ def test_new_classes_get_a_new_head_and_the_report_says_so(tmp_path):
 def hub(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
+    monkeypatch.setenv("HF_TOKEN", "hf_stand_in")  # uploads carry a token, as the Hub asks
     served = StandInHub(tmp_path / "served")
     monkeypatch.setattr(constants, "ENDPOINT", served.url)
     monkeypatch.setattr(
@@ -119,13 +123,25 @@ def test_a_hub_model_trains_predicts_exports_and_is_identified(hub, tmp_path, cl
     assert "weights: transformers:org/tiny-vit: 38 tensors loaded" in text and "head 'classifier' is new" in text
     assert "cache: 'forward_head(pre_logits=True)' output (32,)" in text  # the probe trains on cached features
     assert "mean (0.5, 0.5, 0.5)" in text and "bicubic" in text  # the image processor's preprocessing
-    predicted = cli_json("predict", tmp_path / "run", data / "a" / "0.png")
-    assert predicted["predictions"][0]["top"][0]["label"] in ("a", "b")
-    code, out, err = cli("export", tmp_path / "run")
-    assert code == 0, err
     found = cli_json("identify", "transformers:org/tiny-vit")
     assert found["transformers"]["architecture"] == "ViTForImageClassification"
     assert found["transformers"]["labels"] == ["cat", "dog", "fox"] and found["native"] == "transformers:org/tiny-vit"
+
+    # handed on: pushed as transformers' own folder, which transformers alone loads from the Hub
+    url = push_run(tmp_path / "run", "me/finetuned", log=lambda m: None)
+    assert url.startswith(f"{hub.url}/me/finetuned/commit/")
+    assert sorted(hub.commits[0][3]) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    processor = transformers.AutoImageProcessor.from_pretrained("me/finetuned")
+    loaded = transformers.AutoModelForImageClassification.from_pretrained("me/finetuned").eval()
+    assert loaded.config.id2label == {0: "a", 1: "b"}
+    images = sorted((data / "a").glob("*.png"))[:3] + sorted((data / "b").glob("*.png"))[:3]
+    with torch.no_grad():
+        inputs = processor([np.asarray(Image.open(p).convert("RGB")) for p in images], return_tensors="pt")
+        probabilities = loaded(**inputs).logits.softmax(-1)
+    predictor = load_predictor(str(tmp_path / "run"), device="cpu", uncalibrated=True)
+    for answer, row in zip(predictor.predict([str(p) for p in images], top_k=2), probabilities):
+        for top in answer["top"]:  # the processor resizes with PIL, the run with torch: probabilities to 2%
+            assert top["probability"] == pytest.approx(float(row[loaded.config.label2id[top["label"]]]), abs=0.02)
 
 
 def test_configs_that_are_not_image_classifiers_are_one_line(tmp_path):
@@ -141,3 +157,32 @@ def test_configs_that_are_not_image_classifiers_are_one_line(tmp_path):
     (remote / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelSpecError, match="repository's own code.*does not run"):
         create_model(str(remote))
+
+
+@pytest.mark.parametrize("eps, identical", [(1e-6, True), (1e-12, False)])
+def test_a_vit_converted_into_timm_computes_what_transformers_does(tmp_path, cli_json, eps, identical):
+    """transformers' ViT at the sizes of timm's test_vit, loaded into it by the written conversion
+    and compared with transformers' own network on the sample photos. transformers' ViTs keep layer norm's eps
+    at 1e-12, timm's at 1e-6: that difference is reported, never passed over."""
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=16, hidden_size=64, num_hidden_layers=6, num_attention_heads=2,
+        intermediate_size=192, num_labels=3, layer_norm_eps=eps,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    out = cli_json("load", "test_vit", tmp_path / "vit", "--num-classes", "3", "--image-size", "32")
+    assert len(out["matched"]) == 80 and out["loaded_fraction"] == 1.0 and out["how"] == {"name": 80}
+    assert any("q, k, v stacked into qkv" in note for note in out["notes"])
+    variant = out["verification"]["variant"]
+    assert variant["native"] == str(tmp_path / "vit") and variant["compared"] == "logits"
+    assert variant["identical"] is identical and out["verification"]["status"] == ("ok" if identical else "warn")
+    if identical:
+        assert variant["max_abs_diff"] == 0.0
+    else:
+        assert 0 < variant["max_abs_diff"] < 1e-3 and variant["top1_agreement"] == variant["photos"]
+
+
+def test_a_family_without_a_conversion_says_so(tmp_path):
+    _saved("convnext", tmp_path / "convnext")
+    with pytest.raises(WeightsError, match="no written conversion of transformers' convnext into timm"):
+        load_pretrained(create_model("convnext_atto", num_classes=3), str(tmp_path / "convnext"))

@@ -16,7 +16,9 @@ def export_command(
     format: Annotated[
         str,
         typer.Option(
-            "--format", metavar="FORMAT", help="onnx, exported-program, safetensors or timm-hub (a folder for the Hub)."
+            "--format",
+            metavar="FORMAT",
+            help="onnx, exported-program, safetensors, timm-hub or transformers (folders for the Hub).",
         ),
     ] = "onnx",
     out: Annotated[

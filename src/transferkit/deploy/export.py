@@ -3,7 +3,8 @@
 Formats: ``onnx`` (torch.onnx's dynamo exporter, dynamic batch), ``exported-program``
 (``torch.export``, saved as ``.pt2``), ``safetensors`` (the weights, rebuilt from MODEL) and
 ``timm-hub`` (a folder that ``timm.create_model("hf-hub:...")`` loads, written by timm:
-:mod:`.timm_hub`; the proof runs the model timm loads from it).
+:mod:`.timm_hub`; the proof runs the model timm loads from it), or ``transformers`` (for a
+transformers MODEL, the folder ``from_pretrained`` loads: :mod:`.transformers_folder`).
 Every export is run beside the PyTorch model on the run's held-out images before anything is
 kept; past the tolerance it is an error (:class:`~transferkit.errors.ParityError`, exit 1)
 and nothing is written. Tolerances, measured in BENCHMARKS.md ("Export parity"):
@@ -37,11 +38,23 @@ from ..inference.runs import held_out_items, load_trained
 from ..tasks.metrics import multilabel_metrics
 from .sidecar import sidecar_path, task_facts, write_sidecar
 from .timm_hub import check_timm_model, load_timm_folder, write_timm_folder
+from .transformers_folder import check_transformers_run, load_transformers_folder, write_transformers_folder
 
 __all__ = ["FORMATS", "FP32_TOLERANCE", "INT8_MAX_DROP", "ExportResult", "export_run"]
 
-FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "safetensors": ".safetensors", "timm-hub": ""}
-FOLDERS = ("timm-hub",)  # formats written as a folder, with no sidecar: their config.json says it all
+FORMATS = {
+    "onnx": ".onnx",
+    "exported-program": ".pt2",
+    "safetensors": ".safetensors",
+    "timm-hub": "",
+    "transformers": "",
+}
+FOLDERS = ("timm-hub", "transformers")  # formats written as a folder, with no sidecar: their config.json says it all
+# How each folder is loaded by its library alone, for the log
+LOADED_BY = {
+    "timm-hub": "timm.create_model('local-dir:{out}', pretrained=True)",
+    "transformers": "AutoModelForImageClassification.from_pretrained('{out}')",
+}
 QUANTIZE = ("dynamic", "static")
 FP32_TOLERANCE = 1e-3
 INT8_MAX_DROP = 1.0  # accuracy (or mAP) points on the held-out images
@@ -121,7 +134,7 @@ def export_run(
         raise RunError(f"Cannot write '{out}': folder '{out.parent}' does not exist.")
 
     if format in FOLDERS:  # before the run is loaded: a MODEL of the user's code is never imported for nothing
-        check_timm_model(_model_spec(run))
+        (check_timm_model if format == "timm-hub" else check_transformers_run)(_model_spec(run))
     trained = load_trained(run, device="cpu", trust_code=trust_code)
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
     images, labels, split = _held_out(trained, data)
@@ -167,7 +180,8 @@ def export_run(
             exported = quantized
         _place(exported, out)
     if format in FOLDERS:
-        log(f"wrote {out} (config.json, model.safetensors, README.md: timm.create_model('local-dir:{out}') loads it)")
+        files = ", ".join(sorted(p.name for p in out.iterdir()))
+        log(f"wrote {out} ({files}: {LOADED_BY[format].format(out=out)} loads it)")
         from ..inference.model_card import record_export
 
         record_export(run, out.name, {"file": str(out), "format": format, "quantization": None, "parity": parity})
@@ -286,6 +300,9 @@ def _export(
     if format == "timm-hub":
         write_timm_folder(net, trained, path, card=card)
         return
+    if format == "transformers":
+        write_transformers_folder(net, trained, path, card=card)
+        return
     if format == "safetensors":
         from ..serialization import save_safetensors
 
@@ -335,6 +352,8 @@ def _runner(format: str, path: Path, trained):
     if format == "timm-hub":
         loaded = load_timm_folder(path)
         return lambda x: loaded(x)
+    if format == "transformers":
+        return load_transformers_folder(path)
     from safetensors.torch import load_file
 
     from ..model.factory import create_model

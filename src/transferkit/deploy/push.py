@@ -1,9 +1,10 @@
-"""Upload a run's timm Hub folder to the Hugging Face Hub with huggingface_hub's own API.
+"""Upload a run's Hub folder to the Hugging Face Hub with huggingface_hub's own API.
 
-The folder is the one ``export --format timm-hub`` writes (exported first, with its parity proof,
-when the run has none). The repository is created when missing (``create_repo(exist_ok=True)``)
-and the files go up in one commit (``create_commit``); the README's loading example names the
-repository. The token is huggingface_hub's: ``HF_TOKEN`` or ``hf auth login``.
+The folder is the one ``export --format timm-hub`` writes, or ``--format transformers`` for a run
+whose MODEL is a transformers model (exported first, with its parity proof, when the run has
+none). The repository is created when missing (``create_repo(exist_ok=True)``) and the files go
+up in one commit (``create_commit``); the README's loading example names the repository. The
+token is huggingface_hub's: ``HF_TOKEN`` or ``hf auth login``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def push_run(
     message: str | None = None,
     log=print,
 ) -> str:
-    """Upload ``run``'s ``timm-hub`` folder to the model repository ``repo_id``; returns the commit's URL.
+    """Upload ``run``'s ``timm-hub`` (or ``transformers``) folder to the model repository ``repo_id``; returns the
+    commit's URL.
 
     Example:
         >>> push_run("runs/flowers", "me/flowers-vit")
@@ -43,21 +45,25 @@ def push_run(
         raise ConfigError(f"'{repo_id}' is not a Hub repository id; give ORG/NAME.", argument="repo_id") from None
     if "/" not in repo_id:
         raise ConfigError(f"'{repo_id}' names no owner; give ORG/NAME, such as me/{repo_id}.", argument="repo_id")
-    run = Path(run)
-    folder = run / "timm-hub"
-    if not folder.is_dir():
-        from .export import export_run
+    from ..model.hf_transformers import is_transformers_model
+    from .export import _model_spec, export_run
 
-        log(f"{run} has no timm-hub folder: exporting it first")
-        export_run(run, format="timm-hub", log=log)
+    run = Path(run)
+    if not (run / "best.pt").is_file():
+        raise RunError(f"'{run}' holds no best.pt: push needs a finished run folder from train.")
+    format = "transformers" if is_transformers_model(_model_spec(run)) else "timm-hub"
+    folder = run / format
+    if not folder.is_dir():
+        log(f"{run} has no {format} folder: exporting it first")
+        export_run(run, format=format, log=log)
     files = sorted(p for p in folder.iterdir() if p.is_file())
     if {p.name for p in files} < {"config.json", "model.safetensors"}:
-        raise RunError(f"'{folder}' is not a complete timm-hub export; delete it and push again.")
+        raise RunError(f"'{folder}' is not a complete {format} export; delete it and push again.")
     operations = []
     for path in files:
         content = path.read_bytes()
-        if path.name == "README.md":
-            content = content.replace(b"hf-hub:ORG/REPO", f"hf-hub:{repo_id}".encode())
+        if path.name == "README.md":  # its loading example names the repository
+            content = content.replace(b"ORG/REPO", repo_id.encode())
         operations.append(CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=content))
     api = HfApi()
     try:

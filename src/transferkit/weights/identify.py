@@ -354,6 +354,12 @@ def variant_check(
     as the reference. When the file's names fit no known architecture, the native is unknown
     and the other architectures it fits by structure are compared instead (``"native": None``).
     """
+    from ..model.hf_transformers import TransformersClassifier, is_transformers_model
+
+    if is_transformers_model(str(source)) and not isinstance(model, TransformersClassifier):
+        # converted by name: transformers' own network with its own weights is the reference
+        reference = _with_weights(str(source), source, report.head_classes, trust_checkpoint)
+        return {"native": str(source), "model": model_name(model), **compare_outputs(reference, model, preprocessing)}
     if not report.how_counts.get("structure"):
         return None
     mine = model_name(model)

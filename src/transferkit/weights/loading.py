@@ -220,13 +220,19 @@ def load_pretrained(
         >>> [m.key for m in report.mismatched]
         ['fc.weight', 'fc.bias']
     """
-    from ..model.hf_transformers import is_transformers_model, pretrained_state
+    from ..model.hf_transformers import TransformersClassifier, describe, is_transformers_model, pretrained_state
 
-    record = None
+    record, converted = None, None
     if isinstance(source, Mapping):
         ckpt = from_state_dict(source, use_ema=use_ema)
     elif is_transformers_model(str(source)):  # read by transformers, which knows its checkpoints' names
-        ckpt = from_state_dict(pretrained_state(str(source)))
+        state = pretrained_state(str(source))
+        if not isinstance(model, TransformersClassifier):  # into timm's names, by the family's written conversion
+            from .transformers_to_timm import to_timm
+
+            converted = describe(str(source))["model_type"]
+            state = to_timm(converted, state)
+        ckpt = from_state_dict(state)
         ckpt.source = str(source)
     else:
         path, record = resolve_source(source, model)
@@ -236,6 +242,8 @@ def load_pretrained(
         elif is_remote(source):
             ckpt.source = str(source)
     report = apply_checkpoint(model, ckpt, policy=policy)
+    if converted is not None:
+        report.notes.append(f"converted from transformers' {converted} names into timm's (q, k, v stacked into qkv)")
     if record is not None:
         report.notes.extend(_architecture_notes(model, record))
     return report

@@ -1,0 +1,90 @@
+"""A run whose MODEL is a transformers model, as the folder ``AutoModelForImageClassification.from_pretrained``
+loads: ``config.json`` (the run's classes as ``id2label``), ``model.safetensors``,
+``preprocessor_config.json`` and the model card as ``README.md``.
+
+transformers writes the model itself (``save_pretrained``). The preprocessing is written for
+``ConvNextImageProcessor``, whose resize of the short side to ``size / crop_pct`` and centre crop
+are timm's evaluation transform, so that ``AutoImageProcessor`` gives the run's own preprocessing
+whatever the network. Several labels per image or a number per image go under ``config.json``'s
+``transferkit`` key, as for the timm-hub folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch.nn as nn
+
+from ..errors import ConfigError
+from ..serialization import write_text
+from .sidecar import task_facts
+
+__all__ = ["check_transformers_run", "load_transformers_folder", "write_transformers_folder"]
+
+_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL's codes, as image processors store them
+
+
+def check_transformers_run(spec: str) -> None:
+    """Refuse, in one line, a MODEL that transformers did not build."""
+    from ..model.hf_transformers import is_transformers_model
+
+    if not is_transformers_model(spec):
+        raise ConfigError(
+            f"The transformers format needs a transformers MODEL (transformers:ORG/REPO or its folder); this run's "
+            f"MODEL is '{spec}'. Export timm-hub for a timm model, or onnx, exported-program or safetensors.",
+            argument="format",
+        )
+
+
+def write_transformers_folder(model: nn.Module, trained, folder: Path, *, card: str | None) -> None:
+    """transformers' own folder for the run's model, with its classes, preprocessing and task facts."""
+    hf = model.hf_model
+    names = list(trained.class_names)
+    hf.config.num_labels = len(names)
+    hf.config.id2label = dict(enumerate(names))
+    hf.config.label2id = {name: i for i, name in enumerate(names)}
+    facts = {**task_facts(trained), **({"temperature": trained.temperature} if trained.temperature else {})}
+    if facts:
+        hf.config.transferkit = facts
+    hf.save_pretrained(str(folder), safe_serialization=True)
+    pre = trained.preprocessing
+    processor = {
+        "image_processor_type": "ConvNextImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": pre.input_size[1]},
+        "crop_pct": pre.crop_pct,
+        "resample": _RESAMPLE.get(pre.interpolation, 3),
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(pre.mean),
+        "image_std": list(pre.std),
+    }
+    write_text(folder / "preprocessor_config.json", json.dumps(processor, indent=2) + "\n")
+    write_text(folder / "README.md", _readme(trained, card))
+
+
+def load_transformers_folder(folder: Path) -> nn.Module:
+    """The folder as transformers alone loads it, as a function of images to logits."""
+    from transformers import AutoModelForImageClassification
+
+    try:
+        loaded = AutoModelForImageClassification.from_pretrained(str(folder)).eval()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"transformers cannot load the exported folder: {' '.join(str(e).split())[:300]}") from None
+    return lambda x: loaded(pixel_values=x).logits
+
+
+def _readme(trained, card: str | None) -> str:
+    head = (
+        "---\nlibrary_name: transformers\npipeline_tag: image-classification\ntags:\n- transferkit\n---\n\n"
+        "Load with transformers alone:\n\n```python\n"
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification\n\n"
+        'processor = AutoImageProcessor.from_pretrained("ORG/REPO")\n'
+        'model = AutoModelForImageClassification.from_pretrained("ORG/REPO").eval()\n'
+        'logits = model(**processor(images, return_tensors="pt")).logits\n```\n\n'
+        "The labels are `config.id2label`; `preprocessor_config.json` holds the run's resize, crop and "
+        "normalisation.\n\n"
+    )
+    return head + (card or "")

@@ -1,0 +1,81 @@
+"""transformers' weights in timm's names, for the families both implement: a written conversion per family.
+
+A transformers ViT keeps the query, key and value projections apart (``q_proj``, ``k_proj``,
+``v_proj``); timm's has one ``qkv`` projection, their rows stacked in that order. The other tensors
+only change their names. The conversion reads the names of the installed transformers release
+(``vit.layers.N`` since transformers 5, ``vit.encoder.layer.N`` before it) and says which
+transformers family it does not know, rather than guess: ``transferkit load`` then compares the
+timm network with transformers' own on natural photos
+(:func:`~transferkit.weights.identify.variant_check`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import WeightsError
+
+__all__ = ["CONVERTED", "to_timm"]
+
+# Per transformers 5 name (and its name before 5), timm's name inside a ViT block.
+_VIT_BLOCK = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.o_proj": "attn.proj",
+    "attention.output.dense": "attn.proj",
+    "mlp.fc1": "mlp.fc1",
+    "intermediate.dense": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "output.dense": "mlp.fc2",
+}
+_VIT_QKV = (
+    ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+    ("attention.attention.query", "attention.attention.key", "attention.attention.value"),
+)
+
+
+def _vit(state: dict[str, torch.Tensor], prefix: str = "vit") -> dict[str, torch.Tensor]:
+    e = f"{prefix}.embeddings."
+    out = {
+        "cls_token": state[e + "cls_token"],
+        "pos_embed": state[e + "position_embeddings"],
+        "patch_embed.proj.weight": state[e + "patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": state[e + "patch_embeddings.projection.bias"],
+        "norm.weight": state[f"{prefix}.layernorm.weight"],
+        "norm.bias": state[f"{prefix}.layernorm.bias"],
+    }
+    layers = (
+        f"{prefix}.layers." if any(k.startswith(f"{prefix}.layers.") for k in state) else f"{prefix}.encoder.layer."
+    )
+    blocks = sorted({k[len(layers) :].split(".")[0] for k in state if k.startswith(layers)}, key=int)
+    for index in blocks:
+        here, to = f"{layers}{index}.", f"blocks.{index}."
+        for ours, theirs in _VIT_BLOCK.items():
+            for kind in ("weight", "bias"):
+                if f"{here}{ours}.{kind}" in state:
+                    out[f"{to}{theirs}.{kind}"] = state[f"{here}{ours}.{kind}"]
+        names = next(n for n in _VIT_QKV if f"{here}{n[0]}.weight" in state)
+        for kind in ("weight", "bias"):
+            parts = [state.get(f"{here}{name}.{kind}") for name in names]
+            if all(p is not None for p in parts):
+                out[f"{to}attn.qkv.{kind}"] = torch.cat(parts)
+    if "classifier.weight" in state:
+        out["head.weight"], out["head.bias"] = state["classifier.weight"], state["classifier.bias"]
+    return out
+
+
+CONVERTED = {"vit": _vit}  # transformers' model_type -> its conversion
+
+
+def to_timm(model_type: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (a transformers ``model_type`` network's, in its names) in timm's names."""
+    convert = CONVERTED.get(model_type)
+    if convert is None:
+        raise WeightsError(
+            f"transferkit has no written conversion of transformers' {model_type} into timm (it has: "
+            f"{', '.join(CONVERTED)}); use the model itself as MODEL (transformers:ORG/REPO or its folder)."
+        )
+    try:
+        return convert(state)
+    except (KeyError, StopIteration) as e:
+        raise WeightsError(f"These {model_type} weights do not have the names the conversion reads ({e}).") from None

@@ -113,19 +113,14 @@ def served(tmp_path_factory):
 @pytest.fixture
 def hub(served, tmp_path, monkeypatch):
     """huggingface_hub and datasets pointed at the stand-in hub, with an empty cache per test."""
-    from huggingface_hub import HfFileSystem, constants
+    from huggingface_hub import HfFileSystem
 
-    monkeypatch.setattr(constants, "ENDPOINT", served.url)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", served.url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    served.point(monkeypatch, tmp_path / "hub-cache")
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", served.url)
     monkeypatch.setattr(
         datasets.config, "HUB_DATASETS_URL", served.url + "/datasets/{repo_id}/resolve/{revision}/{path}"
     )
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     HfFileSystem.clear_instance_cache()
     served.requests.clear()
     yield served

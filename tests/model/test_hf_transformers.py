@@ -94,16 +94,9 @@ def test_new_classes_get_a_new_head_and_the_report_says_so(tmp_path):
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
     monkeypatch.setenv("HF_TOKEN", "hf_stand_in")  # uploads carry a token, as the Hub asks
     served = StandInHub(tmp_path / "served")
-    monkeypatch.setattr(constants, "ENDPOINT", served.url)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", served.url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    served.point(monkeypatch, tmp_path / "hf-cache")
     _saved("vit", tmp_path / "vit")
     for path in (tmp_path / "vit").iterdir():
         served.add_repo_file("org/tiny-vit", path.name, path.read_bytes())
@@ -182,7 +175,19 @@ def test_a_vit_converted_into_timm_computes_what_transformers_does(tmp_path, cli
         assert 0 < variant["max_abs_diff"] < 1e-3 and variant["top1_agreement"] == variant["photos"]
 
 
-def test_a_family_without_a_conversion_says_so(tmp_path):
-    _saved("convnext", tmp_path / "convnext")
-    with pytest.raises(WeightsError, match="no written conversion of transformers' convnext into timm"):
-        load_pretrained(create_model("convnext_atto", num_classes=3), str(tmp_path / "convnext"))
+def test_a_convnext_converted_into_timm_and_a_family_without_a_conversion(tmp_path, cli_json):
+    """transformers' ConvNeXt at the sizes of timm's test_convnext; its norms' epsilons are 1e-6 inside and
+    layer_norm_eps at the end, timm's test network's 1e-5: the difference is reported."""
+    config = transformers.ConvNextConfig(
+        num_stages=4, hidden_sizes=[24, 32, 48, 64], depths=[1, 2, 4, 2], num_labels=3, layer_norm_eps=1e-5
+    )
+    torch.manual_seed(0)
+    transformers.ConvNextForImageClassification(config).save_pretrained(tmp_path / "convnext")
+    out = cli_json("load", "test_convnext", tmp_path / "convnext", "--num-classes", "3", "--image-size", "32")
+    assert out["loaded_fraction"] == 1.0 and set(out["how"]) == {"name"} and not out["missing"]
+    variant = out["verification"]["variant"]
+    assert variant["compared"] == "logits" and variant["top1_agreement"] == variant["photos"]
+    assert variant["max_abs_diff"] < 1e-3 * max(1.0, variant["scale"])
+    _saved("swin", tmp_path / "swin")
+    with pytest.raises(WeightsError, match="no written conversion of transformers' swin into timm"):
+        load_pretrained(create_model("test_vit", num_classes=3), str(tmp_path / "swin"))

@@ -174,6 +174,17 @@ class StandInHub:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def point(self, monkeypatch, cache: Path) -> None:
+        """Point huggingface_hub in this process at this hub, with ``cache`` as its (empty) cache, online."""
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "ENDPOINT", self.url)
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", self.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
     @staticmethod
     def entry(folder: Path, path: Path) -> dict:
         """A file or folder as the Hub's tree and paths-info list it."""

@@ -18,16 +18,9 @@ from transferkit.weights.loading import load_pretrained
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    import huggingface_hub.constants as constants
-
     server = StandInHub(tmp_path / "served")
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    server.point(monkeypatch, tmp_path / "hf-cache")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch-cache"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     yield server
     server.close()
 

@@ -27,7 +27,6 @@ version 4 and later run no loading scripts, so nothing in a dataset runs code.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import torch
 from .._text import printable
 from ..errors import DataError, ImageReadError
 from ..tasks.targets import LABEL_COLUMNS, MULTI_COLUMNS, TARGET_COLUMNS
+from ..weights.hub import offline
 from .decode import SHUFFLE_BUFFER, Streamed
 from .images import pixels_of_bytes, read_pixels
 from .sources import SPLIT_FOLDERS, DataSource, Item
@@ -92,15 +92,11 @@ def _datasets():
     return datasets
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 def _load(spec: str, options: HfOptions, **extra) -> dict:
     """The dataset's splits by name, each a ``datasets.Dataset`` (an ``IterableDataset`` when streaming);
     its errors as one DataError line. ``extra`` goes to ``load_dataset`` (``columns`` of parquet)."""
     datasets = _datasets()
-    datasets.config.HF_HUB_OFFLINE = _offline()  # read at import; --offline may be given after that
+    datasets.config.HF_HUB_OFFLINE = offline()  # read at import; --offline may be given after that
     if datasets.config.PYARROW_VERSION.major > 24:
         # datasets sleeps 5 s whenever a parquet stream is left before its end, for a pyarrow bug
         # (apache/arrow#45214) that its own code treats as fixed after pyarrow 24: each streamed epoch ends so
@@ -139,7 +135,7 @@ def _first_line(error: Exception) -> str:
     line = printable(text.splitlines()[0])[:300]
     if "configuration" in line.lower() or "config name" in line.lower():
         line += "; name one with --hf-config"
-    elif _offline() and (isinstance(error, ConnectionError) or "offline" in text.lower() or "cache" in text.lower()):
+    elif offline() and (isinstance(error, ConnectionError) or "offline" in text.lower() or "cache" in text.lower()):
         line += " (offline: run once with network to fill datasets' cache)"
     return line
 

@@ -16,7 +16,6 @@ the rest.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch.nn as nn
 
 from .._text import one_line
 from ..errors import ModelSpecError
+from ..weights.hub import offline
 
 __all__ = [
     "PREFIX",
@@ -54,10 +54,6 @@ def is_transformers_model(spec: str) -> bool:
     return isinstance(data, dict) and "architectures" in data and "model_type" in data
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 def transformers_files(spec: str, names: tuple[str, ...]) -> dict[str, Path]:
     """The named files of a transformers model that exist, from its folder or downloaded from the Hub
     (``huggingface_hub``'s cache; with ``HF_HUB_OFFLINE`` from the cache only)."""
@@ -70,7 +66,7 @@ def transformers_files(spec: str, names: tuple[str, ...]) -> dict[str, Path]:
     found = {}
     for name in names:
         try:
-            found[name] = Path(hf_hub_download(repo, name, local_files_only=_offline()))
+            found[name] = Path(hf_hub_download(repo, name, local_files_only=offline()))
         except EntryNotFoundError:
             continue
         except LocalEntryNotFoundError:
@@ -163,7 +159,7 @@ def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
     transformers_logging.disable_progress_bar()
     try:
         model = AutoModelForImageClassification.from_pretrained(
-            source, config=config, local_files_only=_offline(), trust_remote_code=False
+            source, config=config, local_files_only=offline(), trust_remote_code=False
         )
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelSpecError(f"transformers cannot load the weights of '{spec}': {one_line(e, 200)}") from None

@@ -32,7 +32,7 @@ from .._text import one_line
 from ..data.preprocess import Preprocessing
 from ..errors import WeightsError
 
-__all__ = ["Fetched", "fetch", "is_remote", "model_weights", "remote_preprocessing", "timm_cached_file"]
+__all__ = ["Fetched", "fetch", "is_remote", "model_weights", "offline", "remote_preprocessing", "timm_cached_file"]
 
 _PREFIXES = ("timm:", "hf-hub:", "transformers:", "torchvision:", "https://", "http://")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -200,7 +200,8 @@ def timm_cached_file(cfg: dict) -> Path | None:
     return None
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """Whether huggingface_hub is to use its cache only (``HF_HUB_OFFLINE``, which ``--offline`` sets)."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
@@ -211,10 +212,10 @@ def _hf_file(repo: str, names: tuple[str, ...]) -> Path:
     missing = []
     for name in names:
         try:
-            return Path(hf_hub_download(repo, name, local_files_only=_offline()))
+            return Path(hf_hub_download(repo, name, local_files_only=offline()))
         except LocalEntryNotFoundError:
             missing.append(name)
-            if not _offline():
+            if not offline():
                 raise WeightsError(
                     f"Cannot reach the Hugging Face Hub for {repo}/{name}, and it is not in the cache "
                     f"({_hf_cache()}). Connect, or copy the file into the cache."
@@ -225,7 +226,7 @@ def _hf_file(repo: str, names: tuple[str, ...]) -> Path:
             raise WeightsError(f"Hugging Face Hub: {repo}: {_first_line(e)}") from None
         except Exception as e:  # a cut connection (httpx's own errors), a full disk
             raise WeightsError(f"Downloading {repo}/{name} failed: {_first_line(e)}. Try again.") from None
-    where = f"the cache ({_hf_cache()}; HF_HUB_OFFLINE is set)" if _offline() else "the repo"
+    where = f"the cache ({_hf_cache()}; HF_HUB_OFFLINE is set)" if offline() else "the repo"
     raise WeightsError(f"'{repo}' has none of {', '.join(missing)} in {where}.")
 
 
@@ -235,7 +236,7 @@ def _hf_config(repo: str) -> dict | None:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
-        path = hf_hub_download(repo, "config.json", local_files_only=_offline())
+        path = hf_hub_download(repo, "config.json", local_files_only=offline())
     except (EntryNotFoundError, LocalEntryNotFoundError):
         return None
     except Exception as e:  # the weights file's download reports the reason in its own words
@@ -263,7 +264,7 @@ def _url_file(url: str) -> Path:
     target = Path(torch.hub.get_dir()) / "checkpoints" / name
     if target.is_file():
         return target
-    if _offline():
+    if offline():
         raise WeightsError(f"'{name}' is not in torch's cache ({target.parent}) and HF_HUB_OFFLINE is set.")
     target.parent.mkdir(parents=True, exist_ok=True)
     found = _HASH_IN_NAME.search(name)

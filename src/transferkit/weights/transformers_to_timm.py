@@ -1,15 +1,17 @@
 """transformers' weights in timm's names, for the families both implement: a written conversion per family.
 
-A transformers ViT keeps the query, key and value projections apart (``q_proj``, ``k_proj``,
-``v_proj``); timm's has one ``qkv`` projection, their rows stacked in that order. The other tensors
-only change their names. The conversion reads the names of the installed transformers release
-(``vit.layers.N`` since transformers 5, ``vit.encoder.layer.N`` before it) and says which
-transformers family it does not know, rather than guess: ``transferkit load`` then compares the
-timm network with transformers' own on natural photos
-(:func:`~transferkit.weights.identify.variant_check`).
+A ConvNeXt's tensors only change their names. A transformers ViT keeps the query, key and value
+projections apart (``q_proj``, ``k_proj``, ``v_proj``); timm's has one ``qkv`` projection, their
+rows stacked in that order, and its other tensors only change their names. The conversion reads
+the names of the installed transformers release (``vit.layers.N`` since transformers 5,
+``vit.encoder.layer.N`` before it) and says which transformers family it does not know, rather
+than guess; ``transferkit load`` then compares the timm network with transformers' own on
+natural photos (:func:`~transferkit.weights.identify.variant_check`).
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -64,7 +66,32 @@ def _vit(state: dict[str, torch.Tensor], prefix: str = "vit") -> dict[str, torch
     return out
 
 
-CONVERTED = {"vit": _vit}  # transformers' model_type -> its conversion
+# transformers' ConvNeXt names -> timm's: only names change
+_CONVNEXT = (
+    (r"^convnext\.embeddings\.patch_embeddings\.", "stem.0."),
+    (r"^convnext\.embeddings\.layernorm\.", "stem.1."),
+    (r"^convnext\.encoder\.stages\.(\d+)\.downsampling_layer\.", r"stages.\1.downsample."),
+    (r"^convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer_scale_parameter$", r"stages.\1.blocks.\2.gamma"),
+    (r"^convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.dwconv\.", r"stages.\1.blocks.\2.conv_dw."),
+    (r"^convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layernorm\.", r"stages.\1.blocks.\2.norm."),
+    (r"^convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.pwconv1\.", r"stages.\1.blocks.\2.mlp.fc1."),
+    (r"^convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.pwconv2\.", r"stages.\1.blocks.\2.mlp.fc2."),
+    (r"^convnext\.layernorm\.", "head.norm."),
+    (r"^classifier\.", "head.fc."),
+)
+
+
+def _convnext(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, tensor in state.items():
+        new = next((re.sub(pattern, to, key) for pattern, to in _CONVNEXT if re.match(pattern, key)), None)
+        if new is None:
+            raise KeyError(key)
+        out[new] = tensor
+    return out
+
+
+CONVERTED = {"vit": _vit, "convnext": _convnext}  # transformers' model_type -> its conversion
 
 
 def to_timm(model_type: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

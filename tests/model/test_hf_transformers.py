@@ -175,7 +175,7 @@ def test_a_vit_converted_into_timm_computes_what_transformers_does(tmp_path, cli
         assert 0 < variant["max_abs_diff"] < 1e-3 and variant["top1_agreement"] == variant["photos"]
 
 
-def test_a_convnext_converted_into_timm_and_a_family_without_a_conversion(tmp_path, cli_json):
+def test_a_convnext_and_a_resnet_converted_into_timm_and_a_family_without_a_conversion(tmp_path, cli_json):
     """transformers' ConvNeXt at the sizes of timm's test_convnext; its norms' epsilons are 1e-6 inside and
     layer_norm_eps at the end, timm's test network's 1e-5: the difference is reported."""
     config = transformers.ConvNextConfig(
@@ -188,6 +188,19 @@ def test_a_convnext_converted_into_timm_and_a_family_without_a_conversion(tmp_pa
     variant = out["verification"]["variant"]
     assert variant["compared"] == "logits" and variant["top1_agreement"] == variant["photos"]
     assert variant["max_abs_diff"] < 1e-3 * max(1.0, variant["scale"])
+    # a ResNet-18 of transformers' basic layers, with BatchNorm statistics that matter, into timm's resnet18
+    config = transformers.ResNetConfig(
+        layer_type="basic", hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], num_labels=3
+    )
+    resnet = transformers.ResNetForImageClassification(config)
+    for module in resnet.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    resnet.save_pretrained(tmp_path / "resnet")
+    out = cli_json("load", "resnet18", tmp_path / "resnet", "--num-classes", "3", "--image-size", "64")
+    assert out["loaded_fraction"] == 1.0 and out["how"] == {"name": 122} and not out["missing"]
+    assert out["verification"]["variant"]["max_abs_diff"] == 0.0  # the same network, to the last bit
     _saved("swin", tmp_path / "swin")
     with pytest.raises(WeightsError, match="no written conversion of transformers' swin into timm"):
         load_pretrained(create_model("test_vit", num_classes=3), str(tmp_path / "swin"))

@@ -1,12 +1,12 @@
 """transformers' weights in timm's names, for the families both implement: a written conversion per family.
 
-A ConvNeXt's tensors only change their names. A transformers ViT keeps the query, key and value
-projections apart (``q_proj``, ``k_proj``, ``v_proj``); timm's has one ``qkv`` projection, their
-rows stacked in that order, and its other tensors only change their names. The conversion reads
-the names of the installed transformers release (``vit.layers.N`` since transformers 5,
-``vit.encoder.layer.N`` before it) and says which transformers family it does not know, rather
-than guess; ``transferkit load`` then compares the timm network with transformers' own on
-natural photos (:func:`~transferkit.weights.identify.variant_check`).
+A ConvNeXt's and a ResNet's tensors only change their names. A transformers ViT keeps the query,
+key and value projections apart (``q_proj``, ``k_proj``, ``v_proj``); timm's has one ``qkv``
+projection, their rows stacked in that order, and its other tensors only change their names. The
+conversion reads the names of the installed transformers release (``vit.layers.N`` since
+transformers 5, ``vit.encoder.layer.N`` before it) and says which transformers family it does not
+know, rather than guess; ``transferkit load`` then compares the timm network with transformers'
+own on natural photos (:func:`~transferkit.weights.identify.variant_check`).
 """
 
 from __future__ import annotations
@@ -81,17 +81,37 @@ _CONVNEXT = (
 )
 
 
-def _convnext(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, tensor in state.items():
-        new = next((re.sub(pattern, to, key) for pattern, to in _CONVNEXT if re.match(pattern, key)), None)
-        if new is None:
-            raise KeyError(key)
-        out[new] = tensor
-    return out
+# transformers' ResNet names -> timm's (both v1.5: the stride in the 3x3 convolution); a layer's
+# convolutions 0, 1, 2 are timm's conv1, conv2, conv3, its stage S timm's layer S+1
+_RESNET = (
+    (r"^resnet\.embedder\.embedder\.convolution\.", "conv1."),
+    (r"^resnet\.embedder\.embedder\.normalization\.", "bn1."),
+    (r"^resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.convolution\.", r"layer{\1}.\2.downsample.0."),
+    (r"^resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.normalization\.", r"layer{\1}.\2.downsample.1."),
+    (r"^resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d)\.convolution\.", r"layer{\1}.\2.conv{\3}."),
+    (r"^resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d)\.normalization\.", r"layer{\1}.\2.bn{\3}."),
+    (r"^classifier\.1\.", "fc."),
+)
 
 
-CONVERTED = {"vit": _vit, "convnext": _convnext}  # transformers' model_type -> its conversion
+def _renamed(rules, numbered: bool = False):
+    """A conversion that only renames: each key by the first rule that matches it (``{N}`` in a new name
+    stands for the number N plus one: transformers counts stages and convolutions from 0, timm from 1)."""
+
+    def convert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, tensor in state.items():
+            new = next((re.sub(pattern, to, key) for pattern, to in rules if re.match(pattern, key)), None)
+            if new is None:
+                raise KeyError(key)
+            out[re.sub(r"\{(\d+)\}", lambda m: str(int(m[1]) + 1), new) if numbered else new] = tensor
+        return out
+
+    return convert
+
+
+# transformers' model_type -> its conversion
+CONVERTED = {"vit": _vit, "convnext": _renamed(_CONVNEXT), "resnet": _renamed(_RESNET, numbered=True)}
 
 
 def to_timm(model_type: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

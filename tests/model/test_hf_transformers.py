@@ -34,6 +34,12 @@ def _tiny(family: str):
             intermediate_size=64, **common,
         )  # fmt: skip
         return transformers.ViTForImageClassification(config)
+    if family == "deit":  # with its distillation head: two classifiers, averaged
+        config = transformers.DeiTConfig(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, **common,
+        )  # fmt: skip
+        return transformers.DeiTForImageClassificationWithTeacher(config)
     if family == "convnext":
         config = transformers.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32, **common)
         return transformers.ConvNextForImageClassification(config)
@@ -64,7 +70,7 @@ def _photos() -> torch.Tensor:
     return (torch.cat(small) / 255 - 0.5) / 0.5
 
 
-@pytest.mark.parametrize("family", ["vit", "convnext", "swin", "resnet"])
+@pytest.mark.parametrize("family", ["vit", "deit", "convnext", "swin", "resnet"])
 def test_a_saved_model_is_built_and_loaded_as_transformers_runs_it(family, tmp_path):
     reference = _saved(family, tmp_path / family)
     model = create_model(str(tmp_path / family))
@@ -75,9 +81,9 @@ def test_a_saved_model_is_built_and_loaded_as_transformers_runs_it(family, tmp_p
     with torch.no_grad():
         assert torch.equal(model(photos), reference(pixel_values=photos).logits)
     assert model.label_names == ["cat", "dog", "fox"]
-    assert find_head(model) == ("classifier.1" if family == "resnet" else "classifier")
+    assert find_head(model) == {"resnet": "classifier.1", "deit": "cls_classifier"}.get(family, "classifier")
     groups = stage_parameters(model)
-    assert len(groups) >= 4 and groups[-1][-1].startswith("classifier")  # embeddings, 2 blocks or stages, the rest
+    assert len(groups) >= 4 and "classifier" in groups[-1][-1]  # embeddings, 2 blocks or stages, the rest
     # paths and state-dict keys are transformers' own
     assert set(model.state_dict()) == set(reference.state_dict())
 
@@ -175,7 +181,7 @@ def test_a_vit_converted_into_timm_computes_what_transformers_does(tmp_path, cli
         assert 0 < variant["max_abs_diff"] < 1e-3 and variant["top1_agreement"] == variant["photos"]
 
 
-def test_a_convnext_and_a_resnet_converted_into_timm_and_a_family_without_a_conversion(tmp_path, cli_json):
+def test_convnext_resnet_and_deit_converted_into_timm_and_a_family_without_a_conversion(tmp_path, cli_json):
     """transformers' ConvNeXt at the sizes of timm's test_convnext; its norms' epsilons are 1e-6 inside and
     layer_norm_eps at the end, timm's test network's 1e-5: the difference is reported."""
     config = transformers.ConvNextConfig(
@@ -201,6 +207,16 @@ def test_a_convnext_and_a_resnet_converted_into_timm_and_a_family_without_a_conv
     out = cli_json("load", "resnet18", tmp_path / "resnet", "--num-classes", "3", "--image-size", "64")
     assert out["loaded_fraction"] == 1.0 and out["how"] == {"name": 122} and not out["missing"]
     assert out["verification"]["variant"]["max_abs_diff"] == 0.0  # the same network, to the last bit
+    # transformers' DeiT with its distillation head into timm's distilled DeiT
+    config = transformers.DeiTConfig(
+        image_size=32, patch_size=16, hidden_size=192, num_hidden_layers=12, num_attention_heads=3,
+        intermediate_size=768, num_labels=3, layer_norm_eps=1e-6,
+    )  # fmt: skip
+    transformers.DeiTForImageClassificationWithTeacher(config).save_pretrained(tmp_path / "deit")
+    out = cli_json(
+        "load", "deit_tiny_distilled_patch16_224", tmp_path / "deit", "--num-classes", "3", "--image-size", "32"
+    )
+    assert out["how"] == {"name": 155} and out["verification"]["variant"]["max_abs_diff"] == 0.0
     _saved("swin", tmp_path / "swin")
     with pytest.raises(WeightsError, match="no written conversion of transformers' swin into timm"):
         load_pretrained(create_model("test_vit", num_classes=3), str(tmp_path / "swin"))

@@ -2,7 +2,7 @@
 ``model.safetensors``, ``preprocessor_config.json``), on the Hub (``transformers:ORG/REPO``) or in a
 folder.
 
-The network is built from its ``config.json`` with ``AutoModelForImageClassification.from_config``
+The network is built from its ``config.json`` (the class ``architectures`` names, ``from_config``)
 (no code from the repository is run: ``auto_map`` entries are refused) and wrapped in
 :class:`TransformersClassifier`, which takes images and returns logits as timm and torchvision models
 do. Its module paths and state-dict keys are transformers' own (``vit.encoder.layer.11``,
@@ -115,6 +115,15 @@ def _config(spec: str):
         raise ModelSpecError(f"'{spec}': config.json is not a valid {data['model_type']} configuration: {e}") from None
 
 
+def _model_class(data: dict):
+    """The class ``config.json``'s ``architectures`` names (a family may have several image classifiers, such as
+    DeiT with and without its distillation head); transformers' auto class when it names none."""
+    import transformers
+
+    named = (data.get("architectures") or [None])[0]
+    return getattr(transformers, named) if named else transformers.AutoModelForImageClassification
+
+
 def describe(spec: str) -> dict:
     """What a transformers model's ``config.json`` says: its class, family, labels and input size."""
     config, data = _config(spec)
@@ -130,15 +139,14 @@ def describe(spec: str) -> dict:
 
 def build(spec: str, *, num_classes: int | None = None, image_size: int | None = None) -> TransformersClassifier:
     """The network ``spec`` names, with random weights, a head for ``num_classes`` (default: its own labels)."""
-    from transformers import AutoModelForImageClassification
-
     config, data = _config(spec)
     labels = [config.id2label[i] for i in sorted(config.id2label)] if num_classes in (None, config.num_labels) else None
     if num_classes is not None and num_classes != config.num_labels:
         config.num_labels = num_classes
         config.id2label = {i: f"LABEL_{i}" for i in range(num_classes)}
         config.label2id = {v: k for k, v in config.id2label.items()}
-    model = AutoModelForImageClassification.from_config(config)
+    model_class = _model_class(data)
+    model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class._from_config(config)
     processor = transformers_files(spec, ("preprocessor_config.json",)).get("preprocessor_config.json")
     wrapped = TransformersClassifier(model, _preprocessing(config, processor), labels, spec)
     if image_size is not None:
@@ -149,16 +157,15 @@ def build(spec: str, *, num_classes: int | None = None, image_size: int | None =
 def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
     """The weights of a transformers model as its modules name them, read by transformers itself (which maps
     the names a checkpoint was saved under, e.g. by an older release), with the checkpoint's own head."""
-    from transformers import AutoModelForImageClassification
     from transformers.utils import logging as transformers_logging
 
-    config, _ = _config(spec)
+    config, data = _config(spec)
     source = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # its load report is transferkit's to give
     transformers_logging.disable_progress_bar()
     try:
-        model = AutoModelForImageClassification.from_pretrained(
+        model = _model_class(data).from_pretrained(
             source, config=config, local_files_only=offline(), trust_remote_code=False
         )
     except (OSError, ValueError, RuntimeError) as e:
@@ -210,9 +217,10 @@ class TransformersClassifier(nn.Module):
         object.__setattr__(self, "hf_model", model)  # not registered: its parameters are the children's
         for name, child in model.named_children():
             self.add_module(name, child)
-        classifier = model.get_submodule("classifier")
-        linear = [n for n, m in classifier.named_modules() if isinstance(m, nn.Linear)]
-        head = "classifier" if isinstance(classifier, nn.Linear) or not linear else f"classifier.{linear[-1]}"
+        # DeiT with its distillation head has two classifiers, averaged: the class token's is the head
+        top = next(n for n in ("classifier", "cls_classifier") if n in model._modules)
+        linear = [n for n, m in model.get_submodule(top).named_modules() if isinstance(m, nn.Linear) and n]
+        head = f"{top}.{linear[-1]}" if linear else top
         self.pretrained_cfg = {
             **preprocessing,
             "classifier": head,  # ResNet's is classifier.1, after a Flatten

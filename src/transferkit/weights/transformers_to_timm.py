@@ -66,6 +66,19 @@ def _vit(state: dict[str, torch.Tensor], prefix: str = "vit") -> dict[str, torch
     return out
 
 
+def _deit(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A DeiT: a ViT with a distillation token, and with its distillation head (``...WithTeacher``) timm's
+    distilled DeiT, whose two heads are averaged as transformers' are."""
+    heads = {"cls_classifier": "head", "distillation_classifier": "head_dist", "classifier": "head"}
+    out = _vit({k: v for k, v in state.items() if k.split(".")[0] not in heads}, prefix="deit")
+    out["dist_token"] = state["deit.embeddings.distillation_token"]
+    for theirs, ours in heads.items():
+        for kind in ("weight", "bias"):
+            if f"{theirs}.{kind}" in state:
+                out[f"{ours}.{kind}"] = state[f"{theirs}.{kind}"]
+    return out
+
+
 # transformers' ConvNeXt names -> timm's: only names change
 _CONVNEXT = (
     (r"^convnext\.embeddings\.patch_embeddings\.", "stem.0."),
@@ -111,7 +124,12 @@ def _renamed(rules, numbered: bool = False):
 
 
 # transformers' model_type -> its conversion
-CONVERTED = {"vit": _vit, "convnext": _renamed(_CONVNEXT), "resnet": _renamed(_RESNET, numbered=True)}
+CONVERTED = {
+    "vit": _vit,
+    "deit": _deit,
+    "convnext": _renamed(_CONVNEXT),
+    "resnet": _renamed(_RESNET, numbered=True),
+}
 
 
 def to_timm(model_type: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -217,6 +217,49 @@ def test_convnext_resnet_and_deit_converted_into_timm_and_a_family_without_a_con
         "load", "deit_tiny_distilled_patch16_224", tmp_path / "deit", "--num-classes", "3", "--image-size", "32"
     )
     assert out["how"] == {"name": 155} and out["verification"]["variant"]["max_abs_diff"] == 0.0
-    _saved("swin", tmp_path / "swin")
-    with pytest.raises(WeightsError, match="no written conversion of transformers' swin into timm"):
-        load_pretrained(create_model("test_vit", num_classes=3), str(tmp_path / "swin"))
+    config = transformers.ConvNextV2Config(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    transformers.ConvNextV2ForImageClassification(config).save_pretrained(tmp_path / "convnextv2")
+    with pytest.raises(WeightsError, match="no written conversion of transformers' convnextv2 into timm"):
+        load_pretrained(create_model("test_vit", num_classes=3), str(tmp_path / "convnextv2"))
+
+
+def test_a_swin_converted_into_timm_computes_what_transformers_does(tmp_path):
+    """A small Swin of both libraries (two stages: a patch merging between them), built with the same sizes."""
+    import timm
+
+    from transferkit.data.preprocess import Preprocessing
+    from transferkit.weights.identify import variant_check
+
+    sizes = {"embed_dim": 32, "depths": [1, 2], "num_heads": [1, 2], "window_size": 7}
+    config = transformers.SwinConfig(image_size=56, num_labels=3, layer_norm_eps=1e-5, **sizes)
+    torch.manual_seed(0)
+    transformers.SwinForImageClassification(config).save_pretrained(tmp_path / "swin")
+    model = timm.create_model("swin_tiny_patch4_window7_224", img_size=56, num_classes=3, **sizes)
+    report = load_pretrained(model, str(tmp_path / "swin"))
+    assert report.loaded_fraction == 1.0 and report.how_counts == {"name": len(report.matched)} and not report.missing
+    pre = Preprocessing((3, 56, 56), (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0, "center")
+    variant = variant_check(model, str(tmp_path / "swin"), report, pre)
+    assert variant["identical"] and variant["max_abs_diff"] < 1e-5 * max(1.0, variant["scale"])
+
+
+def test_a_beit_converted_into_timm_computes_what_transformers_does(tmp_path):
+    """A small BEiT of both libraries: layer scale, relative position bias per block, mean pooling."""
+    import timm
+
+    from transferkit.data.preprocess import Preprocessing
+    from transferkit.weights.identify import variant_check
+
+    config = transformers.BeitConfig(
+        image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=3, use_relative_position_bias=True, use_mean_pooling=True,
+        layer_scale_init_value=0.1, layer_norm_eps=1e-6,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.BeitForImageClassification(config).save_pretrained(tmp_path / "beit")
+    sizes = {"img_size": 32, "depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2}
+    model = timm.create_model("beit_base_patch16_224", num_classes=3, **sizes)
+    report = load_pretrained(model, str(tmp_path / "beit"))
+    assert report.loaded_fraction == 1.0 and report.how_counts == {"name": len(report.matched)} and not report.missing
+    pre = Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0, "center")
+    variant = variant_check(model, str(tmp_path / "beit"), report, pre)
+    assert variant["identical"] and variant["max_abs_diff"] < 1e-5 * max(1.0, variant["scale"])

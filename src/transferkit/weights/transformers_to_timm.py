@@ -1,8 +1,9 @@
 """transformers' weights in timm's names, for the families both implement: a written conversion per family.
 
-A ConvNeXt's and a ResNet's tensors only change their names. A transformers ViT keeps the query,
-key and value projections apart (``q_proj``, ``k_proj``, ``v_proj``); timm's has one ``qkv``
-projection, their rows stacked in that order, and its other tensors only change their names. The
+A ConvNeXt's and a ResNet's tensors only change their names. transformers' ViT, DeiT, Swin and
+BEiT keep the query, key and value projections apart (``q_proj``, ``k_proj``, ``v_proj``); timm's
+have one ``qkv`` projection, their rows stacked in that order (a BEiT's query and value biases stay
+apart, as ``q_bias`` and ``v_bias``), and their other tensors only change their names. The
 conversion reads the names of the installed transformers release (``vit.layers.N`` since
 transformers 5, ``vit.encoder.layer.N`` before it) and says which transformers family it does not
 know, rather than guess; ``transferkit load`` then compares the timm network with transformers'
@@ -32,8 +33,28 @@ _VIT_BLOCK = {
 }
 _VIT_QKV = (
     ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
-    ("attention.attention.query", "attention.attention.key", "attention.attention.value"),
+    ("attention.attention.query", "attention.attention.key", "attention.attention.value"),  # ViT before 5
+    ("attention.self.query", "attention.self.key", "attention.self.value"),  # Swin before 5
 )
+_SWIN_TABLES = (
+    "attention.relative_position_bias.relative_position_bias_table",
+    "attention.self.relative_position_bias_table",
+)
+
+
+def _block(state: dict[str, torch.Tensor], here: str, to: str) -> dict[str, torch.Tensor]:
+    """One transformer block's tensors (ViT's, DeiT's, Swin's) from transformers' ``here`` to timm's ``to``."""
+    out = {}
+    for ours, theirs in _VIT_BLOCK.items():
+        for kind in ("weight", "bias"):
+            if f"{here}{ours}.{kind}" in state:
+                out[f"{to}{theirs}.{kind}"] = state[f"{here}{ours}.{kind}"]
+    names = next(n for n in _VIT_QKV if f"{here}{n[0]}.weight" in state)
+    for kind in ("weight", "bias"):
+        parts = [state.get(f"{here}{name}.{kind}") for name in names]
+        if all(p is not None for p in parts):
+            out[f"{to}attn.qkv.{kind}"] = torch.cat(parts)
+    return out
 
 
 def _vit(state: dict[str, torch.Tensor], prefix: str = "vit") -> dict[str, torch.Tensor]:
@@ -51,16 +72,7 @@ def _vit(state: dict[str, torch.Tensor], prefix: str = "vit") -> dict[str, torch
     )
     blocks = sorted({k[len(layers) :].split(".")[0] for k in state if k.startswith(layers)}, key=int)
     for index in blocks:
-        here, to = f"{layers}{index}.", f"blocks.{index}."
-        for ours, theirs in _VIT_BLOCK.items():
-            for kind in ("weight", "bias"):
-                if f"{here}{ours}.{kind}" in state:
-                    out[f"{to}{theirs}.{kind}"] = state[f"{here}{ours}.{kind}"]
-        names = next(n for n in _VIT_QKV if f"{here}{n[0]}.weight" in state)
-        for kind in ("weight", "bias"):
-            parts = [state.get(f"{here}{name}.{kind}") for name in names]
-            if all(p is not None for p in parts):
-                out[f"{to}attn.qkv.{kind}"] = torch.cat(parts)
+        out.update(_block(state, f"{layers}{index}.", f"blocks.{index}."))
     if "classifier.weight" in state:
         out["head.weight"], out["head.bias"] = state["classifier.weight"], state["classifier.bias"]
     return out
@@ -76,6 +88,69 @@ def _deit(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for kind in ("weight", "bias"):
             if f"{theirs}.{kind}" in state:
                 out[f"{ours}.{kind}"] = state[f"{theirs}.{kind}"]
+    return out
+
+
+def _swin(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Swin: ViT-like blocks with a relative position bias table per block; transformers merges patches at the
+    end of a stage, timm at the start of the next (both in the original's order of the four neighbours)."""
+    out = {
+        "patch_embed.proj.weight": state["swin.embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": state["swin.embeddings.patch_embeddings.projection.bias"],
+        "patch_embed.norm.weight": state["swin.embeddings.norm.weight"],
+        "patch_embed.norm.bias": state["swin.embeddings.norm.bias"],
+        "norm.weight": state["swin.layernorm.weight"],
+        "norm.bias": state["swin.layernorm.bias"],
+    }
+    places = {tuple(k.split(".")[3:6:2]) for k in state if k.startswith("swin.encoder.layers.") and ".blocks." in k}
+    for stage, block in sorted(places, key=lambda p: (int(p[0]), int(p[1]))):
+        here, to = f"swin.encoder.layers.{stage}.blocks.{block}.", f"layers.{stage}.blocks.{block}."
+        out.update(_block(state, here, to))
+        table = next(t for t in _SWIN_TABLES if f"{here}{t}" in state)
+        out[f"{to}attn.relative_position_bias_table"] = state[f"{here}{table}"]
+    for key, tensor in state.items():
+        merged = re.match(r"swin\.encoder\.layers\.(\d+)\.downsample\.(.+)", key)
+        if merged:
+            out[f"layers.{int(merged[1]) + 1}.downsample.{merged[2]}"] = tensor
+    if "classifier.weight" in state:
+        out["head.fc.weight"], out["head.fc.bias"] = state["classifier.weight"], state["classifier.bias"]
+    return out
+
+
+def _beit(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A BEiT: ViT-like blocks with layer scale, a relative position bias table per block, biases on the query
+    and value only (timm keeps them as ``q_bias`` and ``v_bias``), and mean pooling with a norm (``fc_norm``)."""
+    out = {
+        "cls_token": state["beit.embeddings.cls_token"],
+        "patch_embed.proj.weight": state["beit.embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": state["beit.embeddings.patch_embeddings.projection.bias"],
+    }
+    renames = {
+        "beit.embeddings.position_embeddings": "pos_embed",
+        "beit.pooler.layernorm.weight": "fc_norm.weight",
+        "beit.pooler.layernorm.bias": "fc_norm.bias",
+        "beit.layernorm.weight": "norm.weight",
+        "beit.layernorm.bias": "norm.bias",
+        "classifier.weight": "head.weight",
+        "classifier.bias": "head.bias",
+    }
+    out.update({ours: state[theirs] for theirs, ours in renames.items() if theirs in state})
+    layers = "beit.layers." if any(k.startswith("beit.layers.") for k in state) else "beit.encoder.layer."
+    for index in sorted({k[len(layers) :].split(".")[0] for k in state if k.startswith(layers)}, key=int):
+        here, to = f"{layers}{index}.", f"blocks.{index}."
+        out.update(_block(state, here, to))  # the key has no bias: no qkv bias
+        out[f"{to}gamma_1"], out[f"{to}gamma_2"] = state[f"{here}lambda_1"], state[f"{here}lambda_2"]
+        query, _, value = next(n for n in _VIT_QKV if f"{here}{n[0]}.weight" in state)
+        out[f"{to}attn.q_bias"], out[f"{to}attn.v_bias"] = state[f"{here}{query}.bias"], state[f"{here}{value}.bias"]
+        table = next(
+            f"{here}{t}"
+            for t in (
+                "relative_position_bias.relative_position_bias_table",
+                "attention.attention.relative_position_bias.relative_position_bias_table",
+            )
+            if f"{here}{t}" in state
+        )
+        out[f"{to}attn.relative_position_bias_table"] = state[table]
     return out
 
 
@@ -127,6 +202,8 @@ def _renamed(rules, numbered: bool = False):
 CONVERTED = {
     "vit": _vit,
     "deit": _deit,
+    "swin": _swin,
+    "beit": _beit,
     "convnext": _renamed(_CONVNEXT),
     "resnet": _renamed(_RESNET, numbered=True),
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._text import one_line
 from ..errors import ConfigError, RunError
 
 __all__ = ["push_run"]
@@ -83,8 +84,7 @@ def push_run(
                 f"The Hub refused the upload to '{repo_id}' as unauthorised: set HF_TOKEN to a token with write "
                 "access to it, or run 'hf auth login'."
             ) from None
-        first = " ".join(str(e).split())[:300]
-        raise RunError(f"The Hub refused the upload to '{repo_id}': {first}") from None
+        raise RunError(f"The Hub refused the upload to '{repo_id}': {one_line(e, 300)}") from None
     except Exception as e:
         if not isinstance(e, OSError) and type(e).__module__.split(".")[0] not in HTTP_CLIENTS:
             raise

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from .._text import one_line
 from ..errors import ConfigError
 from ..serialization import write_text
 from .sidecar import task_facts
@@ -71,10 +72,9 @@ def load_timm_folder(folder: Path) -> nn.Module:
     try:
         return timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        first = " ".join(str(e).split())[:300]
         raise ConfigError(
-            f"timm cannot load this run from a Hub folder ({first}): its layers are not the ones timm builds, as "
-            "after a layer replacement. Export onnx, exported-program or safetensors instead.",
+            f"timm cannot load this run from a Hub folder ({one_line(e, 300)}): its layers are not the ones timm "
+            "builds, as after a layer replacement. Export onnx, exported-program or safetensors instead.",
             argument="format",
         ) from None
 

@@ -16,19 +16,17 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from .._text import one_line
 from ..errors import ConfigError
+from ..model.hf_transformers import RESAMPLE, is_transformers_model
 from ..serialization import write_text
 from .sidecar import task_facts
 
 __all__ = ["check_transformers_run", "load_transformers_folder", "write_transformers_folder"]
 
-_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL's codes, as image processors store them
-
 
 def check_transformers_run(spec: str) -> None:
     """Refuse, in one line, a MODEL that transformers did not build."""
-    from ..model.hf_transformers import is_transformers_model
-
     if not is_transformers_model(spec):
         raise ConfigError(
             f"The transformers format needs a transformers MODEL (transformers:ORG/REPO or its folder); this run's "
@@ -54,7 +52,7 @@ def write_transformers_folder(model: nn.Module, trained, folder: Path, *, card: 
         "do_resize": True,
         "size": {"shortest_edge": pre.input_size[1]},
         "crop_pct": pre.crop_pct,
-        "resample": _RESAMPLE.get(pre.interpolation, 3),
+        "resample": {name: code for code, name in RESAMPLE.items()}.get(pre.interpolation, 3),
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
@@ -72,7 +70,7 @@ def load_transformers_folder(folder: Path) -> nn.Module:
     try:
         loaded = AutoModelForImageClassification.from_pretrained(str(folder)).eval()
     except (OSError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"transformers cannot load the exported folder: {' '.join(str(e).split())[:300]}") from None
+        raise ConfigError(f"transformers cannot load the exported folder: {one_line(e, 300)}") from None
     return lambda x: loaded(pixel_values=x).logits
 
 

@@ -15,6 +15,7 @@ the rest.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..weights.hub import offline
 
 __all__ = [
     "PREFIX",
+    "RESAMPLE",
     "TransformersClassifier",
     "build",
     "describe",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 PREFIX = "transformers:"
-_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes in image processor configurations
+RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes in image processor configurations
 
 
 def is_transformers_model(spec: str) -> bool:
@@ -196,7 +198,7 @@ def _preprocessing(config, processor: Path | None) -> dict:
             cfg["crop_pct"] = cropped / resized
         cfg["mean"] = tuple(data.get("image_mean") or cfg["mean"])
         cfg["std"] = tuple(data.get("image_std") or cfg["std"])
-        cfg["interpolation"] = _RESAMPLE.get(data.get("resample"), "bilinear")
+        cfg["interpolation"] = RESAMPLE.get(data.get("resample"), "bilinear")
     channels = getattr(config, "num_channels", 3)
     return {**cfg, "input_size": (channels, int(side), int(side))}
 
@@ -230,6 +232,8 @@ class TransformersClassifier(nn.Module):
         self.transferkit_weights = spec  # the weights come with the model
         self.label_names = labels  # the model's own classes, when its head is kept
         self.transferkit_input_size = preprocessing["input_size"]
+        # ViTs run at another size than they were made for when asked to interpolate their position embeddings
+        self.interpolates = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
 
     def __setattr__(self, name: str, value) -> None:
         super().__setattr__(name, value)
@@ -264,9 +268,7 @@ class TransformersClassifier(nn.Module):
         return x if pre_logits else self.get_submodule(self.pretrained_cfg["classifier"])(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.pretrained_cfg["input_size"][1:]
-        other_size = tuple(x.shape[-2:]) != tuple(size)
-        if other_size and "interpolate_pos_encoding" in _forward_arguments(self.hf_model):
+        if self.interpolates and tuple(x.shape[-2:]) != tuple(self.pretrained_cfg["input_size"][1:]):
             return self.hf_model(pixel_values=x, interpolate_pos_encoding=True).logits
         return self.hf_model(pixel_values=x).logits
 
@@ -292,9 +294,3 @@ class TransformersClassifier(nn.Module):
         if blocks is not None:  # ViT's layers.N (encoder.layer.N before transformers 5), ConvNeXt's encoder.stages.N
             matcher["blocks"] = rf"^{prefix}\.{re.escape(blocks)}\.(\d+)\."
         return matcher
-
-
-def _forward_arguments(model: nn.Module) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)

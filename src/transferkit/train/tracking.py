@@ -39,9 +39,9 @@ def local_store(out: Path) -> str:
     return f"sqlite:///{out.resolve() / 'mlflow.db'}"
 
 
-def store_uri(config, out: Path) -> str:
-    """Where the run's MLflow records go: ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the run folder."""
-    return config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store(out)
+def store_uri(tracking_uri: str | None, out: Path) -> str:
+    """Where run ``out``'s MLflow records go: ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else its folder."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store(out)
 
 
 def _client(uri: str):
@@ -71,7 +71,7 @@ def check_store(config, out: Path) -> None:
     folder is made with the run)."""
     if config.track != "mlflow":
         return
-    uri = store_uri(config, out)
+    uri = store_uri(config.tracking_uri, out)
     client = _client(uri)
     if uri == local_store(out):
         return
@@ -116,7 +116,7 @@ class MlflowRun:
         """
         from mlflow.entities import Param
 
-        uri = store_uri(config, out)
+        uri = store_uri(config.tracking_uri, out)
         shown = _without_password(uri)
         try:
             with _patient(retries=0, timeout=5):
@@ -188,7 +188,7 @@ def add_files(
     """Add files made from a run (its exports, a report) to the MLflow run it recorded to, in the store the
     command names (``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the run folder's own). Returns that
     MLflow run's id; None, with a warning, when the store holds no MLflow run of this folder."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store(run)
+    uri = store_uri(tracking_uri, run)
     try:
         with _patient(retries=0, timeout=5):
             client = _client(uri)

@@ -57,6 +57,16 @@ def _block(state: dict[str, torch.Tensor], here: str, to: str) -> dict[str, torc
     return out
 
 
+def _layers(state: dict[str, torch.Tensor], prefix: str) -> list[tuple[int, str]]:
+    """(index, name prefix) of each block of a ViT-like network: ``PREFIX.layers.N.`` since transformers 5,
+    ``PREFIX.encoder.layer.N.`` before it."""
+    layers = (
+        f"{prefix}.layers." if any(k.startswith(f"{prefix}.layers.") for k in state) else f"{prefix}.encoder.layer."
+    )
+    indices = sorted({int(k[len(layers) :].split(".")[0]) for k in state if k.startswith(layers)})
+    return [(index, f"{layers}{index}.") for index in indices]
+
+
 def _vit(state: dict[str, torch.Tensor], prefix: str = "vit") -> dict[str, torch.Tensor]:
     e = f"{prefix}.embeddings."
     out = {
@@ -67,12 +77,8 @@ def _vit(state: dict[str, torch.Tensor], prefix: str = "vit") -> dict[str, torch
         "norm.weight": state[f"{prefix}.layernorm.weight"],
         "norm.bias": state[f"{prefix}.layernorm.bias"],
     }
-    layers = (
-        f"{prefix}.layers." if any(k.startswith(f"{prefix}.layers.") for k in state) else f"{prefix}.encoder.layer."
-    )
-    blocks = sorted({k[len(layers) :].split(".")[0] for k in state if k.startswith(layers)}, key=int)
-    for index in blocks:
-        out.update(_block(state, f"{layers}{index}.", f"blocks.{index}."))
+    for index, here in _layers(state, prefix):
+        out.update(_block(state, here, f"blocks.{index}."))
     if "classifier.weight" in state:
         out["head.weight"], out["head.bias"] = state["classifier.weight"], state["classifier.bias"]
     return out
@@ -135,9 +141,8 @@ def _beit(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "classifier.bias": "head.bias",
     }
     out.update({ours: state[theirs] for theirs, ours in renames.items() if theirs in state})
-    layers = "beit.layers." if any(k.startswith("beit.layers.") for k in state) else "beit.encoder.layer."
-    for index in sorted({k[len(layers) :].split(".")[0] for k in state if k.startswith(layers)}, key=int):
-        here, to = f"{layers}{index}.", f"blocks.{index}."
+    for index, here in _layers(state, "beit"):
+        to = f"blocks.{index}."
         out.update(_block(state, here, to))  # the key has no bias: no qkv bias
         out[f"{to}gamma_1"], out[f"{to}gamma_2"] = state[f"{here}lambda_1"], state[f"{here}lambda_2"]
         query, _, value = next(n for n in _VIT_QKV if f"{here}{n[0]}.weight" in state)
@@ -182,7 +187,7 @@ _RESNET = (
 )
 
 
-def _renamed(rules, numbered: bool = False):
+def _renamed(rules):
     """A conversion that only renames: each key by the first rule that matches it (``{N}`` in a new name
     stands for the number N plus one: transformers counts stages and convolutions from 0, timm from 1)."""
 
@@ -192,7 +197,7 @@ def _renamed(rules, numbered: bool = False):
             new = next((re.sub(pattern, to, key) for pattern, to in rules if re.match(pattern, key)), None)
             if new is None:
                 raise KeyError(key)
-            out[re.sub(r"\{(\d+)\}", lambda m: str(int(m[1]) + 1), new) if numbered else new] = tensor
+            out[re.sub(r"\{(\d+)\}", lambda m: str(int(m[1]) + 1), new)] = tensor
         return out
 
     return convert
@@ -205,7 +210,7 @@ CONVERTED = {
     "swin": _swin,
     "beit": _beit,
     "convnext": _renamed(_CONVNEXT),
-    "resnet": _renamed(_RESNET, numbered=True),
+    "resnet": _renamed(_RESNET),
 }
 
 

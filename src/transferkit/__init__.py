@@ -40,6 +40,8 @@ _EXPORTS = {
     "read_checkpoint": ".weights.checkpoint",
     "get_weights": ".weights.registry",
     "list_weights": ".weights.registry",
+    "eval_transform": ".weights.preprocessing",
+    "resolve_preprocessing": ".weights.preprocessing",
     # model
     "create_model": ".model.factory",
     "freeze": ".model.freeze",

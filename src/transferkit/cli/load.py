@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -107,12 +106,11 @@ def load_command(
     report = load_pretrained(net, source, policy=policy, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
     verification = None
     if not dry_run:
-        from ..weights.registry import weights_preprocessing
+        from ..weights.preprocessing import resolve_preprocessing
         from ..weights.verify import verify_weights
 
-        brought = weights_preprocessing(source, net)[0]
-        if brought is not None and image_size is not None:  # the photos go in at the size the model was built for
-            brought = replace(brought, input_size=(brought.input_size[0], image_size, image_size))
+        # the photos go in at the size the model was built for
+        brought = resolve_preprocessing(net, source, image_size=image_size)[0]
         verification = verify_weights(
             net,
             brought,

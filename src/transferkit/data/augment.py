@@ -19,7 +19,7 @@ AUGMENTATIONS = ("none", "light", "standard", "randaugment", "trivialaugment")
 _FILL = {3: (124, 116, 104), 1: (118,)}
 
 
-def augmentation(name: str, size: int, *, channels: int = 3):
+def augmentation(name: str, size: int | tuple[int, int], *, channels: int = 3):
     """A per-image transform on uint8 (C, H, W) tensors; ``none`` is deterministic (None)."""
     if name == "none":
         return None

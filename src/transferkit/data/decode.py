@@ -180,8 +180,7 @@ def decode(
     neither holds them, they are streamed (:class:`LazyImages`): checked once here, decoded
     again at each use.
     """
-    channels, size = pre.input_size[0], pre.input_size[1]
-    shape = (len(items), channels, size, size)
+    shape = (len(items), *pre.input_size)  # (N, C, H, W)
     needed = math.prod(shape)
     budget = memory_budget() if max_memory_bytes is None else max_memory_bytes
     if needed <= budget:

@@ -22,7 +22,7 @@ import io
 import shutil
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -191,7 +191,7 @@ def export_run(
         "model": trained.config.model,
         "class_names": trained.class_names,
         "input": _input_facts(format, with_preprocessing, trained.preprocessing),
-        "preprocessing": asdict(trained.preprocessing),
+        "preprocessing": trained.preprocessing.to_dict(),
         "temperature": trained.temperature,
         **task_facts(trained),
         "quantization": quantize,
@@ -433,5 +433,7 @@ def _input_facts(format: str, uint8: bool, pre: Preprocessing) -> dict:
         facts = {"layout": "NHWC", "dtype": "uint8", "normalised": False, "shape": [None, height, width, channels]}
     else:
         facts = {"layout": "NCHW", "dtype": "float32", "normalised": True, "shape": [None, channels, height, width]}
+    if pre.channel_order != "RGB":  # the weights' order, as transferkit's preprocessing hands the image over
+        facts["channel_order"] = pre.channel_order
     # A graph names its input; safetensors holds weights only.
     return facts if format == "safetensors" else {"name": "images", **facts}

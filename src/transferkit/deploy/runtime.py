@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..data.preprocess import Preprocessing
+from ..data.preprocess import Preprocessing, legacy_note
 from ..errors import ConfigError, RunError
 from .sidecar import read_sidecar
 
@@ -71,14 +71,15 @@ def load_onnx(path: str | Path, *, device: str = "cpu"):
         raise RunError(f"The sidecar of '{path}' describes a {facts['format']} export, not onnx; export again.")
     try:
         pre = Preprocessing.from_dict(facts["preprocessing"])
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise RunError(f"The sidecar of '{path}' has incomplete preprocessing ({e}); export again.") from None
+    notes = [note] if (note := legacy_note(facts["preprocessing"])) else []
     uint8 = facts["input"].get("dtype") == "uint8"
     model = OnnxClassifier(path, uint8_nhwc=uint8)
     feed = replace(pre, mean=(0.0,) * len(pre.mean), std=(1 / 255,) * len(pre.std)) if uint8 else pre
     quantization = facts.get("quantization")
     fast = FastPath(False, "fp32", f"onnxruntime{' int8 ' + quantization if quantization else ''}")
-    trained = TrainedModel(model, feed, list(facts["class_names"]), None, fast, [])
+    trained = TrainedModel(model, feed, list(facts["class_names"]), None, fast, notes)
     trained.temperature = facts.get("temperature")
     _task_from(facts, trained, path)
     return trained

@@ -2,27 +2,32 @@
 loads: ``config.json`` (the run's classes as ``id2label``), ``model.safetensors``,
 ``preprocessor_config.json`` and the model card as ``README.md``.
 
-transformers writes the model itself (``save_pretrained``). The preprocessing is written for
-``ConvNextImageProcessor``, whose resize of the short side to ``size / crop_pct`` and centre crop
-are timm's evaluation transform, so that ``AutoImageProcessor`` gives the run's own preprocessing
-whatever the network. Several labels per image or a number per image go under ``config.json``'s
-``transferkit`` key, as for the timm-hub folder.
+transformers writes the model itself (``save_pretrained``). The preprocessing is written for the image
+processor class that does what the run does, so that ``AutoImageProcessor`` gives the run's own tensor
+whatever the network: ``BitImageProcessor`` for a centre crop (the short side resized, the centre
+taken), ``DeiTImageProcessor`` for a squash (resized to a square, the centre taken),
+``MobileViTImageProcessor`` where the weights take BGR. transformers has no processor that pads to the
+mean colour (timm's ``border``): such a run is refused in one line. Several labels per image or a number
+per image go under ``config.json``'s ``transferkit`` key, as for the timm-hub folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch.nn as nn
 
 from .._text import one_line
+from ..data.preprocess import Preprocessing
 from ..errors import ConfigError
-from ..model.hf_transformers import RESAMPLE, is_transformers_model
+from ..model.hf_preprocessing import RESAMPLE
+from ..model.hf_transformers import is_transformers_model
 from ..serialization import write_text
 from .sidecar import task_facts
 
-__all__ = ["check_transformers_run", "load_transformers_folder", "write_transformers_folder"]
+__all__ = ["check_transformers_run", "load_transformers_folder", "processor_settings", "write_transformers_folder"]
 
 
 def check_transformers_run(spec: str) -> None:
@@ -37,6 +42,7 @@ def check_transformers_run(spec: str) -> None:
 
 def write_transformers_folder(model: nn.Module, trained, folder: Path, *, card: str | None) -> None:
     """transformers' own folder for the run's model, with its classes, preprocessing and task facts."""
+    processor = processor_settings(trained.preprocessing)  # refused before anything is written
     hf = model.hf_model
     names = list(trained.class_names)
     hf.config.num_labels = len(names)
@@ -46,21 +52,41 @@ def write_transformers_folder(model: nn.Module, trained, folder: Path, *, card: 
     if facts:
         hf.config.transferkit = facts
     hf.save_pretrained(str(folder), safe_serialization=True)
-    pre = trained.preprocessing
-    processor = {
-        "image_processor_type": "ConvNextImageProcessor",
+    write_text(folder / "preprocessor_config.json", json.dumps(processor, indent=2) + "\n")
+    write_text(folder / "README.md", _readme(trained, card))
+
+
+def processor_settings(pre: Preprocessing) -> dict:
+    """``preprocessor_config.json`` for the image processor class that resizes, crops and normalises as ``pre``."""
+    if pre.crop_mode == "border":
+        raise ConfigError(
+            "The transformers format cannot carry this run's preprocessing: transformers has no image processor "
+            "that pads to the mean colour (crop_mode border). Export onnx or timm-hub instead.",
+            argument="format",
+        )
+    height, width = pre.input_size[1:]
+    resized = {"height": math.floor(height / pre.crop_pct), "width": math.floor(width / pre.crop_pct)}
+    if pre.channel_order == "BGR":
+        kind, size = "MobileViTImageProcessor", {"shortest_edge": resized["height"]}
+    elif pre.crop_mode == "center":
+        kind, size = "BitImageProcessor", {"shortest_edge": resized["height"]}
+    else:
+        kind, size = "DeiTImageProcessor", resized
+    return {
+        "image_processor_type": kind,
         "do_resize": True,
-        "size": {"shortest_edge": pre.input_size[1]},
-        "crop_pct": pre.crop_pct,
-        "resample": {name: code for code, name in RESAMPLE.items()}.get(pre.interpolation, 3),
+        "size": size,
+        "resample": {name: code for code, name in RESAMPLE.items()}[pre.interpolation],
+        "do_center_crop": True,
+        "crop_size": {"height": height, "width": width},
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
         "image_mean": list(pre.mean),
         "image_std": list(pre.std),
+        "do_convert_rgb": True,
+        **({"do_flip_channel_order": True} if pre.channel_order == "BGR" else {}),
     }
-    write_text(folder / "preprocessor_config.json", json.dumps(processor, indent=2) + "\n")
-    write_text(folder / "README.md", _readme(trained, card))
 
 
 def load_transformers_folder(folder: Path) -> nn.Module:

@@ -13,7 +13,8 @@ from ..model.factory import create_model
 from ..model.surgery import find_head
 from ..train.fastpath import resolve_device
 from ..weights.loading import LoadPolicy, load_pretrained
-from ..weights.registry import class_names_for, get_weights, list_weights, weights_preprocessing
+from ..weights.preprocessing import resolve_preprocessing
+from ..weights.registry import class_names_for, get_weights, list_weights
 
 __all__ = ["PretrainedModel", "load_weights_model"]
 
@@ -65,7 +66,7 @@ def load_weights_model(source: str, *, model: str | None = None, device: str = "
             f"(first: {left[0]}). Use the architecture the file was saved from ('transferkit identify FILE')."
         )
     net.to(resolve_device(device)).eval()
-    pre = weights_preprocessing(source, net)[0] or Preprocessing.from_model(net)
+    pre = resolve_preprocessing(net, source)[0]
     if source in records:
         names, named = get_weights(source).class_names(), True
     else:

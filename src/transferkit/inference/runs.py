@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from ..data.decode import ImageDataset, decode, loader_workers
 from ..data.hub_data import HfOptions
-from ..data.preprocess import BatchPrep, Preprocessing
+from ..data.preprocess import BatchPrep, Preprocessing, legacy_note
 from ..data.sources import open_data, split_items
 from ..errors import DataError, RunError
 from ..model.factory import create_model
@@ -59,6 +59,8 @@ def load_trained(
     if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
     preprocessing = Preprocessing.from_dict(state["preprocessing"])
+    if note := legacy_note(state["preprocessing"]):
+        notes.append(note)
     trained = TrainedModel(model, preprocessing, list(state["class_names"]), config, fast, notes)
     trained.epoch = state.get("epoch")
     row = next((r for r in state["history"] if r.get("epoch") == trained.epoch), None)

@@ -26,10 +26,10 @@ import torch.nn as nn
 from .._text import one_line
 from ..errors import ModelSpecError
 from ..weights.hub import offline
+from .hf_preprocessing import processor_config
 
 __all__ = [
     "PREFIX",
-    "RESAMPLE",
     "TransformersClassifier",
     "build",
     "describe",
@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 PREFIX = "transformers:"
-RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes in image processor configurations
 
 
 def is_transformers_model(spec: str) -> bool:
@@ -179,28 +178,21 @@ def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
 
 
 def _preprocessing(config, processor: Path | None) -> dict:
-    """timm's pretrained configuration keys from the image processor's configuration."""
+    """timm's pretrained configuration keys from the image processor (:mod:`.hf_preprocessing`); without one,
+    the config's image size, squashed, and transformers' ViT statistics."""
+    channels = getattr(config, "num_channels", 3)
+    if processor is not None:
+        return processor_config(processor.parent, channels=channels)
     side = getattr(config, "image_size", 224)
     side = side[0] if isinstance(side, list | tuple) else side
-    cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear", "crop_pct": 1.0}
-    if processor is not None:
-        try:
-            data = json.loads(processor.read_text())
-        except (OSError, ValueError):
-            data = {}
-        size, crop = data.get("size") or {}, data.get("crop_size") or {}
-        resized = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
-        cropped = crop.get("height") if isinstance(crop, dict) and data.get("do_center_crop") else None
-        side = cropped or resized or side
-        if data.get("crop_pct"):
-            cfg["crop_pct"] = float(data["crop_pct"])
-        elif cropped and resized:
-            cfg["crop_pct"] = cropped / resized
-        cfg["mean"] = tuple(data.get("image_mean") or cfg["mean"])
-        cfg["std"] = tuple(data.get("image_std") or cfg["std"])
-        cfg["interpolation"] = RESAMPLE.get(data.get("resample"), "bilinear")
-    channels = getattr(config, "num_channels", 3)
-    return {**cfg, "input_size": (channels, int(side), int(side))}
+    return {
+        "input_size": (channels, int(side), int(side)),
+        "mean": (0.5,) * channels,
+        "std": (0.5,) * channels,
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "crop_mode": "squash",
+    }
 
 
 class _Reached(Exception):

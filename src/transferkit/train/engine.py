@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..data.preprocess import Preprocessing, legacy_note
 from ..data.sources import open_data
 from ..errors import ConfigError, RunError
 from ..model.factory import code_origin
@@ -178,7 +179,10 @@ def _fit(
     out = Path(config.out)
 
     if data is None:
-        data = prepare_data(config, source=source, model=model, log=log)
+        recorded = Preprocessing.from_dict(state["preprocessing"]) if state else None  # a resumed run keeps its own
+        if state and (note := legacy_note(state["preprocessing"])):
+            log(f"note: {note}")
+        data = prepare_data(config, source=source, model=model, preprocessing=recorded, log=log)
     elif data.spec != config.data or data.preprocessing != preprocessing_for(config, model):
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
     advice = (state or {}).get("advice")

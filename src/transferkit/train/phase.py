@@ -106,7 +106,7 @@ def prepare_phase(
     augment = augment_for(config, phase)
     phase_started = time.perf_counter()
     data.train.transform = augmentation(
-        augment, data.preprocessing.input_size[1], channels=data.preprocessing.input_size[0]
+        augment, tuple(data.preprocessing.input_size[1:]), channels=data.preprocessing.input_size[0]
     )
     mix = mixer(
         mixup=config.mixup,

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from .._text import one_line
+from ..data.preprocess import Preprocessing
 from ..errors import RunError
 from ..model.factory import code_origin, is_code_spec
 from ..serialization import save_torch, write_json, write_text
@@ -132,7 +133,7 @@ def checkpoint_state(
         "phase_complete": record.phase_complete,
         "class_names": record.data.class_names,
         "target_scale": asdict(record.data.target_scale) if record.data.target_scale else None,
-        "preprocessing": asdict(record.data.preprocessing),
+        "preprocessing": record.data.preprocessing.to_dict(),
         "backbone": record.backbone,
         "advice": record.advice,
         "head": record.head,
@@ -293,6 +294,10 @@ def _damage(state: dict) -> str | None:
         return "preprocessing sizes or statistics are not numbers"
     if any(s <= 0 for s in pre["std"]) or any(s < 1 for s in pre["input_size"]):
         return "preprocessing has a size below 1 or a standard deviation of 0 or less"
+    try:
+        Preprocessing.from_dict(pre)
+    except (KeyError, TypeError, ValueError) as e:
+        return f"preprocessing is not one transferkit applies ({e})"
     for key in ("fast_path", "fast_path_inference"):
         saved = state.get(key)
         if saved is not None and (not isinstance(saved, dict) or not set(saved) <= _FAST_PATH_FIELDS):

@@ -24,7 +24,7 @@ from ..model.sizes import check_batch_memory
 from ..model.surgery import find_head, tie_distillation_head
 from ..tasks.objective import TargetScale
 from ..weights.loading import LoadPolicy, load_pretrained
-from ..weights.registry import weights_preprocessing
+from ..weights.preprocessing import resolve_preprocessing
 from ..weights.verify import verify_weights
 from .config import IMBALANCED, TrainConfig
 from .distributed import spill_folder
@@ -89,12 +89,7 @@ def model_channels(model: nn.Module) -> int:
 
 def preprocessing_for(config: TrainConfig, model: nn.Module) -> Preprocessing:
     """The weights' preprocessing (the model's own for a file), at ``image_size`` and the model's channels."""
-    brought = weights_preprocessing(config.weights, model)[0] if config.weights else None
-    base = brought or Preprocessing.from_model(model)
-    size = config.image_size or base.input_size[1]
-    return Preprocessing(
-        (model_channels(model), size, size), base.mean, base.std, base.interpolation, base.crop_pct, base.crop_mode
-    )
+    return resolve_preprocessing(model, config.weights, image_size=config.image_size)[0]
 
 
 def backbone_facts(config: TrainConfig, model: nn.Module) -> dict:
@@ -104,8 +99,7 @@ def backbone_facts(config: TrainConfig, model: nn.Module) -> dict:
     model's own), ``input_size`` the run's; ``num_prefix_tokens`` is a ViT's class, register
     and distillation tokens (None for networks without tokens).
     """
-    brought = weights_preprocessing(config.weights, model)[0] if config.weights else None
-    base = brought or Preprocessing.from_model(model)
+    base = resolve_preprocessing(model, config.weights)[0]
     prefix = getattr(model, "num_prefix_tokens", None)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return {
@@ -118,9 +112,7 @@ def backbone_facts(config: TrainConfig, model: nn.Module) -> dict:
 
 def preprocessing_source(config: TrainConfig, model: nn.Module) -> str:
     """Where :func:`preprocessing_for` took mean, std, interpolation and crop from, for the log."""
-    if not config.weights:
-        return "the model's own configuration"
-    return weights_preprocessing(config.weights, model)[1]
+    return resolve_preprocessing(model, config.weights)[1]
 
 
 def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = True) -> tuple[nn.Module, dict | None]:
@@ -201,9 +193,11 @@ def prepare_data(
     *,
     source: DataSource | None = None,
     model: nn.Module | None = None,
+    preprocessing: Preprocessing | None = None,
     log: Callable[[str], None] = print,
 ) -> PreparedData:
-    """Split and decode DATA at the preprocessing ``model`` (built from ``config`` if None) needs.
+    """Split and decode DATA at the preprocessing ``model`` (built from ``config`` if None) needs, or at
+    ``preprocessing`` (a resumed run's recorded one).
 
     Unusable images are skipped and listed (``strict_data`` fails on them instead). Both sets
     share one memory budget; what does not fit is memory-mapped in the run folder.
@@ -219,7 +213,7 @@ def prepare_data(
         model = create_model(
             config.model, num_classes=len(source.class_names), in_chans=config.in_chans, image_size=config.image_size
         )
-    pre = preprocessing_for(config, model)
+    pre = preprocessing or preprocessing_for(config, model)
     started = time.perf_counter()
     budget = memory_budget()
     spill = spill_folder(Path(config.out))
@@ -239,7 +233,7 @@ def prepare_data(
             raise DataError(f"The {split_name} set has fewer than two classes after skipping unusable images.")
     log(
         f"data: {len(train.labels)} train, {len(val.labels)} val images, {len(source.class_names)} classes, "
-        f"decoded at {pre.input_size[1]} px in {time.perf_counter() - started:.1f} s "
+        f"decoded at {pre.size_text} in {time.perf_counter() - started:.1f} s "
         f"({_decode_rate(val) if config.stream else _decode_rate(train, val)})"
         + "".join(
             f"; {name} images {d.storage}" for name, d in (("train", train), ("val", val)) if d.storage != "in memory"
@@ -247,9 +241,9 @@ def prepare_data(
         + (f"; {len(skipped)} unusable images skipped" if skipped else "")
     )
     log(
-        f"preprocessing: {pre.input_size[1]} px, mean {tuple(round(v, 4) for v in pre.mean)}, "
-        f"std {tuple(round(v, 4) for v in pre.std)}, {pre.interpolation}, crop {pre.crop_pct:g}, "
-        f"from {preprocessing_source(config, model)}"
+        f"preprocessing: {pre.size_text}, mean {tuple(round(v, 4) for v in pre.mean)}, "
+        f"std {tuple(round(v, 4) for v in pre.std)}, {pre.interpolation}, {pre.crop_mode} crop {pre.crop_pct:g}, "
+        f"from {'the run being resumed' if preprocessing else preprocessing_source(config, model)}"
     )
     splits = _splits_text(source, config)
     log(f"splits: {splits}")

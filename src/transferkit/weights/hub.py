@@ -29,7 +29,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from .._text import one_line
-from ..data.preprocess import Preprocessing
+from ..data.preprocess import Preprocessing, crop_pct_of
 from ..errors import WeightsError
 
 __all__ = ["Fetched", "fetch", "is_remote", "model_weights", "offline", "remote_preprocessing", "timm_cached_file"]
@@ -152,14 +152,7 @@ def remote_preprocessing(spec: str, model: nn.Module) -> Preprocessing | None:
         return None
     if not cfg or "mean" not in cfg:
         return None
-    return Preprocessing(
-        tuple(cfg.get("input_size", (3, 224, 224))),
-        tuple(cfg["mean"]),
-        tuple(cfg["std"]),
-        cfg.get("interpolation", "bicubic"),
-        float(cfg.get("crop_pct", 0.875)),
-        cfg.get("crop_mode", "center"),
-    )
+    return Preprocessing.from_config(cfg)
 
 
 def _timm_cfg(spec: str, model: nn.Module | None) -> dict:
@@ -301,7 +294,7 @@ def _torchvision_config(weights) -> dict:
         "mean": tuple(transform.mean),
         "std": tuple(transform.std),
         "interpolation": transform.interpolation.value,
-        "crop_pct": crop / resize,
+        "crop_pct": crop_pct_of(crop, resize),
         "crop_mode": "center",
     }
 

@@ -188,3 +188,17 @@ def test_unknown_crop_modes_and_filters_are_refused():
         Preprocessing((3, 8, 8), (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0, "stretch")
     with pytest.raises(ValueError, match="interpolation 'cubic'"):
         Preprocessing((3, 8, 8), (0.5,) * 3, (0.5,) * 3, "cubic", 1.0, "center")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b1"])  # 256 -> 224 bilinear; 255 -> 240 bilinear
+def test_a_torchvision_architecture_gets_its_default_weights_transforms(name, photos):
+    import torchvision
+
+    model = tk.create_model(f"torchvision:{name}", num_classes=3)
+    theirs = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    ours = tk.eval_transform(model)
+    assert ours.preprocessing.interpolation == "bilinear"
+    for photo in photos.values():
+        expected = theirs(photo)
+        assert ours(photo).shape == expected.shape
+        assert _grey_levels(ours(photo), expected, ours.preprocessing.std).mean() < 0.05

@@ -13,6 +13,7 @@ Outcomes:
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import random
@@ -764,6 +765,51 @@ def _(w, tmp):
         '{"architectures": ["BertForSequenceClassification"], "model_type": "bert"}'
     )
     return ["train", tmp / "bert", "--data", w.data, "--out", tmp / "out", *FAST]
+
+
+def _tiny_transformers(folder: Path, **config) -> Path:
+    """A tiny BEiT as transformers saves one, with its image processor."""
+    import transformers
+
+    settings = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    model = transformers.BeitForImageClassification(
+        transformers.BeitConfig(**{**settings, "intermediate_size": 32, "num_labels": 2, **config})
+    )
+    model.save_pretrained(folder)
+    transformers.BeitImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+@case(
+    "transformers/pickle-with-code",
+    "refused",
+    2,
+    ["pytorch_model.bin' refused", "would run code", "posix.system", "model.safetensors"],
+    victim_absent,
+)
+def _(w, tmp):
+    folder = _tiny_transformers(tmp / "net")
+    (folder / "model.safetensors").unlink()
+    torch.save({"weight": torch.zeros(1), "x": Reduce(*payload(tmp / "VICTIM"))}, folder / "pytorch_model.bin")
+    return ["train", folder, "--data", w.data, "--out", tmp / "out", *FAST]
+
+
+@case("transformers/image-size-beyond-memory", "refused", 2, ["parameters", "more than this machine's"], absent("out"))
+def _(w, tmp):
+    folder = _tiny_transformers(tmp / "net", use_absolute_position_embeddings=True)  # sized by image_size
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "image_size": 1_000_000}))
+    return ["train", folder, "--data", w.data, "--out", tmp / "out", "--epochs", "1"]
+
+
+@case("run/unknown-crop-mode", "refused", 2, ["crop_mode 'stretch' is not one of center, squash, border"])
+def _(w, tmp):
+    run = w.copy(w.run, tmp)
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(run / name, weights_only=True)
+        state["preprocessing"]["crop_mode"] = "stretch"
+        torch.save(state, run / name)
+    return ["predict", run, w.data / "cat" / "0.png"]
 
 
 # ---------------------------------------------------------------- command lines

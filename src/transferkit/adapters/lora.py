@@ -135,7 +135,26 @@ def inject_lora(model: nn.Module, head: str, settings: LoraSettings) -> nn.Modul
         use_dora=settings.dora,
     )
     _PEFT[model] = get_peft_model(model, config)
+    _expose_geometry(model)
     return model
+
+
+_CONV_GEOMETRY = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+
+
+def _expose_geometry(model: nn.Module) -> None:
+    """Give each of peft's wrapped convolutions its convolution's geometry as plain attributes.
+
+    Code around a convolution may read it: transformers' TF-style "SAME" padding (MobileNet V1 and V2)
+    reads ``stride``, ``kernel_size`` and ``dilation`` of the layer it pads for, which peft's wrapper does
+    not forward to the layer it wraps.
+    """
+    for module in model.modules():
+        base = getattr(module, "base_layer", None)
+        if isinstance(base, nn.Conv1d | nn.Conv2d | nn.Conv3d) and module is not base:
+            for name in _CONV_GEOMETRY:
+                if name not in module.__dict__ and not hasattr(type(module), name):
+                    setattr(module, name, getattr(base, name))
 
 
 def peft_model_of(model: nn.Module):

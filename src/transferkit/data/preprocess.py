@@ -45,6 +45,7 @@ __all__ = [
     "resize_crop",
     "resized_size",
     "to_uint8_tensor",
+    "torchvision_data_config",
 ]
 
 CROP_MODES = ("center", "squash", "border")
@@ -106,8 +107,10 @@ class Preprocessing:
     @classmethod
     def from_model(cls, model: nn.Module) -> Preprocessing:
         """timm's reading of a model's configuration (``resolve_model_data_config``) at the size it was built
-        for; ImageNet's defaults for a model without one."""
-        return cls.from_config(getattr(model, "pretrained_cfg", None) or {}, input_size=tuple(input_size_of(model)))
+        for: a timm model's ``pretrained_cfg``, a torchvision architecture's default weights' transforms
+        (``transferkit_data_config``), timm's defaults for any other network."""
+        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "transferkit_data_config", None) or {}
+        return cls.from_config(cfg, input_size=tuple(input_size_of(model)))
 
     @classmethod
     def from_dict(cls, values: dict) -> Preprocessing:
@@ -138,6 +141,19 @@ class Preprocessing:
     def to_dict(self) -> dict:
         """For a run checkpoint or a sidecar: the fields, marked as applied with their crop mode."""
         return {**asdict(self), APPLIED: True}
+
+
+def torchvision_data_config(transforms) -> dict:
+    """timm's configuration keys for torchvision's ``ImageClassification`` transforms of a weights enum."""
+    crop, resize = transforms.crop_size[0], transforms.resize_size[0]
+    return {
+        "input_size": (3, crop, crop),
+        "mean": tuple(transforms.mean),
+        "std": tuple(transforms.std),
+        "interpolation": transforms.interpolation.value,
+        "crop_pct": crop_pct_of(crop, resize),
+        "crop_mode": "center",
+    }
 
 
 def crop_pct_of(crop: int, resized: int) -> float:

@@ -316,7 +316,7 @@ def _export(
         else BatchPrep(trained.preprocessing, torch.device("cpu"), channels_last=False)(example)
     )
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _eager_attention(net):
         warnings.simplefilter("ignore")
         if format == "exported-program":
             program = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
@@ -425,6 +425,25 @@ def _place(exported: Path, out: Path) -> None:
 
     with atomic_path(out, size=exported.stat().st_size) as tmp:
         shutil.copyfile(exported, tmp)
+
+
+@contextlib.contextmanager
+def _eager_attention(net: nn.Module):
+    """A transformers model traced with its eager attention, restored after.
+
+    torch.export cannot decompose the reshape after BEiT's SDPA attention with a dynamic batch
+    ("Cannot view a tensor with shape [s77, 17, 2, 16] ... as [s77, 17, 32]"); the eager attention
+    computes the same (the parity proof checks it) and exports.
+    """
+    models = [m.hf_model for m in net.modules() if hasattr(m, "hf_model")]
+    before = [m.config._attn_implementation for m in models]
+    for m in models:
+        m.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        for m, implementation in zip(models, before):
+            m.set_attn_implementation(implementation)
 
 
 def _input_facts(format: str, uint8: bool, pre: Preprocessing) -> dict:

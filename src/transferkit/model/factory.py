@@ -24,6 +24,7 @@ import torch.nn as nn
 import torchvision
 
 from .._text import one_line
+from ..data.preprocess import torchvision_data_config
 from ..errors import ModelSpecError
 from .surgery import replace_head, set_module
 
@@ -176,8 +177,10 @@ def _torchvision_factory(name: str) -> Callable[..., nn.Module]:
 
     def factory(**kwargs) -> nn.Module:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
-        crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size[0]
-        model.transferkit_input_size = (3, crop, crop)
+        # the preprocessing of the architecture's default weights: its own, as a timm model's pretrained_cfg
+        default = torchvision.models.get_model_weights(name).DEFAULT
+        model.transferkit_data_config = torchvision_data_config(default.transforms())
+        model.transferkit_input_size = model.transferkit_data_config["input_size"]
         model.transferkit_torchvision = name  # for torchvision:ENUM weights
         return model
 

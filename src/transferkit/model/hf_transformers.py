@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+import pickle
 import re
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .._text import one_line
+from .._storage import physical_memory
+from .._text import human_bytes, one_line
 from ..errors import ModelSpecError
 from ..weights.hub import offline
 from .hf_preprocessing import processor_config
@@ -147,12 +150,55 @@ def build(spec: str, *, num_classes: int | None = None, image_size: int | None =
         config.id2label = {i: f"LABEL_{i}" for i in range(num_classes)}
         config.label2id = {v: k for k, v in config.id2label.items()}
     model_class = _model_class(data)
-    model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class._from_config(config)
     processor = transformers_files(spec, ("preprocessor_config.json",)).get("preprocessor_config.json")
-    wrapped = TransformersClassifier(model, _preprocessing(config, processor), labels, spec)
+    preprocessing = _preprocessing(config, processor)
+    _check_fits(spec, lambda: _construct(model_class, config), preprocessing["input_size"])
+    model = _construct(model_class, config)
+    wrapped = TransformersClassifier(model, preprocessing, labels, spec)
     if image_size is not None:
         wrapped.transferkit_input_size = (wrapped.pretrained_cfg["input_size"][0], image_size, image_size)
     return wrapped
+
+
+def _refuse_pickle(spec: str, error: Exception):
+    """The checkpoint refusal, naming the code a ``pytorch_model.bin`` would run, for a pickle transformers would not
+    read."""
+    from ..weights.checkpoint import load_torch_file
+
+    hint = "transformers models load only tensors: convert the file to model.safetensors where you trust its source."
+    for path in transformers_files(spec, ("pytorch_model.bin",)).values():
+        load_torch_file(path, refusal_hint=hint)  # raises the refusal with the names it would import
+    raise ModelSpecError(f"transformers cannot read the weights of '{spec}' as tensors: {one_line(error, 200)}")
+
+
+def _construct(model_class, config) -> nn.Module:
+    return model_class.from_config(config) if hasattr(model_class, "from_config") else model_class._from_config(config)
+
+
+def _check_fits(spec: str, construct, input_size: tuple[int, int, int]) -> None:
+    """Refuse, before anything is allocated, a config whose network or one input image exceeds this machine's memory
+    (an ``image_size`` of a million pixels sizes a ViT's position embeddings at hundreds of gigabytes)."""
+    memory = physical_memory()
+    if not memory:
+        return
+    image = math.prod(input_size) * 4
+    if image > memory:
+        raise ModelSpecError(
+            f"'{spec}': one {input_size[1]}x{input_size[2]} input image (from its config.json and image processor) "
+            f"needs {human_bytes(image)} as float32, more than this machine's {human_bytes(memory)}; check the "
+            "image sizes in config.json and preprocessor_config.json."
+        )
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            parameters = sum(p.numel() for p in construct().parameters())
+    except Exception:  # noqa: BLE001 - a network that cannot be built without memory is built for real below
+        return
+    if parameters * 4 > memory:
+        raise ModelSpecError(
+            f"'{spec}': config.json describes a network of {parameters:,} parameters ({human_bytes(parameters * 4)} "
+            f"as float32), more than this machine's {human_bytes(memory)} of memory; check the image and layer "
+            "sizes in config.json."
+        )
 
 
 def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
@@ -169,6 +215,8 @@ def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
         model = _model_class(data).from_pretrained(
             source, config=config, local_files_only=offline(), trust_remote_code=False
         )
+    except pickle.UnpicklingError as e:  # transformers reads .bin files with weights_only: nothing ran
+        _refuse_pickle(spec, e)
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelSpecError(f"transformers cannot load the weights of '{spec}': {one_line(e, 200)}") from None
     finally:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from .._text import one_line
-from ..data.preprocess import Preprocessing, crop_pct_of
+from ..data.preprocess import Preprocessing, torchvision_data_config
 from ..errors import WeightsError
 
 __all__ = ["Fetched", "fetch", "is_remote", "model_weights", "offline", "remote_preprocessing", "timm_cached_file"]
@@ -287,16 +287,7 @@ def _torchvision_weights(spec: str, model: nn.Module | None):
 
 
 def _torchvision_config(weights) -> dict:
-    transform = weights.transforms()
-    crop, resize = transform.crop_size[0], transform.resize_size[0]
-    return {
-        "input_size": (3, crop, crop),
-        "mean": tuple(transform.mean),
-        "std": tuple(transform.std),
-        "interpolation": transform.interpolation.value,
-        "crop_pct": crop_pct_of(crop, resize),
-        "crop_mode": "center",
-    }
+    return torchvision_data_config(weights.transforms())
 
 
 def _first_line(error: BaseException) -> str:

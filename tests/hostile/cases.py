@@ -802,6 +802,16 @@ def _(w, tmp):
     return ["train", folder, "--data", w.data, "--out", tmp / "out", "--epochs", "1"]
 
 
+@case("transformers/timm-wrapper", "refused", 2, ["timm model in transformers' TimmWrapper", "hf-hub:ORG/REPO"])
+def _(w, tmp):
+    (tmp / "net").mkdir()
+    (tmp / "net" / "config.json").write_text(
+        '{"architectures": ["TimmWrapperForImageClassification"], "model_type": "timm_wrapper", '
+        '"architecture": "resnet18", "num_labels": 2}'
+    )
+    return ["train", tmp / "net", "--data", w.data, "--out", tmp / "out", *FAST]
+
+
 @case("run/unknown-crop-mode", "refused", 2, ["crop_mode 'stretch' is not one of center, squash, border"])
 def _(w, tmp):
     run = w.copy(w.run, tmp)

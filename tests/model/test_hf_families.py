@@ -63,3 +63,18 @@ def test_mobilevit_v2_trains_at_its_processors_size_in_bgr(data, tmp_path):
 
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert state["preprocessing"]["channel_order"] == "BGR" and state["preprocessing"]["crop_offset"] == "floor"
+
+
+def test_bit_lora_exports_with_its_adapters_beside_its_weight_standardised_convolutions(data, tmp_path):
+    """BiT standardises each convolution's weight before use: a LoRA update folded into the weight is standardised
+    with it and computes something else, so the export keeps the adapters as layers of their own."""
+    config = transformers.BitConfig(embedding_size=8, hidden_sizes=[32, 64], depths=[1, 1], num_groups=2,
+                                    image_size=32, **LABELS)  # fmt: skip
+    spec = _saved(tmp_path / "net", transformers.BitForImageClassification(config),
+                  transformers.BitImageProcessor(size={"shortest_edge": 36}, crop_size=32))  # fmt: skip
+    settings = {**FAST, "epochs": 4, "lr": 0.1}  # adapters far enough from zero for the merge to show
+    fit(TrainConfig(model=spec, data=str(data), out=str(tmp_path / "run"), strategy="lora", **settings))
+    lines = []
+    result = export_run(tmp_path / "run", format="onnx", log=lines.append)
+    assert any(line.startswith("adapters kept beside their layers: merged, they change") for line in lines), lines
+    assert result.parity["max_abs_diff"] < 1e-4

@@ -75,12 +75,16 @@ def test_mobilevit_reads_its_crop_larger_than_its_resize_and_its_channel_flip(tm
     assert EvalTransform(pre).uint8(red)[2].float().mean() > 150  # red ends up in the last channel
 
 
-def test_perceivers_crop_before_resize_is_approximated(tmp_path, photos):
-    """Perceiver crops the centre square first and resizes it: the same region, resampled over another extent."""
-    processor = transformers.PerceiverImageProcessor()
+@pytest.mark.parametrize("name", ["perceiver", "pp_lcnet"])
+def test_processors_with_rules_of_their_own_are_approximated(name, tmp_path, photos):
+    """Perceiver crops the centre square first and resizes it: the same region, resampled over another extent.
+    PP-LCNet rounds the long side where torchvision truncates it: one pixel more, now and then."""
+    kinds = {"perceiver": transformers.PerceiverImageProcessor, "pp_lcnet": transformers.PPLCNetImageProcessor}
+    processor = kinds[name]()
     processor.save_pretrained(tmp_path)
     pre = Preprocessing.from_config(processor_config(tmp_path))
     assert pre.input_size == (3, 224, 224) and pre.crop_mode == "center"
+    assert pre.channel_order == ("BGR" if name == "pp_lcnet" else "RGB")
     for photo in photos:
         expected = processor(photo, return_tensors="pt").pixel_values[0]
         grey = (EvalTransform(pre)(photo) - expected).abs() * torch.tensor(pre.std).view(-1, 1, 1) * 255

@@ -28,6 +28,10 @@ from ..errors import ModelSpecError
 __all__ = ["RESAMPLE", "processor_config"]
 
 RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}  # PIL's codes
+_NOT_REPRODUCED = {
+    "DonutImageProcessor": "shrinks document pages into its size and pads them with black (turning them to "
+    "align their long side where asked)",
+}
 _NOT_IMAGES = {
     "ImageGPTImageProcessor": "colour-cluster tokens",
     "Siglip2ImageProcessor": "patch sequences of varying length",
@@ -44,17 +48,27 @@ def processor_config(folder: Path, *, channels: int = 3) -> dict:
             f"{name} turns images into {_NOT_IMAGES[name]}, not the fixed-size images transferkit feeds; "
             "this model cannot be fine-tuned here."
         )
+    if name in _NOT_REPRODUCED:
+        raise ModelSpecError(
+            f"{name} {_NOT_REPRODUCED[name]}, which transferkit's preprocessing does not reproduce; to fine-tune this "
+            "network on resized images, save a ViTImageProcessor with its size, mean and std in the folder."
+        )
     if name == "TimmWrapperImageProcessor":  # timm's own configuration, carried as it is
         return {**processor.data_config, "crop_offset": "round", "channel_order": "RGB"}
     input_size, crop_pct, crop_mode = _geometry(processor, name)
+    # MobileViT flips where asked, PP-LCNet always; both after normalising, so the statistics follow the flip
+    flip = getattr(processor, "do_flip_channel_order", False) or name == "PPLCNetImageProcessor"
+    statistics = _statistics(processor, name, channels)
+    if flip:
+        statistics = {key: values[::-1] for key, values in statistics.items()}
     return {
         "input_size": (channels, *input_size),
-        **_statistics(processor, name, channels),
+        **statistics,
         "interpolation": RESAMPLE.get(int(processor.resample if processor.resample is not None else 2), "bilinear"),
         "crop_pct": crop_pct,
         "crop_mode": crop_mode,
         "crop_offset": "floor",
-        "channel_order": "BGR" if getattr(processor, "do_flip_channel_order", False) else "RGB",
+        "channel_order": "BGR" if flip else "RGB",
     }
 
 
@@ -81,6 +95,11 @@ def _geometry(processor, name: str) -> tuple[tuple[int, int], float, str]:
         # the centre square of size / crop_size of the short side, then resized: the same region as resizing
         # the short side to size * crop_size / size first, up to where the filter's edge falls
         return (size.height, size.width), size.height / crop.height, "center"
+    if name == "PPLCNetImageProcessor" and processor.resize_short:  # its short side, whatever size says
+        short = processor.resize_short
+        if crop is None:
+            return (short, short), 1.0, "center"
+        return (crop.height, crop.width), crop_pct_of(crop.height, short), "center"
     if size.shortest_edge:
         short = size.shortest_edge
         if name == "ConvNextImageProcessor" and crop is None:

@@ -95,6 +95,11 @@ def _config(spec: str):
         raise ModelSpecError(f"'{spec}': config.json cannot be read: {one_line(e, 200)}") from None
     if not isinstance(data, dict) or "model_type" not in data:
         raise ModelSpecError(f"'{spec}': config.json names no model_type; it is not a transformers model.")
+    if data["model_type"] == "timm_wrapper":
+        raise ModelSpecError(
+            f"'{spec}' is a timm model in transformers' TimmWrapper: give it to transferkit as timm reads it, "
+            "MODEL hf-hub:ORG/REPO for a Hub repository, or its timm architecture name with --weights FOLDER."
+        )
     if data.get("auto_map"):
         raise ModelSpecError(
             f"'{spec}' needs the repository's own code (auto_map in config.json), which transferkit does not run."
@@ -153,11 +158,32 @@ def build(spec: str, *, num_classes: int | None = None, image_size: int | None =
     processor = transformers_files(spec, ("preprocessor_config.json",)).get("preprocessor_config.json")
     preprocessing = _preprocessing(config, processor)
     _check_fits(spec, lambda: _construct(model_class, config), preprocessing["input_size"])
-    model = _construct(model_class, config)
+    try:
+        model = _construct(model_class, config)
+    except ImportError as e:  # a family built on a library of its own (DiNAT on natten)
+        why = one_line(e, 200)
+        raise ModelSpecError(f"'{spec}': transformers cannot build {model_class.__name__}: {why}") from None
+    _check_runs(spec, model, preprocessing["input_size"])
     wrapped = TransformersClassifier(model, preprocessing, labels, spec)
     if image_size is not None:
         wrapped.transferkit_input_size = (wrapped.pretrained_cfg["input_size"][0], image_size, image_size)
     return wrapped
+
+
+def _check_runs(spec: str, model: nn.Module, input_size: tuple[int, int, int]) -> None:
+    """One image through the network: a config.json whose sizes disagree (four stage widths for two stages) is one
+    line here, not an error in the middle of training."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(pixel_values=torch.zeros(1, *input_size))
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        raise ModelSpecError(
+            f"'{spec}': the network config.json describes does not run on one {input_size[1]}x{input_size[2]} image "
+            f"({one_line(e, 160)}); check its sizes."
+        ) from None
+    finally:
+        model.train(training)
 
 
 def _refuse_pickle(spec: str, error: Exception):
@@ -259,8 +285,14 @@ class TransformersClassifier(nn.Module):
         object.__setattr__(self, "hf_model", model)  # not registered: its parameters are the children's
         for name, child in model.named_children():
             self.add_module(name, child)
-        # DeiT with its distillation head has two classifiers, averaged: the class token's is the head
-        top = next(n for n in ("classifier", "cls_classifier") if n in model._modules)
+        # DeiT with its distillation head has two classifiers, averaged: the class token's is the head;
+        # PP-LCNet's is its head
+        top = next((n for n in ("classifier", "cls_classifier", "head") if n in model._modules), None)
+        if top is None:
+            raise ModelSpecError(
+                f"{type(model).__name__} has no classifier, cls_classifier or head module: transferkit cannot tell "
+                "which layer is its head."
+            )
         linear = [n for n, m in model.get_submodule(top).named_modules() if isinstance(m, nn.Linear) and n]
         head = f"{top}.{linear[-1]}" if linear else top
         self.pretrained_cfg = {
@@ -309,8 +341,10 @@ class TransformersClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.interpolates and tuple(x.shape[-2:]) != tuple(self.pretrained_cfg["input_size"][1:]):
-            return self.hf_model(pixel_values=x, interpolate_pos_encoding=True).logits
-        return self.hf_model(pixel_values=x).logits
+            out = self.hf_model(pixel_values=x, interpolate_pos_encoding=True)
+        else:
+            out = self.hf_model(pixel_values=x)
+        return out.logits if "logits" in out else out[0]  # PP-LCNet returns its logits as last_hidden_state
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """Stages as timm's ``group_matcher`` gives them: the embeddings, each encoder layer or stage, the rest."""

@@ -78,7 +78,9 @@ def decoders_alone(paths: list[Path]) -> list[tuple[str, float]]:
     from torchcodec.decoders import decode_jpeg as codec_decode
     from torchvision.io import decode_jpeg as tv_decode
 
-    from transferkit.data.preprocess import resize_center_crop
+    from transferkit.data.preprocess import Preprocessing, resize_crop
+
+    pre = Preprocessing((3, SIZE, SIZE), (0.5,) * 3, (0.5,) * 3, "bicubic", CROP, "center")
 
     torch.set_num_threads(1)
 
@@ -104,7 +106,7 @@ def decoders_alone(paths: list[Path]) -> list[tuple[str, float]]:
         ("resize to 254 px and crop: PIL", lambda: [_pil_resize(im) for im in decoded], len(decoded)),
         (
             "resize to 254 px and crop: torch uint8",
-            lambda: [resize_center_crop(t, SIZE, crop_pct=CROP, interpolation="bicubic") for t in tensors],
+            lambda: [resize_crop(t, pre) for t in tensors],
             len(tensors),
         ),
     ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -215,8 +216,9 @@ def _cell(row: dict, key: str, work):
         result = work()
         row[key] = "ok" if not isinstance(result, str) else result
         return result
-    except TransferkitError as e:
-        row[key] = "refused: " + str(e).replace("|", "/").replace("\n", " ")[:90]
+    except TransferkitError as e:  # the sweep's temporary folder left out of the words
+        text = re.sub(r"'?/tmp/[^/\s]+/([^'\s]*)'?", r"\1", str(e))
+        row[key] = "refused: " + text.replace("|", "/").replace("\n", " ")[:90]
     except NotBuilt as e:
         row[key] = str(e).replace("|", "/")
     except Exception as e:  # noqa: BLE001 - every failure is a finding of the table
@@ -295,6 +297,10 @@ def main() -> None:
         "grey levels between transferkit's tensor and the processor's own on three photos, with the crop mode "
         "and size it was read as; `export` is the lora run's ONNX export, with the parity proof's largest logit "
         "difference. `refused` cells are transferkit's one-line refusals; `error` cells are failures.",
+        "",
+        "Where `processor` is not 0: Perceiver crops the centre square before it resizes, PP-LCNet rounds the long "
+        "side where torchvision truncates it (a pixel, on two of the three photos), TextNet keeps the aspect ratio "
+        "without a crop (transferkit takes the centre square); each is a documented approximation.",
         "",
         "| model type | class | parameters | processor | " + " | ".join(commands[1:]) + " |",
         "|---|---|---:|---|" + "---|" * (len(commands) - 1),

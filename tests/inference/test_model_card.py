@@ -34,6 +34,7 @@ def test_the_card_states_weights_training_data_results_and_environment(run):
     assert "loaded: " in card and "verification: ok" in card
     assert report["parameters"]["trained"] == {"fc": 34} and "conv1" in report["parameters"]["frozen"]
     assert "- trained: `fc` (34)" in card and "`conv1` (216)" in card
+    assert report["preprocessing"]["crop_mode"] == "center" and "- preprocessing: 16x16 px, center crop" in card
     assert report["environment"]["torch"] in card and report["environment"]["timm"] in card
     assert "| a\\|b | 24 | 6 |" in card  # the class name cannot split the table
     assert "\\<b\\>\\[x\\](y)" in card and "<b>" not in card

@@ -35,6 +35,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from ..model._trace import input_size_of
 
 __all__ = [
+    "APPLIED",
     "CROP_MODES",
     "INTERPOLATIONS",
     "BatchPrep",
@@ -42,6 +43,7 @@ __all__ = [
     "Preprocessing",
     "center_crop_or_pad",
     "crop_pct_of",
+    "legacy_note",
     "resize_crop",
     "resized_size",
     "to_uint8_tensor",
@@ -106,9 +108,10 @@ class Preprocessing:
 
     @classmethod
     def from_model(cls, model: nn.Module) -> Preprocessing:
-        """timm's reading of a model's configuration (``resolve_model_data_config``) at the size it was built
-        for: a timm model's ``pretrained_cfg``, a torchvision architecture's default weights' transforms
-        (``transferkit_data_config``), timm's defaults for any other network."""
+        """timm's reading of a model's configuration (``resolve_data_config``, as ``resolve_model_data_config``
+        reads a model) at the size it was built for: a timm model's ``pretrained_cfg``, a torchvision
+        architecture's default weights' transforms (``transferkit_data_config``), timm's defaults for any other
+        network."""
         cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "transferkit_data_config", None) or {}
         return cls.from_config(cfg, input_size=tuple(input_size_of(model)))
 

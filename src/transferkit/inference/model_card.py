@@ -32,6 +32,13 @@ def _code(value) -> str:
     return f"`{text}`"
 
 
+def _numbers(values) -> str:
+    """Numbers from a run folder, written short; anything else as a question mark."""
+    if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
+        return "?"
+    return ", ".join(f"{v:.4g}" for v in values)
+
+
 def _report(run: Path) -> dict:
     try:
         report = json.loads((run / "report.json").read_text(encoding="utf-8"))
@@ -102,6 +109,15 @@ def _training(r: dict) -> list[str]:
         f"- parameters: {r.get('trainable_params', 0):,} trained, {r.get('frozen_params', 0):,} frozen "
         "(in the last phase)",
     ]
+    pre = r.get("preprocessing")
+    if isinstance(pre, dict) and isinstance(pre.get("input_size"), list) and len(pre["input_size"]) == 3:
+        channels, height, width = pre["input_size"]
+        order = ", channels BGR" if pre.get("channel_order") == "BGR" else ""
+        lines.append(
+            f"- preprocessing: {_numbers([height])}x{_numbers([width])} px, {_md(pre.get('crop_mode'))} crop "
+            f"{_numbers([pre.get('crop_pct')])}, {_md(pre.get('interpolation'))}, mean ({_numbers(pre.get('mean'))}), "
+            f"std ({_numbers(pre.get('std'))}){order}"
+        )
     if trained:
         lines.append("- trained: " + ", ".join(f"{_code(k)} ({v:,})" for k, v in trained.items()))
     if frozen:

@@ -161,6 +161,7 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
         "model": config.model,
         "weights": config.weights,
         "backbone": record.backbone,
+        "preprocessing": record.data.preprocessing.to_dict(),
         "strategy": config.strategy,
         "advice": record.advice,
         "task": record.data.task,

@@ -7,6 +7,7 @@ and exit code 2.
 """
 
 __all__ = [
+    "Interrupted",
     "TransferkitError",
     "ConfigError",
     "ModelSpecError",
@@ -106,3 +107,16 @@ class ParityError(TransferkitError, RuntimeError):
 
     exit_code = 1
     parity: dict | None = None
+
+
+class Interrupted(BaseException):
+    """A signal that stops a command (SIGINT from Ctrl-C, SIGTERM from a scheduler), raised where the process is.
+
+    A ``BaseException``, as ``KeyboardInterrupt``: no ``except Exception`` swallows it, so files being written
+    are left whole by their atomic writes and the run says how to go on.
+    """
+
+    def __init__(self, signal_name: str, exit_code: int):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = exit_code

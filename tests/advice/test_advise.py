@@ -29,3 +29,33 @@ def test_advise_on_digits(tmp_path):
     stored = json.loads((tmp_path / "advice" / "advice.json").read_text())
     assert stored["advice"] == result["advice"]
     assert (tmp_path / "advice" / "probe_depth.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_command_advise_prints_runs_as_shown(tmp_path, cli):
+    """MODEL, weights, DATA, size, epochs and task options carried into the train command it prints."""
+    import shlex
+
+    import torch
+
+    from tests.helpers import TinyNet
+    from tests.tasks.csvs import regression_csv
+
+    (tmp_path / "data").mkdir()
+    data = regression_csv(tmp_path / "data", count=60)
+    torch.save(TinyNet(num_classes=1).state_dict(), tmp_path / "w.pt")
+    code, out, err = cli(
+        "advise", "tests.helpers:TinyNet", "--weights", tmp_path / "w.pt", "--data", data, "--task", "regression",
+        "--image-size", "16", "--epochs", "2", "--out", tmp_path / "my advice",
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    printed = lines[next(i for i, line in enumerate(lines) if line.startswith("advised in ")) + 1]
+    words = shlex.split(printed)
+    assert words[:3] == ["transferkit", "train", "tests.helpers:TinyNet"]
+    for flag, value in (("--weights", str(tmp_path / "w.pt")), ("--data", str(data)), ("--task", "regression"),
+                        ("--image-size", "16"), ("--epochs", "2"), ("--out", str(tmp_path / "my advice" / "run"))):
+        assert words[words.index(flag) + 1] == value, (flag, printed)  # fmt: skip
+    code, out, err = cli(*words[1:], "--precision", "fp32", "--no-channels-last")
+    assert code == 0, err
+    report = json.loads((tmp_path / "my advice" / "run" / "report.json").read_text())
+    assert report["task"] == "regression" and report["weights"] == str(tmp_path / "w.pt")

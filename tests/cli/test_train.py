@@ -106,3 +106,36 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_run_resumes(cli, 
     assert code == 0 and f"resuming {out} after epoch {done}" in printed, err
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == done + 1
     assert not (out / ".transferkit.lock").exists() and not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupted_run_says_which_epoch_it_keeps_and_how_to_go_on(tmp_path, signal_name, code):
+    """Ctrl-C, or a scheduler's SIGTERM, after the first epoch: one line with the epoch last.pt holds and the
+    command that continues; that command continues the run."""
+    import signal
+    import time
+
+    import torch
+
+    data = make_image_folder(tmp_path / "data", per_class=8, size=16)
+    command = [sys.executable, "-m", "transferkit", "train", "tests.helpers:TinyNet", "--data", data, "--image-size",
+               "16", "--precision", "fp32", "--no-channels-last", "--strategy", "full", "--epochs", "500",
+               "--out", tmp_path / "run"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(list(map(str, command)), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines = []
+    for line in process.stdout:  # until an epoch has ended and been saved
+        lines.append(line)
+        if line.startswith("epoch 2/"):
+            break
+    time.sleep(0.2)
+    process.send_signal(getattr(signal, signal_name))
+    rest, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    text = " ".join("".join(lines + [rest]).split())  # the terminal's wrapping undone
+    assert text.count("interrupted: ") == 1, rest[-2000:]
+    held = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"]
+    assert f"last.pt holds epoch {held} of 500; go on with: transferkit train --resume {tmp_path / 'run'}" in text
+    assert "interrupted; files written so far are complete" in err and "Traceback" not in err

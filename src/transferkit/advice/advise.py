@@ -24,6 +24,7 @@ The thresholds are written down with their measurements in BENCHMARKS.md ("Strat
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from ..data.preprocess import BatchPrep
 from ..data.sources import open_data, stratified_sample
 from ..serialization import write_json
 from ..tasks.objective import loss_function
-from ..train.config import TrainConfig
+from ..train.config import TASK_FIELDS, TrainConfig
 from ..train.setup import build_model, prepare_data
 from ..train.strategies import plan_phases
 from .probe import PROBE_SCORES, Depth, depth_points, extract, linear_probe, task_probe
@@ -209,6 +210,7 @@ def advise_prepared(
         "forward_images_per_second": speed,
         "seconds": time.perf_counter() - started,
         "thresholds": {"freeze_at": FREEZE_AT, "earlier_by": EARLIER_BY, "gap_high": GAP_HIGH},
+        "train_command": train_command(config, advice["command"]),
     }
     if write:
         write_json(Path(config.out) / "advice.json", result)
@@ -217,6 +219,32 @@ def advise_prepared(
     if keep_features:
         result["head_features"] = {"train": train_x[points[-1].name], "val": val_x[points[-1].name]}
     return result
+
+
+# What ``train`` needs besides MODEL, weights, DATA and the strategy to train what was probed.
+_CARRIED = ("image_size", "in_chans", "epochs", *TASK_FIELDS)
+
+
+def train_command(config: TrainConfig, strategy: str) -> str:
+    """The ``transferkit train`` command that trains ``strategy`` on what ``config`` probed, runnable as shown.
+
+    Example:
+        >>> config = TrainConfig(model="resnet18", weights="timm", data="photos/", out="runs/a", epochs=3)
+        >>> train_command(config, "--strategy full")
+        'transferkit train resnet18 --weights timm --data photos/ --out runs/a/run --epochs 3 --strategy full'
+    """
+    defaults = TrainConfig(model=config.model, data=config.data, out=config.out)
+    words = ["transferkit", "train", config.model]
+    for name in ("weights", "data"):
+        value = getattr(config, name)
+        if value:
+            words += [f"--{name}", str(value)]
+    words += ["--out", str(Path(config.out) / "run")]
+    for name in _CARRIED:
+        value = getattr(config, name)
+        if value != getattr(defaults, name) and value not in (None, [], ""):
+            words += [f"--{name.replace('_', '-')}", ",".join(value) if isinstance(value, list) else str(value)]
+    return " ".join(shlex.quote(w) for w in words) + " " + strategy
 
 
 def _sampled(source, limit: int, seed: int, log):

@@ -16,23 +16,9 @@ from typing import Annotated
 
 import typer
 
-from ..train.config import TrainConfig, describe
+from ..train.config import TASK_FIELDS, TrainConfig, describe
 
 __all__ = ["TASK_FIELDS", "config_options"]
-
-# What a command that searches or probes needs to read DATA: a CSV of several labels or of numbers, a
-# Hugging Face dataset
-TASK_FIELDS = (
-    "task",
-    "label_sep",
-    "label_columns",
-    "target_column",
-    "loss",
-    "hf_config",
-    "hf_revision",
-    "image_column",
-    "label_column",
-)
 
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
 

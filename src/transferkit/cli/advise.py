@@ -44,4 +44,5 @@ def advise_command(
         return
     for command, seconds in result["estimated_seconds"].items():
         console.print(f"  {command}: about {seconds:.0f} s for {epochs} epochs", markup=False)
-    console.print(f"advised in {result['seconds']:.1f} s: transferkit train {model} {result['advice']['command']}")
+    console.print(f"advised in {result['seconds']:.1f} s; to train it:", markup=False)
+    console.print(f"  {result['train_command']}", markup=False, soft_wrap=True)

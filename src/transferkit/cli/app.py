@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import sys
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from .._text import one_line
-from ..errors import TransferkitError
+from ..errors import Interrupted, TransferkitError
 from ._common import CONTEXT, LIBRARY_ARGUMENTS, flag_for, printable
 
 __all__ = ["COMMANDS", "app", "main"]
@@ -102,6 +103,22 @@ def _root(
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by transferkit.weights.hub at each fetch
 
 
+_SIGNALS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}  # the shell's exit codes for them
+
+
+_OWNER = [0]  # the process that runs the command; forked loader workers inherit the handler but not the role
+
+
+def _on_signal(signum, frame):
+    if os.getpid() != _OWNER[0]:  # a forked worker: what Python and the system would do
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Interrupted(*_SIGNALS[signum])
+
+
 def main() -> None:
     """Run the CLI; every error ends in one line on stderr.
 
@@ -111,6 +128,9 @@ def main() -> None:
     ``TRANSFERKIT_DEBUG=1`` lets every exception through with its traceback.
     """
     debug = os.environ.get("TRANSFERKIT_DEBUG") == "1"
+    # typer would end a KeyboardInterrupt silently with 130; this one reaches the run and the line below
+    _OWNER[0] = os.getpid()
+    previous = {signum: signal.signal(signum, _on_signal) for signum in _SIGNALS}
     try:
         app(prog_name="transferkit")
     except TransferkitError as e:
@@ -122,8 +142,9 @@ def main() -> None:
             raise
         where = f" '{e.filename}'" if e.filename else ""
         _fail(f"error: {e.strerror or e}{where}. Check the path and its permissions.", USER_ERROR)
-    except KeyboardInterrupt:
-        _fail("interrupted; files written so far are complete (each is written atomically).", 130)
+    except (Interrupted, KeyboardInterrupt) as e:
+        code = e.exit_code if isinstance(e, Interrupted) else 130
+        _fail("interrupted; files written so far are complete (each is written atomically).", code)
     except Exception as e:
         if debug:
             raise
@@ -137,6 +158,8 @@ def main() -> None:
         text = one_line(e, 300)
         _fail(f"internal error: {type(e).__name__}: {text}. Run with TRANSFERKIT_DEBUG=1 for the traceback.", 1)
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         # The interpreter's last garbage collection walks every object torch, timm and scikit-learn
         # made at import: 1.0 s of a 15 s run. Everything is written and closed by now; frozen
         # objects are left to the operating system.

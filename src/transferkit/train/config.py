@@ -29,11 +29,26 @@ __all__ = [
     "PRECISIONS",
     "COMPILE_MODES",
     "LOSSES",
+    "TASK_FIELDS",
     "TrainConfig",
     "describe",
     "read_config_file",
     "setting_default",
 ]
+
+# What a command that searches or probes needs to read DATA: a CSV of several labels or of numbers, a
+# Hugging Face dataset
+TASK_FIELDS = (
+    "task",
+    "label_sep",
+    "label_columns",
+    "target_column",
+    "loss",
+    "hf_config",
+    "hf_revision",
+    "image_column",
+    "label_column",
+)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "on", "off")

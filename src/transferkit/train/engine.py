@@ -8,6 +8,7 @@ re-running the frozen network every epoch.
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,7 +20,7 @@ import torch.nn as nn
 
 from ..data.preprocess import Preprocessing, legacy_note
 from ..data.sources import open_data
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, Interrupted, RunError
 from ..model.factory import code_origin
 from ..model.surgery import find_head
 from ..serialization import write_json
@@ -259,11 +260,25 @@ def _fit(
         trackers.finished(out)
         status = "KILLED" if stopped else "FINISHED"  # stopped: to be resumed, which reopens it
         return result
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):  # Ctrl-C, or SIGINT and SIGTERM as the command line raises them
         status = "KILLED"
+        if dist_ctx.is_main:
+            log(_interrupted(record, phases, out, resumed_from=state))
         raise
     finally:
         trackers.close(status)
+
+
+def _interrupted(record: RunRecord, phases, out: Path, *, resumed_from: dict | None) -> str:
+    """What an interrupted run leaves and how to go on."""
+    total = sum(p.epochs for p in phases)
+    held = record.saved_epoch or (resumed_from or {}).get("epoch", 0)
+    if not held:
+        return f"interrupted before the first epoch ended: {out} holds no checkpoint; start the run again"
+    return (
+        f"interrupted: {out / 'last.pt'} holds epoch {held} of {total}; go on with: "
+        f"transferkit train --resume {shlex.quote(str(out))}"
+    )
 
 
 def _measure_kernels(
@@ -429,6 +444,7 @@ def _run_phase(
                 gathered=gathered,
             )
             save_checkpoint(out / "last.pt", checkpoint)
+            record.saved_epoch = epoch_index
             if improved:
                 save_checkpoint(out / "best.pt", checkpoint)
             write_metrics(out / "metrics.csv", record.history, record.data.task)

@@ -188,3 +188,26 @@ def test_the_command_exits_1_on_a_failed_proof_with_one_line(run, tmp_path, monk
     assert err.count("transferkit: error:") == 1 and "accuracy points" in err and "Traceback" not in err
     assert json.loads(out.strip().splitlines()[-1])["exit_code"] == 1
     assert not (folder / "model.int8.onnx").exists()
+
+
+def test_the_proof_samples_every_class_and_states_the_runs_own_score(run, tmp_path, monkeypatch, cli):
+    """The held-out images are listed class by class: a sample of the first ones would be one class."""
+    folder = fresh(run, tmp_path)
+    monkeypatch.setattr(export_module, "PARITY_IMAGES", 6)
+    labels = []
+    original = export_module._compare
+
+    def compare(reference, got, held_labels, trained):
+        labels.extend(held_labels.tolist())
+        return original(reference, got, held_labels, trained)
+
+    monkeypatch.setattr(export_module, "_compare", compare)
+    result = export_run(folder, trust_code=True, log=lambda m: None)
+    assert sorted(labels) == [0, 0, 0, 1, 1, 1]
+    assert result.parity["split"].endswith("(a sample of 6, stratified by class, seed 0)")
+    best = json.loads((folder / "report.json").read_text())["best"]
+    assert result.parity["run_validation"]["val_acc"] == best["val_acc"]
+    code, out, err = cli("export", folder, "--trust-code", "--out", tmp_path / "again.onnx")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert f"the run's own validation (best.pt, epoch {best['epoch']}, every held-out image): val_acc" in text

@@ -97,5 +97,11 @@ def export_command(
     console.print(
         f"parity ({parity['precision']}, {parity['images']} images of {parity['split']}): largest logit difference "
         f"{parity['max_abs_diff']:.3g} (mean {parity['mean_abs_diff']:.3g}, largest logit {parity['scale']:.3g}), "
-        + agreement
+        + agreement,
+        markup=False,
     )
+    validation = (parity.get("fp32") or parity).get("run_validation")
+    if validation:  # the sample's score is not the run's: training's, on every held-out image, for comparison
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in validation.items() if k != "epoch")
+        epoch = validation["epoch"]
+        console.print(f"the run's own validation (best.pt, epoch {epoch}, every held-out image): {scores}")

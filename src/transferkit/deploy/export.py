@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 import shutil
 import tempfile
 import warnings
@@ -32,7 +33,7 @@ from .. import __version__
 from ..adapters import merged, peft_model_of
 from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
-from ..data.sources import open_data
+from ..data.sources import open_data, stratified_sample
 from ..errors import ConfigError, DataError, ParityError, RunError
 from ..inference.runs import held_out_items, load_trained
 from ..tasks.metrics import multilabel_metrics
@@ -163,6 +164,7 @@ def export_run(
         got = _logits(run_exported, images, trained.preprocessing, uint8=with_preprocessing)
         parity = _compare(reference, got, labels, trained)
         parity.update(images=len(images), split=split, tolerance=FP32_TOLERANCE, precision="fp32")
+        parity["run_validation"] = _run_validation(trained)
         if parity["max_abs_diff"] > FP32_TOLERANCE * max(1.0, parity["scale"]):
             agreeing = next(k for k in ("top1_agreement", "decision_agreement", "value_max_abs_diff") if k in parity)
             raise ParityError(
@@ -227,8 +229,24 @@ def _held_out(trained, data: str | None) -> tuple[torch.Tensor, torch.Tensor, st
         ) from None
     if not items:
         raise DataError(f"'{spec}' has no held-out images of the run's classes to prove the export on.")
-    decoded = decode(items[:PARITY_IMAGES], trained.preprocessing)
+    if len(items) > PARITY_IMAGES:  # a sample in DATA's order would be one class or two
+        seed = trained.config.seed
+        try:
+            items = stratified_sample(items, PARITY_IMAGES, seed=seed)
+        except DataError:  # more classes than the sample holds
+            items = random.Random(seed).sample(items, PARITY_IMAGES)
+        split = f"{split} (a sample of {PARITY_IMAGES}, stratified by class, seed {seed})"
+    decoded = decode(items, trained.preprocessing)
     return _tensor(decoded.images), decoded.labels, split
+
+
+def _run_validation(trained) -> dict | None:
+    """The score training gave the exported checkpoint on all its held-out images, beside the proof's sample."""
+    row = (trained.validated or {}).get("row")
+    if not row:
+        return None
+    scores = {k: v for k, v in row.items() if k.startswith("val_") and k != "val_loss" and isinstance(v, int | float)}
+    return {"epoch": row.get("epoch"), **scores}
 
 
 def _tensor(images) -> torch.Tensor:

@@ -234,3 +234,27 @@ def test_inference_batches_larger_than_the_data_are_not_measured(tmp_path, monke
     inference = next(k for k in asked if k.get("train") is False)
     assert inference["max_batch_size"] == 32
     assert load_run(tmp_path / "run")["fast_path_inference"]["batch_size"] in (16, 32)
+
+
+@pytest.mark.parametrize("strategy", ["full", "freeze"])  # lp-ft's phases would split otherwise: refused
+def test_an_extended_run_continues_its_learning_rate_on_the_longer_schedule(tmp_path, strategy):
+    """Resuming with more epochs stretches the last phase's schedule from where it stood: each epoch after the
+    resume has the lr a run given the longer total from the start has there (the first used the shorter
+    schedule's last rate, 0, and then started over)."""
+    import csv
+
+    from tests.helpers import tiny_config
+
+    data = make_image_folder(tmp_path / "data", per_class=12, size=16)
+    fit(tiny_config(data, tmp_path / "short", epochs=3, strategy=strategy), log=lambda m: None)
+    lines = []
+    fit(resume=tmp_path / "short", changes={"epochs": 6}, trust_code=True, log=lines.append)
+    fit(tiny_config(data, tmp_path / "long", epochs=6, strategy=strategy), log=lambda m: None)
+
+    def rates(run):
+        return [float(row["lr"]) for row in csv.DictReader((run / "metrics.csv").open())]
+
+    extended, long = rates(tmp_path / "short"), rates(tmp_path / "long")
+    assert len(extended) == 6 and extended[3:] == pytest.approx(long[3:])
+    assert all(rate > 0 for rate in extended[:-1])  # never the shorter schedule's 0, never a restart
+    assert "extended from 3 to 6 epochs: the last phase's learning-rate schedule runs over" in " ".join(lines)

@@ -216,6 +216,12 @@ def _fit(
         if start_epoch >= phases[start_phase].epochs or state.get("phase_complete"):
             start_phase, start_epoch = start_phase + 1, 0
         log(f"resuming {out} after epoch {state['epoch']} (phase {phases[min(start_phase, len(phases) - 1)].name})")
+        before = state["config"].get("epochs")
+        if before != config.epochs:
+            log(
+                f"extended from {before} to {config.epochs} epochs: the last phase's learning-rate schedule runs "
+                f"over {phases[-1].epochs} epochs from where it stood"
+            )
     elif load_report is not None:
         how = ", ".join(f"{n} by {k}" for k, n in load_report["how"].items())
         log(

@@ -217,6 +217,10 @@ def prepare_phase(
             else:
                 optimizer.load_state_dict(resumed["optimizer"])
             scheduler.load_state_dict(resumed["scheduler"])
+            # the step goes on with this run's schedule: a run extended on resuming has a longer one than the
+            # learning rate its optimizer saved (the last of the shorter schedule, 0 at its end)
+            for group, base, rule in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * rule(scheduler.last_epoch)
             if scaler is not None and resumed.get("scaler"):
                 scaler.load_state_dict(resumed["scaler"])
             set_rng_state(resumed["rng"])

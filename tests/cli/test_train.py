@@ -139,3 +139,23 @@ def test_an_interrupted_run_says_which_epoch_it_keeps_and_how_to_go_on(tmp_path,
     held = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"]
     assert f"last.pt holds epoch {held} of 500; go on with: transferkit train --resume {tmp_path / 'run'}" in text
     assert "interrupted; files written so far are complete" in err and "Traceback" not in err
+
+
+def test_a_run_without_weights_says_so_on_its_first_line(cli, tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=6, size=20)
+    common = ["--data", data, "--image-size", "32", "--epochs", "1", "--precision", "fp32", "--no-channels-last"]
+    code, out, err = cli("train", "resnet18", *common, "--strategy", "freeze", "--out", tmp_path / "a")
+    assert code == 0, err
+    first = " ".join(out.split())  # the terminal's wrapping undone
+    assert first.startswith(
+        "warning: weights: none given: resnet18 starts from random values and strategy freeze builds on random "
+        "features; name pretrained ones with --weights"
+    ), out[:400]
+    code, out, err = cli("train", "tests.helpers:SmallNet", *common, "--strategy", "full", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert " ".join(out.split()).startswith(
+        "warning: weights: none given: transferkit loads none into tests.helpers:SmallNet, which trains from what "
+        "its factory made"
+    )
+    code, out, err = cli("train", "resnet18", *common, "--strategy", "scratch", "--out", tmp_path / "c")
+    assert code == 0 and "weights: none given" not in out  # scratch asks for random values

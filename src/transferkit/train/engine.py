@@ -21,7 +21,7 @@ import torch.nn as nn
 from ..data.preprocess import Preprocessing, legacy_note
 from ..data.sources import open_data
 from ..errors import ConfigError, Interrupted, RunError
-from ..model.factory import code_origin
+from ..model.factory import code_origin, is_code_spec
 from ..model.surgery import find_head
 from ..serialization import write_json
 from .balance import choose_balance
@@ -179,6 +179,8 @@ def _fit(
     phases = None if config.strategy == "auto" else config.phases()
     out = Path(config.out)
 
+    if state is None:  # the first line says where the weights came from
+        _log_weights(config, model, load_report, log)
     if data is None:
         recorded = Preprocessing.from_dict(state["preprocessing"]) if state else None  # a resumed run keeps its own
         if state and (note := legacy_note(state["preprocessing"])):
@@ -222,15 +224,6 @@ def _fit(
                 f"extended from {before} to {config.epochs} epochs: the last phase's learning-rate schedule runs "
                 f"over {phases[-1].epochs} epochs from where it stood"
             )
-    elif load_report is not None:
-        how = ", ".join(f"{n} by {k}" for k, n in load_report["how"].items())
-        log(
-            f"weights: {config.weights or getattr(model, 'transferkit_weights', None)}: "
-            f"{len(load_report['matched'])} tensors loaded, "
-            f"{load_report['loaded_fraction']:.1%} of parameters ({how}); head '{record.head}' is new"
-        )
-        for finding in load_report["verification"]["findings"]:
-            log(f"warning: weights: {finding['message']}")
     if dist_ctx.is_main:  # on resuming too: the folder may have moved, epochs or device changed
         write_json(out / "config.json", config.to_dict())
 
@@ -273,6 +266,37 @@ def _fit(
         raise
     finally:
         trackers.close(status)
+
+
+def _log_weights(config: TrainConfig, model: nn.Module, load_report: dict | None, log) -> None:
+    """Where the weights came from: what loaded, with the verification's warnings, or that none did."""
+    if load_report is not None:
+        how = ", ".join(f"{n} by {k}" for k, n in load_report["how"].items())
+        log(
+            f"weights: {config.weights or getattr(model, 'transferkit_weights', None)}: "
+            f"{len(load_report['matched'])} tensors loaded, "
+            f"{load_report['loaded_fraction']:.1%} of parameters ({how}); head '{find_head(model)}' is new"
+        )
+        for finding in load_report["verification"]["findings"]:
+            log(f"warning: weights: {finding['message']}")
+    elif config.strategy != "scratch":
+        log(_random_start(config))
+
+
+def _random_start(config: TrainConfig) -> str:
+    """The warning of a run given no weights: a timm or torchvision MODEL starts from random values."""
+    if is_code_spec(config.model):  # the user's factory may load weights of its own
+        start = f"transferkit loads none into {config.model}, which trains from what its factory made"
+    else:
+        consequence = {
+            "full": "full trains it from scratch",
+            "auto": "strategy auto judges random features",
+        }.get(config.strategy, f"strategy {config.strategy} builds on random features")
+        start = f"{config.model} starts from random values and {consequence}"
+    return (
+        f"warning: weights: none given: {start}; name pretrained ones with --weights (timm, lite0, "
+        "hf-hub:ORG/REPO, torchvision:ENUM, a file)"
+    )
 
 
 def _interrupted(record: RunRecord, phases, out: Path, *, resumed_from: dict | None) -> str:

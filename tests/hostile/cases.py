@@ -849,6 +849,7 @@ _OPTIONS = [
     ("balance-unknown", ["--balance", "oversample"], ["--balance must be one of auto, none, weighted, sampler"]),
     ("monitor-unknown", ["--monitor", "f2"], ["--monitor must be one of auto, acc"]),
     ("patience-zero", ["--patience", "0"], ["--patience must be in [1, inf)"]),
+    ("stop-after-zero", ["--stop-after", "0"], ["--stop-after must be at least 1", "got 0"]),
     ("mixup-negative", ["--mixup", "-0.2"], ["--mixup must be in [0, inf)"]),
     ("cutmix-nan", ["--cutmix", "nan"], ["--cutmix must be a finite number"]),
     ("mixup-weighted", ["--mixup", "0.2", "--balance", "weighted"], ["--balance cannot be weighted with mixup"]),

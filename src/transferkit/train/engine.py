@@ -92,6 +92,11 @@ def fit(
         ...                 strategy="freeze", epochs=3, image_size=64, out="runs/probe"))["best_val_acc"]
         0.93...
     """
+    if stop_after is not None and stop_after < 1:
+        raise ConfigError(
+            f"stop_after must be at least 1 (epochs of the run to train before stopping), got {stop_after}.",
+            argument="stop_after",
+        )
     dist_ctx = init_from_env()
     state = None
     if resume is not None:

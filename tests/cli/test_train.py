@@ -159,3 +159,5 @@ def test_a_run_without_weights_says_so_on_its_first_line(cli, tmp_path):
     )
     code, out, err = cli("train", "resnet18", *common, "--strategy", "scratch", "--out", tmp_path / "c")
     assert code == 0 and "weights: none given" not in out  # scratch asks for random values
+    text = " ".join(out.split())
+    assert text.count("(* marks an epoch better than every earlier one by validation acc: best.pt holds the last)") == 1

@@ -267,7 +267,7 @@ def _fit(
     except (KeyboardInterrupt, Interrupted):  # Ctrl-C, or SIGINT and SIGTERM as the command line raises them
         status = "KILLED"
         if dist_ctx.is_main:
-            log(_interrupted(record, phases, out, resumed_from=state))
+            log(_interrupted(config.epochs, out))
         raise
     finally:
         trackers.close(status)
@@ -304,10 +304,13 @@ def _random_start(config: TrainConfig) -> str:
     )
 
 
-def _interrupted(record: RunRecord, phases, out: Path, *, resumed_from: dict | None) -> str:
-    """What an interrupted run leaves and how to go on."""
-    total = sum(p.epochs for p in phases)
-    held = record.saved_epoch or (resumed_from or {}).get("epoch", 0)
+def _interrupted(total: int, out: Path) -> str:
+    """What an interrupted run leaves and how to go on, from last.pt itself: the signal may have come between its
+    write and anything that would record it."""
+    try:  # memory-mapped: the epoch is read, the tensors are not
+        held = int(torch.load(out / "last.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+        held = 0
     if not held:
         return f"interrupted before the first epoch ended: {out} holds no checkpoint; start the run again"
     return (
@@ -462,6 +465,9 @@ def _run_phase(
             f"epoch {epoch_index}/{config.epochs} [{phase.name}] train_loss {train_loss:.4f} "
             f"val_loss {checked.loss:.4f} {checked.text} ({seconds:.1f} s)" + (" *" if improved else "")
         )
+        if len(record.history) == 1:  # the mark explained once, on a run's first epoch
+            by = f"validation {record.monitor}"
+            log(f"(* marks an epoch better than every earlier one by {by}: best.pt holds the last)")
         stale = _epochs_without_progress(record, phase)
         record.phase_complete = config.patience is not None and stale >= config.patience
         if record.phase_complete and phase_epoch + 1 < phase.epochs:
@@ -479,7 +485,6 @@ def _run_phase(
                 gathered=gathered,
             )
             save_checkpoint(out / "last.pt", checkpoint)
-            record.saved_epoch = epoch_index
             if improved:
                 save_checkpoint(out / "best.pt", checkpoint)
             write_metrics(out / "metrics.csv", record.history, record.data.task)

@@ -75,7 +75,6 @@ class RunRecord:
     interval: dict | None = None  # regression: best.pt's split-conformal interval (tasks.conformal)
     # (logits, targets) of best.pt's validation in this process, for the calibration (not saved)
     best_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
-    saved_epoch: int = 0  # the epoch last.pt holds (0: none written by this process yet)
 
     @property
     def best_acc(self) -> float | None:

@@ -242,9 +242,7 @@ def to_uint8_tensor(image: Image.Image | torch.Tensor, pre: Preprocessing) -> to
     """An image (PIL, or (C, H, W) uint8) as a contiguous (C, H, W) uint8 tensor at the preprocessing's size."""
     if isinstance(image, Image.Image):
         image = pil_to_tensor(image)
-    out = resize_crop(image, pre)
-    if out.shape[0] != pre.input_size[0]:
-        out = out.expand(pre.input_size[0], -1, -1)
+    out = resize_crop(image, pre)  # a grey image already shared across the model's channels
     if pre.channel_order == "BGR" and out.shape[0] == 3:
         out = out.flip(0)
     return out.contiguous()
@@ -316,11 +314,11 @@ class EvalTransform:
     def __repr__(self) -> str:
         pre = self.preprocessing
         h, w = pre.input_size[1:]
-        scale = "x".join(str(math.floor(v / pre.crop_pct)) for v in (h, w))
+        scale_h, scale_w = math.floor(h / pre.crop_pct), math.floor(w / pre.crop_pct)
         step = {
-            "center": f"resize the short side to {scale.split('x')[0]} px, centre crop {h}x{w}",
-            "squash": f"resize to {scale} px whatever the aspect ratio (squash), centre crop {h}x{w}",
-            "border": f"resize the long side to {scale.split('x')[0]} px, pad to {h}x{w} with the mean colour",
+            "center": f"resize the short side to {scale_h} px, centre crop {h}x{w}",
+            "squash": f"resize to {scale_h}x{scale_w} px whatever the aspect ratio (squash), centre crop {h}x{w}",
+            "border": f"resize the long side to {scale_h} px, pad to {h}x{w} with the mean colour",
         }[pre.crop_mode]
         mean = ", ".join(f"{v:.4g}" for v in pre.mean)
         std = ", ".join(f"{v:.4g}" for v in pre.std)

@@ -144,8 +144,12 @@ def export_run(
     if peft_model_of(trained.model) is not None:
         # Adapters are folded into their layers; the proof below compares against the unmerged model.
         model = trained.model = merged(trained.model).eval()
-        drift = (_logits(lambda x: model(x), images, trained.preprocessing, uint8=False) - reference).abs().max()
-        if format in ("onnx", "exported-program") and drift > FP32_TOLERANCE * max(1.0, float(reference.abs().max())):
+        drift = (
+            (_logits(lambda x: model(x), images, trained.preprocessing, uint8=False) - reference).abs().max()
+            if format in ("onnx", "exported-program")  # the graphs; other formats hold the merged weights as they are
+            else 0.0
+        )
+        if drift > FP32_TOLERANCE * max(1.0, float(reference.abs().max())):
             # A layer that transforms its weight before use (BiT's weight-standardised convolutions) computes
             # something else with the adapter folded in: the graph keeps the adapters beside their layers.
             trained = load_trained(run, device="cpu", trust_code=trust_code)

@@ -110,11 +110,6 @@ def backbone_facts(config: TrainConfig, model: nn.Module) -> dict:
     }
 
 
-def preprocessing_source(config: TrainConfig, model: nn.Module) -> str:
-    """Where :func:`preprocessing_for` took mean, std, interpolation and crop from, for the log."""
-    return resolve_preprocessing(model, config.weights)[1]
-
-
 def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = True) -> tuple[nn.Module, dict | None]:
     """MODEL with a head for ``num_classes``, its pretrained weights and a zeroed head; and the load report.
 
@@ -213,7 +208,10 @@ def prepare_data(
         model = create_model(
             config.model, num_classes=len(source.class_names), in_chans=config.in_chans, image_size=config.image_size
         )
-    pre = preprocessing or preprocessing_for(config, model)
+    if preprocessing is None:
+        pre, where = resolve_preprocessing(model, config.weights, image_size=config.image_size)
+    else:
+        pre, where = preprocessing, "the run being resumed"
     started = time.perf_counter()
     budget = memory_budget()
     spill = spill_folder(Path(config.out))
@@ -243,7 +241,7 @@ def prepare_data(
     log(
         f"preprocessing: {pre.size_text}, mean {tuple(round(v, 4) for v in pre.mean)}, "
         f"std {tuple(round(v, 4) for v in pre.std)}, {pre.interpolation}, {pre.crop_mode} crop {pre.crop_pct:g}, "
-        f"from {'the run being resumed' if preprocessing else preprocessing_source(config, model)}"
+        f"from {where}"
     )
     splits = _splits_text(source, config)
     log(f"splits: {splits}")

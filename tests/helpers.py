@@ -85,10 +85,12 @@ class SmallNet(nn.Module):
 
 
 def tiny_config(data, out, **changes):
-    """A TrainConfig for TinyNet at 16 px in fp32: fast, and the same kernels on every machine."""
+    """A TrainConfig for TinyNet at 16 px in fp32, random weights: fast, and the same kernels on every machine."""
     from transferkit.train.config import TrainConfig
 
-    settings = dict(model="tests.helpers:TinyNet", epochs=2, image_size=16, precision="fp32", channels_last=False)
+    settings = dict(
+        model="tests.helpers:TinyNet", weights="none", epochs=2, image_size=16, precision="fp32", channels_last=False
+    )
     return TrainConfig(data=str(data), out=str(out), **{**settings, **changes})
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "RunError",
     "StorageError",
     "ParityError",
+    "Unreachable",
 ]
 
 
@@ -50,6 +51,10 @@ class ModelSpecError(TransferkitError, ValueError):
 
 class WeightsError(TransferkitError, ValueError):
     """Pretrained weights that cannot be found, read or loaded."""
+
+
+class Unreachable(WeightsError):
+    """Weights to be downloaded that cannot be: no connection, or offline and not in the cache."""
 
 
 class CheckpointError(WeightsError):

@@ -119,7 +119,9 @@ def test_advise_on_a_vit_names_its_blocks_and_has_no_statistics_gap(tmp_path):
     from transferkit.train.config import TrainConfig
 
     lines = []
-    config = TrainConfig(model="test_vit", data="builtin:digits", image_size=32, out=str(tmp_path / "a"))
+    config = TrainConfig(
+        model="test_vit", weights="none", data="builtin:digits", image_size=32, out=str(tmp_path / "a")
+    )
     result = advise(config, log=lines.append)
     assert result["statistics_gap"] is None
     assert all(row["gap"] is None for row in result["depths"])

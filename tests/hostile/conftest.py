@@ -44,7 +44,10 @@ def tiny(num_classes=2):
     return Tiny(num_classes)
 """
 
-FAST = ["--epochs", "1", "--image-size", "16", "--precision", "fp32", "--no-channels-last", "--batch-size", "8"]
+FAST = [
+    "--epochs", "1", "--image-size", "16", "--precision", "fp32", "--no-channels-last", "--batch-size", "8",
+    "--weights", "none",
+]  # fmt: skip
 
 
 @dataclass

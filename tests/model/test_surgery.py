@@ -100,7 +100,7 @@ def test_a_distilled_models_two_heads_become_one_for_new_classes(tmp_path):
     torch.testing.assert_close(model(x), model.head(pre_logits))
     lines = []
     config = TrainConfig(
-        model="levit_128s", data="builtin:digits", strategy="freeze", epochs=1, image_size=64,
+        model="levit_128s", weights="none", data="builtin:digits", strategy="freeze", epochs=1, image_size=64,
         out=str(tmp_path / "run"), precision="fp32", channels_last=False,
     )
     fit(config, log=lines.append)

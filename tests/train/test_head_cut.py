@@ -13,7 +13,8 @@ from transferkit.train.run_folder import load_run
 
 
 def vit_config(tmp_path, **changes):
-    values = dict(model="test_vit", data="builtin:digits", out=str(tmp_path / "run"), epochs=2, image_size=32)
+    values = dict(model="test_vit", weights="none", data="builtin:digits", out=str(tmp_path / "run"), epochs=2)
+    values.update(image_size=32)
     values.update(precision="fp32", channels_last=False)
     return TrainConfig(**{**values, **changes})
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ from ..data.sources import open_data, stratified_sample
 from ..serialization import write_json
 from ..tasks.objective import loss_function
 from ..train.config import TASK_FIELDS, TrainConfig
-from ..train.setup import build_model, prepare_data
+from ..train.setup import build_model, choose_weights, prepare_data
 from ..train.strategies import plan_phases
 from .probe import PROBE_SCORES, Depth, depth_points, extract, linear_probe, task_probe
 
@@ -123,6 +124,8 @@ def advise(
     (seconds), a strategy estimated to take longer is not recommended; the cheapest is.
     """
     started = time.perf_counter()
+    # The probes judge pretrained features: auto finding none is refused as for strategy auto.
+    config = replace(choose_weights(replace(config, strategy="auto"))[0], strategy=config.strategy)
     source = _sampled(open_data(config.data, config.label_spec(), config.hf_options()), sample, config.seed, log)
     model, _ = build_model(config, len(source.class_names))
     Path(config.out).mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from ..serialization import write_json
 from ..tasks.metrics import multilabel_metrics, regression_metrics
 from ..tasks.objective import loss_function
 from ..train.config import TrainConfig
-from ..train.setup import build_model, prepare_data
+from ..train.setup import build_model, choose_weights, prepare_data
 from .probe import Depth, extract
 
 __all__ = ["GRID", "interval", "sweep", "train_head"]
@@ -134,6 +135,8 @@ def sweep(
     if trials is not None and trials < 1:
         raise ConfigError(f"trials must be at least 1, got {trials}.", argument="trials")
     started = time.perf_counter()
+    # A head on frozen features: auto finding none is refused as for strategy freeze.
+    config = replace(choose_weights(replace(config, strategy="freeze"))[0], strategy=config.strategy)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, log=log)
     model, _ = build_model(config, len(data.class_names))

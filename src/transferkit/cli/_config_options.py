@@ -62,7 +62,7 @@ def config_options(
                 default = ...
             annotation, metavar = hints[f.name], None
             if str in typing.get_args(annotation):  # typer takes no unions: read text, convert in the wrapper
-                annotation, metavar = str | None, "X|auto"
+                annotation, metavar = str | None, "X|auto" if _is_number_or_word(annotation) else None
             option = _option(f.name, annotation, default, help.get(f.name, describe(f.name)), metavar)
             generated.append(
                 inspect.Parameter(
@@ -70,7 +70,7 @@ def config_options(
                 )
             )
         names = [p.name for p in generated]
-        words = {f.name for f in fields(TrainConfig) if str in typing.get_args(hints[f.name])}
+        words = {f.name for f in fields(TrainConfig) if _is_number_or_word(hints[f.name])}
 
         @functools.wraps(command)
         def wrapper(**kwargs):
@@ -85,6 +85,12 @@ def config_options(
         return wrapper
 
     return decorate
+
+
+def _is_number_or_word(annotation) -> bool:
+    """Whether a field takes a number or a word (``lr: float | str``), as against text alone (``weights``)."""
+    kinds = typing.get_args(annotation)
+    return str in kinds and (float in kinds or int in kinds)
 
 
 def _number_or_word(value):

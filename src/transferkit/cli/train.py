@@ -53,6 +53,7 @@ def train_command(
     settings: dict,
 ) -> None:
     """Fine-tune a pretrained model on your images with one of the transfer-learning strategies."""
+    from ..model.factory import is_code_spec
     from ..train.config import TrainConfig
     from ..train.distributed import is_main_process
     from ..train.engine import fit
@@ -89,7 +90,9 @@ def train_command(
     else:
         classes = summary["task"] == "classification"
         best = {"name": "val_acc", "value": summary["best_val_acc"]} if classes else summary["best_score"]
+        random = summary["weights"] is None and not is_code_spec(summary["model"])
         log_console.print(
-            f"best {best['name']} {best['value']:.4f}; {summary['trainable_params']:,} trainable, "
+            f"best {best['name']} {best['value']:.4f}{' from random weights' if random else ''}; "
+            f"{summary['trainable_params']:,} trainable, "
             f"{summary['frozen_params']:,} frozen parameters; {summary['seconds']:.0f} s; run in {summary['out']}"
         )

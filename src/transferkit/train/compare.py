@@ -15,7 +15,7 @@ from ..serialization import atomic_path, write_json
 from .config import TrainConfig
 from .engine import fit
 from .metrics import MONITORS, in_percent, score_name
-from .setup import Kernels, prepare_data
+from .setup import Kernels, choose_weights, prepare_data
 from .strategies import STRATEGIES
 
 __all__ = ["compare", "plot_curves", "score_text", "verdict"]
@@ -44,6 +44,8 @@ def compare(
             argument="strategies",
         )
     configs = {s: replace(base, strategy=s, out=str(Path(base.out) / s)) for s in strategies}  # each validated
+    for config in configs.values():  # a strategy refused for want of weights is refused before any trains
+        choose_weights(config)
     out = Path(base.out)
     if out.is_file():
         raise RunError(f"Output '{out}' is a file; give a folder for the comparison.")

@@ -80,7 +80,10 @@ class TrainConfig:
     data: str = _setting(help="Image folder, CSV of path,label, WebDataset shards (wds:PATH), or builtin:NAME.")
     out: str = _setting(help="Run folder: checkpoints, metrics.csv, report.json, TensorBoard logs.")
     weights: str | None = _setting(
-        None, "Pretrained weights: a file, lite0, timm, timm:TAG, hf-hub:ORG/REPO, torchvision:ENUM or a URL."
+        "auto",
+        "Pretrained weights: auto (MODEL's own: the lite0-2 records installed, timm's pretrained tag, "
+        "torchvision's DEFAULT, a transformers repo's; strategies other than full and scratch are refused where "
+        "MODEL has none), none (random values), a file, lite0, timm:TAG, hf-hub:ORG/REPO, torchvision:ENUM or a URL.",
     )
     strategy: str = _setting(
         "full", f"One of {', '.join(STRATEGIES)}, or auto: the one advise's linear probes recommend."
@@ -262,6 +265,8 @@ def _check(c: TrainConfig) -> None:
     for argument in ("model", "data", "out"):
         if not isinstance(getattr(c, argument), str) or not getattr(c, argument):
             fail(argument, "must be given")
+    if c.weights is not None and (not isinstance(c.weights, str) or not c.weights.strip()):
+        fail("weights", "must be auto, none, or pretrained weights (a file, lite0, timm:TAG, hf-hub:ORG/REPO ...)")
     choose("strategy", ("auto", *STRATEGIES))
     choose("optimizer", OPTIMIZERS)
     choose("precision", PRECISIONS)

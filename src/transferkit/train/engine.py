@@ -52,6 +52,7 @@ from .setup import (
     backbone_facts,
     build_model,
     check_stream,
+    choose_weights,
     prepare_data,
     preprocessing_for,
 )
@@ -109,6 +110,9 @@ def fit(
         config = resumed_config(state, Path(resume), changes)
     if config is None:
         raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
+    weights_note = None
+    if state is None:  # a resumed run has its weights in last.pt
+        config, weights_note = choose_weights(config)
     out = Path(config.out)
     _check_same_settings(config, stop_after, dist_ctx)
     dist_ctx.main_reads(lambda: check_out(out, resume=state is not None, overwrite=overwrite))
@@ -137,6 +141,7 @@ def fit(
             source=source,
             model=model,
             load_report=load_report,
+            weights_note=weights_note,
             stop_after=stop_after,
             log=log,
             data=data,
@@ -173,6 +178,7 @@ def _fit(
     source,
     model: nn.Module,
     load_report: dict | None,
+    weights_note: str | None,
     stop_after: int | None,
     log: Callable[[str], None],
     data: PreparedData | None,
@@ -185,7 +191,7 @@ def _fit(
     out = Path(config.out)
 
     if state is None:  # the first line says where the weights came from
-        _log_weights(config, model, load_report, log)
+        _log_weights(config, model, load_report, weights_note, log)
     if data is None:
         recorded = Preprocessing.from_dict(state["preprocessing"]) if state else None  # a resumed run keeps its own
         if state and (note := legacy_note(state["preprocessing"])):
@@ -273,35 +279,41 @@ def _fit(
         trackers.close(status)
 
 
-def _log_weights(config: TrainConfig, model: nn.Module, load_report: dict | None, log) -> None:
-    """Where the weights came from: what loaded, with the verification's warnings, or that none did."""
+def _log_weights(config: TrainConfig, model: nn.Module, load_report: dict | None, note: str | None, log) -> None:
+    """Where the weights came from (``note``: what auto found): what loaded, with the verification's warnings,
+    or that none did."""
     if load_report is not None:
         how = ", ".join(f"{n} by {k}" for k, n in load_report["how"].items())
+        source = f"{config.weights} ({note})" if config.weights and note else config.weights
         log(
-            f"weights: {config.weights or getattr(model, 'transferkit_weights', None)}: "
+            f"weights: {source or getattr(model, 'transferkit_weights', None)}: "
             f"{len(load_report['matched'])} tensors loaded, "
             f"{load_report['loaded_fraction']:.1%} of parameters ({how}); head '{find_head(model)}' is new"
         )
         for finding in load_report["verification"]["findings"]:
             log(f"warning: weights: {finding['message']}")
     elif config.strategy != "scratch":
-        log(_random_start(config))
+        log(_random_start(config, note))
 
 
-def _random_start(config: TrainConfig) -> str:
-    """The warning of a run given no weights: a timm or torchvision MODEL starts from random values."""
+def _random_start(config: TrainConfig, note: str | None) -> str:
+    """The line of a run that loads no weights: a timm or torchvision MODEL starts from random values, a
+    factory of the user's from what it made."""
     if is_code_spec(config.model):  # the user's factory may load weights of its own
-        start = f"transferkit loads none into {config.model}, which trains from what its factory made"
-    else:
-        consequence = {
-            "full": "full trains it from scratch",
-            "auto": "strategy auto judges random features",
-        }.get(config.strategy, f"strategy {config.strategy} builds on random features")
-        start = f"{config.model} starts from random values and {consequence}"
-    return (
-        f"warning: weights: none given: {start}; name pretrained ones with --weights (timm, lite0, "
-        "hf-hub:ORG/REPO, torchvision:ENUM, a file)"
-    )
+        if note:  # auto
+            return f"weights: {note}"
+        return f"weights: none: transferkit loads none into {config.model}, which trains from what its factory made"
+    consequence = {
+        "full": "full trains it from scratch",
+        "auto": "strategy auto judges random features",
+    }.get(config.strategy, f"strategy {config.strategy} builds on random features")
+    if note:  # auto found none, and the strategy is one that may go on
+        return (
+            f"warning: weights: {note}; {config.model} starts from random "
+            f"values and {consequence}; name pretrained ones with --weights (a file, timm:TAG, hf-hub:ORG/REPO, "
+            "a URL)"
+        )
+    return f"warning: weights: none: {config.model} starts from random values and {consequence}"
 
 
 def _interrupted(total: int, out: Path) -> str:

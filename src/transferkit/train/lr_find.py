@@ -30,7 +30,7 @@ from .fastpath import FastPath, autocast, resolve_device
 from .optim import create_optimizer
 from .phase_cache import cache_frozen_prefix
 from .rng import seed_everything
-from .setup import PreparedData, build_model, prepare_data
+from .setup import PreparedData, build_model, choose_weights, prepare_data
 from .strategies import apply_phase
 
 __all__ = ["find_lr", "suggest_lr"]
@@ -57,6 +57,7 @@ def find_lr(
         raise ConfigError(f"The range must satisfy 0 < start < end, got {start:g} and {end:g}.", argument="start")
     if steps < 10:
         raise ConfigError(f"steps must be at least 10, got {steps}.", argument="steps")
+    config = choose_weights(config)[0]
     device = resolve_device(config.device)
     source = open_data(config.data, config.label_spec(), config.hf_options()) if data is None else None
     seed_everything(config.seed)

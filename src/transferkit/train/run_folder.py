@@ -159,7 +159,7 @@ def summary(record: RunRecord, model: nn.Module, *, stopped: bool, write: bool) 
     result = {
         "out": config.out,
         "model": config.model,
-        "weights": config.weights,
+        "weights": config.weights or getattr(model, "transferkit_weights", None),  # a transformers model's own
         "backbone": record.backbone,
         "preprocessing": record.data.preprocessing.to_dict(),
         "strategy": config.strategy,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,11 +18,13 @@ from .._storage import memory_budget
 from ..data.decode import Decoded, ImageDataset, decode, streamed
 from ..data.preprocess import Preprocessing
 from ..data.sources import DataSource, open_data, split_items, stratified_sample
-from ..errors import DataError
-from ..model.factory import create_model
+from ..errors import ConfigError, DataError, Unreachable
+from ..model.factory import create_model, is_code_spec
+from ..model.hf_transformers import is_transformers_model
 from ..model.sizes import check_batch_memory
 from ..model.surgery import find_head, tie_distillation_head
 from ..tasks.objective import TargetScale
+from ..weights.auto import default_weights
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.preprocessing import resolve_preprocessing
 from ..weights.verify import verify_weights
@@ -37,9 +39,11 @@ __all__ = [
     "attach_adapters",
     "backbone_facts",
     "build_model",
+    "choose_weights",
     "model_channels",
     "prepare_data",
     "preprocessing_for",
+    "weights_spec",
     "zero_init_head",
 ]
 
@@ -87,9 +91,42 @@ def model_channels(model: nn.Module) -> int:
     return conv.in_channels if conv is not None else 3
 
 
+def choose_weights(config: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """``config`` with ``auto`` and ``none`` made what they stand for (a weights spec, or None for random
+    values), and, for ``auto``, where the weights it found come from (None otherwise).
+
+    ``auto`` finding no pretrained weights for a timm or torchvision MODEL is refused for every strategy
+    that builds on pretrained features; ``full`` and ``scratch`` go on from random values, and say so
+    (:func:`transferkit.train.engine.fit`'s first line). A transformers model brings its own weights,
+    and the user's factory makes what it makes.
+    """
+    if config.weights != "auto":
+        return (replace(config, weights=None) if config.weights == "none" else config), None
+    if is_code_spec(config.model):
+        return replace(config, weights=None), f"{config.model}'s factory makes its own (transferkit loads none)"
+    if is_transformers_model(config.model):
+        return replace(config, weights=None), "the transformers model's own"
+    found = default_weights(config.model)
+    if found.spec is None and config.strategy not in ("full", "scratch"):
+        raise ConfigError(
+            f"strategy {config.strategy} builds on pretrained features, and auto finds none for {config.model} "
+            f"({found.why}): name them with weights (a file, lite0, timm:TAG, hf-hub:ORG/REPO, torchvision:ENUM, "
+            f"a URL), or train on random features with weights none.",
+            argument=("weights", "weights"),  # both: the command line names --weights twice
+        )
+    return replace(config, weights=found.spec), f"auto{'' if found.spec else ' finds none'}: {found.why}"
+
+
+def weights_spec(config: TrainConfig) -> str | None:
+    """The weights ``config`` loads: a spec, or None for random values (``auto`` as :func:`choose_weights` finds)."""
+    if config.weights == "auto":
+        return choose_weights(replace(config, strategy="full"))[0].weights  # refusing is choose_weights' caller's
+    return None if config.weights == "none" else config.weights
+
+
 def preprocessing_for(config: TrainConfig, model: nn.Module) -> Preprocessing:
     """The weights' preprocessing (the model's own for a file), at ``image_size`` and the model's channels."""
-    return resolve_preprocessing(model, config.weights, image_size=config.image_size)[0]
+    return resolve_preprocessing(model, weights_spec(config), image_size=config.image_size)[0]
 
 
 def backbone_facts(config: TrainConfig, model: nn.Module) -> dict:
@@ -99,7 +136,7 @@ def backbone_facts(config: TrainConfig, model: nn.Module) -> dict:
     model's own), ``input_size`` the run's; ``num_prefix_tokens`` is a ViT's class, register
     and distillation tokens (None for networks without tokens).
     """
-    base = resolve_preprocessing(model, config.weights)[0]
+    base = resolve_preprocessing(model, weights_spec(config))[0]
     prefix = getattr(model, "num_prefix_tokens", None)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return {
@@ -123,10 +160,13 @@ def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = T
         _check_batch_memory(config, model)
     tie_distillation_head(model)  # new classes: a distilled model's two heads are one new head
     report = None
-    weights = config.weights or getattr(model, "transferkit_weights", None)  # a transformers model brings its own
+    weights = weights_spec(config) or getattr(model, "transferkit_weights", None)  # a transformers model brings its own
     if load_weights and weights and config.strategy != "scratch":
         policy = LoadPolicy(min_loaded=config.min_loaded, allow_nonfinite=config.allow_nonfinite)
-        report = load_pretrained(model, weights, policy=policy).to_dict()
+        try:
+            report = load_pretrained(model, weights, policy=policy).to_dict()
+        except Unreachable as e:
+            raise Unreachable(f"{e} To train without {weights}: weights none.", argument="weights") from None
         # The cheap check only; `transferkit load` adds the one on photos.
         report["verification"] = verify_weights(model, photos=False)
     zero_init_head(model)
@@ -209,7 +249,7 @@ def prepare_data(
             config.model, num_classes=len(source.class_names), in_chans=config.in_chans, image_size=config.image_size
         )
     if preprocessing is None:
-        pre, where = resolve_preprocessing(model, config.weights, image_size=config.image_size)
+        pre, where = resolve_preprocessing(model, weights_spec(config), image_size=config.image_size)
     else:
         pre, where = preprocessing, "the run being resumed"
     started = time.perf_counter()

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from .._text import one_line
 from ..data.preprocess import Preprocessing, torchvision_data_config
-from ..errors import WeightsError
+from ..errors import Unreachable, WeightsError
 
 __all__ = ["Fetched", "fetch", "is_remote", "model_weights", "offline", "remote_preprocessing", "timm_cached_file"]
 
@@ -209,7 +209,7 @@ def _hf_file(repo: str, names: tuple[str, ...]) -> Path:
         except LocalEntryNotFoundError:
             missing.append(name)
             if not offline():
-                raise WeightsError(
+                raise Unreachable(
                     f"Cannot reach the Hugging Face Hub for {repo}/{name}, and it is not in the cache "
                     f"({_hf_cache()}). Connect, or copy the file into the cache."
                 ) from None
@@ -218,9 +218,9 @@ def _hf_file(repo: str, names: tuple[str, ...]) -> Path:
         except HfHubHTTPError as e:
             raise WeightsError(f"Hugging Face Hub: {repo}: {_first_line(e)}") from None
         except Exception as e:  # a cut connection (httpx's own errors), a full disk
-            raise WeightsError(f"Downloading {repo}/{name} failed: {_first_line(e)}. Try again.") from None
+            raise Unreachable(f"Downloading {repo}/{name} failed: {_first_line(e)}. Try again.") from None
     where = f"the cache ({_hf_cache()}; HF_HUB_OFFLINE is set)" if offline() else "the repo"
-    raise WeightsError(f"'{repo}' has none of {', '.join(missing)} in {where}.")
+    raise (Unreachable if offline() else WeightsError)(f"'{repo}' has none of {', '.join(missing)} in {where}.")
 
 
 def _hf_config(repo: str) -> dict | None:
@@ -258,7 +258,7 @@ def _url_file(url: str) -> Path:
     if target.is_file():
         return target
     if offline():
-        raise WeightsError(f"'{name}' is not in torch's cache ({target.parent}) and HF_HUB_OFFLINE is set.")
+        raise Unreachable(f"'{name}' is not in torch's cache ({target.parent}) and HF_HUB_OFFLINE is set.")
     target.parent.mkdir(parents=True, exist_ok=True)
     found = _HASH_IN_NAME.search(name)
     try:
@@ -267,7 +267,7 @@ def _url_file(url: str) -> Path:
     except RuntimeError as e:
         raise WeightsError(f"Downloaded '{name}' does not match its hash: {_first_line(e)}. Try again.") from None
     except Exception as e:  # HTTPError, URLError, a cut connection
-        raise WeightsError(f"Downloading {url} failed: {_first_line(e)}.") from None
+        raise Unreachable(f"Downloading {url} failed: {_first_line(e)}.") from None
     return target
 
 

@@ -8,7 +8,7 @@ import torch
 
 from tests.helpers import make_image_folder, tiny_config
 from transferkit.errors import RunError
-from transferkit.inference.calibration import fit_temperature, read_temperature
+from transferkit.inference.calibration import calibrate, fit_temperature, held_out_halves, read_temperature
 from transferkit.inference.predict import load_predictor
 from transferkit.inference.runs import evaluate_run
 from transferkit.train.engine import fit
@@ -20,6 +20,34 @@ def test_the_fit_recovers_the_temperature_that_made_the_labels():
     labels = torch.distributions.Categorical(logits=logits / 2.5).sample()  # calibrated at T = 2.5
     assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
     assert fit_temperature(logits / 2.5, labels) == pytest.approx(1.0, rel=0.05)
+
+
+def test_a_temperature_is_kept_only_where_it_calibrates_images_it_was_not_fitted_on(tmp_path):
+    torch.manual_seed(0)
+    logits = torch.randn(400, 3) * 3
+    labels = torch.distributions.Categorical(logits=logits / 2.5).sample()  # over-confident: T = 2.5 helps
+    lines = []
+    kept = calibrate(tmp_path, logits, labels, 1, "val", log=lines.append)
+    assert kept["temperature"] == pytest.approx(2.5, rel=0.1) and kept["ece_after"] < kept["ece_before"]
+    assert lines[0].startswith("calibration: temperature 2.5") and "each half calibrated by the other's fit" in lines[0]
+    torch.manual_seed(0)
+    logits = torch.randn(60, 3) * 2
+    labels = torch.distributions.Categorical(logits=logits).sample()  # calibrated already: a fit only adds noise
+    lines = []
+    refused = calibrate(tmp_path, logits, labels, 1, "val", log=lines.append)
+    assert refused["temperature"] is None and refused["fitted"] != 1.0
+    assert refused["ece_cross_fitted"] > refused["ece_before"] == refused["ece_after"]
+    assert "it would not lower the expected calibration error of images it was not fitted on" in refused["reason"]
+    assert lines[0].startswith("calibration: no temperature kept: it would not lower")
+    assert read_temperature(tmp_path) is None  # predict and the report: the softmax of the logits
+
+
+def test_the_halves_split_every_class_evenly_and_cover_each_image_once():
+    strata = torch.tensor([0] * 7 + [1] * 4 + [2] * 1)
+    a, b = held_out_halves(strata)
+    assert sorted(torch.cat([a, b]).tolist()) == list(range(12))
+    assert all(abs(int((strata[a] == k).sum()) - int((strata[b] == k).sum())) <= 1 for k in range(3))
+    assert torch.equal(held_out_halves(strata)[0], a)  # seeded
 
 
 def overlapping_folder(root, per_class=60, size=20):
@@ -125,3 +153,26 @@ def test_a_differing_evaluation_says_why():
     trained.validated["row"]["cached"] = True
     assert "activations computed once" in _against_validation(trained, {"accuracy": 0.85})["why"]
     assert _against_validation(trained, {"accuracy": 0.9})["same"]
+
+
+def test_the_report_page_and_predict_show_the_same_probabilities_and_say_which(run, tmp_path, cli):
+    import re
+
+    root, _ = run
+    folder = tmp_path / "run"
+    shutil.copytree(root / "run", folder)
+    temperature = json.loads((folder / "calibration.json").read_text())["temperature"]
+    result = evaluate_run(folder, trust_code=True, report=True)
+    page = (folder / "report.html").read_text()
+    said = f"calibrated: the softmax of the logits divided by the run&#x27;s temperature {temperature:.3f}"
+    assert f"Probabilities on this page are {said}:" in " ".join(page.split())
+    assert result["probabilities"].startswith("calibrated: ")
+    cards = re.findall(r"<div>([^<]+\.png)</div><div>true <b>(\w+)</b>.*?<div>p\(true\) ([0-9.]+)%</div>", page)
+    assert cards
+    for name, true, shown in cards[:3]:
+        image = root / "data" / name.rsplit("/data/", 1)[-1]  # the card shows the path's end
+        code, out, err = cli("predict", folder, image, "--top-k", "2", "--trust-code", "--device", "cpu")
+        assert code == 0, err
+        assert "probabilities: calibrated: the softmax of the logits divided by the run's temperature" in err + out
+        by_class = {label: float(p) for p, label in re.findall(r"([0-9.]+)%\s+\d+\s+(\w+)", out)}
+        assert by_class[true] == pytest.approx(float(shown), abs=0.06), (name, out)

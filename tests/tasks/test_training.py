@@ -158,7 +158,10 @@ def test_predict_names_the_labels_above_their_calibrated_thresholds(tmp_path):
     assert calibration["task"] == "multi-label" and list(calibration["unfitted"]) == ["rare"]
     assert calibration["temperatures"][1] == 1.0 and calibration["temperatures"][0] != 1.0
     assert calibration["nll_after"] <= calibration["nll_before"]
-    assert any(line.startswith("calibration: a temperature for 2 of 3 labels on 48 held-out images") for line in lines)
+    said = "calibration: a temperature kept for 2 of 3 labels on 48 held-out images; 1 kept 1 (rare); expected "
+    assert any(line.startswith(said) for line in lines), lines
+    # kept because each half, calibrated by the other half's fit, is better calibrated
+    assert calibration["ece_after"] < calibration["ece_before"]
     assert (
         "One temperature per label, fitted on 48 held-out images: green "
         in (tmp_path / "run" / "MODEL_CARD.md").read_text()
@@ -179,7 +182,7 @@ def test_predict_names_the_labels_above_their_calibrated_thresholds(tmp_path):
         assert {e["label"] for e in result["labels"]} == applies == {e["label"] for e in plain["labels"]}
     evaluated = evaluate_run(tmp_path / "run", trust_code=True, device="cpu")
     assert evaluated["temperature"] == calibration["temperatures"]
-    assert evaluated["calibrated"]["ece"] == pytest.approx(calibration["ece_after"], abs=2e-3)
+    assert evaluated["calibrated"]["ece"] < evaluated["calibration"]["ece"]
     damaged = {**calibration, "temperatures": [1.0, "hot", 1.0]}
     (tmp_path / "run" / "calibration.json").write_text(json.dumps(damaged))
     with pytest.raises(RunError, match="calibration.json' is damaged"):

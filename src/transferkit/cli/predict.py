@@ -49,8 +49,10 @@ def predict_command(
         note(line)
     results = predictor.predict(images, top_k=top_k)
     if as_json:
-        emit_json({"source": source, "predictions": results})
+        emit_json({"source": source, "probabilities": predictor.probabilities, "predictions": results})
         return
+    if predictor.probabilities:
+        note(f"probabilities: {predictor.probabilities}")
     for result in results:
         if "error" in result:
             note(f"skipped {result['error']}")

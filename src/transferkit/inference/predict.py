@@ -17,6 +17,7 @@ from ..tasks.calibration import calibrated_thresholds, label_probabilities
 from ..tasks.objective import TargetScale
 from ..train.fastpath import FastPath, autocast
 from ..train.loop import tta_logits, tta_warning
+from .calibration import probability_kind
 from .pretrained import load_weights_model
 from .runs import load_trained
 
@@ -39,6 +40,7 @@ class Predictor:
     thresholds: list[float] | None = None  # multi-label: per label, the probability above which it applies
     target_scale: TargetScale | None = None  # regression: the output's units
     interval: dict | None = None  # regression: the split-conformal interval around each value
+    probabilities: str | None = None  # which they are, in words (calibrated or not); None for numbers
 
     @torch.no_grad()
     def predict(self, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
@@ -138,11 +140,14 @@ def load_predictor(
         predictor.temperature = None if uncalibrated else trained.temperature
         predictor.task, predictor.thresholds = trained.task, trained.thresholds
         predictor.target_scale, predictor.interval = trained.target_scale, trained.interval
+        if trained.task != "regression":
+            predictor.probabilities = probability_kind(trained.temperature, asked_raw=uncalibrated)
     else:
         loaded = load_weights_model(source, model=model, device=device)
         predictor = Predictor(
             loaded.model, loaded.preprocessing, loaded.class_names, batch_size=batch_size, notes=loaded.notes
         )
+        predictor.probabilities = "uncalibrated: the softmax of the logits (pretrained weights keep no temperature)"
     predictor.tta = tta
     warning = tta_warning(predictor.class_names) if tta else None
     if warning:

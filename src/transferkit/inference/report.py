@@ -15,6 +15,7 @@ import torch
 
 from ..serialization import write_bytes, write_text
 from ._page import data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
+from .calibration import probability_kind
 
 __all__ = ["calibration", "top_losses", "write_report"]
 
@@ -70,7 +71,7 @@ def write_report(
     plots = {
         "curves.png": learning_curves(history),
         "confusion.png": _confusion(result["confusion_matrix"], result["class_names"]),
-        "reliability.png": _reliability(result["calibration"]),
+        "reliability.png": _reliability(result.get("calibrated") or result["calibration"]),
     }
     for name, png in plots.items():
         write_bytes(folder / name, png)
@@ -143,6 +144,15 @@ def _reliability(calib: dict) -> bytes:
     return figure_png(fig)
 
 
+def _calibration_line(result: dict) -> str:
+    if not result.get("calibrated"):
+        return ""
+    return (
+        f" Expected calibration error {result['calibration']['ece']:.4f} uncalibrated, "
+        f"{result['calibrated']['ece']:.4f} calibrated."
+    )
+
+
 def _page(result: dict, plots: dict[str, bytes], worst: list[dict]) -> str:
     e = html.escape
     rows = []
@@ -163,9 +173,11 @@ def _page(result: dict, plots: dict[str, bytes], worst: list[dict]) -> str:
         for w in worst
     )
     body = f"""<table>
-<tr><th>accuracy</th><th>balanced accuracy</th><th>macro-F1</th><th>loss</th><th>ECE (15 bins)</th></tr>
+<tr><th>accuracy</th><th>balanced accuracy</th><th>macro-F1</th><th>loss</th><th>ECE, uncalibrated (15 bins)</th></tr>
 <tr><td>{result["accuracy"]:.4f}</td><td>{result["balanced_accuracy"]:.4f}</td><td>{result["macro_f1"]:.4f}</td>
 <td>{result["loss"]:.4f}</td><td>{result["calibration"]["ece"]:.4f}</td></tr></table>
+<p>Probabilities on this page are {e(result.get("probabilities") or probability_kind(None))}:
+the ones predict gives.{_calibration_line(result)}</p>
 <h2>Learning curves</h2><img src="{data_uri(plots["curves.png"])}" alt="learning curves">
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{"".join(rows)}</table>

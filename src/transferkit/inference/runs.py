@@ -22,7 +22,7 @@ from ..train.loop import evaluate, evaluate_outputs, tta_warning
 from ..train.metrics import classification_metrics
 from ..train.run_folder import check_model_code, load_model_state, load_run
 from ..train.setup import attach_adapters
-from .calibration import CALIBRATION_FILE, calibrate, calibrate_labels, read_temperature
+from .calibration import CALIBRATION_FILE, calibrate, calibrate_labels, probability_kind, read_temperature
 from .report import calibration, write_report
 from .task_eval import evaluate_task
 from .trained import TrainedModel
@@ -320,6 +320,7 @@ def evaluate_run(
         "calibrated": calibration((metrics["logits"] / trained.temperature).softmax(-1), metrics["targets"])
         if trained.temperature
         else None,
+        "probabilities": probability_kind(trained.temperature),  # the report's, as predict gives them
         "notes": trained.notes + ([warning] if warning else []),
     }
     if trained.validated is not None and split.startswith("the run's held-out") and not tta:
@@ -337,7 +338,8 @@ def evaluate_run(
                 history=history,
                 images=decoded.images,
                 names=decoded.names,
-                probabilities=metrics["probabilities"],
+                # calibrated where the run keeps a temperature: the probabilities predict gives
+                probabilities=(metrics["logits"] / (trained.temperature or 1.0)).softmax(-1),
                 targets=metrics["targets"],
             )
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["human_bytes", "one_line", "printable"]
+__all__ = ["human_bytes", "one_line", "printable", "wrap_entries"]
 
 
 def printable(text: str | os.PathLike) -> str:
@@ -30,3 +30,39 @@ def human_bytes(n: float) -> str:
             return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def wrap_entries(text: str, width: int, indent: str = "  ") -> str:
+    """``text`` in lines of at most ``width``, broken after ``, `` or ``; `` (between the entries of a list),
+    and inside an entry only where one is longer than a line; lines after the first are indented.
+
+    Example:
+        >>> print(wrap_entries("train images per class: cat 4, dog 5, bird 12", 30))
+        train images per class: cat 4,
+          dog 5, bird 12
+    """
+    import re
+    import textwrap
+
+    if len(text) <= width:
+        return text
+    pieces = re.split(r"(?<=[,;]) ", text)
+    lines, line = [], ""
+    for piece in pieces:
+        room = width - (len(indent) if lines else 0)
+        joined = f"{line} {piece}" if line else piece
+        if len(joined) <= room or not line:
+            line = joined
+        else:
+            lines.append(line)
+            line = piece
+        while len(line) > width - (len(indent) if lines else 0):  # an entry longer than a line: at its spaces
+            room = width - (len(indent) if lines else 0)
+            head = textwrap.wrap(line, room, break_long_words=False, break_on_hyphens=False)[0]
+            lines.append(head)
+            line = line[len(head) :].lstrip()
+            if not line:
+                break
+    if line:
+        lines.append(line)
+    return "\n".join(lines[:1] + [indent + rest for rest in lines[1:]])

@@ -196,3 +196,52 @@ def test_weights_auto_finds_the_models_own_and_never_goes_on_silently_without(cl
     assert code == 0 and "weights: " not in out  # scratch asks for random values
     text = " ".join(out.split())
     assert text.count("(* marks an epoch better than every earlier one by validation acc: best.pt holds the last)") == 1
+
+
+def test_the_run_keeps_its_whole_log_and_quiet_or_verbose_change_only_the_terminal(cli, tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=6, size=20)
+    common = ["tests.helpers:SmallNet", "--data", data, "--image-size", "16", "--epochs", "2", "--strategy", "full"]
+    code, out, err = cli("train", *common, "--out", tmp_path / "a")
+    assert code == 0, err
+    kept = [line.split(" ", 2)[2] for line in (tmp_path / "a" / "train.log").read_text().splitlines()]
+    said = out.splitlines()
+    assert said[:-1] == [line for line in kept if not line.startswith("fast path for")]  # the result aside
+    assert any(line.startswith("kernels for inference (frozen layers, evaluation): ") for line in said)
+    assert any(line.startswith("fast path for inference (frozen layers, evaluation): ") for line in kept)
+    assert not any(line.startswith("fast path for") for line in said)
+    code, out, err = cli("train", *common, "--out", tmp_path / "b", "-v")
+    assert code == 0 and any(line.startswith("fast path for inference") for line in out.splitlines())
+    code, out, err = cli("train", *common, "--out", tmp_path / "c", "--quiet")
+    assert code == 0 and out.startswith("best val_acc ") and len(out.splitlines()) == 1, out
+    assert "epoch 2/2" in (tmp_path / "c" / "train.log").read_text()
+    code, out, err = cli("train", *common, "--out", tmp_path / "d", "-q", "-v")
+    assert code == 2 and "--quiet and --verbose contradict each other" in err and not (tmp_path / "d").exists()
+    # resumed: the same file goes on
+    code, out, err = cli("train", "--resume", tmp_path / "a", "--epochs", "3", "--trust-code")
+    assert code == 0, err
+    text = (tmp_path / "a" / "train.log").read_text()
+    assert text.count("epoch 1/2") == 1 and "epoch 3/3" in text and "extended from 2 to 3 epochs" in text
+
+
+def test_on_a_terminal_long_lines_wrap_between_entries_never_inside_one():
+    import io
+
+    from rich.console import Console
+
+    from transferkit._text import wrap_entries
+    from transferkit.cli._common import TerminalLog
+
+    counts = "train images per class: " + ", ".join(f"class_{i} {10 * i}" for i in range(12))
+    lines = wrap_entries(counts, 40).splitlines()
+    assert all(len(line) <= 40 for line in lines) and len(lines) > 3
+    assert all(
+        re.fullmatch(r"(train images per class: |  )class_\d+ \d+(, class_\d+ \d+)*,?", line) for line in lines
+    ), lines
+    assert " ".join(" ".join(lines).split()) == counts
+    log = TerminalLog()
+    log.console = Console(file=io.StringIO(), force_terminal=True, width=40, highlight=False)
+    log(counts)
+    assert log.console.file.getvalue().rstrip("\n").splitlines() == lines
+    log.console = Console(file=io.StringIO(), force_terminal=False, width=40)  # a file or a pipe: one line
+    log(counts)
+    assert log.console.file.getvalue() == counts + "\n"

@@ -21,7 +21,7 @@ def test_strategies_share_decoded_data_kernels_and_activations_without_changing_
     # lp-ft and gradual both start with a head phase on statistics re-estimated the same way
     result = compare(base, ["lp-ft", "gradual"], log=lines.append)
     assert sum(line.startswith("data:") for line in lines) == 1
-    assert sum(line.startswith("fast path for inference") for line in lines) == 1
+    assert sum(line.startswith("kernels for inference") for line in lines) == 1
     cache_lines = [line for line in lines if line.startswith("cache:")]
     assert len(cache_lines) == 2 and "reused from an earlier run" in cache_lines[1], cache_lines
     assert [r["strategy"] for r in result["rows"]] == ["lp-ft", "gradual"]

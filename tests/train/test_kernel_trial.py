@@ -107,11 +107,13 @@ def test_a_run_chooses_its_kernels_on_its_first_steps(monkeypatch, tmp_path):
     fit(config, log=lines.append)
     assert measured == []  # neither the training nor the inference kernels were probed
     assert any("are timed on the first steps" in line for line in lines)
+    assert any(line.startswith("kernels for training: ") for line in lines)  # the short line; train.log the rest
+    lines = (tmp_path / "run" / "train.log").read_text().splitlines()
     decided = next(line for line in lines if "measured on the first training steps" in line)
     timed = re.search(r"Mann-Whitney, (\d+) steps each", decided)  # the rule decides after 3 to 8 steps each
     assert (timed and MIN_TIMED <= int(timed.group(1)) <= MAX_TIMED) or "by medians" in decided, decided
     assert any("are timed on the first validation batches" in line for line in lines)
-    inference = next(line for line in lines if line.startswith("fast path for inference (frozen"))
+    inference = next(line for line in lines if "fast path for inference (frozen" in line)
     assert "measured on the first batches of validation" in inference
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["fast_path"]["reason"] in decided
@@ -191,6 +193,12 @@ def test_the_frozen_layers_pass_chooses_inference_kernels_and_later_runs_reuse_i
     lines = []
     compare(base, ["lp-ft", "gradual"], log=lines.append)
     assert measured == []  # neither the inference nor the training kernels were probed
+    assert sum(line.startswith("kernels for inference") for line in lines) == 1
+    lines = [
+        line.split(" ", 2)[2]  # after the time
+        for run in ("lp-ft", "gradual")
+        for line in (tmp_path / "cmp" / run / "train.log").read_text().splitlines()
+    ]
     inference = [line for line in lines if line.startswith("fast path for inference")]
     assert len(inference) == 1 and "the first batches of the frozen layers' pass" in inference[0], inference
     assert "timing cost" in inference[0]

@@ -20,7 +20,10 @@ __all__ = [
     "ImageSizeOpt",
     "InChansOpt",
     "JsonOpt",
+    "QuietOpt",
+    "TerminalLog",
     "TrustCodeOpt",
+    "VerboseOpt",
     "TtaOpt",
     "ModelArg",
     "ModelOpt",
@@ -32,6 +35,7 @@ __all__ = [
     "emit_json",
     "note",
     "printable",
+    "verbosity",
     "flag_for",
     "human_count",
     "output_console",
@@ -99,6 +103,56 @@ def output_console(as_json: bool):
     return _LazyConsole(stderr=as_json)
 
 
+class TerminalLog:
+    """A long command's ``log``: its decisions, and with ``verbosity`` 1 the measurements behind them
+    (:func:`transferkit.train.run_log.detail`); with -1 only warnings and what ends it.
+
+    On a terminal a long line wraps between the entries of its lists, never inside one; into a file or
+    a pipe each message is one line.
+    """
+
+    _ALWAYS = ("warning", "error", "interrupted")
+
+    def __init__(self, as_json: bool = False, verbosity: int = 0, indent: str = ""):
+        self.console = output_console(as_json)
+        self.verbosity = verbosity
+        self.indent = indent
+
+    def __call__(self, message: str) -> None:
+        if self.verbosity >= 0 or str(message).startswith(self._ALWAYS):
+            self._print(message)
+
+    def detail(self, message: str) -> None:
+        if self.verbosity > 0:
+            self._print(message)
+
+    def result(self, message: str) -> None:
+        """What the command ends with: shown even with quiet."""
+        self._print(message)
+
+    def _print(self, message: str) -> None:
+        from .._text import wrap_entries
+
+        text = self.indent + str(message)
+        if self.console.is_terminal:
+            text = wrap_entries(text, self.console.width, indent=self.indent + "  ")
+        self.console.print(text, markup=False, soft_wrap=True)
+
+
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only warnings and the result on the terminal (train.log has it all).")
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Also the measurements behind each decision (as train.log has them).")
+]
+
+
+def verbosity(quiet: bool, verbose: bool) -> int:
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose contradict each other: give one.")
+    return -1 if quiet else 1 if verbose else 0
+
+
 ModelArg = Annotated[
     str,
     typer.Argument(
@@ -121,7 +175,11 @@ DataOpt = Annotated[
 ]
 WeightsOpt = Annotated[
     str | None,
-    typer.Option("--weights", metavar="WEIGHTS", help="Pretrained weights: a file, lite0, timm, hf-hub:..."),
+    typer.Option(
+        "--weights",
+        metavar="WEIGHTS",
+        help="Pretrained weights: auto (MODEL's own, as train finds them), none, a file, lite0, timm:TAG, hf-hub:...",
+    ),
 ]
 NumClassesOpt = Annotated[
     int | None, typer.Option("--num-classes", metavar="N", min=1, help="Give the model a head for N classes.")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DataOpt, ImageSizeOpt, JsonOpt, ModelArg, WeightsOpt, emit_json, output_console
+from ._common import DataOpt, ImageSizeOpt, JsonOpt, ModelArg, TerminalLog, WeightsOpt, emit_json, output_console
 from ._config_options import TASK_FIELDS, config_options
 
 
@@ -15,7 +15,7 @@ def advise_command(
     model: ModelArg,
     data: DataOpt,
     out: Annotated[str, typer.Option("--out", metavar="DIR", help="Where advice.json and probe_depth.png go.")],
-    weights: WeightsOpt = None,
+    weights: WeightsOpt = "auto",
     image_size: ImageSizeOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", metavar="N", min=1, help="Epochs the time estimates assume.")] = 5,
     budget: Annotated[
@@ -38,7 +38,7 @@ def advise_command(
     config = TrainConfig(
         model=model, weights=weights, data=data, out=out, image_size=image_size, epochs=epochs, **settings
     )
-    result = advise(config, budget=budget, log=lambda m: console.print(m, markup=False))
+    result = advise(config, budget=budget, log=TerminalLog(as_json))
     if as_json:
         emit_json(result)
         return

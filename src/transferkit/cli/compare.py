@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, ModelArg, emit_json, output_console
+from ._common import JsonOpt, ModelArg, TerminalLog, emit_json, output_console
 from ._config_options import config_options
 
 
@@ -59,7 +59,7 @@ def compare_command(
     result = compare(
         TrainConfig(model=model, **settings),
         [s.strip() for s in strategies.split(",") if s.strip()],
-        log=lambda m: console.print(m, markup=False),
+        log=TerminalLog(as_json),
     )
     if as_json:
         emit_json(result)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, ModelArg, emit_json, output_console
+from ._common import JsonOpt, ModelArg, TerminalLog, emit_json, output_console
 from ._config_options import config_options
 
 
@@ -32,7 +32,7 @@ def lr_find_command(
     console = output_console(as_json)
     # Two epochs: strategies with two phases need them; the test runs the first phase only.
     config = TrainConfig(model=model, epochs=2, **settings)
-    result = find_lr(config, start=start, end=end, steps=steps, log=lambda m: console.print(m))
+    result = find_lr(config, start=start, end=end, steps=steps, log=TerminalLog(as_json))
     if as_json:
         emit_json(result)
     else:

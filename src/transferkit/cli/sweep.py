@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DataOpt, ImageSizeOpt, JsonOpt, ModelArg, WeightsOpt, emit_json, output_console
+from ._common import DataOpt, ImageSizeOpt, JsonOpt, ModelArg, TerminalLog, WeightsOpt, emit_json, output_console
 from ._config_options import TASK_FIELDS, config_options
 
 
@@ -15,7 +15,7 @@ def sweep_command(
     model: ModelArg,
     data: DataOpt,
     out: Annotated[str, typer.Option("--out", metavar="DIR", help="Where sweep.json and best_config.json go.")],
-    weights: WeightsOpt = None,
+    weights: WeightsOpt = "auto",
     image_size: ImageSizeOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", metavar="N", min=1, help="Epochs of each head training.")] = 5,
     trials: Annotated[
@@ -47,7 +47,7 @@ def sweep_command(
         strategy="freeze",
         **settings,
     )
-    result = sweep(config, trials=trials, seeds=seeds, log=lambda m: console.print(m, markup=False))
+    result = sweep(config, trials=trials, seeds=seeds, log=TerminalLog(as_json))
     if as_json:
         emit_json(result)
         return

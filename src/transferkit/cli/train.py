@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, TrustCodeOpt, emit_json, output_console
+from ._common import JsonOpt, QuietOpt, TerminalLog, TrustCodeOpt, VerboseOpt, emit_json, verbosity
 from ._config_options import config_options
 
 
@@ -49,6 +49,8 @@ def train_command(
     ] = False,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
     *,
     settings: dict,
 ) -> None:
@@ -58,10 +60,7 @@ def train_command(
     from ..train.distributed import is_main_process
     from ..train.engine import fit
 
-    log_console = output_console(as_json)
-
-    def log(message: str) -> None:
-        log_console.print(message, markup=False)
+    log = TerminalLog(as_json, verbosity(quiet, verbose))
 
     typed = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if config_file is not None:
@@ -91,7 +90,7 @@ def train_command(
         classes = summary["task"] == "classification"
         best = {"name": "val_acc", "value": summary["best_val_acc"]} if classes else summary["best_score"]
         random = summary["weights"] is None and not is_code_spec(summary["model"])
-        log_console.print(
+        log.result(
             f"best {best['name']} {best['value']:.4f}{' from random weights' if random else ''}; "
             f"{summary['trainable_params']:,} trainable, "
             f"{summary['frozen_params']:,} frozen parameters; {summary['seconds']:.0f} s; run in {summary['out']}"

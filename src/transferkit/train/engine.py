@@ -46,6 +46,7 @@ from .run_folder import (
     save_checkpoint,
     write_metrics,
 )
+from .run_log import RunLog
 from .setup import (
     Kernels,
     PreparedData,
@@ -128,6 +129,7 @@ def fit(
     if dist_ctx.is_main:
         check_store(config, out)  # a tracking server that does not answer: before the folder is made
     lock = claim_out(out) if dist_ctx.is_main else None
+    run_log = RunLog(out, log) if dist_ctx.is_main else None  # every line, and every measurement, in train.log
     try:
         if lock is not None:
             remove_leftovers(out)
@@ -143,11 +145,13 @@ def fit(
             load_report=load_report,
             weights_note=weights_note,
             stop_after=stop_after,
-            log=log,
+            log=run_log or log,
             data=data,
             kernels=kernels,
         )
     finally:
+        if run_log is not None:
+            run_log.close()
         if lock is not None:
             lock.release()
 

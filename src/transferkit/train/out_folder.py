@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 from ..errors import RunError
+from .run_log import LOG_FILE
 
 __all__ = [
     "LOCK_FILE",
@@ -43,6 +44,7 @@ RUN_FILES = (
     "MODEL_CARD.md",
     "advice.json",
     "probe_depth.png",
+    LOG_FILE,
     *(f"model{kind}{ext}" for kind in ("", ".int8") for ext in (".onnx", ".onnx.json")),
     *(f"model{ext}" for ext in (".pt2", ".pt2.json", ".safetensors", ".safetensors.json")),
 )

@@ -31,6 +31,7 @@ from .optim import create_optimizer, warmup_cosine
 from .phase_cache import CachedPhase, cache_frozen_prefix
 from .rng import set_rng_state
 from .run_folder import RunRecord
+from .run_log import detail
 from .sharding import is_sharded, load_optimizer_state, shard_model, shardable_kernels
 from .strategies import Phase, apply_phase
 
@@ -142,8 +143,8 @@ def prepare_phase(
             chosen = probe(train=True, trial=KernelTrial if not dist_ctx.enabled and config.compile != "on" else None)
             if isinstance(chosen, KernelTrial):
                 trial = chosen
-                labels = " and ".join(kernel_label(*option) for option in trial.options)
-                log(f"fast path for training: {labels} are timed on the first steps, which train as usual")
+                labels = ", ".join(kernel_label(*option) for option in trial.options)
+                log(f"kernels for training: {labels} are timed on the first steps, which train as usual")
             else:
                 kernels.training = dist_ctx.from_main(chosen)
                 log_fast(log, "training", kernels.training)
@@ -155,8 +156,8 @@ def prepare_phase(
         # Where no frozen pass chose them, the first validation does (under torchrun they are measured).
         val_trial = kernels.inference_trial.timing("validation") if kernels.inference is None else None
         if val_trial is not None:
-            labels = " and ".join(kernel_label(*option) for option in val_trial.options)
-            log(f"fast path for inference: {labels} are timed on the first validation batches")
+            labels = ", ".join(kernel_label(*option) for option in val_trial.options)
+            log(f"kernels for inference: {labels} are timed on the first validation batches")
         val_path = (
             (kernels.inference or FastPath(False, "fp32", "until the first validation decides"))
             if not dist_ctx.enabled
@@ -349,8 +350,25 @@ def augment_for(config: TrainConfig, phase: Phase) -> str:
 
 
 def log_fast(log, use: str, chosen: FastPath) -> None:
-    fmt = "channels-last" if chosen.channels_last else "NCHW"
-    log(f"fast path for {use}: {fmt} {chosen.precision}, {chosen.reason}")
+    """The kernels chosen for ``use`` in one short line, and the measurement behind them as a detail."""
+    log(f"kernels for {use}: {kernel_label(chosen.channels_last, chosen.precision)} ({_kernels_why(chosen)})")
+    detail(log, f"fast path for {use}: {kernel_label(chosen.channels_last, chosen.precision)}, {chosen.reason}")
+
+
+def _kernels_why(chosen: FastPath) -> str:
+    """How the kernels were chosen, in a few words: their speed against NCHW fp32, what measuring cost."""
+    speeds, label = chosen.images_per_second, kernel_label(chosen.channels_last, chosen.precision)
+    base = speeds.get(kernel_label(False, "fp32"))
+    if not speeds or label not in speeds:
+        return chosen.reason.split(";")[0].split(": ")[0][:80]
+    words = ["kept measurement" if chosen.reason.startswith("reused") else "measured"]
+    if base and label != kernel_label(False, "fp32"):
+        words.append(f"{speeds[label] / base:.2f}x NCHW fp32")
+    if chosen.measuring_seconds:
+        words.append(f"+{chosen.measuring_seconds:.1f} s")
+    if chosen.batch_size:
+        words.append(f"batches of {chosen.batch_size}")
+    return ", ".join(words)
 
 
 def trainable_text(model: nn.Module) -> str:

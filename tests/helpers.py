@@ -62,6 +62,17 @@ def make_image_folder(root, classes=("cat", "dog"), per_class=6, size=20, seed=0
     return root
 
 
+def make_imbalanced_folder(root, *, test=False, dogs=4):
+    """train/ with 24 cat and ``dogs`` dog images (a ratio of 6 by default), val/ with 6 and 2."""
+    for split, keep in (("train", dogs), ("val", 2)):
+        make_image_folder(root / split, per_class=24 if split == "train" else 6, seed=len(split))
+        for extra in sorted((root / split / "dog").iterdir(), key=lambda p: int(p.stem))[keep:]:
+            extra.unlink()
+    if test:
+        make_image_folder(root / "test", per_class=3, seed=4)
+    return root
+
+
 class SmallNet(nn.Module):
     """A few convolutions: enough to learn 8x8 digits in a few epochs, small enough for every test."""
 

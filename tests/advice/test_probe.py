@@ -104,6 +104,43 @@ def test_the_rule_on_each_branch():
     assert recommend([_depth("a", 0.5, 3), _depth("head input", 0.8, 1)], gap=0.3)["strategy"] == "lp-ft"
 
 
+def test_each_reason_names_the_threshold_it_was_decided_by():
+    high = FREEZE_AT + 0.01
+    freeze = recommend([_depth("a", 0.8, 3), _depth("head input", high, 1)], gap=0.3)["reason"]
+    assert "reaches 98.0% (freeze from 97.0%)" in freeze and "statistics gap 0.30, under the 1 that counts" in freeze
+    head = recommend([_depth("layer3", 0.9, 3), _depth("head input", 0.85, 1)], gap=0.3)["reason"]
+    assert "(90.0%) beats the head's input (85.0%) by 5.0 points (at least 2.0 points counts)" in head
+    full = recommend([_depth("a", 0.5, 3), _depth("head input", 0.8, 1)], gap=1.4)["reason"]
+    assert "(statistics gap 1.40, at least 1)" in full
+    lp_ft = recommend([_depth("a", 0.79, 3), _depth("head input", 0.8, 1)], gap=0.3)["reason"]
+    assert "short of the 97.0% from which freeze is advised, and no earlier depth beats it by 2.0 points" in lp_ft
+    numbers = recommend([_depth("a", 0.5, 3), _depth("head input", 0.6, 1)], gap=0.3, measure="R²")["reason"]
+    assert "R² 0.600, short of the R² 0.970" in numbers and "beats it by 0.020" in numbers
+
+
+def test_imbalanced_classes_are_probed_by_balanced_accuracy(tmp_path):
+    from tests.helpers import make_imbalanced_folder
+    from transferkit.advice.advise import advise
+    from transferkit.train.config import TrainConfig
+
+    make_imbalanced_folder(tmp_path / "data")
+    lines = []
+    config = TrainConfig(
+        model="tests.helpers:TinyNet", weights="none", data=str(tmp_path / "data"), image_size=16,
+        out=str(tmp_path / "a"),
+    )  # fmt: skip
+    result = advise(config, log=lines.append)
+    assert result["score"] == "balanced accuracy"
+    assert all(row["score"] == row["balanced_accuracy"] for row in result["depths"])
+    text = "\n".join(lines)
+    said = "classes imbalanced (largest over smallest 6.0, over 2): the probes are compared by balanced accuracy"
+    assert said in text
+    assert "probe after head input: balanced accuracy" in text and ", accuracy " in text
+    assert "balanced accuracy" in result["advice"]["reason"]
+    # train's default, auto, would not train what was probed: the command names the weights
+    assert result["train_command"].startswith("transferkit train tests.helpers:TinyNet --weights none --data ")
+
+
 def test_without_batchnorm_the_probes_alone_decide_and_the_advice_says_so():
     weak = recommend([_depth("a", 0.5, 3), _depth("head input", 0.8, 1)], gap=None)
     assert weak["strategy"] == "lp-ft"  # never full for a gap that was not measured

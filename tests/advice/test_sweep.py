@@ -35,6 +35,18 @@ def test_a_sweep_writes_a_config_that_train_reads(tmp_path, cli_json):
     assert stored["lr"] == best["lr"] and stored["epochs"] == 1  # the typed option wins over the file
 
 
+def test_imbalanced_classes_are_swept_by_balanced_accuracy(tmp_path):
+    from tests.helpers import make_imbalanced_folder
+
+    make_imbalanced_folder(tmp_path / "data")
+    config = tiny_config(tmp_path / "data", tmp_path / "sweep", strategy="freeze", epochs=2)
+    lines = []
+    result = sweep(config, trials=2, seeds=1, log=lines.append)
+    assert result["score"] == "val_balanced_acc"
+    assert "classes imbalanced: heads trained with balanced class weights and scored by balanced accuracy" in lines
+    assert any(": val_balanced_acc " in line for line in lines)
+
+
 def test_a_config_file_with_unknown_settings_is_refused(tmp_path):
     (tmp_path / "c.json").write_text('{"lr": 0.1, "learning_rate": 0.1}')
     with pytest.raises(ConfigError, match="unknown settings: learning_rate"):

@@ -15,8 +15,9 @@ no statistics gap: the rule then decides on the probes alone, so never ``full`` 
 and the advice says which signals it used.
 
 The probe's score is the task's (:data:`~transferkit.advice.probe.PROBE_SCORES`): accuracy for
-classes, macro mAP for several labels per image, R² for numbers; each is at most 1, and the same
-thresholds apply to it.
+classes (balanced accuracy where they are imbalanced, as ``train`` counts them), macro mAP for
+several labels per image, R² for numbers; each is at most 1, and the same thresholds apply to it.
+Each reason names the thresholds it was decided by.
 
 The thresholds are written down with their measurements in BENCHMARKS.md ("Strategy advice").
 """
@@ -36,7 +37,8 @@ from ..data.preprocess import BatchPrep
 from ..data.sources import open_data, stratified_sample
 from ..serialization import write_json
 from ..tasks.objective import loss_function
-from ..train.config import TASK_FIELDS, TrainConfig
+from ..train.config import IMBALANCED, TASK_FIELDS, TrainConfig
+from ..train.metrics import imbalance
 from ..train.setup import build_model, choose_weights, prepare_data
 from ..train.strategies import plan_phases
 from .probe import PROBE_SCORES, Depth, depth_points, extract, linear_probe, task_probe
@@ -72,7 +74,7 @@ def _rule(depths: list[dict], gap: float | None, measure: str) -> dict:
     last = depths[-1]
     best = max(depths, key=lambda d: d["score"])
     near = gap is None or gap < GAP_HIGH
-    gap_text = "" if gap is None else f" (gap {gap:.2f})"
+    gap_text = "" if gap is None else f" (statistics gap {gap:.2f}, under the {GAP_HIGH:g} that counts as far)"
 
     def said(value: float) -> str:
         shown = f"{value:.3f}" if measure == "R²" else f"{value:.1%}"
@@ -82,7 +84,8 @@ def _rule(depths: list[dict], gap: float | None, measure: str) -> dict:
         return {
             "strategy": "freeze",
             "command": "--strategy freeze",
-            "reason": f"a linear probe on the head's input already reaches {said(last['score'])}"
+            "reason": f"a linear probe on the head's input already reaches {said(last['score'])} (freeze from "
+            f"{said(FREEZE_AT)})"
             + ("" if gap is None else f" and the images are close to what the weights expect{gap_text}")
             + ": training more layers mostly costs time",
         }
@@ -93,22 +96,30 @@ def _rule(depths: list[dict], gap: float | None, measure: str) -> dict:
             "unfreeze_last": n,
             "command": f"--strategy head --unfreeze-last {n}",
             "reason": f"the probe after {best['name']} ({said(best['score'])}) beats the head's input "
-            f"({said(last['score'])}): the last stages are specific to the source task, so they retrain",
+            f"({said(last['score'])}) by {_points(best['score'] - last['score'], measure)} (at least "
+            f"{_points(EARLIER_BY, measure)} counts): the last stages are specific to the source task, so they retrain",
         }
     if not near:
         return {
             "strategy": "full",
             "command": "--strategy full",
-            "reason": f"the images are far from what the weights' statistics expect (gap {gap:.2f} >= {GAP_HIGH:g}) "
-            f"and the probe reaches {said(last['score'])}: every layer has to adapt",
+            "reason": f"the images are far from what the weights' statistics expect (statistics gap {gap:.2f}, at "
+            f"least {GAP_HIGH:g}) and the probe reaches {said(last['score'])}, short of the {said(FREEZE_AT)} of "
+            "freeze: every layer has to adapt",
         }
     return {
         "strategy": "lp-ft",
         "command": "--strategy lp-ft",
-        "reason": f"the probe reaches {said(last['score'])}, short of {said(FREEZE_AT)}"
+        "reason": f"the probe on the head's input reaches {said(last['score'])}, short of the {said(FREEZE_AT)} "
+        "from which freeze is advised, and no earlier depth beats it by "
+        f"{_points(EARLIER_BY, measure)}"
         + ("" if gap is None else f", on images close to what the weights expect{gap_text}")
         + ": probe the head first, then fine-tune everything gently",
     }
+
+
+def _points(difference: float, measure: str) -> str:
+    return f"{difference:.3f}" if measure == "R²" else f"{100 * difference:.1f} points"
 
 
 def advise(
@@ -160,14 +171,20 @@ def advise_prepared(
     prep = BatchPrep(data.preprocessing, torch.device("cpu"), channels_last=False)
     points = depth_points(model)
     with probing(model, training=False):
-        train_x, gaps, speed = extract(model, data.train.decoded.images, prep, points)
-        val_x, _, _ = extract(model, data.val.decoded.images, prep, points)
+        train_x, gaps, speed = extract(
+            model, data.train.decoded.images, prep, points, progress="probe: the training images", log=log
+        )
+        val_x, _, _ = extract(
+            model, data.val.decoded.images, prep, points, progress="probe: the held-out images", log=log
+        )
         train_y, val_y = data.train.decoded.labels, data.val.decoded.labels
         depths = []
-        measure = PROBE_SCORES[data.task]
+        measure = probe_measure(data, log)
         for point in points:
             if data.task == "classification":
                 result = linear_probe(train_x[point.name], train_y, val_x[point.name], val_y, len(data.class_names))
+                if measure == "balanced accuracy":
+                    result = {**result, "score": result["balanced_accuracy"]}
             else:
                 result = task_probe(train_x[point.name], train_y, val_x[point.name], val_y, data.task)
             row = {
@@ -179,7 +196,8 @@ def advise_prepared(
                 "gap": gaps.get(point.stage),
             }
             depths.append(row)
-            also = f", balanced {row['balanced_accuracy']:.4f}" if "balanced_accuracy" in row else ""
+            also = f", balanced {row['balanced_accuracy']:.4f}" if measure == "accuracy" else ""
+            also = f", accuracy {row['accuracy']:.4f}" if measure == "balanced accuracy" else also
             also += f", MAE {row['mae']:.4g}" if "mae" in row else ""
             log(
                 f"probe after {point.name}: {measure} {row['score']:.4f}{also} "
@@ -187,6 +205,12 @@ def advise_prepared(
                 + ("- (no BatchNorm)" if row["gap"] is None else f"{row['gap']:.2f}")
             )
         gap = sum(gaps.values()) / len(gaps) if gaps else None
+        if gap is not None:
+            log(
+                f"statistics gap {gap:.2f}: the mean over the {len(gaps)} BatchNorm stages "
+                f"({min(gaps.values()):.2f} to {max(gaps.values()):.2f}); from {GAP_HIGH:g} the images count as far "
+                "from what the weights expect"
+            )
         advice = recommend(depths, gap, measure)
         estimates = _estimates(config, model, data, points, speed, advice) if estimate or budget else {}
     if budget is not None and estimates.get(advice["command"], 0) > budget:
@@ -224,6 +248,23 @@ def advise_prepared(
     return result
 
 
+def probe_measure(data, log=print) -> str:
+    """What the probes are compared by: the task's score, balanced accuracy for imbalanced classes.
+
+    As training monitors balanced accuracy on imbalanced classes, so do the probes: plain accuracy
+    would rank depths by how well they find the large classes."""
+    if data.task != "classification":
+        return PROBE_SCORES[data.task]
+    ratio = imbalance(list(data.class_counts["train"].values()))
+    if ratio <= IMBALANCED:
+        return "accuracy"
+    log(
+        f"classes imbalanced (largest over smallest {ratio:.1f}, over {IMBALANCED:g}): the probes are compared "
+        "by balanced accuracy"
+    )
+    return "balanced accuracy"
+
+
 # What ``train`` needs besides MODEL, weights, DATA and the strategy to train what was probed.
 _CARRIED = ("image_size", "in_chans", "epochs", *TASK_FIELDS)
 
@@ -237,11 +278,10 @@ def train_command(config: TrainConfig, strategy: str) -> str:
         'transferkit train resnet18 --weights timm --data photos/ --out runs/a/run --epochs 3 --strategy full'
     """
     defaults = TrainConfig(model=config.model, data=config.data, out=config.out)
-    words = ["transferkit", "train", config.model]
-    for name in ("weights", "data"):
-        value = getattr(config, name)
-        if value:
-            words += [f"--{name}", str(value)]
+    # Weights are always named: train's default, auto, may find others than were probed, or find some for none.
+    words = ["transferkit", "train", config.model, "--weights", str(config.weights or "none")]
+    if config.data:
+        words += ["--data", str(config.data)]
     words += ["--out", str(Path(config.out) / "run")]
     for name in _CARRIED:
         value = getattr(config, name)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..model.freeze import stages
 from ..model.surgery import find_head
+from ..progress import progress as shown
 
 __all__ = ["MAX_DEPTHS", "PROBE_SCORES", "Depth", "depth_points", "extract", "linear_probe", "task_probe"]
 
@@ -96,8 +97,12 @@ def extract(
     points: list[Depth],
     *,
     batch_size: int = 64,
+    progress: str | None = None,
+    log=None,
 ) -> tuple[dict[str, torch.Tensor], dict[int, float], float]:
     """Pooled features at each depth (N, C), each stage's statistics gap, and the images per second.
+
+    ``progress`` names the pass in its progress, shown to ``log`` (:func:`~transferkit.progress.progress`).
 
     The gap of a BatchNorm layer is the mean over channels of ``|mean - running mean| /
     sqrt(running var)`` of its input on these images; a stage's is the mean over its layers.
@@ -136,7 +141,8 @@ def extract(
     model.eval()
     started = time.perf_counter()
     try:
-        for start in range(0, len(images), batch_size):
+        starts = range(0, len(images), batch_size)
+        for start in starts if progress is None else shown(starts, progress, log):
             model(prep(images[start : start + batch_size]))
     finally:
         for handle in handles:

@@ -9,7 +9,9 @@ configuration file that ``train --config FILE`` reads.
 
 The score is the task's: accuracy for classes, macro mAP for several labels per image (binary
 cross-entropy heads), MAE for numbers (lower is better; heads on standardised targets, with the
-run's MSE or Huber loss). Label smoothing is searched for classes only.
+run's MSE or Huber loss). Label smoothing is searched for classes only. Imbalanced classes (as
+``train`` counts them) are scored by balanced accuracy, the heads trained with balanced class
+weights, as ``--balance auto`` would draw each class equally often.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from ..errors import ConfigError
 from ..serialization import write_json
 from ..tasks.metrics import multilabel_metrics, regression_metrics
 from ..tasks.objective import loss_function
-from ..train.config import TrainConfig
+from ..train.config import IMBALANCED, TrainConfig
+from ..train.metrics import imbalance, score_name
 from ..train.setup import build_model, choose_weights, prepare_data
 from .probe import Depth, extract
 
@@ -77,11 +80,12 @@ def train_head(
     warmup_fraction: float = 0.1,
     loss_fn: Callable | None = None,
     score_fn: Callable | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> float:
     """Held-out score of a linear head trained on features as ``train --strategy freeze`` trains it.
 
     ``loss_fn(logits, targets)`` and ``score_fn(logits, targets)`` default to cross-entropy (with
-    ``label_smoothing``) and accuracy: classes.
+    ``label_smoothing`` and ``class_weights``) and accuracy: classes.
     """
     generator = torch.Generator().manual_seed(seed)
     head = nn.Linear(train_x.shape[1], num_classes)
@@ -105,7 +109,7 @@ def train_head(
             index = order[start : start + batch_size]
             logits = head(train_x[index])
             if loss_fn is None:
-                loss = F.cross_entropy(logits, train_y[index], label_smoothing=label_smoothing)
+                loss = F.cross_entropy(logits, train_y[index], weight=class_weights, label_smoothing=label_smoothing)
             else:
                 loss = loss_fn(logits, train_y[index])
             optimizer.zero_grad(set_to_none=True)
@@ -142,12 +146,18 @@ def sweep(
     model, _ = build_model(config, len(data.class_names))
     prep = BatchPrep(data.preprocessing, torch.device("cpu"), channels_last=False)
     point = [Depth("head input", 0, 1)]
-    train_x = extract(model, data.train.decoded.images, prep, point)[0]["head input"]
-    val_x = extract(model, data.val.decoded.images, prep, point)[0]["head input"]
+    train_x = extract(model, data.train.decoded.images, prep, point, progress="features: training", log=log)[0]
+    val_x = extract(model, data.val.decoded.images, prep, point, progress="features: held-out", log=log)[0]
+    train_x, val_x = train_x["head input"], val_x["head input"]
     cached = time.perf_counter() - started
     log(f"features of {len(train_x)} + {len(val_x)} images cached in {cached:.1f} s")
     task = config.task
     score, higher, loss_fn, score_fn = _objective(config, data)
+    weights = None
+    if score == "val_balanced_acc":
+        counts = torch.tensor(list(data.class_counts["train"].values()), dtype=torch.float32)
+        weights = counts.sum() / (len(counts) * counts.clamp(min=1))  # scikit-learn's 'balanced'
+        log(f"classes imbalanced: heads trained with balanced class weights and scored by {score_name(score)}")
     settings = _settings(trials, config.seed, smoothing=task == "classification")
     rows = []
     for setting in settings:
@@ -165,6 +175,7 @@ def sweep(
                 warmup_fraction=config.warmup_fraction,
                 loss_fn=loss_fn,
                 score_fn=score_fn,
+                class_weights=weights,
             )
             for s in range(seeds)
         ]
@@ -202,7 +213,15 @@ def sweep(
 def _objective(config: TrainConfig, data) -> tuple[str, bool, Callable | None, Callable | None]:
     """The score's name, whether higher is better, and the head's loss and score (None: classes)."""
     if data.task == "classification":
-        return "val_acc", True, None, None
+        if imbalance(list(data.class_counts["train"].values())) <= IMBALANCED:
+            return "val_acc", True, None, None
+
+        def balanced(logits, y):
+            from sklearn.metrics import balanced_accuracy_score
+
+            return balanced_accuracy_score(y.numpy(), logits.argmax(1).numpy())
+
+        return "val_balanced_acc", True, None, balanced
     loss_fn = loss_function(
         data.task, scale=data.target_scale, regression_loss="mse" if config.loss == "auto" else config.loss
     )

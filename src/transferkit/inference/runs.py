@@ -291,6 +291,7 @@ def evaluate_run(
         precision=trained.fast.precision,
         outputs=True,
         tta=tta,
+        progress="eval",  # a bar on a terminal
     )
     confusion, class_names = _data_classes_only(metrics["confusion"], trained.class_names, remap)
     totals = confusion.sum(1)

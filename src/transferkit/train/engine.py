@@ -439,6 +439,7 @@ def _run_phase(
                 progress=f"epoch {epoch_index + 1}/{config.epochs}",
                 trial=setup.trial,
                 loss_fn=setup.loss_fn,
+                log=log,
             )
             if setup.trial is not None:
                 settle_trial(setup, record, model, epochs_left=phase.epochs - phase_epoch - 1, device=device, log=log)
@@ -449,7 +450,14 @@ def _run_phase(
             if val_trial is None and val_path.channels_last != path.channels_last:
                 model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
             checked = validate(
-                setup, record, device=device, dist_ctx=dist_ctx, precision=val_path.precision, trial=val_trial
+                setup,
+                record,
+                device=device,
+                dist_ctx=dist_ctx,
+                precision=val_path.precision,
+                trial=val_trial,
+                progress=f"epoch {epoch_index + 1}/{config.epochs}, validation",
+                log=log,
             )
             if val_trial is not None:
                 val_path = settle_validation_trial(setup, record, device=device, dist_ctx=dist_ctx, log=log)

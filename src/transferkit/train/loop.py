@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 
@@ -11,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from ..progress import progress as shown
 from .distributed import DistContext
 from .fastpath import autocast
 from .kernel_trial import InferenceTrial, KernelTrial
@@ -37,6 +36,7 @@ def train_one_epoch(
     progress: str | None = None,
     trial: KernelTrial | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> float:
     """One pass over ``loader``; returns the mean training loss (over all ranks).
 
@@ -49,12 +49,12 @@ def train_one_epoch(
     names and is timed for it, until it decides; the rest of the pass uses its decision.
     ``loss_fn(logits, targets)`` replaces the cross-entropy (several labels, numbers:
     :func:`~transferkit.tasks.objective.loss_function`).
+    ``progress`` names the pass in its progress (:func:`~transferkit.progress.progress`, to ``log``).
     """
     model.train()
     kernels = None  # (channels_last, precision) the trial set on the model
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, count)
-    bar = tqdm(loader, desc=progress, leave=False, disable=progress is None or not sys.stderr.isatty())
-    for inputs, targets in bar:
+    for inputs, targets in loader if progress is None else shown(loader, progress, log):
         x, y = prep(inputs), targets.to(device, non_blocking=True)
         soft = None
         if mix is not None:
@@ -184,19 +184,22 @@ def evaluate(
     outputs: bool = False,
     tta: bool = False,
     trial: InferenceTrial | None = None,
+    progress: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Loss, accuracy and the confusion matrix (rows: true class, columns: predicted).
 
     With ``outputs``, also ``logits`` and ``probabilities`` (N, K) and ``targets`` (N,) on the CPU, in the
     loader's order (one process only). ``tta`` averages each image with its mirror image
     (:func:`tta_logits`). With ``trial``, its candidates' kernels and batch sizes run the first
-    batches (set on ``model`` and ``prep``) until it decides, instead of ``precision``.
+    batches (set on ``model`` and ``prep``) until it decides, instead of ``precision``. ``progress`` as in
+    :func:`train_one_epoch`.
     """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     kept_logits, kept_targets = [], []
-    for inputs, targets in loader if trial is None else trial.run(loader, model, prep):
+    for inputs, targets in _batches(loader, model, prep, trial, progress, log):
         x, y = prep(inputs), targets.to(device)
         with autocast(device, precision) if trial is None else trial.autocast(device):
             logits = tta_logits(model, x, tta=tta)
@@ -228,6 +231,14 @@ def evaluate(
     }
 
 
+def _batches(loader, model, prep, trial: InferenceTrial | None, progress: str | None, log):
+    """An evaluation's batches: ``trial``'s while it times its candidates, shown as ``progress`` when named."""
+    batches = loader if trial is None else trial.run(loader, model, prep)
+    if progress is None:
+        return batches
+    return shown(batches, progress, log)  # its length where it has one (not a trial's, nor lockstep's)
+
+
 @torch.no_grad()
 def evaluate_outputs(
     model: nn.Module,
@@ -239,6 +250,8 @@ def evaluate_outputs(
     precision: str = "fp32",
     trial: InferenceTrial | None = None,
     dist_ctx: DistContext | None = None,
+    progress: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """The mean loss, and every output and target on the CPU in the loader's order: what the metrics of several
     labels per image or of numbers are computed from (:mod:`transferkit.tasks.metrics`). ``trial`` as in
@@ -246,7 +259,7 @@ def evaluate_outputs(
     dataset's order."""
     model.eval()
     loss_sum, kept_outputs, kept_targets = 0.0, [], []
-    for inputs, targets in loader if trial is None else trial.run(loader, model, prep):
+    for inputs, targets in _batches(loader, model, prep, trial, progress, log):
         x, y = prep(inputs), targets.to(device)
         with autocast(device, precision) if trial is None else trial.autocast(device):
             outputs = model(x).float()

@@ -22,6 +22,7 @@ from ..data.preprocess import BatchPrep
 from ..data.sources import open_data
 from ..errors import ConfigError
 from ..model.surgery import find_head
+from ..progress import progress as shown
 from ..serialization import write_bytes
 from ..tasks.objective import loss_function, positive_weights
 from .config import TrainConfig
@@ -107,6 +108,7 @@ def find_lr(
         precision=plain.precision,
         schedule=np.geomspace(start, end, steps),
         loss_fn=_loss(config, data, device),
+        log=log,
     )
     smoothed = _smooth(losses)
     suggestion = suggest_lr(rates, smoothed)
@@ -139,12 +141,12 @@ def _loss(config: TrainConfig, data: PreparedData, device) -> Callable:
     )
 
 
-def _sweep(model, dataset, optimizer, ratios, *, prep, skipping, config, device, precision, schedule, loss_fn):
+def _sweep(model, dataset, optimizer, ratios, *, prep, skipping, config, device, precision, schedule, loss_fn, log):
     rates, losses, best = [], [], math.inf
     batches = iter(())
     model.train()
     with skipping():
-        for step, rate in enumerate(schedule):
+        for step, rate in enumerate(shown(schedule, "lr-find", log, unit="steps")):
             for group, ratio in zip(optimizer.param_groups, ratios):
                 group["lr"] = rate * ratio
             try:

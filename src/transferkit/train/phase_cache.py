@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..data.decode import loader_workers
 from ..data.preprocess import BatchPrep
+from ..progress import progress as shown
 from .config import TrainConfig
 from .distributed import DistContext, shared_pass, spill_folder
 from .entry_cut import check_entry, entered, entry_cut, entry_key, iter_entry_inputs
@@ -131,14 +132,15 @@ def cache_frozen_prefix(
     started = time.perf_counter()
     probed = _probed(data, outputs, sample, augment)
 
-    def compute(dataset, seed: int | None = None):
+    def compute(dataset, seed: int | None, label: str):
         size = trial.max_batch_size if trial is not None else infer.inference_batch_size
         workers = loader_workers(dataset)
         drawn = dataset if seed is None else SeededItems(dataset, seed)
 
         def run(indices: list[int] | None = None):  # a pass may run twice (fp16, then float32): the same draws
             part = drawn if indices is None else Subset(drawn, indices)
-            images = (images for images, _ in DataLoader(part, batch_size=size, num_workers=workers))
+            batches = DataLoader(part, batch_size=size, num_workers=workers)
+            images = (images for images, _ in shown(batches, label, log))
             return outputs(images if trial is None else trial.run(images, runner, infer_prep))
 
         if dist_ctx.enabled:
@@ -152,7 +154,8 @@ def cache_frozen_prefix(
     def stored(dataset, name: str, seed: int | None = None) -> tuple[torch.Tensor, str]:
         if name not in data.activations:
             part = "train" if dataset is data.train else "val"
-            produce = compute(dataset, seed) if probed is None else lambda: iter([probed[part]])
+            label = f"cache: '{boundary.path}' for the {'training' if part == 'train' else 'validation'} images"
+            produce = compute(dataset, seed, label) if probed is None else lambda: iter([probed[part]])
             # Ranks reuse a stored file only when each has it (nodes may not share the run folder).
             found = stored_activations(folder, name, len(dataset))
             if dist_ctx.everyone(found is not None):

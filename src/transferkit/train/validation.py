@@ -27,8 +27,10 @@ class Validation:
     text: str  # the scores for the epoch's log line
 
 
-def validate(setup, record, *, device, dist_ctx, precision: str, trial) -> Validation:
-    """Validate ``setup.eval_net`` on ``setup.val_loader`` with the kernels ``precision`` (or ``trial``'s)."""
+def validate(setup, record, *, device, dist_ctx, precision: str, trial, progress=None, log=None) -> Validation:
+    """Validate ``setup.eval_net`` on ``setup.val_loader`` with the kernels ``precision`` (or ``trial``'s).
+
+    ``progress`` names the pass in its progress, shown to ``log``."""
     data = record.data
     dist_ctx.share_buffers(setup.eval_net)  # every rank validates the model rank 0 saves
     # A sharded model's forward gathers from every rank: each runs as many batches.
@@ -44,6 +46,8 @@ def validate(setup, record, *, device, dist_ctx, precision: str, trial) -> Valid
             dist_ctx=dist_ctx,
             outputs=not dist_ctx.enabled,  # this process's logits: all of them without torchrun
             trial=trial,
+            progress=progress,
+            log=log,
         )
         scores = classification_metrics(metrics["confusion"].tolist(), data.class_names)
         return Validation(
@@ -67,6 +71,8 @@ def validate(setup, record, *, device, dist_ctx, precision: str, trial) -> Valid
         precision=precision,
         trial=trial,
         dist_ctx=dist_ctx,
+        progress=progress,
+        log=log,
     )
     logits, targets = result["logits"], result["targets"]
     if data.task == "multi-label":

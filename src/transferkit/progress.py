@@ -1,0 +1,94 @@
+"""Progress through long passes (an epoch, a cache, a learning-rate range test, a probe, an evaluation).
+
+On an interactive terminal a bar (rich's, on stderr, gone when the pass ends); anywhere else (a
+file, a pipe, a notebook, a scheduler's log) one plain line through ``log`` every
+:data:`PERIOD` seconds, so that a pass of minutes is never silent and a short one adds nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+__all__ = ["PERIOD", "progress"]
+
+PERIOD = 30.0  # seconds between plain progress lines
+T = TypeVar("T")
+
+
+def progress(
+    items: Iterable[T],
+    label: str,
+    log: Callable[[str], None] | None,
+    *,
+    total: int | None = None,
+    unit: str = "batches",
+) -> Iterator[T]:
+    """Yield ``items``, showing how far the pass is: a bar on a terminal, else a line to ``log`` each PERIOD s.
+
+    ``total`` defaults to ``len(items)`` where it has one. ``log=None`` shows nothing off a terminal.
+
+    Example:
+        >>> lines = []
+        >>> list(progress(range(3), "epoch 1/2", lines.append))
+        [0, 1, 2]
+        >>> lines  # three quick steps: no line
+        []
+    """
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    if sys.stderr.isatty():
+        yield from _bar(items, label, total, unit)
+        return
+    if log is None:
+        yield from items
+        return
+    started = last = time.perf_counter()
+    for done, item in enumerate(items, start=1):
+        yield item
+        now = time.perf_counter()
+        if now - last >= PERIOD:
+            last = now
+            log(progress_line(label, done, total, now - started, unit))
+
+
+def _bar(items: Iterable[T], label: str, total: int | None, unit: str) -> Iterator[T]:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit)]
+    columns += [TimeElapsedColumn(), TextColumn("elapsed")]
+    columns += [TextColumn("about"), TimeRemainingColumn(), TextColumn("left")] if total else []
+    with Progress(*columns, console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def progress_line(label: str, done: int, total: int | None, seconds: float, unit: str = "batches") -> str:
+    """``epoch 2/10: 120 of 400 batches (30%), 31 s, about 72 s left``.
+
+    Example:
+        >>> progress_line("epoch 2/10", 120, 400, 31.0)
+        'epoch 2/10: 120 of 400 batches (30%), 31 s, about 72 s left'
+        >>> progress_line("lr-find", 40, None, 12.4, "steps")
+        'lr-find: 40 steps, 12 s'
+    """
+    if not total:
+        return f"{label}: {done} {unit}, {seconds:.0f} s"
+    left = seconds * (total - done) / max(done, 1)
+    return (
+        f"{label}: {done} of {total} {unit} ({math.floor(100 * done / total)}%), {seconds:.0f} s, "
+        f"about {left:.0f} s left"
+    )

@@ -258,3 +258,31 @@ def test_an_extended_run_continues_its_learning_rate_on_the_longer_schedule(tmp_
     assert len(extended) == 6 and extended[3:] == pytest.approx(long[3:])
     assert all(rate > 0 for rate in extended[:-1])  # never the shorter schedule's 0, never a restart
     assert "extended from 3 to 6 epochs: the last phase's learning-rate schedule runs over" in " ".join(lines)
+
+
+def test_a_resume_removes_the_report_of_the_run_as_it_was_and_names_exports_of_an_older_best(tmp_path):
+    from tests.helpers import tiny_config
+    from transferkit.deploy.export import export_run
+    from transferkit.train import engine
+
+    data = make_image_folder(tmp_path / "data", per_class=12, size=16)
+    run = tmp_path / "run"
+    fit(tiny_config(data, run, epochs=2), log=lambda m: None)
+    evaluate_run(run, report=True, trust_code=True)
+    export_run(run, format="safetensors", trust_code=True, log=lambda m: None)
+    assert (run / "report.html").is_file() and (run / "curves.png").is_file()
+    lines = []
+    fit(resume=run, changes={"epochs": 3}, trust_code=True, log=lines.append)
+    text = " ".join(lines)
+    assert not (run / "report.html").exists() and not (run / "curves.png").exists()
+    assert "removed report.html, curves.png" in text and "written before this resume" in text
+    assert f"transferkit eval {run} writes them again" in text
+    # the export is named exactly when best.pt moved on
+    assert ("model.safetensors is of best.pt before this resume" in text) == (load_run(run)["best_epoch"] == 3)
+    noted = []
+    engine._note_old_exports(run, 2, {"epoch": 3}, noted.append)
+    assert noted == [
+        "warning: model.safetensors is of best.pt before this resume (epoch 2); best.pt is now epoch 3's: export again"
+    ]
+    engine._note_old_exports(run, 3, {"epoch": 3}, noted.append)
+    assert len(noted) == 1  # the same best: the export is still of it

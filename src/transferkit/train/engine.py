@@ -33,7 +33,7 @@ from .kernel_trial import InferenceTrial
 from .loop import train_one_epoch
 from .lr_find import find_lr
 from .metrics import monitored
-from .out_folder import check_out, claim_out, clear_run, remove_leftovers
+from .out_folder import EXPORT_FILES, REPORT_FILES, check_out, claim_out, clear_run, remove_leftovers
 from .phase import log_fast, prepare_phase, settle_trial, settle_validation_trial
 from .resume import check_same_data, resumed_config
 from .rng import seed_everything
@@ -239,6 +239,8 @@ def _fit(
                 f"extended from {before} to {config.epochs} epochs: the last phase's learning-rate schedule runs "
                 f"over {phases[-1].epochs} epochs from where it stood"
             )
+        if dist_ctx.is_main:
+            _retire_reports(out, log)
     if dist_ctx.is_main:  # on resuming too: the folder may have moved, epochs or device changed
         write_json(out / "config.json", config.to_dict())
 
@@ -271,6 +273,8 @@ def _fit(
         # Only when every rank got here: a rank that failed must not leave the others waiting.
         dist_ctx.barrier()
         result = finish_run(record, model, stopped=stopped, main=dist_ctx.is_main, log=log)
+        if state is not None and dist_ctx.is_main:
+            _note_old_exports(out, state.get("best_epoch"), record.best, log)
         trackers.finished(out)
         status = "KILLED" if stopped else "FINISHED"  # stopped: to be resumed, which reopens it
         return result
@@ -318,6 +322,28 @@ def _random_start(config: TrainConfig, note: str | None) -> str:
             "a URL)"
         )
     return f"warning: weights: none: {config.model} starts from random values and {consequence}"
+
+
+def _retire_reports(out: Path, log) -> None:
+    """A resumed run removes the report page that ``eval`` wrote of it before: it would show the run as it was."""
+    found = [name for name in REPORT_FILES if (out / name).is_file()]
+    for name in found:
+        (out / name).unlink()
+    if found:
+        log(
+            f"removed {', '.join(found)}: written before this resume, they showed the run as it was; "
+            f"transferkit eval {shlex.quote(str(out))} writes them again"
+        )
+
+
+def _note_old_exports(out: Path, best_before: int | None, best: dict | None, log) -> None:
+    """Exports in the run folder are of best.pt as it was: said when the resumed run chose another."""
+    found = [name for name in EXPORT_FILES if (out / name).exists()]
+    if found and best is not None and best["epoch"] != best_before:
+        log(
+            f"warning: {', '.join(found)} {'is' if len(found) == 1 else 'are'} of best.pt before this resume "
+            f"(epoch {best_before}); best.pt is now epoch {best['epoch']}'s: export again"
+        )
 
 
 def _interrupted(total: int, out: Path) -> str:

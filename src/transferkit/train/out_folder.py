@@ -17,6 +17,8 @@ from .run_log import LOG_FILE
 
 __all__ = [
     "LOCK_FILE",
+    "EXPORT_FILES",
+    "REPORT_FILES",
     "RUN_FILES",
     "RunLock",
     "check_out",
@@ -26,6 +28,15 @@ __all__ = [
     "remove_leftovers",
 ]
 
+# What eval --report writes from best.pt, and the exports of best.pt into the run folder.
+REPORT_FILES = ("report.html", "curves.png", "confusion.png", "reliability.png")
+EXPORT_FILES = (
+    *(f"model{kind}.onnx" for kind in ("", ".int8")),
+    "model.pt2",
+    "model.safetensors",
+    "timm-hub",  # folders
+    "transformers",
+)
 # What a run writes; with overwrite these are removed first, so that two runs never mix.
 RUN_FILES = (
     "config.json",

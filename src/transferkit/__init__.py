@@ -66,6 +66,7 @@ _EXPORTS = {
     # train
     "TrainConfig": ".train.config",
     "create_optimizer": ".train.optim",
+    "plan_strategy": ".train.plan",
     "fit": ".train.engine",
     "evaluate": ".train.loop",
     "train_one_epoch": ".train.loop",

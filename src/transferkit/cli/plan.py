@@ -1,4 +1,5 @@
-"""``transferkit plan``: what freezing would leave trainable, and what the optimizer would receive."""
+"""``transferkit plan``: what freezing (or a strategy, phase by phase) would leave trainable, and what the optimizer
+would receive."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ def _totals(summary) -> dict:
 
 def plan_command(
     model: ModelArg,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy", metavar="S", help="Plan each phase of a strategy as train runs it. " + describe("strategy")
+        ),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option("--epochs", metavar="N", help="Epochs to split into the strategy's phases.")
+    ] = setting_default("epochs"),
     freeze_patterns: Annotated[
         list[str] | None,
         typer.Option(
@@ -35,7 +45,10 @@ def plan_command(
     optimizer: Annotated[
         str, typer.Option("--optimizer", metavar="NAME", help=describe("optimizer"))
     ] = setting_default("optimizer"),
-    lr: Annotated[float, typer.Option("--lr", metavar="X", help="Main learning rate.")] = 1e-3,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", metavar="X", help="Main learning rate (default 1e-3; with --strategy, its own)."),
+    ] = None,
     weight_decay: Annotated[
         float, typer.Option("--weight-decay", metavar="X", help=describe("weight_decay"))
     ] = setting_default("weight_decay"),
@@ -51,10 +64,38 @@ def plan_command(
     from ..errors import FreezeError
     from ..model.factory import create_model
     from ..model.freeze import freeze, freeze_backbone, freeze_stages, frozen_norm_layers, parameter_summary
+    from ..train.config import TrainConfig
     from ..train.optim import create_optimizer
+    from ..train.plan import plan_strategy
 
+    if strategy is not None:
+        if backbone:
+            raise FreezeError("--freeze-backbone is what strategy freeze does; give one of them.")
+        if strategy == "auto":
+            raise FreezeError("strategy auto is chosen by probing DATA: run transferkit advise, or plan a named one.")
+        config = TrainConfig(
+            model=model,
+            data="-",  # nothing is read
+            out="-",
+            strategy=strategy,
+            epochs=epochs,
+            freeze=freeze_patterns or [],
+            unfreeze_last=unfreeze_last,
+            train_bn=train_bn,
+            optimizer=optimizer,
+            lr=lr if lr is not None else setting_default("lr"),
+            weight_decay=weight_decay,
+            head_lr=head_lr,
+            layer_decay=layer_decay,
+        )
+        net = create_model(model, num_classes=num_classes, in_chans=in_chans)
+        _show_phases(model, config, parameter_summary(net), plan_strategy(net, config), as_json)
+        return
     if not freeze_patterns and not backbone and unfreeze_last is None:
-        raise FreezeError("Nothing to plan: give --freeze PATTERN, --freeze-backbone or --unfreeze-last N.")
+        raise FreezeError(
+            "Nothing to plan: give --strategy S, --freeze PATTERN, --freeze-backbone or --unfreeze-last N."
+        )
+    lr = 1e-3 if lr is None else lr
     net = create_model(model, num_classes=num_classes, in_chans=in_chans)
     before = parameter_summary(net)
     if freeze_patterns:
@@ -107,3 +148,49 @@ def plan_command(
     for g in groups:
         shown = ", ".join(g["params"][:6]) + (f", ... ({len(g['params'])} in all)" if len(g["params"]) > 6 else "")
         console.print(f"  lr={g['lr']:g} weight_decay={g['weight_decay']:g}: {shown}")
+
+
+def _show_phases(model: str, config, before, phases, as_json: bool) -> None:
+    """Each phase of ``config.strategy``: what trains per top-level module, and the optimizer's groups."""
+    from rich.table import Table
+
+    if as_json:
+        emit_json(
+            {
+                "model": model,
+                "strategy": config.strategy,
+                "before": {"trainable": sum(c.trainable for c in before), "frozen": sum(c.frozen for c in before)},
+                "phases": [p.to_dict() for p in phases],
+            }
+        )
+        return
+    table = Table(title=f"{model}: strategy {config.strategy}, {config.epochs} epochs")
+    table.add_column("module")
+    table.add_column("parameters", justify="right")
+    for p in phases:
+        table.add_column(f"trains in {p.name}", justify="right")
+    rows = {c.module: [c.trainable + c.frozen] for c in before}
+    for p in phases:
+        for c in p.modules:
+            rows.setdefault(c.module, [0]).append(c.trainable)  # adapters add modules' parameters
+    for name, values in rows.items():
+        cells = [human_count(v) for v in values] + [""] * (1 + len(phases) - len(values))
+        table.add_row(name, *cells, style="dim" if all(v == 0 for v in values[1:]) else "")
+    table.add_row(
+        "total",
+        human_count(sum(c.trainable + c.frozen for c in before)),
+        *(human_count(p.trainable) for p in phases),
+        style="bold",
+    )
+    console.print(table)
+    policy = "training (--train-bn)" if config.train_bn else "held in eval mode"
+    for p in phases:
+        tensors = sum(len(g["params"]) for g in p.groups)
+        norms = f"{len(p.frozen_norms)} frozen BatchNorm layers, {policy}" if p.frozen_norms else "no frozen BatchNorm"
+        console.print(
+            f"phase {p.name}: {p.epochs} epochs at lr {p.lr:g}; {norms}; optimizer {config.optimizer} receives "
+            f"{tensors} tensors in {len(p.groups)} groups:"
+        )
+        for g in p.groups:
+            shown = ", ".join(g["params"][:6]) + (f", ... ({len(g['params'])} in all)" if len(g["params"]) > 6 else "")
+            console.print(f"  lr={g['lr']:g} weight_decay={g['weight_decay']:g}: {shown}")

@@ -29,10 +29,10 @@ from .config import TrainConfig
 from .distributed import DistContext, make_loader
 from .fastpath import FastPath, autocast, resolve_device
 from .optim import create_optimizer
+from .phase import apply_configured_phase
 from .phase_cache import cache_frozen_prefix
 from .rng import seed_everything
 from .setup import PreparedData, build_model, choose_weights, prepare_data
-from .strategies import apply_phase
 
 __all__ = ["find_lr", "suggest_lr"]
 
@@ -69,15 +69,7 @@ def find_lr(
         data = prepare_data(config, source=source, model=model, log=log)
     model = model.to(device)
     phase = config.phases()[0]
-    apply_phase(
-        model,
-        phase,
-        head=find_head(model),
-        freeze_patterns=config.freeze,
-        unfreeze_last=config.unfreeze_last,
-        train_bn=config.train_bn,
-        bitfit_norms=config.bitfit_norms,
-    )
+    apply_configured_phase(model, config, phase, find_head(model))
     plain = FastPath(False, config.pinned_precision or "fp32", "lr-find")
     cached = None
     if config.cache:

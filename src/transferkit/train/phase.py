@@ -37,8 +37,10 @@ from .strategies import Phase, apply_phase
 
 __all__ = [
     "PhaseSetup",
+    "apply_configured_phase",
     "augment_for",
     "log_fast",
+    "phase_optimizer",
     "prepare_phase",
     "settle_trial",
     "settle_validation_trial",
@@ -95,15 +97,7 @@ def prepare_phase(
             f"BatchNorm statistics re-estimated on {min(len(data.train), ADAPT_IMAGES)} training images in "
             f"{seconds:.1f} s: the head learns on the features that the phase training every layer starts from"
         )
-    apply_phase(
-        model,
-        phase,
-        head=record.head,
-        freeze_patterns=config.freeze,
-        unfreeze_last=config.unfreeze_last,
-        train_bn=config.train_bn,
-        bitfit_norms=config.bitfit_norms,
-    )
+    apply_configured_phase(model, config, phase, record.head)
     augment = augment_for(config, phase)
     phase_started = time.perf_counter()
     data.train.transform = augmentation(
@@ -199,14 +193,7 @@ def prepare_phase(
             device_ids=[device.index] if device.type == "cuda" else None,
             forward_sync_buffers=cached is None,
         )
-    optimizer = create_optimizer(
-        model,
-        config.optimizer,
-        lr=phase.lr,
-        weight_decay=config.weight_decay,
-        head_lr=config.head_lr,
-        layer_decay=phase.layer_decay,
-    )
+    optimizer = phase_optimizer(model, config, phase)
     scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
     # fp16 gradients underflow without loss scaling, on any device.
     fp16 = path.precision == "fp16" or (trial is not None and any(p == "fp16" for _, p in trial.options))
@@ -260,6 +247,31 @@ def prepare_phase(
         steps_per_epoch=steps,
         val_trial=val_trial,
         loss_fn=task_loss(record, device),
+    )
+
+
+def apply_configured_phase(model: nn.Module, config: TrainConfig, phase: Phase, head: str) -> None:
+    """Set which parameters train for ``phase`` as ``config`` asks (freeze patterns, stages, BatchNorm, bitfit)."""
+    apply_phase(
+        model,
+        phase,
+        head=head,
+        freeze_patterns=config.freeze,
+        unfreeze_last=config.unfreeze_last,
+        train_bn=config.train_bn,
+        bitfit_norms=config.bitfit_norms,
+    )
+
+
+def phase_optimizer(model: nn.Module, config: TrainConfig, phase: Phase) -> torch.optim.Optimizer:
+    """The optimizer of ``phase`` over the parameters that train: its rate, ``config``'s head rate and decay."""
+    return create_optimizer(
+        model,
+        config.optimizer,
+        lr=phase.lr,
+        weight_decay=config.weight_decay,
+        head_lr=config.head_lr,
+        layer_decay=phase.layer_decay,
     )
 
 

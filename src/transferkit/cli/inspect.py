@@ -12,6 +12,7 @@ from ._common import (
     JsonOpt,
     ModelArg,
     NumClassesOpt,
+    TrustCodeOpt,
     console,
     dry_run_size,
     emit_json,
@@ -38,9 +39,12 @@ def inspect_command(
     trust_checkpoint: Annotated[
         bool, typer.Option("--trust-checkpoint", help="Allow a checkpoint that runs code when unpickled.")
     ] = False,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a model's structure with output shapes, its parameters and their values."""
+    """Show a model's structure with output shapes, its parameters and their values.
+
+    MODEL may be a run folder: its trained model (best.pt) is shown."""
     from rich.table import Table
 
     from ..model.factory import create_model
@@ -49,7 +53,12 @@ def inspect_command(
     from ..weights.loading import load_pretrained
     from .load import print_load_report
 
-    net = create_model(model, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+    run = _run_model(model, weights, trust_code)
+    if run is not None:
+        net, image_size = run.model, image_size or run.preprocessing.input_size[-1]
+        model = f"{model} ({run.config.model}, best.pt of epoch {run.epoch})"
+    else:
+        net = create_model(model, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
     report = load_pretrained(net, weights, trust_checkpoint=trust_checkpoint) if weights else None
     layers = layer_table(net, input_size=dry_run_size(net, image_size))
     plist = parameter_table(net)
@@ -104,3 +113,18 @@ def inspect_command(
             f"std={s['std'] if s['std'] is None else format(s['std'], '.6g')} min={s['min']:.6g} max={s['max']:.6g}"
         )
         console.print(f"  first values: {[round(v, 6) for v in s['first']]}")
+
+
+def _run_model(model: str, weights: str | None, trust_code: bool):
+    """The trained model of run folder ``model`` (best.pt, on the CPU), or None when ``model`` is not a run."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..inference.runs import load_trained
+    from ..train.out_folder import is_run_folder
+
+    if not is_run_folder(Path(model)):
+        return None
+    if weights:
+        raise ConfigError(f"'{model}' is a run folder with its own weights (best.pt); leave out --weights.")
+    return load_trained(model, device="cpu", trust_code=trust_code)

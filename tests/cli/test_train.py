@@ -245,3 +245,19 @@ def test_on_a_terminal_long_lines_wrap_between_entries_never_inside_one():
     log.console = Console(file=io.StringIO(), force_terminal=False, width=40)  # a file or a pipe: one line
     log(counts)
     assert log.console.file.getvalue() == counts + "\n"
+
+
+def test_a_training_folder_given_as_data_names_the_splits_beside_it(cli, tmp_path):
+    make_image_folder(tmp_path / "photos" / "train", per_class=8, size=16)
+    make_image_folder(tmp_path / "photos" / "valid", per_class=3, size=16, seed=1)
+    common = ["tests.helpers:TinyNet", "--weights", "none", "--image-size", "16", "--epochs", "1"]
+    code, out, err = cli("train", *common, "--data", tmp_path / "photos" / "train", "--out", tmp_path / "a")
+    assert code == 0, err
+    said = " ".join(out.split())
+    assert "splits: train and val split 0.8/0.2 by seed 0" in said
+    assert (
+        f"warning: 'valid' beside '{tmp_path / 'photos' / 'train'}' is not used: give --data {tmp_path / 'photos'} "
+        "to train on 'train', validate on 'valid'"
+    ) in said
+    code, out, err = cli("train", *common, "--data", tmp_path / "photos", "--out", tmp_path / "b")
+    assert code == 0 and "val from 'valid'" in out and "is not used" not in out

@@ -187,6 +187,16 @@ SPLIT_FOLDERS = {
 }
 
 
+def sibling_splits(spec: str) -> list[Path]:
+    """The validation and test folders beside DATA ``spec`` when it is itself a training folder (``photos/train``
+    beside ``photos/valid``): the layout ``photos/`` would have used, which DATA alone leaves out."""
+    path = Path(spec)
+    if not path.is_dir() or path.name.lower() not in SPLIT_FOLDERS["train"]:
+        return []
+    names = SPLIT_FOLDERS["val"] + SPLIT_FOLDERS["test"]
+    return sorted(p for p in path.resolve().parent.iterdir() if p.is_dir() and p.name.lower() in names)
+
+
 def _split_folders(root: Path) -> dict[str, str]:
     """``{"train": "train", "val": "valid", ...}`` when ``root`` holds a training folder, else ``{}``."""
     found: dict[str, list[str]] = {}

@@ -6,6 +6,7 @@ demo prepare them once and hand them to every ``fit``; each run still builds its
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ import torch.nn as nn
 from .._storage import memory_budget
 from ..data.decode import Decoded, ImageDataset, decode, streamed
 from ..data.preprocess import Preprocessing
-from ..data.sources import DataSource, open_data, split_items, stratified_sample
+from ..data.sources import SPLIT_FOLDERS, DataSource, open_data, sibling_splits, split_items, stratified_sample
 from ..errors import ConfigError, DataError, Unreachable
 from ..model.factory import create_model, is_code_spec
 from ..model.hf_transformers import is_transformers_model
@@ -285,6 +286,17 @@ def prepare_data(
     )
     splits = _splits_text(source, config)
     log(f"splits: {splits}")
+    beside = sibling_splits(config.data) if source.val is None else []
+    if beside:
+        roles = [
+            f"validate on '{p.name}'" if p.name.lower() in SPLIT_FOLDERS["val"] else f"keep '{p.name}' apart"
+            for p in beside
+        ]
+        log(
+            f"warning: {' and '.join(repr(p.name) for p in beside)} beside '{config.data}' "
+            f"{'is' if len(beside) == 1 else 'are'} not used: give --data {shlex.quote(str(Path(config.data).parent))}"
+            f" to train on '{Path(config.data).name}', " + " and ".join(roles)
+        )
     task, parts = source.task, (("train", train), ("val", val))
     stats, scale = None, None
     if task == "classification":

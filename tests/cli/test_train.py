@@ -261,3 +261,16 @@ def test_a_training_folder_given_as_data_names_the_splits_beside_it(cli, tmp_pat
     ) in said
     code, out, err = cli("train", *common, "--data", tmp_path / "photos", "--out", tmp_path / "b")
     assert code == 0 and "val from 'valid'" in out and "is not used" not in out
+
+
+def test_eval_table_names_every_class_whole(cli, tmp_path):
+    classes = ("pullover_with_a_long_name", "sneaker_with_a_long_name")
+    data = make_image_folder(tmp_path / "data", classes=classes, per_class=6)
+    run = tmp_path / "run"
+    code, _, err = cli("train", "tests.helpers:SmallNet", "--data", data, "--epochs", "1", "--out", run, "-q")
+    assert code == 0, err
+    code, out, err = cli("eval", run, "--trust-code", "--device", "cpu", "--no-report")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if "_with_a_long_name" in line]
+    # One row per true class, numbered; the predicted columns are headed by those numbers, not cut names.
+    assert len(rows) == 2 and "0 pullover_with_a_long_name" in rows[0] and "1 sneaker_with_a_long_name" in rows[1]

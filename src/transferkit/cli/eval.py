@@ -88,16 +88,18 @@ def eval_command(
         f"macro-F1 {result['macro_f1']:.4f}, loss {result['loss']:.4f}"
     )
     names = result["class_names"]
-    table = Table(title="confusion matrix (rows: true, columns: predicted)")
-    table.add_column("class")
-    for name in names:
-        table.add_column(name[:8], justify="right")
+    # Predicted classes are columns headed by their row's number, so that no class name is ever cut.
+    table = Table(title="confusion matrix (rows: true class, columns: predicted, by the rows' numbers)")
+    table.add_column("class", no_wrap=True, min_width=max(len(n) for n in names) + len(str(len(names))) + 1)
+    for index in range(len(names)):
+        table.add_column(str(index), justify="right", no_wrap=True)
     for column in ("precision", "recall", "F1", "support"):
-        table.add_column(column, justify="right")
-    for name, row in zip(names, result["confusion_matrix"]):
+        table.add_column(column, justify="right", no_wrap=True)
+    for index, (name, row) in enumerate(zip(names, result["confusion_matrix"])):
         c = result["per_class"][name]
         recall = "-" if c["recall"] is None else f"{c['recall']:.3f}"
-        table.add_row(name, *map(str, row), f"{c['precision']:.3f}", recall, f"{c['f1']:.3f}", str(c["support"]))
+        cells = (f"{c['precision']:.3f}", recall, f"{c['f1']:.3f}", str(c["support"]))
+        table.add_row(f"{index} {name}", *map(str, row), *cells)
     console.print(table)
     if result["most_confused"]:
         pairs = ", ".join(f"{p['true']} as {p['predicted']} ({p['count']})" for p in result["most_confused"])

@@ -274,3 +274,17 @@ def test_eval_table_names_every_class_whole(cli, tmp_path):
     rows = [line for line in out.splitlines() if "_with_a_long_name" in line]
     # One row per true class, numbered; the predicted columns are headed by those numbers, not cut names.
     assert len(rows) == 2 and "0 pullover_with_a_long_name" in rows[0] and "1 sneaker_with_a_long_name" in rows[1]
+
+
+def test_model_as_an_option_and_drop_path_and_workers(cli, cli_json, tmp_path):
+    base = ["--data", "builtin:digits", "--image-size", "16", "--epochs", "1"]
+    out = cli_json("train", "--model", "tests.helpers:SmallNet", *base, "--out", tmp_path / "run")
+    assert out["model"] == "tests.helpers:SmallNet" and len(out["epochs"]) == 1
+    for extra, message in [
+        (["resnet18", "--model", "vgg11"], "MODEL is 'resnet18' and --model 'vgg11': give one of them."),
+        (["tests.helpers:SmallNet", "--drop-path", "0.1"], "leave --drop-path at 0."),
+        (["tests.helpers:SmallNet", "--workers", "4"], "--workers: there are no loader workers to set"),
+    ]:
+        code, _, err = cli("train", *extra, *base, "--out", tmp_path / "refused")
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "refused" / "last.pt").exists()

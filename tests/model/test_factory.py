@@ -80,3 +80,20 @@ def test_in_chans(spec):
 
     model = create_model(spec, num_classes=4, in_chans=1).eval()
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 4)
+
+
+def test_drop_path_builds_timm_stochastic_depth_or_is_refused():
+    from timm.layers import DropPath
+
+    rates = [
+        m.drop_prob for m in create_model("resnet18", num_classes=3, drop_path=0.2).modules() if isinstance(m, DropPath)
+    ]
+    # Rising over resnet18's 8 blocks from 0 (no DropPath in the first) to the rate given in the last.
+    assert len(rates) == 7 and rates == sorted(rates) and rates[-1] == pytest.approx(0.2)
+    assert not any(isinstance(m, DropPath) for m in create_model("resnet18", num_classes=3).modules())
+    with pytest.raises(ModelSpecError, match="'vgg11' has no stochastic depth"):
+        create_model("vgg11", drop_path=0.1)
+    with pytest.raises(ModelSpecError, match="given to timm models"):
+        create_model("torchvision:resnet18", drop_path=0.1)
+    with pytest.raises(ModelSpecError, match="drop_path must be at least 0 and under 1"):
+        create_model("resnet18", drop_path=1.0)

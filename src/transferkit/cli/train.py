@@ -30,6 +30,10 @@ def train_command(
             show_default=False,
         ),
     ] = None,
+    model_option: Annotated[
+        str | None,
+        typer.Option("--model", metavar="MODEL", help="MODEL given as an option, as timm's train.py takes it."),
+    ] = None,
     resume: Annotated[str | None, typer.Option("--resume", metavar="DIR", help="Continue the run in DIR.")] = None,
     config_file: Annotated[
         str | None,
@@ -43,6 +47,7 @@ def train_command(
         int | None,
         typer.Option("--stop-after", metavar="N", help="Stop after N epochs of the run; --resume continues."),
     ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", hidden=True)] = None,
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Replace the run in --out, or write into a folder that holds other files."),
@@ -55,12 +60,23 @@ def train_command(
     settings: dict,
 ) -> None:
     """Fine-tune a pretrained model on your images with one of the transfer-learning strategies."""
+    from ..errors import ConfigError
     from ..model.factory import is_code_spec
     from ..train.config import TrainConfig
     from ..train.distributed import is_main_process
     from ..train.engine import fit
 
     log = TerminalLog(as_json, verbosity(quiet, verbose))
+    if workers is not None:
+        raise ConfigError(
+            "--workers: there are no loader workers to set: the images are decoded once before training, by a thread "
+            "per core this process may use (8 at most; streamed images by up to 4 processes); to use fewer cores, run "
+            "under taskset."
+        )
+    if model_option is not None:
+        if model is not None and model != model_option:
+            raise ConfigError(f"MODEL is '{model}' and --model '{model_option}': give one of them.")
+        model = model_option
 
     typed = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if config_file is not None:

@@ -76,6 +76,7 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     image_size: int | None = None,
+    drop_path: float = 0.0,
 ) -> nn.Module:
     """Build the model that ``spec`` names, with random weights.
 
@@ -90,6 +91,8 @@ def create_model(
             their size at construction (ViT position embeddings, Swin windows, LeViT biases) are
             built for it with timm's ``img_size``; a size the network cannot run at is refused,
             naming sizes that work (:func:`~transferkit.model.sizes.check_input_size`).
+        drop_path: stochastic depth, timm's ``drop_path_rate``: the rate of the last block, rising from 0
+            at the first. Only timm models take it; one that builds no ``DropPath`` with it is refused.
 
     Example:
         >>> model = create_model("torchvision:alexnet", num_classes=10)
@@ -104,8 +107,16 @@ def create_model(
         raise ModelSpecError(f"in_chans must be at least 1, got {in_chans}.", argument="in_chans")
     if image_size is not None and image_size < 8:
         raise ModelSpecError(f"image_size must be at least 8, got {image_size}.", argument="image_size")
+    if not 0 <= drop_path < 1:
+        raise ModelSpecError(f"drop_path must be at least 0 and under 1, got {drop_path}.", argument="drop_path")
     from .hf_transformers import build, is_transformers_model
 
+    if drop_path and (spec.startswith("torchvision:") or ":" in spec or is_transformers_model(spec)):
+        raise ModelSpecError(
+            f"drop_path (stochastic depth) is given to timm models as their drop_path_rate; '{spec}' is not one: "
+            "leave drop_path at 0.",
+            argument="drop_path",
+        )
     if is_transformers_model(spec):
         return build(spec, num_classes=num_classes, image_size=image_size)
     if spec.startswith("torchvision:"):
@@ -113,12 +124,14 @@ def create_model(
     elif ":" in spec:
         factory = _user_factory(spec)
     else:
-        factory = _timm_factory(spec)
+        factory = _timm_factory(spec, drop_path)
     if image_size is not None:
         from .sizes import check_batch_memory
 
         check_batch_memory(image_size, batch=1, channels=in_chans or 3)  # the dry run's one image
     model = _call_factory(factory, spec, num_classes, in_chans, image_size)
+    if drop_path and not any(getattr(m, "drop_prob", 0) for m in model.modules()):
+        raise _no_drop_path(spec)
     if image_size is not None:
         from ._trace import input_size_of
         from .sizes import check_input_size
@@ -135,7 +148,14 @@ def create_model(
     return model
 
 
-def _timm_factory(name: str) -> Callable[..., nn.Module]:
+def _no_drop_path(spec: str) -> ModelSpecError:
+    return ModelSpecError(
+        f"'{spec}' has no stochastic depth (timm builds it with no DropPath): leave drop_path at 0.",
+        argument="drop_path",
+    )
+
+
+def _timm_factory(name: str, drop_path: float = 0.0) -> Callable[..., nn.Module]:
     if not timm.is_model(name):
         known = timm.list_models()
         close = difflib.get_close_matches(name, known, n=3)
@@ -148,6 +168,16 @@ def _timm_factory(name: str) -> Callable[..., nn.Module]:
 
     def factory(img_size: int | None = None, **kwargs) -> nn.Module:
         # pretrained=False: weights come from load_pretrained, never from a download.
+        if drop_path:
+            kwargs["drop_path_rate"] = drop_path
+        try:
+            return build(img_size, **kwargs)
+        except TypeError as e:
+            if "drop_path_rate" in str(e):
+                raise _no_drop_path(name) from None
+            raise
+
+    def build(img_size: int | None, **kwargs) -> nn.Module:
         if img_size is None or (default_size is not None and img_size == default_size[-1]):
             return timm.create_model(name, pretrained=False, **kwargs)
         try:
@@ -249,6 +279,8 @@ def _call_factory(
         kwargs["img_size"] = image_size
     try:
         model = factory(**kwargs)
+    except ModelSpecError:
+        raise
     except SystemExit as e:
         raise ModelSpecError(f"The factory of '{spec}' called exit({e.code}) instead of returning a model.") from None
     except Exception as e:

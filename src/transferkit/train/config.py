@@ -100,6 +100,9 @@ class TrainConfig:
         None, "Scale each earlier layer's rate by this (timm's layer groups; 0 < x <= 1)."
     )
     label_smoothing: float = _setting(0.1, "Label smoothing of the cross-entropy loss (0 <= x < 1).")
+    drop_path: float = _setting(
+        0.0, "Stochastic depth: timm's drop_path_rate (0.1 is usual for ViTs; 0: off); for timm models that have it."
+    )
     # auto: cross-entropy for classes, binary cross-entropy per label, mse for numbers.
     loss: str = _setting("auto", f"For regression: {', '.join(LOSSES)} (Huber on the standardised target).")
     warmup_fraction: float = _setting(0.1, "Share of each phase's steps of linear warmup, then cosine decay to 0.")
@@ -327,6 +330,7 @@ def _check(c: TrainConfig) -> None:
     number("weight_decay", low=0)
     number("layer_decay", low=0, high=1, low_open=True, optional=True)
     number("label_smoothing", low=0, high=1, high_open=True)
+    number("drop_path", low=0, high=1, high_open=True)
     number("warmup_fraction", low=0, high=1, high_open=True)
     number("val_fraction", low=0, high=1, low_open=True, high_open=True)
     number("train_images", low=2, optional=True, integer=True)

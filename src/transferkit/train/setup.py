@@ -156,7 +156,13 @@ def build_model(config: TrainConfig, num_classes: int, *, load_weights: bool = T
     """
     if config.image_size is not None:
         _check_batch_memory(config)
-    model = create_model(config.model, num_classes=num_classes, in_chans=config.in_chans, image_size=config.image_size)
+    model = create_model(
+        config.model,
+        num_classes=num_classes,
+        in_chans=config.in_chans,
+        image_size=config.image_size,
+        drop_path=config.drop_path,
+    )
     if config.image_size is not None:
         _check_batch_memory(config, model)
     tie_distillation_head(model)  # new classes: a distilled model's two heads are one new head

@@ -1,5 +1,8 @@
 """report.html: its numbers, its escaping, and the page as a real browser renders it."""
 
+import html
+import re
+
 import pytest
 import torch
 
@@ -23,7 +26,7 @@ def report(tmp_path_factory):
     """A run on classes whose names try to break the page, evaluated with its report."""
     root = tmp_path_factory.mktemp("report")
     make_image_folder(root / "data", classes=("<script>alert(1)</script>", "a&b"), per_class=10)
-    config = tiny_config(root / "data", root / "run")
+    config = tiny_config(root / "data", root / "run", strategy="lp-ft", epochs=3)  # two phases: probe, finetune
     fit(config, log=lambda m: None)
     result = evaluate_run(root / "run", trust_code=True, report=True)
     return root / "run", result
@@ -38,6 +41,25 @@ def test_report_files_and_escaping(report):
     for name in ("curves.png", "confusion.png", "reliability.png"):
         assert (run / name).read_bytes()[:4] == b"\x89PNG"
     assert "http://" not in page and "https://" not in page  # nothing from the network
+    assert "Phases: probe from epoch 1, finetune from epoch 2; a dashed line marks" in page
+    # Each card names its image by the path's last whole parts (never cut inside one), the whole path on hover.
+    captions = re.findall(r'<div title="([^"]+)">(…/)?(.+?)</div>', page)
+    assert len(captions) == min(12, result["images"])
+    for name, cut, shown in captions:
+        shown = shown.replace("/<wbr>", "/")
+        assert name.endswith("/" + shown) if cut else name == shown
+        assert shown.count("/") >= 1 and len(html.unescape(shown)) <= 40  # a class folder and its file fit
+
+
+def test_learning_curves_mark_where_a_phase_begins():
+    from transferkit.inference._page import learning_curves, phase_starts
+
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_acc": e / 5} for e in range(1, 5)]
+    one = [{**row, "phase": "full"} for row in rows]
+    two = [{**row, "phase": "probe" if row["epoch"] < 3 else "finetune"} for row in rows]
+    assert phase_starts(one) == [(1, "full")] and phase_starts(two) == [(1, "probe"), (3, "finetune")]
+    assert learning_curves(two) != learning_curves(one)  # the line and its name are drawn
+    assert learning_curves(one) == learning_curves([dict(row) for row in one])  # and nothing else differs
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed ('make test' installs it as root)")

@@ -15,7 +15,18 @@ import torch
 
 from ..train.metrics import scores_shown
 
-__all__ = ["CLASS_SCORES", "data_uri", "figure_png", "html_page", "learning_curves", "pyplot", "thumbnail"]
+__all__ = [
+    "CLASS_SCORES",
+    "caption",
+    "data_uri",
+    "figure_png",
+    "html_page",
+    "learning_curves",
+    "phase_starts",
+    "curves_section",
+    "pyplot",
+    "thumbnail",
+]
 
 # The validation scores a run of classes keeps: (metrics.csv column, name, shown in percent)
 CLASS_SCORES = scores_shown("val_acc", "val_balanced_acc", "val_macro_f1")
@@ -58,12 +69,50 @@ def learning_curves(history: list[dict], scores=CLASS_SCORES) -> bytes:
             score_ax.plot(epochs, [100 * v if in_percent else v for v in values], marker="o", label=label)
     score_ax.set_title("validation (%)" if percent else "validation")
     for ax in (loss_ax, score_ax):
+        for epoch, name in phase_starts(history)[1:]:  # a strategy's later phases begin at the dashed lines
+            ax.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(
+                name,
+                (epoch - 0.5, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -3),
+                textcoords="offset points",
+                va="top",
+                fontsize=8,
+                color="grey",
+            )
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     return figure_png(fig)
+
+
+def phase_starts(history: list[dict]) -> list[tuple[int, str]]:
+    """(first epoch, name) of each phase of the run in ``history``, in order.
+
+    Example:
+        >>> rows = [{"epoch": 1, "phase": "probe"}, {"epoch": 2, "phase": "probe"}, {"epoch": 3, "phase": "finetune"}]
+        >>> phase_starts(rows)
+        [(1, 'probe'), (3, 'finetune')]
+    """
+    starts = []
+    for row in history:
+        if not starts or row.get("phase") != starts[-1][1]:
+            starts.append((row["epoch"], row.get("phase")))
+    return starts
+
+
+def curves_section(png: bytes, history: list[dict]) -> str:
+    """The page's learning curves (:func:`learning_curves`'s ``png``), with where each phase begins when there are
+    several."""
+    section = f'<h2>Learning curves</h2><img src="{data_uri(png)}" alt="learning curves">'
+    starts = phase_starts(history)
+    if len(starts) < 2:
+        return section
+    named = ", ".join(f"{html.escape(str(name))} from epoch {epoch}" for epoch, name in starts)
+    return f"{section}<p>Phases: {named}; a dashed line marks where each later phase begins.</p>"
 
 
 def thumbnail(image: torch.Tensor, size: int = 96) -> str:
@@ -80,6 +129,24 @@ def thumbnail(image: torch.Tensor, size: int = 96) -> str:
     return data_uri(buffer.getvalue())
 
 
+def caption(name: str, width: int = 40) -> str:
+    """An image's path as a card's caption (escaped HTML): its last whole parts that fit in ``width``
+    characters (the file name at least), a line break allowed after each ``/``; the whole path on hover.
+
+    Example:
+        >>> caption("photos/valid/sneaker/img_0001.png", width=24)
+        '<div title="photos/valid/sneaker/img_0001.png">…/sneaker/<wbr>img_0001.png</div>'
+    """
+    parts = name.split("/")
+    shown = parts[-1:]
+    for part in reversed(parts[:-1]):
+        if len("/".join([part, *shown])) + 2 > width:
+            break
+        shown.insert(0, part)
+    text = "/<wbr>".join(html.escape(part) for part in shown)
+    return f'<div title="{html.escape(name)}">{"…/" if len(shown) < len(parts) else ""}{text}</div>'
+
+
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -91,7 +158,7 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
 .card { width: 150px; font-size: 12px; border: 1px solid #ddd; padding: 6px; }
-.card div { overflow-wrap: anywhere; }
+.card div { overflow-wrap: break-word; }
 .card img { display: block; margin: 0 auto 4px; image-rendering: pixelated; }
 .wrong { color: #b00; }
 """

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..serialization import write_bytes, write_text
-from ._page import data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
+from ._page import caption, curves_section, data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
 from .calibration import probability_kind
 
 __all__ = ["calibration", "top_losses", "write_report"]
@@ -89,7 +89,7 @@ def write_report(
                 "p_true": float(probabilities[i, int(targets[i])]),
             }
         )
-    page = _page(result, plots, worst)
+    page = _page(result, plots, worst, curves_section(plots["curves.png"], history))
     return write_text(folder / "report.html", page)
 
 
@@ -153,7 +153,7 @@ def _calibration_line(result: dict) -> str:
     )
 
 
-def _page(result: dict, plots: dict[str, bytes], worst: list[dict]) -> str:
+def _page(result: dict, plots: dict[str, bytes], worst: list[dict], curves: str) -> str:
     e = html.escape
     rows = []
     for name, c in result["per_class"].items():
@@ -166,7 +166,7 @@ def _page(result: dict, plots: dict[str, bytes], worst: list[dict]) -> str:
         f"<li>{e(p['true'])} taken for {e(p['predicted'])}: {p['count']}</li>" for p in result["most_confused"]
     )
     cards = "".join(
-        f'<div class="card"><img src="{w["thumbnail"]}" alt="{e(w["name"])}"><div>{e(w["name"][-40:])}</div>'
+        f'<div class="card"><img src="{w["thumbnail"]}" alt="{e(w["name"])}">{caption(w["name"])}'
         f'<div>true <b>{e(w["true"])}</b></div><div class="{"wrong" if w["true"] != w["predicted"] else "right"}">'
         f"predicted <b>{e(w['predicted'])}</b> {100 * w['p_predicted']:.0f}%</div>"
         f"<div>p(true) {100 * w['p_true']:.1f}%</div></div>"
@@ -178,7 +178,7 @@ def _page(result: dict, plots: dict[str, bytes], worst: list[dict]) -> str:
 <td>{result["loss"]:.4f}</td><td>{result["calibration"]["ece"]:.4f}</td></tr></table>
 <p>Probabilities on this page are {e(result.get("probabilities") or probability_kind(None))}:
 the ones predict gives.{_calibration_line(result)}</p>
-<h2>Learning curves</h2><img src="{data_uri(plots["curves.png"])}" alt="learning curves">
+{curves}
 <h2>Per class</h2>
 <table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{"".join(rows)}</table>
 <h2>Confusion matrix</h2><img src="{data_uri(plots["confusion.png"])}" alt="confusion matrix">

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..serialization import write_bytes, write_text
 from ..tasks.metrics import confused_label_pairs
 from ..train.metrics import scores_shown
-from ._page import data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
+from ._page import caption, curves_section, data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
 
 __all__ = ["TASK_CURVES", "write_task_report"]
 
@@ -57,13 +57,14 @@ def write_task_report(
     folder = Path(folder)
     task = result["task"]
     plots = {"curves.png": learning_curves(history, TASK_CURVES[task])}
+    curves = curves_section(plots["curves.png"], history)
     if task == "multi-label":
         plots["precision_recall.png"] = _precision_recall(outputs, targets, result)
-        body = _multilabel_body(result, plots, outputs, targets, images, names)
+        body = _multilabel_body(result, plots, curves, outputs, targets, images, names)
     else:
         plots["predicted.png"] = _predicted_vs_true(outputs, targets, result)
         plots["residuals.png"] = _residual_histogram(outputs - targets, result)
-        body = _regression_body(result, plots, outputs, targets, images, names)
+        body = _regression_body(result, plots, curves, outputs, targets, images, names)
     for name, png in plots.items():
         write_bytes(folder / name, png)
     return write_text(folder / "report.html", html_page(result, body))
@@ -96,7 +97,7 @@ def _precision_recall(probabilities: torch.Tensor, targets: torch.Tensor, result
     return figure_png(fig)
 
 
-def _multilabel_body(result, plots, probabilities, targets, images, names) -> str:
+def _multilabel_body(result, plots, curves, probabilities, targets, images, names) -> str:
     e = html.escape
     label_names, thresholds = result["label_names"], result["thresholds"]
     decided = probabilities >= torch.tensor(thresholds)[None]
@@ -119,7 +120,7 @@ def _multilabel_body(result, plots, probabilities, targets, images, names) -> st
         true = {label_names[k] for k in range(len(label_names)) if targets[i, k]}
         said = {label_names[k] for k in range(len(label_names)) if decided[i, k]}
         cards.append(
-            f'<div class="card"><img src="{thumbnail(images[i])}" alt="{e(names[i])}"><div>{e(names[i][-40:])}</div>'
+            f'<div class="card"><img src="{thumbnail(images[i])}" alt="{e(names[i])}">{caption(names[i])}'
             f"<div>true: {e(', '.join(sorted(true))) or 'none'}</div>"
             f'<div class="{"" if said == true else "wrong"}">'
             f"predicted: {e(', '.join(sorted(said))) or 'none'}</div></div>"
@@ -130,7 +131,7 @@ def _multilabel_body(result, plots, probabilities, targets, images, names) -> st
 <tr><td>{result["map"]:.4f}</td><td>{result["map_micro"]:.4f}</td><td>{kept["macro_f1"]:.4f}</td>
 <td>{kept["subset_accuracy"]:.4f}</td><td>{kept["hamming_loss"]:.4f}</td><td>{result["loss"]:.4f}</td></tr></table>
 <p>Decisions, F1, subset accuracy and Hamming loss are at the run's thresholds, which predict uses.</p>
-<h2>Learning curves</h2><img src="{data_uri(plots["curves.png"])}" alt="learning curves">
+{curves}
 <h2>Per label</h2>
 <table><tr><th>label</th><th>AP</th><th>threshold</th><th>precision</th><th>recall</th><th>F1</th>
 <th>images with it</th></tr>
@@ -178,7 +179,7 @@ def _residual_histogram(residuals: torch.Tensor, result: dict) -> bytes:
     return figure_png(fig)
 
 
-def _regression_body(result, plots, predicted, true, images, names) -> str:
+def _regression_body(result, plots, curves, predicted, true, images, names) -> str:
     e = html.escape
     interval = result.get("interval")
     width = interval["half_width"] if interval else None
@@ -187,7 +188,7 @@ def _regression_body(result, plots, predicted, true, images, names) -> str:
         outside = width is not None and abs(float(predicted[i] - true[i])) > width
         band = f"<div>interval ± {width:.4g}{' (missed)' if outside else ''}</div>" if width is not None else ""
         cards.append(
-            f'<div class="card"><img src="{thumbnail(images[i])}" alt="{e(names[i])}"><div>{e(names[i][-40:])}</div>'
+            f'<div class="card"><img src="{thumbnail(images[i])}" alt="{e(names[i])}">{caption(names[i])}'
             f"<div>true <b>{float(true[i]):.4g}</b></div>"
             f'<div class="wrong">predicted <b>{float(predicted[i]):.4g}</b></div>{band}</div>'
         )
@@ -197,7 +198,7 @@ def _regression_body(result, plots, predicted, true, images, names) -> str:
 <table><tr><th>MAE</th><th>RMSE</th><th>R²</th><th>Spearman</th><th>loss</th>{coverage}</tr>
 <tr><td>{result["mae"]:.4g}</td><td>{result["rmse"]:.4g}</td><td>{result["r2"]:.4f}</td><td>{result["spearman"]:.4f}</td>
 <td>{result["loss"]:.4f}</td>{covered}</tr></table>
-<h2>Learning curves</h2><img src="{data_uri(plots["curves.png"])}" alt="learning curves">
+{curves}
 <h2>Predicted against true</h2><img src="{data_uri(plots["predicted.png"])}" alt="predicted against true values">
 <img src="{data_uri(plots["residuals.png"])}" alt="residual histogram">
 <h2>Largest errors</h2><div class="grid">{"".join(cards)}</div>"""

@@ -167,10 +167,11 @@ def test_the_report_page_and_predict_show_the_same_probabilities_and_say_which(r
     said = f"calibrated: the softmax of the logits divided by the run&#x27;s temperature {temperature:.3f}"
     assert f"Probabilities on this page are {said}:" in " ".join(page.split())
     assert result["probabilities"].startswith("calibrated: ")
-    cards = re.findall(r"<div>([^<]+\.png)</div><div>true <b>(\w+)</b>.*?<div>p\(true\) ([0-9.]+)%</div>", page)
+    card = r'<div title="([^"]+\.png)">.*?</div><div>true <b>(\w+)</b>.*?<div>p\(true\) ([0-9.]+)%</div>'
+    cards = re.findall(card, page)
     assert cards
     for name, true, shown in cards[:3]:
-        image = root / "data" / name.rsplit("/data/", 1)[-1]  # the card shows the path's end
+        image = root / "data" / name.rsplit("/data/", 1)[-1]  # the card's title is the whole path
         code, out, err = cli("predict", folder, image, "--top-k", "2", "--trust-code", "--device", "cpu")
         assert code == 0, err
         assert "probabilities: calibrated: the softmax of the logits divided by the run's temperature" in err + out

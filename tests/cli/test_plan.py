@@ -56,3 +56,11 @@ def test_plan_strategy_from_python_takes_the_users_model_and_prints_each_phase()
     head, unfrozen = tk.plan_strategy(model, config)
     assert repr(head).startswith("PhasePlan('head', 1 epoch at lr ") and "1,539 parameters train" in repr(head)
     assert unfrozen.frozen == 0 and all(p.requires_grad for p in model.parameters())  # the last phase's state
+
+
+def test_unfreeze_last_out_of_range_or_keeping_every_stage_is_said_in_one_line(cli):
+    code, _, err = cli("plan", "resnet18", "--unfreeze-last", "9")
+    assert code == 2 and err.count("\n") == 1 and "--unfreeze-last must be between 1 and 6" in err, err
+    code, out, err = cli("plan", "resnet18", "--unfreeze-last", "6")
+    said = "transferkit: warning: --unfreeze-last=6 keeps all 6 stages of the model trainable: it freezes nothing.\n"
+    assert code == 0 and err == said and "freeze plan" in out

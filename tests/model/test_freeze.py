@@ -116,8 +116,10 @@ def test_stages_and_depth_freezing_resnet34():
     ]
     freeze_stages(model, keep_last=2)
     assert {n.split(".")[0] for n in trainable(model)} == {"layer4", "fc"}
-    with pytest.raises(FreezeError, match="between 1 and 6"):
+    with pytest.raises(FreezeError, match="keep_last must be between 1 and 6"):
         freeze_stages(model, keep_last=7)
+    with pytest.warns(UserWarning, match="keep_last=6 keeps all 6 stages of the model trainable: it freezes nothing"):
+        assert freeze_stages(model, keep_last=6) == []
 
 
 def test_stages_of_plain_module(tiny):

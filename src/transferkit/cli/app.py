@@ -14,6 +14,8 @@ import os
 import re
 import signal
 import sys
+import warnings
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -131,6 +133,7 @@ def main() -> None:
     # typer would end a KeyboardInterrupt silently with 130; this one reaches the run and the line below
     _OWNER[0] = os.getpid()
     previous = {signum: signal.signal(signum, _on_signal) for signum in _SIGNALS}
+    _SHOWN[0], warnings.showwarning = warnings.showwarning, _show_warning
     try:
         app(prog_name="transferkit")
     except TransferkitError as e:
@@ -158,12 +161,27 @@ def main() -> None:
         text = one_line(e, 300)
         _fail(f"internal error: {type(e).__name__}: {text}. Run with TRANSFERKIT_DEBUG=1 for the traceback.", 1)
     finally:
+        warnings.showwarning = _SHOWN[0]
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         # The interpreter's last garbage collection walks every object torch, timm and scikit-learn
         # made at import: 1.0 s of a 15 s run. Everything is written and closed by now; frozen
         # objects are left to the operating system.
         gc.freeze()
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The library's own warnings as one line naming options; any other the way Python shows it."""
+    if issubclass(category, UserWarning) and Path(filename).resolve().is_relative_to(_PACKAGE):
+        print(f"transferkit: warning: {printable(_as_flags(str(message)))}", file=sys.stderr)
+    else:
+        _SHOWN[0](message, category, filename, lineno, file, line)
+
+
+_SHOWN = [warnings.showwarning]  # how warnings were shown before main
 
 
 def _lost_peer(error: Exception) -> str | None:
@@ -191,7 +209,11 @@ def user_message(error: TransferkitError) -> str:
     for argument in named:
         # Not inside a path or a quoted name: '/data/lr/' keeps its 'lr'.
         message = re.sub(rf"(?<![\w./'-]){re.escape(argument)}(?![\w/'-])", flag_for(argument), message, count=1)
-    # Other settings it names in snake_case are options too (unfreeze_last -> --unfreeze-last).
+    return _as_flags(message)
+
+
+def _as_flags(message: str) -> str:
+    """The library settings ``message`` names in snake_case written as options (unfreeze_last -> --unfreeze-last)."""
     return re.sub(
         r"(?<![\w./'-])([a-z]+(?:_[a-z]+)+)\b(?![\w'(])",
         lambda m: flag_for(m.group(1)) if m.group(1) in LIBRARY_ARGUMENTS else m.group(1),

@@ -103,7 +103,7 @@ def plan_command(
     if backbone:
         freeze_backbone(net, train_bn=train_bn)
     if unfreeze_last is not None:
-        freeze_stages(net, keep_last=unfreeze_last, train_bn=train_bn)
+        freeze_stages(net, keep_last=unfreeze_last, train_bn=train_bn, argument="unfreeze_last")
     after = parameter_summary(net)
     opt = create_optimizer(net, optimizer, lr=lr, weight_decay=weight_decay, head_lr=head_lr, layer_decay=layer_decay)
     names = [n for g in opt.param_groups for n in g["param_names"]]

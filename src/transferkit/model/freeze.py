@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 import weakref
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -265,16 +266,27 @@ def stage_parameters(model: nn.Module) -> list[list[str]]:
     return grouped
 
 
-def freeze_stages(model: nn.Module, *, keep_last: int, train_bn: bool = False) -> list[str]:
-    """Freeze all stages but the last ``keep_last`` (the head counts as a stage; see :func:`stage_parameters`)."""
+def freeze_stages(
+    model: nn.Module, *, keep_last: int, train_bn: bool = False, argument: str = "keep_last"
+) -> list[str]:
+    """Freeze all stages but the last ``keep_last`` (the head counts as a stage; see :func:`stage_parameters`).
+
+    Keeping every stage freezes nothing, and a :class:`UserWarning` says so. ``argument``: the name errors and
+    warnings give ``keep_last`` (a caller's own setting, such as ``unfreeze_last``).
+    """
     all_stages = stage_parameters(model)
     if keep_last < 1 or keep_last > len(all_stages):
         raise FreezeError(
-            f"unfreeze_last must be between 1 and {len(all_stages)} (the model's stages: transformer blocks for "
-            f"ViTs, stages for CNNs and hierarchical transformers), got {keep_last}."
+            f"{argument} must be between 1 and {len(all_stages)} (the model's stages: transformer blocks for "
+            f"ViTs, stages for CNNs and hierarchical transformers), got {keep_last}.",
+            argument=argument,
         )
     frozen = [name for stage in all_stages[: len(all_stages) - keep_last] for name in stage]
     if not frozen:
+        warnings.warn(
+            f"{argument}={keep_last} keeps all {len(all_stages)} stages of the model trainable: it freezes nothing.",
+            stacklevel=2,
+        )
         return []
     return freeze(model, frozen, train_bn=train_bn)
 

@@ -153,7 +153,7 @@ def apply_phase(
         if freeze_patterns:
             freeze(model, freeze_patterns, train_bn=train_bn)
         if unfreeze_last is not None:
-            freeze_stages(model, keep_last=unfreeze_last, train_bn=train_bn)
+            freeze_stages(model, keep_last=unfreeze_last, train_bn=train_bn, argument="unfreeze_last")
         if any(n.startswith(head + ".") and not p.requires_grad for n, p in model.named_parameters()):
             raise FreezeError(f"The freeze patterns freeze the new head '{head}'; it must train.")
 

@@ -131,8 +131,15 @@ def test_bad_requests_are_refused_before_any_work(run, tmp_path):
         export_run(folder, format="safetensors", quantize="dynamic")
     with pytest.raises(RunError, match="holds no best.pt"):
         export_run(tmp_path)
-    with pytest.raises(RunError, match="does not exist"):
-        export_run(folder, out=tmp_path / "missing" / "m.onnx")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(RunError, match="'.*a_file' is a file, not a folder"):
+        export_run(folder, out=tmp_path / "a_file" / "deeper" / "m.onnx")
+
+
+def test_an_export_makes_the_folders_its_out_names(run, tmp_path):
+    folder = fresh(run, tmp_path)
+    out = tmp_path / "missing" / "deeper" / "m.onnx"
+    assert export_run(folder, out=out, trust_code=True, log=lambda m: None).path == out and out.is_file()
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])

@@ -1396,9 +1396,10 @@ def _(w, tmp):
     return ["export", w.copy(w.run, tmp), "--format", "safetensors", "--quantize", "dynamic"]
 
 
-@case("export/out-folder-missing", "refused", 2, ["does not exist"])
+@case("export/out-under-a-file", "refused", 2, ["is a file, not a folder"])
 def _(w, tmp):
-    return ["export", w.copy(w.run, tmp), "--out", tmp / "missing" / "model.onnx"]
+    (tmp / "a_file").write_text("")
+    return ["export", w.copy(w.run, tmp), "--out", tmp / "a_file" / "missing" / "model.onnx"]
 
 
 @case("export/out-is-a-folder", "refused", 2, ["is a folder", "model.onnx"])

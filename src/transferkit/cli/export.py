@@ -26,7 +26,7 @@ def export_command(
         typer.Option(
             "--out",
             metavar="FILE",
-            help="Where to write (default: model.onnx etc. in the run folder; timm-hub: a new folder, RUN/timm-hub).",
+            help="Where to write; missing folders are made (default: model.onnx etc. in RUN; timm-hub: RUN/timm-hub).",
         ),
     ] = None,
     with_preprocessing: Annotated[

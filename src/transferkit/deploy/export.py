@@ -131,8 +131,9 @@ def export_run(
         raise RunError(f"--out '{out}' exists and is not an empty folder; the {format} export writes a new folder.")
     if format not in FOLDERS and out.is_dir():
         raise RunError(f"--out '{out}' is a folder; give the file to write, such as {out / ('model' + suffix)}.")
-    if not out.parent.is_dir():
-        raise RunError(f"Cannot write '{out}': folder '{out.parent}' does not exist.")
+    blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise RunError(f"Cannot write '{out}': '{blocker}' is a file, not a folder.")
 
     if format in FOLDERS:  # before the run is loaded: a MODEL of the user's code is never imported for nothing
         (check_timm_model if format == "timm-hub" else check_transformers_run)(_model_spec(run))
@@ -158,6 +159,7 @@ def export_run(
         else:
             log("adapters merged into their layers (peft's merge_and_unload)")
 
+    out.parent.mkdir(parents=True, exist_ok=True)  # as train --out makes its folder
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
         exported = Path(tmp) / f"model{FORMATS[format]}"
         net = WithPreprocessing(model, trained.preprocessing) if with_preprocessing else model

@@ -18,12 +18,12 @@ from ..train.metrics import scores_shown
 __all__ = [
     "CLASS_SCORES",
     "caption",
+    "curves_section",
     "data_uri",
     "figure_png",
     "html_page",
     "learning_curves",
     "phase_starts",
-    "curves_section",
     "pyplot",
     "thumbnail",
 ]
@@ -68,8 +68,9 @@ def learning_curves(history: list[dict], scores=CLASS_SCORES) -> bytes:
         if history and all(isinstance(v, (int, float)) for v in values):
             score_ax.plot(epochs, [100 * v if in_percent else v for v in values], marker="o", label=label)
     score_ax.set_title("validation (%)" if percent else "validation")
+    later = phase_starts(history)[1:]  # a strategy's later phases begin at the dashed lines
     for ax in (loss_ax, score_ax):
-        for epoch, name in phase_starts(history)[1:]:  # a strategy's later phases begin at the dashed lines
+        for epoch, name in later:
             ax.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1)
             ax.annotate(
                 name,

@@ -111,7 +111,7 @@ def create_model(
         raise ModelSpecError(f"drop_path must be at least 0 and under 1, got {drop_path}.", argument="drop_path")
     from .hf_transformers import build, is_transformers_model
 
-    if drop_path and (spec.startswith("torchvision:") or ":" in spec or is_transformers_model(spec)):
+    if drop_path and (":" in spec or is_transformers_model(spec)):  # torchvision:NAME, a factory, a transformers repo
         raise ModelSpecError(
             f"drop_path (stochastic depth) is given to timm models as their drop_path_rate; '{spec}' is not one: "
             "leave drop_path at 0.",

@@ -8,11 +8,13 @@ The public API, imported on first use (``import transferkit`` loads no torch unt
     report = tk.load_pretrained(model, "alexnet.pth")   # LoadReport: matched, missing, mismatched ...
     tk.freeze(model, "features")
     optimizer = tk.create_optimizer(model, "sgd", lr=0.01)
-    summary = tk.fit(tk.TrainConfig(model="resnet18", data="photos/", out="runs/a", strategy="freeze"))
+    learner = tk.fit(model, train_set, val_set, epochs=3)   # your nn.Module and Dataset; a Learner
+    learner.predict(image)                                 # Predictions: classes and probabilities
 
 Subpackages: ``weights`` (reading, matching, the registry), ``model`` (MODEL strings, freezing,
 surgery, inspection), ``data`` (sources, decoding, preprocessing), ``train`` (configuration, the
-loop, strategies, caching, comparisons), ``inference`` (finished runs, prediction) and ``cli``.
+loop, strategies, caching, comparisons), ``inference`` (finished runs, prediction), ``learner``
+(``fit`` from Python, the ``Learner``) and ``cli``.
 """
 
 from ._lazy import attach
@@ -67,7 +69,10 @@ _EXPORTS = {
     "TrainConfig": ".train.config",
     "create_optimizer": ".train.optim",
     "plan_strategy": ".train.plan",
-    "fit": ".train.engine",
+    "fit": ".learner.fit",
+    "Learner": ".learner.learner",
+    "load_learner": ".learner.learner",
+    "Predictions": ".learner.inputs",
     "evaluate": ".train.loop",
     "train_one_epoch": ".train.loop",
     "load_run": ".train.run_folder",

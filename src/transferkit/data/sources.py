@@ -52,6 +52,7 @@ __all__ = [
     "SPLIT_FOLDERS",
     "DataSource",
     "Item",
+    "files_under",
     "open_data",
     "printable",
     "split_items",
@@ -240,6 +241,11 @@ def _folder_items(class_dirs: list[Path], names: list[str], skipped: list[tuple[
         label = names.index(printable(d.name))
         items.extend(Item(printable(f), label, path=f) for f in files)
     return items
+
+
+def files_under(root: Path) -> list[Path]:
+    """The regular files under ``root``, sorted, hidden ones left out (those that cannot be read are too)."""
+    return _files_under(root, [])
 
 
 def _files_under(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:

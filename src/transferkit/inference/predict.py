@@ -21,7 +21,7 @@ from .calibration import probability_kind
 from .pretrained import load_weights_model
 from .runs import load_trained
 
-__all__ = ["Predictor", "load_predictor"]
+__all__ = ["Predictor", "from_trained", "load_predictor"]
 
 
 @dataclass
@@ -55,37 +55,56 @@ class Predictor:
         """
         pre = self.preprocessing
         mode = "RGB" if pre.input_size[0] == 3 else "L"
-        param = next(self.model.parameters())
-        prep = BatchPrep(pre, param.device, channels_last=self.fast.channels_last)
-        step = self.batch_size or self.fast.inference_batch_size
         results: list[dict | None] = [None] * len(images)
         readable = []
         for index, path in enumerate(images):
             try:
-                readable.append((index, path, to_uint8_tensor(read_pixels(path, mode=mode), pre)))
+                readable.append((index, to_uint8_tensor(read_pixels(path, mode=mode), pre)))
             except ImageReadError as e:
                 results[index] = {"image": printable(path), "error": printable(e)}
         if not readable:
             raise DataError(f"None of the {len(images)} images could be read: {results[0]['error']}")
-        for start in range(0, len(readable), step):
-            chunk = readable[start : start + step]
-            batch = torch.stack([tensor for _, _, tensor in chunk])  # (N, C, H, W)
+        index = [i for i, _ in readable]
+        outputs = self.predict_tensors(
+            [tensor for _, tensor in readable], [printable(images[i]) for i in index], top_k=top_k
+        )
+        for i, output in zip(index, outputs):
+            results[i] = output
+        return results
+
+    @torch.no_grad()
+    def predict_tensors(
+        self, images: list[torch.Tensor] | torch.Tensor, names: list[str], *, top_k: int = 5, normalised: bool = False
+    ) -> list[dict]:
+        """What :meth:`predict` gives, for images already at the preprocessing's size: uint8 (C, H, W) each, or
+        with ``normalised`` the model's float input as it is."""
+        param = next(self.model.parameters())
+        prep = BatchPrep(self.preprocessing, param.device, channels_last=self.fast.channels_last)
+        if normalised:
+            prep = _AsGiven(param.device, self.fast.channels_last)
+        step = self.batch_size or self.fast.inference_batch_size
+        results = []
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            batch = chunk if isinstance(chunk, torch.Tensor) else torch.stack(list(chunk))  # (N, C, H, W)
             with autocast(param.device, self.fast.precision):
                 logits = tta_logits(self.model, prep(batch).to(param.dtype), tta=self.tta).float()
+            chunk_names = names[start : start + step]
             if self.task != "classification":
-                for (index, path, _), row in zip(chunk, logits):
-                    results[index] = {"image": printable(path), **self._outputs(row)}
+                results += [{"image": name, **self._outputs(row)} for name, row in zip(chunk_names, logits)]
                 continue
             probs = (logits / (self.temperature or 1.0)).softmax(-1)
             values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-            for (index, path, _), vals, idxs in zip(chunk, values, indices):
-                results[index] = {
-                    "image": printable(path),
-                    "top": [
-                        {"index": int(i), "label": self.class_names[int(i)], "probability": float(v)}
-                        for v, i in zip(vals, idxs)
-                    ],
-                }
+            for name, vals, idxs in zip(chunk_names, values, indices):
+                results.append(
+                    {
+                        "image": name,
+                        "top": [
+                            {"index": int(i), "label": self.class_names[int(i)], "probability": float(v)}
+                            for v, i in zip(vals, idxs)
+                        ],
+                    }
+                )
         return results
 
     def _outputs(self, logits: torch.Tensor) -> dict:
@@ -105,6 +124,30 @@ class Predictor:
         ]
         applies = sorted((e for e in every if e["probability"] >= e["threshold"]), key=lambda e: -e["probability"])
         return {"labels": applies, "all": every}
+
+
+class _AsGiven:
+    """Float model inputs onto the device in the chosen memory format, otherwise as they are."""
+
+    def __init__(self, device: torch.device, channels_last: bool):
+        self.device, self.channels_last = device, channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device).float()
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def from_trained(trained, *, batch_size: int | None = None, uncalibrated: bool = False) -> Predictor:
+    """The predictor of a finished run's model (:func:`~transferkit.inference.runs.load_trained`, or an export's)."""
+    predictor = Predictor(
+        trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, list(trained.notes)
+    )
+    predictor.temperature = None if uncalibrated else trained.temperature
+    predictor.task, predictor.thresholds = trained.task, trained.thresholds
+    predictor.target_scale, predictor.interval = trained.target_scale, trained.interval
+    if trained.task != "regression":
+        predictor.probabilities = probability_kind(trained.temperature, asked_raw=uncalibrated)
+    return predictor
 
 
 def load_predictor(
@@ -134,14 +177,7 @@ def load_predictor(
     if Path(source).is_dir() or is_onnx(source):
         trained = load_onnx(source, device=device) if is_onnx(source) else None
         trained = trained or load_trained(source, device=device, trust_code=trust_code)
-        predictor = Predictor(
-            trained.model, trained.preprocessing, trained.class_names, trained.fast, batch_size, trained.notes
-        )
-        predictor.temperature = None if uncalibrated else trained.temperature
-        predictor.task, predictor.thresholds = trained.task, trained.thresholds
-        predictor.target_scale, predictor.interval = trained.target_scale, trained.interval
-        if trained.task != "regression":
-            predictor.probabilities = probability_kind(trained.temperature, asked_raw=uncalibrated)
+        predictor = from_trained(trained, batch_size=batch_size, uncalibrated=uncalibrated)
     else:
         loaded = load_weights_model(source, model=model, device=device)
         predictor = Predictor(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..data.decode import ImageDataset, decode, loader_workers
+from ..adapters.lora import peft_model_of
+from ..data.decode import Decoded, ImageDataset, decode, loader_workers
 from ..data.hub_data import HfOptions
 from ..data.preprocess import BatchPrep, Preprocessing, legacy_note
 from ..data.sources import open_data, split_items
@@ -27,7 +29,15 @@ from .report import calibration, write_report
 from .task_eval import evaluate_task
 from .trained import TrainedModel
 
-__all__ = ["TrainedModel", "calibrate_run", "evaluate_run", "evaluation_items", "held_out_items", "load_trained"]
+__all__ = [
+    "TrainedModel",
+    "calibrate_run",
+    "evaluate_classes",
+    "evaluate_run",
+    "evaluation_items",
+    "held_out_items",
+    "load_trained",
+]
 
 
 def load_trained(
@@ -36,21 +46,28 @@ def load_trained(
     which: str = "best",
     device: str = "auto",
     trust_code: bool = False,
+    model: nn.Module | None = None,
 ) -> TrainedModel:
     """Rebuild a run's model on ``device``: the checkpoint carries architecture, preprocessing and class names.
 
     Args:
         trust_code: allow a run whose MODEL is ``file.py:factory`` or ``module:factory`` to
             import and run that code. Refused otherwise: run folders are often someone else's.
+        model: a module of the run's architecture to put its weights into, instead of building
+            MODEL (needed for a run trained from Python on a module: its MODEL names no factory).
     """
     state = load_run(run, which=which)
-    notes = check_model_code(state, run, trust_code=trust_code)
     config = TrainConfig.from_dict(state["config"])
-    model = create_model(
-        config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans, image_size=config.image_size
-    )
-    tie_distillation_head(model)  # as build_model did
-    attach_adapters(model, config)  # a lora or dora run's weights include its adapters
+    if model is None:
+        notes = check_model_code(state, run, trust_code=trust_code)
+        model = create_model(
+            config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans, image_size=config.image_size
+        )
+        tie_distillation_head(model)  # as build_model did
+    else:
+        notes = []
+    if peft_model_of(model) is None:
+        attach_adapters(model, config)  # a lora or dora run's weights include its adapters
     load_model_state(model, state, run)
     model.to(resolve_device(device)).eval()
     # The memory format and precision the run measured fastest serve inference too.
@@ -221,6 +238,7 @@ def evaluate_run(
     split: str = "val",
     report: bool = False,
     tta: bool = False,
+    module: nn.Module | None = None,
 ) -> dict:
     """Accuracy, balanced accuracy, macro-F1, per-class precision, recall and F1, and the confusion matrix.
 
@@ -237,11 +255,12 @@ def evaluate_run(
     ``report.html`` and its plots are written into the run folder
     (:func:`~transferkit.inference.report.write_report`). ``tta`` averages each image with its
     mirror image (wrong for digits and text, whose mirror image is another class or none).
+    ``module``: the module a run trained from Python on a module puts its weights into (see :func:`load_trained`).
     """
     if split not in ("val", "test"):
         raise DataError(f"split must be val or test, got {split!r}.", argument="split")
     if Path(run).is_dir():
-        trained = load_trained(run, which=which, device=device, trust_code=trust_code)
+        trained = load_trained(run, which=which, device=device, trust_code=trust_code, model=module)
         config = trained.config
         spec = data or config.data
     else:
@@ -274,8 +293,36 @@ def evaluate_run(
     remap = _class_map(source.class_names, trained)
     for item in items:
         item.label = remap[item.label]
+    decoded = decode(items, trained.preprocessing, spill_dir=Path(run) if Path(run).is_dir() else None)
+    about = {"run": str(run), "data": spec, "split": split, "tta": tta}
+    return evaluate_classes(
+        trained,
+        decoded,
+        about=about,
+        remap=remap,
+        skipped=source.skipped,
+        batch_size=batch_size,
+        tta=tta,
+        report=Path(run) if report else None,
+    )
+
+
+def evaluate_classes(
+    trained: TrainedModel,
+    decoded: Decoded,
+    *,
+    about: dict,
+    remap: list[int] | None = None,
+    skipped: list | None = None,
+    batch_size: int | None = None,
+    tta: bool = False,
+    report: Path | None = None,
+) -> dict:
+    """:func:`evaluate_run`'s scores of a model of classes on decoded images (``about``: what they are: ``run``,
+    ``data``, ``split``); ``remap`` gives the model's output of each of the data's classes, and ``report``
+    the run folder to write report.html into."""
     pre = trained.preprocessing
-    decoded = decode(items, pre, spill_dir=Path(run) if Path(run).is_dir() else None)
+    remap = remap or list(range(len(trained.class_names)))
     device = next(trained.model.parameters()).device
     dataset = ImageDataset(decoded)
     metrics = evaluate(
@@ -300,11 +347,9 @@ def evaluate_run(
     }
     scores = classification_metrics(confusion.tolist(), class_names)
     warning = tta_warning(trained.class_names) if tta else None
+    split = about.get("split", "")
     result = {
-        "run": str(run),
-        "data": spec,
-        "split": split,
-        "tta": tta,
+        **about,
         "images": metrics["count"],
         "accuracy": metrics["accuracy"],
         "balanced_accuracy": scores["balanced_accuracy"],
@@ -315,7 +360,7 @@ def evaluate_run(
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
         "class_names": class_names,
-        "skipped_images": [{"name": n, "reason": r} for n, r in source.skipped + decoded.skipped],
+        "skipped_images": [{"name": n, "reason": r} for n, r in (skipped or []) + decoded.skipped],
         "calibration": calibration(metrics["probabilities"], metrics["targets"]),
         "temperature": trained.temperature,
         "calibrated": calibration((metrics["logits"] / trained.temperature).softmax(-1), metrics["targets"])
@@ -328,13 +373,13 @@ def evaluate_run(
         result["validation"] = _against_validation(trained, metrics)
         if not result["validation"]["same"]:
             result["notes"].append(result["validation"]["why"])
-    if report:
-        if not Path(run).is_dir():
-            raise DataError(f"report needs a run folder to write into; '{run}' is a file.", argument="report")
-        history = load_run(run, which="last")["history"]
+    if report is not None:
+        if not report.is_dir():
+            raise DataError(f"report needs a run folder to write into; '{report}' is a file.", argument="report")
+        history = load_run(report, which="last")["history"]
         result["report"] = str(
             write_report(
-                run,
+                report,
                 result,
                 history=history,
                 images=decoded.images,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from ..data.decode import ImageDataset, decode, loader_workers
+from ..data.decode import Decoded, ImageDataset, decode, loader_workers
 from ..data.preprocess import BatchPrep
 from ..tasks.calibration import binary_ece, calibrated_thresholds, label_probabilities
 from ..tasks.metrics import at_thresholds, multilabel_metrics, regression_metrics
@@ -27,7 +27,7 @@ __all__ = ["evaluate_task"]
 
 def evaluate_task(
     trained: TrainedModel,
-    items: list,
+    items: list | Decoded,
     *,
     spill: Path | None,
     batch_size: int | None,
@@ -40,7 +40,7 @@ def evaluate_task(
     (the run's history), ``report.html`` and its plots are written into ``spill``, the run folder
     (:func:`~transferkit.inference.task_report.write_task_report`).
     """
-    decoded = decode(items, trained.preprocessing, spill_dir=spill)
+    decoded = items if isinstance(items, Decoded) else decode(items, trained.preprocessing, spill_dir=spill)
     device = next(trained.model.parameters()).device
     dataset = ImageDataset(decoded)
     loss = trained.config.loss if trained.config is not None else "auto"

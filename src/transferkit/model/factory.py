@@ -6,6 +6,10 @@ MODEL is one of:
 * ``torchvision:NAME``: ``torchvision:alexnet``;
 * a factory in the user's own file: ``path/to/model.py:resnet34``;
 * a factory in an importable module: ``package.module:factory``.
+
+A run trained from Python on a module object records ``object:package.module.Class``
+(:func:`object_spec`): it names the module's class and builds nothing; the run's weights go back
+into a module of that architecture the user gives.
 """
 
 from __future__ import annotations
@@ -28,12 +32,30 @@ from ..data.preprocess import torchvision_data_config
 from ..errors import ModelSpecError
 from .surgery import replace_head, set_module
 
-__all__ = ["code_origin", "create_model", "is_code_spec"]
+__all__ = ["code_origin", "create_model", "is_code_spec", "is_object_spec", "object_spec"]
+
+OBJECT_PREFIX = "object:"
 
 
 def is_code_spec(spec: str) -> bool:
     """True when building ``spec`` imports the user's code (``file.py:factory`` or ``module:factory``)."""
-    return ":" in spec and not spec.startswith(("torchvision:", "transformers:"))
+    return ":" in spec and not spec.startswith(("torchvision:", "transformers:", "timm:", OBJECT_PREFIX))
+
+
+def object_spec(obj: object) -> str:
+    """The MODEL (or DATA) a run records for an object given from Python: ``object:`` and its class's path.
+
+    Example:
+        >>> object_spec(torchvision.models.alexnet())
+        'object:torchvision.models.alexnet.AlexNet'
+    """
+    cls = type(obj)
+    return f"{OBJECT_PREFIX}{cls.__module__}.{cls.__qualname__}"
+
+
+def is_object_spec(spec: str | None) -> bool:
+    """True for what :func:`object_spec` records: an object given from Python, which no string rebuilds."""
+    return isinstance(spec, str) and spec.startswith(OBJECT_PREFIX)
 
 
 def code_origin(spec: str) -> dict | None:
@@ -111,11 +133,18 @@ def create_model(
         raise ModelSpecError(f"drop_path must be at least 0 and under 1, got {drop_path}.", argument="drop_path")
     from .hf_transformers import build, is_transformers_model
 
+    spec = spec.removeprefix("timm:")  # a timm name, said as torchvision:NAME is
     if drop_path and (":" in spec or is_transformers_model(spec)):  # torchvision:NAME, a factory, a transformers repo
         raise ModelSpecError(
             f"drop_path (stochastic depth) is given to timm models as their drop_path_rate; '{spec}' is not one: "
             "leave drop_path at 0.",
             argument="drop_path",
+        )
+    if is_object_spec(spec):
+        raise ModelSpecError(
+            f"MODEL '{spec}' is a module that was given from Python; no name rebuilds it: give a module of that "
+            "architecture (load_learner(run, model=...)).",
+            argument="model",
         )
     if is_transformers_model(spec):
         return build(spec, num_classes=num_classes, image_size=image_size)

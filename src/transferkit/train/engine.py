@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..adapters.lora import peft_model_of
 from ..data.preprocess import Preprocessing, legacy_note
 from ..data.sources import open_data
 from ..errors import ConfigError, Interrupted, RunError
-from ..model.factory import code_origin, is_code_spec
+from ..model.factory import code_origin, is_code_spec, is_object_spec
 from ..model.surgery import find_head
 from ..serialization import write_json
 from .balance import choose_balance
@@ -50,6 +51,7 @@ from .run_log import RunLog
 from .setup import (
     Kernels,
     PreparedData,
+    attach_adapters,
     backbone_facts,
     build_model,
     check_stream,
@@ -76,6 +78,7 @@ def fit(
     log: Callable[[str], None] = print,
     data: PreparedData | None = None,
     kernels: Kernels | None = None,
+    module: nn.Module | None = None,
 ) -> dict:
     """Train a run, or continue one from ``resume``; returns the summary also written to ``report.json``.
 
@@ -88,6 +91,8 @@ def fit(
         data: DATA already decoded for this config (see :func:`~transferkit.train.setup.prepare_data`).
         kernels: kernels already measured for this model; filled in here where missing, so that
             runs sharing the object measure once.
+        module: the network to train, as given from Python (``config.model`` is its
+            :func:`~transferkit.model.factory.object_spec`): no weights are loaded into it, its head stays.
 
     Example:
         >>> fit(TrainConfig(model="tf_efficientnet_lite0", weights="lite0", data="builtin:digits",
@@ -125,7 +130,12 @@ def fit(
         check_same_data(state, source, config.data)
     seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
     num_classes = len((data or source).class_names)
-    model, load_report = build_model(config, num_classes, load_weights=state is None)
+    if module is not None:
+        model, load_report = module, None
+        if peft_model_of(module) is None:
+            attach_adapters(module, config)  # lora and dora add theirs to the module given
+    else:
+        model, load_report = build_model(config, num_classes, load_weights=state is None)
     if dist_ctx.is_main:
         check_store(config, out)  # a tracking server that does not answer: before the folder is made
     lock = claim_out(out) if dist_ctx.is_main else None
@@ -201,7 +211,9 @@ def _fit(
         if state and (note := legacy_note(state["preprocessing"])):
             log(f"note: {note}")
         data = prepare_data(config, source=source, model=model, preprocessing=recorded, log=log)
-    elif data.spec != config.data or data.preprocessing != preprocessing_for(config, model):
+    elif data.spec != config.data or (
+        not is_object_spec(config.model) and data.preprocessing != preprocessing_for(config, model)
+    ):
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
     advice = (state or {}).get("advice")
     if config.strategy == "auto":
@@ -300,6 +312,9 @@ def _log_weights(config: TrainConfig, model: nn.Module, load_report: dict | None
         )
         for finding in load_report["verification"]["findings"]:
             log(f"warning: weights: {finding['message']}")
+    elif is_object_spec(config.model):
+        given = config.model.rpartition(".")[2]
+        log(f"weights: the module's own: transferkit loads none into the {given} it was given")
     elif config.strategy != "scratch":
         log(_random_start(config, note))
 

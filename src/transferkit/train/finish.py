@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from ..model.factory import is_object_spec
 from .config import TrainConfig
 from .run_folder import RunRecord, summary
 from .strategies import ADAPTER_STRATEGIES
@@ -20,10 +21,10 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
     if main and record.best is not None and record.data.task == "regression":
         if record.best_outputs is not None:
             record.interval = _interval(record, out, log)
-        _save_adapter(out, config, log)
+        _save_adapter(out, config, log, model)
     elif main and record.best is not None:
         record.calibration = _calibrate(record, out, log)
-        _save_adapter(out, config, log)
+        _save_adapter(out, config, log, model)
     result = summary(record, model, stopped=stopped, write=main)
     if main:
         from ..inference.model_card import write_model_card
@@ -63,14 +64,19 @@ def _interval(record: RunRecord, out: Path, log) -> dict:
     return facts
 
 
-def _save_adapter(out: Path, config: TrainConfig, log) -> None:
-    """A lora or dora run's best adapters and head in peft's own format, for peft users without transferkit."""
+def _save_adapter(out: Path, config: TrainConfig, log, model: nn.Module) -> None:
+    """A lora or dora run's best adapters and head in peft's own format, for peft users without transferkit.
+
+    A module given from Python takes the best weights itself (no name rebuilds it); others are built anew.
+    """
     if config.strategy not in ADAPTER_STRATEGIES:
         return
     from ..adapters import ADAPTER_FOLDER, save_adapter
     from ..inference.runs import load_trained
 
-    trained = load_trained(out, device="cpu", trust_code=True)
+    given = is_object_spec(config.model)
+    device = str(next(model.parameters()).device) if given else "cpu"
+    trained = load_trained(out, device=device, trust_code=True, model=model if given else None)
     base = {
         "model": config.model,
         "weights": config.weights,

@@ -44,6 +44,7 @@ __all__ = [
     "model_channels",
     "prepare_data",
     "preprocessing_for",
+    "split_facts",
     "weights_spec",
     "zero_init_head",
 ]
@@ -303,17 +304,39 @@ def prepare_data(
             f"{'is' if len(beside) == 1 else 'are'} not used: give --data {shlex.quote(str(Path(config.data).parent))}"
             f" to train on '{Path(config.data).name}', " + " and ".join(roles)
         )
-    task, parts = source.task, (("train", train), ("val", val))
+    counts, stats, scale = split_facts(source.task, source.class_names, train, val, log=log)
+    return PreparedData(
+        config.data,
+        source.class_names,
+        pre,
+        ImageDataset(train),
+        ImageDataset(val),
+        skipped,
+        source.fingerprint(),
+        class_counts=counts,
+        splits=splits,
+        task=source.task,
+        target_scale=scale,
+        target_stats=stats,
+    )
+
+
+def split_facts(
+    task: str, class_names: list[str], train: Decoded, val: Decoded, *, log: Callable[[str], None] = print
+) -> tuple[dict, dict | None, TargetScale | None]:
+    """Images per class (or label) in each split, logged with the warnings they call for; for numbers, each split's
+    target distribution and the training targets' scale."""
+    parts = (("train", train), ("val", val))
     stats, scale = None, None
     if task == "classification":
         counts = {
-            name: dict(zip(source.class_names, torch.bincount(part.labels, minlength=len(source.class_names)).tolist()))
+            name: dict(zip(class_names, torch.bincount(part.labels, minlength=len(class_names)).tolist()))
             for name, part in parts
         }
         for name, per_class in counts.items():
             log(f"{name} images per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
     elif task == "multi-label":
-        counts = {name: dict(zip(source.class_names, part.labels.sum(0).long().tolist())) for name, part in parts}
+        counts = {name: dict(zip(class_names, part.labels.sum(0).long().tolist())) for name, part in parts}
         for name, part in parts:
             log(
                 f"{name} images per label (with it, of {len(part.labels)}): "
@@ -330,7 +353,7 @@ def prepare_data(
         stats = {name: target_stats(part.labels) for name, part in parts}
         scale = TargetScale.of(train.labels)
         for name, values in stats.items():
-            log(f"{name} {source.class_names[0]}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            log(f"{name} {class_names[0]}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
     ratio = imbalance(list(counts["train"].values())) if task == "classification" else 1.0
     if ratio > IMBALANCED:
         largest = max(counts["train"], key=counts["train"].get)
@@ -339,20 +362,7 @@ def prepare_data(
             f"warning: imbalanced classes: '{largest}' has {ratio:.1f}x the training images of '{smallest}'; "
             "accuracy hides a classifier that ignores small classes: read balanced accuracy and macro-F1"
         )
-    return PreparedData(
-        config.data,
-        source.class_names,
-        pre,
-        ImageDataset(train),
-        ImageDataset(val),
-        skipped,
-        source.fingerprint(),
-        class_counts=counts,
-        splits=splits,
-        task=task,
-        target_scale=scale,
-        target_stats=stats,
-    )
+    return counts, stats, scale
 
 
 def check_stream(config: TrainConfig, source: DataSource) -> None:

@@ -1,0 +1,81 @@
+"""Rows that read well where they are shown: aligned text in a terminal, an HTML table in a notebook, a
+pandas DataFrame on request (pandas stays optional)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator, Sequence
+
+__all__ = ["Table"]
+
+
+class Table(Sequence):
+    """A list of rows (dicts with the same keys) with a title; indexing and iteration give the rows.
+
+    Example:
+        >>> print(Table([{"epoch": 1, "val_acc": 0.91234}], title="history"))
+        history
+        epoch  val_acc
+            1   0.9123
+    """
+
+    def __init__(self, rows: list[dict], *, title: str = "", columns: list[str] | None = None):
+        self.rows = list(rows)
+        self.title = title
+        self.columns = columns or (list(self.rows[0]) if self.rows else [])
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.rows)
+
+    def to_pandas(self):
+        """The rows as a pandas DataFrame (pandas must be installed)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas needs pandas: pip install pandas.") from None
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    def cells(self) -> list[list[str]]:
+        """Each row's values as text, in the columns' order."""
+        return [[_cell(row.get(c)) for c in self.columns] for row in self.rows]
+
+    def __str__(self) -> str:
+        cells = self.cells()
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
+        numeric = [all(_is_number(row.get(c)) for row in self.rows) for c in self.columns]
+
+        def line(values: list[str]) -> str:
+            parts = [v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)]
+            return "  ".join(parts).rstrip()
+
+        lines = ([self.title] if self.title else []) + [line(list(self.columns))] + [line(r) for r in cells]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.cells())
+        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
+        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) or value is None
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) >= 1e4 or (value and abs(value) < 1e-3) else f"{value:.4f}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)

@@ -1,0 +1,226 @@
+"""The object ``fit`` returns: a finished run and its model, to predict with, evaluate, export and keep.
+
+A :class:`Learner` is a thin face over the run folder (``best.pt``, ``report.json``) and the
+inference code that reads it; it holds no training state of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch.nn as nn
+
+from .._table import Table
+from ..data.user_data import is_given, read_dataset
+from ..errors import ConfigError, RunError
+from ..inference.predict import Predictor, from_trained
+from ..inference.runs import evaluate_classes, evaluate_run, load_trained
+from ..inference.task_eval import evaluate_task
+from ..inference.trained import TrainedModel
+from ..model.factory import is_object_spec
+from ..train.config import TrainConfig
+from .inputs import Predictions, as_batch
+
+__all__ = ["Learner", "load_learner"]
+
+
+class Learner:
+    """A trained run: ``.model`` (its best epoch), ``.history``, ``.predict``, ``.evaluate``, ``.export``, ``.save``.
+
+    Made by :func:`~transferkit.fit`, or by :func:`load_learner` from a run folder.
+    """
+
+    def __init__(
+        self,
+        run: str | Path,
+        *,
+        summary: dict | None = None,
+        temporary=None,
+        module: nn.Module | None = None,
+        transform: Callable | None = None,
+        trust_code: bool = True,
+        device: str = "auto",
+    ):
+        self.run = Path(run)
+        self.summary = summary if summary is not None else _read_summary(self.run)
+        self.transform = transform  # what brings a new image to the tensors a Dataset of the user's gave
+        self._temporary = temporary  # the TemporaryDirectory holding the run until save()
+        self._trained: TrainedModel | None = None
+        self._predictor: Predictor | None = None
+        self._module, self._trust_code, self._device = module, trust_code, device
+        if module is not None:  # the module trained in place: it takes best.pt's weights now
+            self._load()
+
+    def _load(self) -> TrainedModel:
+        if self._trained is None:
+            device = self._device
+            if self._module is not None:
+                param = next(self._module.parameters(), None)
+                device = str(param.device) if param is not None and device == "auto" else device
+            self._trained = load_trained(self.run, model=self._module, trust_code=self._trust_code, device=device)
+        return self._trained
+
+    @property
+    def model(self) -> nn.Module:
+        """The network with the weights of the best epoch (``best.pt``), in eval mode."""
+        return self._load().model
+
+    @property
+    def config(self) -> TrainConfig:
+        """The run's settings, as its ``config.json`` holds them."""
+        return TrainConfig.from_dict(json.loads((self.run / "config.json").read_text()))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._load().class_names)
+
+    @property
+    def task(self) -> str:
+        return self.summary.get("task", "classification")
+
+    @property
+    def history(self) -> Table:
+        """Each epoch's losses, scores, learning rate and seconds (``.to_pandas()`` for a DataFrame)."""
+        rows = self.summary.get("epochs") or []
+        shown = [k for k in (rows[0] if rows else {}) if k not in ("cumulative_seconds",)]
+        return Table(rows, title=f"history of {self.run}", columns=shown)
+
+    @property
+    def best(self) -> dict:
+        """The best epoch's number, monitored metric and scores."""
+        return dict(self.summary.get("best") or {})
+
+    def predictor(self) -> Predictor:
+        if self._predictor is None:
+            self._predictor = from_trained(self._load())
+        return self._predictor
+
+    def predict(self, images, *, top_k: int = 5, transform: Callable | None = None) -> Predictions:
+        """Predict for ``images``: a path, a list of paths, a folder, a PIL image, a tensor ``(C, H, W)`` or
+        ``(N, C, H, W)``, an array ``(H, W[, C])``, or a list of these.
+
+        Float tensors are the model's input as it is (normalised); PIL images, uint8 tensors and
+        arrays get the run's preprocessing, or ``transform`` (default: the training Dataset's
+        ``transform``) where the run trained on tensors a Dataset of yours made.
+        """
+        predictor = self.predictor()
+        batch = as_batch(images, predictor.preprocessing, transform=transform or self.transform, given=self._given)
+        if batch.paths is not None:
+            rows = predictor.predict(batch.paths, top_k=top_k)
+        else:
+            rows = predictor.predict_tensors(batch.tensors, batch.names, top_k=top_k, normalised=batch.normalised)
+        return Predictions(rows, task=self.task, probabilities=predictor.probabilities)
+
+    @property
+    def _given(self) -> bool:
+        """True when the run trained on a Dataset's tensors as given (the user's transforms made them)."""
+        return is_given(self.summary.get("preprocessing") or {"mean": [], "std": []})
+
+    def evaluate(self, data=None, *, split: str = "val", batch_size: int | None = None, report: bool = False) -> dict:
+        """The scores ``eval`` gives (accuracy, balanced accuracy, macro-F1, per class, the confusion matrix; or the
+        task's) on ``data``: a Dataset, a DataLoader, ``(images, targets)`` or DATA; default the run's own
+        held-out split (``split="test"``: DATA's test folder). ``report`` writes report.html into the run."""
+        if data is None or isinstance(data, str | Path):
+            if is_object_spec(self.config.data) and data is None:
+                raise ConfigError(
+                    "data: this run trained on a Dataset of yours, which the run folder does not hold; "
+                    "give it again: learner.evaluate(val_set).",
+                    argument="data",
+                )
+            return evaluate_run(
+                self.run,
+                None if data is None else str(data),
+                split=split,
+                batch_size=batch_size,
+                report=report,
+                trust_code=self._trust_code,
+                **({} if self._module is None else {"module": self._module}),
+            )
+        trained = self._load()
+        read = read_dataset(
+            data, argument="data", preprocessing=trained.preprocessing, classes=trained.class_names, task=self.task
+        )
+        if read.given != self._given:
+            raise ConfigError(
+                f"data: this run trained on {'tensors as your Dataset gave them' if self._given else 'images'}, and "
+                f"data gives {'tensors' if read.given else 'images'}; give data of the kind it trained on.",
+                argument="data",
+            )
+        about = {"run": str(self.run), "data": read.description, "split": "the data given"}
+        folder = self.run if report else None
+        if self.task != "classification":
+            history = self.summary.get("epochs") if report else None
+            return evaluate_task(trained, read.decoded, spill=None, batch_size=batch_size, about=about, report=history)
+        return evaluate_classes(trained, read.decoded, about=about, batch_size=batch_size, report=folder)
+
+    def export(self, path: str | Path, *, format: str | None = None, **options) -> dict:
+        """Export ``best.pt`` with its parity check (see :func:`transferkit.deploy.export.export_run`)."""
+        from ..deploy.export import export_run
+
+        if format is not None:
+            options["format"] = format
+        return export_run(self.run, out=path, **options)
+
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Keep the run in ``folder`` (a temporary run is removed with the Learner otherwise); returns ``folder``."""
+        target = Path(folder)
+        if target.exists() and any(target.iterdir()) and not overwrite:
+            raise RunError(f"'{target}' is not empty; choose a new folder or pass overwrite=True.", argument="folder")
+        if target.resolve() == self.run.resolve():
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(self.run, target)
+        self.run, self._temporary = target, None
+        return target
+
+    def __repr__(self) -> str:
+        best = self.best
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
+        return (
+            f"Learner({self.summary.get('model')}, {self.task}, strategy {self.summary.get('strategy')}, "
+            f"best epoch {best.get('epoch')}: {scores}; run {self.run})"
+        )
+
+    def _repr_html_(self) -> str:
+        return f"<p><b>{_escape(repr(self))}</b></p>" + self.history._repr_html_()
+
+
+def load_learner(
+    run: str | Path, *, model: nn.Module | None = None, trust_code: bool = False, device: str = "auto"
+) -> Learner:
+    """The :class:`Learner` of a saved run folder.
+
+    Args:
+        model: a module of the run's architecture, for a run trained from Python on a module (its
+            weights are put into it); others are rebuilt from the MODEL they name.
+        trust_code: let a run whose MODEL is the user's code (``file.py:factory``) import it.
+    """
+    summary = _read_summary(Path(run))
+    if model is None and is_object_spec(summary.get("model")):
+        cls = summary["model"].removeprefix("object:")
+        raise ConfigError(
+            f"model: run '{run}' trained a module given from Python ({cls}); give a module of that architecture: "
+            "load_learner(run, model=...).",
+            argument="model",
+        )
+    return Learner(run, summary=summary, module=model, trust_code=trust_code, device=device)
+
+
+def _read_summary(run: Path) -> dict:
+    path = run / "report.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"'{run}' holds no finished run (no report.json).", argument="run") from None
+    except (OSError, ValueError) as e:
+        raise RunError(f"'{path}' cannot be read ({e}).", argument="run") from None
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -4,13 +4,14 @@ pandas DataFrame on request (pandas stays optional)."""
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 
 __all__ = ["Table"]
 
 
-class Table(Sequence):
-    """A list of rows (dicts with the same keys) with a title; indexing and iteration give the rows.
+class Table(list):
+    """A list of rows (dicts, or dataclasses) that shows itself as a table: aligned text for ``print``, HTML in a
+    notebook, and a pandas DataFrame from :meth:`to_pandas`. It stays a list: indexing, ``len`` and JSON as one.
 
     Example:
         >>> print(Table([{"epoch": 1, "val_acc": 0.91234}], title="history"))
@@ -19,19 +20,19 @@ class Table(Sequence):
             1   0.9123
     """
 
-    def __init__(self, rows: list[dict], *, title: str = "", columns: list[str] | None = None):
-        self.rows = list(rows)
+    def __init__(self, rows=(), *, title: str = "", columns: list[str] | None = None):
+        super().__init__(rows)
         self.title = title
-        self.columns = columns or (list(self.rows[0]) if self.rows else [])
+        self._columns = columns
 
-    def __getitem__(self, index):
-        return self.rows[index]
+    def display_rows(self) -> list[dict]:
+        """The rows as dicts of what is shown."""
+        return [row if isinstance(row, dict) else asdict(row) for row in self]
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[dict]:
-        return iter(self.rows)
+    @property
+    def columns(self) -> list[str]:
+        rows = self.display_rows()
+        return list(self._columns or (rows[0] if rows else []))
 
     def to_pandas(self):
         """The rows as a pandas DataFrame (pandas must be installed)."""
@@ -39,22 +40,22 @@ class Table(Sequence):
             import pandas as pd
         except ImportError:
             raise ImportError("to_pandas needs pandas: pip install pandas.") from None
-        return pd.DataFrame(self.rows, columns=self.columns)
+        return pd.DataFrame(self.display_rows(), columns=self.columns)
 
     def cells(self) -> list[list[str]]:
         """Each row's values as text, in the columns' order."""
-        return [[_cell(row.get(c)) for c in self.columns] for row in self.rows]
+        return [[_cell(row.get(c)) for c in self.columns] for row in self.display_rows()]
 
     def __str__(self) -> str:
-        cells = self.cells()
-        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
-        numeric = [all(_is_number(row.get(c)) for row in self.rows) for c in self.columns]
+        columns, rows, cells = self.columns, self.display_rows(), self.cells()
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+        numeric = [all(_is_number(row.get(c)) for row in rows) for c in columns]
 
         def line(values: list[str]) -> str:
             parts = [v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)]
             return "  ".join(parts).rstrip()
 
-        lines = ([self.title] if self.title else []) + [line(list(self.columns))] + [line(r) for r in cells]
+        lines = ([self.title] if self.title else []) + [line(columns)] + [line(r) for r in cells]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -110,7 +110,8 @@ def test_a_module_learns_and_save_then_load_learner_predicts_the_same(tmp_path):
     again = tk.load_learner(kept, model=TinyNet(3))
     after = again.predict(x[60:70])
     assert after.labels == before.labels
-    assert [r["probability"] for r in after.rows] == pytest.approx([r["probability"] for r in before.rows])
+    probabilities = [[r["probability"] for r in p.display_rows()] for p in (after, before)]
+    assert probabilities[0] == pytest.approx(probabilities[1])
     with pytest.raises(
         ConfigError, match=r"^model: run .* trained a module given from Python \(tests.helpers.TinyNet\)"
     ):
@@ -247,3 +248,19 @@ def test_predict_refuses_what_it_cannot_read():
     ]:
         with pytest.raises(DataError, match=message):
             learner.predict(value)
+
+
+def test_export_of_a_module_run_is_proven_and_leaves_the_module_as_it_is(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet(3)
+    learner = tk.fit(model, blobs(), strategy="lora", epochs=1, **FAST)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = learner.export(tmp_path / "out" / "tiny.onnx")
+    assert (tmp_path / "out" / "tiny.onnx").is_file()
+    assert result.parity["images"] == 12 and "held-out split: 12 of 12 images" in result.parity["split"]
+    assert result.parity["top1_agreement"] == 1.0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # not merged, not moved
+    again = tk.load_learner(learner.save(tmp_path / "kept"), model=model)
+    with pytest.raises(ConfigError, match=r"^data: the export is proven on held-out images"):
+        again.export(tmp_path / "again.onnx")
+    assert again.export(tmp_path / "again.onnx", data=blobs(20)).parity["images"] == 20

@@ -27,6 +27,7 @@ __all__ = [
     "LoraSettings",
     "adapter_parameters",
     "default_targets",
+    "copy_model",
     "inject_lora",
     "merged",
     "peft_model_of",
@@ -183,6 +184,19 @@ def save_adapter(model: nn.Module, folder: str | Path, *, base: dict) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that keeps its adapters: its own PeftModel wraps the copy."""
+    import copy
+
+    peft_model = peft_model_of(model)
+    if peft_model is None:
+        return copy.deepcopy(model)
+    twin = copy.deepcopy(peft_model)
+    network = twin.base_model.model
+    _PEFT[network] = twin
+    return network
 
 
 def merged(model: nn.Module) -> nn.Module:

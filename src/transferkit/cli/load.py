@@ -12,36 +12,8 @@ from ._common import ImageSizeOpt, InChansOpt, JsonOpt, ModelArg, NumClassesOpt,
 
 def print_load_report(report, *, limit: int = 8, out=console) -> None:
     """A :class:`~transferkit.weights.loading.LoadReport` for people: counts, notes, and the first of each list."""
-    how = ", ".join(f"{n} by {k}" for k, n in report.how_counts.items()) or "none"
-    out.print(f"Loaded {report.source}: {len(report.matched)} tensors matched ({how})")
-    if report.container or report.stripped_prefixes:
-        parts = []
-        if report.container:
-            parts.append(f"weights found under '{report.container}'")
-        if report.stripped_prefixes:
-            parts.append("stripped prefixes " + ", ".join(f"'{p}'" for p in report.stripped_prefixes))
-        out.print("  " + "; ".join(parts))
-    out.print(
-        f"  loaded fraction: {report.loaded_fraction:.1%} of parameters "
-        f"({report.backbone_fraction:.1%} outside the head '{report.head}')"
-    )
-    for note in report.notes:
-        out.print(f"  note: {note}")
-    for item in report.resampled:
-        out.print(f"  resampled for the input size: {item['key']} {tuple(item['from'])} -> {tuple(item['to'])}")
-    if report.ambiguous:
-        out.print(f"  ambiguous (left unloaded, alignment could shift): {', '.join(list(report.ambiguous)[:limit])}")
-    for title, items in (
-        ("mismatched", [f"{m.key}: checkpoint {m.source_shape} vs model {m.model_shape}" for m in report.mismatched]),
-        ("missing (kept their initial values)", report.missing),
-        ("unexpected (in the checkpoint, unused)", report.unexpected),
-    ):
-        if items:
-            out.print(f"  {title}: {len(items)}")
-            for item in items[:limit]:
-                out.print(f"    {item}")
-            if len(items) > limit:
-                out.print(f"    ... and {len(items) - limit} more (--json lists all)")
+    for line in report.lines(limit=limit, more="--json lists all"):
+        out.print(line, markup=False, highlight=False)
 
 
 def load_command(

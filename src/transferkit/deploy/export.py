@@ -31,9 +31,11 @@ import torch.nn as nn
 
 from .. import __version__
 from ..adapters import merged, peft_model_of
+from ..adapters.lora import copy_model
 from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data, stratified_sample
+from ..data.user_data import is_given
 from ..errors import ConfigError, DataError, ParityError, RunError
 from ..inference.runs import held_out_items, load_trained
 from ..tasks.metrics import multilabel_metrics
@@ -96,6 +98,8 @@ def export_run(
     data: str | None = None,
     trust_code: bool = False,
     log=print,
+    module: nn.Module | None = None,
+    held_out: tuple[torch.Tensor, torch.Tensor, str] | None = None,
 ) -> ExportResult:
     """Export ``run``'s best model to ``out`` (default: ``model.onnx`` etc. in the run folder) with a sidecar.
 
@@ -106,6 +110,9 @@ def export_run(
         quantize: ``dynamic`` or ``static`` int8 with onnxruntime's quantiser (``onnx`` only);
             static calibrates on training images.
         data: DATA for the proof, when the run's own DATA is not where it was.
+        module: for a run trained from Python on a module, a module of its architecture (a copy is exported).
+        held_out: the proof's (images, labels, where they come from) instead of DATA's held-out images: uint8
+            images, or the model's float inputs for a run that trained on tensors as a Dataset gave them.
 
     Example:
         >>> export_run("runs/lite0", format="onnx").parity["max_abs_diff"]
@@ -137,9 +144,15 @@ def export_run(
 
     if format in FOLDERS:  # before the run is loaded: a MODEL of the user's code is never imported for nothing
         (check_timm_model if format == "timm-hub" else check_transformers_run)(_model_spec(run))
-    trained = load_trained(run, device="cpu", trust_code=trust_code)
+    trained = _trained(run, trust_code, module)
+    if with_preprocessing and is_given(trained.preprocessing):
+        raise ConfigError(
+            "with_preprocessing: this run trained on tensors your Dataset's transforms made; they stay outside the "
+            "export, which takes those tensors.",
+            argument="with_preprocessing",
+        )
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
-    images, labels, split = _held_out(trained, data)
+    images, labels, split = held_out if held_out is not None else _held_out(trained, data)
     log(f"parity images: {len(images)} from {split}")
     reference = _logits(lambda x: model(x), images, trained.preprocessing, uint8=False)
     if peft_model_of(trained.model) is not None:
@@ -153,7 +166,7 @@ def export_run(
         if drift > FP32_TOLERANCE * max(1.0, float(reference.abs().max())):
             # A layer that transforms its weight before use (BiT's weight-standardised convolutions) computes
             # something else with the adapter folded in: the graph keeps the adapters beside their layers.
-            trained = load_trained(run, device="cpu", trust_code=trust_code)
+            trained = _trained(run, trust_code, module)
             model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
             log(f"adapters kept beside their layers: merged, they change the outputs by up to {drift:.3g}")
         else:
@@ -220,6 +233,12 @@ def export_run(
 
     record_export(run, out.name, {"file": str(out), "format": format, "quantization": quantize, "parity": parity})
     return ExportResult(out, sidecar_path(out), parity)
+
+
+def _trained(run: Path, trust_code: bool, module: nn.Module | None):
+    """The run's best model on the CPU; for a run of a module given from Python, a copy of it (the export's
+    merging and moving leave the user's module as it is)."""
+    return load_trained(run, device="cpu", trust_code=trust_code, model=None if module is None else copy_model(module))
 
 
 def _held_out(trained, data: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -18,6 +18,7 @@ import torch.nn as nn
 from ..data.decode import Decoded, ImageDataset
 from ..data.sources import Item, split_items
 from ..data.user_data import UserData, as_dataset, read_dataset
+from ..deploy.export import PARITY_IMAGES
 from ..errors import ConfigError, DataError, FreezeError
 from ..model.factory import object_spec
 from ..model.surgery import find_head
@@ -25,7 +26,7 @@ from ..train import engine
 from ..train.config import TrainConfig
 from ..train.setup import PreparedData, split_facts
 from ..weights.preprocessing import resolve_preprocessing
-from .learner import Learner
+from .learner import Learner, sample
 
 __all__ = ["fit"]
 
@@ -118,7 +119,8 @@ def fit(
     data, config, transform = _prepare(model, train, val, base, classes=classes, task=task, log=log)
     _check_outputs(model, data)
     summary = engine.fit(config, overwrite=overwrite, log=log, data=data, module=model)
-    return Learner(out, summary=summary, temporary=holder, module=model, transform=transform)
+    held_out = sample(data.val.decoded, PARITY_IMAGES, seed=config.seed, what="the run's held-out split")
+    return Learner(out, summary=summary, temporary=holder, module=model, transform=transform, held_out=held_out)
 
 
 def _out_folder(out: str | Path | None) -> tuple[tempfile.TemporaryDirectory | None, Path]:

@@ -125,20 +125,18 @@ class Predictions(Table):
     """What ``predict`` gives, one row per image: its top classes and probabilities, the labels that apply, or a
     number and its interval. ``.labels`` gives the top class (labels, value) of each image."""
 
-    def __init__(self, rows: list[dict], *, task: str, probabilities: str | None = None):
-        self.raw, self.task, self.probabilities = rows, task, probabilities
-        super().__init__([_flat(row, task) for row in rows], title=f"{len(rows)} predictions")
+    def __init__(self, rows=(), *, task: str = "classification", probabilities: str | None = None):
+        rows = list(rows)
+        super().__init__(rows, title=f"{len(rows)} predictions")
+        self.task, self.probabilities = task, probabilities
+
+    def display_rows(self) -> list[dict]:
+        return [_flat(row, self.task) for row in self]
 
     @property
     def labels(self) -> list:
         """The answer per image: the top class, the labels that apply, or the number (None where unreadable)."""
-        return [row.get("label", row.get("labels", row.get("value"))) for row in self.rows]
-
-    def __getitem__(self, index):
-        return self.raw[index]
-
-    def __iter__(self):
-        return iter(self.raw)
+        return [row.get("label", row.get("labels", row.get("value"))) for row in self.display_rows()]
 
 
 def _flat(row: dict, task: str) -> dict:

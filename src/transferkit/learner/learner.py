@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from .._table import Table
@@ -43,6 +44,7 @@ class Learner:
         transform: Callable | None = None,
         trust_code: bool = True,
         device: str = "auto",
+        held_out: tuple | None = None,
     ):
         self.run = Path(run)
         self.summary = summary if summary is not None else _read_summary(self.run)
@@ -51,6 +53,7 @@ class Learner:
         self._trained: TrainedModel | None = None
         self._predictor: Predictor | None = None
         self._module, self._trust_code, self._device = module, trust_code, device
+        self._held_out = held_out  # (images, labels, where from): a Dataset's held-out sample, for export's proof
         if module is not None:  # the module trained in place: it takes best.pt's weights now
             self._load()
 
@@ -156,13 +159,35 @@ class Learner:
             return evaluate_task(trained, read.decoded, spill=None, batch_size=batch_size, about=about, report=history)
         return evaluate_classes(trained, read.decoded, about=about, batch_size=batch_size, report=folder)
 
-    def export(self, path: str | Path, *, format: str | None = None, **options) -> dict:
-        """Export ``best.pt`` with its parity check (see :func:`transferkit.deploy.export.export_run`)."""
-        from ..deploy.export import export_run
+    def export(self, path: str | Path, *, format: str = "onnx", data=None, **options):
+        """Export ``best.pt`` to ``path`` (``onnx``, ``exported-program``, ``safetensors`` ...), proven on held-out
+        images to give the model's outputs (:func:`transferkit.deploy.export.export_run`; ``options`` are its).
 
-        if format is not None:
-            options["format"] = format
-        return export_run(self.run, out=path, **options)
+        ``data``: where the proof's images come from when the run's own are not at hand (a Dataset, or DATA).
+        """
+        from ..deploy.export import PARITY_IMAGES, export_run
+
+        held_out = self._held_out
+        if data is not None and not isinstance(data, str | Path):
+            read = read_dataset(data, argument="data", preprocessing=self._load().preprocessing, task=self.task)
+            held_out = sample(read.decoded, PARITY_IMAGES, seed=self.config.seed, what=f"data ({read.description})")
+            data = None
+        if held_out is None and data is None and is_object_spec(self.config.data):
+            raise ConfigError(
+                "data: the export is proven on held-out images, and this run's Dataset is not at hand: "
+                "give it (learner.export(path, data=val_set)).",
+                argument="data",
+            )
+        return export_run(
+            self.run,
+            out=path,
+            format=format,
+            data=None if data is None else str(data),
+            held_out=held_out,
+            trust_code=self._trust_code,
+            module=self._module,
+            **options,
+        )
 
     def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
         """Keep the run in ``folder`` (a temporary run is removed with the Learner otherwise); returns ``folder``."""
@@ -208,6 +233,17 @@ def load_learner(
             argument="model",
         )
     return Learner(run, summary=summary, module=model, trust_code=trust_code, device=device)
+
+
+def sample(decoded, count: int, *, seed: int, what: str) -> tuple:
+    """Up to ``count`` of ``decoded``'s images with their labels, drawn by ``seed``, and what they are."""
+    total = len(decoded.labels)
+    index = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].sort().values.tolist()
+    images = decoded.images
+    chosen = (
+        images[torch.tensor(index)] if isinstance(images, torch.Tensor) else torch.stack([images[i] for i in index])
+    )
+    return chosen, decoded.labels[index], f"{what}: {len(index)} of {total} images, drawn by seed {seed}"
 
 
 def _read_summary(run: Path) -> dict:

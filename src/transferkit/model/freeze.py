@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch.nn as nn
 from timm.models import group_modules, group_parameters
 
+from .._table import Table
 from ..errors import FreezeError
 from ._trace import NORM_TYPES, is_random
 from .surgery import find_head
@@ -296,8 +297,11 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def parameter_summary(model: nn.Module) -> list[ModuleCount]:
-    """Trainable and frozen parameter elements per top-level module; each shared parameter once."""
+def parameter_summary(model: nn.Module) -> Table:
+    """Trainable and frozen parameter elements per top-level module; each shared parameter once.
+
+    A list of :class:`ModuleCount` that prints as a table (``.to_pandas()`` for a DataFrame).
+    """
     counts: dict[str, ModuleCount] = {}
     for name, param in model.named_parameters():
         top = name.split(".", 1)[0]
@@ -306,4 +310,4 @@ def parameter_summary(model: nn.Module) -> list[ModuleCount]:
             entry.trainable += param.numel()
         else:
             entry.frozen += param.numel()
-    return list(counts.values())
+    return Table(counts.values(), title=f"parameters of {type(model).__name__} by top-level module")

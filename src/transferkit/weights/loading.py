@@ -131,6 +131,48 @@ class LoadReport:
         d["how"] = self.how_counts
         return d
 
+    def lines(self, *, limit: int = 8, more: str = "report.to_dict() lists all") -> list[str]:
+        """The report for people: counts, notes, and the first ``limit`` of each list (``more`` says where the rest
+        are); at most about 30 lines whatever the model's size."""
+        how = ", ".join(f"{n} by {k}" for k, n in self.how_counts.items()) or "none"
+        lines = [f"Loaded {self.source}: {len(self.matched)} tensors matched ({how})"]
+        found = [f"weights found under '{self.container}'"] if self.container else []
+        if self.stripped_prefixes:
+            found.append("stripped prefixes " + ", ".join(f"'{p}'" for p in self.stripped_prefixes))
+        if found:
+            lines.append("  " + "; ".join(found))
+        lines.append(
+            f"  loaded fraction: {self.loaded_fraction:.1%} of parameters "
+            f"({self.backbone_fraction:.1%} outside the head '{self.head}')"
+        )
+        lines += [f"  note: {note}" for note in self.notes]
+        lines += [
+            f"  resampled for the input size: {item['key']} {tuple(item['from'])} -> {tuple(item['to'])}"
+            for item in self.resampled
+        ]
+        if self.ambiguous:
+            shown = ", ".join(list(self.ambiguous)[:limit])
+            lines.append(f"  ambiguous (left unloaded, alignment could shift): {shown}")
+        for title, items in (
+            ("mismatched", [f"{m.key}: checkpoint {m.source_shape} vs model {m.model_shape}" for m in self.mismatched]),
+            ("missing (kept their initial values)", self.missing),
+            ("unexpected (in the checkpoint, unused)", self.unexpected),
+        ):
+            if items:
+                lines.append(f"  {title}: {len(items)}")
+                lines += [f"    {item}" for item in items[:limit]]
+                if len(items) > limit:
+                    lines.append(f"    ... and {len(items) - limit} more ({more})")
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre>{html.escape(str(self))}</pre>"
+
     def key_map(self) -> dict[str, str]:
         """``{model name: checkpoint name}`` for every loaded tensor."""
         return {m.key: m.source for m in self.matched}

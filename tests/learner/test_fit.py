@@ -264,3 +264,41 @@ def test_export_of_a_module_run_is_proven_and_leaves_the_module_as_it_is(tmp_pat
     with pytest.raises(ConfigError, match=r"^data: the export is proven on held-out images"):
         again.export(tmp_path / "again.onnx")
     assert again.export(tmp_path / "again.onnx", data=blobs(20)).parity["images"] == 20
+
+
+def test_report_and_plot_show_in_a_notebook(tmp_path):
+    torch.manual_seed(0)
+    x, y = blobs(60)
+    learner = tk.fit(
+        TinyNet(3), (x[:40], y[:40]), (x[40:], y[40:]), strategy="full", epochs=2, out=tmp_path / "run", **FAST
+    )
+    scores = learner.evaluate()  # the held-out split fit read
+    assert scores["images"] == 20 and scores["validation"]["same"], scores.get("validation")
+    assert str(scores).startswith("20 images: accuracy ") and "per class" in str(scores)
+    assert "<table>" in scores._repr_html_()
+    page = learner.report()
+    assert page.path == tmp_path / "run" / "report.html"
+    saved = tk.load_learner(tmp_path / "run", model=learner.model)
+    with pytest.raises(ConfigError, match=r"^data: this run trained on a Dataset of yours"):
+        saved.report()
+    page = saved.report((x[40:], y[40:]))
+    assert page._repr_html_().startswith("<iframe srcdoc=") and "data:image/png;base64," in page.path.read_text()
+    plot = learner.plot()
+    assert plot._repr_png_()[:4] == b"\x89PNG" and plot.save(tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_resume_continues_a_run_of_a_module_on_the_same_datasets(tmp_path):
+    torch.manual_seed(0)
+    x, y = blobs(60)
+    first = TinyNet(3)
+    tk.freeze(first, "conv1")
+    tk.fit(first, (x, y), epochs=2, out=tmp_path / "run", **FAST)
+    log, say = lines()
+    again = tk.fit(TinyNet(3), (x, y), epochs=3, out=tmp_path / "run", resume=True, log=say)
+    assert [row["epoch"] for row in again.history] == [1, 2, 3]
+    assert any(line.startswith("extended from 2 to 3 epochs") for line in log)
+    assert not again.model.conv1.weight.requires_grad  # the run's own plan, not the fresh module's
+    with pytest.raises(
+        Exception, match=r"^Cannot resume: the images of 'object:torch.utils.data.dataset.TensorDataset'"
+    ):
+        tk.fit(TinyNet(3), (x + 1, y), epochs=4, out=tmp_path / "run", resume=True)

@@ -243,3 +243,32 @@ def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task, mo
     key = "map" if task == "multi-label" else "mae"
     assert by_onnx["task"] == task and by_onnx["images"] == by_run["images"] == 120
     assert by_onnx[key] == pytest.approx(by_run[key], abs=1e-4)
+
+
+@pytest.mark.parametrize("task, make", [("multi-label", multilabel_csv), ("regression", regression_csv)])
+def test_a_csvs_columns_say_its_task_without_the_task_option(tmp_path, cli, task, make):
+    data = make(tmp_path, count=40)
+    out = tmp_path / "run"
+    code, stdout, err = cli(
+        "train",
+        "tests.helpers:TinyNet",
+        "--weights",
+        "none",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--strategy",
+        "full",
+        "--epochs",
+        "1",
+        "--image-size",
+        "16",
+        "--precision",
+        "fp32",
+        "--no-channels-last",
+    )
+    assert code == 0, err
+    column = "labels" if task == "multi-label" else "target"
+    assert f"task: {task}, as the CSV's '{column}' column says (it has no 'label' column)" in stdout
+    assert json.loads((out / "config.json").read_text())["task"] == task

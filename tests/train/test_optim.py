@@ -70,7 +70,7 @@ def test_adam_steps_are_fused_and_match_the_unfused_update():
     twin = copy.deepcopy(model)
     fused = create_optimizer(model, "adamw", lr=0.1)
     assert fused.defaults["fused"] is True
-    reference = torch.optim.AdamW(param_groups(twin, lr=0.1, weight_decay=0.05), lr=0.1, foreach=False)
+    reference = torch.optim.AdamW(param_groups(twin, lr=0.1, weight_decay=0.01), lr=0.1, foreach=False)
     x = torch.randn(16, 4)
     for net, opt in ((model, fused), (twin, reference)):
         for _ in range(3):

@@ -42,7 +42,7 @@ from .._text import printable
 from ..errors import DataError, TransferkitError
 from ..serialization import atomic_path
 from ..tasks.split import stratified_positions
-from ..tasks.targets import LabelSpec, parse_cell, task_of
+from ..tasks.targets import LABEL_COLUMNS, TARGET_COLUMNS, LabelSpec, parse_cell, task_of
 
 if TYPE_CHECKING:
     from .hub_data import HfOptions
@@ -52,6 +52,7 @@ __all__ = [
     "SPLIT_FOLDERS",
     "DataSource",
     "Item",
+    "csv_task",
     "files_under",
     "open_data",
     "printable",
@@ -331,6 +332,32 @@ def _csv(path: Path, spec: LabelSpec) -> DataSource:
     return _checked(
         DataSource(str(path), names, splits["train"], splits.get("val"), skipped, splits.get("test"), folders)
     )
+
+
+def csv_task(spec: str) -> tuple[str, str] | None:
+    """For DATA that is a CSV with no ``label`` column: the task its columns say, and the column that says it
+    (``labels``: several labels per image; ``target``: a number per image); None otherwise. Reads the header only.
+
+    Example:
+        >>> csv_task("tags.csv")  # path,labels
+        ('multi-label', 'labels')
+    """
+    path = Path(spec)
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None  # reading the whole file says what is wrong
+    columns = [h.strip().lower() for h in header or []]
+    if any(c in columns for c in LABEL_COLUMNS):
+        return None
+    for task, names in (("multi-label", ("labels", "tags")), ("regression", TARGET_COLUMNS)):
+        found = next((c for c in names if c in columns), None)
+        if found:
+            return task, found
+    return None
 
 
 def _csv_rows(path: Path, spec: LabelSpec) -> tuple[list[tuple[str, object, str, int]], list[str]]:

@@ -117,8 +117,13 @@ def curves_section(png: bytes, history: list[dict]) -> str:
 
 
 def thumbnail(image: torch.Tensor, size: int = 96) -> str:
-    """A (C, H, W) uint8 image as a PNG data URI at most ``size`` pixels wide or high."""
+    """A (C, H, W) uint8 image as a PNG data URI at most ``size`` pixels wide or high; a float one (the model's input
+    as a Dataset's transforms made it) is stretched to the full range of grey levels first."""
     from PIL import Image
+
+    if image.is_floating_point():
+        low, high = image.min(), image.max()
+        image = ((image - low) / (high - low).clamp(min=1e-12) * 255).round().to(torch.uint8)
 
     pixels = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
     img = Image.fromarray(pixels)

@@ -36,6 +36,7 @@ __all__ = [
     "evaluate_run",
     "evaluation_items",
     "held_out_items",
+    "held_out_outputs",
     "load_trained",
 ]
 
@@ -405,15 +406,17 @@ def calibrate_run(run: str | Path, *, device: str = "auto", trust_code: bool = F
     items, split = held_out_items(trained, trained.config.data)
     if not items:
         return None
-    logits, targets = _held_out_outputs(trained, items, Path(run))
+    logits, targets = held_out_outputs(trained, items, Path(run))
     if trained.task == "multi-label":
         return calibrate_labels(run, logits, targets, trained.epoch, split, trained.class_names, log=log)
     return calibrate(run, logits, targets, trained.epoch, split, log=log)
 
 
-def _held_out_outputs(trained: TrainedModel, items: list, spill: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The logits and targets of ``trained`` on held-out ``items``."""
-    decoded = decode(items, trained.preprocessing, spill_dir=spill)
+def held_out_outputs(
+    trained: TrainedModel, items: list | Decoded, spill: Path | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and targets of ``trained`` on held-out ``items`` (or their images, decoded)."""
+    decoded = items if isinstance(items, Decoded) else decode(items, trained.preprocessing, spill_dir=spill)
     param = next(trained.model.parameters())
     dataset = ImageDataset(decoded)
     loader = DataLoader(dataset, batch_size=trained.fast.inference_batch_size, num_workers=loader_workers(dataset))

@@ -7,6 +7,7 @@ runs :func:`transferkit.train.engine.fit` on them and returns a :class:`~transfe
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -44,6 +45,7 @@ def fit(
     classes: list[str] | None = None,
     task: str | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     log: Callable[[str], None] = print,
     **settings,
 ) -> Learner:
@@ -66,6 +68,8 @@ def fit(
         classes: class names, where ``train`` has no ``classes`` of its own.
         task: classification, multi-label or regression (default: what the targets are).
         overwrite: replace a run already in ``out``.
+        resume: continue the run in ``out`` from its last epoch, on the same data (a fresh module of
+            the same architecture, or the one it stopped with); ``epochs`` may lengthen it.
         log: where each line of the run goes.
         settings: any other :class:`~transferkit.TrainConfig` field (``lr``, ``batch_size``, ``seed`` ...);
             with a TrainConfig, :func:`transferkit.train.engine.fit`'s arguments (``resume`` ...).
@@ -101,6 +105,8 @@ def fit(
             f"model must be an nn.Module, a MODEL string or a TrainConfig; got {type(model).__name__}.",
             argument="model",
         )
+    if resume:
+        return _resume(model, train, val, out, epochs=epochs, classes=classes, log=log, settings=settings)
     if "weights" in settings:
         raise ConfigError(
             "weights: a module is trained as given; load weights into it first with tk.load_pretrained(model, ...).",
@@ -120,7 +126,35 @@ def fit(
     _check_outputs(model, data)
     summary = engine.fit(config, overwrite=overwrite, log=log, data=data, module=model)
     held_out = sample(data.val.decoded, PARITY_IMAGES, seed=config.seed, what="the run's held-out split")
-    return Learner(out, summary=summary, temporary=holder, module=model, transform=transform, held_out=held_out)
+    return Learner(
+        out,
+        summary=summary,
+        temporary=holder,
+        module=model,
+        transform=transform,
+        held_out=held_out,
+        val=data.val.decoded,
+    )
+
+
+def _resume(model: nn.Module, train, val, out, *, epochs, classes, log, settings) -> Learner:
+    """Continue the run in ``out`` on ``train`` and ``val`` read as the run first read them."""
+    if out is None or not isinstance(model, nn.Module) or isinstance(train, str | Path):
+        raise ConfigError(
+            "resume continues a run of a module on Datasets: give the module, the Datasets and out (its folder); "
+            "for a run of MODEL and DATA strings: tk.fit(TrainConfig(...), resume=folder).",
+            argument="resume",
+        )
+    try:
+        recorded = TrainConfig.from_dict(json.loads((Path(out) / "config.json").read_text())).to_dict()
+    except FileNotFoundError:
+        raise ConfigError(f"resume: '{out}' holds no run (no config.json).", argument="resume") from None
+    base = {**recorded, **{k: v for k, v in settings.items() if k in ("device",)}}
+    data, _, transform = _prepare(model, train, val, base, classes=classes, task=recorded["task"], log=log)
+    changes = {"epochs": epochs} if epochs else {}
+    summary = engine.fit(None, resume=out, changes=changes, log=log, data=data, module=model)
+    held_out = sample(data.val.decoded, PARITY_IMAGES, seed=recorded["seed"], what="the run's held-out split")
+    return Learner(out, summary=summary, module=model, transform=transform, held_out=held_out, val=data.val.decoded)
 
 
 def _out_folder(out: str | Path | None) -> tuple[tempfile.TemporaryDirectory | None, Path]:
@@ -265,10 +299,8 @@ def _prepare(
 
 
 def as_object(data):
-    """What a run's DATA names for ``data``: the Dataset behind a DataLoader, else ``data`` itself."""
-    from torch.utils.data import DataLoader
-
-    return data.dataset if isinstance(data, DataLoader) else data
+    """What a run's DATA names for ``data``: the Dataset it is (a DataLoader's, a TensorDataset of a pair)."""
+    return as_dataset(data, "train")
 
 
 def _kind(data: UserData) -> str:

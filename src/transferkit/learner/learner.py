@@ -23,6 +23,7 @@ from ..inference.task_eval import evaluate_task
 from ..inference.trained import TrainedModel
 from ..model.factory import is_object_spec
 from ..train.config import TrainConfig
+from .display import Page, Plot, Scores
 from .inputs import Predictions, as_batch
 
 __all__ = ["Learner", "load_learner"]
@@ -45,6 +46,7 @@ class Learner:
         trust_code: bool = True,
         device: str = "auto",
         held_out: tuple | None = None,
+        val=None,
     ):
         self.run = Path(run)
         self.summary = summary if summary is not None else _read_summary(self.run)
@@ -54,6 +56,7 @@ class Learner:
         self._predictor: Predictor | None = None
         self._module, self._trust_code, self._device = module, trust_code, device
         self._held_out = held_out  # (images, labels, where from): a Dataset's held-out sample, for export's proof
+        self._val = val  # the held-out split of a Dataset, decoded: what evaluate() scores by default
         if module is not None:  # the module trained in place: it takes best.pt's weights now
             self._load()
 
@@ -122,10 +125,12 @@ class Learner:
         """True when the run trained on a Dataset's tensors as given (the user's transforms made them)."""
         return is_given(self.summary.get("preprocessing") or {"mean": [], "std": []})
 
-    def evaluate(self, data=None, *, split: str = "val", batch_size: int | None = None, report: bool = False) -> dict:
+    def evaluate(self, data=None, *, split: str = "val", batch_size: int | None = None, report: bool = False) -> Scores:
         """The scores ``eval`` gives (accuracy, balanced accuracy, macro-F1, per class, the confusion matrix; or the
         task's) on ``data``: a Dataset, a DataLoader, ``(images, targets)`` or DATA; default the run's own
         held-out split (``split="test"``: DATA's test folder). ``report`` writes report.html into the run."""
+        if data is None and self._val is not None:  # the held-out split of a Dataset fit read
+            return self._scores(self._val, "the run's held-out split", batch_size, report)
         if data is None or isinstance(data, str | Path):
             if is_object_spec(self.config.data) and data is None:
                 raise ConfigError(
@@ -133,14 +138,16 @@ class Learner:
                     "give it again: learner.evaluate(val_set).",
                     argument="data",
                 )
-            return evaluate_run(
-                self.run,
-                None if data is None else str(data),
-                split=split,
-                batch_size=batch_size,
-                report=report,
-                trust_code=self._trust_code,
-                **({} if self._module is None else {"module": self._module}),
+            return Scores(
+                evaluate_run(
+                    self.run,
+                    None if data is None else str(data),
+                    split=split,
+                    batch_size=batch_size,
+                    report=report,
+                    trust_code=self._trust_code,
+                    module=self._module,
+                )
             )
         trained = self._load()
         read = read_dataset(
@@ -152,12 +159,35 @@ class Learner:
                 f"data gives {'tensors' if read.given else 'images'}; give data of the kind it trained on.",
                 argument="data",
             )
-        about = {"run": str(self.run), "data": read.description, "split": "the data given"}
+        return self._scores(read.decoded, f"the data given ({read.description})", batch_size, report)
+
+    def _scores(self, decoded, split: str, batch_size: int | None, report: bool) -> Scores:
+        trained = self._load()
+        about = {"run": str(self.run), "data": self.config.data, "split": split}
         folder = self.run if report else None
         if self.task != "classification":
             history = self.summary.get("epochs") if report else None
-            return evaluate_task(trained, read.decoded, spill=None, batch_size=batch_size, about=about, report=history)
-        return evaluate_classes(trained, read.decoded, about=about, batch_size=batch_size, report=folder)
+            result = evaluate_task(trained, decoded, spill=folder, batch_size=batch_size, about=about, report=history)
+            return Scores(result)
+        return Scores(evaluate_classes(trained, decoded, about=about, batch_size=batch_size, report=folder))
+
+    def report(self, data=None, *, split: str = "val") -> Page:
+        """Evaluate on ``data`` (as :meth:`evaluate`) and write ``report.html`` into the run: the scores, the
+        learning curves, the confusion matrix and the images most confidently wrong. Shown inline in Jupyter."""
+        return Page(self.evaluate(data, split=split, report=True)["report"])
+
+    def plot(self) -> Plot:
+        """The learning curves: losses and validation scores per epoch, the phases marked."""
+        from ..inference._page import learning_curves
+        from ..inference.task_report import TASK_CURVES
+
+        history = list(self.summary.get("epochs") or [])
+        png = (
+            learning_curves(history)
+            if self.task == "classification"
+            else learning_curves(history, TASK_CURVES[self.task])
+        )
+        return Plot(png, f"learning curves of {self.run}")
 
     def export(self, path: str | Path, *, format: str = "onnx", data=None, **options):
         """Export ``best.pt`` to ``path`` (``onnx``, ``exported-program``, ``safetensors`` ...), proven on held-out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import warnings
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch.nn as nn
@@ -19,8 +21,33 @@ __all__ = [
     "replace_head",
     "set_module",
     "tie_distillation_head",
+    "track_optimizer",
     "validate",
 ]
+
+# The optimizers create_optimizer made for each model, weakly: surgery warns when one no longer holds every
+# trainable parameter (a layer replaced after the optimizer was made never trains).
+_OPTIMIZERS: weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet] = weakref.WeakKeyDictionary()
+
+
+def track_optimizer(model: nn.Module, optimizer) -> None:
+    """Remember that ``optimizer`` was made for ``model``'s trainable parameters (see :func:`set_module`)."""
+    _OPTIMIZERS.setdefault(model, weakref.WeakSet()).add(optimizer)
+
+
+def _warn_stale_optimizers(model: nn.Module, what: str) -> None:
+    """Warn for each optimizer made for ``model`` that misses a trainable parameter after ``what``."""
+    for optimizer in list(_OPTIMIZERS.get(model, ())):
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            warnings.warn(
+                f"{what}: the optimizer made before it does not hold {shown}, which would not train; "
+                "make it again: create_optimizer(model, ...).",
+                stacklevel=3,
+            )
+
 
 # Where models that carry no timm config keep their classifier. A container found here is
 # searched for its last Linear or Conv2d (AlexNet's classifier -> classifier.6).
@@ -64,35 +91,67 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
 def set_module(
     model: nn.Module,
     path: str,
-    module: nn.Module,
+    module: nn.Module | str,
     *,
     check: bool = True,
     input_size: tuple[int, ...] | None = None,
+    trainable: bool | None = None,
 ) -> nn.Module:
     """Put ``module`` at ``path`` and return the module it replaced.
 
-    With ``check`` (the default) a dry run checks the whole network afterwards; if it no
-    longer works, the old module is put back and :class:`SurgeryError` names the first layer
-    whose input does not fit.
+    Args:
+        module: a module, or its text as the command line takes it (``"Linear(4096, 5)"``).
+        check: a dry run checks the whole network afterwards; if it no longer works, the old
+            module is put back and :class:`SurgeryError` names the first layer whose input does not fit.
+        trainable: whether the new module's parameters train. Default: as the layer it replaces
+            (a layer put where every parameter was frozen is frozen too, and a warning says so).
+
+    A warning also names the parameters an optimizer made by ``create_optimizer`` for this model
+    no longer holds: make it again after the surgery.
 
     Example:
-        >>> set_module(model, "classifier.6", nn.Linear(4096, 10))
+        >>> set_module(model, "classifier.6", "Linear(4096, 10)")
     """
     if not path:
         raise SurgeryError("An empty path names the whole model; give the path of a layer, such as 'fc'.")
+    if isinstance(module, str):
+        from .layer_expr import parse_layer
+
+        module = parse_layer(module)
+    if not isinstance(module, nn.Module):
+        raise SurgeryError(f"module must be an nn.Module or its text (Linear(4096, 10)); got {type(module).__name__}.")
     parent_path, _, child = path.rpartition(".")
     old = get_module(model, path)
     parent = get_module(model, parent_path)
     old_param = next(old.parameters(), None)
     if old_param is not None:
         module = module.to(device=old_param.device)
+    frozen = _frozen_slot(old, parent)
     setattr(parent, child, module)
     if check:
         result = validate(model, input_size=input_size, changed=[path])
         if not result.ok:
             setattr(parent, child, old)
             result.raise_if_failed()
+    _set_trainable(module, path, frozen if trainable is None else not trainable, told=trainable is not None)
+    _warn_stale_optimizers(model, f"set_module('{path}')")
     return old
+
+
+def _frozen_slot(old: nn.Module, parent: nn.Module) -> bool:
+    """True when every parameter of the layer being replaced is frozen (for one without any: of its parent)."""
+    params = list(old.parameters()) or [p for p in parent.parameters() if all(p is not q for q in old.parameters())]
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+def _set_trainable(module: nn.Module, path: str, frozen: bool, *, told: bool) -> None:
+    params = list(module.parameters())
+    for param in params:
+        param.requires_grad_(not frozen)
+    if frozen and params and not told:
+        warnings.warn(
+            f"'{path}' is frozen, as the layer it replaces was: pass trainable=True to train it.", stacklevel=3
+        )
 
 
 # Attribute values that --set may replace: plain settings such as out_features, p, inplace.
@@ -202,12 +261,17 @@ def replace_head(
     *,
     path: str | None = None,
     check: bool = True,
+    trainable: bool = True,
 ) -> str:
     """Give the model a new, randomly initialised head for ``num_classes`` classes; returns its path.
 
     timm models use their own ``reset_classifier``; for other models the layer at ``path`` (found
     with :func:`find_head` by default) is rebuilt with the same input size. A dry run then checks
     that the model gives ``(N, num_classes)`` logits.
+
+    The new head trains (``trainable=False`` freezes it), also where the old one was frozen: freezing
+    a whole network and then replacing its head is how a linear probe is set up. A warning names
+    what an optimizer made by ``create_optimizer`` for this model misses: make it again.
 
     Example:
         >>> replace_head(torchvision.models.resnet34(), 10)
@@ -224,11 +288,15 @@ def replace_head(
         if param is not None:
             new.to(device=param.device, dtype=param.dtype)
     else:
-        set_module(model, head_path, _new_head(old, num_classes, head_path), check=False)
+        with warnings.catch_warnings():  # said once, below, for the head as it is then
+            warnings.simplefilter("ignore")
+            set_module(model, head_path, _new_head(old, num_classes, head_path), check=False, trainable=trainable)
+    _set_trainable(get_module(model, head_path), head_path, not trainable, told=True)
     if hasattr(model, "num_classes"):
         model.num_classes = num_classes
     if check:
         validate(model, num_classes=num_classes, changed=[head_path]).raise_if_failed()
+    _warn_stale_optimizers(model, f"replace_head ('{head_path}')")
     return head_path
 
 

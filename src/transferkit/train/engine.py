@@ -58,6 +58,7 @@ from .setup import (
     choose_weights,
     prepare_data,
     preprocessing_for,
+    task_of_data,
 )
 from .sharding import gather_state, is_sharded
 from .strategies import Phase
@@ -116,9 +117,10 @@ def fit(
         config = resumed_config(state, Path(resume), changes)
     if config is None:
         raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
-    weights_note = None
-    if state is None:  # a resumed run has its weights in last.pt
+    weights_note, task_note = None, None
+    if state is None:  # a resumed run has its weights in last.pt, and its task in its config
         config, weights_note = choose_weights(config)
+        config, task_note = task_of_data(config)
     out = Path(config.out)
     _check_same_settings(config, stop_after, dist_ctx)
     dist_ctx.main_reads(lambda: check_out(out, resume=state is not None, overwrite=overwrite))
@@ -127,7 +129,7 @@ def fit(
     if source is not None:
         check_stream(config, source)
     if state is not None:
-        check_same_data(state, source, config.data)
+        check_same_data(state, source if source is not None else data, config.data)
     seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
     num_classes = len((data or source).class_names)
     if module is not None:
@@ -154,6 +156,7 @@ def fit(
             model=model,
             load_report=load_report,
             weights_note=weights_note,
+            task_note=task_note,
             stop_after=stop_after,
             log=run_log or log,
             data=data,
@@ -194,6 +197,7 @@ def _fit(
     load_report: dict | None,
     weights_note: str | None,
     stop_after: int | None,
+    task_note: str | None = None,
     log: Callable[[str], None],
     data: PreparedData | None,
     kernels: Kernels | None,
@@ -206,6 +210,8 @@ def _fit(
 
     if state is None:  # the first line says where the weights came from
         _log_weights(config, model, load_report, weights_note, log)
+    if task_note:
+        log(task_note)
     if data is None:
         recorded = Preprocessing.from_dict(state["preprocessing"]) if state else None  # a resumed run keeps its own
         if state and (note := legacy_note(state["preprocessing"])):

@@ -23,7 +23,7 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
             record.interval = _interval(record, out, log)
         _save_adapter(out, config, log, model)
     elif main and record.best is not None:
-        record.calibration = _calibrate(record, out, log)
+        record.calibration = _calibrate(record, out, log, model)
         _save_adapter(out, config, log, model)
     result = summary(record, model, stopped=stopped, write=main)
     if main:
@@ -33,17 +33,25 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
     return result
 
 
-def _calibrate(record: RunRecord, out: Path, log) -> dict | None:
+def _calibrate(record: RunRecord, out: Path, log, model: nn.Module) -> dict | None:
     """The temperature of best.pt (one per label for several labels), written for predict."""
     from ..inference.calibration import calibrate, calibrate_labels
     from ..inference.runs import calibrate_run
 
+    split = f"validation ({record.data.splits})"
+    if record.best_outputs is None and is_object_spec(record.config.model):
+        # A resumed run of a module given from Python: best.pt into a copy of it, on the held-out images at hand.
+        from ..adapters.lora import copy_model
+        from ..inference.runs import held_out_outputs, load_trained
+
+        device = str(next(model.parameters()).device)
+        trained = load_trained(out, device=device, trust_code=True, model=copy_model(model))
+        record.best_outputs = held_out_outputs(trained, record.data.val.decoded, None)
     if record.best_outputs is None:
         # A resumed run whose best epoch came before the resume computes best.pt's logits again
         # from the run folder. The run just imported MODEL's code itself: trusting it again adds nothing.
         return calibrate_run(out, device=record.config.device, trust_code=True, log=log)
     logits, targets = record.best_outputs  # training's validation of best.pt
-    split = f"validation ({record.data.splits})"
     if record.data.task == "multi-label":
         return calibrate_labels(out, logits, targets, record.best["epoch"], split, record.data.class_names, log=log)
     return calibrate(out, logits, targets, record.best["epoch"], split, log=log)

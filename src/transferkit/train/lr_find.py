@@ -28,7 +28,7 @@ from ..tasks.objective import loss_function, positive_weights
 from .config import TrainConfig
 from .distributed import DistContext, make_loader
 from .fastpath import FastPath, autocast, resolve_device
-from .optim import create_optimizer
+from .optim import build_optimizer
 from .phase import apply_configured_phase
 from .phase_cache import cache_frozen_prefix
 from .rng import seed_everything
@@ -79,7 +79,7 @@ def find_lr(
         dataset, prep, skipping, net = cached.train_views[0], cached.prep, cached.skipping, cached.net
     else:
         dataset, prep, skipping = data.train, BatchPrep(data.preprocessing, device, False), nullcontext
-    optimizer = create_optimizer(
+    optimizer = build_optimizer(
         model,
         config.optimizer,
         lr=start,

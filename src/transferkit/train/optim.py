@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -10,9 +11,9 @@ from timm.optim import param_groups_layer_decay
 
 from ..errors import ConfigError, FreezeError
 from ..model.freeze import _matches, stage_parameters
-from ..model.surgery import find_head
+from ..model.surgery import find_head, track_optimizer
 
-__all__ = ["create_optimizer", "param_groups", "warmup_cosine"]
+__all__ = ["build_optimizer", "create_optimizer", "param_groups", "warmup_cosine"]
 
 _OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}  # config.OPTIMIZERS
 
@@ -81,33 +82,73 @@ def _layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
 
 def create_optimizer(
     model: nn.Module,
-    name: str = "adamw",
+    name: str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer] = "adamw",
     *,
     lr: float = 1e-3,
-    weight_decay: float = 0.05,
+    weight_decay: float = 0.01,
     momentum: float = 0.9,
     head_lr: float | None = None,
     layer_decay: float | None = None,
 ) -> torch.optim.Optimizer:
-    """An optimizer over the trainable parameters only.
+    """An optimizer over the trainable parameters only, with the defaults training uses (``TrainConfig``'s).
 
     Args:
-        name: ``adamw`` (default), ``adam`` or ``sgd`` (with Nesterov momentum).
-        weight_decay: decoupled for AdamW; biases and norm weights get none.
+        name: ``adamw`` (default), ``adam`` or ``sgd`` (momentum 0.9, Nesterov); or an optimizer class
+            (``torch.optim.SGD``) or a factory (``functools.partial(torch.optim.SGD, momentum=0.8)``),
+            called with the parameter groups and ``lr``.
+        lr: the rate (each group's: see ``head_lr`` and ``layer_decay``); default 1e-3.
+        weight_decay: 0.01 by default, as ``TrainConfig``; decoupled for AdamW; biases and norm weights get none.
+        momentum: SGD's (``sgd`` by name only), 0.9 by default, Nesterov when above 0.
         head_lr, layer_decay: see :func:`param_groups`.
 
     Example:
         >>> freeze(model, "features")
-        >>> opt = create_optimizer(model, "sgd", lr=0.01)
+        >>> opt = create_optimizer(model, torch.optim.SGD, lr=0.01)
         >>> [n for g in opt.param_groups for n in g["param_names"]][:1]
         ['classifier.1.weight']
     """
+    optimizer = build_optimizer(
+        model, name, lr=lr, weight_decay=weight_decay, momentum=momentum, head_lr=head_lr, layer_decay=layer_decay
+    )
+    track_optimizer(model, optimizer)  # surgery after this warns that it misses new layers
+    return optimizer
+
+
+def build_optimizer(
+    model: nn.Module,
+    name="adamw",
+    *,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    head_lr: float | None = None,
+    layer_decay: float | None = None,
+) -> torch.optim.Optimizer:
+    """:func:`create_optimizer` for a run's own phases: not remembered for the surgery's warning."""
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay, head_lr=head_lr, layer_decay=layer_decay)
+    return _build(name, groups, lr=lr, momentum=momentum)
+
+
+def _build(name, groups: list[dict], *, lr: float, momentum: float) -> torch.optim.Optimizer:
+    if not isinstance(name, str):
+        if not callable(name):
+            raise ConfigError(
+                f"optimizer must be adamw, adam, sgd, an optimizer class or a factory; got {type(name).__name__}.",
+                argument="optimizer",
+            )
+        built = name(groups, lr=lr)
+        if not isinstance(built, torch.optim.Optimizer):
+            raise ConfigError(
+                f"optimizer: {getattr(name, '__name__', name)!s} made a {type(built).__name__}, not an optimizer.",
+                argument="optimizer",
+            )
+        return built
     key = name.lower()
     if key not in _OPTIMIZERS:
         raise ConfigError(
-            f"Invalid optimizer '{name}'. Only {', '.join(_OPTIMIZERS)} are supported.", argument="optimizer"
+            f"Invalid optimizer '{name}'. Only {', '.join(_OPTIMIZERS)} are supported, or an optimizer class.",
+            argument="optimizer",
         )
-    groups = param_groups(model, lr=lr, weight_decay=weight_decay, head_lr=head_lr, layer_decay=layer_decay)
     if key == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
     # One fused kernel per step instead of a chain of foreach ops: the step of resnet34's 21.8M

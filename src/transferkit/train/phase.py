@@ -27,7 +27,7 @@ from .distributed import DistContext, epoch_steps, make_loader
 from .fastpath import FastPath, kernel_label
 from .kernel_trial import InferenceTrial, KernelTrial
 from .norm_adapt import ADAPT_IMAGES, adapt_norm_statistics, adapts_norms_first
-from .optim import create_optimizer, warmup_cosine
+from .optim import build_optimizer, warmup_cosine
 from .phase_cache import CachedPhase, cache_frozen_prefix
 from .rng import set_rng_state
 from .run_folder import RunRecord
@@ -265,7 +265,7 @@ def apply_configured_phase(model: nn.Module, config: TrainConfig, phase: Phase, 
 
 def phase_optimizer(model: nn.Module, config: TrainConfig, phase: Phase) -> torch.optim.Optimizer:
     """The optimizer of ``phase`` over the parameters that train: its rate, ``config``'s head rate and decay."""
-    return create_optimizer(
+    return build_optimizer(
         model,
         config.optimizer,
         lr=phase.lr,

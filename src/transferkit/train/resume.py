@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.sources import DataSource
 from ..errors import RunError
 from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from .setup import PreparedData
 
 __all__ = ["RESUME_SAFE", "check_same_data", "resumed_config"]
 
@@ -64,9 +68,10 @@ def resumed_config(state: dict, folder: str | Path, changes: dict | None = None)
     return config
 
 
-def check_same_data(state: dict, source: DataSource, spec: str) -> None:
-    """Refuse to resume on DATA whose classes or files changed since the run started."""
+def check_same_data(state: dict, source: DataSource | PreparedData, spec: str) -> None:
+    """Refuse to resume on DATA (or a Dataset's data, prepared) whose classes or files changed since the run started."""
     before, now = list(state["class_names"]), source.class_names
+    fingerprint = source.fingerprint if isinstance(source.fingerprint, str) else source.fingerprint()
     if before != now:
         added = [c for c in now if c not in before]
         gone = [c for c in before if c not in now]
@@ -82,7 +87,7 @@ def check_same_data(state: dict, source: DataSource, spec: str) -> None:
         raise RunError(
             f"Cannot resume: the classes of '{spec}' changed since the run started ({what}). Start a new run."
         )
-    if state.get("data_fingerprint") and state["data_fingerprint"] != source.fingerprint():
+    if state.get("data_fingerprint") and state["data_fingerprint"] != fingerprint:
         raise RunError(
             f"Cannot resume: the images of '{spec}' changed since the run started (files added, removed or "
             "modified). Restore them or start a new run."

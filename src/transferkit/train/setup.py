@@ -18,7 +18,15 @@ import torch.nn as nn
 from .._storage import memory_budget
 from ..data.decode import Decoded, ImageDataset, decode, streamed
 from ..data.preprocess import Preprocessing
-from ..data.sources import SPLIT_FOLDERS, DataSource, open_data, sibling_splits, split_items, stratified_sample
+from ..data.sources import (
+    SPLIT_FOLDERS,
+    DataSource,
+    csv_task,
+    open_data,
+    sibling_splits,
+    split_items,
+    stratified_sample,
+)
 from ..errors import ConfigError, DataError, Unreachable
 from ..model.factory import create_model, is_code_spec
 from ..model.hf_transformers import is_transformers_model
@@ -45,6 +53,7 @@ __all__ = [
     "prepare_data",
     "preprocessing_for",
     "split_facts",
+    "task_of_data",
     "weights_spec",
     "zero_init_head",
 ]
@@ -117,6 +126,17 @@ def choose_weights(config: TrainConfig) -> tuple[TrainConfig, str | None]:
             argument=("weights", "weights"),  # both: the command line names --weights twice
         )
     return replace(config, weights=found.spec), f"auto{'' if found.spec else ' finds none'}: {found.why}"
+
+
+def task_of_data(config: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """``config`` with the task a CSV's columns say, where it asks for classes and the CSV has no ``label``
+    column but ``labels`` (several labels) or ``target`` (a number); and the log's line saying so (None otherwise)."""
+    found = csv_task(config.data) if config.task == "classification" else None
+    if found is None:
+        return config, None
+    task, column = found
+    note = f"task: {task}, as the CSV's '{column}' column says (it has no 'label' column); task chooses another"
+    return replace(config, task=task), note
 
 
 def weights_spec(config: TrainConfig) -> str | None:

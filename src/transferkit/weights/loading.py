@@ -18,7 +18,7 @@ from ..errors import ConfigError, LoadError, SurgeryError
 from ..model.surgery import find_head
 from ._align import align
 from .checkpoint import Checkpoint, from_state_dict, read_checkpoint
-from .hub import is_remote
+from .hub import is_remote, offline_mode
 from .registry import resolve_source
 from .resample import resample_mismatched
 
@@ -243,6 +243,7 @@ def load_pretrained(
     policy: LoadPolicy = LoadPolicy(),
     trust_checkpoint: bool = False,
     use_ema: bool = False,
+    offline: bool | None = None,
 ) -> LoadReport:
     """Copy pretrained tensors into ``model`` and return a :class:`LoadReport`.
 
@@ -255,6 +256,8 @@ def load_pretrained(
         policy: how tensors are matched and when the load is refused (:class:`LoadPolicy`).
         trust_checkpoint: allow pickles that run code (only for files you trust).
         use_ema: prefer ``state_dict_ema`` when the checkpoint has one.
+        offline: True downloads nothing (the caches only), False allows downloads; default as
+            ``HF_HUB_OFFLINE`` says (the command line's ``--offline``).
 
     Example:
         >>> model = create_model("resnet34", num_classes=10)
@@ -268,7 +271,8 @@ def load_pretrained(
     if isinstance(source, Mapping):
         ckpt = from_state_dict(source, use_ema=use_ema)
     elif is_transformers_model(str(source)):  # read by transformers, which knows its checkpoints' names
-        state = pretrained_state(str(source))
+        with offline_mode(offline):
+            state = pretrained_state(str(source))
         if not isinstance(model, TransformersClassifier):  # into timm's names, by the family's written conversion
             from .transformers_to_timm import to_timm
 
@@ -277,7 +281,8 @@ def load_pretrained(
         ckpt = from_state_dict(state)
         ckpt.source = str(source)
     else:
-        path, record = resolve_source(source, model)
+        with offline_mode(offline):
+            path, record = resolve_source(source, model)
         ckpt = read_checkpoint(path, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
         if record is not None:
             ckpt.source = record.name

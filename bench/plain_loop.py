@@ -63,12 +63,17 @@ def plain_fit(
 ):
     """Train and evaluate every epoch; returns per-epoch (val_acc, cumulative seconds), and seconds to ``target``.
 
-    ``stop_after`` ends after that many epochs of the ``epochs``-long schedule.
+    ``train_items`` and ``val_items`` are transferkit's items (read through a torchvision transform of
+    ``pre``), or Datasets of (tensor, label) used as they are. ``stop_after`` ends after that many
+    epochs of the ``epochs``-long schedule.
     """
     torch.manual_seed(seed)
-    size = pre.input_size[1]
-    train = TutorialDataset(train_items, size, pre.crop_pct, pre.mean, pre.std)
-    val = TutorialDataset(val_items, size, pre.crop_pct, pre.mean, pre.std)
+    size = pre.input_size[1] if pre is not None else None
+
+    def as_set(items):
+        return items if isinstance(items, Dataset) else TutorialDataset(items, size, pre.crop_pct, pre.mean, pre.std)
+
+    train, val = as_set(train_items), as_set(val_items)
     head = model.get_classifier() if hasattr(model, "get_classifier") else model.fc
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)

@@ -212,6 +212,11 @@ class Stream(IterableDataset):
             r"tk\.replace_head\(model, 3\)",
         ),
         (lambda: tk.fit(TinyNet(3), Stream()), DataError, r"^train: an IterableDataset cannot be split"),
+        (
+            lambda: tk.fit(TinyNet(3), blobs(10)),
+            DataError,
+            r"^val_fraction 0.2 of 10 images holds 2, fewer than the 3 classes: give a validation set of its own",
+        ),
         (lambda: tk.fit(TinyNet(3), [1, 2, 3]), DataError, r"^train: item 0 is a int"),
         (lambda: tk.fit(TinyNet(3), blobs(), weights="lite0"), ConfigError, r"^weights: a module is trained as given"),
         (lambda: tk.fit(TinyNet(3), blobs(), strategy="scratch"), ConfigError, r"^strategy scratch rebuilds MODEL"),

@@ -215,3 +215,15 @@ def test_images_and_their_labels_are_recut_alike():
     seen = list(trial.run(loader, torch.nn.Conv2d(3, 4, 3), types.SimpleNamespace(channels_last=None)))
     assert all(isinstance(b, list) and len(b[0]) == len(b[1]) for b in seen)
     assert torch.equal(torch.cat([b[0] for b in seen]), images) and torch.equal(torch.cat([b[1] for b in seen]), labels)
+
+
+def test_a_pass_too_short_to_time_the_kernels_settles_on_the_default_with_no_cost():
+    from transferkit.train.kernel_trial import InferenceTrial
+
+    trial = InferenceTrial([(False, "fp32"), (True, "bf16")], batch_size=16)
+    for _ in range(3):  # one kernel timed, the other never: no decision, no batch size timed
+        trial.next_batch()
+        trial.record(0.1, 16)
+    chosen = trial.settle()
+    assert (chosen.channels_last, chosen.precision, chosen.measuring_seconds) == (False, "fp32", 0.0)
+    assert chosen.reason.startswith("too few steps to time the kernels")

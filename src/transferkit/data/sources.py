@@ -30,6 +30,7 @@ import errno
 import hashlib
 import importlib.metadata
 import io
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -511,6 +512,13 @@ def split_items(items: list[Item], *, val_fraction: float, seed: int) -> tuple[l
     counts = np.bincount(labels)
     if counts[counts > 0].min() < 2:
         raise DataError("Each class needs at least 2 images to split off a validation set.")
+    classes, held = int((counts > 0).sum()), math.ceil(val_fraction * len(items))
+    if held < classes:
+        raise DataError(
+            f"val_fraction {val_fraction:g} of {len(items)} images holds {held}, fewer than the {classes} classes: "
+            "give a validation set of its own, more images, or a larger val_fraction.",
+            argument="val_fraction",
+        )
     train, val = train_test_split(items, test_size=val_fraction, random_state=seed, stratify=labels)
     return list(train), list(val)
 

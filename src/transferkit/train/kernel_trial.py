@@ -279,7 +279,7 @@ class InferenceTrial:
         reason = kernels.reason.split("; timing cost")[0]  # the cost is counted here, for the sizes too
         reason += f"; batches of {batch} ({sizes} images/s)" if self.sizes else ""
         seconds, images = self._spent
-        cost = max(0.0, seconds - images * self.sizes[batch]) if self.sizes else kernels.measuring_seconds
+        cost = max(0.0, seconds - images * self.sizes[batch]) if self.sizes else (kernels.measuring_seconds or 0.0)
         reason += f"; timing cost {cost:.1f} s over the chosen kernels and batch size"
         self.decided = FastPath(
             kernels.channels_last, kernels.precision, reason, kernels.images_per_second, batch, cost

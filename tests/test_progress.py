@@ -70,3 +70,15 @@ def test_lr_find_and_advise_off_a_terminal_say_how_far_they_are(tmp_path, monkey
     advise(tiny_config(data, tmp_path / "advice"), log=lines.append)
     text = "\n".join(lines)
     assert "probe: the training images: 1 of 1 batches (100%)" in text and "probe: the held-out images: 1 of" in text
+
+
+def test_in_a_notebook_tqdm_draws_the_bar_and_no_line_is_logged(monkeypatch, capsys):
+    monkeypatch.setattr(progress_module, "in_notebook", lambda: True)
+    monkeypatch.setattr(progress_module, "PERIOD", 0.0)
+    lines = []
+    assert list(progress(range(6), "epoch 1/2", lines.append)) == list(range(6))
+    drawn = capsys.readouterr().err
+    assert lines == [] and "epoch 1/2:" in drawn and "/6 [" in drawn
+    assert progress_module.in_notebook.__name__ == "<lambda>"  # the real test reads IPython's shell
+    monkeypatch.undo()
+    assert progress_module.in_notebook() is False  # pytest runs in no kernel

@@ -20,13 +20,16 @@ class Table(list):
             1   0.9123
     """
 
-    def __init__(self, rows=(), *, title: str = "", columns: list[str] | None = None):
+    def __init__(self, rows=(), *, title: str = "", columns: list[str] | None = None, shown=None):
         super().__init__(rows)
         self.title = title
         self._columns = columns
+        self._shown = shown  # a row as the dict that is shown (default: the row, or its fields)
 
     def display_rows(self) -> list[dict]:
         """The rows as dicts of what is shown."""
+        if self._shown is not None:
+            return [self._shown(row) for row in self]
         return [row if isinstance(row, dict) else asdict(row) for row in self]
 
     @property

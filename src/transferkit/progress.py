@@ -1,8 +1,9 @@
 """Progress through long passes (an epoch, a cache, a learning-rate range test, a probe, an evaluation).
 
-On an interactive terminal a bar (rich's, on stderr, gone when the pass ends); anywhere else (a
-file, a pipe, a notebook, a scheduler's log) one plain line through ``log`` every
-:data:`PERIOD` seconds, so that a pass of minutes is never silent and a short one adds nothing.
+On an interactive terminal a bar (rich's, on stderr, gone when the pass ends); in a Jupyter notebook
+tqdm's (a widget where ipywidgets is installed, else a line redrawn in place); anywhere else (a
+file, a pipe, a scheduler's log) one plain line through ``log`` every :data:`PERIOD` seconds, so
+that a pass of minutes is never silent and a short one adds nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["PERIOD", "progress"]
+__all__ = ["PERIOD", "in_notebook", "progress"]
 
 PERIOD = 30.0  # seconds between plain progress lines
 T = TypeVar("T")
@@ -43,6 +44,11 @@ def progress(
     if sys.stderr.isatty():
         yield from _bar(items, label, total, unit)
         return
+    if in_notebook():
+        from tqdm.auto import tqdm
+
+        yield from tqdm(items, desc=label, total=total, unit=f" {unit}", leave=False)
+        return
     if log is None:
         yield from items
         return
@@ -53,6 +59,12 @@ def progress(
         if now - last >= PERIOD:
             last = now
             log(progress_line(label, done, total, now - started, unit))
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (IPython's ZMQ shell), where stderr is no terminal and a bar still shows."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _bar(items: Iterable[T], label: str, total: int | None, unit: str) -> Iterator[T]:

@@ -101,3 +101,19 @@ def test_the_helpers_of_the_four_operations_are_exported():
     assert [n for n, _ in tk.trainable_parameters(model)][0] == "bn1.weight"
     assert tk.frozen_norm_layers(model) == []
     assert tk.select_parameters(model, "layer1") == ["layer1.0.weight", "layer1.1.weight", "layer1.1.bias"]
+
+
+def test_tables_print_read_and_convert():
+    model = torchvision.models.alexnet()
+    tk.freeze(model, "features")
+    layers = tk.layer_table(model, max_depth=1)
+    assert layers[0].name == "" and layers[1].name == "features"  # the rows stay LayerInfo
+    text = str(layers).splitlines()
+    assert text[0] == "layers of AlexNet" and text[1].split() == ["layer", "type", "output", "params", "trainable"]
+    assert text[2].split()[:3] == ["(model)", "AlexNet", "(1,"] and "<table>" in layers._repr_html_()
+    params = tk.parameter_table(model)
+    assert params.to_pandas().loc[0, "shape"] == "64 x 3 x 11 x 11" and params[0].shape == (64, 3, 11, 11)
+    plan = tk.plan_strategy(model, tk.TrainConfig(model="x", data="x/", out="runs/p", strategy="lp-ft", epochs=4))
+    rows = plan.display_rows()
+    assert [r["phase"] for r in rows] == ["probe", "finetune"] and rows[0]["training modules"] == "classifier"
+    assert plan[1].trainable == sum(p.numel() for p in model.parameters())

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from .._table import Table
 from ..errors import SurgeryError
 from ._trace import trace
 
@@ -44,8 +45,10 @@ def layer_table(
     *,
     input_size: tuple[int, ...] | None = None,
     max_depth: int | None = None,
-) -> list[LayerInfo]:
+) -> Table:
     """Every module in definition order with its output shape from a dry run and its parameter counts.
+
+    A list of :class:`LayerInfo` that prints as an indented table (``.to_pandas()`` for a DataFrame).
 
     Example:
         >>> [(l.name, l.output_shape) for l in layer_table(resnet34, max_depth=1)][-1]
@@ -71,15 +74,32 @@ def layer_table(
                 trainable=sum(p.numel() for p in params if p.requires_grad),
             )
         )
-    return rows
+    return Table(rows, title=f"layers of {type(model).__name__}", shown=_layer_row)
 
 
-def parameter_table(model: nn.Module) -> list[ParamInfo]:
-    """Each parameter once, with its shape and whether it trains."""
-    return [
+def _layer_row(row: LayerInfo) -> dict:
+    shapes = " ".join(str(tuple(s)) for s in row.output_shape or []) or "-"
+    return {
+        "layer": "  " * max(row.depth - 1, 0) + (row.name or "(model)"),
+        "type": row.type,
+        "output": shapes,
+        "params": row.params,
+        "trainable": row.trainable,
+    }
+
+
+def parameter_table(model: nn.Module) -> Table:
+    """Each parameter once, with its shape and whether it trains: a list of :class:`ParamInfo` that prints as a
+    table (``.to_pandas()`` for a DataFrame)."""
+    rows = [
         ParamInfo(name, tuple(p.shape), p.numel(), p.requires_grad, str(p.dtype).removeprefix("torch."))
         for name, p in model.named_parameters()
     ]
+    return Table(rows, title=f"parameters of {type(model).__name__}", shown=_parameter_row)
+
+
+def _parameter_row(row: ParamInfo) -> dict:
+    return {**asdict(row), "shape": " x ".join(map(str, row.shape)) or "scalar"}
 
 
 def parameter_values(model: nn.Module, path: str, *, first: int = 8) -> dict:

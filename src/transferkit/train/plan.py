@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from .._table import Table
 from ..model.freeze import ModuleCount, frozen_norm_layers, parameter_summary
 from ..model.surgery import find_head
 from .config import TrainConfig
@@ -60,8 +61,9 @@ class PhasePlan:
         )
 
 
-def plan_strategy(model: nn.Module, config: TrainConfig) -> list[PhasePlan]:
-    """The phases of ``config.strategy`` on ``model`` (changed in place: adapters added, the last phase's freezing).
+def plan_strategy(model: nn.Module, config: TrainConfig) -> Table:
+    """The phases of ``config.strategy`` on ``model`` (changed in place: adapters added, the last phase's freezing):
+    a list of :class:`PhasePlan` that prints as a table of what each phase trains.
 
     ``config`` supplies what ``train`` would: epochs, rates, freeze patterns, the optimizer, lora's settings.
 
@@ -90,4 +92,18 @@ def plan_strategy(model: nn.Module, config: TrainConfig) -> list[PhasePlan]:
                 frozen_norm_layers(model),
             )
         )
-    return plans
+    return Table(plans, title=f"strategy {config.strategy} on {type(model).__name__}", shown=_plan_row)
+
+
+def _plan_row(plan: PhasePlan) -> dict:
+    trains = [m.module for m in plan.modules if m.trainable]
+    return {
+        "phase": plan.name,
+        "epochs": plan.epochs,
+        "lr": plan.lr,
+        "trainable": plan.trainable,
+        "frozen": plan.frozen,
+        "training modules": ", ".join(trains) if len(trains) <= 4 else f"{', '.join(trains[:3])} ... {trains[-1]}",
+        "optimizer": f"{sum(len(g['params']) for g in plan.groups)} tensors in {len(plan.groups)} groups",
+        "frozen norms": len(plan.frozen_norms),
+    }

@@ -307,3 +307,12 @@ def test_resume_continues_a_run_of_a_module_on_the_same_datasets(tmp_path):
         Exception, match=r"^Cannot resume: the images of 'object:torch.utils.data.dataset.TensorDataset'"
     ):
         tk.fit(TinyNet(3), (x + 1, y), epochs=4, out=tmp_path / "run", resume=True)
+
+
+def test_as_is_with_only_the_head_trainable_is_a_linear_probe():
+    model = TinyNet(3)
+    tk.freeze(model, ["conv1", "bn1", "layer1"])
+    log, say = lines()
+    learner = tk.fit(model, blobs(), epochs=1, log=say, **FAST)
+    assert learner.summary["strategy"] == "freeze" and learner.history[0]["lr"] == 1e-2
+    assert any("only its head 'fc' trains, the 6 other parameter tensors are frozen" in line for line in log)

@@ -214,6 +214,12 @@ def _strategy(model: nn.Module, strategy: str | None, log) -> tuple[str, list[st
     if not count:
         log(f"strategy as-is: every parameter of the {type(model).__name__} trains (as strategy full)")
         return "full", []
+    if all(n.startswith(head + ".") for n, p in model.named_parameters() if p.requires_grad):
+        log(
+            f"strategy as-is: your model's own freezing: only its head '{head}' trains, the {count} other parameter "
+            "tensors are frozen (as strategy freeze, a linear probe at its rate)"
+        )
+        return "freeze", []
     log(
         f"strategy as-is: your model's own freezing: {count} of {total} parameter tensors frozen ({_shown(frozen)}), "
         f"{total - count} train (as strategy head with these frozen)"

@@ -168,6 +168,9 @@ class LoadReport:
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
+    def __repr__(self) -> str:  # the summary, not the dataclass's hundreds of matches (to_dict() has them all)
+        return str(self)
+
     def _repr_html_(self) -> str:
         import html
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser clean
+.PHONY: demo test docs browser clean
 
 # The library declares ranges (pyproject.toml); this environment pins the releases it is tested on.
 $(STAMP): pyproject.toml constraints.txt
@@ -25,5 +25,9 @@ test: $(STAMP) browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
+# The Python API reference, from the docstrings (mkdocstrings); any warning fails it.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) site

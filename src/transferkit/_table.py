@@ -13,7 +13,7 @@ class Table(list):
     """A list of rows (dicts, or dataclasses) that shows itself as a table: aligned text for ``print``, HTML in a
     notebook, and a pandas DataFrame from :meth:`to_pandas`. It stays a list: indexing, ``len`` and JSON as one.
 
-    Example:
+    Examples:
         >>> print(Table([{"epoch": 1, "val_acc": 0.91234}], title="history"))
         history
         epoch  val_acc

@@ -10,7 +10,7 @@ __all__ = ["human_bytes", "one_line", "printable", "wrap_entries"]
 def printable(text: str | os.PathLike) -> str:
     """``text`` with bytes that are not UTF-8 (kept by Python as surrogates) written as ``\\xNN``.
 
-    Example:
+    Examples:
         >>> printable(os.fsdecode(b"r\\xfcn"))
         'r\\\\xfcn'
     """
@@ -36,7 +36,7 @@ def wrap_entries(text: str, width: int, indent: str = "  ") -> str:
     """``text`` in lines of at most ``width``, broken after ``, `` or ``; `` (between the entries of a list),
     and inside an entry only where one is longer than a line; lines after the first are indented.
 
-    Example:
+    Examples:
         >>> print(wrap_entries("train images per class: cat 4, dog 5, bird 12", 30))
         train images per class: cat 4,
           dog 5, bird 12

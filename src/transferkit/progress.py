@@ -32,7 +32,7 @@ def progress(
 
     ``total`` defaults to ``len(items)`` where it has one. ``log=None`` shows nothing off a terminal.
 
-    Example:
+    Examples:
         >>> lines = []
         >>> list(progress(range(3), "epoch 1/2", lines.append))
         [0, 1, 2]
@@ -91,7 +91,7 @@ def _bar(items: Iterable[T], label: str, total: int | None, unit: str) -> Iterat
 def progress_line(label: str, done: int, total: int | None, seconds: float, unit: str = "batches") -> str:
     """``epoch 2/10: 120 of 400 batches (30%), 31 s, about 72 s left``.
 
-    Example:
+    Examples:
         >>> progress_line("epoch 2/10", 120, 400, 31.0)
         'epoch 2/10: 120 of 400 batches (30%), 31 s, about 72 s left'
         >>> progress_line("lr-find", 40, None, 12.4, "steps")

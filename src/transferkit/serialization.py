@@ -32,7 +32,7 @@ def atomic_path(path: str | Path, *, size: int | None = None) -> Iterator[Path]:
     Args:
         size: bytes about to be written, when known: checked against the free space first.
 
-    Example:
+    Examples:
         >>> with atomic_path("model.safetensors") as tmp:
         ...     save_file(tensors, tmp)
     """

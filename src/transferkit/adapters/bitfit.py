@@ -12,7 +12,7 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 def bitfit_parameters(model: nn.Module, head: str, *, norms: bool = False) -> list[str]:
     """Names of the parameters BitFit trains: every bias, the head's weights, and with ``norms`` the norm layers'.
 
-    Example:
+    Examples:
         >>> bitfit_parameters(torchvision.models.resnet18(), "fc")[:2]
         ['bn1.bias', 'layer1.0.bn1.bias']
     """

@@ -63,7 +63,7 @@ class LoraSettings:
 def default_targets(model: nn.Module, head: str) -> list[str]:
     """The layers LoRA adapts by default: attention and MLP linears, else ungrouped convolutions (head excluded).
 
-    Example:
+    Examples:
         >>> default_targets(timm.create_model("vit_tiny_patch16_224"), "head")[:2]
         ['blocks.0.attn.qkv', 'blocks.0.attn.proj']
     """

@@ -58,7 +58,7 @@ def recommend(depths: list[dict], gap: float | None, measure: str = "accuracy") 
 
     ``gap`` is None for a network without BatchNorm: the probes alone decide, and ``signals`` says so.
 
-    Example:
+    Examples:
         >>> recommend([{"name": "layer3", "score": 0.9, "stages_after": 3},
         ...            {"name": "head input", "score": 0.8, "stages_after": 1}], gap=0.4)["command"]
         '--strategy head --unfreeze-last 3'
@@ -272,7 +272,7 @@ _CARRIED = ("image_size", "in_chans", "epochs", *TASK_FIELDS)
 def train_command(config: TrainConfig, strategy: str) -> str:
     """The ``transferkit train`` command that trains ``strategy`` on what ``config`` probed, runnable as shown.
 
-    Example:
+    Examples:
         >>> config = TrainConfig(model="resnet18", weights="timm", data="photos/", out="runs/a", epochs=3)
         >>> train_command(config, "--strategy full")
         'transferkit train resnet18 --weights timm --data photos/ --out runs/a/run --epochs 3 --strategy full'

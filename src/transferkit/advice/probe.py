@@ -63,7 +63,7 @@ def _runs(model: nn.Module, path: str) -> str:
 def depth_points(model: nn.Module) -> list[Depth]:
     """Up to :data:`MAX_DEPTHS` stage ends from input to output; the deepest is the head's input.
 
-    Example:
+    Examples:
         >>> [d.name for d in depth_points(create_model("resnet18", num_classes=3))]
         ['conv1', 'layer1', 'layer2', 'layer3', 'head input']
     """

@@ -51,7 +51,7 @@ GRID = {
 def interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and the two ends of its ``confidence`` interval by Student's t (both the mean for one value).
 
-    Example:
+    Examples:
         >>> interval([0.90, 0.92, 0.94])
         (0.92, 0.8703..., 0.9696...)
     """

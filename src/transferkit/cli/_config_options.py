@@ -40,7 +40,7 @@ def config_options(
         help: help texts of this command that differ from the field's.
         only: the fields to give options to, when a command takes a few (default: every field not skipped).
 
-    Example:
+    Examples:
         >>> @config_options(skip=["strategy"])
         ... def compare_command(strategies: str = "full,freeze", *, settings: dict) -> None:
         ...     base = TrainConfig(**settings)

@@ -45,7 +45,7 @@ def augmentation(name: str, size: int | tuple[int, int], *, channels: int = 3):
 def mixer(*, mixup: float, cutmix: float, label_smoothing: float, num_classes: int):
     """timm's ``Mixup`` for a batch (inputs, labels) -> (mixed inputs, soft targets); None when both are 0.
 
-    Example:
+    Examples:
         >>> mix = mixer(mixup=0.2, cutmix=1.0, label_smoothing=0.1, num_classes=10)
         >>> x, soft = mix(images, labels)  # soft: (N, 10), rows sum to 1
     """

@@ -271,7 +271,7 @@ class EvalTransform:
     (PIL, a (C, H, W) uint8 tensor or an (H, W, C) uint8 array) in, the normalised float (C, H, W) tensor
     the model is fed out.
 
-    Example:
+    Examples:
         >>> t = EvalTransform(Preprocessing((3, 224, 224), (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0, "squash"))
         >>> t(torch.zeros(3, 300, 500, dtype=torch.uint8)).shape
         torch.Size([3, 224, 224])

@@ -132,7 +132,7 @@ def open_data(spec: str, labels: LabelSpec | None = None, hf: HfOptions | None =
     For multi-label and regression, ``class_names`` are the label names or the target's name:
     one per output of the model.
 
-    Example:
+    Examples:
         >>> src = open_data("builtin:digits")
         >>> len(src.class_names), len(src.train)
         (10, 1797)
@@ -339,7 +339,7 @@ def csv_task(spec: str) -> tuple[str, str] | None:
     """For DATA that is a CSV with no ``label`` column: the task its columns say, and the column that says it
     (``labels``: several labels per image; ``target``: a number per image); None otherwise. Reads the header only.
 
-    Example:
+    Examples:
         >>> csv_task("tags.csv")  # path,labels
         ('multi-label', 'labels')
     """

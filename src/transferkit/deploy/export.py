@@ -114,7 +114,7 @@ def export_run(
         held_out: the proof's (images, labels, where they come from) instead of DATA's held-out images: uint8
             images, or the model's float inputs for a run that trained on tensors as a Dataset gave them.
 
-    Example:
+    Examples:
         >>> export_run("runs/lite0", format="onnx").parity["max_abs_diff"]
         2.1e-05
     """

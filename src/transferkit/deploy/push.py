@@ -32,7 +32,7 @@ def push_run(
     """Upload ``run``'s ``timm-hub`` (or ``transformers``) folder to the model repository ``repo_id``; returns the
     commit's URL.
 
-    Example:
+    Examples:
         >>> push_run("runs/flowers", "me/flowers-vit")
         'https://huggingface.co/me/flowers-vit/commit/3f1c...'
     """

@@ -93,7 +93,7 @@ def learning_curves(history: list[dict], scores=CLASS_SCORES) -> bytes:
 def phase_starts(history: list[dict]) -> list[tuple[int, str]]:
     """(first epoch, name) of each phase of the run in ``history``, in order.
 
-    Example:
+    Examples:
         >>> rows = [{"epoch": 1, "phase": "probe"}, {"epoch": 2, "phase": "probe"}, {"epoch": 3, "phase": "finetune"}]
         >>> phase_starts(rows)
         [(1, 'probe'), (3, 'finetune')]
@@ -139,7 +139,7 @@ def caption(name: str, width: int = 40) -> str:
     """An image's path as a card's caption (escaped HTML): its last whole parts that fit in ``width``
     characters (the file name at least), a line break allowed after each ``/``; the whole path on hover.
 
-    Example:
+    Examples:
         >>> caption("photos/valid/sneaker/img_0001.png", width=24)
         '<div title="photos/valid/sneaker/img_0001.png">…/sneaker/<wbr>img_0001.png</div>'
     """

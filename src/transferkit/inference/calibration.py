@@ -45,7 +45,7 @@ MIN_IMAGES = 20  # fewer held-out images fit noise, not calibration
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """The temperature T minimising the cross-entropy of ``logits / T`` against ``targets``.
 
-    Example:
+    Examples:
         >>> fit_temperature(torch.tensor([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0]]), torch.tensor([0, 1, 1]))
         3.09...
     """
@@ -66,7 +66,7 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 def held_out_halves(strata: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of two halves of the held-out images, each stratum (class) dealt alternately between them, seeded.
 
-    Example:
+    Examples:
         >>> a, b = held_out_halves(torch.tensor([0, 0, 1, 1, 1, 1]))
         >>> sorted(len(x) for x in (a, b))
         [3, 3]
@@ -187,7 +187,7 @@ def calibrate_labels(
 def probability_kind(temperature: float | list[float] | None, *, asked_raw: bool = False) -> str:
     """Which probabilities a run's outputs are given as, in the words ``predict`` and the report page both use.
 
-    Example:
+    Examples:
         >>> probability_kind(1.4321)
         "calibrated: the softmax of the logits divided by the run's temperature 1.432"
     """

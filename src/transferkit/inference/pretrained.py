@@ -41,7 +41,7 @@ def load_weights_model(source: str, *, model: str | None = None, device: str = "
             the architecture it fits by names (``transferkit identify``) when that is one
             network; hub specs need it. The head gets the file's class count.
 
-    Example:
+    Examples:
         >>> loaded = load_weights_model("resnet18-finetuned.pth")
         >>> loaded.architecture, len(loaded.class_names)
         ('resnet18', 7)

@@ -25,7 +25,7 @@ ECE_BINS = 15
 def calibration(probabilities: torch.Tensor, targets: torch.Tensor, *, bins: int = ECE_BINS) -> dict:
     """Expected calibration error over ``bins`` equal-width confidence bins, and the bins themselves.
 
-    Example:
+    Examples:
         >>> calibration(torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 1]))["ece"]
         0.35
     """

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
 
 from ..data.decode import Decoded, ImageDataset
 from ..data.sources import Item, split_items
@@ -35,9 +36,9 @@ AS_IS = "as-is"  # the strategy of a module given without one: its own requires_
 
 
 def fit(
-    model,
-    train=None,
-    val=None,
+    model: nn.Module | str | TrainConfig,
+    train: Dataset | DataLoader | tuple | str | Path | None = None,
+    val: Dataset | DataLoader | tuple | None = None,
     *,
     strategy: str | None = None,
     epochs: int | None = None,
@@ -47,7 +48,7 @@ def fit(
     overwrite: bool = False,
     resume: bool = False,
     log: Callable[[str], None] = print,
-    **settings,
+    **settings: object,
 ) -> Learner:
     """Train ``model`` on ``train``, validating on ``val``; returns a :class:`~transferkit.learner.Learner`.
 
@@ -74,7 +75,7 @@ def fit(
         settings: any other :class:`~transferkit.TrainConfig` field (``lr``, ``batch_size``, ``seed`` ...);
             with a TrainConfig, :func:`transferkit.train.engine.fit`'s arguments (``resume`` ...).
 
-    Example:
+    Examples:
         >>> learner = fit(model, train_set, val_set, epochs=3)      # doctest: +SKIP
         >>> learner.predict(Image.open("cat.jpg"))                  # doctest: +SKIP
     """
@@ -304,7 +305,7 @@ def _prepare(
     return data, config, transform
 
 
-def as_object(data):
+def as_object(data) -> Dataset:
     """What a run's DATA names for ``data``: the Dataset it is (a DataLoader's, a TensorDataset of a pair)."""
     return as_dataset(data, "train")
 

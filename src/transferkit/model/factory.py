@@ -45,7 +45,7 @@ def is_code_spec(spec: str) -> bool:
 def object_spec(obj: object) -> str:
     """The MODEL (or DATA) a run records for an object given from Python: ``object:`` and its class's path.
 
-    Example:
+    Examples:
         >>> object_spec(torchvision.models.alexnet())
         'object:torchvision.models.alexnet.AlexNet'
     """
@@ -61,7 +61,7 @@ def is_object_spec(spec: str | None) -> bool:
 def code_origin(spec: str) -> dict | None:
     """The file whose code builds ``spec``, and its SHA-256, without importing it; None for timm and torchvision.
 
-    Example:
+    Examples:
         >>> code_origin("nets/tiny.py:tiny")
         {'spec': 'nets/tiny.py:tiny', 'file': '/home/me/nets/tiny.py', 'sha256': '3f1c...'}
     """
@@ -124,7 +124,7 @@ def create_model(
         offline: with ``pretrained``, True downloads nothing (the caches only); default as
             ``HF_HUB_OFFLINE`` says.
 
-    Example:
+    Examples:
         >>> model = create_model("torchvision:alexnet", num_classes=10)
         >>> model.classifier[6].out_features
         10

@@ -77,7 +77,7 @@ def select_parameters(model: nn.Module, patterns: str | Iterable[str]) -> list[s
     Raises :class:`FreezeError` naming a pattern that selects nothing, so a typo cannot
     silently freeze nothing.
 
-    Example:
+    Examples:
         >>> select_parameters(torchvision.models.alexnet(), ["features"])[:2]
         ['features.0.weight', 'features.0.bias']
     """
@@ -164,7 +164,7 @@ def freeze(model: nn.Module, patterns: str | Iterable[str], *, train_bn: bool = 
         train_bn: keep the selected BatchNorm layers training (parameters and running
             statistics). By default they are frozen and held in eval mode.
 
-    Example:
+    Examples:
         >>> model = torchvision.models.alexnet(num_classes=10)
         >>> _ = freeze(model, "features")
         >>> [n for n, p in model.named_parameters() if p.requires_grad][:2]
@@ -246,7 +246,7 @@ def stage_parameters(model: nn.Module) -> list[list[str]]:
     ViT's ``cls_token`` and ``pos_embed``, go with the stem, where timm puts them. Other models
     have a stage per top-level child, and their own parameters join the first stage.
 
-    Example:
+    Examples:
         >>> stage_parameters(timm.create_model("vit_tiny_patch16_224"))[0][:2]
         ['cls_token', 'pos_embed']
     """

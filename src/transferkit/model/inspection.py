@@ -50,7 +50,7 @@ def layer_table(
 
     A list of :class:`LayerInfo` that prints as an indented table (``.to_pandas()`` for a DataFrame).
 
-    Example:
+    Examples:
         >>> [(l.name, l.output_shape) for l in layer_table(resnet34, max_depth=1)][-1]
         ('fc', [(1, 1000)])
     """
@@ -105,7 +105,7 @@ def _parameter_row(row: ParamInfo) -> dict:
 def parameter_values(model: nn.Module, path: str, *, first: int = 8) -> dict:
     """Statistics and the first values of a parameter or buffer, by name (``layer1.0.bn1.running_mean``).
 
-    Example:
+    Examples:
         >>> parameter_values(model, "fc.bias")["shape"]
         [10]
     """

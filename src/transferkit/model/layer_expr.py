@@ -30,7 +30,7 @@ def _layer_classes() -> dict[str, type[nn.Module]]:
 def parse_layer(text: str) -> nn.Module:
     """The layer that ``text`` describes.
 
-    Example:
+    Examples:
         >>> parse_layer("Conv2d(64, 128, 3, padding=1)")
         Conv2d(64, 128, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
     """

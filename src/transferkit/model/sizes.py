@@ -78,7 +78,7 @@ def check_batch_memory(
     The bound is the batch's float32 input; with ``model`` after its dry run at ``size``
     (:func:`check_input_size`), also its largest layer's input and output in half precision.
 
-    Example:
+    Examples:
         >>> check_batch_memory(100_000, batch=64)
         Traceback (most recent call last):
         ModelSpecError: One batch of 64 images at 100000 px needs at least 7.0 TiB (its float32 input) ...
@@ -115,7 +115,7 @@ def check_input_size(
     Args:
         build: makes the same architecture for another size, to try the candidates.
 
-    Example:
+    Examples:
         >>> check_input_size(levit, "levit_128s", 100, build=lambda s: create_model("levit_128s", image_size=s))
         Traceback (most recent call last):
         ModelSpecError: levit_128s cannot take 100 px input (...); sizes that work: 96, 128 (multiples of 32) ...

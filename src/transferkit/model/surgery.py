@@ -75,7 +75,7 @@ class Validation:
 def get_module(model: nn.Module, path: str) -> nn.Module:
     """The module at a dotted path; ``""`` is the model itself.
 
-    Example:
+    Examples:
         >>> get_module(torchvision.models.alexnet(), "classifier.6")
         Linear(in_features=4096, out_features=1000, bias=True)
     """
@@ -109,7 +109,7 @@ def set_module(
     A warning also names the parameters an optimizer made by ``create_optimizer`` for this model
     no longer holds: make it again after the surgery.
 
-    Example:
+    Examples:
         >>> set_module(model, "classifier.6", "Linear(4096, 10)")
     """
     if not path:
@@ -161,7 +161,7 @@ _SETTABLE = (bool, int, float, str, tuple, type(None))
 def apply_assignment(model: nn.Module, assignment: str) -> str:
     """Apply one ``PATH=EXPR``: a layer at a module path, or a literal at a layer's public setting; returns PATH.
 
-    Example:
+    Examples:
         >>> apply_assignment(model, "classifier.6=Linear(4096, 10)")
         'classifier.6'
         >>> apply_assignment(model, "classifier.5.p=0.2")
@@ -273,7 +273,7 @@ def replace_head(
     a whole network and then replacing its head is how a linear probe is set up. A warning names
     what an optimizer made by ``create_optimizer`` for this model misses: make it again.
 
-    Example:
+    Examples:
         >>> replace_head(torchvision.models.resnet34(), 10)
         'fc'
     """
@@ -382,7 +382,7 @@ def validate(
         num_classes: when given, the output must be ``(N, num_classes)``.
         changed: paths of layers that were just changed, named in the error as the likely cause.
 
-    Example:
+    Examples:
         >>> net = torchvision.models.resnet34()
         >>> net.layer2[0].conv1 = nn.Conv2d(64, 256, 3)
         >>> validate(net).error

@@ -25,7 +25,7 @@ ECE_BINS = 15
 def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], dict[int, str]]:
     """Per label, the temperature minimising the binary cross-entropy of ``logits[:, k] / T``, and why any kept 1.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[4.0], [4.0], [-4.0], [-4.0]] * 5)  # half of the confident positives are wrong
         >>> fit_label_temperatures(logits, torch.tensor([[1], [0], [0], [0]] * 5))
         ([3.64...], {})
@@ -66,7 +66,7 @@ def label_probabilities(logits: torch.Tensor, temperatures: list[float] | None) 
 def calibrated_thresholds(thresholds: list[float], temperatures: list[float] | None) -> list[float]:
     """The run's thresholds (on uncalibrated probabilities) as the same decisions on calibrated ones.
 
-    Example:
+    Examples:
         >>> calibrated_thresholds([0.5, 0.8], [2.0, 2.0])  # 0.8 = sigmoid(1.386), now sigmoid(0.693)
         [0.5, 0.666...]
     """
@@ -85,7 +85,7 @@ def binary_ece(probabilities: torch.Tensor, targets: torch.Tensor, *, bins: int 
     In each of ``bins`` equal-width bins of probability, the gap between the mean probability and
     the share of labels that apply, weighted by the bin's share of all decisions.
 
-    Example:
+    Examples:
         >>> binary_ece(torch.tensor([[0.9], [0.9], [0.2]]), torch.tensor([[1], [0], [0]]))
         0.333...
     """

@@ -92,7 +92,7 @@ def confused_label_pairs(targets: torch.Tensor, decided: torch.Tensor, names: li
     """The ``k`` pairs (missed, instead) most often seen together: on one image, ``missed`` applies but was
     not predicted while ``instead`` was predicted but does not apply. Pairs never seen are left out.
 
-    Example:
+    Examples:
         >>> confused_label_pairs(torch.tensor([[1, 0], [1, 0]]), torch.tensor([[0, 1], [1, 0]]), ["cat", "dog"])
         [{'missed': 'cat', 'instead': 'dog', 'count': 1}]
     """

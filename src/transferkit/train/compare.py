@@ -94,7 +94,7 @@ def _row(strategy: str, summary: dict) -> dict:
 def score_text(value: float, score: str) -> str:
     """A score as the comparison writes it: a share in percent, anything else in its own units.
 
-    Example:
+    Examples:
         >>> score_text(0.9612, "val_acc"), score_text(0.0412, "val_mae")
         ('96.1%', '0.0412')
     """
@@ -108,7 +108,7 @@ def _gap(difference: float, score: str) -> str:
 def verdict(rows: list[dict]) -> list[str]:
     """What the comparison shows, in sentences read off its numbers: the winner, and pretrained against scratch.
 
-    Example:
+    Examples:
         >>> verdict([{"strategy": "full", "best": 0.95, "curve": [0.8, 0.95], "trainable_params": 9, "score": "val_acc",
         ...           "higher_better": True}, {"strategy": "scratch", "best": 0.5, "curve": [0.1, 0.5],
         ...           "trainable_params": 9, "score": "val_acc", "higher_better": True}])[0]

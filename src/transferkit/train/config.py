@@ -70,7 +70,7 @@ def _setting(default=MISSING, help: str = "", **kwargs):
 class TrainConfig:
     """Everything that defines a run; saved in every checkpoint. Unknown keys and bad values are rejected.
 
-    Example:
+    Examples:
         >>> TrainConfig(model="resnet18", data="builtin:digits", out="runs/a", epochs=0)
         Traceback (most recent call last):
         ConfigError: epochs must be at least 1, got 0.

@@ -95,7 +95,7 @@ def fit(
         module: the network to train, as given from Python (``config.model`` is its
             :func:`~transferkit.model.factory.object_spec`): no weights are loaded into it, its head stays.
 
-    Example:
+    Examples:
         >>> fit(TrainConfig(model="tf_efficientnet_lite0", weights="lite0", data="builtin:digits",
         ...                 strategy="freeze", epochs=3, image_size=64, out="runs/probe"))["best_val_acc"]
         0.93...

@@ -50,7 +50,7 @@ def find_lr(
 
     ``data`` is DATA already prepared for this config (as ``fit`` has it); else it is decoded here.
 
-    Example:
+    Examples:
         >>> find_lr(TrainConfig(model="resnet18", weights="timm", data="photos/", out="runs/lr"))["suggestion"]
         0.0023...
     """
@@ -183,7 +183,7 @@ def _smooth(losses: list[float], beta: float = 0.98) -> list[float]:
 def suggest_lr(rates: list[float], smoothed: list[float]) -> float:
     """The rate where the smoothed loss falls fastest (per decade of rate), before its minimum.
 
-    Example:
+    Examples:
         >>> rates = list(np.geomspace(1e-5, 1, 50))
         >>> suggest_lr(rates, [1 / (1 + np.exp(4 * (np.log10(r) + 3))) + r for r in rates])
         0.001...

@@ -56,7 +56,7 @@ TASK_MONITORS = {
 def classification_metrics(confusion: Sequence[Sequence[int]], class_names: Sequence[str] | None = None) -> dict:
     """Accuracy, balanced accuracy, macro-F1, and per class precision, recall, F1 and support.
 
-    Example:
+    Examples:
         >>> m = classification_metrics([[90, 0], [10, 0]], ["ok", "defect"])
         >>> m["accuracy"], m["balanced_accuracy"], round(m["macro_f1"], 3)
         (0.9, 0.5, 0.474)

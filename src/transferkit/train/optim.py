@@ -35,7 +35,7 @@ def param_groups(
     blocks; the model's ``no_weight_decay()`` names, such as ``pos_embed``, get no decay): with
     0.5, the layer before the head trains at ``lr / 2``, the one before that at ``lr / 4``.
 
-    Example:
+    Examples:
         >>> groups = param_groups(model, lr=1e-3, head_lr=1e-2)
         >>> sorted({g["lr"] for g in groups})
         [0.001, 0.01]
@@ -99,9 +99,10 @@ def create_optimizer(
         lr: the rate (each group's: see ``head_lr`` and ``layer_decay``); default 1e-3.
         weight_decay: 0.01 by default, as ``TrainConfig``; decoupled for AdamW; biases and norm weights get none.
         momentum: SGD's (``sgd`` by name only), 0.9 by default, Nesterov when above 0.
-        head_lr, layer_decay: see :func:`param_groups`.
+        head_lr: the head's rate (default ``lr``); see :func:`param_groups`.
+        layer_decay: each earlier layer's rate times this (timm's layer groups); see :func:`param_groups`.
 
-    Example:
+    Examples:
         >>> freeze(model, "features")
         >>> opt = create_optimizer(model, torch.optim.SGD, lr=0.01)
         >>> [n for g in opt.param_groups for n in g["param_names"]][:1]

@@ -67,7 +67,7 @@ def plan_strategy(model: nn.Module, config: TrainConfig) -> Table:
 
     ``config`` supplies what ``train`` would: epochs, rates, freeze patterns, the optimizer, lora's settings.
 
-    Example:
+    Examples:
         >>> [p.name for p in plan_strategy(create_model("resnet18", num_classes=10), TrainConfig(
         ...     model="resnet18", data="photos/", out="runs/plan", strategy="lp-ft", epochs=4))]
         ['probe', 'finetune']

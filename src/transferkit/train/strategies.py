@@ -71,7 +71,7 @@ def plan_phases(
     ``lr`` overrides the main rate; ``layer_decay`` gives discriminative rates to every phase that
     trains all layers (none by default).
 
-    Example:
+    Examples:
         >>> [(p.name, p.epochs, p.trains) for p in plan_phases("gradual", 4)]
         [('head', 1, 'head'), ('unfrozen', 3, 'all')]
     """

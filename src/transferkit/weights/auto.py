@@ -31,7 +31,7 @@ class AutoWeights:
 def default_weights(model: str) -> AutoWeights:
     """The pretrained weights ``model`` has; nothing is downloaded.
 
-    Example:
+    Examples:
         >>> default_weights("resnet18")
         AutoWeights(spec='timm:a1_in1k', why="timm's default pretrained tag for resnet18")
         >>> default_weights("botnet50ts_256").spec is None

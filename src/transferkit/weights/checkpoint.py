@@ -55,7 +55,7 @@ def read_checkpoint(
             source you trust: unpickling such a file can do anything the code says.
         use_ema: prefer ``state_dict_ema`` when the checkpoint holds one.
 
-    Example:
+    Examples:
         >>> ckpt = read_checkpoint("resnet34.pth")
         >>> len(ckpt.tensors)
         218

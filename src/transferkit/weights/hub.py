@@ -67,7 +67,7 @@ def is_remote(spec: str | os.PathLike) -> bool:
 def fetch(spec: str, model: nn.Module | None = None) -> Fetched:
     """Download ``spec`` (or take it from the cache) and return its file and configuration.
 
-    Example:
+    Examples:
         >>> fetch("timm:a1_in1k", timm.create_model("resnet18")).origin
         'timm/resnet18.a1_in1k'
     """
@@ -99,7 +99,7 @@ def model_weights(model: str) -> list[dict]:
 
     Nothing is downloaded. For torchvision models the size is torchvision's own record of it.
 
-    Example:
+    Examples:
         >>> [w["spec"] for w in model_weights("resnet50")][:2]
         ['timm:a1_in1k', 'timm:a1h_in1k']
     """

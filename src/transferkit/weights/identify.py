@@ -181,7 +181,7 @@ def identify(source: str | Path, *, trust_checkpoint: bool = False) -> Identific
     """The architectures ``source`` (a checkpoint file, a registry name, or a transformers model's folder or
     ``transformers:ORG/REPO``) fits, by names and by structure.
 
-    Example:
+    Examples:
         >>> found = identify("resnet18-trained.pth")
         >>> [c.model for c in found.by_names]
         ['resnet18', 'torchvision:resnet18']

@@ -262,7 +262,7 @@ def load_pretrained(
         offline: True downloads nothing (the caches only), False allows downloads; default as
             ``HF_HUB_OFFLINE`` says (the command line's ``--offline``).
 
-    Example:
+    Examples:
         >>> model = create_model("resnet34", num_classes=10)
         >>> report = load_pretrained(model, "resnet34-imagenet.pth")
         >>> [m.key for m in report.mismatched]

@@ -33,7 +33,7 @@ def resolve_preprocessing(
 ) -> tuple[Preprocessing, str]:
     """The preprocessing ``model`` (with ``weights`` loaded into it) expects, and where it came from, for the log.
 
-    Example:
+    Examples:
         >>> import timm
         >>> pre, source = resolve_preprocessing(timm.create_model("resnet18"))
         >>> pre.input_size, pre.interpolation, source
@@ -65,7 +65,7 @@ def eval_transform(
             ``torchvision:ENUM``).
         image_size: the input size the model was built for, when not its configuration's.
 
-    Example:
+    Examples:
         >>> import timm, torch
         >>> t = eval_transform(timm.create_model("resnet18"))
         >>> t(torch.zeros(3, 300, 400, dtype=torch.uint8)).shape

@@ -3,7 +3,7 @@
 Each record says where the tensors come from, the architecture they reproduce, the
 preprocessing they expect, their class names, and what they were checked against.
 
-Example:
+Examples:
     >>> rec = get_weights("lite0")
     >>> rec.architecture, rec.preprocessing.mean
     ('tf_efficientnet_lite0', (0.5, 0.5, 0.5))

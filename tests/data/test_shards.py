@@ -66,7 +66,7 @@ def test_several_labels_keep_their_labels_through_the_shards(tmp_path):
     again = open_data(f"wds:{tmp_path / 'shards'}", spec)
     assert again.class_names == source.class_names
     assert [i.label for i in again.train] == [i.label for i in source.train]
-    with pytest.raises(DataError, match="hold multi-label labels; give --task multi-label"):
+    with pytest.raises(DataError, match="hold multi-label labels; give task multi-label"):
         open_data(f"wds:{tmp_path / 'shards'}")
 
 

@@ -35,7 +35,7 @@ def test_eval_of_a_file_builds_the_architecture_it_fits_and_agrees_with_predict(
 
 
 def test_eval_of_weights_needs_data_and_a_head_of_data_s_size(tmp_path, squeezenet_file):
-    with pytest.raises(TransferkitError, match="needs --data DATA"):
+    with pytest.raises(TransferkitError, match=r"needs data \(DATA\); a run folder knows its own"):
         evaluate_run(str(squeezenet_file), device="cpu")
     three = make_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=2, size=32)
     with pytest.raises(TransferkitError, match="3 classes and the weights' head 2 outputs"):

@@ -165,7 +165,7 @@ def test_predict_with_hub_weights_and_an_architecture(hub):
     Image.new("RGB", (64, 48), (120, 80, 40)).save(image)
     top = predictor.predict([image], top_k=2)[0]["top"]
     assert len(top) == 2 and top[0]["label"] in predictor.class_names
-    with pytest.raises(TransferkitError, match="need --model MODEL"):
+    with pytest.raises(TransferkitError, match="need model: the MODEL they are for"):
         load_predictor("timm:a1_in1k")
     with pytest.raises(TransferkitError, match="does not fill resnet18: 2 tensors missing or of another shape"):
         partial = {k: v for k, v in create_model("resnet18").state_dict().items() if not k.startswith("fc.")}

@@ -409,14 +409,17 @@ def _image_column(spec: str, features, named: str | None) -> str:
     columns = ", ".join(features)
     if named is not None:
         if named not in features:
-            raise DataError(f"Data '{spec}' has no column '{named}' (--image-column); its columns: {columns}.")
+            raise DataError(
+                f"Data '{spec}' has no column '{named}' (image_column); its columns: {columns}.",
+                argument="image_column",
+            )
         if not _holds_images(features[named]):
             raise DataError(f"Data '{spec}' column '{named}' holds {_kind(features[named])}, not images.")
         return named
     found = [name for name, feature in features.items() if _holds_images(feature)]
     if len(found) != 1:
         which = f"several image columns ({', '.join(found)})" if found else f"no image column (columns: {columns})"
-        raise DataError(f"Data '{spec}' has {which}; name the one to use with --image-column.")
+        raise DataError(f"Data '{spec}' has {which}; name the one to use with image_column.", argument="image_column")
     return found[0]
 
 
@@ -435,7 +438,10 @@ def _label_column(spec: str, features, named: str | None, task: str) -> str:
     columns = ", ".join(features)
     if named is not None:
         if named not in features:
-            raise DataError(f"Data '{spec}' has no column '{named}' (--label-column); its columns: {columns}.")
+            raise DataError(
+                f"Data '{spec}' has no column '{named}' (label_column); its columns: {columns}.",
+                argument="label_column",
+            )
         return named
     if task != "regression":
         found = [n for n, f in features.items() if isinstance(_inner(f) if task == "multi-label" else f, ClassLabel)]
@@ -443,15 +449,22 @@ def _label_column(spec: str, features, named: str | None, task: str) -> str:
             return found[0]
         if len(found) > 1:
             raise DataError(
-                f"Data '{spec}' has several class columns ({', '.join(found)}); name one with --label-column."
+                f"Data '{spec}' has several class columns ({', '.join(found)}); name one with label_column.",
+                argument="label_column",
             )
         lists = [n for n, f in features.items() if isinstance(_inner(f), ClassLabel)]
         if task == "classification" and lists:
-            raise DataError(f"Data '{spec}' column '{lists[0]}' holds lists of classes: train with --task multi-label.")
+            raise DataError(
+                f"Data '{spec}' column '{lists[0]}' holds lists of classes: train with task multi-label.",
+                argument="task",
+            )
     usual = {"classification": LABEL_COLUMNS, "multi-label": MULTI_COLUMNS, "regression": TARGET_COLUMNS}[task]
     found = next((n for u in (*usual, *LABEL_COLUMNS) for n in features if n.lower() == u), None)
     if found is None:
-        raise DataError(f"Data '{spec}' has no label column (columns: {columns}); name it with --label-column.")
+        raise DataError(
+            f"Data '{spec}' has no label column (columns: {columns}); name it with label_column.",
+            argument="label_column",
+        )
     return found
 
 
@@ -495,7 +508,7 @@ def _classes(spec: str, feature, column: str, train_values: list, task: str) -> 
     where = f"Data '{spec}' column '{column}'"
     if task == "regression":
         if not (isinstance(feature, Value) and (feature.dtype.startswith(("int", "uint", "float")))):
-            raise DataError(f"{where} holds {_kind(feature)}; --task regression needs numbers.")
+            raise DataError(f"{where} holds {_kind(feature)}; task regression needs numbers.", argument="task")
         return [column], Labels("number")
     if task == "multi-label":
         inner = _inner(feature)
@@ -505,7 +518,8 @@ def _classes(spec: str, feature, column: str, train_values: list, task: str) -> 
             names = sorted(set().union(*(set(v) for v in train_values if v is not None)))
             return names, Labels("string-list", tuple(names))
         raise DataError(
-            f"{where} holds {_kind(feature)}; --task multi-label needs lists of classes (ClassLabel) or strings."
+            f"{where} holds {_kind(feature)}; task multi-label needs lists of classes (ClassLabel) or strings.",
+            argument="task",
         )
     if isinstance(feature, ClassLabel):
         return list(feature.names), Labels("class", tuple(feature.names))
@@ -513,12 +527,13 @@ def _classes(spec: str, feature, column: str, train_values: list, task: str) -> 
         names = sorted({v.strip() for v in train_values if v is not None and v.strip()})
         return names, Labels("string", tuple(names))
     if _inner(feature) is not None:
-        raise DataError(f"{where} holds lists of labels: train with --task multi-label.")
-    numbers = " (numbers to predict: --task regression)" if _kind(feature).startswith("float") else ""
+        raise DataError(f"{where} holds lists of labels: train with task multi-label.", argument="task")
+    numbers = " (numbers to predict: task regression)" if _kind(feature).startswith("float") else ""
     raise DataError(
         f"{where} holds {_kind(feature)}, not classes: labels must be a ClassLabel (which names the classes) or "
-        f"strings; cast it with datasets' cast_column(ClassLabel(names=...)) or name another with --label-column"
-        f"{numbers}."
+        f"strings; cast it with datasets' cast_column(ClassLabel(names=...)) or name another with label_column"
+        f"{numbers}.",
+        argument=("label_column", "task") if numbers else "label_column",
     )
 
 

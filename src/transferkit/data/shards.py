@@ -92,7 +92,7 @@ def open_shards(spec: str, task: str = "classification") -> DataSource:
         index = _read_index(folder)
         if index["task"] != task:
             raise DataError(
-                f"Shards '{printable(folder)}' hold {index['task']} labels; give --task {index['task']}.",
+                f"Shards '{printable(folder)}' hold {index['task']} labels; give task {index['task']}.",
                 argument="task",
             )
         names, splits = index["class_names"], {}

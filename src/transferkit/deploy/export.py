@@ -135,9 +135,13 @@ def export_run(
     suffix = (".int8" if quantize else "") + FORMATS[format]
     out = Path(out) if out is not None else run / (format if format in FOLDERS else f"model{suffix}")
     if format in FOLDERS and (out.is_file() or out.is_dir() and any(out.iterdir())):
-        raise RunError(f"--out '{out}' exists and is not an empty folder; the {format} export writes a new folder.")
+        raise RunError(
+            f"out '{out}' exists and is not an empty folder; the {format} export writes a new folder.", argument="out"
+        )
     if format not in FOLDERS and out.is_dir():
-        raise RunError(f"--out '{out}' is a folder; give the file to write, such as {out / ('model' + suffix)}.")
+        raise RunError(
+            f"out '{out}' is a folder; give the file to write, such as {out / ('model' + suffix)}.", argument="out"
+        )
     blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise RunError(f"Cannot write '{out}': '{blocker}' is a file, not a folder.")

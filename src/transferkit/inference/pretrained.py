@@ -81,12 +81,15 @@ def _identified(source: str, notes: list[str]) -> str:
     from ..weights.identify import compare_outputs, identify
 
     if not Path(source).is_file():
-        raise WeightsError(f"Weights '{source}' need --model MODEL (the network they are for).")
+        raise WeightsError(f"Weights '{source}' need model: the MODEL they are for.", argument="model")
     found = identify(source)
     if found.native is None:
         fits = ", ".join(c.model for c in found.by_structure[:3])
         also = f" It fits {fits} by structure only." if fits else ""
-        raise WeightsError(f"'{source}' fits no timm or torchvision architecture by names; give --model MODEL.{also}")
+        raise WeightsError(
+            f"'{source}' fits no timm or torchvision architecture by names; give model (a MODEL).{also}",
+            argument="model",
+        )
     if found.by_names and found.by_names[0].num_classes is None:
         raise WeightsError(f"'{source}' has no classification head ({found.native} without one): it cannot classify.")
     fits = [c.model for c in found.by_names] or [found.native]

@@ -267,7 +267,9 @@ def evaluate_run(
     else:
         _check_weights_exist(str(run))
         if data is None:
-            raise DataError(f"Evaluating weights ('{run}') needs --data DATA; a run folder knows its own.")
+            raise DataError(
+                f"Evaluating weights ('{run}') needs data (DATA); a run folder knows its own.", argument="data"
+            )
         if report:
             raise DataError(f"report needs a run folder to write into; '{run}' is weights.", argument="report")
         if str(run).endswith(".onnx"):

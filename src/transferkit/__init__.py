@@ -37,7 +37,7 @@ from .errors import (
 _EXPORTS = {
     # weights
     "LoadPolicy": ".weights.loading",
-    "LoadReport": ".weights.loading",
+    "LoadReport": ".weights.report",
     "load_pretrained": ".weights.loading",
     "read_checkpoint": ".weights.checkpoint",
     "get_weights": ".weights.registry",

@@ -9,6 +9,7 @@ import torch
 
 from tests.helpers import make_image_folder, tiny_config
 from transferkit.deploy import export as export_module
+from transferkit.deploy import parity as parity_module
 from transferkit.deploy.export import export_run
 from transferkit.deploy.runtime import onnx_session
 from transferkit.deploy.sidecar import read_sidecar, sidecar_path
@@ -200,15 +201,15 @@ def test_the_command_exits_1_on_a_failed_proof_with_one_line(run, tmp_path, monk
 def test_the_proof_samples_every_class_and_states_the_runs_own_score(run, tmp_path, monkeypatch, cli):
     """The held-out images are listed class by class: a sample of the first ones would be one class."""
     folder = fresh(run, tmp_path)
-    monkeypatch.setattr(export_module, "PARITY_IMAGES", 6)
+    monkeypatch.setattr(parity_module, "PARITY_IMAGES", 6)
     labels = []
-    original = export_module._compare
+    original = export_module.compare_outputs
 
     def compare(reference, got, held_labels, trained):
         labels.extend(held_labels.tolist())
         return original(reference, got, held_labels, trained)
 
-    monkeypatch.setattr(export_module, "_compare", compare)
+    monkeypatch.setattr(export_module, "compare_outputs", compare)
     result = export_run(folder, trust_code=True, log=lambda m: None)
     assert sorted(labels) == [0, 0, 0, 1, 1, 1]
     assert result.parity["split"].endswith("(a sample of 6, stratified by class, seed 0)")

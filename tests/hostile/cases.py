@@ -278,7 +278,7 @@ def _(w, tmp):
     return ["predict", tmp / "ckpt.pt", w.data / "cat" / "0.png"]
 
 
-@case("eval/weights-without-data", "refused", 2, ["needs --data DATA"])
+@case("eval/weights-without-data", "refused", 2, ["needs --data (DATA)"])
 def _(w, tmp):
     torch.save({"x.weight": torch.zeros(3, 3)}, tmp / "ckpt.pt")
     return ["eval", tmp / "ckpt.pt"]

@@ -263,7 +263,7 @@ def test_an_extended_run_continues_its_learning_rate_on_the_longer_schedule(tmp_
 def test_a_resume_removes_the_report_of_the_run_as_it_was_and_names_exports_of_an_older_best(tmp_path):
     from tests.helpers import tiny_config
     from transferkit.deploy.export import export_run
-    from transferkit.train import engine
+    from transferkit.train import run_notes
 
     data = make_image_folder(tmp_path / "data", per_class=12, size=16)
     run = tmp_path / "run"
@@ -280,9 +280,9 @@ def test_a_resume_removes_the_report_of_the_run_as_it_was_and_names_exports_of_a
     # the export is named exactly when best.pt moved on
     assert ("model.safetensors is of best.pt before this resume" in text) == (load_run(run)["best_epoch"] == 3)
     noted = []
-    engine._note_old_exports(run, 2, {"epoch": 3}, noted.append)
+    run_notes.note_old_exports(run, 2, {"epoch": 3}, noted.append)
     assert noted == [
         "warning: model.safetensors is of best.pt before this resume (epoch 2); best.pt is now epoch 3's: export again"
     ]
-    engine._note_old_exports(run, 3, {"epoch": 3}, noted.append)
+    run_notes.note_old_exports(run, 3, {"epoch": 3}, noted.append)
     assert len(noted) == 1  # the same best: the export is still of it

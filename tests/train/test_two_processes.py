@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+import transferkit as tk
 from tests.helpers import TinyNet, make_image_folder, tiny_config, tiny_vit
 from tests.tasks.csvs import multilabel_csv
 from transferkit.data.augment import augmentation
@@ -101,6 +102,23 @@ def _rank(rank: int, port: int, root):
         fit(resume=root / "resumed", changes={"shard_params": True}, trust_code=True, log=logged.append)
         # Streamed shards: each rank draws its own, and every rank runs as many steps.
         fit(tiny_config(f"wds:{root / 'shards'}", root / "streamed", stream=True, epochs=2), log=logged.append)
+        # From Python, as under torchrun: the user's module and (images, targets); DDP keeps the replicas equal.
+        torch.manual_seed(0)
+        images, targets = torch.randn(48, 3, 16, 16), torch.arange(48) % 3
+        module = TinyNet(3)
+        python = tk.fit(
+            module,
+            (images, targets),
+            strategy="full",
+            epochs=2,
+            out=root / "python",
+            batch_size=8,
+            lr=0.05,
+            precision="fp32",
+            channels_last=False,
+            log=logged.append,
+        )
+        torch.save({"state": module.state_dict(), "epochs": len(python.history)}, root / f"python-rank{rank}.pt")
         # Several labels: freeze trains the head on the cached activations under DDP (it once failed in c10d).
         labels_log = []
         summary = fit(
@@ -227,3 +245,14 @@ def test_two_processes_train_several_labels_and_validate_every_held_out_image(pa
     evaluated = evaluate_run(pair / "labels-run", trust_code=True, device="cpu")
     assert evaluated["images"] == 48 and evaluated["map"] == pytest.approx(summary["best_score"]["value"], abs=1e-3)
     assert json.loads((pair / "labels-run" / "calibration.json").read_text())["images"] == 48
+
+
+@pytest.mark.slow
+def test_fit_from_python_on_a_module_and_tensors_trains_under_two_processes(pair):
+    ranks = [torch.load(pair / f"python-rank{rank}.pt") for rank in (0, 1)]
+    assert [r["epochs"] for r in ranks] == [2, 2]
+    for name, tensor in ranks[0]["state"].items():
+        assert torch.equal(tensor, ranks[1]["state"][name]), name  # both replicas hold best.pt's weights
+    best = torch.load(pair / "python" / "best.pt", weights_only=False)
+    assert all(torch.equal(best["model"][k], v) for k, v in ranks[0]["state"].items())
+    assert json.loads((pair / "python" / "report.json").read_text())["model"] == "object:tests.helpers.TinyNet"

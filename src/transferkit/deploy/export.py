@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import random
 import shutil
 import tempfile
 import warnings
@@ -31,14 +30,19 @@ import torch.nn as nn
 
 from .. import __version__
 from ..adapters import merged, peft_model_of
-from ..adapters.lora import copy_model
 from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
-from ..data.sources import open_data, stratified_sample
+from ..data.sources import open_data
 from ..data.user_data import is_given
-from ..errors import ConfigError, DataError, ParityError, RunError
-from ..inference.runs import held_out_items, load_trained
-from ..tasks.metrics import multilabel_metrics
+from ..errors import ConfigError, ParityError, RunError
+from .parity import (
+    as_images,
+    compare_outputs,
+    held_out_images,
+    outputs_of,
+    run_validation,
+    trained_for_export,
+)
 from .sidecar import sidecar_path, task_facts, write_sidecar
 from .timm_hub import check_timm_model, load_timm_folder, write_timm_folder
 from .transformers_folder import check_transformers_run, load_transformers_folder, write_transformers_folder
@@ -62,7 +66,6 @@ QUANTIZE = ("dynamic", "static")
 FP32_TOLERANCE = 1e-3
 INT8_MAX_DROP = 1.0  # accuracy (or mAP) points on the held-out images
 INT8_MAX_MAE_INCREASE = 2.0  # percent more mean absolute error on the held-out images, for numbers
-PARITY_IMAGES = 300  # held-out images the proof runs on (all when fewer)
 CALIBRATION_IMAGES = 128  # training images static quantisation calibrates on
 
 
@@ -148,7 +151,7 @@ def export_run(
 
     if format in FOLDERS:  # before the run is loaded: a MODEL of the user's code is never imported for nothing
         (check_timm_model if format == "timm-hub" else check_transformers_run)(_model_spec(run))
-    trained = _trained(run, trust_code, module)
+    trained = trained_for_export(run, trust_code, module)
     if with_preprocessing and is_given(trained.preprocessing):
         raise ConfigError(
             "with_preprocessing: this run trained on tensors your Dataset's transforms made; they stay outside the "
@@ -156,21 +159,21 @@ def export_run(
             argument="with_preprocessing",
         )
     model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
-    images, labels, split = held_out if held_out is not None else _held_out(trained, data)
+    images, labels, split = held_out if held_out is not None else held_out_images(trained, data)
     log(f"parity images: {len(images)} from {split}")
-    reference = _logits(lambda x: model(x), images, trained.preprocessing, uint8=False)
+    reference = outputs_of(lambda x: model(x), images, trained.preprocessing, uint8=False)
     if peft_model_of(trained.model) is not None:
         # Adapters are folded into their layers; the proof below compares against the unmerged model.
         model = trained.model = merged(trained.model).eval()
         drift = (
-            (_logits(lambda x: model(x), images, trained.preprocessing, uint8=False) - reference).abs().max()
+            (outputs_of(lambda x: model(x), images, trained.preprocessing, uint8=False) - reference).abs().max()
             if format in ("onnx", "exported-program")  # the graphs; other formats hold the merged weights as they are
             else 0.0
         )
         if drift > FP32_TOLERANCE * max(1.0, float(reference.abs().max())):
             # A layer that transforms its weight before use (BiT's weight-standardised convolutions) computes
             # something else with the adapter folded in: the graph keeps the adapters beside their layers.
-            trained = _trained(run, trust_code, module)
+            trained = trained_for_export(run, trust_code, module)
             model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
             log(f"adapters kept beside their layers: merged, they change the outputs by up to {drift:.3g}")
         else:
@@ -184,10 +187,10 @@ def export_run(
         card = card.read_text(encoding="utf-8") if card.is_file() else None
         _export(format, net, images[:2], exported, with_preprocessing, trained, card=card)
         run_exported = _runner(format, exported, trained)
-        got = _logits(run_exported, images, trained.preprocessing, uint8=with_preprocessing)
-        parity = _compare(reference, got, labels, trained)
+        got = outputs_of(run_exported, images, trained.preprocessing, uint8=with_preprocessing)
+        parity = compare_outputs(reference, got, labels, trained)
         parity.update(images=len(images), split=split, tolerance=FP32_TOLERANCE, precision="fp32")
-        parity["run_validation"] = _run_validation(trained)
+        parity["run_validation"] = run_validation(trained)
         if parity["max_abs_diff"] > FP32_TOLERANCE * max(1.0, parity["scale"]):
             agreeing = next(k for k in ("top1_agreement", "decision_agreement", "value_max_abs_diff") if k in parity)
             raise ParityError(
@@ -199,8 +202,10 @@ def export_run(
             fp32 = parity
             quantized = Path(tmp) / "model.int8.onnx"
             _quantize(exported, quantized, quantize, trained, data, with_preprocessing)
-            got = _logits(_runner("onnx", quantized, trained), images, trained.preprocessing, uint8=with_preprocessing)
-            parity = _compare(reference, got, labels, trained)
+            got = outputs_of(
+                _runner("onnx", quantized, trained), images, trained.preprocessing, uint8=with_preprocessing
+            )
+            parity = compare_outputs(reference, got, labels, trained)
             parity.update(images=len(images), split=split, precision=f"int8 ({quantize})", fp32=fp32)
             cost, limit, what = _int8_cost(parity, trained.task)
             if cost > limit:
@@ -237,97 +242,6 @@ def export_run(
 
     record_export(run, out.name, {"file": str(out), "format": format, "quantization": quantize, "parity": parity})
     return ExportResult(out, sidecar_path(out), parity)
-
-
-def _trained(run: Path, trust_code: bool, module: nn.Module | None):
-    """The run's best model on the CPU; for a run of a module given from Python, a copy of it (the export's
-    merging and moving leave the user's module as it is)."""
-    return load_trained(run, device="cpu", trust_code=trust_code, model=None if module is None else copy_model(module))
-
-
-def _held_out(trained, data: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Up to :data:`PARITY_IMAGES` held-out uint8 images (N, C, H, W) and their labels."""
-    spec = data or trained.config.data
-    try:
-        items, split = held_out_items(trained, spec)
-    except DataError as e:
-        raise DataError(
-            f"The parity proof needs the run's held-out images, and its DATA cannot be opened ({e}); "
-            "pass data (the same DATA where it is now).",
-            argument="data",
-        ) from None
-    if not items:
-        raise DataError(f"'{spec}' has no held-out images of the run's classes to prove the export on.")
-    if len(items) > PARITY_IMAGES:  # a sample in DATA's order would be one class or two
-        seed = trained.config.seed
-        try:
-            items = stratified_sample(items, PARITY_IMAGES, seed=seed)
-        except DataError:  # more classes than the sample holds
-            items = random.Random(seed).sample(items, PARITY_IMAGES)
-        split = f"{split} (a sample of {PARITY_IMAGES}, stratified by class, seed {seed})"
-    decoded = decode(items, trained.preprocessing)
-    return _tensor(decoded.images), decoded.labels, split
-
-
-def _run_validation(trained) -> dict | None:
-    """The score training gave the exported checkpoint on all its held-out images, beside the proof's sample."""
-    row = (trained.validated or {}).get("row")
-    if not row:
-        return None
-    scores = {k: v for k, v in row.items() if k.startswith("val_") and k != "val_loss" and isinstance(v, int | float)}
-    return {"epoch": row.get("epoch"), **scores}
-
-
-def _tensor(images) -> torch.Tensor:
-    """Decoded images as one (N, C, H, W) uint8 tensor, also when they were streamed."""
-    return images if isinstance(images, torch.Tensor) else torch.stack(list(images))
-
-
-@torch.no_grad()
-def _logits(forward, images: torch.Tensor, pre: Preprocessing, *, uint8: bool, batch: int = 32) -> torch.Tensor:
-    prep = BatchPrep(pre, torch.device("cpu"), channels_last=False)
-    chunks = []
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        x = chunk.permute(0, 2, 3, 1).contiguous() if uint8 else prep(chunk)
-        chunks.append(torch.as_tensor(forward(x)).float())
-    return torch.cat(chunks)
-
-
-def _compare(reference: torch.Tensor, got: torch.Tensor, labels: torch.Tensor, trained) -> dict:
-    """How far the export's outputs are from the model's, and what that changes: the top class, each label's
-    decision at its threshold, or the value in the target's units."""
-    diff = (reference - got).abs()
-    facts = {
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()),
-        "scale": float(reference.abs().max()),
-    }
-    if trained.task == "multi-label":
-        thresholds = torch.tensor(trained.thresholds)
-        decided = [torch.sigmoid(out) >= thresholds for out in (reference, got)]
-        scores = [multilabel_metrics(out, labels, trained.class_names)["map"] for out in (reference, got)]
-        return {
-            **facts,
-            "decision_agreement": float((decided[0] == decided[1]).double().mean()),
-            "reference_map": scores[0],
-            "map": scores[1],
-        }
-    if trained.task == "regression":
-        values = [trained.target_scale.restore(out) for out in (reference, got)]
-        errors = [float((v - labels.float()).abs().mean()) for v in values]
-        return {
-            **facts,
-            "value_max_abs_diff": float((values[0] - values[1]).abs().max()),
-            "reference_mae": errors[0],
-            "mae": errors[1],
-        }
-    return {
-        **facts,
-        "top1_agreement": float((reference.argmax(1) == got.argmax(1)).double().mean()),
-        "reference_accuracy": float((reference.argmax(1) == labels).double().mean()),
-        "accuracy": float((got.argmax(1) == labels).double().mean()),
-    }
 
 
 def _model_spec(run: Path) -> str:
@@ -466,7 +380,7 @@ def _calibration_images(trained, data: str | None) -> torch.Tensor:
     source = open_data(spec, trained.label_spec, trained.config.hf_options())
     train, _ = split_items(source.train, val_fraction=trained.config.val_fraction, seed=trained.config.seed)
     step = max(1, len(train) // CALIBRATION_IMAGES)
-    return _tensor(decode(train[::step][:CALIBRATION_IMAGES], trained.preprocessing).images)
+    return as_images(decode(train[::step][:CALIBRATION_IMAGES], trained.preprocessing).images)
 
 
 def _place(exported: Path, out: Path) -> None:

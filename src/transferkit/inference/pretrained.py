@@ -81,14 +81,14 @@ def _identified(source: str, notes: list[str]) -> str:
     from ..weights.identify import compare_outputs, identify
 
     if not Path(source).is_file():
-        raise WeightsError(f"Weights '{source}' need model: the MODEL they are for.", argument="model")
+        raise WeightsError(f"Weights '{source}' need model: the MODEL they are for (--model on the command line).")
     found = identify(source)
     if found.native is None:
         fits = ", ".join(c.model for c in found.by_structure[:3])
         also = f" It fits {fits} by structure only." if fits else ""
         raise WeightsError(
-            f"'{source}' fits no timm or torchvision architecture by names; give model (a MODEL).{also}",
-            argument="model",
+            f"'{source}' fits no timm or torchvision architecture by names; give model, a MODEL (--model on the "
+            f"command line).{also}"
         )
     if found.by_names and found.by_names[0].num_classes is None:
         raise WeightsError(f"'{source}' has no classification head ({found.native} without one): it cannot classify.")

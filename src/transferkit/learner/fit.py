@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.decode import Decoded, ImageDataset
 from ..data.sources import Item, split_items
 from ..data.user_data import UserData, as_dataset, read_dataset
-from ..deploy.export import PARITY_IMAGES
+from ..deploy.parity import PARITY_IMAGES
 from ..errors import ConfigError, DataError, FreezeError
 from ..model.factory import object_spec
 from ..model.surgery import find_head

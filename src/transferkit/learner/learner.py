@@ -195,7 +195,8 @@ class Learner:
 
         ``data``: where the proof's images come from when the run's own are not at hand (a Dataset, or DATA).
         """
-        from ..deploy.export import PARITY_IMAGES, export_run
+        from ..deploy.export import export_run
+        from ..deploy.parity import PARITY_IMAGES
 
         held_out = self._held_out
         if data is not None and not isinstance(data, str | Path):

@@ -7,9 +7,6 @@ re-running the frozen network every epoch.
 
 from __future__ import annotations
 
-import math
-import shlex
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -21,33 +18,30 @@ import torch.nn as nn
 from ..adapters.lora import peft_model_of
 from ..data.preprocess import Preprocessing, legacy_note
 from ..data.sources import open_data
-from ..errors import ConfigError, Interrupted, RunError
-from ..model.factory import code_origin, is_code_spec, is_object_spec
+from ..errors import ConfigError, Interrupted
+from ..model.factory import code_origin, is_object_spec
 from ..model.surgery import find_head
 from ..serialization import write_json
 from .balance import choose_balance
 from .config import TrainConfig
-from .distributed import DistContext, init_from_env, make_loader
+from .distributed import DistContext, init_from_env
+from .epochs import Clock, run_phase
 from .fastpath import FastPath, choose_fast_path, resolve_device
 from .finish import finish_run
 from .kernel_trial import InferenceTrial
-from .loop import train_one_epoch
 from .lr_find import find_lr
-from .metrics import monitored
-from .out_folder import EXPORT_FILES, REPORT_FILES, check_out, claim_out, clear_run, remove_leftovers
-from .phase import log_fast, prepare_phase, settle_trial, settle_validation_trial
+from .out_folder import check_out, claim_out, clear_run, remove_leftovers
+from .phase import log_fast
 from .resume import check_same_data, resumed_config
 from .rng import seed_everything
 from .run_folder import (
     RunRecord,
     check_model_code,
-    checkpoint_state,
     load_model_state,
     load_run,
-    save_checkpoint,
-    write_metrics,
 )
 from .run_log import RunLog
+from .run_notes import interrupted_line, log_weights, note_old_exports, retire_reports
 from .setup import (
     Kernels,
     PreparedData,
@@ -60,10 +54,7 @@ from .setup import (
     preprocessing_for,
     task_of_data,
 )
-from .sharding import gather_state, is_sharded
-from .strategies import Phase
-from .tracking import Trackers, check_store, start_trackers
-from .validation import validate
+from .tracking import check_store, start_trackers
 
 __all__ = ["fit"]
 
@@ -209,7 +200,7 @@ def _fit(
     out = Path(config.out)
 
     if state is None:  # the first line says where the weights came from
-        _log_weights(config, model, load_report, weights_note, log)
+        log_weights(config, model, load_report, weights_note, log)
     if task_note:
         log(task_note)
     if data is None:
@@ -258,18 +249,18 @@ def _fit(
                 f"over {phases[-1].epochs} epochs from where it stood"
             )
         if dist_ctx.is_main:
-            _retire_reports(out, log)
+            retire_reports(out, log)
     if dist_ctx.is_main:  # on resuming too: the folder may have moved, epochs or device changed
         write_json(out / "config.json", config.to_dict())
 
     trackers = start_trackers(config, out, main=dist_ctx.is_main, log=log)
     epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
-    clock = _Clock(record.history[-1]["cumulative_seconds"] if record.history else 0.0)
+    clock = Clock(record.history[-1]["cumulative_seconds"] if record.history else 0.0)
     stopped, status = False, "FAILED"
     try:
         for phase_index in range(start_phase, len(phases)):
             resumed = state if phase_index == start_phase and start_epoch > 0 else None
-            epoch_index = _run_phase(
+            epoch_index = run_phase(
                 record,
                 model,
                 phases[phase_index],
@@ -292,94 +283,17 @@ def _fit(
         dist_ctx.barrier()
         result = finish_run(record, model, stopped=stopped, main=dist_ctx.is_main, log=log)
         if state is not None and dist_ctx.is_main:
-            _note_old_exports(out, state.get("best_epoch"), record.best, log)
+            note_old_exports(out, state.get("best_epoch"), record.best, log)
         trackers.finished(out)
         status = "KILLED" if stopped else "FINISHED"  # stopped: to be resumed, which reopens it
         return result
     except (KeyboardInterrupt, Interrupted):  # Ctrl-C, or SIGINT and SIGTERM as the command line raises them
         status = "KILLED"
         if dist_ctx.is_main:
-            log(_interrupted(config.epochs, out))
+            log(interrupted_line(config.epochs, out))
         raise
     finally:
         trackers.close(status)
-
-
-def _log_weights(config: TrainConfig, model: nn.Module, load_report: dict | None, note: str | None, log) -> None:
-    """Where the weights came from (``note``: what auto found): what loaded, with the verification's warnings,
-    or that none did."""
-    if load_report is not None:
-        how = ", ".join(f"{n} by {k}" for k, n in load_report["how"].items())
-        source = f"{config.weights} ({note})" if config.weights and note else config.weights
-        log(
-            f"weights: {source or getattr(model, 'transferkit_weights', None)}: "
-            f"{len(load_report['matched'])} tensors loaded, "
-            f"{load_report['loaded_fraction']:.1%} of parameters ({how}); head '{find_head(model)}' is new"
-        )
-        for finding in load_report["verification"]["findings"]:
-            log(f"warning: weights: {finding['message']}")
-    elif is_object_spec(config.model):
-        given = config.model.rpartition(".")[2]
-        log(f"weights: the module's own: transferkit loads none into the {given} it was given")
-    elif config.strategy != "scratch":
-        log(_random_start(config, note))
-
-
-def _random_start(config: TrainConfig, note: str | None) -> str:
-    """The line of a run that loads no weights: a timm or torchvision MODEL starts from random values, a
-    factory of the user's from what it made."""
-    if is_code_spec(config.model):  # the user's factory may load weights of its own
-        if note:  # auto
-            return f"weights: {note}"
-        return f"weights: none: transferkit loads none into {config.model}, which trains from what its factory made"
-    consequence = {
-        "full": "full trains it from scratch",
-        "auto": "strategy auto judges random features",
-    }.get(config.strategy, f"strategy {config.strategy} builds on random features")
-    if note:  # auto found none, and the strategy is one that may go on
-        return (
-            f"warning: weights: {note}; {config.model} starts from random "
-            f"values and {consequence}; name pretrained ones with --weights (a file, timm:TAG, hf-hub:ORG/REPO, "
-            "a URL)"
-        )
-    return f"warning: weights: none: {config.model} starts from random values and {consequence}"
-
-
-def _retire_reports(out: Path, log) -> None:
-    """A resumed run removes the report page that ``eval`` wrote of it before: it would show the run as it was."""
-    found = [name for name in REPORT_FILES if (out / name).is_file()]
-    for name in found:
-        (out / name).unlink()
-    if found:
-        log(
-            f"removed {', '.join(found)}: written before this resume, they showed the run as it was; "
-            f"transferkit eval {shlex.quote(str(out))} writes them again"
-        )
-
-
-def _note_old_exports(out: Path, best_before: int | None, best: dict | None, log) -> None:
-    """Exports in the run folder are of best.pt as it was: said when the resumed run chose another."""
-    found = [name for name in EXPORT_FILES if (out / name).exists()]
-    if found and best is not None and best["epoch"] != best_before:
-        log(
-            f"warning: {', '.join(found)} {'is' if len(found) == 1 else 'are'} of best.pt before this resume "
-            f"(epoch {best_before}); best.pt is now epoch {best['epoch']}'s: export again"
-        )
-
-
-def _interrupted(total: int, out: Path) -> str:
-    """What an interrupted run leaves and how to go on, from last.pt itself: the signal may have come between its
-    write and anything that would record it."""
-    try:  # memory-mapped: the epoch is read, the tensors are not
-        held = int(torch.load(out / "last.pt", map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError):
-        held = 0
-    if not held:
-        return f"interrupted before the first epoch ended: {out} holds no checkpoint; start the run again"
-    return (
-        f"interrupted: {out / 'last.pt'} holds epoch {held} of {total}; go on with: "
-        f"transferkit train --resume {shlex.quote(str(out))}"
-    )
 
 
 def _measure_kernels(
@@ -420,183 +334,6 @@ def _measure_kernels(
     if saved.get("fast_path"):
         kernels.training = FastPath(**saved["fast_path"])
     return probe
-
-
-def _run_phase(
-    record: RunRecord,
-    model: nn.Module,
-    phase: Phase,
-    phase_index: int,
-    *,
-    first_epoch: int,
-    epoch_index: int,
-    resumed: dict | None,
-    device: torch.device,
-    dist_ctx: DistContext,
-    probe,
-    clock: _Clock,
-    trackers: Trackers,
-    stop_after: int | None,
-    log,
-) -> int:
-    """Train one phase from ``first_epoch``; returns the run's epoch count after it."""
-    config = record.config
-    setup = prepare_phase(
-        record,
-        model,
-        phase,
-        first_epoch=first_epoch,
-        resumed=resumed,
-        device=device,
-        dist_ctx=dist_ctx,
-        probe=probe,
-        log=log,
-    )
-    val_path = setup.val_path
-    out = Path(config.out)
-
-    for phase_epoch in range(first_epoch, phase.epochs):
-        epoch_started = time.perf_counter()
-        seed = config.seed * 1000 + epoch_index
-        seed_everything(seed)
-        train_loader = make_loader(
-            setup.train_views[epoch_index % len(setup.train_views)],
-            batch_size=config.batch_size,
-            shuffle=True,
-            seed=seed,
-            dist_ctx=dist_ctx,
-            drop_last=setup.drop_last,
-            sample_weights=setup.sample_weights,
-        )
-        lr_now = setup.optimizer.param_groups[-1]["lr"]
-        with setup.skipping():
-            train_loss = train_one_epoch(
-                setup.train_net,
-                train_loader,
-                setup.optimizer,
-                setup.scheduler,
-                prep=setup.prep,
-                device=device,
-                label_smoothing=config.label_smoothing,
-                class_weights=setup.class_weights,
-                mix=setup.mix,
-                precision=setup.path.precision,
-                scaler=setup.scaler,
-                dist_ctx=dist_ctx,
-                progress=f"epoch {epoch_index + 1}/{config.epochs}",
-                trial=setup.trial,
-                loss_fn=setup.loss_fn,
-                log=log,
-            )
-            if setup.trial is not None:
-                settle_trial(setup, record, model, epochs_left=phase.epochs - phase_epoch - 1, device=device, log=log)
-            path = setup.path
-            if not math.isfinite(train_loss):
-                _diverged(record, epoch_index + 1, phase, "training")
-            val_trial = setup.val_trial  # sets the memory format of each batch itself
-            if val_trial is None and val_path.channels_last != path.channels_last:
-                model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
-            checked = validate(
-                setup,
-                record,
-                device=device,
-                dist_ctx=dist_ctx,
-                precision=val_path.precision,
-                trial=val_trial,
-                progress=f"epoch {epoch_index + 1}/{config.epochs}, validation",
-                log=log,
-            )
-            if val_trial is not None:
-                val_path = settle_validation_trial(setup, record, device=device, dist_ctx=dist_ctx, log=log)
-            if val_trial is not None or val_path.channels_last != path.channels_last:
-                model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
-        if not math.isfinite(checked.loss):
-            _diverged(record, epoch_index + 1, phase, "validation")
-        # The first epoch of a phase carries the cost of computing the cache.
-        seconds = time.perf_counter() - (setup.started if phase_epoch == 0 else epoch_started)
-        epoch_index += 1
-        row = {
-            "epoch": epoch_index,
-            "phase": phase.name,
-            "train_loss": train_loss,
-            "val_loss": checked.loss,
-            **checked.scores,
-            "lr": lr_now,
-            "seconds": seconds,
-            "cached": setup.cached is not None,
-            "cumulative_seconds": clock.elapsed(),
-        }
-        record.history.append(row)
-        improved = record.best is None or monitored(row, record.monitor) > monitored(record.best, record.monitor)
-        if improved:
-            record.best = row
-            record.best_metrics = checked.details
-            record.best_outputs = checked.outputs
-        log(
-            f"epoch {epoch_index}/{config.epochs} [{phase.name}] train_loss {train_loss:.4f} "
-            f"val_loss {checked.loss:.4f} {checked.text} ({seconds:.1f} s)" + (" *" if improved else "")
-        )
-        if len(record.history) == 1:  # the mark explained once, on a run's first epoch
-            by = f"validation {record.monitor}"
-            log(f"(* marks an epoch better than every earlier one by {by}: best.pt holds the last)")
-        stale = _epochs_without_progress(record, phase)
-        record.phase_complete = config.patience is not None and stale >= config.patience
-        if record.phase_complete and phase_epoch + 1 < phase.epochs:
-            log(f"phase {phase.name} ends early: no better {record.monitor} in {stale} epochs (patience)")
-        gathered = gather_state(model, setup.optimizer) if is_sharded(model) else None  # every rank takes part
-        if dist_ctx.is_main:
-            checkpoint = checkpoint_state(
-                record,
-                model,
-                optimizer=setup.optimizer,
-                scheduler=setup.scheduler,
-                scaler=setup.scaler,
-                phase_index=phase_index,
-                phase_epoch=phase_epoch,
-                gathered=gathered,
-            )
-            save_checkpoint(out / "last.pt", checkpoint)
-            if improved:
-                save_checkpoint(out / "best.pt", checkpoint)
-            write_metrics(out / "metrics.csv", record.history, record.data.task)
-            trackers.epoch(record.history[-1], epoch_index)
-        if record.phase_complete:
-            return epoch_index + (phase.epochs - phase_epoch - 1)  # the skipped epochs still count
-        if stop_after is not None and epoch_index >= stop_after:
-            break
-    return epoch_index
-
-
-def _epochs_without_progress(record: RunRecord, phase: Phase) -> int:
-    """Epochs of this phase since the monitored value last improved (all of them, if it did not here)."""
-    rows = [row for row in record.history if row["phase"] == phase.name]
-    best = record.best["epoch"] if record.best else 0
-    return sum(1 for row in rows if row["epoch"] > best)
-
-
-def _diverged(record: RunRecord, epoch: int, phase: Phase, what: str) -> None:
-    """Stop a run whose loss became NaN or infinite; its checkpoints stay those of the last good epoch."""
-    if record.history:
-        best = record.best["epoch"]
-        kept = f"best.pt (epoch {best}) and last.pt (epoch {record.history[-1]['epoch']}) are kept"
-    else:
-        kept = "no checkpoint was written"
-    raise RunError(
-        f"Training diverged in epoch {epoch}: the {what} loss is not finite; {kept}. "
-        f"Lower lr (phase {phase.name} used {phase.lr:g}), or check the weights and data for NaN or extreme values.",
-        argument="lr",
-    )
-
-
-class _Clock:
-    """Seconds of training in the whole run, across resumptions."""
-
-    def __init__(self, before: float):
-        self.before = before
-        self.started = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return self.before + time.perf_counter() - self.started
 
 
 def _silent(message: str) -> None:

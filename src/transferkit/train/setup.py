@@ -16,12 +16,12 @@ import torch
 import torch.nn as nn
 
 from .._storage import memory_budget
+from ..data.csv_data import csv_task
 from ..data.decode import Decoded, ImageDataset, decode, streamed
 from ..data.preprocess import Preprocessing
 from ..data.sources import (
     SPLIT_FOLDERS,
     DataSource,
-    csv_task,
     open_data,
     sibling_splits,
     split_items,

@@ -36,6 +36,7 @@ from ..tasks.metrics import multilabel_metrics, regression_metrics
 from ..tasks.objective import loss_function
 from ..train.config import IMBALANCED, TrainConfig
 from ..train.metrics import imbalance, score_name
+from ..train.optim import warmup_cosine
 from ..train.setup import build_model, choose_weights, prepare_data
 from .probe import Depth, extract
 
@@ -94,15 +95,7 @@ def train_head(
     optimizer = torch.optim.AdamW(
         [{"params": [head.weight], "weight_decay": weight_decay}, {"params": [head.bias], "weight_decay": 0.0}], lr=lr
     )
-    steps = epochs * math.ceil(len(train_y) / batch_size)
-    warmup = max(1, int(steps * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    schedule = warmup_cosine(optimizer, epochs * math.ceil(len(train_y) / batch_size), warmup_fraction)
     for _ in range(epochs):
         order = torch.randperm(len(train_y), generator=generator)
         for start in range(0, len(order), batch_size):

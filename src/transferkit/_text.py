@@ -23,6 +23,21 @@ def one_line(text: object, limit: int | None = None) -> str:
     return line if limit is None else line[:limit]
 
 
+def first_line(error: object, limit: int | None = 300) -> str:
+    """An error's first line (its type's name when its message is empty), cut at ``limit`` characters: what a
+    message quotes of a library's exception.
+
+    Example:
+        >>> first_line(ValueError("bad shape\n  at line 3"))
+        'bad shape'
+        >>> first_line(KeyError())
+        'KeyError'
+    """
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if limit is None else line[:limit]
+
+
 def human_bytes(n: float) -> str:
     """``1536`` -> ``1.5 KiB``: bytes in the largest binary unit that leaves at least 1."""
     for unit in ("bytes", "KiB", "MiB", "GiB"):

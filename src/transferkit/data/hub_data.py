@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from .._text import printable
+from .._text import first_line, printable
 from ..errors import DataError, ImageReadError
 from ..weights.hub import offline
 from .decode import SHUFFLE_BUFFER, Streamed
@@ -132,7 +132,7 @@ def _load(spec: str, options: HfOptions, **extra) -> dict:
 
 def _first_line(error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
-    line = printable(text.splitlines()[0])[:300]
+    line = printable(first_line(error))
     if "configuration" in line.lower() or "config name" in line.lower():
         line += "; name one with --hf-config"
     elif offline() and (isinstance(error, ConnectionError) or "offline" in text.lower() or "cache" in text.lower()):

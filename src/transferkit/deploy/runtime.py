@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .._text import first_line
 from ..data.preprocess import Preprocessing, legacy_note
 from ..errors import ConfigError, RunError
 from .sidecar import read_sidecar
@@ -37,7 +38,7 @@ def onnx_session(path: str | Path):
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a broken file
-        raise RunError(f"onnxruntime cannot load '{path}': {str(e).splitlines()[0][:200]}") from None
+        raise RunError(f"onnxruntime cannot load '{path}': {first_line(e, 200)}") from None
 
 
 class OnnxClassifier(nn.Module):

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import torch.nn as nn
 
+from .._text import first_line
 from ..errors import LayerExprError, SurgeryError
 from ._trace import CONV_TYPES, NORM_TYPES, describe_expectation, input_size_of, trace
 
@@ -410,7 +411,7 @@ def _failure_message(failure, records, changed) -> str:
     where = f"'{failure.layer}' ({kind})" if failure.layer else f"the model ({kind})"
     given = ", ".join(str(s) for s in failure.input_shapes) or "no tensor"
     expects = describe_expectation(failure.module)
-    reason = str(failure.error).strip().splitlines()[0] if str(failure.error).strip() else type(failure.error).__name__
+    reason = first_line(failure.error, None)
     message = f"Layer {where} cannot take its input {given}"
     message += f": it {expects}." if expects else f": {reason}."
     by_name = {r.name: r for r in records}

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._text import first_line
 from ..errors import ConfigError
 from ..serialization import write_json
 from .config import TRACKERS
@@ -249,9 +250,9 @@ _REASONS = {
 
 
 def _first_line(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
+    text = str(error)
     found = next((reason for words, reason in _REASONS.items() if words in text), None)
-    return found or text.splitlines()[0][:300]
+    return found or first_line(error)
 
 
 def _without_password(uri: str) -> str:

@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .._text import first_line
 from ..errors import CheckpointError
 
 __all__ = ["Checkpoint", "from_state_dict", "load_torch_file", "read_checkpoint"]
@@ -88,7 +89,7 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"Checkpoint '{path}' is not a valid safetensors file: {_first_line(e)}") from None
+        raise CheckpointError(f"Checkpoint '{path}' is not a valid safetensors file: {first_line(e, 200)}") from None
 
 
 def load_torch_file(path: str | Path, *, trust: bool = False, refusal_hint: str | None = None):
@@ -138,7 +139,7 @@ def _read_torch(path: Path, head: bytes, trust: bool, refusal_hint: str | None =
             f"Checkpoint '{path}' is corrupt or truncated: its pickle cannot be read as tensors."
         ) from None
     except Exception as e:  # weights_only: nothing ran; whatever broke, the file is not readable
-        raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated: {_first_line(e)}") from None
+        raise CheckpointError(f"Checkpoint '{path}' is corrupt or truncated: {first_line(e, 200)}") from None
 
 
 def _other_format(path: Path, head: bytes) -> str | None:
@@ -217,11 +218,6 @@ def _pickle_globals(data: bytes) -> set[str]:
             elif op.name == "STACK_GLOBAL":
                 found.add(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
     return found
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _from_mapping(source: str, obj, fmt: str, use_ema: bool) -> Checkpoint:

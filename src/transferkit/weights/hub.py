@@ -319,5 +319,4 @@ def _torchvision_config(weights) -> dict:
 
 
 def _first_line(error: BaseException) -> str:
-    text = one_line(error)
-    return text[:240] if text else type(error).__name__
+    return one_line(error, 240) or type(error).__name__

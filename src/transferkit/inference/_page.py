@@ -13,7 +13,7 @@ import io
 
 import torch
 
-from ..train.metrics import scores_shown
+from ..train.metrics import curve_scores
 
 __all__ = [
     "CLASS_SCORES",
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 # The validation scores a run of classes keeps: (metrics.csv column, name, shown in percent)
-CLASS_SCORES = scores_shown("val_acc", "val_balanced_acc", "val_macro_f1")
+CLASS_SCORES = curve_scores("classification")
 
 
 def pyplot():

@@ -19,18 +19,14 @@ import torch.nn.functional as F
 
 from ..serialization import write_bytes, write_text
 from ..tasks.metrics import confused_label_pairs
-from ..train.metrics import scores_shown
+from ..train.metrics import curve_scores
 from ._page import caption, curves_section, data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
 
-__all__ = ["TASK_CURVES", "write_task_report"]
+__all__ = ["write_task_report"]
 
 WORST = 12  # images shown with their thumbnails
 
 # Each task's validation scores: (metrics.csv column, name, shown in percent)
-TASK_CURVES = {
-    "multi-label": scores_shown("val_map", "val_map_micro", "val_macro_f1"),
-    "regression": scores_shown("val_mae", "val_rmse"),
-}
 
 
 def write_task_report(
@@ -56,7 +52,7 @@ def write_task_report(
     """
     folder = Path(folder)
     task = result["task"]
-    plots = {"curves.png": learning_curves(history, TASK_CURVES[task])}
+    plots = {"curves.png": learning_curves(history, curve_scores(task))}
     curves = curves_section(plots["curves.png"], history)
     if task == "multi-label":
         plots["precision_recall.png"] = _precision_recall(outputs, targets, result)

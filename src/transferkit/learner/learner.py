@@ -179,14 +179,10 @@ class Learner:
     def plot(self) -> Plot:
         """The learning curves: losses and validation scores per epoch, the phases marked."""
         from ..inference._page import learning_curves
-        from ..inference.task_report import TASK_CURVES
+        from ..train.metrics import curve_scores
 
         history = list(self.summary.get("epochs") or [])
-        png = (
-            learning_curves(history)
-            if self.task == "classification"
-            else learning_curves(history, TASK_CURVES[self.task])
-        )
+        png = learning_curves(history, curve_scores(self.task))
         return Plot(png, f"learning curves of {self.run}")
 
     def export(self, path: str | Path, *, format: str = "onnx", data=None, **options):

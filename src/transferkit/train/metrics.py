@@ -46,6 +46,13 @@ SCORES = {
 }
 # Those that each task's validation computes; the first is what auto picks (classification: acc,
 # or balanced_acc on imbalanced data).
+# The validation scores each task records (its metrics.csv columns, in order); the first CURVES[task] are plotted.
+TASK_SCORES = {
+    "classification": ("val_acc", "val_balanced_acc", "val_macro_f1"),
+    "multi-label": ("val_map", "val_map_micro", "val_macro_f1", "val_subset_acc", "val_hamming"),
+    "regression": ("val_mae", "val_rmse", "val_r2", "val_spearman"),
+}
+_CURVES = {"classification": 3, "multi-label": 3, "regression": 2}
 TASK_MONITORS = {
     "classification": ("acc", "balanced_acc", "macro_f1", "loss"),
     "multi-label": ("map", "macro_f1", "loss"),
@@ -113,3 +120,8 @@ def in_percent(column: str) -> bool:
 def scores_shown(*columns: str) -> tuple[tuple[str, str, bool], ...]:
     """(column, name, in percent) of each of ``columns``: what a page plots."""
     return tuple((c, score_name(c), in_percent(c)) for c in columns)
+
+
+def curve_scores(task: str = "classification") -> tuple[tuple[str, str, bool], ...]:
+    """What the learning curves of a run of ``task`` plot beside its losses (:func:`scores_shown`)."""
+    return scores_shown(*TASK_SCORES[task][: _CURVES[task]])

@@ -26,7 +26,7 @@ from ..serialization import save_torch, write_json, write_text
 from ..weights.checkpoint import load_torch_file
 from .config import TrainConfig
 from .fastpath import FastPath
-from .metrics import MONITORS
+from .metrics import MONITORS, TASK_SCORES
 from .rng import rng_state
 from .setup import Kernels, PreparedData
 
@@ -46,11 +46,6 @@ RUN_FORMAT = "transferkit-run/1"
 _FAST_PATH_FIELDS = {f.name for f in dataclasses.fields(FastPath)}
 _METRICS = ["epoch", "phase", "train_loss", "val_loss", "lr", "seconds", "cumulative_seconds", "cached"]
 # Each task's validation scores, in the order metrics.csv gives them after val_loss.
-TASK_SCORES = {
-    "classification": ["val_acc", "val_balanced_acc", "val_macro_f1"],
-    "multi-label": ["val_map", "val_map_micro", "val_macro_f1", "val_subset_acc", "val_hamming"],
-    "regression": ["val_mae", "val_rmse", "val_r2", "val_spearman"],
-}
 
 
 @dataclass

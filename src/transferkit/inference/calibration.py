@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import RunError
 from ..serialization import write_json
+from ..tasks.calibration import BOUNDS, fit_temperature_values
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -37,8 +38,6 @@ __all__ = [
 ]
 
 CALIBRATION_FILE = "calibration.json"
-# A temperature outside this range means a degenerate held-out set (one class, a handful of images).
-_BOUNDS = (0.05, 20.0)
 MIN_IMAGES = 20  # fewer held-out images fit noise, not calibration
 
 
@@ -47,20 +46,10 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
     Examples:
         >>> fit_temperature(torch.tensor([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0]]), torch.tensor([0, 1, 1]))
-        3.09...
+        5.77...
     """
     logits, targets = logits.detach().double(), targets.detach()
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), targets)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return float(min(max(log_t.exp().item(), _BOUNDS[0]), _BOUNDS[1]))
+    return float(fit_temperature_values(lambda t: F.cross_entropy(logits / t, targets)))
 
 
 def held_out_halves(strata: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +88,7 @@ def calibrate(run: str | Path, logits: torch.Tensor, targets: torch.Tensor, epoc
     reason = None
     if len(targets) < MIN_IMAGES:
         reason = f"only {len(targets)} held-out images (a temperature needs {MIN_IMAGES})"
-    elif fitted in _BOUNDS:
+    elif fitted in BOUNDS:
         reason = f"the fit ran to the bound {fitted:g}: the held-out images are separated with no overlap to learn from"
     elif after >= before:
         reason = (
@@ -220,8 +209,8 @@ def read_temperature(run: str | Path, epoch: int | None = None) -> float | list[
         return None  # no temperature could be fitted (calibrate says why)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise RunError(f"'{path}' is damaged (no finite temperature); delete it to use uncalibrated probabilities.")
-    if not _BOUNDS[0] <= value <= _BOUNDS[1]:
-        raise RunError(f"'{path}' holds temperature {value}, outside {_BOUNDS}; delete it, or train again.")
+    if not BOUNDS[0] <= value <= BOUNDS[1]:
+        raise RunError(f"'{path}' holds temperature {value}, outside {BOUNDS}; delete it, or train again.")
     if epoch is not None and facts.get("epoch") != epoch:
         return None  # fitted for an earlier best checkpoint
     return float(value)
@@ -232,7 +221,7 @@ def _label_temperatures(path: Path, facts: dict, epoch: int | None) -> list[floa
     if values is None or (epoch is not None and facts.get("epoch") != epoch):
         return None
     if not isinstance(values, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and _BOUNDS[0] <= v <= _BOUNDS[1] for v in values
+        isinstance(v, (int, float)) and not isinstance(v, bool) and BOUNDS[0] <= v <= BOUNDS[1] for v in values
     ):
-        raise RunError(f"'{path}' is damaged (temperatures not numbers in {_BOUNDS}); delete it, or train again.")
+        raise RunError(f"'{path}' is damaged (temperatures not numbers in {BOUNDS}); delete it, or train again.")
     return [float(v) for v in values]

@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from ..serialization import write_bytes, write_text
+from ..tasks.calibration import ECE_BINS
 from ._page import caption, curves_section, data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
 from .calibration import probability_kind
 
 __all__ = ["calibration", "top_losses", "write_report"]
-
-ECE_BINS = 15
 
 
 def calibration(probabilities: torch.Tensor, targets: torch.Tensor, *, bins: int = ECE_BINS) -> dict:

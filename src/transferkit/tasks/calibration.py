@@ -11,6 +11,7 @@ A label with too few held-out images on either side keeps T = 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,30 @@ BOUNDS = (0.05, 20.0)  # as for classes: a fit at a bound means separated images
 ECE_BINS = 15
 
 
+def fit_temperature_values(
+    loss: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...] = (), *, max_iter: int = 100
+) -> torch.Tensor:
+    """The temperature(s) T of ``shape`` minimising ``loss(T)``: LBFGS on log T from T = 1, clamped to
+    :data:`BOUNDS`. The one fit behind a run's temperature for classes and its per-label ones.
+
+    Examples:
+        >>> logits, targets = torch.tensor([[4.0, 0.0], [0.0, 4.0]]), torch.tensor([0, 0])
+        >>> float(fit_temperature_values(lambda t: F.cross_entropy(logits / t, targets)))
+        20.0
+    """
+    log_t = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        value = loss(log_t.exp())
+        value.backward()
+        return value
+
+    optimizer.step(closure)
+    return log_t.detach().exp().clamp(*BOUNDS)
+
+
 def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], dict[int, str]]:
     """Per label, the temperature minimising the binary cross-entropy of ``logits[:, k] / T``, and why any kept 1.
 
@@ -31,18 +56,12 @@ def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> tuple
         ([3.64...], {})
     """
     logits, targets = logits.detach().double(), targets.detach().double()
-    log_t = torch.zeros(logits.shape[1], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
 
-    def closure():
-        optimizer.zero_grad()
+    def loss(t: torch.Tensor) -> torch.Tensor:
         # the labels' losses are separate sums: one joint fit is each label's own fit
-        loss = F.binary_cross_entropy_with_logits(logits / log_t.exp(), targets, reduction="none").mean(0).sum()
-        loss.backward()
-        return loss
+        return F.binary_cross_entropy_with_logits(logits / t, targets, reduction="none").mean(0).sum()
 
-    optimizer.step(closure)
-    fitted = log_t.detach().exp().clamp(*BOUNDS).tolist()
+    fitted = fit_temperature_values(loss, (logits.shape[1],), max_iter=200).tolist()
     positives = targets.sum(0)
     temperatures, unfitted = [], {}
     for k, t in enumerate(fitted):

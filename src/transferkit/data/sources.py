@@ -370,24 +370,25 @@ def split_items(items: list[Item], *, val_fraction: float, seed: int) -> tuple[l
     """A stratified split: each class keeps its share in both parts (labels and numbers: see tasks.split)."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
-    if task_of(items[0].label) != "classification":  # several labels, or numbers: their own strata
-        train, val = stratified_positions([item.label for item in items], seed=seed, test=val_fraction)
-        return [items[i] for i in train], [items[i] for i in val]
-    from sklearn.model_selection import train_test_split  # imported when used: it takes ~1 s
-
     labels = [item.label for item in items]
+    if task_of(labels[0]) == "classification":
+        _check_class_split(labels, val_fraction)
+    train, val = stratified_positions(labels, seed=seed, test=val_fraction)  # each task its own strata
+    return [items[i] for i in train], [items[i] for i in val]
+
+
+def _check_class_split(labels: list[int], val_fraction: float) -> None:
+    """Refuse a split that cannot give every class a place on both sides."""
     counts = np.bincount(labels)
     if counts[counts > 0].min() < 2:
         raise DataError("Each class needs at least 2 images to split off a validation set.")
-    classes, held = int((counts > 0).sum()), math.ceil(val_fraction * len(items))
+    classes, held = int((counts > 0).sum()), math.ceil(val_fraction * len(labels))
     if held < classes:
         raise DataError(
-            f"val_fraction {val_fraction:g} of {len(items)} images holds {held}, fewer than the {classes} classes: "
+            f"val_fraction {val_fraction:g} of {len(labels)} images holds {held}, fewer than the {classes} classes: "
             "give a validation set of its own, more images, or a larger val_fraction.",
             argument="val_fraction",
         )
-    train, val = train_test_split(items, test_size=val_fraction, random_state=seed, stratify=labels)
-    return list(train), list(val)
 
 
 def stratified_indices(labels: list, size: int, *, seed: int) -> list[int]:
@@ -396,8 +397,6 @@ def stratified_indices(labels: list, size: int, *, seed: int) -> list[int]:
         return list(range(len(labels)))
     if task_of(labels[0]) != "classification":
         return stratified_positions(labels, seed=seed, train=size)[0]
-    from sklearn.model_selection import train_test_split
-
     if len(set(labels)) > size:
         raise DataError(f"A sample of {size} images cannot hold all {len(set(labels))} classes; ask for more.")
     counts = np.bincount(labels)
@@ -406,8 +405,7 @@ def stratified_indices(labels: list, size: int, *, seed: int) -> list[int]:
         rest = [i for i, label in enumerate(labels) if counts[label] > 1]
         picked = stratified_indices([labels[i] for i in rest], size - len(singles), seed=seed)
         return singles + [rest[i] for i in picked]
-    picked, _ = train_test_split(range(len(labels)), train_size=size, random_state=seed, stratify=labels)
-    return list(picked)
+    return stratified_positions(labels, seed=seed, train=size)[0]
 
 
 def stratified_sample(items: list[Item], size: int, *, seed: int) -> list[Item]:

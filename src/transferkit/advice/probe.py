@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..model.freeze import stages
 from ..model.surgery import find_head
 from ..progress import progress as shown
+from ..weights.verify import norm_gap
 
 __all__ = ["MAX_DEPTHS", "PROBE_SCORES", "Depth", "depth_points", "extract", "linear_probe", "task_probe"]
 
@@ -152,7 +153,7 @@ def extract(
     for name, (total, count) in sums.items():
         bn = norms[name]
         mean = total / max(count, 1)
-        gaps[name] = float(((mean - bn.running_mean.float()).abs() / (bn.running_var.float() + bn.eps).sqrt()).mean())
+        gaps[name] = norm_gap(mean, bn)
     stage_gap = _stage_gaps(model, gaps)
     features = {name: torch.cat(chunks) for name, chunks in kept.items()}
     return features, stage_gap, len(images) / max(seconds, 1e-9)

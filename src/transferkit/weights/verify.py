@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .photos import sample_photos
 
-__all__ = ["DRIFT_WARN", "verify_weights"]
+__all__ = ["DRIFT_WARN", "norm_gap", "verify_weights"]
 
 # First-layer drift beyond which the preprocessing or the variant is called wrong (BENCHMARKS.md).
 DRIFT_WARN = 1.0
@@ -147,6 +147,20 @@ def _untrained(bn: nn.modules.batchnorm._BatchNorm) -> bool:
 
 
 @torch.no_grad()
+def norm_gap(mean: torch.Tensor, bn: nn.Module) -> float:
+    """How far the per-channel ``mean`` of a BatchNorm layer's input is from the running mean it keeps, in its
+    running standard deviations, averaged over channels: the drift of weights or preprocessing, and the gap
+    between the source's statistics and new images.
+
+    Examples:
+        >>> bn = nn.BatchNorm2d(2).eval()  # running mean 0, variance 1
+        >>> round(norm_gap(torch.tensor([1.0, -3.0]), bn), 3)
+        2.0
+    """
+    spread = (bn.running_var.float() + bn.eps).sqrt()
+    return float(((mean.float() - bn.running_mean.float()).abs() / spread).mean())
+
+
 def statistics_drift(model: nn.Module, layers: list[_Layer], preprocessing=None) -> dict[str, float]:
     """The drift score of each BatchNorm layer (in order) on the sample photos."""
     from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
@@ -161,9 +175,7 @@ def statistics_drift(model: nn.Module, layers: list[_Layer], preprocessing=None)
         def record(module, inputs):
             value = inputs[0].float()
             dims = [d for d in range(value.dim()) if d != 1]
-            mean = value.mean(dims)
-            spread = (bn.running_var.float() + bn.eps).sqrt()
-            scores[name] = float(((mean - bn.running_mean.float()).abs() / spread).mean())
+            scores[name] = norm_gap(value.mean(dims), bn)
 
         return record
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..model.freeze import stages
 from ..model.surgery import find_head
 from ..progress import progress as shown
+from ..tasks.metrics import macro_map
 from ..weights.verify import norm_gap
 
 __all__ = ["MAX_DEPTHS", "PROBE_SCORES", "Depth", "depth_points", "extract", "linear_probe", "task_probe"]
@@ -201,12 +202,13 @@ def linear_probe(
     optimizer.step(closure)
     with torch.no_grad():
         predicted = (vx @ weight + bias).argmax(1)
-    recalls = [float((predicted[val_y == c] == c).double().mean()) for c in range(num_classes) if (val_y == c).any()]
+    from sklearn.metrics import balanced_accuracy_score
+
     accuracy = float((predicted == val_y).double().mean())
     return {
         "score": accuracy,
         "accuracy": accuracy,
-        "balanced_accuracy": sum(recalls) / max(len(recalls), 1),
+        "balanced_accuracy": float(balanced_accuracy_score(val_y.numpy(), predicted.numpy())),
         "seconds": time.perf_counter() - started,
     }
 
@@ -229,16 +231,13 @@ def task_probe(
         import warnings
 
         from sklearn.linear_model import LogisticRegression
-        from sklearn.metrics import average_precision_score
         from sklearn.multiclass import OneVsRestClassifier
 
         y, vy = train_y.numpy().astype(np.int64), val_y.numpy().astype(np.int64)
         with warnings.catch_warnings():  # "Label k is present in all training examples": it is handled
             warnings.simplefilter("ignore", UserWarning)
             fitted = OneVsRestClassifier(LogisticRegression(C=1.0, max_iter=1000)).fit(x, y)
-        p = fitted.predict_proba(vx)
-        present = [k for k in range(vy.shape[1]) if vy[:, k].any()]
-        score = float(np.mean([average_precision_score(vy[:, k], p[:, k]) for k in present])) if present else 0.0
+        score = macro_map(vy, fitted.predict_proba(vx))
         return {"score": score, "map": score, "seconds": time.perf_counter() - started}
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import mean_absolute_error, r2_score

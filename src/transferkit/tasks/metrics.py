@@ -15,7 +15,15 @@ import torch
 
 from .objective import TargetScale
 
-__all__ = ["at_thresholds", "best_thresholds", "confused_label_pairs", "multilabel_metrics", "regression_metrics"]
+__all__ = [
+    "at_thresholds",
+    "best_thresholds",
+    "confused_label_pairs",
+    "label_average_precisions",
+    "macro_map",
+    "multilabel_metrics",
+    "regression_metrics",
+]
 
 
 def best_thresholds(targets: np.ndarray, probabilities: np.ndarray) -> list[float]:
@@ -33,6 +41,29 @@ def best_thresholds(targets: np.ndarray, probabilities: np.ndarray) -> list[floa
     return chosen
 
 
+def label_average_precisions(targets: np.ndarray, scores: np.ndarray) -> list[float | None]:
+    """Each label's average precision of ``scores`` (probabilities or logits) against 0/1 ``targets``
+    (N, K); None for a label no image has.
+
+    Examples:
+        >>> label_average_precisions(np.array([[1, 0], [0, 0]]), np.array([[0.9, 0.2], [0.1, 0.3]]))
+        [1.0, None]
+    """
+    from sklearn.metrics import average_precision_score
+
+    present = targets.sum(0) > 0
+    return [
+        float(average_precision_score(targets[:, k], scores[:, k])) if present[k] else None
+        for k in range(targets.shape[1])
+    ]
+
+
+def macro_map(targets: np.ndarray, scores: np.ndarray) -> float:
+    """The mean average precision over the labels some image has (0 when none has any)."""
+    found = [a for a in label_average_precisions(targets, scores) if a is not None]
+    return float(np.mean(found)) if found else 0.0
+
+
 def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, names: list[str]) -> dict:
     """mAP (macro, micro), macro-F1, subset accuracy, Hamming loss, and per label AP, P, R, F1 and thresholds."""
     from sklearn.metrics import accuracy_score, average_precision_score, hamming_loss, precision_recall_fscore_support
@@ -41,7 +72,7 @@ def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, names: list[
     p = torch.sigmoid(logits.float()).numpy()
     decided = (p >= 0.5).astype(np.int64)
     present = y.sum(0) > 0
-    ap = [float(average_precision_score(y[:, k], p[:, k])) if present[k] else None for k in range(y.shape[1])]
+    ap = label_average_precisions(y, p)
     precision, recall, f1, support = precision_recall_fscore_support(y, decided, average=None, zero_division=0)
     thresholds = best_thresholds(y, p)
     per_label = {
@@ -56,7 +87,7 @@ def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, names: list[
         for k, name in enumerate(names)
     }
     return {
-        "map": float(np.mean([a for a in ap if a is not None])) if any(present) else 0.0,
+        "map": macro_map(y, p),
         "map_micro": float(average_precision_score(y, p, average="micro")) if any(present) else 0.0,
         "macro_f1": float(np.mean(f1[present])) if any(present) else 0.0,
         "subset_accuracy": float(accuracy_score(y, decided)),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import warnings
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch.nn as nn
@@ -19,8 +21,10 @@ __all__ = [
     "check_layers",
     "find_head",
     "get_module",
+    "put_module",
     "replace_head",
     "set_module",
+    "swapped",
     "tie_distillation_head",
     "track_optimizer",
     "validate",
@@ -89,6 +93,30 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         raise SurgeryError(f"No layer at path '{path}' in {type(model).__name__}.{hint}", layer=path) from None
 
 
+def put_module(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
+    """Put ``module`` at ``path`` as it is (no dry run, no change to what trains) and return the one it replaces:
+    the step every swap takes, :func:`set_module`'s and the frozen-layer cache's temporary ones."""
+    parent_path, _, name = path.rpartition(".")
+    parent = get_module(model, parent_path)
+    old = get_module(model, path)
+    setattr(parent, name, module)
+    return old
+
+
+@contextmanager
+def swapped(model: nn.Module, replacements: dict[str, nn.Module]) -> Iterator[nn.Module]:
+    """Within the block each path of ``replacements`` holds its module; the originals are put back after,
+    also on an error."""
+    originals = []
+    try:
+        for path, module in replacements.items():
+            originals.append((path, put_module(model, path, module)))
+        yield model
+    finally:
+        for path, module in reversed(originals):
+            put_module(model, path, module)
+
+
 def set_module(
     model: nn.Module,
     path: str,
@@ -121,18 +149,16 @@ def set_module(
         module = parse_layer(module)
     if not isinstance(module, nn.Module):
         raise SurgeryError(f"module must be an nn.Module or its text (Linear(4096, 10)); got {type(module).__name__}.")
-    parent_path, _, child = path.rpartition(".")
     old = get_module(model, path)
-    parent = get_module(model, parent_path)
     old_param = next(old.parameters(), None)
     if old_param is not None:
         module = module.to(device=old_param.device)
-    frozen = _frozen_slot(old, parent)
-    setattr(parent, child, module)
+    frozen = _frozen_slot(old, get_module(model, path.rpartition(".")[0]))
+    put_module(model, path, module)
     if check:
         result = validate(model, input_size=input_size, changed=[path])
         if not result.ok:
-            setattr(parent, child, old)
+            put_module(model, path, old)
             result.raise_if_failed()
     _set_trainable(module, path, frozen if trainable is None else not trainable, told=trainable is not None)
     _warn_stale_optimizers(model, f"set_module('{path}')")

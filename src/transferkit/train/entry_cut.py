@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from ..model._trace import NORM_TYPES, module_modes, trace
 from ..model.freeze import held_layers
+from ..model.surgery import get_module, swapped
 from .feature_cache import Boundary, ancestors, is_live, outermost, relative_difference, tensors_key
 
 __all__ = ["check_entry", "entered", "entry_cut", "entry_key", "iter_entry_inputs"]
@@ -158,23 +159,17 @@ def entered(model: nn.Module, boundary: Boundary):
     def enter(module, args):
         return (source[0], *args[1:])
 
-    originals = []
-    for path, shape in boundary.stand_ins.items():
-        parent_path, _, name = path.rpartition(".")
-        parent = model.get_submodule(parent_path)
-        originals.append((parent, name, getattr(parent, name)))
-        setattr(parent, name, _StandIn(originals[-1][2], shape, source))
-    handles = [
-        model.register_forward_pre_hook(hold),
-        model.get_submodule(boundary.path).register_forward_pre_hook(enter),
-    ]
-    try:
-        yield model
-    finally:
-        for handle in handles:
-            handle.remove()
-        for parent, name, module in reversed(originals):
-            setattr(parent, name, module)
+    stand_ins = {path: _StandIn(get_module(model, path), shape, source) for path, shape in boundary.stand_ins.items()}
+    with swapped(model, stand_ins):
+        handles = [
+            model.register_forward_pre_hook(hold),
+            model.get_submodule(boundary.path).register_forward_pre_hook(enter),
+        ]
+        try:
+            yield model
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from torch.nn.utils import fuse_conv_bn_eval
 from .._storage import mapped_tensor, memory_budget, scratch_tensor
 from ..model._trace import NORM_TYPES, is_random, module_modes, trace
 from ..model.freeze import held_layers
+from ..model.surgery import put_module, swapped
 from ..serialization import write_json
 
 __all__ = [
@@ -124,20 +125,9 @@ def ancestors(path: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-@contextmanager
 def truncated(model: nn.Module, boundary: Boundary):
     """Within the block, ``model(activation)`` runs only what follows the boundary."""
-    originals = []
-    for path in boundary.stubbed:
-        parent_path, _, name = path.rpartition(".")
-        parent = model.get_submodule(parent_path)
-        originals.append((parent, name, getattr(parent, name)))
-        setattr(parent, name, nn.Identity())
-    try:
-        yield model
-    finally:
-        for parent, name, module in reversed(originals):
-            setattr(parent, name, module)
+    return swapped(model, {path: nn.Identity() for path in boundary.stubbed})
 
 
 @torch.no_grad()
@@ -195,10 +185,10 @@ def fold_batchnorm(model: nn.Module, boundary: Boundary, images: torch.Tensor, *
             continue
         if bn.running_mean is None or order.count(conv_path) != 1 or order.count(bn_path) != 1:
             continue
-        _replace(fused, conv_path, fuse_conv_bn_eval(conv, bn))
+        put_module(fused, conv_path, fuse_conv_bn_eval(conv, bn))
         # timm's BatchNormAct2d also applies dropout and an activation after normalising.
         rest = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
-        _replace(fused, bn_path, nn.Sequential(*rest) if rest else nn.Identity())
+        put_module(fused, bn_path, nn.Sequential(*rest) if rest else nn.Identity())
         folded += 1
     if not folded:
         return None
@@ -207,11 +197,6 @@ def fold_batchnorm(model: nn.Module, boundary: Boundary, images: torch.Tensor, *
     candidate = fused(prep(images)).float()
     scale = max(reference.abs().max().item(), 1e-12)
     return fused if (candidate - reference).abs().max().item() <= 1e-4 * scale else None
-
-
-def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent), name, module)
 
 
 @torch.no_grad()

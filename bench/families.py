@@ -34,9 +34,7 @@ from transferkit.model.factory import create_model
 from transferkit.model.freeze import freeze_backbone, freeze_stages
 from transferkit.model.sizes import default_size
 from transferkit.model.surgery import find_head, tie_distillation_head
-from transferkit.train.entry_cut import check_entry, entry_cut
-from transferkit.train.feature_cache import check_boundary, find_boundary
-from transferkit.train.head_cut import head_cut
+from transferkit.train.phase_cache import choose_cut
 from transferkit.weights.loading import LoadPolicy, load_pretrained
 
 NAMED = [
@@ -90,19 +88,9 @@ def _images(size: int) -> torch.Tensor:
 
 
 def cut_kind(model, head: str, x: torch.Tensor) -> str:
-    """How a phase with this model's frozen parameters caches, in the order ``cache_frozen_prefix`` tries."""
-    prep = lambda images: images  # noqa: E731
-    size = tuple(x.shape[1:])
-    boundary = find_boundary(model, size)
-    difference = None if boundary is None else check_boundary(model, boundary, x, prep=prep)
-    if difference is not None and difference <= 1e-4:
-        return "boundary"
-    cut = head_cut(model, head, x, prep=prep)
-    if cut is not None and cut[1] <= 1e-4:
-        return "pre_logits"
-    entry = entry_cut(model, size)
-    difference = None if entry is None else check_entry(model, entry, x, prep=prep)
-    return "input" if difference is not None and difference <= 1e-4 else "none"
+    """How a phase with this model's frozen parameters caches, as ``cache_frozen_prefix`` chooses (none: no cut)."""
+    chosen = choose_cut(model, head, x, tuple(x.shape[1:]), prep=lambda images: images)
+    return "none" if isinstance(chosen, str) else chosen.kind
 
 
 def one(name: str, size: int | None) -> dict:

@@ -43,7 +43,7 @@ from .head_cut import head_cut, head_cut_key, iter_pre_logits
 from .kernel_trial import InferenceTrial
 from .setup import PreparedData
 
-__all__ = ["CachedPhase", "cache_frozen_prefix"]
+__all__ = ["CUT_TOLERANCE", "CachedPhase", "Cut", "cache_frozen_prefix", "choose_cut"]
 
 
 @dataclass
@@ -56,6 +56,36 @@ class CachedPhase:
     boundary: Boundary
     net: nn.Module  # what runs on the activations: the model with its prefix skipped, or the classifier alone
     skipping: Callable[[], AbstractContextManager]  # the block within which ``net`` skips the prefix
+
+
+CUT_TOLERANCE = 1e-4  # the largest difference, relative to the output's scale, a cut may make on real images
+
+
+@dataclass
+class Cut:
+    """Where a phase's frozen prefix ends: ``boundary`` (the dry run's), ``pre_logits`` (timm's cut at the
+    classifier's input) or ``input`` (the input of the first block that trains)."""
+
+    kind: str
+    boundary: Boundary
+
+
+def choose_cut(model: nn.Module, head: str, sample: torch.Tensor, input_size: tuple[int, ...], *, prep) -> Cut | str:
+    """The first cut, in that order, that gives the network's own outputs on ``sample``; or why none does."""
+    boundary = find_boundary(model, input_size)
+    difference = None if boundary is None else check_boundary(model, boundary, sample, prep=prep)
+    if difference is not None and difference <= CUT_TOLERANCE:
+        return Cut("boundary", boundary)
+    cut = head_cut(model, head, sample, prep=prep)
+    if cut is not None and cut[1] <= CUT_TOLERANCE:
+        return Cut("pre_logits", cut[0])
+    entry = entry_cut(model, input_size)
+    difference = None if entry is None else check_entry(model, entry, sample, prep=prep)
+    if difference is not None and difference <= CUT_TOLERANCE:
+        return Cut("input", entry)
+    if boundary is None:
+        return "the first layer to run already trains"
+    return f"the network does more than run its modules in sequence at '{boundary.path}'"
 
 
 def cache_frozen_prefix(
@@ -93,34 +123,27 @@ def cache_frozen_prefix(
     trial = infer.timing("the frozen layers' pass") if isinstance(infer, InferenceTrial) else None
     infer_prep = BatchPrep(data.preprocessing, device, trial is None and infer.channels_last)
     sample = data.train.decoded.images[:8]
-    boundary = find_boundary(model, data.preprocessing.input_size)
-    difference = None if boundary is None else check_boundary(model, boundary, sample, prep=infer_prep)
+    chosen = choose_cut(model, head, sample, data.preprocessing.input_size, prep=infer_prep)
+    if isinstance(chosen, str):
+        log(f"cache: off, {chosen}")
+        return None
+    boundary = chosen.boundary
     amp = (lambda: trial.autocast(device)) if trial is not None else (lambda: autocast(device, infer.precision))
     runner = model
-    if difference is not None and difference <= 1e-4:
+    if chosen.kind == "boundary":
         keyed = partial(cache_key, model, boundary)
         # The prefix runs with its BatchNorms folded into the convolutions when that gives the same output.
         runner = fold_batchnorm(model, boundary, sample, prep=infer_prep) or model
         outputs = partial(iter_boundary_outputs, runner, boundary, prep=infer_prep, autocast=amp)
         net, skipping = model, partial(truncated, model, boundary)
-    elif (cut := head_cut(model, head, sample, prep=infer_prep)) is not None and cut[1] <= 1e-4:
-        boundary = cut[0]
+    elif chosen.kind == "pre_logits":
         keyed = partial(head_cut_key, model, head)
         outputs = partial(iter_pre_logits, model, prep=infer_prep, autocast=amp)
         net, skipping = model.get_submodule(head), nullcontext
     else:
-        entry = entry_cut(model, data.preprocessing.input_size)
-        difference = None if entry is None else check_entry(model, entry, sample, prep=infer_prep)
-        if difference is None or difference > 1e-4:
-            if boundary is None:
-                log("cache: off, the first layer to run already trains")
-            else:
-                log(f"cache: off, the network does more than run its modules in sequence at '{boundary.path}'")
-            return None
-        boundary = entry
-        keyed = partial(entry_key, model, entry)
-        outputs = partial(iter_entry_inputs, model, entry, prep=infer_prep, autocast=amp)
-        net, skipping = model, partial(entered, model, entry)
+        keyed = partial(entry_key, model, boundary)
+        outputs = partial(iter_entry_inputs, model, boundary, prep=infer_prep, autocast=amp)
+        net, skipping = model, partial(entered, model, boundary)
 
     def computed_with(kernels: FastPath | None) -> dict:
         """The preprocessing and the kernels (None: several, while the trial chooses) the activations depend on."""

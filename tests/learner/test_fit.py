@@ -316,3 +316,15 @@ def test_as_is_with_only_the_head_trainable_is_a_linear_probe():
     learner = tk.fit(model, blobs(), epochs=1, log=say, **FAST)
     assert learner.summary["strategy"] == "freeze" and learner.history[0]["lr"] == 1e-2
     assert any("only its head 'fc' trains, the 6 other parameter tensors are frozen" in line for line in log)
+
+
+def test_a_run_folder_of_code_runs_none_of_it_unless_asked(tmp_path):
+    from tests.helpers import tiny_config
+    from transferkit.errors import RunError
+
+    root = make_image_folder(tmp_path / "data", per_class=6)
+    tk.fit(tiny_config(root, tmp_path / "run", epochs=1), log=lambda m: None)
+    for learner in (tk.Learner(tmp_path / "run"), tk.load_learner(tmp_path / "run")):
+        with pytest.raises(RunError, match="builds its model by running code .* pass trust_code only if you trust it"):
+            learner.predict(root / "cat" / "0.png")
+    assert tk.load_learner(tmp_path / "run", trust_code=True).class_names == ["cat", "dog"]

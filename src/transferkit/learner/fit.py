@@ -84,7 +84,7 @@ def fit(
             raise ConfigError("fit(config) reads its data from config.data; leave train and val out.", argument="train")
         config = model if epochs is None else replace(model, epochs=epochs)
         summary = engine.fit(config, overwrite=overwrite, log=log, **settings)
-        return Learner(Path(summary.get("out") or config.out), summary=summary)
+        return Learner(Path(summary.get("out") or config.out), summary=summary, trust_code=True)  # it just ran
     if train is None:
         raise ConfigError("fit needs train: a Dataset, a DataLoader, (images, targets) or a DATA string.")
     holder, out = _out_folder(out)
@@ -100,7 +100,7 @@ def fit(
             model=model, data=str(train), strategy=strategy or "full", task=task or "classification", **common
         )
         summary = engine.fit(config, overwrite=overwrite, log=log)
-        return Learner(out, summary=summary, temporary=holder)
+        return Learner(out, summary=summary, temporary=holder, trust_code=True)
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model must be an nn.Module, a MODEL string or a TrainConfig; got {type(model).__name__}.",

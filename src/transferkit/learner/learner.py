@@ -32,7 +32,9 @@ __all__ = ["Learner", "load_learner"]
 class Learner:
     """A trained run: ``.model`` (its best epoch), ``.history``, ``.predict``, ``.evaluate``, ``.export``, ``.save``.
 
-    Made by :func:`~transferkit.fit`, or by :func:`load_learner` from a run folder.
+    Made by :func:`~transferkit.fit`, or by :func:`load_learner` from a run folder. ``trust_code`` lets a run
+    whose MODEL is code (``file.py:factory``) import it: ``fit`` passes it for the code it just ran; a run
+    folder from elsewhere runs none unless asked.
     """
 
     def __init__(
@@ -43,7 +45,7 @@ class Learner:
         temporary=None,
         module: nn.Module | None = None,
         transform: Callable | None = None,
-        trust_code: bool = True,
+        trust_code: bool = False,
         device: str = "auto",
         held_out: tuple | None = None,
         val=None,

@@ -26,9 +26,9 @@ from transferkit.deploy.export import FP32_TOLERANCE, INT8_MAX_DROP, export_run
 from transferkit.deploy.runtime import onnx_session
 from transferkit.errors import ParityError
 from transferkit.inference.runs import load_trained
+from transferkit.runtime.fastpath import autocast
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
-from transferkit.train.fastpath import autocast
 
 
 def _quiet(message: str) -> None:

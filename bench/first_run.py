@@ -36,8 +36,8 @@ def _child_probe(strategy: str, size: int) -> dict:
     """The probes a run used to take before training, timed on the run's own model."""
     import torch
 
+    from transferkit.runtime.fastpath import choose_fast_path
     from transferkit.train.config import TrainConfig
-    from transferkit.train.fastpath import choose_fast_path
     from transferkit.train.setup import build_model
 
     config = TrainConfig(

@@ -103,7 +103,7 @@ def main() -> int:
     @check("probe")
     def _():
         from transferkit.model.factory import create_model
-        from transferkit.train.fastpath import candidates, choose_fast_path
+        from transferkit.runtime.fastpath import candidates, choose_fast_path
 
         model = create_model("resnet18", num_classes=10).to(device)
         options = candidates(device)
@@ -190,7 +190,7 @@ def main() -> int:
     def _():
         import transferkit.train.compiled as compiled_module
         from transferkit.model.factory import create_model
-        from transferkit.train.fastpath import choose_fast_path
+        from transferkit.runtime.fastpath import choose_fast_path
 
         model = create_model("resnet18", num_classes=10).to(device)
         path = choose_fast_path(model, (3, 64, 64), device=device, batch_size=32, train=True)

@@ -20,7 +20,7 @@ import torch
 from _report import command_line, machine, write_section
 
 from transferkit.model.factory import create_model
-from transferkit.train.fastpath import choose_fast_path
+from transferkit.runtime.fastpath import choose_fast_path
 
 BUSY = "import torch\ntorch.set_num_threads(1)\nx = torch.randn(1024, 1024)\nwhile True:\n    x @ x\n"
 

@@ -21,7 +21,7 @@ from _report import command_line, machine, write_section
 from torch.profiler import ProfilerActivity, profile
 
 from transferkit.model.factory import create_model
-from transferkit.train.fastpath import autocast, bf16_native
+from transferkit.runtime.fastpath import autocast, bf16_native
 
 BATCH, SIZE, WARMUP, STEPS = 32, 224, 2, 3
 

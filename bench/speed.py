@@ -32,9 +32,9 @@ from transferkit.data.decode import ImageDataset, decode  # noqa: E402
 from transferkit.data.preprocess import BatchPrep, Preprocessing  # noqa: E402
 from transferkit.data.sources import open_data, split_items  # noqa: E402
 from transferkit.model.factory import create_model  # noqa: E402
+from transferkit.runtime.fastpath import autocast  # noqa: E402
 from transferkit.train.config import TrainConfig  # noqa: E402
 from transferkit.train.engine import fit  # noqa: E402
-from transferkit.train.fastpath import autocast  # noqa: E402
 from transferkit.train.optim import create_optimizer, warmup_cosine  # noqa: E402
 from transferkit.train.run_folder import load_run  # noqa: E402
 from transferkit.train.setup import zero_init_head  # noqa: E402

@@ -164,7 +164,7 @@ def bench_full(tmp: Path, size: int = 224) -> dict:
 def bench_compile(tmp: Path, size: int = 224) -> dict:
     import transferkit.train.compiled as compiled_module
     from transferkit.model.factory import create_model
-    from transferkit.train.fastpath import choose_fast_path
+    from transferkit.runtime.fastpath import choose_fast_path
 
     os.environ["XDG_CACHE_HOME"] = str(tmp / "compile-cache")
     model = create_model(ARCH, num_classes=10)
@@ -199,7 +199,7 @@ def bare_pass(images: torch.Tensor, size: int) -> tuple[float, bool]:
     """
     from transferkit.data.preprocess import BatchPrep
     from transferkit.model.factory import create_model
-    from transferkit.train.fastpath import autocast, choose_fast_path
+    from transferkit.runtime.fastpath import autocast, choose_fast_path
     from transferkit.train.feature_cache import find_boundary, fold_batchnorm
     from transferkit.weights.loading import load_pretrained
 

@@ -144,7 +144,7 @@ def test_eval_of_the_held_out_split_reproduces_training_s_validation(run):
 
 def test_a_differing_evaluation_says_why():
     from transferkit.inference.runs import TrainedModel, _against_validation
-    from transferkit.train.fastpath import FastPath
+    from transferkit.runtime.fastpath import FastPath
 
     trained = TrainedModel(None, None, ["a", "b"], None, FastPath(True, "bf16", "measured"))
     trained.validated = {"row": {"epoch": 3, "val_acc": 0.9, "val_loss": 0.3}, "kernels": {"precision": "fp32"}}

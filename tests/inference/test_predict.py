@@ -3,7 +3,7 @@ import torch
 from tests.helpers import TinyNet, make_image_folder
 from transferkit.data.preprocess import Preprocessing
 from transferkit.inference.predict import Predictor
-from transferkit.train.fastpath import FastPath
+from transferkit.runtime.fastpath import FastPath
 
 
 def test_images_are_run_a_batch_at_a_time_with_the_same_results(tmp_path):

@@ -4,9 +4,9 @@ import pytest
 
 from tests.helpers import make_image_folder, tiny_config
 from transferkit.inference.runs import evaluate_run
+from transferkit.runtime.fastpath import FastPath
 from transferkit.train import engine
 from transferkit.train.engine import fit
-from transferkit.train.fastpath import FastPath
 
 
 def test_eval_equals_validation_with_other_training_kernels(tmp_path, monkeypatch):

@@ -6,9 +6,9 @@ import torch
 import transferkit.train.compiled as compiled_module
 from tests.helpers import TinyNet, make_image_folder, tiny_config
 from transferkit.inference.runs import load_trained
+from transferkit.runtime.fastpath import FastPath
 from transferkit.train.compiled import CompileDecision, compiled_for_training
 from transferkit.train.engine import fit
-from transferkit.train.fastpath import FastPath
 
 CPU = torch.device("cpu")
 MEASURED = FastPath(False, "fp32", "measured", {"NCHW fp32": 100.0})  # 100 images/s eager

@@ -26,9 +26,9 @@ from transferkit.data.sources import open_data
 from transferkit.errors import ConfigError
 from transferkit.inference.runs import evaluate_run, load_trained
 from transferkit.model.freeze import freeze
+from transferkit.runtime.fastpath import FastPath
 from transferkit.train.distributed import DistContext, make_loader
 from transferkit.train.engine import fit
-from transferkit.train.fastpath import FastPath
 from transferkit.train.loop import evaluate, evaluate_outputs
 from transferkit.train.phase_cache import cache_frozen_prefix
 from transferkit.train.setup import prepare_data

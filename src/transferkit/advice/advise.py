@@ -165,7 +165,7 @@ def advise_prepared(
     The model is left as it was found: BatchNorm statistics, gradients, modes and memory format.
     ``write=False`` (the other ranks of a distributed run) leaves the files to another process.
     """
-    from ..train.fastpath import probing
+    from ..runtime.fastpath import probing
 
     started = time.perf_counter() if started is None else started
     prep = BatchPrep(data.preprocessing, torch.device("cpu"), channels_last=False)

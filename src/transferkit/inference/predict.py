@@ -13,9 +13,9 @@ from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 from ..data.sources import printable
 from ..deploy.runtime import is_onnx, load_onnx
 from ..errors import DataError, ImageReadError
+from ..runtime.fastpath import FastPath, autocast
 from ..tasks.calibration import calibrated_thresholds, label_probabilities
 from ..tasks.objective import TargetScale
-from ..train.fastpath import FastPath, autocast
 from ..train.loop import tta_logits, tta_warning
 from .calibration import probability_kind
 from .pretrained import load_weights_model

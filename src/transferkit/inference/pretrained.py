@@ -11,7 +11,7 @@ from ..data.preprocess import Preprocessing
 from ..errors import WeightsError
 from ..model.factory import create_model
 from ..model.surgery import find_head
-from ..train.fastpath import resolve_device
+from ..runtime.fastpath import resolve_device
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.preprocessing import resolve_preprocessing
 from ..weights.registry import class_names_for, get_weights, list_weights

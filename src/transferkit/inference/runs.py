@@ -16,10 +16,10 @@ from ..data.sources import open_data, split_items
 from ..errors import DataError, RunError
 from ..model.factory import create_model
 from ..model.surgery import tie_distillation_head
+from ..runtime.fastpath import FastPath, resolve_device
 from ..tasks.conformal import read_interval
 from ..tasks.objective import TargetScale, loss_function
 from ..train.config import TrainConfig
-from ..train.fastpath import FastPath, resolve_device
 from ..train.loop import evaluate, evaluate_outputs, tta_warning
 from ..train.metrics import classification_metrics
 from ..train.run_folder import check_model_code, load_model_state, load_run

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from ..data.preprocess import Preprocessing
+from ..runtime.fastpath import FastPath
 from ..tasks.objective import TargetScale
 from ..tasks.targets import LabelSpec
 from ..train.config import TrainConfig
-from ..train.fastpath import FastPath
 
 __all__ = ["TrainedModel"]
 

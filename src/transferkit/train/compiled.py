@@ -27,8 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import COMPILE_MODES
-from .fastpath import (
+from ..runtime.fastpath import (
     FastPath,
     autocast,
     interleaved_medians,
@@ -39,6 +38,7 @@ from .fastpath import (
     measurement_key,
     probing,
 )
+from .config import COMPILE_MODES
 
 __all__ = ["COMPILE_MODES", "CompileDecision", "MEASURE_FROM_SECONDS", "compiled_for_training"]
 

@@ -21,14 +21,14 @@ from ..data.sources import open_data
 from ..errors import ConfigError, Interrupted
 from ..model.factory import code_origin, is_object_spec
 from ..model.surgery import find_head
+from ..runtime.fastpath import FastPath, choose_fast_path, resolve_device
+from ..runtime.kernel_trial import InferenceTrial
 from ..serialization import write_json
 from .balance import choose_balance
 from .config import TrainConfig
 from .distributed import DistContext, init_from_env
 from .epochs import Clock, run_phase
-from .fastpath import FastPath, choose_fast_path, resolve_device
 from .finish import finish_run
-from .kernel_trial import InferenceTrial
 from .lr_find import find_lr
 from .out_folder import check_out, claim_out, clear_run, remove_leftovers
 from .phase import log_fast

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..progress import progress as shown
+from ..runtime.fastpath import autocast
+from ..runtime.kernel_trial import InferenceTrial, KernelTrial
 from .distributed import DistContext
-from .fastpath import autocast
-from .kernel_trial import InferenceTrial, KernelTrial
 
 __all__ = ["evaluate", "evaluate_outputs", "train_one_epoch", "tta_logits", "tta_warning"]
 

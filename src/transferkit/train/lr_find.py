@@ -23,11 +23,11 @@ from ..data.sources import open_data
 from ..errors import ConfigError
 from ..model.surgery import find_head
 from ..progress import progress as shown
+from ..runtime.fastpath import FastPath, autocast, resolve_device
 from ..serialization import write_bytes
 from ..tasks.objective import loss_function, positive_weights
 from .config import TrainConfig
 from .distributed import DistContext, make_loader
-from .fastpath import FastPath, autocast, resolve_device
 from .optim import build_optimizer
 from .phase import apply_configured_phase
 from .phase_cache import cache_frozen_prefix

@@ -19,13 +19,13 @@ from .._text import one_line
 from ..data.augment import augmentation, mixer
 from ..data.preprocess import BatchPrep
 from ..errors import RunError
+from ..runtime.fastpath import FastPath, kernel_label
+from ..runtime.kernel_trial import InferenceTrial, KernelTrial
 from ..tasks.objective import loss_function
 from .balance import class_weights, sample_weights
 from .compiled import compiled_for_training
 from .config import TrainConfig
 from .distributed import DistContext, epoch_steps, make_loader
-from .fastpath import FastPath, kernel_label
-from .kernel_trial import InferenceTrial, KernelTrial
 from .norm_adapt import ADAPT_IMAGES, adapt_norm_statistics, adapts_norms_first
 from .optim import build_optimizer, warmup_cosine
 from .phase_cache import CachedPhase, cache_frozen_prefix

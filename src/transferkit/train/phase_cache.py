@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from ..data.decode import loader_workers
 from ..data.preprocess import BatchPrep
 from ..progress import progress as shown
+from ..runtime.fastpath import FastPath, autocast
+from ..runtime.kernel_trial import InferenceTrial
 from .config import TrainConfig
 from .distributed import DistContext, shared_pass, spill_folder
 from .entry_cut import check_entry, entered, entry_cut, entry_key, iter_entry_inputs
-from .fastpath import FastPath, autocast
 from .feature_cache import (
     Boundary,
     cache_key,
@@ -40,7 +41,6 @@ from .feature_cache import (
     truncated,
 )
 from .head_cut import head_cut, head_cut_key, iter_pre_logits
-from .kernel_trial import InferenceTrial
 from .setup import PreparedData
 
 __all__ = ["CUT_TOLERANCE", "CachedPhase", "Cut", "cache_frozen_prefix", "choose_cut"]
@@ -104,7 +104,7 @@ def cache_frozen_prefix(
 
     With random augmentation, ``cache_views`` augmented copies of the training set are computed
     once and the epochs cycle through them. Activations are computed with the inference kernels
-    ``infer``, or, while an :class:`~transferkit.train.kernel_trial.InferenceTrial` chooses them,
+    ``infer``, or, while an :class:`~transferkit.runtime.kernel_trial.InferenceTrial` chooses them,
     with its candidates on the first batches (``infer.result()`` is the choice afterwards); ones
     an earlier run of this process computed from the same frozen weights and data
     (``data.activations``) are reused.

@@ -22,10 +22,10 @@ from .._text import one_line
 from ..data.preprocess import Preprocessing
 from ..errors import RunError
 from ..model.factory import code_origin, is_code_spec
+from ..runtime.fastpath import FastPath
 from ..serialization import save_torch, write_json, write_text
 from ..weights.checkpoint import load_torch_file
 from .config import TrainConfig
-from .fastpath import FastPath
 from .metrics import MONITORS, TASK_SCORES
 from .rng import rng_state
 from .setup import Kernels, PreparedData

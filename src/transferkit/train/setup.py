@@ -32,6 +32,7 @@ from ..model.factory import create_model, is_code_spec
 from ..model.hf_transformers import is_transformers_model
 from ..model.sizes import check_batch_memory
 from ..model.surgery import find_head, tie_distillation_head
+from ..runtime.fastpath import FastPath, resolve_device
 from ..tasks.objective import TargetScale
 from ..weights.auto import default_weights
 from ..weights.loading import LoadPolicy, load_pretrained
@@ -39,7 +40,6 @@ from ..weights.preprocessing import resolve_preprocessing
 from ..weights.verify import verify_weights
 from .config import IMBALANCED, TrainConfig
 from .distributed import spill_folder
-from .fastpath import FastPath, resolve_device
 from .metrics import imbalance
 
 __all__ = [

@@ -29,7 +29,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from ..model.freeze import stage_parameters
-from .fastpath import FastPath
+from ..runtime.fastpath import FastPath
 
 __all__ = [
     "gather_state",

@@ -7,8 +7,8 @@ import torch.nn as nn
 
 from tests.helpers import TinyNet
 from transferkit.model.factory import create_model
-from transferkit.train import fastpath
-from transferkit.train.fastpath import candidates, choose_fast_path, pick_kernels
+from transferkit.runtime import fastpath
+from transferkit.runtime.fastpath import candidates, choose_fast_path, pick_kernels
 
 
 @pytest.fixture(autouse=True)

@@ -250,8 +250,8 @@ def choose_fast_path(
     inference 2.7x faster in batches of 16 than of 128.
     Gradients are cleared and buffers restored afterwards, and no optimizer steps: the model is unchanged.
     The decision is kept per machine, model and sizes and reused unless ``reprobe`` (module docstring).
-    With ``trial`` (:class:`~transferkit.train.kernel_trial.KernelTrial` for training,
-    :class:`~transferkit.train.kernel_trial.InferenceTrial` for inference), nothing is timed here:
+    With ``trial`` (:class:`~transferkit.runtime.kernel_trial.KernelTrial` for training,
+    :class:`~transferkit.runtime.kernel_trial.InferenceTrial` for inference), nothing is timed here:
     where there is a choice and no kept decision, ``trial(options, key)`` is returned, which
     decides on the run's own first steps or batches and keeps its decision under the key.
     """

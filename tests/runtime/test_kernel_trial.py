@@ -7,10 +7,10 @@ import torch
 
 from tests.helpers import make_image_folder, tiny_config
 from transferkit.model.factory import create_model
-from transferkit.train import fastpath
+from transferkit.runtime import fastpath
+from transferkit.runtime.fastpath import choose_fast_path
+from transferkit.runtime.kernel_trial import MAX_TIMED, MIN_TIMED, InferenceTrial, KernelTrial
 from transferkit.train.engine import fit
-from transferkit.train.fastpath import choose_fast_path
-from transferkit.train.kernel_trial import MAX_TIMED, MIN_TIMED, InferenceTrial, KernelTrial
 
 NCHW, CL, BF16 = (False, "fp32"), (True, "fp32"), (True, "bf16")
 
@@ -218,7 +218,7 @@ def test_images_and_their_labels_are_recut_alike():
 
 
 def test_a_pass_too_short_to_time_the_kernels_settles_on_the_default_with_no_cost():
-    from transferkit.train.kernel_trial import InferenceTrial
+    from transferkit.runtime.kernel_trial import InferenceTrial
 
     trial = InferenceTrial([(False, "fp32"), (True, "bf16")], batch_size=16)
     for _ in range(3):  # one kernel timed, the other never: no decision, no batch size timed

@@ -328,3 +328,16 @@ def test_a_run_folder_of_code_runs_none_of_it_unless_asked(tmp_path):
         with pytest.raises(RunError, match="builds its model by running code .* pass trust_code only if you trust it"):
             learner.predict(root / "cat" / "0.png")
     assert tk.load_learner(tmp_path / "run", trust_code=True).class_names == ["cat", "dog"]
+
+
+def test_a_run_of_a_config_stopped_early_is_resumed_and_lengthened(tmp_path):
+    from tests.helpers import tiny_config
+
+    root = make_image_folder(tmp_path / "data", per_class=6)
+    config = tiny_config(root, tmp_path / "run", epochs=2)
+    first = tk.fit(config, stop_after=1, log=lambda m: None)
+    assert [row["epoch"] for row in first.history] == [1]
+    log, say = lines()
+    again = tk.fit(config, resume=True, epochs=3, trust_code=True, log=say)
+    assert [row["epoch"] for row in again.history] == [1, 2, 3]
+    assert any(line.startswith("extended from 2 to 3 epochs") for line in log)

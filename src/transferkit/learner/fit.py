@@ -46,7 +46,7 @@ def fit(
     classes: list[str] | None = None,
     task: str | None = None,
     overwrite: bool = False,
-    resume: bool = False,
+    resume: bool | str | Path = False,
     log: Callable[[str], None] = print,
     **settings: object,
 ) -> Learner:
@@ -70,10 +70,11 @@ def fit(
         task: classification, multi-label or regression (default: what the targets are).
         overwrite: replace a run already in ``out``.
         resume: continue the run in ``out`` from its last epoch, on the same data (a fresh module of
-            the same architecture, or the one it stopped with); ``epochs`` may lengthen it.
+            the same architecture, or the one it stopped with); ``epochs`` may lengthen it. With a
+            TrainConfig: True continues ``config.out``, a path the run there.
         log: where each line of the run goes.
         settings: any other :class:`~transferkit.TrainConfig` field (``lr``, ``batch_size``, ``seed`` ...);
-            with a TrainConfig, :func:`transferkit.train.engine.fit`'s arguments (``resume`` ...).
+            with a TrainConfig, :func:`transferkit.train.engine.fit`'s arguments (``trust_code``, ``stop_after``).
 
     Examples:
         >>> learner = fit(model, train_set, val_set, epochs=3)      # doctest: +SKIP
@@ -83,7 +84,12 @@ def fit(
         if train is not None or val is not None:
             raise ConfigError("fit(config) reads its data from config.data; leave train and val out.", argument="train")
         config = model if epochs is None else replace(model, epochs=epochs)
-        summary = engine.fit(config, overwrite=overwrite, log=log, **settings)
+        if resume:  # the run in config.out (or the folder resume names) goes on; epochs may lengthen it
+            folder = Path(config.out if resume is True else resume)
+            changes = {"epochs": epochs} if epochs else None
+            summary = engine.fit(None, resume=folder, changes=changes, overwrite=overwrite, log=log, **settings)
+        else:
+            summary = engine.fit(config, overwrite=overwrite, log=log, **settings)
         return Learner(Path(summary.get("out") or config.out), summary=summary, trust_code=True)  # it just ran
     if train is None:
         raise ConfigError("fit needs train: a Dataset, a DataLoader, (images, targets) or a DATA string.")

@@ -75,38 +75,19 @@ def fit(
         log: where each line of the run goes.
         settings: any other :class:`~transferkit.TrainConfig` field (``lr``, ``batch_size``, ``seed`` ...);
             with a TrainConfig, :func:`transferkit.train.engine.fit`'s arguments (``trust_code``, ``stop_after``).
-
-    Examples:
-        >>> learner = fit(model, train_set, val_set, epochs=3)      # doctest: +SKIP
-        >>> learner.predict(Image.open("cat.jpg"))                  # doctest: +SKIP
     """
     if isinstance(model, TrainConfig):
         if train is not None or val is not None:
             raise ConfigError("fit(config) reads its data from config.data; leave train and val out.", argument="train")
-        config = model if epochs is None else replace(model, epochs=epochs)
-        if resume:  # the run in config.out (or the folder resume names) goes on; epochs may lengthen it
-            folder = Path(config.out if resume is True else resume)
-            changes = {"epochs": epochs} if epochs else None
-            summary = engine.fit(None, resume=folder, changes=changes, overwrite=overwrite, log=log, **settings)
-        else:
-            summary = engine.fit(config, overwrite=overwrite, log=log, **settings)
-        return Learner(Path(summary.get("out") or config.out), summary=summary, trust_code=True)  # it just ran
+        return _fit_config(model, epochs=epochs, resume=resume, overwrite=overwrite, log=log, settings=settings)
     if train is None:
         raise ConfigError("fit needs train: a Dataset, a DataLoader, (images, targets) or a DATA string.")
     holder, out = _out_folder(out)
     common = {"epochs": epochs or 5, "out": str(out), **settings}
     if isinstance(model, str):
-        if not isinstance(train, str | Path) or val is not None:
-            raise ConfigError(
-                "model as a MODEL string trains on train as a DATA string (a folder with a val folder of its own); "
-                "for a Dataset, give the module: tk.create_model(name, pretrained=True).",
-                argument="train",
-            )
-        config = TrainConfig(
-            model=model, data=str(train), strategy=strategy or "full", task=task or "classification", **common
+        return _fit_strings(
+            model, train, val, holder, out, common, strategy=strategy, task=task, overwrite=overwrite, log=log
         )
-        summary = engine.fit(config, overwrite=overwrite, log=log)
-        return Learner(out, summary=summary, temporary=holder, trust_code=True)
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model must be an nn.Module, a MODEL string or a TrainConfig; got {type(model).__name__}.",
@@ -119,6 +100,52 @@ def fit(
             "weights: a module is trained as given; load weights into it first with tk.load_pretrained(model, ...).",
             argument="weights",
         )
+    return _fit_module(
+        model,
+        train,
+        val,
+        holder,
+        out,
+        common,
+        strategy=strategy,
+        classes=classes,
+        task=task,
+        overwrite=overwrite,
+        log=log,
+    )
+
+
+def _fit_strings(model: str, train, val, holder, out: Path, common: dict, *, strategy, task, overwrite, log) -> Learner:
+    """MODEL with its pretrained weights on DATA, as the command line trains them."""
+    if not isinstance(train, str | Path) or val is not None:
+        raise ConfigError(
+            "model as a MODEL string trains on train as a DATA string (a folder with a val folder of its own); "
+            "for a Dataset, give the module: tk.create_model(name, pretrained=True).",
+            argument="train",
+        )
+    config = TrainConfig(
+        model=model, data=str(train), strategy=strategy or "full", task=task or "classification", **common
+    )
+    summary = engine.fit(config, overwrite=overwrite, log=log)
+    return Learner(out, summary=summary, temporary=holder, trust_code=True)
+
+
+def _fit_config(config: TrainConfig, *, epochs, resume, overwrite: bool, log, settings: dict) -> Learner:
+    """A run of settings, or (``resume``) the run in ``config.out`` or the folder named, its epochs lengthened."""
+    config = config if epochs is None else replace(config, epochs=epochs)
+    if resume:
+        folder = Path(config.out if resume is True else resume)
+        changes = {"epochs": epochs} if epochs else None
+        summary = engine.fit(None, resume=folder, changes=changes, overwrite=overwrite, log=log, **settings)
+    else:
+        summary = engine.fit(config, overwrite=overwrite, log=log, **settings)
+    return Learner(Path(summary.get("out") or config.out), summary=summary, trust_code=True)  # it just ran
+
+
+def _fit_module(
+    model: nn.Module, train, val, holder, out: Path, common: dict, *, strategy, classes, task, overwrite, log
+) -> Learner:
+    """A module of the user's on a DATA string or on Datasets, with its own freezing or a named strategy."""
     strategy, freeze = _strategy(model, strategy, log)
     base = {"model": object_spec(model), "weights": "none", "strategy": strategy, **common}
     if freeze:

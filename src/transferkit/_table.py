@@ -34,7 +34,9 @@ class Table(list):
 
     @property
     def columns(self) -> list[str]:
-        rows = self.display_rows()
+        return self._columns_of(self.display_rows())
+
+    def _columns_of(self, rows: list[dict]) -> list[str]:
         return list(self._columns or (rows[0] if rows else []))
 
     def to_pandas(self):
@@ -43,14 +45,17 @@ class Table(list):
             import pandas as pd
         except ImportError:
             raise ImportError("to_pandas needs pandas: pip install pandas.") from None
-        return pd.DataFrame(self.display_rows(), columns=self.columns)
+        rows = self.display_rows()
+        return pd.DataFrame(rows, columns=self._columns_of(rows))
 
-    def cells(self) -> list[list[str]]:
-        """Each row's values as text, in the columns' order."""
-        return [[_cell(row.get(c)) for c in self.columns] for row in self.display_rows()]
+    def _layout(self) -> tuple[list[str], list[dict], list[list[str]]]:
+        """The columns, the rows as shown and each row's values as text: every row made once."""
+        rows = self.display_rows()
+        columns = self._columns_of(rows)
+        return columns, rows, [[_cell(row.get(c)) for c in columns] for row in rows]
 
     def __str__(self) -> str:
-        columns, rows, cells = self.columns, self.display_rows(), self.cells()
+        columns, rows, cells = self._layout()
         widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
         numeric = [all(_is_number(row.get(c)) for row in rows) for c in columns]
 
@@ -65,8 +70,9 @@ class Table(list):
         return str(self)
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.cells())
+        columns, _, cells = self._layout()
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in cells)
         caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
         return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

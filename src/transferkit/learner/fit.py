@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.decode import Decoded, ImageDataset
+from ..data.decode import Decoded
 from ..data.sources import Item, split_items
 from ..data.user_data import UserData, as_dataset, read_dataset
 from ..deploy.parity import PARITY_IMAGES
@@ -26,7 +26,7 @@ from ..model.factory import object_spec
 from ..model.surgery import find_head
 from ..train import engine
 from ..train.config import TrainConfig
-from ..train.setup import PreparedData, split_facts
+from ..train.setup import PreparedData, assemble_data
 from ..weights.preprocessing import resolve_preprocessing
 from .learner import Learner, sample
 
@@ -319,20 +319,16 @@ def _prepare(
         f"{train_data.decoded.storage}; {how}"
     )
     log(f"splits: {splits}")
-    counts, stats, scale = split_facts(train_data.task, train_data.class_names, train_part, val_part, log=log)
-    data = PreparedData(
+    data = assemble_data(
         config.data,
         train_data.class_names,
         train_data.preprocessing,
-        ImageDataset(train_part),
-        ImageDataset(val_part),
-        [],
-        train_data.fingerprint(),
-        class_counts=counts,
-        splits=splits,
+        train_part,
+        val_part,
         task=train_data.task,
-        target_scale=scale,
-        target_stats=stats,
+        fingerprint=train_data.fingerprint(),
+        splits=splits,
+        log=log,
     )
     transform = train_data.transform if val is None else getattr(as_dataset(val, "val"), "transform", None)
     return data, config, transform

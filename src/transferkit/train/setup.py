@@ -38,13 +38,14 @@ from ..weights.auto import default_weights
 from ..weights.loading import LoadPolicy, load_pretrained
 from ..weights.preprocessing import resolve_preprocessing
 from ..weights.verify import verify_weights
-from .config import IMBALANCED, TrainConfig
+from .config import TrainConfig
+from .data_facts import split_facts
 from .distributed import spill_folder
-from .metrics import imbalance
 
 __all__ = [
     "Kernels",
     "PreparedData",
+    "assemble_data",
     "attach_adapters",
     "backbone_facts",
     "build_model",
@@ -52,13 +53,10 @@ __all__ = [
     "model_channels",
     "prepare_data",
     "preprocessing_for",
-    "split_facts",
     "task_of_data",
     "weights_spec",
     "zero_init_head",
 ]
-
-RARE_LABEL = 20  # a label on fewer than 1 in this many training images is warned about
 
 
 @dataclass
@@ -324,65 +322,50 @@ def prepare_data(
             f"{'is' if len(beside) == 1 else 'are'} not used: give --data {shlex.quote(str(Path(config.data).parent))}"
             f" to train on '{Path(config.data).name}', " + " and ".join(roles)
         )
-    counts, stats, scale = split_facts(source.task, source.class_names, train, val, log=log)
-    return PreparedData(
+    return assemble_data(
         config.data,
         source.class_names,
         pre,
-        ImageDataset(train),
-        ImageDataset(val),
-        skipped,
-        source.fingerprint(),
-        class_counts=counts,
-        splits=splits,
+        train,
+        val,
         task=source.task,
-        target_scale=scale,
-        target_stats=stats,
+        fingerprint=source.fingerprint(),
+        splits=splits,
+        skipped=skipped,
+        log=log,
     )
 
 
-def split_facts(
-    task: str, class_names: list[str], train: Decoded, val: Decoded, *, log: Callable[[str], None] = print
-) -> tuple[dict, dict | None, TargetScale | None]:
-    """Images per class (or label) in each split, logged with the warnings they call for; for numbers, each split's
-    target distribution and the training targets' scale."""
-    parts = (("train", train), ("val", val))
-    stats, scale = None, None
-    if task == "classification":
-        counts = {
-            name: dict(zip(class_names, torch.bincount(part.labels, minlength=len(class_names)).tolist()))
-            for name, part in parts
-        }
-        for name, per_class in counts.items():
-            log(f"{name} images per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
-    elif task == "multi-label":
-        counts = {name: dict(zip(class_names, part.labels.sum(0).long().tolist())) for name, part in parts}
-        for name, part in parts:
-            log(
-                f"{name} images per label (with it, of {len(part.labels)}): "
-                + ", ".join(f"{c} {n}" for c, n in counts[name].items())
-            )
-        rare = [c for c, n in counts["train"].items() if n * RARE_LABEL < len(train.labels)]
-        if rare:
-            log(
-                f"warning: labels on fewer than 1 in {RARE_LABEL} training images: {', '.join(rare)}; "
-                "their average precision rests on few images (--balance weighted weighs their positives up)"
-            )
-    else:
-        counts = {"train": {}, "val": {}}
-        stats = {name: target_stats(part.labels) for name, part in parts}
-        scale = TargetScale.of(train.labels)
-        for name, values in stats.items():
-            log(f"{name} {class_names[0]}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
-    ratio = imbalance(list(counts["train"].values())) if task == "classification" else 1.0
-    if ratio > IMBALANCED:
-        largest = max(counts["train"], key=counts["train"].get)
-        smallest = min(counts["train"], key=counts["train"].get)
-        log(
-            f"warning: imbalanced classes: '{largest}' has {ratio:.1f}x the training images of '{smallest}'; "
-            "accuracy hides a classifier that ignores small classes: read balanced accuracy and macro-F1"
-        )
-    return counts, stats, scale
+def assemble_data(
+    spec: str,
+    class_names: list[str],
+    pre: Preprocessing,
+    train: Decoded,
+    val: Decoded,
+    *,
+    task: str,
+    fingerprint: str,
+    splits: str,
+    skipped: list[tuple[str, str]] = (),
+    log: Callable[[str], None] = print,
+) -> PreparedData:
+    """The :class:`PreparedData` of decoded ``train`` and ``val`` images (DATA's, or a Dataset's), with the images
+    per class or the targets' statistics logged and kept."""
+    counts, stats, scale = split_facts(task, class_names, train, val, log=log)
+    return PreparedData(
+        spec,
+        class_names,
+        pre,
+        ImageDataset(train),
+        ImageDataset(val),
+        list(skipped),
+        fingerprint,
+        class_counts=counts,
+        splits=splits,
+        task=task,
+        target_scale=scale,
+        target_stats=stats,
+    )
 
 
 def check_stream(config: TrainConfig, source: DataSource) -> None:
@@ -401,19 +384,6 @@ def check_stream(config: TrainConfig, source: DataSource) -> None:
             "train_images samples the training images, and a streamed dataset split is read whole; drop one.",
             argument="train_images",
         )
-
-
-def target_stats(values: torch.Tensor) -> dict[str, float]:
-    """Count, mean, standard deviation, minimum, median and maximum of a split's targets."""
-    v = values.double()
-    return {
-        "count": float(len(v)),
-        "mean": float(v.mean()),
-        "std": float(v.std()) if len(v) > 1 else 0.0,
-        "min": float(v.min()),
-        "median": float(v.median()),
-        "max": float(v.max()),
-    }
 
 
 def _splits_text(source: DataSource, config: TrainConfig) -> str:

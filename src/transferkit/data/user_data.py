@@ -95,6 +95,12 @@ class DatasetImages:
     def shape(self) -> tuple[int, ...]:
         return (len(self), *self._shape)
 
+    def subset(self, index: list[int]) -> DatasetImages:
+        """The images at ``index`` only, still read at each use (one side of a split)."""
+        from torch.utils.data import Subset
+
+        return DatasetImages(Subset(self.dataset, index), self.convert, self._shape)
+
 
 def read_dataset(
     data,

@@ -353,7 +353,7 @@ def _split(data: UserData, config: TrainConfig) -> tuple[Decoded, Decoded, str]:
     for chosen in (train_items, val_items):
         index = torch.tensor([item.row for item in chosen])
         images = data.decoded.images
-        part = images[index] if isinstance(images, torch.Tensor) else _Subset(images, index.tolist())
+        part = images[index] if isinstance(images, torch.Tensor) else images.subset(index.tolist())
         names = [data.decoded.names[i] for i in index.tolist()]
         parts.append(Decoded(part, labels[index], names, storage=data.decoded.storage))
     how = f"train and val split {1 - config.val_fraction:g}/{config.val_fraction:g} by seed {config.seed}"
@@ -364,28 +364,6 @@ def _label(value: torch.Tensor, task: str):
     if task == "multi-label":
         return tuple(int(v) for v in value.tolist())
     return float(value) if task == "regression" else int(value)
-
-
-class _Subset:
-    """Some of a Dataset's images read at each use, as an (N, C, H, W) tensor is indexed."""
-
-    def __init__(self, images, index: list[int]):
-        self.images, self.index = images, index
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return torch.stack([self[k] for k in range(*i.indices(len(self)))])
-        return self.images[self.index[int(i)]]
-
-    def numel(self) -> int:
-        return 0
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self), *self.images.shape[1:])
 
 
 def _check_outputs(model: nn.Module, data: PreparedData) -> None:

@@ -15,11 +15,7 @@ __all__ = ["Labels", "classes_of", "find_image_column", "find_label_column"]
 def find_image_column(spec: str, features, named: str | None) -> str:
     columns = ", ".join(features)
     if named is not None:
-        if named not in features:
-            raise DataError(
-                f"Data '{spec}' has no column '{named}' (image_column); its columns: {columns}.",
-                argument="image_column",
-            )
+        _check_named(spec, features, named, "image_column")
         if not _holds_images(features[named]):
             raise DataError(f"Data '{spec}' column '{named}' holds {_kind(features[named])}, not images.")
         return named
@@ -28,6 +24,15 @@ def find_image_column(spec: str, features, named: str | None) -> str:
         which = f"several image columns ({', '.join(found)})" if found else f"no image column (columns: {columns})"
         raise DataError(f"Data '{spec}' has {which}; name the one to use with image_column.", argument="image_column")
     return found[0]
+
+
+def _check_named(spec: str, features, named: str, argument: str) -> None:
+    """Refuse a column named by ``argument`` (image_column, label_column) that the dataset does not have."""
+    if named not in features:
+        raise DataError(
+            f"Data '{spec}' has no column '{named}' ({argument}); its columns: {', '.join(features)}.",
+            argument=argument,
+        )
 
 
 def _holds_images(feature) -> bool:
@@ -44,11 +49,7 @@ def find_label_column(spec: str, features, named: str | None, task: str) -> str:
 
     columns = ", ".join(features)
     if named is not None:
-        if named not in features:
-            raise DataError(
-                f"Data '{spec}' has no column '{named}' (label_column); its columns: {columns}.",
-                argument="label_column",
-            )
+        _check_named(spec, features, named, "label_column")
         return named
     if task != "regression":
         found = [n for n, f in features.items() if isinstance(_inner(f) if task == "multi-label" else f, ClassLabel)]

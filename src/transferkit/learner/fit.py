@@ -278,7 +278,7 @@ def _prepare(
             "image_size: your Dataset gives tensors, used as they are; set their size in its transform.",
             argument="image_size",
         )
-    settings = {"task": train_data.task, "data": object_spec(as_object(train)), **base}
+    settings = {"task": train_data.task, "data": object_spec(as_dataset(train, "train")), **base}
     if train_data.given:
         if settings.get("augment", "auto") not in ("auto", "none"):
             raise ConfigError(
@@ -332,11 +332,6 @@ def _prepare(
     )
     transform = train_data.transform if val is None else getattr(as_dataset(val, "val"), "transform", None)
     return data, config, transform
-
-
-def as_object(data) -> Dataset:
-    """What a run's DATA names for ``data``: the Dataset it is (a DataLoader's, a TensorDataset of a pair)."""
-    return as_dataset(data, "train")
 
 
 def _kind(data: UserData) -> str:

@@ -167,7 +167,7 @@ def set_module(
 
 def _frozen_slot(old: nn.Module, parent: nn.Module) -> bool:
     """True when every parameter of the layer being replaced is frozen (for one without any: of its parent)."""
-    params = list(old.parameters()) or [p for p in parent.parameters() if all(p is not q for q in old.parameters())]
+    params = list(old.parameters()) or list(parent.parameters())
     return bool(params) and not any(p.requires_grad for p in params)
 
 

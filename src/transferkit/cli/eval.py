@@ -57,6 +57,7 @@ def eval_command(
     from rich.table import Table
 
     from ..inference.runs import evaluate_run
+    from ..inference.task_eval import score_line
     from ..train.tracking import add_files, check_tracker
 
     check_tracker(track)
@@ -83,10 +84,7 @@ def eval_command(
     if result.get("task", "classification") != "classification":
         _print_task(result)
         return
-    console.print(
-        f"accuracy {result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, "
-        f"macro-F1 {result['macro_f1']:.4f}, loss {result['loss']:.4f}"
-    )
+    console.print(score_line(result))
     names = result["class_names"]
     # Predicted classes are columns headed by their row's number, so that no class name is ever cut.
     table = Table(title="confusion matrix (rows: true class, columns: predicted, by the rows' numbers)")
@@ -123,12 +121,10 @@ def _print_task(result: dict) -> None:
     """The scores of several labels per image (with a table per label) or of numbers (with the interval)."""
     from rich.table import Table
 
+    from ..inference.task_eval import score_line
+
+    console.print(score_line(result))
     if result["task"] == "multi-label":
-        console.print(
-            f"mAP {result['map']:.4f} (micro {result['map_micro']:.4f}), macro-F1 {result['macro_f1']:.4f}, "
-            f"subset accuracy {result['subset_accuracy']:.4f}, Hamming loss {result['hamming_loss']:.4f}, "
-            f"loss {result['loss']:.4f}"
-        )
         table = Table(title="per label (precision, recall and F1 at the run's thresholds, as predict decides)")
         for column in ("label", "AP", "precision", "recall", "F1", "images with it", "threshold"):
             table.add_column(column, justify="left" if column == "label" else "right")
@@ -142,10 +138,6 @@ def _print_task(result: dict) -> None:
             ece += f", {result['calibrated']['ece']:.4f} with the run's per-label temperatures"
         console.print(ece)
     else:
-        console.print(
-            f"MAE {result['mae']:.4g}, RMSE {result['rmse']:.4g}, R² {result['r2']:.4f}, "
-            f"Spearman {result['spearman']:.4f}, loss {result['loss']:.4f}"
-        )
         interval = result.get("interval")
         if interval is not None:
             console.print(

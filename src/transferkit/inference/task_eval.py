@@ -22,7 +22,27 @@ from ..tasks.objective import loss_function
 from ..train.loop import evaluate_outputs
 from .trained import TrainedModel
 
-__all__ = ["evaluate_task"]
+__all__ = ["evaluate_task", "score_line"]
+
+
+def score_line(result: dict) -> str:
+    """The headline scores of an evaluation (what ``eval`` prints first), for classes, several labels or numbers."""
+    task = result.get("task", "classification")
+    if task == "multi-label":
+        return (
+            f"mAP {result['map']:.4f} (micro {result['map_micro']:.4f}), macro-F1 {result['macro_f1']:.4f}, "
+            f"subset accuracy {result['subset_accuracy']:.4f}, Hamming loss {result['hamming_loss']:.4f}, "
+            f"loss {result['loss']:.4f}"
+        )
+    if task == "regression":
+        return (
+            f"MAE {result['mae']:.4g}, RMSE {result['rmse']:.4g}, R² {result['r2']:.4f}, "
+            f"Spearman {result['spearman']:.4f}, loss {result['loss']:.4f}"
+        )
+    return (
+        f"accuracy {result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, "
+        f"macro-F1 {result['macro_f1']:.4f}, loss {result['loss']:.4f}"
+    )
 
 
 def evaluate_task(

@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 
 from .._table import Table
+from ..inference.task_eval import score_line
 
 __all__ = ["Page", "Plot", "Scores"]
 
@@ -50,17 +51,7 @@ class Scores(dict):
     table per class (per label); every value stays a key of the dict."""
 
     def headline(self) -> str:
-        if "accuracy" in self:
-            return (
-                f"{self.get('images')} images: accuracy {self['accuracy']:.4f}, balanced accuracy "
-                f"{self['balanced_accuracy']:.4f}, macro-F1 {self['macro_f1']:.4f}, loss {self['loss']:.4f}"
-            )
-        if "map" in self:
-            return (
-                f"mAP {self['map']:.4f} (micro {self['map_micro']:.4f}), macro-F1 {self['macro_f1']:.4f}, "
-                f"subset accuracy {self['subset_accuracy']:.4f}, loss {self['loss']:.4f}"
-            )
-        return f"MAE {self['mae']:.4g}, RMSE {self['rmse']:.4g}, R² {self['r2']:.4f}, loss {self['loss']:.4f}"
+        return f"{self.get('images')} images: {score_line(self)}"
 
     def table(self) -> Table:
         """Per class: precision, recall, F1 and support (per label: AP and the threshold too)."""

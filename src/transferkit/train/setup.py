@@ -133,7 +133,9 @@ def task_of_data(config: TrainConfig) -> tuple[TrainConfig, str | None]:
     if found is None:
         return config, None
     task, column = found
-    note = f"task: {task}, as the CSV's '{column}' column says (it has no 'label' column); task chooses another"
+    note = (
+        f"task: {task}, as the CSV's '{column}' column says (it has no 'label' column); --task (task=) chooses another"
+    )
     return replace(config, task=task), note
 
 

@@ -79,9 +79,12 @@ class Predictor:
         """What :meth:`predict` gives, for images already at the preprocessing's size: uint8 (C, H, W) each, or
         with ``normalised`` the model's float input as it is."""
         param = next(self.model.parameters())
-        prep = BatchPrep(self.preprocessing, param.device, channels_last=self.fast.channels_last)
-        if normalised:
-            prep = _AsGiven(param.device, self.fast.channels_last)
+        channels_last = self.fast.channels_last
+        prep = (
+            _AsGiven(param.device, channels_last)
+            if normalised
+            else BatchPrep(self.preprocessing, param.device, channels_last=channels_last)
+        )
         step = self.batch_size or self.fast.inference_batch_size
         results = []
         for start in range(0, len(images), step):

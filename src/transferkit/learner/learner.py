@@ -6,6 +6,7 @@ inference code that reads it; it holds no training state of its own.
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from collections.abc import Callable
@@ -240,7 +241,7 @@ class Learner:
         )
 
     def _repr_html_(self) -> str:
-        return f"<p><b>{_escape(repr(self))}</b></p>" + self.history._repr_html_()
+        return f"<p><b>{html.escape(repr(self))}</b></p>" + self.history._repr_html_()
 
 
 def load_learner(
@@ -283,9 +284,3 @@ def _read_summary(run: Path) -> dict:
         raise RunError(f"'{run}' holds no finished run (no report.json).", argument="run") from None
     except (OSError, ValueError) as e:
         raise RunError(f"'{path}' cannot be read ({e}).", argument="run") from None
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)

@@ -23,6 +23,7 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # The Python API reference, from the docstrings (mkdocstrings); any warning fails it.

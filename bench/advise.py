@@ -20,7 +20,7 @@ from pathlib import Path
 from _report import command_line, machine, write_section
 
 from transferkit.advice.advise import EARLIER_BY, FREEZE_AT, GAP_HIGH, advise
-from transferkit.train.compare import compare
+from transferkit.advice.compare import compare
 from transferkit.train.config import TrainConfig
 
 EPOCHS = 4

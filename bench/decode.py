@@ -28,7 +28,8 @@ import torch
 from _report import command_line, machine, write_section
 from PIL import Image
 
-from transferkit.data.decode import decode, decode_workers
+from transferkit.data.decode import decode
+from transferkit.data.items import decode_workers
 from transferkit.data.preprocess import Preprocessing
 from transferkit.data.sources import open_data
 

@@ -23,8 +23,8 @@ import torch
 from _report import command_line, machine, write_section
 
 from transferkit.deploy.export import FP32_TOLERANCE, INT8_MAX_DROP, export_run
-from transferkit.deploy.runtime import onnx_session
 from transferkit.errors import ParityError
+from transferkit.inference.onnx_model import onnx_session
 from transferkit.inference.runs import load_trained
 from transferkit.runtime.fastpath import autocast
 from transferkit.train.config import TrainConfig

@@ -45,7 +45,7 @@ _EXPORTS = {
     "eval_transform": ".weights.preprocessing",
     "resolve_preprocessing": ".weights.preprocessing",
     # model
-    "create_model": ".model.factory",
+    "create_model": ".weights.auto",
     "freeze": ".model.freeze",
     "freeze_backbone": ".model.freeze",
     "freeze_stages": ".model.freeze",
@@ -65,7 +65,7 @@ _EXPORTS = {
     "layer_table": ".model.inspection",
     "parameter_table": ".model.inspection",
     "parameter_values": ".model.inspection",
-    "input_size_of": ".model._trace",
+    "input_size_of": ".data.preprocess",
     # data
     "open_data": ".data.sources",
     # train
@@ -79,7 +79,7 @@ _EXPORTS = {
     "evaluate": ".train.loop",
     "train_one_epoch": ".train.loop",
     "load_run": ".train.run_folder",
-    "compare": ".train.compare",
+    "compare": ".advice.compare",
     # inference
     "evaluate_run": ".inference.runs",
     "load_trained": ".inference.runs",

@@ -5,10 +5,9 @@ import json
 import torch
 
 from tests.helpers import TinyNet
-from transferkit.advice.auto import choose_strategy
-from transferkit.inference.model_card import write_model_card
+from transferkit.advice.auto import choose_strategy, fit
 from transferkit.train.config import TrainConfig
-from transferkit.train.engine import fit
+from transferkit.train.model_card import write_model_card
 from transferkit.train.setup import prepare_data
 from transferkit.train.strategies import STRATEGIES
 

@@ -16,8 +16,9 @@ from tests.helpers import tiny_config
 from tests.weights.stand_in_hub import StandInHub
 from transferkit.data.decode import decode, load_item, streamed
 from transferkit.data.hub_data import HfOptions
+from transferkit.data.items import Item
 from transferkit.data.preprocess import Preprocessing
-from transferkit.data.sources import Item, open_data
+from transferkit.data.sources import open_data
 from transferkit.errors import DataError
 
 datasets = pytest.importorskip("datasets")

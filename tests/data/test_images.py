@@ -5,8 +5,8 @@ from PIL import Image
 
 from transferkit.data.decode import decode
 from transferkit.data.images import read_image, read_pixels
+from transferkit.data.items import Item
 from transferkit.data.preprocess import Preprocessing
-from transferkit.data.sources import Item
 from transferkit.errors import ImageReadError
 
 

@@ -11,11 +11,11 @@ from tests.helpers import make_image_folder, tiny_config
 from transferkit.deploy import export as export_module
 from transferkit.deploy import parity as parity_module
 from transferkit.deploy.export import export_run
-from transferkit.deploy.runtime import onnx_session
-from transferkit.deploy.sidecar import read_sidecar, sidecar_path
 from transferkit.errors import ConfigError, ParityError, RunError
+from transferkit.inference.onnx_model import onnx_session
 from transferkit.inference.predict import load_predictor
 from transferkit.inference.runs import evaluate_run, load_trained
+from transferkit.inference.sidecar import read_sidecar, sidecar_path
 from transferkit.train.engine import fit
 
 pytest.importorskip("onnxruntime")

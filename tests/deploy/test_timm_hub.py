@@ -12,8 +12,8 @@ import torch
 from tests.helpers import make_image_folder, tiny_config
 from tests.weights.stand_in_hub import StandInHub
 from transferkit.data.decode import decode
+from transferkit.data.items import Item
 from transferkit.data.preprocess import BatchPrep
-from transferkit.data.sources import Item
 from transferkit.deploy.export import export_run
 from transferkit.deploy.push import push_run
 from transferkit.errors import ConfigError, RunError

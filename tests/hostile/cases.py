@@ -1445,7 +1445,7 @@ def _(w, tmp):
 def _(w, tmp):
     import json
 
-    from transferkit.deploy.sidecar import write_sidecar
+    from transferkit.inference.sidecar import write_sidecar
 
     model = _exported(w, tmp)
     facts = json.loads(model.with_name("model.onnx.json").read_text())

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tests.helpers import CHROMIUM, make_image_folder, render_in_chromium, tiny_config
-from transferkit.inference.report import calibration, top_losses
+from transferkit.inference.report import top_losses
 from transferkit.inference.runs import evaluate_run
+from transferkit.tasks.calibration import reliability
 from transferkit.train.engine import fit
 
 
@@ -17,7 +18,7 @@ def test_expected_calibration_error():
     targets = torch.tensor([0, 1, 0, 1])
     # bins: 0.9 (right), 0.6 (wrong), 0.95 (right), 0.7 (right)
     expected = (abs(1 - 0.925) * 2 + abs(0 - 0.6) + abs(1 - 0.7)) / 4
-    assert calibration(probs, targets)["ece"] == pytest.approx(expected)
+    assert reliability(probs, targets)["ece"] == pytest.approx(expected)
     assert top_losses(probs, targets, k=2) == [1, 3]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from transferkit import TransferkitError
-from transferkit.model._trace import input_size_of
+from transferkit.data.preprocess import input_size_of
 from transferkit.model.factory import create_model
 from transferkit.model.sizes import check_batch_memory
 

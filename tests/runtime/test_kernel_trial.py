@@ -181,7 +181,7 @@ def test_the_pass_is_recut_into_the_trials_batches_with_each_candidates_memory_f
 
 def test_the_frozen_layers_pass_chooses_inference_kernels_and_later_runs_reuse_its_activations(monkeypatch, tmp_path):
     """No probe before training: the cache pass times the candidates; its activations keep their name."""
-    from transferkit.train.compare import compare
+    from transferkit.advice.compare import compare
     from transferkit.train.config import TrainConfig
 
     monkeypatch.setattr(fastpath, "candidates", lambda device, **_: [NCHW, CL])

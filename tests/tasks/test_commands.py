@@ -7,8 +7,8 @@ import pytest
 from tests.helpers import tiny_config
 from tests.tasks.csvs import multilabel_csv, regression_csv
 from transferkit.advice.advise import advise
+from transferkit.advice.compare import compare
 from transferkit.advice.sweep import sweep
-from transferkit.train.compare import compare
 from transferkit.train.engine import fit
 from transferkit.train.lr_find import find_lr
 

@@ -198,7 +198,7 @@ def test_predict_names_the_labels_above_their_calibrated_thresholds(tmp_path):
 @pytest.mark.parametrize("task", ["multi-label", "regression"])
 def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task, monkeypatch):
     from transferkit.deploy.export import export_run
-    from transferkit.deploy.sidecar import read_sidecar
+    from transferkit.inference.sidecar import read_sidecar
 
     data = multilabel_csv(tmp_path, count=120) if task == "multi-label" else regression_csv(tmp_path, count=120)
     fit(tiny_config(data, tmp_path / "run", task=task, strategy="full", epochs=3, lr=1e-2), log=lambda m: None)

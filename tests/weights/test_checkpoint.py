@@ -139,7 +139,7 @@ def test_non_tensor_values(tmp_path):
 def test_globals_are_found_by_disassembly_in_every_protocol(protocol):
     import os
 
-    from transferkit.weights.checkpoint import _pickle_globals
+    from transferkit.torch_files import _pickle_globals
 
     data = pickle.dumps({"w": [1.0], "x": RunsShell("never")}, protocol=protocol)
     assert f"{os.system.__module__}.system" in _pickle_globals(data)

@@ -19,11 +19,18 @@ import torch.nn as nn
 from ..data.decode import ImageDataset
 from ..data.sources import stratified_indices
 from ..errors import ConfigError
+from ..train import engine
 from ..train.config import TrainConfig
 from ..train.setup import PreparedData
 from .advise import SAMPLE, advise_prepared
 
-__all__ = ["choose_strategy"]
+__all__ = ["choose_strategy", "fit"]
+
+
+def fit(config: TrainConfig | None = None, **settings) -> dict:
+    """:func:`transferkit.train.engine.fit` (same arguments), with ``strategy="auto"`` replaced by the strategy
+    :func:`choose_strategy` advises: how the CLI's ``train``, ``compare`` and ``tk.fit`` train a run."""
+    return engine.fit(config, choose_strategy=choose_strategy, **settings)
 
 
 def choose_strategy(

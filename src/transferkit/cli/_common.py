@@ -233,7 +233,7 @@ def dry_run_size(model, image_size: int | None) -> tuple[int, int, int] | None:
     """The dry run's (C, H, W) for ``--image-size`` (None: the model's own)."""
     if image_size is None:
         return None
-    from ..model._trace import input_size_of
+    from ..data.preprocess import input_size_of
 
     return (input_size_of(model)[0], image_size, image_size)
 

@@ -13,7 +13,7 @@ from ._config_options import config_options
 def print_comparison(console, rows: list[dict], plot: str) -> None:
     from rich.table import Table
 
-    from ..train.compare import score_text
+    from ..advice.compare import score_text
     from ..train.metrics import score_name
 
     score = rows[0]["score"]
@@ -52,7 +52,7 @@ def compare_command(
     The data is decoded and the kernels measured once for all strategies. --task multi-label
     compares macro mAP, --task regression MAE (or the --monitor score).
     """
-    from ..train.compare import compare
+    from ..advice.compare import compare
     from ..train.config import TrainConfig
 
     console = output_console(as_json)

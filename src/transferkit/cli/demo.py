@@ -48,13 +48,13 @@ def demo_command(
     import torch.nn as nn
     from rich.rule import Rule
 
+    from ..advice.compare import compare
     from ..data.sources import open_data
     from ..model.factory import create_model
     from ..model.freeze import freeze_backbone, frozen_norm_layers, parameter_summary
     from ..model.inspection import layer_table, parameter_values
     from ..model.layer_expr import parse_layer
     from ..model.surgery import find_head, set_module, validate
-    from ..train.compare import compare
     from ..train.config import TrainConfig
     from ..train.optim import create_optimizer
     from ..weights.loading import load_pretrained

@@ -60,11 +60,11 @@ def train_command(
     settings: dict,
 ) -> None:
     """Fine-tune a pretrained model on your images with one of the transfer-learning strategies."""
+    from ..advice.auto import fit
     from ..errors import ConfigError
     from ..model.factory import is_code_spec
     from ..train.config import TrainConfig
     from ..train.distributed import is_main_process
-    from ..train.engine import fit
 
     log = TerminalLog(as_json, verbosity(quiet, verbose))
     if workers is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from .._text import printable
 from ..errors import DataError
 from ..tasks.targets import LABEL_COLUMNS, TARGET_COLUMNS, LabelSpec, parse_cell
-from .sources import SPLIT_FOLDERS, DataSource, Item, _checked, _unusable
+from .items import SPLIT_FOLDERS, DataSource, Item, checked, unusable
 
 __all__ = ["csv_task", "read_csv"]
 
@@ -39,7 +39,7 @@ def read_csv(path: Path, spec: LabelSpec) -> DataSource:
         if unknown:
             kind = "class" if spec.task == "classification" else "label"
             raise DataError(f"CSV '{shown}' line {line}: {kind} '{unknown[0]}' ({split}) has no training rows.")
-        reason = _unusable(file_path)
+        reason = unusable(file_path)
         if reason:
             skipped.append((f"{printable(file_path)} (line {line})", reason))
             continue
@@ -51,7 +51,7 @@ def read_csv(path: Path, spec: LabelSpec) -> DataSource:
     if not splits.get("train"):
         raise DataError(f"CSV '{shown}' names no usable training files ({len(skipped)} skipped, e.g. {skipped[0][0]}).")
     folders = {s: f"split column: {s}" for s in splits} if set(splits) != {"train"} else {}
-    return _checked(
+    return checked(
         DataSource(str(path), names, splits["train"], splits.get("val"), skipped, splits.get("test"), folders)
     )
 

@@ -25,17 +25,14 @@ from torch.utils.data import Dataset
 from .._storage import free_bytes, memory_budget, scratch_tensor
 from ..errors import ImageReadError
 from .images import read_pixels
+from .items import Item, Streamed, decode_workers
 from .preprocess import Preprocessing, to_uint8_tensor
-from .sources import Item
 
 __all__ = [
     "Decoded",
     "ImageDataset",
     "LazyImages",
-    "SHUFFLE_BUFFER",
-    "Streamed",
     "decode",
-    "decode_workers",
     "load_item",
     "loader_workers",
     "streamed",
@@ -64,46 +61,12 @@ class LazyImages:
         return (len(self), *self.pre.input_size)
 
 
-SHUFFLE_BUFFER = 1000  # images each loader worker shuffles among, when streaming
-
-
-class Streamed:
-    """Training images read anew each epoch instead of decoded once (``stream``), standing where a run keeps its
-    decoded images (:class:`Decoded`'s ``images``): tar shards or a dataset's streamed split."""
-
-    def __init__(self, count: int, pre: Preprocessing):
-        self.count, self.pre = count, pre
-
-    def __len__(self) -> int:
-        return self.count
-
-    def numel(self) -> int:
-        return 0  # nothing is held
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self), *self.pre.input_size)
-
-    def epoch_loader(self, transform, *, batches: int, batch_size: int, seed: int, workers: int):
-        """One epoch of ``batches`` batches of (uint8 images, labels), the same count on every process."""
-        raise NotImplementedError
-
-
 def loader_workers(dataset) -> int:
     """DataLoader workers for ``dataset``: streamed images are decoded by up to 4 processes, others by none."""
     decoded = getattr(getattr(dataset, "dataset", dataset), "decoded", None)  # through a Subset too
     if decoded is None or not isinstance(decoded.images, LazyImages | Streamed):
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-def decode_workers() -> int:
-    """Threads that decode files: one per core this process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
 
 
 def load_item(item: Item, pre: Preprocessing) -> torch.Tensor:

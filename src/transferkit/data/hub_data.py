@@ -36,11 +36,10 @@ import torch
 
 from .._text import first_line, printable
 from ..errors import DataError, ImageReadError
-from ..weights.hub import offline
-from .decode import SHUFFLE_BUFFER, Streamed
+from ..offline import offline
 from .hub_columns import Labels, classes_of, find_image_column, find_label_column
 from .images import pixels_of_bytes, read_pixels
-from .sources import SPLIT_FOLDERS, DataSource, Item
+from .items import SHUFFLE_BUFFER, SPLIT_FOLDERS, DataSource, Item, Streamed
 
 __all__ = ["HfOptions", "HubRows", "Labels", "StreamedRows", "StreamedSplit", "decode_stream", "is_hf_data", "open_hf"]
 

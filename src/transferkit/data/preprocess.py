@@ -32,8 +32,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from ..model._trace import input_size_of
-
 __all__ = [
     "APPLIED",
     "CROP_MODES",
@@ -43,6 +41,7 @@ __all__ = [
     "Preprocessing",
     "center_crop_or_pad",
     "crop_pct_of",
+    "input_size_of",
     "legacy_note",
     "resize_crop",
     "resized_size",
@@ -59,6 +58,29 @@ _PIL_FILTERS = {"lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAM
 # A run folder or sidecar written since crop modes are applied carries this key in its preprocessing;
 # earlier ones were resized and centre-cropped whatever their crop_mode said.
 APPLIED = "crop_mode_applied"
+
+
+DEFAULT_INPUT_SIZE = (3, 224, 224)  # timm's, for a network that names none
+
+
+def input_size_of(model: nn.Module) -> tuple[int, int, int]:
+    """The (C, H, W) input the model expects: the size it was built for, timm's config, else 224 px."""
+    channels = _first_conv_channels(model)
+    size = getattr(model, "transferkit_input_size", None)  # the size it was built for (create_model's image_size)
+    if size is not None:
+        return (channels or size[0], *tuple(size)[1:])
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        size = tuple(cfg["input_size"])
+        return (channels or size[0], *size[1:])
+    return (channels or DEFAULT_INPUT_SIZE[0], *DEFAULT_INPUT_SIZE[1:])
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return None
 
 
 @dataclass(frozen=True)

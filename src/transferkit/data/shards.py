@@ -34,8 +34,7 @@ import torch
 
 from .._text import printable
 from ..errors import DataError, ImageReadError
-from .decode import SHUFFLE_BUFFER, Streamed
-from .sources import DataSource, Item
+from .items import SHUFFLE_BUFFER, DataSource, Item, Streamed, decode_workers
 
 __all__ = [
     "SHARD_FORMAT",
@@ -165,8 +164,6 @@ def _listed(
     """The labelled samples of ``paths``, listed by loader workers a shard each; the unusable ones, and shards that
     hold fewer samples than ``counts`` (the index's) or cannot be read to their end, are added to ``skipped``."""
     from torch.utils.data import DataLoader
-
-    from .decode import decode_workers
 
     workers = min(decode_workers(), len(paths)) if len(paths) > 1 else 0
     loader = DataLoader(_Listing(paths, task), batch_size=None, num_workers=workers, collate_fn=_as_is)

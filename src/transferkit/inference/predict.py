@@ -11,13 +11,13 @@ import torch.nn as nn
 from ..data.images import read_pixels
 from ..data.preprocess import BatchPrep, Preprocessing, to_uint8_tensor
 from ..data.sources import printable
-from ..deploy.runtime import is_onnx, load_onnx
 from ..errors import DataError, ImageReadError
 from ..runtime.fastpath import FastPath, autocast
 from ..tasks.calibration import calibrated_thresholds, label_probabilities
 from ..tasks.objective import TargetScale
+from ..train.calibration import probability_kind
 from ..train.loop import tta_logits, tta_warning
-from .calibration import probability_kind
+from .onnx_model import is_onnx, load_onnx
 from .pretrained import load_weights_model
 from .runs import load_trained
 

@@ -15,31 +15,10 @@ import torch
 
 from ..serialization import write_bytes, write_text
 from ..tasks.calibration import ECE_BINS
+from ..train.calibration import probability_kind
 from ._page import caption, curves_section, data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
-from .calibration import probability_kind
 
-__all__ = ["calibration", "top_losses", "write_report"]
-
-
-def calibration(probabilities: torch.Tensor, targets: torch.Tensor, *, bins: int = ECE_BINS) -> dict:
-    """Expected calibration error over ``bins`` equal-width confidence bins, and the bins themselves.
-
-    Examples:
-        >>> calibration(torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 1]))["ece"]
-        0.35
-    """
-    confidence, predicted = probabilities.max(-1)
-    correct = (predicted == targets).double()
-    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-    rows, ece = [], 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
-        inside = (confidence > low) & (confidence <= high)
-        n = int(inside.sum())
-        if n:
-            acc, conf = correct[inside].mean().item(), confidence[inside].double().mean().item()
-            ece += n / len(targets) * abs(acc - conf)
-            rows.append({"low": low.item(), "high": high.item(), "count": n, "accuracy": acc, "confidence": conf})
-    return {"ece": ece, "bins": rows}
+__all__ = ["top_losses", "write_report"]
 
 
 def top_losses(probabilities: torch.Tensor, targets: torch.Tensor, *, k: int = 12) -> list[int]:

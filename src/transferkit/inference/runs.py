@@ -8,24 +8,21 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..adapters.lora import peft_model_of
 from ..data.decode import Decoded, ImageDataset, decode, loader_workers
 from ..data.hub_data import HfOptions
 from ..data.preprocess import BatchPrep, Preprocessing, legacy_note
 from ..data.sources import open_data, split_items
 from ..errors import DataError, RunError
-from ..model.factory import create_model
-from ..model.surgery import tie_distillation_head
 from ..runtime.fastpath import FastPath, resolve_device
+from ..tasks.calibration import reliability
 from ..tasks.conformal import read_interval
-from ..tasks.objective import TargetScale, loss_function
+from ..tasks.objective import TargetScale
+from ..train.calibration import CALIBRATION_FILE, calibrate, calibrate_labels, probability_kind, read_temperature
 from ..train.config import TrainConfig
-from ..train.loop import evaluate, evaluate_outputs, tta_warning
+from ..train.loop import evaluate, outputs_of, tta_warning
 from ..train.metrics import classification_metrics
-from ..train.run_folder import check_model_code, load_model_state, load_run
-from ..train.setup import attach_adapters
-from .calibration import CALIBRATION_FILE, calibrate, calibrate_labels, probability_kind, read_temperature
-from .report import calibration, write_report
+from ..train.run_folder import check_model_code, load_run, run_model
+from .report import write_report
 from .task_eval import evaluate_task
 from .trained import TrainedModel
 
@@ -59,17 +56,8 @@ def load_trained(
     """
     state = load_run(run, which=which)
     config = TrainConfig.from_dict(state["config"])
-    if model is None:
-        notes = check_model_code(state, run, trust_code=trust_code)
-        model = create_model(
-            config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans, image_size=config.image_size
-        )
-        tie_distillation_head(model)  # as build_model did
-    else:
-        notes = []
-    if peft_model_of(model) is None:
-        attach_adapters(model, config)  # a lora or dora run's weights include its adapters
-    load_model_state(model, state, run)
+    notes = check_model_code(state, run, trust_code=trust_code) if model is None else []
+    model = run_model(state, run, model=model)
     model.to(resolve_device(device)).eval()
     # The memory format and precision the run measured fastest serve inference too.
     recorded = state.get("fast_path_inference")
@@ -273,7 +261,7 @@ def evaluate_run(
         if report:
             raise DataError(f"report needs a run folder to write into; '{run}' is weights.", argument="report")
         if str(run).endswith(".onnx"):
-            from ..deploy.runtime import load_onnx
+            from .onnx_model import load_onnx
 
             trained = load_onnx(run, device=device)
         else:
@@ -364,9 +352,9 @@ def evaluate_classes(
         "confusion_matrix": confusion.tolist(),
         "class_names": class_names,
         "skipped_images": [{"name": n, "reason": r} for n, r in (skipped or []) + decoded.skipped],
-        "calibration": calibration(metrics["probabilities"], metrics["targets"]),
+        "calibration": reliability(metrics["probabilities"], metrics["targets"]),
         "temperature": trained.temperature,
-        "calibrated": calibration((metrics["logits"] / trained.temperature).softmax(-1), metrics["targets"])
+        "calibrated": reliability((metrics["logits"] / trained.temperature).softmax(-1), metrics["targets"])
         if trained.temperature
         else None,
         "probabilities": probability_kind(trained.temperature),  # the report's, as predict gives them
@@ -419,27 +407,5 @@ def held_out_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits and targets of ``trained`` on held-out ``items`` (or their images, decoded)."""
     decoded = items if isinstance(items, Decoded) else decode(items, trained.preprocessing, spill_dir=spill)
-    param = next(trained.model.parameters())
-    dataset = ImageDataset(decoded)
-    loader = DataLoader(dataset, batch_size=trained.fast.inference_batch_size, num_workers=loader_workers(dataset))
-    prep = BatchPrep(trained.preprocessing, param.device, channels_last=trained.fast.channels_last)
-    if trained.task == "multi-label":
-        result = evaluate_outputs(
-            trained.model,
-            loader,
-            loss_fn=loss_function("multi-label"),
-            prep=prep,
-            device=param.device,
-            precision=trained.fast.precision,
-        )
-    else:
-        result = evaluate(
-            trained.model,
-            loader,
-            num_classes=len(trained.class_names),
-            prep=prep,
-            device=param.device,
-            precision=trained.fast.precision,
-            outputs=True,
-        )
-    return result["logits"], result["targets"]
+    dataset, outputs = ImageDataset(decoded), len(trained.class_names)
+    return outputs_of(trained.model, dataset, trained.preprocessing, trained.fast, trained.task, outputs)

@@ -2,7 +2,8 @@
 
 :func:`fit` turns what it is given into a :class:`~transferkit.train.config.TrainConfig` and, for a
 Dataset, the decoded data a run trains on (:class:`~transferkit.train.setup.PreparedData`), then
-runs :func:`transferkit.train.engine.fit` on them and returns a :class:`~transferkit.learner.Learner`.
+runs :func:`transferkit.advice.auto.fit` (the engine, with strategy auto resolved) on them and returns a
+:class:`~transferkit.learner.Learner`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..advice.auto import fit as train_run
 from ..data.decode import Decoded
-from ..data.sources import Item, split_items
+from ..data.items import Item
+from ..data.sources import split_items
 from ..data.user_data import UserData, as_dataset, read_dataset
 from ..deploy.parity import PARITY_IMAGES
 from ..errors import ConfigError, DataError, FreezeError
 from ..model.factory import object_spec
 from ..model.surgery import find_head
-from ..train import engine
 from ..train.config import TrainConfig
 from ..train.setup import PreparedData, assemble_data
 from ..weights.preprocessing import resolve_preprocessing
@@ -126,7 +128,7 @@ def _fit_strings(model: str, train, val, holder, out: Path, common: dict, *, str
     config = TrainConfig(
         model=model, data=str(train), strategy=strategy or "full", task=task or "classification", **common
     )
-    summary = engine.fit(config, overwrite=overwrite, log=log)
+    summary = train_run(config, overwrite=overwrite, log=log)
     return Learner(out, summary=summary, temporary=holder, trust_code=True)
 
 
@@ -136,9 +138,9 @@ def _fit_config(config: TrainConfig, *, epochs, resume, overwrite: bool, log, se
     if resume:
         folder = Path(config.out if resume is True else resume)
         changes = {"epochs": epochs} if epochs else None
-        summary = engine.fit(None, resume=folder, changes=changes, overwrite=overwrite, log=log, **settings)
+        summary = train_run(None, resume=folder, changes=changes, overwrite=overwrite, log=log, **settings)
     else:
-        summary = engine.fit(config, overwrite=overwrite, log=log, **settings)
+        summary = train_run(config, overwrite=overwrite, log=log, **settings)
     return Learner(Path(summary.get("out") or config.out), summary=summary, trust_code=True)  # it just ran
 
 
@@ -154,11 +156,11 @@ def _fit_module(
         if val is not None:
             raise ConfigError("val: with train as a DATA string, DATA's own val folder is used.", argument="val")
         config = TrainConfig(data=str(train), task=task or "classification", **base)
-        summary = engine.fit(config, overwrite=overwrite, log=log, module=model)
+        summary = train_run(config, overwrite=overwrite, log=log, module=model)
         return Learner(out, summary=summary, temporary=holder, module=model)
     data, config, transform = _prepare(model, train, val, base, classes=classes, task=task, log=log)
     _check_outputs(model, data)
-    summary = engine.fit(config, overwrite=overwrite, log=log, data=data, module=model)
+    summary = train_run(config, overwrite=overwrite, log=log, data=data, module=model)
     held_out = sample(data.val.decoded, PARITY_IMAGES, seed=config.seed, what="the run's held-out split")
     return Learner(
         out,
@@ -186,7 +188,7 @@ def _resume(model: nn.Module, train, val, out, *, epochs, classes, log, settings
     base = {**recorded, **{k: v for k, v in settings.items() if k in ("device",)}}
     data, _, transform = _prepare(model, train, val, base, classes=classes, task=recorded["task"], log=log)
     changes = {"epochs": epochs} if epochs else {}
-    summary = engine.fit(None, resume=out, changes=changes, log=log, data=data, module=model)
+    summary = train_run(None, resume=out, changes=changes, log=log, data=data, module=model)
     held_out = sample(data.val.decoded, PARITY_IMAGES, seed=recorded["seed"], what="the run's held-out split")
     return Learner(out, summary=summary, module=model, transform=transform, held_out=held_out, val=data.val.decoded)
 

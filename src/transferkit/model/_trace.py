@@ -12,19 +12,19 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ..data.preprocess import input_size_of
+
 __all__ = [
     "CONV_TYPES",
     "NORM_TYPES",
     "LayerRecord",
     "TraceFailure",
     "describe_expectation",
-    "input_size_of",
     "is_random",
     "module_modes",
     "trace",
 ]
 
-_DEFAULT_INPUT_SIZE = (3, 224, 224)
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 # Layers with running statistics: the ones whose train/eval mode changes what they compute.
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -58,26 +58,6 @@ class TraceFailure:
     input_shapes: list[tuple[int, ...]]
     error: Exception
     last_finished: LayerRecord | None
-
-
-def input_size_of(model: nn.Module) -> tuple[int, int, int]:
-    """The (C, H, W) input the model expects: the size it was built for, timm's config, else 224 px."""
-    channels = _first_conv_channels(model)
-    size = getattr(model, "transferkit_input_size", None)  # the size it was built for (create_model's image_size)
-    if size is not None:
-        return (channels or size[0], *tuple(size)[1:])
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("input_size"):
-        size = tuple(cfg["input_size"])
-        return (channels or size[0], *size[1:])
-    return (channels or _DEFAULT_INPUT_SIZE[0], *_DEFAULT_INPUT_SIZE[1:])
-
-
-def _first_conv_channels(model: nn.Module) -> int | None:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    return None
 
 
 def _shapes(values) -> list[tuple[int, ...]]:

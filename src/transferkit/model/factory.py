@@ -99,10 +99,9 @@ def create_model(
     in_chans: int | None = None,
     image_size: int | None = None,
     drop_path: float = 0.0,
-    pretrained: bool | str = False,
-    offline: bool | None = None,
 ) -> nn.Module:
-    """Build the model that ``spec`` names: with random weights, or ``pretrained`` ones.
+    """Build the model that ``spec`` names, with random weights (:func:`transferkit.create_model` loads pretrained
+    ones too).
 
     Args:
         spec: the MODEL string (see the module docstring).
@@ -117,13 +116,6 @@ def create_model(
             naming sizes that work (:func:`~transferkit.model.sizes.check_input_size`).
         drop_path: stochastic depth, timm's ``drop_path_rate``: the rate of the last block, rising from 0
             at the first. Only timm models take it; one that builds no ``DropPath`` with it is refused.
-        pretrained: True loads the weights MODEL has (as ``--weights auto`` finds them: an installed
-            registry record, timm's pretrained tag, torchvision's DEFAULT, a transformers repo's own);
-            a string names them (``lite0``, ``timm:TAG``, ``hf-hub:ORG/REPO``, a file). What loaded is in
-            ``model.transferkit_load_report`` (a :class:`~transferkit.weights.loading.LoadReport`).
-        offline: with ``pretrained``, True downloads nothing (the caches only); default as
-            ``HF_HUB_OFFLINE`` says.
-
     Examples:
         >>> model = create_model("torchvision:alexnet", num_classes=10)
         >>> model.classifier[6].out_features
@@ -158,25 +150,6 @@ def create_model(
         model = build(spec, num_classes=num_classes, image_size=image_size)
     else:
         model = _build_named(spec, num_classes, in_chans, image_size, drop_path)
-    return _with_weights(model, spec, pretrained, offline) if pretrained else model
-
-
-def _with_weights(model: nn.Module, spec: str, pretrained: bool | str, offline: bool | None) -> nn.Module:
-    """``model`` with the pretrained weights ``pretrained`` names (True: those MODEL has), the report kept on it."""
-    from ..weights.auto import default_weights
-    from ..weights.loading import load_pretrained
-
-    weights = pretrained if isinstance(pretrained, str) else getattr(model, "transferkit_weights", None)
-    if weights is None:
-        found = default_weights(spec)
-        if found.spec is None:
-            raise ModelSpecError(
-                f"pretrained: {spec} has no pretrained weights ({found.why}); name them: pretrained='timm:TAG', "
-                "'hf-hub:ORG/REPO', 'torchvision:ENUM', a URL or a file.",
-                argument="pretrained",
-            )
-        weights = found.spec
-    model.transferkit_load_report = load_pretrained(model, weights, offline=offline)
     return model
 
 
@@ -196,7 +169,7 @@ def _build_named(spec: str, num_classes, in_chans, image_size, drop_path: float)
     if drop_path and not any(getattr(m, "drop_prob", 0) for m in model.modules()):
         raise _no_drop_path(spec)
     if image_size is not None:
-        from ._trace import input_size_of
+        from ..data.preprocess import input_size_of
         from .sizes import check_input_size
 
         channels = in_chans or input_size_of(model)[0]

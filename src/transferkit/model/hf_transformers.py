@@ -28,7 +28,8 @@ import torch.nn as nn
 from .._storage import physical_memory
 from .._text import human_bytes, one_line
 from ..errors import ModelSpecError
-from ..weights.hub import offline
+from ..offline import offline
+from ..torch_files import load_torch_file
 from .hf_preprocessing import processor_config
 
 __all__ = [
@@ -189,8 +190,6 @@ def _check_runs(spec: str, model: nn.Module, input_size: tuple[int, int, int]) -
 def _refuse_pickle(spec: str, error: Exception):
     """The checkpoint refusal, naming the code a ``pytorch_model.bin`` would run, for a pickle transformers would not
     read."""
-    from ..weights.checkpoint import load_torch_file
-
     hint = "transformers models load only tensors: convert the file to model.safetensors where you trust its source."
     for path in transformers_files(spec, ("pytorch_model.bin",)).values():
         load_torch_file(path, refusal_hint=hint)  # raises the refusal with the names it would import

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import warnings
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -12,8 +11,10 @@ from dataclasses import asdict, dataclass
 import torch.nn as nn
 
 from .._text import first_line
+from ..data.preprocess import input_size_of
 from ..errors import LayerExprError, SurgeryError
-from ._trace import CONV_TYPES, NORM_TYPES, describe_expectation, input_size_of, trace
+from ._trace import CONV_TYPES, NORM_TYPES, describe_expectation, trace
+from .optimizer_watch import warn_stale_optimizers
 
 __all__ = [
     "Validation",
@@ -26,33 +27,8 @@ __all__ = [
     "set_module",
     "swapped",
     "tie_distillation_head",
-    "track_optimizer",
     "validate",
 ]
-
-# The optimizers create_optimizer made for each model, weakly: surgery warns when one no longer holds every
-# trainable parameter (a layer replaced after the optimizer was made never trains).
-_OPTIMIZERS: weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet] = weakref.WeakKeyDictionary()
-
-
-def track_optimizer(model: nn.Module, optimizer) -> None:
-    """Remember that ``optimizer`` was made for ``model``'s trainable parameters (see :func:`set_module`)."""
-    _OPTIMIZERS.setdefault(model, weakref.WeakSet()).add(optimizer)
-
-
-def _warn_stale_optimizers(model: nn.Module, what: str) -> None:
-    """Warn for each optimizer made for ``model`` that misses a trainable parameter after ``what``."""
-    for optimizer in list(_OPTIMIZERS.get(model, ())):
-        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in held]
-        if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            warnings.warn(
-                f"{what}: the optimizer made before it does not hold {shown}, which would not train; "
-                "make it again: create_optimizer(model, ...).",
-                stacklevel=3,
-            )
-
 
 # Where models that carry no timm config keep their classifier. A container found here is
 # searched for its last Linear or Conv2d (AlexNet's classifier -> classifier.6).
@@ -161,7 +137,7 @@ def set_module(
             put_module(model, path, old)
             result.raise_if_failed()
     _set_trainable(module, path, frozen if trainable is None else not trainable, told=trainable is not None)
-    _warn_stale_optimizers(model, f"set_module('{path}')")
+    warn_stale_optimizers(model, f"set_module('{path}')")
     return old
 
 
@@ -323,7 +299,7 @@ def replace_head(
         model.num_classes = num_classes
     if check:
         validate(model, num_classes=num_classes, changed=[head_path]).raise_if_failed()
-    _warn_stale_optimizers(model, f"replace_head ('{head_path}')")
+    warn_stale_optimizers(model, f"replace_head ('{head_path}')")
     return head_path
 
 

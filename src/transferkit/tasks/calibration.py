@@ -16,7 +16,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MIN_EACH_SIDE", "binary_ece", "calibrated_thresholds", "fit_label_temperatures", "label_probabilities"]
+__all__ = [
+    "MIN_EACH_SIDE",
+    "binary_ece",
+    "calibrated_thresholds",
+    "fit_label_temperatures",
+    "label_probabilities",
+    "reliability",
+]
 
 MIN_EACH_SIDE = 5  # held-out images with and without a label that its temperature needs
 BOUNDS = (0.05, 20.0)  # as for classes: a fit at a bound means separated images, nothing to learn from
@@ -115,3 +122,24 @@ def binary_ece(probabilities: torch.Tensor, targets: torch.Tensor, *, bins: int 
         inside = which == b
         gaps += float(inside.sum()) * abs(float(p[inside].mean()) - float(y[inside].mean()))
     return gaps / len(p)
+
+
+def reliability(probabilities: torch.Tensor, targets: torch.Tensor, *, bins: int = ECE_BINS) -> dict:
+    """Expected calibration error over ``bins`` equal-width confidence bins, and the bins themselves.
+
+    Examples:
+        >>> reliability(torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 1]))["ece"]
+        0.35
+    """
+    confidence, predicted = probabilities.max(-1)
+    correct = (predicted == targets).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    rows, ece = [], 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        n = int(inside.sum())
+        if n:
+            acc, conf = correct[inside].mean().item(), confidence[inside].double().mean().item()
+            ece += n / len(targets) * abs(acc - conf)
+            rows.append({"low": low.item(), "high": high.item(), "count": n, "accuracy": acc, "confidence": conf})
+    return {"ece": ece, "bins": rows}

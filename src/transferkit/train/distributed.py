@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset, WeightedRandomSampler, default_collate
 
-from ..data.decode import Streamed, loader_workers
+from ..data.decode import loader_workers
+from ..data.items import Streamed
 from ..errors import RunError, TransferkitError
 
 __all__ = [

@@ -71,6 +71,7 @@ def fit(
     data: PreparedData | None = None,
     kernels: Kernels | None = None,
     module: nn.Module | None = None,
+    choose_strategy: Callable | None = None,
 ) -> dict:
     """Train a run, or continue one from ``resume``; returns the summary also written to ``report.json``.
 
@@ -85,6 +86,9 @@ def fit(
             runs sharing the object measure once.
         module: the network to train, as given from Python (``config.model`` is its
             :func:`~transferkit.model.factory.object_spec`): no weights are loaded into it, its head stays.
+        choose_strategy: what replaces ``strategy="auto"``, given the config, the model and the decoded data
+            once they are ready: :func:`transferkit.advice.auto.choose_strategy`, which
+            :func:`transferkit.advice.auto.fit` passes (the layer above this one; the CLI and ``tk.fit`` call it).
 
     Examples:
         >>> fit(TrainConfig(model="tf_efficientnet_lite0", weights="lite0", data="builtin:digits",
@@ -108,6 +112,12 @@ def fit(
         config = resumed_config(state, Path(resume), changes)
     if config is None:
         raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
+    if config.strategy == "auto" and choose_strategy is None:
+        raise ConfigError(
+            "strategy auto is chosen by the advice: train it with transferkit.advice.auto.fit (as the CLI and tk.fit "
+            "do), or name a strategy.",
+            argument="strategy",
+        )
     weights_note, task_note = None, None
     if state is None:  # a resumed run has its weights in last.pt, and its task in its config
         config, weights_note = choose_weights(config)
@@ -152,6 +162,7 @@ def fit(
             log=run_log or log,
             data=data,
             kernels=kernels,
+            choose_strategy=choose_strategy,
         )
     finally:
         if run_log is not None:
@@ -192,6 +203,7 @@ def _fit(
     log: Callable[[str], None],
     data: PreparedData | None,
     kernels: Kernels | None,
+    choose_strategy: Callable | None,
 ) -> dict:
     if not dist_ctx.is_main:
         log = _silent
@@ -214,8 +226,6 @@ def _fit(
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
     advice = (state or {}).get("advice")
     if config.strategy == "auto":
-        from ..advice.auto import choose_strategy
-
         config, advice = choose_strategy(config, model, data, write=dist_ctx.is_main, log=log)
         phases = config.phases()
         seed_everything(config.seed)  # the probe drew random numbers; the run starts as a chosen one would

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from ..adapters import ADAPTER_FOLDER, save_adapter
+from ..adapters.lora import copy_model
 from ..model.factory import is_object_spec
-from .config import TrainConfig
-from .run_folder import RunRecord, summary
+from ..runtime.fastpath import FastPath
+from .calibration import calibrate, calibrate_labels
+from .loop import outputs_of
+from .model_card import write_model_card
+from .run_folder import RunRecord, load_run, run_model, summary
+from .sharding import is_sharded
 from .strategies import ADAPTER_STRATEGIES
 
 __all__ = ["finish_run"]
@@ -21,40 +27,39 @@ def finish_run(record: RunRecord, model: nn.Module, *, stopped: bool, main: bool
     if main and record.best is not None and record.data.task == "regression":
         if record.best_outputs is not None:
             record.interval = _interval(record, out, log)
-        _save_adapter(out, config, log, model)
+        _save_adapter(out, record, log, model)
     elif main and record.best is not None:
         record.calibration = _calibrate(record, out, log, model)
-        _save_adapter(out, config, log, model)
+        _save_adapter(out, record, log, model)
     result = summary(record, model, stopped=stopped, write=main)
     if main:
-        from ..inference.model_card import write_model_card
-
         write_model_card(out)
     return result
 
 
 def _calibrate(record: RunRecord, out: Path, log, model: nn.Module) -> dict | None:
     """The temperature of best.pt (one per label for several labels), written for predict."""
-    from ..inference.calibration import calibrate, calibrate_labels
-    from ..inference.runs import calibrate_run
-
     split = f"validation ({record.data.splits})"
-    if record.best_outputs is None and is_object_spec(record.config.model):
-        # A resumed run of a module given from Python: best.pt into a copy of it, on the held-out images at hand.
-        from ..adapters.lora import copy_model
-        from ..inference.runs import held_out_outputs, load_trained
-
-        device = str(next(model.parameters()).device)
-        trained = load_trained(out, device=device, trust_code=True, model=copy_model(model))
-        record.best_outputs = held_out_outputs(trained, record.data.val.decoded, None)
     if record.best_outputs is None:
-        # A resumed run whose best epoch came before the resume computes best.pt's logits again
-        # from the run folder. The run just imported MODEL's code itself: trusting it again adds nothing.
-        return calibrate_run(out, device=record.config.device, trust_code=True, log=log)
+        # Validation kept no logits of best.pt (under torchrun, or its epoch came before a resume): best.pt's
+        # weights in a copy of the network in memory, on the held-out images at hand.
+        best = _best_model(out, model, copy=True)
+        fast = record.kernels.inference or FastPath(False, "fp32", "not measured")
+        data = record.data
+        record.best_outputs = outputs_of(best, data.val, data.preprocessing, fast, data.task, len(data.class_names))
     logits, targets = record.best_outputs  # training's validation of best.pt
+    epoch = record.best["epoch"]
     if record.data.task == "multi-label":
-        return calibrate_labels(out, logits, targets, record.best["epoch"], split, record.data.class_names, log=log)
-    return calibrate(out, logits, targets, record.best["epoch"], split, log=log)
+        return calibrate_labels(out, logits, targets, epoch, split, record.data.class_names, log=log)
+    return calibrate(out, logits, targets, epoch, split, log=log)
+
+
+def _best_model(out: Path, model: nn.Module, *, copy: bool) -> nn.Module:
+    """best.pt's weights in ``model`` (or a copy of it), on its device; a sharded network is built anew instead."""
+    state = load_run(out, which="best")
+    if is_sharded(model):
+        return run_model(state, out).to(next(model.parameters()).device)
+    return run_model(state, out, model=copy_model(model) if copy else model)
 
 
 def _interval(record: RunRecord, out: Path, log) -> dict:
@@ -72,26 +77,24 @@ def _interval(record: RunRecord, out: Path, log) -> dict:
     return facts
 
 
-def _save_adapter(out: Path, config: TrainConfig, log, model: nn.Module) -> None:
+def _save_adapter(out: Path, record: RunRecord, log, model: nn.Module) -> None:
     """A lora or dora run's best adapters and head in peft's own format, for peft users without transferkit.
 
-    A module given from Python takes the best weights itself (no name rebuilds it); others are built anew.
+    A module given from Python takes the best weights itself (no name rebuilds it); others go into a copy.
     """
+    config = record.config
     if config.strategy not in ADAPTER_STRATEGIES:
         return
-    from ..adapters import ADAPTER_FOLDER, save_adapter
-    from ..inference.runs import load_trained
-
     given = is_object_spec(config.model)
-    device = str(next(model.parameters()).device) if given else "cpu"
-    trained = load_trained(out, device=device, trust_code=True, model=model if given else None)
+    trained = _best_model(out, model, copy=not given)
+    class_names = record.data.class_names
     base = {
         "model": config.model,
         "weights": config.weights,
         "image_size": config.image_size,
         "in_chans": config.in_chans,
-        "num_classes": len(trained.class_names),
-        "class_names": trained.class_names,
+        "num_classes": len(class_names),
+        "class_names": class_names,
     }
-    folder = save_adapter(trained.model, out / ADAPTER_FOLDER, base=base)
+    folder = save_adapter(trained, out / ADAPTER_FOLDER, base=base)
     log(f"adapter: {folder} (peft's format: adapter_config.json, adapter_model.safetensors; base.json names the base)")

@@ -11,12 +11,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from ..data.decode import ImageDataset, loader_workers
+from ..data.preprocess import BatchPrep, Preprocessing
 from ..progress import progress as shown
-from ..runtime.fastpath import autocast
+from ..runtime.fastpath import FastPath, autocast
 from ..runtime.kernel_trial import InferenceTrial, KernelTrial
+from ..tasks.objective import loss_function
 from .distributed import DistContext
 
-__all__ = ["evaluate", "evaluate_outputs", "train_one_epoch", "tta_logits", "tta_warning"]
+__all__ = ["evaluate", "evaluate_outputs", "outputs_of", "train_one_epoch", "tta_logits", "tta_warning"]
 
 
 def train_one_epoch(
@@ -274,3 +277,21 @@ def evaluate_outputs(
         logits, targets = dist_ctx.gather_sharded(logits), dist_ctx.gather_sharded(targets)
     count = len(targets)
     return {"loss": loss_sum / max(count, 1), "count": count, "logits": logits, "targets": targets}
+
+
+def outputs_of(
+    model: nn.Module, dataset: ImageDataset, preprocessing: Preprocessing, fast: FastPath, task: str, outputs: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and targets of ``model`` (on its device, with the kernels ``fast``) on every image of ``dataset``
+    in its order: what a temperature is fitted on. ``outputs`` is the number of classes, labels or values."""
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=fast.inference_batch_size, num_workers=loader_workers(dataset))
+    prep = BatchPrep(preprocessing, device, channels_last=fast.channels_last)
+    if task == "classification":
+        result = evaluate(
+            model, loader, num_classes=outputs, prep=prep, device=device, precision=fast.precision, outputs=True
+        )
+    else:
+        loss_fn = loss_function(task)
+        result = evaluate_outputs(model, loader, loss_fn=loss_fn, prep=prep, device=device, precision=fast.precision)
+    return result["logits"], result["targets"]

@@ -11,7 +11,8 @@ from timm.optim import param_groups_layer_decay
 
 from ..errors import ConfigError, FreezeError
 from ..model.freeze import _matches, stage_parameters
-from ..model.surgery import find_head, track_optimizer
+from ..model.optimizer_watch import track_optimizer
+from ..model.surgery import find_head
 
 __all__ = ["build_optimizer", "create_optimizer", "param_groups", "warmup_cosine"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..data.sources import DataSource
+from ..data.items import DataSource
 from ..errors import RunError
 from .config import TrainConfig
 

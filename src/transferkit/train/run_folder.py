@@ -19,16 +19,18 @@ import torch
 import torch.nn as nn
 
 from .._text import one_line
+from ..adapters.lora import peft_model_of
 from ..data.preprocess import Preprocessing
 from ..errors import RunError
-from ..model.factory import code_origin, is_code_spec
+from ..model.factory import code_origin, create_model, is_code_spec
+from ..model.surgery import tie_distillation_head
 from ..runtime.fastpath import FastPath
 from ..serialization import save_torch, write_json, write_text
-from ..weights.checkpoint import load_torch_file
+from ..torch_files import load_torch_file
 from .config import TrainConfig
 from .metrics import MONITORS, TASK_SCORES
 from .rng import rng_state
-from .setup import Kernels, PreparedData
+from .setup import Kernels, PreparedData, attach_adapters
 
 __all__ = [
     "RUN_FORMAT",
@@ -36,6 +38,7 @@ __all__ = [
     "check_model_code",
     "checkpoint_state",
     "load_model_state",
+    "run_model",
     "load_run",
     "save_checkpoint",
     "summary",
@@ -308,6 +311,22 @@ def load_model_state(model: nn.Module, state: dict, run: str | Path) -> None:
     except RuntimeError as e:
         first = one_line(e, 240)
         raise RunError(f"Run '{run}': its weights do not fit the model its config builds ({first}).") from None
+
+
+def run_model(state: dict, run: str | Path, *, model: nn.Module | None = None) -> nn.Module:
+    """The network of a run's checkpoint ``state``, with its weights: MODEL built anew as training built it (the
+    distillation head tied, a lora or dora run's adapters attached), or ``model`` when given (a module trained
+    from Python, which no name rebuilds). A run whose MODEL is code is checked by :func:`check_model_code` first."""
+    config = TrainConfig.from_dict(state["config"])
+    if model is None:
+        model = create_model(
+            config.model, num_classes=len(state["class_names"]), in_chans=config.in_chans, image_size=config.image_size
+        )
+        tie_distillation_head(model)  # as build_model did
+    if peft_model_of(model) is None:
+        attach_adapters(model, config)  # a lora or dora run's weights include its adapters
+    load_model_state(model, state, run)
+    return model
 
 
 def check_model_code(state: dict, run: str | Path, *, trust_code: bool, same_code: bool = False) -> list[str]:

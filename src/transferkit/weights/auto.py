@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["AutoWeights", "default_weights"]
+import torch.nn as nn
+
+from ..errors import ModelSpecError
+from ..model.factory import create_model as build
+
+__all__ = ["AutoWeights", "create_model", "default_weights"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,61 @@ class AutoWeights:
 
     def __str__(self) -> str:
         return f"{self.spec} ({self.why})" if self.spec else self.why
+
+
+def create_model(
+    spec: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    image_size: int | None = None,
+    drop_path: float = 0.0,
+    pretrained: bool | str = False,
+    offline: bool | None = None,
+) -> nn.Module:
+    """Build the model that ``spec`` names: with random weights, or ``pretrained`` ones.
+
+    Args:
+        spec: the MODEL string (:mod:`transferkit.model.factory`).
+        num_classes: a head for this many classes.
+        in_chans: input channels (1 for grayscale); RGB weights adapt the first convolution as timm's
+            ``adapt_input_conv`` does.
+        image_size: the side in pixels of the images the model will see.
+        drop_path: stochastic depth, timm's ``drop_path_rate`` (timm models only).
+        pretrained: True loads the weights MODEL has (as ``--weights auto`` finds them: an installed
+            registry record, timm's pretrained tag, torchvision's DEFAULT, a transformers repo's own);
+            a string names them (``lite0``, ``timm:TAG``, ``hf-hub:ORG/REPO``, a file). What loaded is in
+            ``model.transferkit_load_report`` (a :class:`~transferkit.weights.loading.LoadReport`).
+        offline: with ``pretrained``, True downloads nothing (the caches only); default as
+            ``HF_HUB_OFFLINE`` says.
+
+    The building is :func:`transferkit.model.factory.create_model`'s, which says more of each argument.
+
+    Examples:
+        >>> model = create_model("torchvision:alexnet", num_classes=10)
+        >>> model.classifier[6].out_features
+        10
+    """
+    model = build(spec, num_classes=num_classes, in_chans=in_chans, image_size=image_size, drop_path=drop_path)
+    return _with_weights(model, spec.removeprefix("timm:"), pretrained, offline) if pretrained else model
+
+
+def _with_weights(model: nn.Module, spec: str, pretrained: bool | str, offline: bool | None) -> nn.Module:
+    """``model`` with the pretrained weights ``pretrained`` names (True: those MODEL has), the report kept on it."""
+    from .loading import load_pretrained
+
+    weights = pretrained if isinstance(pretrained, str) else getattr(model, "transferkit_weights", None)
+    if weights is None:
+        found = default_weights(spec)
+        if found.spec is None:
+            raise ModelSpecError(
+                f"pretrained: {spec} has no pretrained weights ({found.why}); name them: pretrained='timm:TAG', "
+                "'hf-hub:ORG/REPO', 'torchvision:ENUM', a URL or a file.",
+                argument="pretrained",
+            )
+        weights = found.spec
+    model.transferkit_load_report = load_pretrained(model, weights, offline=offline)
+    return model
 
 
 def default_weights(model: str) -> AutoWeights:

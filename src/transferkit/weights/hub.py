@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +31,13 @@ import torch.nn as nn
 from .._text import one_line
 from ..data.preprocess import Preprocessing, torchvision_data_config
 from ..errors import Unreachable, WeightsError
+from ..offline import offline
 
 __all__ = [
     "Fetched",
     "fetch",
     "is_remote",
     "model_weights",
-    "offline",
-    "offline_mode",
     "remote_preprocessing",
     "timm_cached_file",
 ]
@@ -201,29 +199,6 @@ def timm_cached_file(cfg: dict) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-@contextmanager
-def offline_mode(value: bool | None):
-    """Within the block, download nothing (True) or allow downloads (False), whatever ``HF_HUB_OFFLINE`` says;
-    None leaves it as it is. The Python face of ``--offline``."""
-    if value is None:
-        yield
-        return
-    before = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1" if value else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = before
-
-
-def offline() -> bool:
-    """Whether huggingface_hub is to use its cache only (``HF_HUB_OFFLINE``, which ``--offline`` sets)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def _hf_file(repo: str, names: tuple[str, ...]) -> Path:

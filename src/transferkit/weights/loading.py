@@ -16,9 +16,10 @@ from timm.models import adapt_input_conv
 
 from ..errors import ConfigError, LoadError, SurgeryError
 from ..model.surgery import find_head
+from ..offline import offline_mode
 from ._align import align
 from .checkpoint import Checkpoint, from_state_dict, read_checkpoint
-from .hub import is_remote, offline_mode
+from .hub import is_remote
 from .registry import resolve_source
 from .report import LoadReport, Match, Mismatch
 from .resample import resample_mismatched

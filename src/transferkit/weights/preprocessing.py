@@ -18,8 +18,7 @@ from dataclasses import replace
 
 import torch.nn as nn
 
-from ..data.preprocess import EvalTransform, Preprocessing
-from ..model._trace import input_size_of
+from ..data.preprocess import EvalTransform, Preprocessing, input_size_of
 from .registry import weights_preprocessing
 
 __all__ = ["eval_transform", "resolve_preprocessing"]

@@ -8,9 +8,9 @@ import torch
 
 from tests.helpers import make_image_folder, tiny_config
 from transferkit.errors import RunError
-from transferkit.inference.calibration import calibrate, fit_temperature, held_out_halves, read_temperature
 from transferkit.inference.predict import load_predictor
 from transferkit.inference.runs import evaluate_run
+from transferkit.train.calibration import calibrate, fit_temperature, held_out_halves, read_temperature
 from transferkit.train.engine import fit
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from ..errors import ConfigError, RunError
 from ..serialization import atomic_path, write_json
-from .config import TrainConfig
-from .engine import fit
-from .metrics import MONITORS, in_percent, score_name
-from .setup import Kernels, choose_weights, prepare_data
-from .strategies import STRATEGIES
+from ..train.config import TrainConfig
+from ..train.metrics import MONITORS, in_percent, score_name
+from ..train.setup import Kernels, choose_weights, prepare_data
+from ..train.strategies import STRATEGIES
+from .auto import fit
 
 __all__ = ["compare", "plot_curves", "score_text", "verdict"]
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import RunError
 from ..serialization import write_json
-from ..tasks.calibration import BOUNDS, fit_temperature_values
+from ..tasks.calibration import BOUNDS, fit_temperature_values, reliability
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -78,13 +78,11 @@ def _cross_fitted(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def calibrate(run: str | Path, logits: torch.Tensor, targets: torch.Tensor, epoch: int, split: str, *, log) -> dict:
     """Fit ``run``'s temperature on the held-out logits, keep it only where it lowers the cross-fitted expected
     calibration error, and write ``calibration.json``."""
-    from .report import calibration
-
     logits = logits.float()
     fitted = fit_temperature(logits, targets)
     crossed = _cross_fitted(logits, targets)
-    before = calibration(logits.softmax(-1), targets)["ece"]
-    after = calibration(crossed.softmax(-1), targets)["ece"]
+    before = reliability(logits.softmax(-1), targets)["ece"]
+    after = reliability(crossed.softmax(-1), targets)["ece"]
     reason = None
     if len(targets) < MIN_IMAGES:
         reason = f"only {len(targets)} held-out images (a temperature needs {MIN_IMAGES})"

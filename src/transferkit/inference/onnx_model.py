@@ -62,8 +62,8 @@ class OnnxClassifier(nn.Module):
 
 def load_onnx(path: str | Path, *, device: str = "cpu"):
     """An exported ``.onnx`` and its checked sidecar as a :class:`~transferkit.inference.trained.TrainedModel`."""
-    from ..inference.trained import TrainedModel
     from ..runtime.fastpath import FastPath
+    from .trained import TrainedModel
 
     if device not in ("auto", "cpu"):
         raise ConfigError(f"'.onnx' files run on the CPU with onnxruntime; got device {device!r}.", argument="device")

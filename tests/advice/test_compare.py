@@ -1,6 +1,6 @@
 import torch
 
-from transferkit.train.compare import compare
+from transferkit.advice.compare import compare
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
 from transferkit.train.run_folder import load_run
@@ -41,7 +41,7 @@ def _rows(score, higher, table):
 
 
 def test_the_verdict_is_read_off_the_numbers():
-    from transferkit.train.compare import verdict
+    from transferkit.advice.compare import verdict
 
     rows = _rows(
         "val_acc",
@@ -61,7 +61,7 @@ def test_the_verdict_is_read_off_the_numbers():
 
 
 def test_the_verdict_on_an_error_counts_lower_as_better():
-    from transferkit.train.compare import verdict
+    from transferkit.advice.compare import verdict
 
     rows = _rows(
         "val_mae",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import RunError
 from ..serialization import write_json, write_text
-from ..train.metrics import SCORES, score_name
+from .metrics import SCORES, score_name
 
 __all__ = ["MODEL_CARD", "record_export", "write_model_card"]
 

@@ -17,8 +17,8 @@ import time
 
 from _report import command_line, machine, write_section
 
+from transferkit.advice.auto import fit
 from transferkit.train.config import TrainConfig
-from transferkit.train.engine import fit
 
 DATASETS = {
     "mnist5k (1,000 train)": dict(data="builtin:mnist5k", train_images=1000, batch_size=32),

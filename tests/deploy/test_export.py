@@ -156,7 +156,7 @@ def test_int8_exports_report_the_accuracy_they_cost(run, tmp_path, mode):
 
 def test_int8_past_the_accuracy_limit_is_refused(run, tmp_path, monkeypatch):
     folder = fresh(run, tmp_path)
-    monkeypatch.setattr(export_module, "INT8_MAX_DROP", -1.0)  # no drop at all would be accepted
+    monkeypatch.setattr(parity_module, "INT8_MAX_DROP", -1.0)  # no drop at all would be accepted
     with pytest.raises(ParityError, match=r"costs -?0\.00 accuracy points.*nothing was written"):
         export_run(folder, quantize="dynamic", trust_code=True, log=lambda m: None)
     assert not (folder / "model.int8.onnx").exists() and not list(folder.glob(".export-*"))
@@ -189,7 +189,7 @@ def test_the_command_exits_1_on_a_failed_proof_with_one_line(run, tmp_path, monk
     from tests.hostile.conftest import run_cli
 
     folder = fresh(run, tmp_path)
-    monkeypatch.setattr(export_module, "INT8_MAX_DROP", -1.0)
+    monkeypatch.setattr(parity_module, "INT8_MAX_DROP", -1.0)
     capsys.readouterr()
     assert run_cli("export", folder, "--quantize", "static", "--trust-code", "--json") == 1
     out, err = capsys.readouterr()
@@ -203,13 +203,13 @@ def test_the_proof_samples_every_class_and_states_the_runs_own_score(run, tmp_pa
     folder = fresh(run, tmp_path)
     monkeypatch.setattr(parity_module, "PARITY_IMAGES", 6)
     labels = []
-    original = export_module.compare_outputs
+    original = parity_module.compare_outputs
 
     def compare(reference, got, held_labels, trained):
         labels.extend(held_labels.tolist())
         return original(reference, got, held_labels, trained)
 
-    monkeypatch.setattr(export_module, "compare_outputs", compare)
+    monkeypatch.setattr(parity_module, "compare_outputs", compare)
     result = export_run(folder, trust_code=True, log=lambda m: None)
     assert sorted(labels) == [0, 0, 0, 1, 1, 1]
     assert result.parity["split"].endswith("(a sample of 6, stratified by class, seed 0)")

@@ -7,9 +7,9 @@ import pytest
 from tests.helpers import tiny_config
 from tests.tasks.csvs import multilabel_csv, regression_csv
 from transferkit.advice.advise import advise
+from transferkit.advice.auto import fit
 from transferkit.advice.compare import compare
 from transferkit.advice.sweep import sweep
-from transferkit.train.engine import fit
 from transferkit.train.lr_find import find_lr
 
 SCORES = {"multi-label": ("val_map", True), "regression": ("val_mae", False)}

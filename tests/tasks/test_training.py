@@ -229,10 +229,10 @@ def test_an_onnx_export_gives_the_runs_answers_in_onnxruntime(tmp_path, task, mo
     int8_answers = load_predictor(str(int8.path), device="cpu").predict(images)
     assert len(int8_answers) == len(images) and all("error" not in a for a in int8_answers)
     if task == "regression":  # past its limit, int8 is refused in the task's unit (mAP: as accuracy's points)
-        from transferkit.deploy import export as export_module
+        from transferkit.deploy import parity as parity_module
         from transferkit.errors import ParityError
 
-        monkeypatch.setattr(export_module, "INT8_MAX_MAE_INCREASE", -101.0)  # beyond anything int8 can cost
+        monkeypatch.setattr(parity_module, "INT8_MAX_MAE_INCREASE", -101.0)  # beyond anything int8 can cost
         with pytest.raises(ParityError, match="int8 quantisation costs .* percent more mean absolute error on 24"):
             export_run(tmp_path / "run", out=tmp_path / "refused.onnx", quantize="dynamic", trust_code=True)
         assert not (tmp_path / "refused.onnx").exists()

@@ -178,32 +178,11 @@ def advise_prepared(
             model, data.val.decoded.images, prep, points, progress="probe: the held-out images", log=log
         )
         train_y, val_y = data.train.decoded.labels, data.val.decoded.labels
-        depths = []
         measure = probe_measure(data, log)
-        for point in points:
-            if data.task == "classification":
-                result = linear_probe(train_x[point.name], train_y, val_x[point.name], val_y, len(data.class_names))
-                if measure == "balanced accuracy":
-                    result = {**result, "score": result["balanced_accuracy"]}
-            else:
-                result = task_probe(train_x[point.name], train_y, val_x[point.name], val_y, data.task)
-            row = {
-                "name": point.name,
-                "stage": point.stage,
-                "stages_after": point.stages_after,
-                "dim": int(train_x[point.name].shape[1]),
-                **result,
-                "gap": gaps.get(point.stage),
-            }
-            depths.append(row)
-            also = f", balanced {row['balanced_accuracy']:.4f}" if measure == "accuracy" else ""
-            also = f", accuracy {row['accuracy']:.4f}" if measure == "balanced accuracy" else also
-            also += f", MAE {row['mae']:.4g}" if "mae" in row else ""
-            log(
-                f"probe after {point.name}: {measure} {row['score']:.4f}{also} "
-                f"({row['dim']} features, {row['seconds']:.1f} s); statistics gap "
-                + ("- (no BatchNorm)" if row["gap"] is None else f"{row['gap']:.2f}")
-            )
+        depths = [
+            _probe_depth(point, data, (train_x, train_y), (val_x, val_y), gaps.get(point.stage), measure, log)
+            for point in points
+        ]
         gap = sum(gaps.values()) / len(gaps) if gaps else None
         if gap is not None:
             log(
@@ -214,15 +193,7 @@ def advise_prepared(
         advice = recommend(depths, gap, measure)
         estimates = _estimates(config, model, data, points, speed, advice) if estimate or budget else {}
     if budget is not None and estimates.get(advice["command"], 0) > budget:
-        cheapest = min(estimates, key=estimates.get)
-        advice = {
-            **advice,
-            "over_budget": advice["command"],
-            "command": cheapest,
-            "strategy": cheapest.split()[1],
-            "reason": advice["reason"] + f"; but it would take about {estimates[advice['command']]:.0f} s, over the "
-            f"budget of {budget:g} s, so the cheapest ({cheapest}, about {estimates[cheapest]:.0f} s) is advised",
-        }
+        advice = _within_budget(advice, estimates, budget)
     result = {
         "model": config.model,
         "weights": config.weights,
@@ -246,6 +217,47 @@ def advise_prepared(
     if keep_features:
         result["head_features"] = {"train": train_x[points[-1].name], "val": val_x[points[-1].name]}
     return result
+
+
+def _probe_depth(point, data, train: tuple, val: tuple, gap: float | None, measure: str, log) -> dict:
+    """The probe of the features after ``point``, scored by ``measure``, logged; its row of the advice."""
+    (train_x, train_y), (val_x, val_y) = train, val
+    if data.task == "classification":
+        result = linear_probe(train_x[point.name], train_y, val_x[point.name], val_y, len(data.class_names))
+        if measure == "balanced accuracy":
+            result = {**result, "score": result["balanced_accuracy"]}
+    else:
+        result = task_probe(train_x[point.name], train_y, val_x[point.name], val_y, data.task)
+    row = {
+        "name": point.name,
+        "stage": point.stage,
+        "stages_after": point.stages_after,
+        "dim": int(train_x[point.name].shape[1]),
+        **result,
+        "gap": gap,
+    }
+    also = f", balanced {row['balanced_accuracy']:.4f}" if measure == "accuracy" else ""
+    also = f", accuracy {row['accuracy']:.4f}" if measure == "balanced accuracy" else also
+    also += f", MAE {row['mae']:.4g}" if "mae" in row else ""
+    log(
+        f"probe after {point.name}: {measure} {row['score']:.4f}{also} "
+        f"({row['dim']} features, {row['seconds']:.1f} s); statistics gap "
+        + ("- (no BatchNorm)" if row["gap"] is None else f"{row['gap']:.2f}")
+    )
+    return row
+
+
+def _within_budget(advice: dict, estimates: dict, budget: float) -> dict:
+    """The cheapest strategy in place of the advised one, which would take longer than ``budget`` seconds."""
+    cheapest = min(estimates, key=estimates.get)
+    return {
+        **advice,
+        "over_budget": advice["command"],
+        "command": cheapest,
+        "strategy": cheapest.split()[1],
+        "reason": advice["reason"] + f"; but it would take about {estimates[advice['command']]:.0f} s, over the "
+        f"budget of {budget:g} s, so the cheapest ({cheapest}, about {estimates[cheapest]:.0f} s) is advised",
+    }
 
 
 def probe_measure(data, log=print) -> str:

@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -146,32 +147,24 @@ def sweep(
     log(f"features of {len(train_x)} + {len(val_x)} images cached in {cached:.1f} s")
     task = config.task
     score, higher, loss_fn, score_fn = _objective(config, data)
-    weights = None
-    if score == "val_balanced_acc":
-        counts = torch.tensor(list(data.class_counts["train"].values()), dtype=torch.float32)
-        weights = counts.sum() / (len(counts) * counts.clamp(min=1))  # scikit-learn's 'balanced'
-        log(f"classes imbalanced: heads trained with balanced class weights and scored by {score_name(score)}")
-    settings = _settings(trials, config.seed, smoothing=task == "classification")
+    weights = _balanced_weights(data, score, log)
+    head = partial(
+        train_head,
+        train_x,
+        data.train.decoded.labels,
+        val_x,
+        data.val.decoded.labels,
+        len(data.class_names),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        warmup_fraction=config.warmup_fraction,
+        loss_fn=loss_fn,
+        score_fn=score_fn,
+        class_weights=weights,
+    )
     rows = []
-    for setting in settings:
-        scores = [
-            train_head(
-                train_x,
-                data.train.decoded.labels,
-                val_x,
-                data.val.decoded.labels,
-                len(data.class_names),
-                **setting,
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                seed=config.seed + s,
-                warmup_fraction=config.warmup_fraction,
-                loss_fn=loss_fn,
-                score_fn=score_fn,
-                class_weights=weights,
-            )
-            for s in range(seeds)
-        ]
+    for setting in _settings(trials, config.seed, smoothing=task == "classification"):
+        scores = [head(**setting, seed=config.seed + s) for s in range(seeds)]
         mean, low, high = interval(scores)
         rows.append({**setting, "scores": scores, "mean": mean, "low": low, "high": high})
     rows.sort(key=lambda r: r["mean"], reverse=higher)
@@ -201,6 +194,15 @@ def sweep(
     write_json(Path(config.out) / "sweep.json", result)
     write_json(Path(config.out) / "best_config.json", chosen)
     return result
+
+
+def _balanced_weights(data, score: str, log) -> torch.Tensor | None:
+    """Balanced class weights (scikit-learn's 'balanced') where the score is balanced accuracy, else None."""
+    if score != "val_balanced_acc":
+        return None
+    counts = torch.tensor(list(data.class_counts["train"].values()), dtype=torch.float32)
+    log(f"classes imbalanced: heads trained with balanced class weights and scored by {score_name(score)}")
+    return counts.sum() / (len(counts) * counts.clamp(min=1))
 
 
 def _objective(config: TrainConfig, data) -> tuple[str, bool, Callable | None, Callable | None]:

@@ -45,18 +45,12 @@ def demo_command(
     settings: dict,
 ) -> None:
     """Transfer learning end to end on real weights and data: load, inspect, freeze, replace, then fine-tune."""
-    import torch.nn as nn
     from rich.rule import Rule
 
     from ..advice.compare import compare
     from ..data.sources import open_data
     from ..model.factory import create_model
-    from ..model.freeze import freeze_backbone, frozen_norm_layers, parameter_summary
-    from ..model.inspection import layer_table, parameter_values
-    from ..model.layer_expr import parse_layer
-    from ..model.surgery import find_head, set_module, validate
     from ..train.config import TrainConfig
-    from ..train.optim import create_optimizer
     from ..weights.loading import load_pretrained
     from ..weights.registry import get_weights
     from .compare import print_comparison
@@ -77,8 +71,30 @@ def demo_command(
         "  The file's names (_conv_stem, _blocks.N...) differ from timm's (conv_stem, blocks.S.B...): "
         "they were paired by definition order and shape. The 1000-class head did not fit and was skipped."
     )
-
     console.print(Rule("2. Inspect: structure, output shapes, parameter values"))
+    _inspect_step(console, model)
+    console.print(Rule("3. Freeze the feature extractor, train only the head"))
+    _freeze_step(console, model)
+    console.print(Rule("4. Replace layers by path, validated by a dry run"))
+    _replace_step(console, model, arch, num_classes)
+    console.print(
+        Rule(f"5. Fine-tune on {data}: {strategies.replace(',', ', ')}, {epochs} epochs at {image_size or 'native'} px")
+    )
+    base = TrainConfig(model=arch, **{**settings, "out": settings["out"] or time.strftime("runs/demo-%Y%m%d-%H%M%S")})
+    result = compare(base, strategies.split(","), log=lambda m: console.print("  " + m, markup=False))
+    print_comparison(console, result["rows"], result["plot"])
+    console.print(Rule("6. What it shows"))
+    _shown(console, result)
+    seconds = time.perf_counter() - started
+    console.print(f"demo finished in {seconds:.0f} s")
+    if as_json:
+        emit_json({"load": report.to_dict(), "compare": result, "seconds": seconds})
+
+
+def _inspect_step(console, model) -> None:
+    from ..model.inspection import layer_table, parameter_values
+    from ..model.surgery import find_head
+
     for layer in layer_table(model, max_depth=1):
         shape = layer.output_shape[0] if layer.output_shape else "-"
         console.print(
@@ -90,7 +106,11 @@ def demo_command(
         console.print(f"  {path}: shape {tuple(v['shape'])} mean {v['mean']:+.4f} std {v['std']:.4f} first {first}")
     console.print("  conv_stem holds pretrained values; the new head is freshly initialised.")
 
-    console.print(Rule("3. Freeze the feature extractor, train only the head"))
+
+def _freeze_step(console, model) -> None:
+    from ..model.freeze import freeze_backbone, frozen_norm_layers, parameter_summary
+    from ..train.optim import create_optimizer
+
     before = parameter_summary(model)
     freeze_backbone(model)
     after = parameter_summary(model)
@@ -103,7 +123,14 @@ def demo_command(
         f"  {len(frozen_norm_layers(model))} frozen BatchNorm layers held in eval mode, even after model.train()."
     )
 
-    console.print(Rule("4. Replace layers by path, validated by a dry run"))
+
+def _replace_step(console, model, arch: str, num_classes: int) -> None:
+    import torch.nn as nn
+
+    from ..model.factory import create_model
+    from ..model.layer_expr import parse_layer
+    from ..model.surgery import find_head, set_module, validate
+
     head = find_head(model)
     in_features = model.get_submodule(head).in_features
     new_head = f"Sequential(Dropout(0.2), Linear({in_features}, {num_classes}))"
@@ -115,13 +142,9 @@ def demo_command(
     result = validate(broken, changed=["conv_head"])
     console.print(f"  conv_head = Conv2d(320, 640, 1): caught at '{result.layer}': {result.error}")
 
-    console.print(
-        Rule(f"5. Fine-tune on {data}: {strategies.replace(',', ', ')}, {epochs} epochs at {image_size or 'native'} px")
-    )
-    base = TrainConfig(model=arch, **{**settings, "out": settings["out"] or time.strftime("runs/demo-%Y%m%d-%H%M%S")})
-    result = compare(base, strategies.split(","), log=lambda m: console.print("  " + m, markup=False))
-    print_comparison(console, result["rows"], result["plot"])
-    console.print(Rule("6. What it shows"))
+
+def _shown(console, result: dict) -> None:
+    """The comparison's verdict, and why full beats freeze on handwritten digits where it does."""
     for line in result["verdict"]:
         console.print(f"  {line}", markup=False)
     rows = {r["strategy"]: r for r in result["rows"]}
@@ -132,7 +155,3 @@ def demo_command(
             "spend part of the same budget on the head alone.",
             markup=False,
         )
-    seconds = time.perf_counter() - started
-    console.print(f"demo finished in {seconds:.0f} s")
-    if as_json:
-        emit_json({"load": report.to_dict(), "compare": result, "seconds": seconds})

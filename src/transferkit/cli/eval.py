@@ -54,8 +54,6 @@ def eval_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a trained run or weights: accuracy, balanced accuracy, macro-F1, per-class metrics, confusion matrix."""
-    from rich.table import Table
-
     from ..inference.runs import evaluate_run
     from ..inference.task_eval import score_line
     from ..train.tracking import add_files, check_tracker
@@ -85,20 +83,7 @@ def eval_command(
         _print_task(result)
         return
     console.print(score_line(result))
-    names = result["class_names"]
-    # Predicted classes are columns headed by their row's number, so that no class name is ever cut.
-    table = Table(title="confusion matrix (rows: true class, columns: predicted, by the rows' numbers)")
-    table.add_column("class", no_wrap=True, min_width=max(len(n) for n in names) + len(str(len(names))) + 1)
-    for index in range(len(names)):
-        table.add_column(str(index), justify="right", no_wrap=True)
-    for column in ("precision", "recall", "F1", "support"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for index, (name, row) in enumerate(zip(names, result["confusion_matrix"])):
-        c = result["per_class"][name]
-        recall = "-" if c["recall"] is None else f"{c['recall']:.3f}"
-        cells = (f"{c['precision']:.3f}", recall, f"{c['f1']:.3f}", str(c["support"]))
-        table.add_row(f"{index} {name}", *map(str, row), *cells)
-    console.print(table)
+    _print_confusion(result)
     if result["most_confused"]:
         pairs = ", ".join(f"{p['true']} as {p['predicted']} ({p['count']})" for p in result["most_confused"])
         console.print(f"most confused: {pairs}")
@@ -115,6 +100,26 @@ def eval_command(
         console.print(
             f"{len(result['skipped_images'])} unusable images skipped, e.g. {result['skipped_images'][0]['name']}"
         )
+
+
+def _print_confusion(result: dict) -> None:
+    """The confusion matrix with each class's precision, recall, F1 and support. Predicted classes are columns
+    headed by their row's number, so that no class name is ever cut."""
+    from rich.table import Table
+
+    names = result["class_names"]
+    table = Table(title="confusion matrix (rows: true class, columns: predicted, by the rows' numbers)")
+    table.add_column("class", no_wrap=True, min_width=max(len(n) for n in names) + len(str(len(names))) + 1)
+    for index in range(len(names)):
+        table.add_column(str(index), justify="right", no_wrap=True)
+    for column in ("precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for index, (name, row) in enumerate(zip(names, result["confusion_matrix"])):
+        c = result["per_class"][name]
+        recall = "-" if c["recall"] is None else f"{c['recall']:.3f}"
+        cells = (f"{c['precision']:.3f}", recall, f"{c['f1']:.3f}", str(c["support"]))
+        table.add_row(f"{index} {name}", *map(str, row), *cells)
+    console.print(table)
 
 
 def _print_task(result: dict) -> None:

@@ -79,6 +79,11 @@ def export_command(
     if as_json:
         emit_json({"path": str(result.path), "sidecar": str(result.sidecar), "parity": parity})
         return
+    _print_parity(console, parity)
+
+
+def _print_parity(console, parity: dict) -> None:
+    """The proof in two lines: the outputs' difference and the task's agreement; the run's own validation."""
     if "top1_agreement" in parity:
         agreement = (
             f"top-1 agreement {parity['top1_agreement']:.2%}, accuracy {parity['accuracy']:.4f} "

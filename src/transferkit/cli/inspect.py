@@ -45,8 +45,6 @@ def inspect_command(
     """Show a model's structure with output shapes, its parameters and their values.
 
     MODEL may be a run folder: its trained model (best.pt) is shown."""
-    from rich.table import Table
-
     from ..model.factory import create_model
     from ..model.inspection import layer_table, parameter_table, parameter_values
     from ..model.surgery import find_head
@@ -85,9 +83,21 @@ def inspect_command(
 
     if report is not None:
         print_load_report(report)
-    table = Table(
-        title=f"{model}: {human_count(total)} parameters, {human_count(trainable)} trainable, head at '{head}'"
-    )
+    title = f"{model}: {human_count(total)} parameters, {human_count(trainable)} trainable, head at '{head}'"
+    _print_tables(title, layers, depth, plist if params else [])
+    for s in stats:
+        console.print(
+            f"{s['name']} shape={tuple(s['shape'])} dtype={s['dtype']} mean={s['mean']:.6g} "
+            f"std={s['std'] if s['std'] is None else format(s['std'], '.6g')} min={s['min']:.6g} max={s['max']:.6g}"
+        )
+        console.print(f"  first values: {[round(v, 6) for v in s['first']]}")
+
+
+def _print_tables(title: str, layers, depth: int, plist) -> None:
+    """The module tree to ``depth`` with output shapes and counts; each parameter of ``plist`` after it."""
+    from rich.table import Table
+
+    table = Table(title=title)
     table.add_column("module")
     table.add_column("type")
     table.add_column("output shape")
@@ -100,19 +110,13 @@ def inspect_command(
         name = ("  " * max(l.depth - 1, 0) + l.name) if l.name else "(model)"
         table.add_row(name, l.type, shape, human_count(l.params), human_count(l.trainable))
     console.print(table)
-    if params:
+    if plist:
         ptable = Table(title="parameters")
         for col in ("name", "shape", "trainable"):
             ptable.add_column(col)
         for p in plist:
             ptable.add_row(p.name, str(tuple(p.shape)), "yes" if p.trainable else "no")
         console.print(ptable)
-    for s in stats:
-        console.print(
-            f"{s['name']} shape={tuple(s['shape'])} dtype={s['dtype']} mean={s['mean']:.6g} "
-            f"std={s['std'] if s['std'] is None else format(s['std'], '.6g')} min={s['min']:.6g} max={s['max']:.6g}"
-        )
-        console.print(f"  first values: {[round(v, 6) for v in s['first']]}")
 
 
 def _run_model(model: str, weights: str | None, trust_code: bool):

@@ -16,6 +16,18 @@ def print_load_report(report, *, limit: int = 8, out=console) -> None:
         out.print(line, markup=False, highlight=False)
 
 
+def _print_verification(verification: dict) -> None:
+    console.print(f"  verification: {verification['status']}")
+    variant = verification.get("variant")
+    if variant and variant["identical"] and variant.get("native"):
+        how = variant.get("checked") or (
+            f"largest {variant['compared']} difference {variant['max_abs_diff']:.3g} on {variant['photos']} photos"
+        )
+        console.print(f"    computes what the file's own architecture {variant['native']} does: {how}")
+    for finding in verification["findings"]:
+        console.print(f"    {finding['kind']}: {finding['message']}")
+
+
 def load_command(
     model: ModelArg,
     source: Annotated[str, typer.Argument(metavar="SRC", help="Checkpoint: .pth, .pt, .bin or .safetensors.")],
@@ -66,14 +78,7 @@ def load_command(
     from ..serialization import save_safetensors, write_json
     from ..weights.loading import LoadPolicy, load_pretrained
 
-    policy = LoadPolicy(
-        mapping=mapping,
-        strict=strict,
-        min_loaded=min_loaded,
-        allow_partial=allow_partial,
-        dry_run=dry_run,
-        allow_nonfinite=allow_nonfinite,
-    )
+    policy = LoadPolicy(mapping, strict, min_loaded, allow_partial, dry_run, allow_nonfinite=allow_nonfinite)
     net = create_model(model, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
     report = load_pretrained(net, source, policy=policy, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
     verification = None
@@ -81,40 +86,19 @@ def load_command(
         from ..weights.preprocessing import resolve_preprocessing
         from ..weights.verify import verify_weights
 
-        # the photos go in at the size the model was built for
-        brought = resolve_preprocessing(net, source, image_size=image_size)[0]
-        verification = verify_weights(
-            net,
-            brought,
-            source=source,
-            report=report,
-            trust_checkpoint=trust_checkpoint,
-        )
+        brought = resolve_preprocessing(net, source, image_size=image_size)[0]  # the size the model was built for
+        verification = verify_weights(net, brought, source=source, report=report, trust_checkpoint=trust_checkpoint)
     if save is not None:
         save_safetensors(net.state_dict(), save, metadata={"model": model, "source": str(source)})
     if save_map is not None:
         write_json(save_map, report.key_map())
     if as_json:
-        out = report.to_dict()
-        out["verification"] = verification
-        if save is not None:
-            out["saved"] = str(save)
-        if save_map is not None:
-            out["saved_map"] = str(save_map)
-        emit_json(out)
+        saved = {"saved": save, "saved_map": save_map}
+        emit_json({**report.to_dict(), "verification": verification, **{k: str(v) for k, v in saved.items() if v}})
     else:
         print_load_report(report)
         if verification is not None:
-            console.print(f"  verification: {verification['status']}")
-            variant = verification.get("variant")
-            if variant and variant["identical"] and variant.get("native"):
-                how = variant.get("checked") or (
-                    f"largest {variant['compared']} difference {variant['max_abs_diff']:.3g} "
-                    f"on {variant['photos']} photos"
-                )
-                console.print(f"    computes what the file's own architecture {variant['native']} does: {how}")
-            for finding in verification["findings"]:
-                console.print(f"    {finding['kind']}: {finding['message']}")
+            _print_verification(verification)
         for path in (save, save_map):
             if path is not None:
                 console.print(f"Saved {path}")

@@ -59,81 +59,103 @@ def plan_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Show trainable and frozen parameters before and after freezing, and the optimizer's parameters."""
-    from rich.table import Table
-
     from ..errors import FreezeError
     from ..model.factory import create_model
-    from ..model.freeze import freeze, freeze_backbone, freeze_stages, frozen_norm_layers, parameter_summary
-    from ..train.config import TrainConfig
-    from ..train.optim import create_optimizer
-    from ..train.plan import plan_strategy
 
+    settings = dict(
+        freeze=freeze_patterns or [],
+        unfreeze_last=unfreeze_last,
+        train_bn=train_bn,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        head_lr=head_lr,
+        layer_decay=layer_decay,
+    )
     if strategy is not None:
         if backbone:
             raise FreezeError("--freeze-backbone is what strategy freeze does; give one of them.")
         if strategy == "auto":
             raise FreezeError("strategy auto is chosen by probing DATA: run transferkit advise, or plan a named one.")
-        config = TrainConfig(
-            model=model,
-            data="-",  # nothing is read
-            out="-",
-            strategy=strategy,
-            epochs=epochs,
-            freeze=freeze_patterns or [],
-            unfreeze_last=unfreeze_last,
-            train_bn=train_bn,
-            optimizer=optimizer,
-            lr=lr if lr is not None else setting_default("lr"),
-            weight_decay=weight_decay,
-            head_lr=head_lr,
-            layer_decay=layer_decay,
-        )
-        net = create_model(model, num_classes=num_classes, in_chans=in_chans)
-        _show_phases(model, config, parameter_summary(net), plan_strategy(net, config), as_json)
+        _plan_phases(model, strategy, epochs, lr, settings, num_classes, in_chans, as_json)
         return
     if not freeze_patterns and not backbone and unfreeze_last is None:
         raise FreezeError(
             "Nothing to plan: give --strategy S, --freeze PATTERN, --freeze-backbone or --unfreeze-last N."
         )
-    lr = 1e-3 if lr is None else lr
     net = create_model(model, num_classes=num_classes, in_chans=in_chans)
+    plan = _freeze_plan(net, backbone, 1e-3 if lr is None else lr, settings)
+    if as_json:
+        emit_json({"model": model, **plan})
+        return
+    _show_freeze_plan(model, plan, optimizer, train_bn)
+
+
+def _plan_phases(model: str, strategy: str, epochs: int, lr, settings: dict, num_classes, in_chans, as_json) -> None:
+    """Each phase of ``strategy`` as train runs it, on MODEL built as train builds it (no DATA is read)."""
+    from ..model.factory import create_model
+    from ..model.freeze import parameter_summary
+    from ..train.config import TrainConfig
+    from ..train.plan import plan_strategy
+
+    config = TrainConfig(
+        model=model,
+        data="-",  # nothing is read
+        out="-",
+        strategy=strategy,
+        epochs=epochs,
+        lr=lr if lr is not None else setting_default("lr"),
+        **settings,
+    )
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans)
+    _show_phases(model, config, parameter_summary(net), plan_strategy(net, config), as_json)
+
+
+def _freeze_plan(net, backbone: bool, lr: float, settings: dict) -> dict:
+    """The parameters per module before and after freezing as asked, and what the optimizer receives."""
+    from ..model.freeze import freeze, freeze_backbone, freeze_stages, frozen_norm_layers, parameter_summary
+    from ..train.optim import create_optimizer
+
+    train_bn = settings["train_bn"]
     before = parameter_summary(net)
-    if freeze_patterns:
-        freeze(net, freeze_patterns, train_bn=train_bn)
+    if settings["freeze"]:
+        freeze(net, settings["freeze"], train_bn=train_bn)
     if backbone:
         freeze_backbone(net, train_bn=train_bn)
-    if unfreeze_last is not None:
-        freeze_stages(net, keep_last=unfreeze_last, train_bn=train_bn, argument="unfreeze_last")
+    if settings["unfreeze_last"] is not None:
+        freeze_stages(net, keep_last=settings["unfreeze_last"], train_bn=train_bn, argument="unfreeze_last")
     after = parameter_summary(net)
-    opt = create_optimizer(net, optimizer, lr=lr, weight_decay=weight_decay, head_lr=head_lr, layer_decay=layer_decay)
-    names = [n for g in opt.param_groups for n in g["param_names"]]
+    opt = create_optimizer(
+        net,
+        settings["optimizer"],
+        lr=lr,
+        weight_decay=settings["weight_decay"],
+        head_lr=settings["head_lr"],
+        layer_decay=settings["layer_decay"],
+    )
     groups = [{"lr": g["lr"], "weight_decay": g["weight_decay"], "params": g["param_names"]} for g in opt.param_groups]
-    norms = frozen_norm_layers(net)
+    return {
+        "before": _totals(before),
+        "after": _totals(after),
+        "modules": [{"module": b.module, "before": b.to_dict(), "after": a.to_dict()} for b, a in zip(before, after)],
+        "optimizer": settings["optimizer"],
+        "optimizer_params": [n for g in opt.param_groups for n in g["param_names"]],
+        "optimizer_groups": groups,
+        "frozen_norm_layers": frozen_norm_layers(net),
+    }
 
-    if as_json:
-        emit_json(
-            {
-                "model": model,
-                "before": _totals(before),
-                "after": _totals(after),
-                "modules": [
-                    {"module": b.module, "before": b.to_dict(), "after": a.to_dict()} for b, a in zip(before, after)
-                ],
-                "optimizer": optimizer,
-                "optimizer_params": names,
-                "optimizer_groups": groups,
-                "frozen_norm_layers": norms,
-            }
-        )
-        return
+
+def _show_freeze_plan(model: str, plan: dict, optimizer: str, train_bn: bool) -> None:
+    from rich.table import Table
 
     table = Table(title=f"{model}: freeze plan")
     for col in ("module", "trainable before", "trainable after", "frozen after"):
         table.add_column(col, justify="left" if col == "module" else "right")
-    for b, a in zip(before, after):
-        style = "dim" if a.trainable == 0 else ""
-        table.add_row(b.module, human_count(b.trainable), human_count(a.trainable), human_count(a.frozen), style=style)
-    t_before, t_after = _totals(before), _totals(after)
+    for row in plan["modules"]:
+        b, a = row["before"], row["after"]
+        style = "dim" if a["trainable"] == 0 else ""
+        trainable = (human_count(b["trainable"]), human_count(a["trainable"]), human_count(a["frozen"]))
+        table.add_row(row["module"], *trainable, style=style)
+    t_before, t_after = plan["before"], plan["after"]
     table.add_row(
         "total",
         human_count(t_before["trainable"]),
@@ -143,7 +165,8 @@ def plan_command(
     )
     console.print(table)
     policy = "training (--train-bn)" if train_bn else "held in eval mode"
-    console.print(f"Frozen BatchNorm layers: {len(norms)}, {policy}.")
+    groups, names = plan["optimizer_groups"], plan["optimizer_params"]
+    console.print(f"Frozen BatchNorm layers: {len(plan['frozen_norm_layers'])}, {policy}.")
     console.print(f"Optimizer {optimizer} receives {len(names)} tensors in {len(groups)} groups:")
     for g in groups:
         shown = ", ".join(g["params"][:6]) + (f", ... ({len(g['params'])} in all)" if len(g["params"]) > 6 else "")

@@ -62,7 +62,6 @@ def train_command(
     """Fine-tune a pretrained model on your images with one of the transfer-learning strategies."""
     from ..advice.auto import fit
     from ..errors import ConfigError
-    from ..model.factory import is_code_spec
     from ..train.config import TrainConfig
     from ..train.distributed import is_main_process
 
@@ -77,15 +76,9 @@ def train_command(
         if model is not None and model != model_option:
             raise ConfigError(f"MODEL is '{model}' and --model '{model_option}': give one of them.")
         model = model_option
-
     typed = {k for k in settings if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if config_file is not None:
-        from ..train.config import read_config_file
-
-        stored = read_config_file(config_file)
-        model = model if model is not None else stored.pop("model", None)
-        stored.pop("model", None)
-        settings = {**settings, **stored, **{k: settings[k] for k in typed}}
+        model, settings = _with_config_file(config_file, model, settings, typed)
     if resume is None:
         given = (("MODEL", model), ("--data", settings["data"]), ("--out", settings["out"]))
         missing = [name for name, value in given if value is None]
@@ -103,11 +96,27 @@ def train_command(
     if as_json:
         emit_json(summary)
     else:
-        classes = summary["task"] == "classification"
-        best = {"name": "val_acc", "value": summary["best_val_acc"]} if classes else summary["best_score"]
-        random = summary["weights"] is None and not is_code_spec(summary["model"])
-        log.result(
-            f"best {best['name']} {best['value']:.4f}{' from random weights' if random else ''}; "
-            f"{summary['trainable_params']:,} trainable, "
-            f"{summary['frozen_params']:,} frozen parameters; {summary['seconds']:.0f} s; run in {summary['out']}"
-        )
+        log.result(_result_line(summary))
+
+
+def _with_config_file(config_file: str, model: str | None, settings: dict, typed: set[str]) -> tuple:
+    """MODEL and the settings with a JSON file's in place of the defaults; options typed win over the file."""
+    from ..train.config import read_config_file
+
+    stored = read_config_file(config_file)
+    model = model if model is not None else stored.pop("model", None)
+    stored.pop("model", None)
+    return model, {**settings, **stored, **{k: settings[k] for k in typed}}
+
+
+def _result_line(summary: dict) -> str:
+    from ..model.factory import is_code_spec
+
+    classes = summary["task"] == "classification"
+    best = {"name": "val_acc", "value": summary["best_val_acc"]} if classes else summary["best_score"]
+    random = summary["weights"] is None and not is_code_spec(summary["model"])
+    return (
+        f"best {best['name']} {best['value']:.4f}{' from random weights' if random else ''}; "
+        f"{summary['trainable_params']:,} trainable, "
+        f"{summary['frozen_params']:,} frozen parameters; {summary['seconds']:.0f} s; run in {summary['out']}"
+    )

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,14 +35,17 @@ from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import open_data
 from ..data.user_data import is_given
-from ..errors import ConfigError, ParityError, RunError
+from ..errors import ConfigError, RunError
 from ..inference.sidecar import sidecar_path, task_facts, write_sidecar
+from ..inference.trained import TrainedModel
+from ..train.model_card import record_export
 from .parity import (
+    FP32_TOLERANCE,
+    INT8_MAX_DROP,
+    Proof,
     as_images,
-    compare_outputs,
     held_out_images,
     outputs_of,
-    run_validation,
     trained_for_export,
 )
 from .timm_hub import check_timm_model, load_timm_folder, write_timm_folder
@@ -63,9 +67,6 @@ LOADED_BY = {
     "transformers": "AutoModelForImageClassification.from_pretrained('{out}')",
 }
 QUANTIZE = ("dynamic", "static")
-FP32_TOLERANCE = 1e-3
-INT8_MAX_DROP = 1.0  # accuracy (or mAP) points on the held-out images
-INT8_MAX_MAE_INCREASE = 2.0  # percent more mean absolute error on the held-out images, for numbers
 CALIBRATION_IMAGES = 128  # training images static quantisation calibrates on
 
 
@@ -121,6 +122,44 @@ def export_run(
         >>> export_run("runs/lite0", format="onnx").parity["max_abs_diff"]
         2.1e-05
     """
+    run, out = Path(run), _checked_out(Path(run), format, out, with_preprocessing, quantize)
+    if format in FOLDERS:  # before the run is loaded: a MODEL of the user's code is never imported for nothing
+        (check_timm_model if format == "timm-hub" else check_transformers_run)(_model_spec(run))
+    trained = trained_for_export(run, trust_code, module)
+    if with_preprocessing and is_given(trained.preprocessing):
+        raise ConfigError(
+            "with_preprocessing: this run trained on tensors your Dataset's transforms made; they stay outside the "
+            "export, which takes those tensors.",
+            argument="with_preprocessing",
+        )
+    model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
+    images, labels, split = held_out if held_out is not None else held_out_images(trained, data)
+    log(f"parity images: {len(images)} from {split}")
+    reference = outputs_of(lambda x: model(x), images, trained.preprocessing, uint8=False)
+    if peft_model_of(trained.model) is not None:
+        reload = partial(trained_for_export, run, trust_code, module)
+        trained, model = _adapters_placed(trained, reload, images, reference, format, log)
+    proof = Proof(images, labels, split, reference, trained, with_preprocessing)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as train --out makes its folder
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
+        exported = Path(tmp) / f"model{FORMATS[format]}"
+        net = WithPreprocessing(model, trained.preprocessing) if with_preprocessing else model
+        card = run / "MODEL_CARD.md"
+        card = card.read_text(encoding="utf-8") if card.is_file() else None
+        _export(format, net, images[:2], exported, with_preprocessing, trained, card=card)
+        parity = proof.check(format, _runner(format, exported, trained))
+        if quantize:
+            quantized = Path(tmp) / "model.int8.onnx"
+            _quantize(exported, quantized, quantize, trained, data, with_preprocessing)
+            parity = proof.check_int8(quantize, _runner("onnx", quantized, trained), fp32=parity)
+            exported = quantized
+        _place(exported, out)
+    return _written(run, out, format, quantize, trained, with_preprocessing, parity, log)
+
+
+def _checked_out(run: Path, format: str, out, with_preprocessing: bool, quantize: str | None) -> Path:
+    """Where the export goes (default: ``model.onnx`` etc. in the run folder), refused with the settings that do not
+    go together, before anything is loaded."""
     if format not in FORMATS:
         raise ConfigError(f"Unknown export format '{format}'; use one of {', '.join(FORMATS)}.", argument="format")
     if quantize is not None and (quantize not in QUANTIZE or format != "onnx"):
@@ -132,7 +171,6 @@ def export_run(
         raise ConfigError(
             "with_preprocessing needs a graph: use onnx or exported-program.", argument="with_preprocessing"
         )
-    run = Path(run)
     if not (run / "best.pt").is_file():
         raise RunError(f"'{run}' holds no best.pt: export needs a finished run folder from train.")
     suffix = (".int8" if quantize else "") + FORMATS[format]
@@ -148,80 +186,32 @@ def export_run(
     blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise RunError(f"Cannot write '{out}': '{blocker}' is a file, not a folder.")
+    return out
 
-    if format in FOLDERS:  # before the run is loaded: a MODEL of the user's code is never imported for nothing
-        (check_timm_model if format == "timm-hub" else check_transformers_run)(_model_spec(run))
-    trained = trained_for_export(run, trust_code, module)
-    if with_preprocessing and is_given(trained.preprocessing):
-        raise ConfigError(
-            "with_preprocessing: this run trained on tensors your Dataset's transforms made; they stay outside the "
-            "export, which takes those tensors.",
-            argument="with_preprocessing",
-        )
-    model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
-    images, labels, split = held_out if held_out is not None else held_out_images(trained, data)
-    log(f"parity images: {len(images)} from {split}")
-    reference = outputs_of(lambda x: model(x), images, trained.preprocessing, uint8=False)
-    if peft_model_of(trained.model) is not None:
-        # Adapters are folded into their layers; the proof below compares against the unmerged model.
-        model = trained.model = merged(trained.model).eval()
-        drift = (
-            (outputs_of(lambda x: model(x), images, trained.preprocessing, uint8=False) - reference).abs().max()
-            if format in ("onnx", "exported-program")  # the graphs; other formats hold the merged weights as they are
-            else 0.0
-        )
-        if drift > FP32_TOLERANCE * max(1.0, float(reference.abs().max())):
-            # A layer that transforms its weight before use (BiT's weight-standardised convolutions) computes
-            # something else with the adapter folded in: the graph keeps the adapters beside their layers.
-            trained = trained_for_export(run, trust_code, module)
-            model = trained.model.to(memory_format=torch.contiguous_format).float().eval()
-            log(f"adapters kept beside their layers: merged, they change the outputs by up to {drift:.3g}")
-        else:
-            log("adapters merged into their layers (peft's merge_and_unload)")
 
-    out.parent.mkdir(parents=True, exist_ok=True)  # as train --out makes its folder
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
-        exported = Path(tmp) / f"model{FORMATS[format]}"
-        net = WithPreprocessing(model, trained.preprocessing) if with_preprocessing else model
-        card = run / "MODEL_CARD.md"
-        card = card.read_text(encoding="utf-8") if card.is_file() else None
-        _export(format, net, images[:2], exported, with_preprocessing, trained, card=card)
-        run_exported = _runner(format, exported, trained)
-        got = outputs_of(run_exported, images, trained.preprocessing, uint8=with_preprocessing)
-        parity = compare_outputs(reference, got, labels, trained)
-        parity.update(images=len(images), split=split, tolerance=FP32_TOLERANCE, precision="fp32")
-        parity["run_validation"] = run_validation(trained)
-        if parity["max_abs_diff"] > FP32_TOLERANCE * max(1.0, parity["scale"]):
-            agreeing = next(k for k in ("top1_agreement", "decision_agreement", "value_max_abs_diff") if k in parity)
-            raise ParityError(
-                f"The {format} export computes something else: outputs differ by up to {parity['max_abs_diff']:.3g} "
-                f"(tolerance {FP32_TOLERANCE:g} of {max(1.0, parity['scale']):.3g}), {agreeing} "
-                f"{parity[agreeing]:.3g} on {len(images)} held-out images; nothing was written."
-            )
-        if quantize:
-            fp32 = parity
-            quantized = Path(tmp) / "model.int8.onnx"
-            _quantize(exported, quantized, quantize, trained, data, with_preprocessing)
-            got = outputs_of(
-                _runner("onnx", quantized, trained), images, trained.preprocessing, uint8=with_preprocessing
-            )
-            parity = compare_outputs(reference, got, labels, trained)
-            parity.update(images=len(images), split=split, precision=f"int8 ({quantize})", fp32=fp32)
-            cost, limit, what = _int8_cost(parity, trained.task)
-            if cost > limit:
-                error = ParityError(
-                    f"{quantize} int8 quantisation costs {cost:.2f} {what} on {len(images)} held-out images "
-                    f"(limit {limit:g}); nothing was written. Keep the fp32 export, or try the other quantize mode."
-                )
-                error.parity = parity
-                raise error
-            exported = quantized
-        _place(exported, out)
+def _adapters_placed(trained: TrainedModel, reload, images, reference: torch.Tensor, format: str, log):
+    """Adapters folded into their layers (peft's ``merge_and_unload``) where that keeps the outputs; kept beside
+    them otherwise (a layer that transforms its weight before use: BiT's weight-standardised convolutions).
+    Returns the run's model as it will be exported, and the network."""
+    model = trained.model = merged(trained.model).eval()
+    drift = (
+        (outputs_of(lambda x: model(x), images, trained.preprocessing, uint8=False) - reference).abs().max()
+        if format in ("onnx", "exported-program")  # the graphs; other formats hold the merged weights as they are
+        else 0.0
+    )
+    if drift > FP32_TOLERANCE * max(1.0, float(reference.abs().max())):
+        trained = reload()
+        log(f"adapters kept beside their layers: merged, they change the outputs by up to {drift:.3g}")
+        return trained, trained.model.to(memory_format=torch.contiguous_format).float().eval()
+    log("adapters merged into their layers (peft's merge_and_unload)")
+    return trained, model
+
+
+def _written(run: Path, out: Path, format: str, quantize, trained, with_preprocessing: bool, parity: dict, log):
+    """The sidecar beside a file (a folder holds its own files), the export in the model card; the result."""
     if format in FOLDERS:
         files = ", ".join(sorted(p.name for p in out.iterdir()))
         log(f"wrote {out} ({files}: {LOADED_BY[format].format(out=out)} loads it)")
-        from ..train.model_card import record_export
-
         record_export(run, out.name, {"file": str(out), "format": format, "quantization": None, "parity": parity})
         return ExportResult(out, out / "config.json", parity)
     facts = {
@@ -238,8 +228,6 @@ def export_run(
     }
     side = write_sidecar(out, facts)
     log(f"wrote {out} and {side.name}")
-    from ..train.model_card import record_export
-
     record_export(run, out.name, {"file": str(out), "format": format, "quantization": quantize, "parity": parity})
     return ExportResult(out, sidecar_path(out), parity)
 
@@ -249,18 +237,6 @@ def _model_spec(run: Path) -> str:
     from ..train.run_folder import load_run
 
     return str(load_run(run, which="best")["config"].get("model", ""))
-
-
-def _int8_cost(parity: dict, task: str) -> tuple[float, float, str]:
-    """What int8 costs on the held-out images (recorded in ``parity``), its limit, and the cost's unit."""
-    if task == "regression":  # relative: an error in the target's units has no natural scale
-        parity["mae_increase"] = 100 * (parity["mae"] / max(parity["reference_mae"], 1e-12) - 1)
-        parity["max_mae_increase"] = INT8_MAX_MAE_INCREASE
-        return parity["mae_increase"], INT8_MAX_MAE_INCREASE, "percent more mean absolute error"
-    name = "map" if task == "multi-label" else "accuracy"
-    parity[f"{name}_drop"] = 100 * (parity[f"reference_{name}"] - parity[name])
-    parity[f"max_{name}_drop"] = INT8_MAX_DROP
-    return parity[f"{name}_drop"], INT8_MAX_DROP, f"{'mAP' if name == 'map' else 'accuracy'} points"
 
 
 def _export(

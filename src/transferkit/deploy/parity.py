@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,12 +13,17 @@ from ..adapters.lora import copy_model
 from ..data.decode import decode
 from ..data.preprocess import BatchPrep, Preprocessing
 from ..data.sources import stratified_sample
-from ..errors import DataError
+from ..errors import DataError, ParityError
 from ..inference.runs import held_out_items, load_trained
+from ..inference.trained import TrainedModel
 from ..tasks.metrics import multilabel_metrics
 
 __all__ = [
+    "FP32_TOLERANCE",
+    "INT8_MAX_DROP",
     "PARITY_IMAGES",
+    "Proof",
+    "int8_cost",
     "as_images",
     "compare_outputs",
     "held_out_images",
@@ -27,6 +33,9 @@ __all__ = [
 ]
 
 PARITY_IMAGES = 300  # held-out images the proof runs on (all when fewer)
+FP32_TOLERANCE = 1e-3
+INT8_MAX_DROP = 1.0  # accuracy (or mAP) points on the held-out images
+INT8_MAX_MAE_INCREASE = 2.0  # percent more mean absolute error on the held-out images, for numbers
 
 
 def trained_for_export(run: Path, trust_code: bool, module: nn.Module | None):
@@ -118,3 +127,60 @@ def compare_outputs(reference: torch.Tensor, got: torch.Tensor, labels: torch.Te
         "reference_accuracy": float((reference.argmax(1) == labels).double().mean()),
         "accuracy": float((got.argmax(1) == labels).double().mean()),
     }
+
+
+def int8_cost(parity: dict, task: str) -> tuple[float, float, str]:
+    """What int8 costs on the held-out images (recorded in ``parity``), its limit, and the cost's unit."""
+    if task == "regression":  # relative: an error in the target's units has no natural scale
+        parity["mae_increase"] = 100 * (parity["mae"] / max(parity["reference_mae"], 1e-12) - 1)
+        parity["max_mae_increase"] = INT8_MAX_MAE_INCREASE
+        return parity["mae_increase"], INT8_MAX_MAE_INCREASE, "percent more mean absolute error"
+    name = "map" if task == "multi-label" else "accuracy"
+    parity[f"{name}_drop"] = 100 * (parity[f"reference_{name}"] - parity[name])
+    parity[f"max_{name}_drop"] = INT8_MAX_DROP
+    return parity[f"{name}_drop"], INT8_MAX_DROP, f"{'mAP' if name == 'map' else 'accuracy'} points"
+
+
+@dataclass
+class Proof:
+    """The held-out images an export must reproduce the model's outputs on, and those outputs."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    split: str
+    reference: torch.Tensor
+    trained: TrainedModel
+    uint8: bool
+
+    def _compared(self, runner) -> dict:
+        got = outputs_of(runner, self.images, self.trained.preprocessing, uint8=self.uint8)
+        parity = compare_outputs(self.reference, got, self.labels, self.trained)
+        parity.update(images=len(self.images), split=self.split)
+        return parity
+
+    def check(self, format: str, runner) -> dict:
+        """The fp32 export's parity, refused beyond :data:`FP32_TOLERANCE` of the outputs' scale."""
+        parity = self._compared(runner)
+        parity.update(tolerance=FP32_TOLERANCE, precision="fp32", run_validation=run_validation(self.trained))
+        if parity["max_abs_diff"] > FP32_TOLERANCE * max(1.0, parity["scale"]):
+            agreeing = next(k for k in ("top1_agreement", "decision_agreement", "value_max_abs_diff") if k in parity)
+            raise ParityError(
+                f"The {format} export computes something else: outputs differ by up to {parity['max_abs_diff']:.3g} "
+                f"(tolerance {FP32_TOLERANCE:g} of {max(1.0, parity['scale']):.3g}), {agreeing} "
+                f"{parity[agreeing]:.3g} on {len(self.images)} held-out images; nothing was written."
+            )
+        return parity
+
+    def check_int8(self, quantize: str, runner, *, fp32: dict) -> dict:
+        """The int8 export's parity, refused where it costs more than the task's limit."""
+        parity = self._compared(runner)
+        parity.update(precision=f"int8 ({quantize})", fp32=fp32)
+        cost, limit, what = int8_cost(parity, self.trained.task)
+        if cost > limit:
+            error = ParityError(
+                f"{quantize} int8 quantisation costs {cost:.2f} {what} on {len(self.images)} held-out images "
+                f"(limit {limit:g}); nothing was written. Keep the fp32 export, or try the other quantize mode."
+            )
+            error.parity = parity
+            raise error
+        return parity

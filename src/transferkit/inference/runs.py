@@ -253,20 +253,7 @@ def evaluate_run(
         config = trained.config
         spec = data or config.data
     else:
-        _check_weights_exist(str(run))
-        if data is None:
-            raise DataError(
-                f"Evaluating weights ('{run}') needs data (DATA); a run folder knows its own.", argument="data"
-            )
-        if report:
-            raise DataError(f"report needs a run folder to write into; '{run}' is weights.", argument="report")
-        if str(run).endswith(".onnx"):
-            from .onnx_model import load_onnx
-
-            trained = load_onnx(run, device=device)
-        else:
-            trained = _weights_as_trained(run, model, device)
-        config, spec = None, data
+        trained, config, spec = _weights_for_eval(run, data, model, device, report=report), None, data
     if trained.task != "classification":  # several labels, or numbers: their own metrics
         if tta:
             raise DataError(f"tta serves runs of classes; this model's task is {trained.task}.", argument="tta")
@@ -298,6 +285,20 @@ def evaluate_run(
     )
 
 
+def _weights_for_eval(run: str | Path, data: str | None, model: str | None, device: str, *, report: bool):
+    """An exported ``.onnx`` or weights ready to evaluate on ``data``, which they need (a run knows its own)."""
+    _check_weights_exist(str(run))
+    if data is None:
+        raise DataError(f"Evaluating weights ('{run}') needs data (DATA); a run folder knows its own.", argument="data")
+    if report:
+        raise DataError(f"report needs a run folder to write into; '{run}' is weights.", argument="report")
+    if str(run).endswith(".onnx"):
+        from .onnx_model import load_onnx
+
+        return load_onnx(run, device=device)
+    return _weights_as_trained(run, model, device)
+
+
 def evaluate_classes(
     trained: TrainedModel,
     decoded: Decoded,
@@ -316,13 +317,10 @@ def evaluate_classes(
     remap = remap or list(range(len(trained.class_names)))
     device = next(trained.model.parameters()).device
     dataset = ImageDataset(decoded)
+    size = batch_size or trained.fast.inference_batch_size
     metrics = evaluate(
         trained.model,
-        DataLoader(
-            dataset,
-            batch_size=batch_size or trained.fast.inference_batch_size,
-            num_workers=loader_workers(dataset),
-        ),
+        DataLoader(dataset, batch_size=size, num_workers=loader_workers(dataset)),
         num_classes=len(trained.class_names),
         prep=BatchPrep(pre, device, channels_last=trained.fast.channels_last),
         device=device,
@@ -365,22 +363,27 @@ def evaluate_classes(
         if not result["validation"]["same"]:
             result["notes"].append(result["validation"]["why"])
     if report is not None:
-        if not report.is_dir():
-            raise DataError(f"report needs a run folder to write into; '{report}' is a file.", argument="report")
-        history = load_run(report, which="last")["history"]
-        result["report"] = str(
-            write_report(
-                report,
-                result,
-                history=history,
-                images=decoded.images,
-                names=decoded.names,
-                # calibrated where the run keeps a temperature: the probabilities predict gives
-                probabilities=(metrics["logits"] / (trained.temperature or 1.0)).softmax(-1),
-                targets=metrics["targets"],
-            )
-        )
+        result["report"] = _report(report, result, decoded, metrics, trained.temperature)
     return result
+
+
+def _report(folder: Path, result: dict, decoded: Decoded, metrics: dict, temperature: float | None) -> str:
+    """report.html in the run ``folder``, its probabilities calibrated where the run keeps a temperature (the ones
+    predict gives)."""
+    if not folder.is_dir():
+        raise DataError(f"report needs a run folder to write into; '{folder}' is a file.", argument="report")
+    history = load_run(folder, which="last")["history"]
+    probabilities = (metrics["logits"] / (temperature or 1.0)).softmax(-1)
+    page = write_report(
+        folder,
+        result,
+        history=history,
+        images=decoded.images,
+        names=decoded.names,
+        probabilities=probabilities,
+        targets=metrics["targets"],
+    )
+    return str(page)
 
 
 def calibrate_run(run: str | Path, *, device: str = "auto", trust_code: bool = False, log=print) -> dict | None:

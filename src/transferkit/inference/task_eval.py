@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
 
 from ..data.decode import Decoded, ImageDataset, decode, loader_workers
@@ -43,6 +44,33 @@ def score_line(result: dict) -> str:
         f"accuracy {result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, "
         f"macro-F1 {result['macro_f1']:.4f}, loss {result['loss']:.4f}"
     )
+
+
+def _label_scores(trained: TrainedModel, logits: torch.Tensor, targets: torch.Tensor, out: dict) -> torch.Tensor:
+    """The scores of several labels into ``out``: mAP (ranked), and at the run's thresholds (moved with its
+    per-label temperatures) what predict decides; the expected calibration error. Returns the probabilities."""
+    names = trained.class_names
+    ranked = multilabel_metrics(logits, targets, names)
+    temperatures = trained.temperature if isinstance(trained.temperature, list) else None
+    outputs = label_probabilities(logits, temperatures)
+    thresholds = calibrated_thresholds(trained.thresholds or [0.5] * len(names), temperatures)
+    kept = at_thresholds(targets, outputs, thresholds, names)
+    per_label = {
+        name: {
+            "ap": ranked["per_label"][name]["ap"],
+            **kept["per_label"][name],
+            "support": ranked["per_label"][name]["support"],
+            "threshold": thresholds[k],
+        }
+        for k, name in enumerate(names)
+    }
+    out.update(map=ranked["map"], map_micro=ranked["map_micro"], label_names=names, thresholds=thresholds)
+    out.update({key: kept[key] for key in ("macro_f1", "subset_accuracy", "hamming_loss")}, per_label=per_label)
+    out["at_thresholds"] = kept
+    out["calibration"] = {"ece": binary_ece(label_probabilities(logits, None), targets)}
+    out["temperature"] = temperatures
+    out["calibrated"] = {"ece": binary_ece(outputs, targets)} if temperatures else None
+    return outputs
 
 
 def evaluate_task(
@@ -78,27 +106,7 @@ def evaluate_task(
     logits, targets = result["logits"], result["targets"]
     out = {**about, "task": trained.task, "images": result["count"], "loss": result["loss"]}
     if trained.task == "multi-label":
-        names = trained.class_names
-        ranked = multilabel_metrics(logits, targets, names)
-        temperatures = trained.temperature if isinstance(trained.temperature, list) else None
-        outputs = label_probabilities(logits, temperatures)
-        thresholds = calibrated_thresholds(trained.thresholds or [0.5] * len(names), temperatures)
-        kept = at_thresholds(targets, outputs, thresholds, names)
-        per_label = {
-            name: {
-                "ap": ranked["per_label"][name]["ap"],
-                **kept["per_label"][name],
-                "support": ranked["per_label"][name]["support"],
-                "threshold": thresholds[k],
-            }
-            for k, name in enumerate(names)
-        }
-        out.update(map=ranked["map"], map_micro=ranked["map_micro"], label_names=names, thresholds=thresholds)
-        out.update({key: kept[key] for key in ("macro_f1", "subset_accuracy", "hamming_loss")}, per_label=per_label)
-        out["at_thresholds"] = kept
-        out["calibration"] = {"ece": binary_ece(label_probabilities(logits, None), targets)}
-        out["temperature"] = temperatures
-        out["calibrated"] = {"ece": binary_ece(outputs, targets)} if temperatures else None
+        outputs = _label_scores(trained, logits, targets, out)
         headline = "map"
     else:
         out.update(regression_metrics(logits, targets, trained.target_scale), target=trained.class_names[0])

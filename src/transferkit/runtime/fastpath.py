@@ -301,6 +301,16 @@ def choose_fast_path(
                 if batch_speeds[size] <= batch_speeds[size // 2]:
                     break
                 size *= 2
+    chosen_batch = max(batch_speeds, key=batch_speeds.get) if batch_speeds else None
+    reason = _measured_reason(options, best, speeds, failed, batch_speeds, asked=precision is not None, device=device)
+    chosen = FastPath(best[0], best[1], reason, speeds, chosen_batch, time.perf_counter() - started)
+    keep_decision(key, chosen)
+    return chosen
+
+
+def _measured_reason(options, best, speeds: dict, failed: dict, batch_speeds: dict, *, asked: bool, device) -> str:
+    """Why ``best`` was chosen: its speed against NCHW fp32's (or the slowest), every candidate's, the ones that
+    cannot run, bf16 left out on a CPU that emulates it, and the batch sizes timed."""
     baseline = kernel_label(False, "fp32") if (False, "fp32") in options else min(speeds, key=speeds.get)
     reason = (
         f"measured {speeds[kernel_label(*best)]:.0f} images/s against {speeds[baseline]:.0f} for {baseline} "
@@ -308,17 +318,14 @@ def choose_fast_path(
     )
     if failed:
         reason += "; " + "; ".join(f"{k} cannot run ({v})" for k, v in failed.items())
-    if precision is None and not bf16_native(device) and _bf16_supported(device):
+    if not asked and not bf16_native(device) and _bf16_supported(device):
         reason += "; bf16 not measured: this CPU only emulates it, slower than fp32"
-    chosen_batch = None
     if batch_speeds:
         chosen_batch = max(batch_speeds, key=batch_speeds.get)
         reason += (
             f"; batches of {chosen_batch} ({', '.join(f'{b}: {v:.0f}' for b, v in batch_speeds.items())} images/s)"
         )
-    chosen = FastPath(best[0], best[1], reason, speeds, chosen_batch, time.perf_counter() - started)
-    keep_decision(key, chosen)
-    return chosen
+    return reason
 
 
 def measurement_key(kind: str, model: nn.Module, device: torch.device, facts: list) -> str:

@@ -241,30 +241,49 @@ def _field(name: str):
     return next(f for f in fields(TrainConfig) if f.name == name)
 
 
-def _check(c: TrainConfig) -> None:
-    def fail(argument: str, problem: str):
-        raise ConfigError(f"{argument} {problem}, got {getattr(c, argument)!r}.", argument=argument)
+class _Checks:
+    """The refusals of one :class:`TrainConfig`: each names its argument, the rule and the value given."""
 
-    def choose(argument: str, choices) -> None:
-        if getattr(c, argument) not in choices:
-            fail(argument, f"must be one of {', '.join(choices)}")
+    def __init__(self, config: TrainConfig):
+        self.c = config
 
-    def number(argument: str, *, low=None, high=None, low_open=False, high_open=False, optional=False, integer=False):
-        value = getattr(c, argument)
+    def fail(self, argument: str, problem: str):
+        raise ConfigError(f"{argument} {problem}, got {getattr(self.c, argument)!r}.", argument=argument)
+
+    def choose(self, argument: str, choices) -> None:
+        if getattr(self.c, argument) not in choices:
+            self.fail(argument, f"must be one of {', '.join(choices)}")
+
+    def number(
+        self, argument: str, *, low=None, high=None, low_open=False, high_open=False, optional=False, integer=False
+    ):
+        value = getattr(self.c, argument)
         if value is None and optional:
             return
         if integer and (isinstance(value, bool) or not isinstance(value, int)):
-            fail(argument, "must be a whole number")
+            self.fail(argument, "must be a whole number")
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            fail(argument, "must be a finite number")
+            self.fail(argument, "must be a finite number")
         below = low is not None and (value <= low if low_open else value < low)
         above = high is not None and (value >= high if high_open else value > high)
         if below or above:
             left = "(" if low_open or low is None else "["
             right = ")" if high_open or high is None else "]"
             span = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
-            fail(argument, f"must be in {span}")
+            self.fail(argument, f"must be in {span}")
 
+
+def _check(c: TrainConfig) -> None:
+    checks = _Checks(c)
+    _check_choices(c, checks)
+    _check_task(c, checks)
+    _check_numbers(c, checks)
+    if c.strategy != "auto":  # auto's phases are known once the probe has chosen the strategy
+        c.phases()  # two-phase strategies need two epochs, strategy head what to freeze
+
+
+def _check_choices(c: TrainConfig, checks: _Checks) -> None:
+    fail, choose, number = checks.fail, checks.choose, checks.number
     for argument in ("model", "data", "out"):
         if not isinstance(getattr(c, argument), str) or not getattr(c, argument):
             fail(argument, "must be given")
@@ -283,6 +302,12 @@ def _check(c: TrainConfig) -> None:
     choose("monitor", ("auto", *MONITORS))
     choose("task", TASKS)
     choose("loss", LOSSES)
+
+
+def _check_task(c: TrainConfig, checks: _Checks) -> None:
+    """What each task takes (its monitors, no mixing of classes where it has none, its balance and loss), and the
+    settings that exclude each other."""
+    fail, choose = checks.fail, checks.choose
     if c.task != "classification":
         if c.monitor not in ("auto", *TASK_MONITORS[c.task]):
             fail("monitor", f"must be one of auto, {', '.join(TASK_MONITORS[c.task])} for task {c.task}")
@@ -308,6 +333,10 @@ def _check(c: TrainConfig) -> None:
         fail(named, "needs the decoded training images, which stream does not keep; give a value (balance: weighted)")
     if c.shard_params and c.precision == "fp16":
         fail("precision", "cannot be fp16 with shard_params, whose gradients have no loss scaling; use bf16")
+
+
+def _check_numbers(c: TrainConfig, checks: _Checks) -> None:
+    fail, number = checks.fail, checks.number
     number("patience", low=1, optional=True, integer=True)
     if not isinstance(c.device, str) or not _DEVICE.match(c.device):
         fail("device", "must be auto, cpu, cuda or cuda:N")
@@ -335,8 +364,6 @@ def _check(c: TrainConfig) -> None:
     number("val_fraction", low=0, high=1, low_open=True, high_open=True)
     number("train_images", low=2, optional=True, integer=True)
     number("min_loaded", low=0, high=1)
-    if not auto:
-        c.phases()  # two-phase strategies need two epochs, strategy head what to freeze
 
 
 def read_config_file(path: str) -> dict:

@@ -31,7 +31,6 @@ from .epochs import Clock, run_phase
 from .finish import finish_run
 from .lr_find import find_lr
 from .out_folder import check_out, claim_out, clear_run, remove_leftovers
-from .phase import log_fast
 from .resume import check_same_data, resumed_config
 from .rng import seed_everything
 from .run_folder import (
@@ -41,7 +40,7 @@ from .run_folder import (
     load_run,
 )
 from .run_log import RunLog
-from .run_notes import interrupted_line, log_weights, note_old_exports, retire_reports
+from .run_notes import interrupted_line, log_fast, log_weights, note_old_exports, retire_reports
 from .setup import (
     Kernels,
     PreparedData,
@@ -86,38 +85,20 @@ def fit(
             runs sharing the object measure once.
         module: the network to train, as given from Python (``config.model`` is its
             :func:`~transferkit.model.factory.object_spec`): no weights are loaded into it, its head stays.
-        choose_strategy: what replaces ``strategy="auto"``, given the config, the model and the decoded data
-            once they are ready: :func:`transferkit.advice.auto.choose_strategy`, which
-            :func:`transferkit.advice.auto.fit` passes (the layer above this one; the CLI and ``tk.fit`` call it).
+        choose_strategy: what replaces ``strategy="auto"`` once model and data are ready, as
+            :func:`transferkit.advice.auto.fit` passes it (the layer above; the CLI and ``tk.fit`` call that).
 
     Examples:
         >>> fit(TrainConfig(model="tf_efficientnet_lite0", weights="lite0", data="builtin:digits",
         ...                 strategy="freeze", epochs=3, image_size=64, out="runs/probe"))["best_val_acc"]
         0.93...
     """
-    if stop_after is not None and stop_after < 1:
-        raise ConfigError(
-            f"stop_after must be at least 1 (epochs of the run to train before stopping), got {stop_after}.",
-            argument="stop_after",
-        )
+    _check_asked(config, stop_after, choose_strategy, resuming=resume is not None)
     dist_ctx = init_from_env()
     state = None
     if resume is not None:
-        # Every rank reads the run where each has it (a shared filesystem); else rank 0 sends it.
-        if dist_ctx.everyone((Path(resume) / "last.pt").is_file()):
-            state = load_run(resume)
-        else:
-            state = dist_ctx.main_reads(lambda: load_run(resume))
-        check_model_code(state, resume, trust_code=trust_code, same_code=True)
+        state = _resumed_state(resume, dist_ctx, trust_code=trust_code)
         config = resumed_config(state, Path(resume), changes)
-    if config is None:
-        raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
-    if config.strategy == "auto" and choose_strategy is None:
-        raise ConfigError(
-            "strategy auto is chosen by the advice: train it with transferkit.advice.auto.fit (as the CLI and tk.fit "
-            "do), or name a strategy.",
-            argument="strategy",
-        )
     weights_note, task_note = None, None
     if state is None:  # a resumed run has its weights in last.pt, and its task in its config
         config, weights_note = choose_weights(config)
@@ -126,19 +107,7 @@ def fit(
     _check_same_settings(config, stop_after, dist_ctx)
     dist_ctx.main_reads(lambda: check_out(out, resume=state is not None, overwrite=overwrite))
     # DATA and MODEL are opened before the run folder is made: a bad one leaves nothing behind.
-    source = None if data is not None else open_data(config.data, config.label_spec(), config.hf_options())
-    if source is not None:
-        check_stream(config, source)
-    if state is not None:
-        check_same_data(state, source if source is not None else data, config.data)
-    seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
-    num_classes = len((data or source).class_names)
-    if module is not None:
-        model, load_report = module, None
-        if peft_model_of(module) is None:
-            attach_adapters(module, config)  # lora and dora add theirs to the module given
-    else:
-        model, load_report = build_model(config, num_classes, load_weights=state is None)
+    source, model, load_report = _open(config, state, data, module)
     if dist_ctx.is_main:
         check_store(config, out)  # a tracking server that does not answer: before the folder is made
     lock = claim_out(out) if dist_ctx.is_main else None
@@ -169,6 +138,48 @@ def fit(
             run_log.close()
         if lock is not None:
             lock.release()
+
+
+def _check_asked(config: TrainConfig | None, stop_after: int | None, choose_strategy, *, resuming: bool) -> None:
+    if config is None and not resuming:
+        raise ConfigError("fit needs a TrainConfig or a run folder to resume.")
+    if stop_after is not None and stop_after < 1:
+        raise ConfigError(
+            f"stop_after must be at least 1 (epochs of the run to train before stopping), got {stop_after}.",
+            argument="stop_after",
+        )
+    if not resuming and config.strategy == "auto" and choose_strategy is None:  # a resumed run's is chosen
+        raise ConfigError(
+            "strategy auto is chosen by the advice: train it with transferkit.advice.auto.fit (as the CLI and tk.fit "
+            "do), or name a strategy.",
+            argument="strategy",
+        )
+
+
+def _resumed_state(resume: str | Path, dist_ctx: DistContext, *, trust_code: bool) -> dict:
+    """The run to continue, read where each rank has it (a shared filesystem), else sent by rank 0; its code checked."""
+    if dist_ctx.everyone((Path(resume) / "last.pt").is_file()):
+        state = load_run(resume)
+    else:
+        state = dist_ctx.main_reads(lambda: load_run(resume))
+    check_model_code(state, resume, trust_code=trust_code, same_code=True)
+    return state
+
+
+def _open(config: TrainConfig, state: dict | None, data: PreparedData | None, module: nn.Module | None):
+    """DATA opened (unless ``data`` is given decoded) and checked against a resumed run's; the model built with its
+    weights, or the ``module`` given with the strategy's adapters. Returns (source, model, load report)."""
+    source = None if data is not None else open_data(config.data, config.label_spec(), config.hf_options())
+    if source is not None:
+        check_stream(config, source)
+    if state is not None:
+        check_same_data(state, source if source is not None else data, config.data)
+    seed_everything(config.seed)  # random initialisation (scratch, new layers) follows the seed too
+    if module is None:
+        return source, *build_model(config, len((data or source).class_names), load_weights=state is None)
+    if peft_model_of(module) is None:
+        attach_adapters(module, config)  # lora and dora add theirs to the module given
+    return source, module, None
 
 
 def _check_same_settings(config: TrainConfig, stop_after: int | None, dist_ctx: DistContext) -> None:
@@ -208,7 +219,6 @@ def _fit(
     if not dist_ctx.is_main:
         log = _silent
     device = resolve_device(config.device, local_rank=dist_ctx.local_rank if dist_ctx.enabled else None)
-    phases = None if config.strategy == "auto" else config.phases()
     out = Path(config.out)
 
     if state is None:  # the first line says where the weights came from
@@ -227,14 +237,13 @@ def _fit(
     advice = (state or {}).get("advice")
     if config.strategy == "auto":
         config, advice = choose_strategy(config, model, data, write=dist_ctx.is_main, log=log)
-        phases = config.phases()
         seed_everything(config.seed)  # the probe drew random numbers; the run starts as a chosen one would
     if config.lr == "auto":
         found = find_lr(config, data=data, log=log)
         config = replace(config, lr=found["suggestion"])  # the run records the rate it used
-        phases = config.phases()
         log(f"lr auto: training at {config.lr:.2e}, the range test's suggestion (lr_find.png)")
         seed_everything(config.seed)
+    phases = config.phases()
     model = model.to(device)
     record = RunRecord(config, data, kernels or Kernels(), find_head(model), load_report)
     record.advice = advice
@@ -244,51 +253,17 @@ def _fit(
     probe = _measure_kernels(record, model, device, saved=state or {}, log=log, dist_ctx=dist_ctx)
     start_phase, start_epoch = 0, 0
     if state is not None:
-        load_model_state(model, state, out)
-        record.history, record.best_metrics = state["history"], state.get("best_metrics")
-        best_epoch = state.get("best_epoch")
-        record.best = next((row for row in record.history if row["epoch"] == best_epoch), None)
-        start_phase, start_epoch = state["phase"], state["phase_epoch"] + 1
-        if start_epoch >= phases[start_phase].epochs or state.get("phase_complete"):
-            start_phase, start_epoch = start_phase + 1, 0
-        log(f"resuming {out} after epoch {state['epoch']} (phase {phases[min(start_phase, len(phases) - 1)].name})")
-        before = state["config"].get("epochs")
-        if before != config.epochs:
-            log(
-                f"extended from {before} to {config.epochs} epochs: the last phase's learning-rate schedule runs "
-                f"over {phases[-1].epochs} epochs from where it stood"
-            )
-        if dist_ctx.is_main:
-            retire_reports(out, log)
+        start_phase, start_epoch = _resume(record, model, state, phases, main=dist_ctx.is_main, log=log)
     if dist_ctx.is_main:  # on resuming too: the folder may have moved, epochs or device changed
         write_json(out / "config.json", config.to_dict())
 
     trackers = start_trackers(config, out, main=dist_ctx.is_main, log=log)
-    epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
-    clock = Clock(record.history[-1]["cumulative_seconds"] if record.history else 0.0)
-    stopped, status = False, "FAILED"
+    status = "FAILED"
     try:
-        for phase_index in range(start_phase, len(phases)):
-            resumed = state if phase_index == start_phase and start_epoch > 0 else None
-            epoch_index = run_phase(
-                record,
-                model,
-                phases[phase_index],
-                phase_index,
-                first_epoch=start_epoch if phase_index == start_phase else 0,
-                epoch_index=epoch_index,
-                resumed=resumed,
-                device=device,
-                dist_ctx=dist_ctx,
-                probe=probe,
-                clock=clock,
-                trackers=trackers,
-                stop_after=stop_after,
-                log=log,
-            )
-            if stop_after is not None and epoch_index >= stop_after:
-                stopped = True
-                break
+        run = partial(
+            run_phase, record, model, device=device, dist_ctx=dist_ctx, probe=probe, trackers=trackers, log=log
+        )
+        stopped = _run_phases(run, record, phases, (start_phase, start_epoch), state=state, stop_after=stop_after)
         # Only when every rank got here: a rank that failed must not leave the others waiting.
         dist_ctx.barrier()
         result = finish_run(record, model, stopped=stopped, main=dist_ctx.is_main, log=log)
@@ -304,6 +279,48 @@ def _fit(
         raise
     finally:
         trackers.close(status)
+
+
+def _run_phases(run, record: RunRecord, phases: list, start: tuple[int, int], *, state, stop_after) -> bool:
+    """The phases from ``start`` (phase, epoch within it) through ``run``; whether ``stop_after`` stopped them."""
+    start_phase, start_epoch = start
+    epoch_index = sum(p.epochs for p in phases[:start_phase]) + start_epoch
+    clock = Clock(record.history[-1]["cumulative_seconds"] if record.history else 0.0)
+    for phase_index in range(start_phase, len(phases)):
+        epoch_index = run(
+            phases[phase_index],
+            phase_index,
+            first_epoch=start_epoch if phase_index == start_phase else 0,
+            epoch_index=epoch_index,
+            resumed=state if phase_index == start_phase and start_epoch > 0 else None,
+            clock=clock,
+            stop_after=stop_after,
+        )
+        if stop_after is not None and epoch_index >= stop_after:
+            return True
+    return False
+
+
+def _resume(record: RunRecord, model: nn.Module, state: dict, phases: list, *, main: bool, log) -> tuple[int, int]:
+    """A resumed run's weights, history and best epoch back in place; returns the phase and epoch to start at."""
+    config, out = record.config, Path(record.config.out)
+    load_model_state(model, state, out)
+    record.history, record.best_metrics = state["history"], state.get("best_metrics")
+    best_epoch = state.get("best_epoch")
+    record.best = next((row for row in record.history if row["epoch"] == best_epoch), None)
+    start_phase, start_epoch = state["phase"], state["phase_epoch"] + 1
+    if start_epoch >= phases[start_phase].epochs or state.get("phase_complete"):
+        start_phase, start_epoch = start_phase + 1, 0
+    log(f"resuming {out} after epoch {state['epoch']} (phase {phases[min(start_phase, len(phases) - 1)].name})")
+    before = state["config"].get("epochs")
+    if before != config.epochs:
+        log(
+            f"extended from {before} to {config.epochs} epochs: the last phase's learning-rate schedule runs "
+            f"over {phases[-1].epochs} epochs from where it stood"
+        )
+    if main:
+        retire_reports(out, log)
+    return start_phase, start_epoch
 
 
 def _measure_kernels(

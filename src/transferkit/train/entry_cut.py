@@ -22,12 +22,12 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from ..model._trace import NORM_TYPES, module_modes, trace
+from ..model._trace import NORM_TYPES, module_modes
 from ..model.freeze import held_layers
 from ..model.surgery import get_module, swapped
-from .feature_cache import Boundary, ancestors, is_live, outermost, relative_difference, tensors_key
+from .feature_cache import Boundary, FrozenTrace, ancestors, outermost, relative_difference, tensors_key, trace_frozen
 
-__all__ = ["check_entry", "entered", "entry_cut", "entry_key", "iter_entry_inputs"]
+__all__ = ["check_entry", "entered", "entry_cut", "entry_in", "entry_key", "iter_entry_inputs"]
 
 
 class _Reached(Exception):
@@ -65,19 +65,16 @@ def entry_cut(model: nn.Module, input_size: tuple[int, ...]) -> Boundary | None:
     convolution of its shortcut). It must run once and take its input positionally;
     every module that finished before it must return a single tensor and not run again after it.
     """
-    held = set(held_layers(model))
-    events: list[tuple[str, str]] = []
-    _, records, failure = trace(model, input_size, events=events)
-    if failure is not None:
+    return entry_in(trace_frozen(model, input_size))
+
+
+def entry_in(traced: FrozenTrace | None) -> Boundary | None:
+    """:func:`entry_cut` on a dry run already made."""
+    if traced is None or traced.first_live is None:
         return None
-    modules = dict(model.named_modules())
-    first = next(
-        (i for i, (kind, path) in enumerate(events) if kind == "start" and is_live(path, modules[path], held)), None
-    )
-    if first is None:
-        return None
+    events, records, modules = traced.events, traced.records, traced.modules
     starts = [path for kind, path in events if kind == "start"]
-    first = _entry_start(events, first, modules)
+    first = _entry_start(events, traced.first_live, modules)
     entry = events[first][1]
     if not entry or starts.count(entry) != 1:
         return None

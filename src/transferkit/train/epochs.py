@@ -14,7 +14,7 @@ from ..errors import RunError
 from .distributed import DistContext, make_loader
 from .loop import train_one_epoch
 from .metrics import monitored
-from .phase import prepare_phase, settle_trial, settle_validation_trial
+from .phase import PhaseSetup, prepare_phase, settle_trial, settle_validation_trial
 from .rng import seed_everything
 from .run_folder import RunRecord, checkpoint_state, save_checkpoint, write_metrics
 from .sharding import gather_state, is_sharded
@@ -55,68 +55,19 @@ def run_phase(
         probe=probe,
         log=log,
     )
-    val_path = setup.val_path
-    out = Path(config.out)
-
     for phase_epoch in range(first_epoch, phase.epochs):
         epoch_started = time.perf_counter()
-        seed = config.seed * 1000 + epoch_index
-        seed_everything(seed)
-        train_loader = make_loader(
-            setup.train_views[epoch_index % len(setup.train_views)],
-            batch_size=config.batch_size,
-            shuffle=True,
-            seed=seed,
-            dist_ctx=dist_ctx,
-            drop_last=setup.drop_last,
-            sample_weights=setup.sample_weights,
-        )
-        lr_now = setup.optimizer.param_groups[-1]["lr"]
-        with setup.skipping():
-            train_loss = train_one_epoch(
-                setup.train_net,
-                train_loader,
-                setup.optimizer,
-                setup.scheduler,
-                prep=setup.prep,
-                device=device,
-                label_smoothing=config.label_smoothing,
-                class_weights=setup.class_weights,
-                mix=setup.mix,
-                precision=setup.path.precision,
-                scaler=setup.scaler,
-                dist_ctx=dist_ctx,
-                progress=f"epoch {epoch_index + 1}/{config.epochs}",
-                trial=setup.trial,
-                loss_fn=setup.loss_fn,
-                log=log,
-            )
-            if setup.trial is not None:
-                settle_trial(setup, record, model, epochs_left=phase.epochs - phase_epoch - 1, device=device, log=log)
-            path = setup.path
-            if not math.isfinite(train_loss):
-                _diverged(record, epoch_index + 1, phase, "training")
-            val_trial = setup.val_trial  # sets the memory format of each batch itself
-            if val_trial is None and val_path.channels_last != path.channels_last:
-                model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
-            checked = validate(
-                setup,
-                record,
-                device=device,
-                dist_ctx=dist_ctx,
-                precision=val_path.precision,
-                trial=val_trial,
-                progress=f"epoch {epoch_index + 1}/{config.epochs}, validation",
-                log=log,
-            )
-            if val_trial is not None:
-                val_path = settle_validation_trial(setup, record, device=device, dist_ctx=dist_ctx, log=log)
-            if val_trial is not None or val_path.channels_last != path.channels_last:
-                model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
+        lr_now = setup.step.optimizer.param_groups[-1]["lr"]
+        progress = f"epoch {epoch_index + 1}/{config.epochs}"
+        epochs_left = phase.epochs - phase_epoch - 1
+        train_loss = _train(setup, record, model, epoch_index, epochs_left, device=device, dist_ctx=dist_ctx, log=log)
+        if not math.isfinite(train_loss):
+            _diverged(record, epoch_index + 1, phase, "training")
+        checked = _validate(setup, record, model, progress, device=device, dist_ctx=dist_ctx, log=log)
         if not math.isfinite(checked.loss):
             _diverged(record, epoch_index + 1, phase, "validation")
         # The first epoch of a phase carries the cost of computing the cache.
-        seconds = time.perf_counter() - (setup.started if phase_epoch == 0 else epoch_started)
+        seconds = time.perf_counter() - (setup.inputs.started if phase_epoch == 0 else epoch_started)
         epoch_index += 1
         row = {
             "epoch": epoch_index,
@@ -126,48 +77,130 @@ def run_phase(
             **checked.scores,
             "lr": lr_now,
             "seconds": seconds,
-            "cached": setup.cached is not None,
+            "cached": setup.inputs.cached is not None,
             "cumulative_seconds": clock.elapsed(),
         }
-        record.history.append(row)
-        improved = record.best is None or monitored(row, record.monitor) > monitored(record.best, record.monitor)
-        if improved:
-            record.best = row
-            record.best_metrics = checked.details
-            record.best_outputs = checked.outputs
-        log(
-            f"epoch {epoch_index}/{config.epochs} [{phase.name}] train_loss {train_loss:.4f} "
-            f"val_loss {checked.loss:.4f} {checked.text} ({seconds:.1f} s)" + (" *" if improved else "")
-        )
-        if len(record.history) == 1:  # the mark explained once, on a run's first epoch
-            by = f"validation {record.monitor}"
-            log(f"(* marks an epoch better than every earlier one by {by}: best.pt holds the last)")
+        improved = _keep(record, row, checked, phase, log)
         stale = _epochs_without_progress(record, phase)
         record.phase_complete = config.patience is not None and stale >= config.patience
         if record.phase_complete and phase_epoch + 1 < phase.epochs:
             log(f"phase {phase.name} ends early: no better {record.monitor} in {stale} epochs (patience)")
-        gathered = gather_state(model, setup.optimizer) if is_sharded(model) else None  # every rank takes part
-        if dist_ctx.is_main:
-            checkpoint = checkpoint_state(
-                record,
-                model,
-                optimizer=setup.optimizer,
-                scheduler=setup.scheduler,
-                scaler=setup.scaler,
-                phase_index=phase_index,
-                phase_epoch=phase_epoch,
-                gathered=gathered,
-            )
-            save_checkpoint(out / "last.pt", checkpoint)
-            if improved:
-                save_checkpoint(out / "best.pt", checkpoint)
-            write_metrics(out / "metrics.csv", record.history, record.data.task)
-            trackers.epoch(record.history[-1], epoch_index)
+        _save(setup, record, model, (phase_index, phase_epoch), improved=improved, dist_ctx=dist_ctx, trackers=trackers)
         if record.phase_complete:
             return epoch_index + (phase.epochs - phase_epoch - 1)  # the skipped epochs still count
         if stop_after is not None and epoch_index >= stop_after:
             break
     return epoch_index
+
+
+def _train(
+    setup: PhaseSetup, record: RunRecord, model: nn.Module, epoch_index: int, epochs_left: int, *, device, dist_ctx, log
+) -> float:
+    """One epoch's training on the views of the phase (cycled by epoch), seeded by the run's seed and the epoch;
+    returns the mean loss. A kernel trial that ran on it is settled after."""
+    config = record.config
+    seed = config.seed * 1000 + epoch_index
+    seed_everything(seed)
+    views, step, kernels = setup.inputs.train_views, setup.step, setup.kernels
+    train_loader = make_loader(
+        views[epoch_index % len(views)],
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=seed,
+        dist_ctx=dist_ctx,
+        drop_last=setup.inputs.drop_last,
+        sample_weights=step.sample_weights,
+    )
+    with setup.inputs.skipping():
+        train_loss = train_one_epoch(
+            step.train_net,
+            train_loader,
+            step.optimizer,
+            step.scheduler,
+            prep=kernels.prep,
+            device=device,
+            label_smoothing=config.label_smoothing,
+            class_weights=step.class_weights,
+            mix=setup.inputs.mix,
+            precision=kernels.path.precision,
+            scaler=step.scaler,
+            dist_ctx=dist_ctx,
+            progress=f"epoch {epoch_index + 1}/{config.epochs}",
+            trial=kernels.trial,
+            loss_fn=step.loss_fn,
+            log=log,
+        )
+        if kernels.trial is not None:
+            settle_trial(setup, record, model, epochs_left=epochs_left, device=device, log=log)
+    return train_loss
+
+
+def _validate(setup: PhaseSetup, record: RunRecord, model: nn.Module, progress: str, *, device, dist_ctx, log):
+    """The epoch's validation, in the inference kernels' memory format (or the trial's, which settles after)."""
+    kernels = setup.kernels
+    path, val_path, val_trial = kernels.path, kernels.val_path, kernels.val_trial
+    with setup.inputs.skipping():
+        if val_trial is None and val_path.channels_last != path.channels_last:  # a trial sets each batch's itself
+            model.to(memory_format=torch.channels_last if val_path.channels_last else torch.contiguous_format)
+        checked = validate(
+            setup,
+            record,
+            device=device,
+            dist_ctx=dist_ctx,
+            precision=val_path.precision,
+            trial=val_trial,
+            progress=f"{progress}, validation",
+            log=log,
+        )
+        if val_trial is not None:
+            val_path = settle_validation_trial(setup, record, device=device, dist_ctx=dist_ctx, log=log)
+        if val_trial is not None or val_path.channels_last != path.channels_last:
+            model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
+    return checked
+
+
+def _keep(record: RunRecord, row: dict, checked, phase: Phase, log) -> bool:
+    """The epoch's row in the history, kept as the best where its monitored score is; logged. Whether it is."""
+    config = record.config
+    record.history.append(row)
+    improved = record.best is None or monitored(row, record.monitor) > monitored(record.best, record.monitor)
+    if improved:
+        record.best = row
+        record.best_metrics = checked.details
+        record.best_outputs = checked.outputs
+    log(
+        f"epoch {row['epoch']}/{config.epochs} [{phase.name}] train_loss {row['train_loss']:.4f} "
+        f"val_loss {checked.loss:.4f} {checked.text} ({row['seconds']:.1f} s)" + (" *" if improved else "")
+    )
+    if len(record.history) == 1:  # the mark explained once, on a run's first epoch
+        by = f"validation {record.monitor}"
+        log(f"(* marks an epoch better than every earlier one by {by}: best.pt holds the last)")
+    return improved
+
+
+def _save(setup: PhaseSetup, record: RunRecord, model, at: tuple[int, int], *, improved: bool, dist_ctx, trackers):
+    """last.pt, and best.pt where the epoch improved, metrics.csv and the trackers (the main process);
+    ``at`` is (phase index, epoch within the phase). Every rank gathers a sharded model's state."""
+    step = setup.step
+    gathered = gather_state(model, step.optimizer) if is_sharded(model) else None  # every rank takes part
+    if not dist_ctx.is_main:
+        return
+    checkpoint = checkpoint_state(
+        record,
+        model,
+        optimizer=step.optimizer,
+        scheduler=step.scheduler,
+        scaler=step.scaler,
+        phase_index=at[0],
+        phase_epoch=at[1],
+        gathered=gathered,
+    )
+    out = Path(record.config.out)
+    save_checkpoint(out / "last.pt", checkpoint)
+    if improved:
+        save_checkpoint(out / "best.pt", checkpoint)
+    write_metrics(out / "metrics.csv", record.history, record.data.task)
+    trackers.epoch(record.history[-1], record.history[-1]["epoch"])
 
 
 def _epochs_without_progress(record: RunRecord, phase: Phase) -> int:

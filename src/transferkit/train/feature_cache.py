@@ -34,6 +34,9 @@ from ..serialization import write_json
 
 __all__ = [
     "Boundary",
+    "FrozenTrace",
+    "boundary_in",
+    "trace_frozen",
     "ancestors",
     "boundary_outputs",
     "iter_boundary_outputs",
@@ -76,25 +79,46 @@ def is_live(path: str, module: nn.Module, held: set[str]) -> bool:
     return is_random(module) or (isinstance(module, NORM_TYPES) and module.track_running_stats)
 
 
-def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Boundary | None:
-    """The frozen prefix's last module, or None when the first module to run already trains."""
+@dataclass
+class FrozenTrace:
+    """One dry run of a model, read for its frozen prefix: every module's start and end in execution order, the
+    shapes recorded, and the index of the first start of a module that trains or is random (None: none does)."""
+
+    events: list[tuple[str, str]]  # ("start" | "end", path)
+    records: list
+    modules: dict[str, nn.Module]
+    first_live: int | None
+
+
+def trace_frozen(model: nn.Module, input_size: tuple[int, ...] | None = None) -> FrozenTrace | None:
+    """The dry run every cut of a phase reads (one per phase); None when the model does not run on ``input_size``."""
     held = set(held_layers(model))
-    events: list[tuple[str, str]] = []  # ("start" | "end", path) in execution order
+    events: list[tuple[str, str]] = []
     _, records, failure = trace(model, input_size, events=events)
     if failure is not None:
         return None
-    shapes: dict[str, tuple[int, ...]] = {}
-    for record in records:
-        if record.output_shapes and record.tensor_output:  # a boundary's output is cached as one tensor
-            shapes.setdefault(record.name, record.output_shapes[0][1:])
-
     modules = dict(model.named_modules())
     first_live = next(
         (i for i, (kind, path) in enumerate(events) if kind == "start" and is_live(path, modules[path], held)), None
     )
-    if first_live is None:
+    return FrozenTrace(events, records, modules, first_live)
+
+
+def find_boundary(model: nn.Module, input_size: tuple[int, ...] | None = None) -> Boundary | None:
+    """The frozen prefix's last module, or None when the first module to run already trains."""
+    return boundary_in(trace_frozen(model, input_size))
+
+
+def boundary_in(traced: FrozenTrace | None) -> Boundary | None:
+    """:func:`find_boundary` on a dry run already made."""
+    if traced is None or traced.first_live is None:
         return None
-    ended = [(i, path) for i, (kind, path) in enumerate(events[:first_live]) if kind == "end" and path]
+    events = traced.events
+    shapes: dict[str, tuple[int, ...]] = {}
+    for record in traced.records:
+        if record.output_shapes and record.tensor_output:  # a boundary's output is cached as one tensor
+            shapes.setdefault(record.name, record.output_shapes[0][1:])
+    ended = [(i, path) for i, (kind, path) in enumerate(events[: traced.first_live]) if kind == "end" and path]
     if not ended:
         return None
     end_index, boundary = ended[-1]

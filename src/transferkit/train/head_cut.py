@@ -20,7 +20,7 @@ from ..model._trace import module_modes
 from ..model.freeze import held_layers
 from .feature_cache import Boundary, is_live, relative_difference, tensors_key
 
-__all__ = ["PRE_LOGITS", "head_cut", "head_cut_key", "iter_pre_logits"]
+__all__ = ["PRE_LOGITS", "check_pre_logits", "head_cut_key", "iter_pre_logits", "pre_logits_boundary"]
 
 # The Boundary path that names this cut in logs and cache keys.
 PRE_LOGITS = "forward_head(pre_logits=True)"
@@ -31,12 +31,9 @@ def _pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_cut(model: nn.Module, head: str, images: torch.Tensor, *, prep) -> tuple[Boundary, float] | None:
-    """The cut at the classifier's input and its largest relative difference from the model on ``images``.
-
-    None when the model has no timm feature API, when anything outside ``head`` trains or is
-    random in training, or when the classifier on the pre-logits does not give the model's output.
-    """
+def pre_logits_boundary(model: nn.Module, head: str, images: torch.Tensor, *, prep) -> Boundary | None:
+    """The cut at the classifier's input, with the shape of what it holds; None when the model has no timm feature
+    API, when anything outside ``head`` trains or is random in training, or when the pre-logits do not run."""
     if not (callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))):
         return None
     prefix = head + "."
@@ -45,20 +42,28 @@ def head_cut(model: nn.Module, head: str, images: torch.Tensor, *, prep) -> tupl
     held = set(held_layers(model))
     if any(is_live(path, m, held) for path, m in model.named_modules() if path != head and not path.startswith(prefix)):
         return None
+    with module_modes(model):
+        try:
+            features = _pre_logits(model, prep(images[:1]))
+        except Exception:  # a forward_head without pre_logits
+            return None
+    stubbed = [name for name, _ in model.named_children() if name != head.split(".")[0]]
+    return Boundary(PRE_LOGITS, stubbed, tuple(features.shape[1:]))
+
+
+@torch.no_grad()
+def check_pre_logits(model: nn.Module, head: str, images: torch.Tensor, *, prep) -> float | None:
+    """Largest relative difference between the model and its classifier on the pre-logits on ``images``; None if the
+    classifier is not one module that takes them."""
     classifier = model.get_submodule(head)
     with module_modes(model):
         x = prep(images)
         try:
-            features = _pre_logits(model, x)
-            short = classifier(features).float()
-        except Exception:  # a forward_head without pre_logits, or a head that is not one module
+            short = classifier(_pre_logits(model, x)).float()
+        except Exception:  # a head that is not one module
             return None
         full = model(x).float()
-    difference = relative_difference(short, full)
-    if difference is None:
-        return None
-    stubbed = [name for name, _ in model.named_children() if name != head.split(".")[0]]
-    return Boundary(PRE_LOGITS, stubbed, tuple(features.shape[1:])), difference
+    return relative_difference(short, full)
 
 
 @torch.no_grad()

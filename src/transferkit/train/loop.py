@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -55,60 +56,78 @@ def train_one_epoch(
     ``progress`` names the pass in its progress (:func:`~transferkit.progress.progress`, to ``log``).
     """
     model.train()
-    kernels = None  # (channels_last, precision) the trial set on the model
+    single = dist_ctx is None or not dist_ctx.enabled
+    step = partial(
+        _step,
+        model,
+        optimizer=optimizer,
+        device=device,
+        scaler=scaler,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        stop_if_nonfinite=single,
+        loss_fn=loss_fn,
+    )
+    timed = _TimedSteps(trial, model, optimizer, device) if trial is not None else None
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, count)
     for inputs, targets in loader if progress is None else shown(loader, progress, log):
-        x, y = prep(inputs), targets.to(device, non_blocking=True)
-        soft = None
-        if mix is not None:
-            even = len(y) - len(y) % 2  # timm mixes pairs: an odd batch leaves its last image out
-            if even == 0:
-                continue
-            x, soft = mix(x[:even], y[:even])  # soft targets carry the label smoothing
-            y = y[:even]
-        while True:  # more than once only when a candidate of the trial cannot run
-            timed = trial.next_option() if trial is not None else None
-            if trial is not None:
-                wanted = timed or (trial.decided.channels_last, trial.decided.precision)
-                if kernels is None or wanted[0] != kernels[0]:
-                    model.to(memory_format=KernelTrial.memory_format(wanted))
-                kernels, precision = wanted, wanted[1]
-            if timed is not None:
-                _synchronize(device)
-                started = time.perf_counter()
-            batch = x if kernels is None else x.contiguous(memory_format=KernelTrial.memory_format(kernels))
-            try:
-                value = _step(
-                    model,
-                    batch,
-                    y,
-                    soft,
-                    optimizer,
-                    device=device,
-                    precision=precision,
-                    scaler=scaler,
-                    class_weights=class_weights,
-                    label_smoothing=label_smoothing,
-                    stop_if_nonfinite=dist_ctx is None or not dist_ctx.enabled,
-                    loss_fn=loss_fn,
-                )
-            except RuntimeError as e:
-                if timed is None:
-                    raise
-                optimizer.zero_grad(set_to_none=True)
-                trial.drop(timed, e)
-                continue
-            break
-        if not math.isfinite(value) and (dist_ctx is None or not dist_ctx.enabled):
+        x, y, soft = _mixed(mix, prep(inputs), targets.to(device, non_blocking=True))
+        if not len(y):
+            continue
+        value = step(x, y, soft, precision=precision) if timed is None else timed.step(step, x, y, soft)
+        if not math.isfinite(value) and single:
             return value
         scheduler.step()
-        if timed is not None:
-            _synchronize(device)
-            trial.record(time.perf_counter() - started, len(y))
         total += torch.tensor([value * len(y), len(y)], dtype=torch.float64, device=device)
     if dist_ctx is not None:
         dist_ctx.all_reduce_sum(total)
     return (total[0] / total[1].clamp(min=1)).item()
+
+
+def _mixed(mix: Callable | None, x: torch.Tensor, y: torch.Tensor):
+    """The batch mixed by ``mix`` (timm mixes pairs: an odd batch leaves its last image out), with its soft targets
+    (which carry the label smoothing); unmixed, with none."""
+    if mix is None:
+        return x, y, None
+    even = len(y) - len(y) % 2
+    if even == 0:
+        return x[:0], y[:0], None
+    x, soft = mix(x[:even], y[:even])
+    return x, y[:even], soft
+
+
+class _TimedSteps:
+    """Steps under a kernel trial: each with the kernels (memory format, precision) the trial names, timed for it,
+    until it decides; a candidate that cannot run is dropped and the step taken with the next."""
+
+    def __init__(self, trial: KernelTrial, model: nn.Module, optimizer, device: torch.device):
+        self.trial, self.model, self.optimizer, self.device = trial, model, optimizer, device
+        self.kernels = None  # (channels_last, precision) set on the model
+
+    def step(self, step: Callable, x: torch.Tensor, y: torch.Tensor, soft) -> float:
+        trial = self.trial
+        while True:
+            timed = trial.next_option()
+            wanted = timed or (trial.decided.channels_last, trial.decided.precision)
+            if self.kernels is None or wanted[0] != self.kernels[0]:
+                self.model.to(memory_format=KernelTrial.memory_format(wanted))
+            self.kernels = wanted
+            if timed is not None:
+                _synchronize(self.device)
+                started = time.perf_counter()
+            batch = x.contiguous(memory_format=KernelTrial.memory_format(wanted))
+            try:
+                value = step(batch, y, soft, precision=wanted[1])
+            except RuntimeError as e:
+                if timed is None:
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                trial.drop(timed, e)
+                continue
+            if timed is not None and math.isfinite(value):
+                _synchronize(self.device)
+                trial.record(time.perf_counter() - started, len(y))
+            return value
 
 
 def _step(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,7 @@ from ..serialization import write_bytes
 from ..tasks.objective import loss_function, positive_weights
 from .config import TrainConfig
 from .distributed import DistContext, make_loader
-from .optim import build_optimizer
-from .phase import apply_configured_phase
+from .phase import apply_configured_phase, phase_optimizer
 from .phase_cache import cache_frozen_prefix
 from .rng import seed_everything
 from .setup import PreparedData, build_model, choose_weights, prepare_data
@@ -79,14 +79,7 @@ def find_lr(
         dataset, prep, skipping, net = cached.train_views[0], cached.prep, cached.skipping, cached.net
     else:
         dataset, prep, skipping = data.train, BatchPrep(data.preprocessing, device, False), nullcontext
-    optimizer = build_optimizer(
-        model,
-        config.optimizer,
-        lr=start,
-        weight_decay=config.weight_decay,
-        head_lr=config.head_lr,
-        layer_decay=phase.layer_decay,
-    )
+    optimizer = phase_optimizer(model, config, replace(phase, lr=start))
     ratios = [group["lr"] / start for group in optimizer.param_groups]  # head and layer-decay ratios stay
     rates, losses = _sweep(
         net,

@@ -31,7 +31,7 @@ from .optim import build_optimizer, warmup_cosine
 from .phase_cache import CachedPhase, cache_frozen_prefix
 from .rng import set_rng_state
 from .run_folder import RunRecord
-from .run_log import detail
+from .run_notes import log_fast
 from .sharding import is_sharded, load_optimizer_state, shard_model, shardable_kernels
 from .strategies import Phase, apply_phase
 
@@ -39,7 +39,6 @@ __all__ = [
     "PhaseSetup",
     "apply_configured_phase",
     "augment_for",
-    "log_fast",
     "phase_optimizer",
     "prepare_phase",
     "settle_trial",
@@ -49,32 +48,53 @@ __all__ = [
 
 
 @dataclass
-class PhaseSetup:
-    """Everything one phase trains with."""
+class PhaseInputs:
+    """What the phase's epochs read, and how."""
 
     augment: str
     mix: Callable | None  # MixUp / CutMix, or None
     cached: CachedPhase | None  # the frozen prefix computed once, or None
+    train_views: list  # datasets the epochs cycle through
+    skipping: Callable  # the block within which the network skips the cached prefix
+    val_loader: object
+    steps_per_epoch: int
+    drop_last: bool
+    started: float  # when the phase's set-up began: its first epoch carries the cache's cost
+
+
+@dataclass
+class PhaseKernels:
+    """The kernels the phase runs with, the batch preparation that goes with them, and the trials still deciding."""
+
     path: FastPath  # training kernels
     val_path: FastPath  # validation kernels: the inference ones, so that eval reproduces validation
-    train_views: list  # datasets the epochs cycle through
     prep: Callable[[torch.Tensor], torch.Tensor]
     val_prep: Callable[[torch.Tensor], torch.Tensor]
-    skipping: Callable  # the block within which the network skips the cached prefix
+    trial: KernelTrial | None = None  # training kernels still being chosen on the first steps
+    val_trial: InferenceTrial | None = None  # inference kernels still being chosen on the first validation
+
+
+@dataclass
+class PhaseStep:
+    """What a training step updates and with what: the networks, the optimizer, its schedule, the loss."""
+
     train_net: nn.Module  # what trains: the model, compiled or wrapped in DDP, or the tail after the cache
     eval_net: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
-    val_loader: object
-    drop_last: bool
     class_weights: torch.Tensor | None
     sample_weights: torch.Tensor | None
-    started: float  # when the phase's set-up began: its first epoch carries the cache's cost
-    trial: KernelTrial | None = None  # training kernels still being chosen on the first steps
-    steps_per_epoch: int = 0
-    val_trial: InferenceTrial | None = None  # inference kernels still being chosen on the first validation
     loss_fn: Callable | None = None  # several labels or numbers: the task's loss (classes: cross-entropy)
+
+
+@dataclass
+class PhaseSetup:
+    """Everything one phase trains with, in three parts."""
+
+    inputs: PhaseInputs
+    kernels: PhaseKernels
+    step: PhaseStep
 
 
 def prepare_phase(
@@ -90,7 +110,7 @@ def prepare_phase(
     log,
 ) -> PhaseSetup:
     """Set which parameters train for ``phase`` and build what its epochs need; ``resumed`` restores the optimizer."""
-    config, data, kernels = record.config, record.data, record.kernels
+    config, data = record.config, record.data
     if first_epoch == 0 and resumed is None and not config.stream and adapts_norms_first(config, phase, model):
         seconds = adapt_norm_statistics(model, data.train, BatchPrep(data.preprocessing, device, False))
         log(
@@ -98,156 +118,196 @@ def prepare_phase(
             f"{seconds:.1f} s: the head learns on the features that the phase training every layer starts from"
         )
     apply_configured_phase(model, config, phase, record.head)
-    augment = augment_for(config, phase)
-    phase_started = time.perf_counter()
-    data.train.transform = augmentation(
-        augment, tuple(data.preprocessing.input_size[1:]), channels=data.preprocessing.input_size[0]
+    started = time.perf_counter()
+    augment, mix = _augmentation(record, phase)
+    cached = _cache(record, model, phase, augment, mix, device=device, dist_ctx=dist_ctx, log=log)
+    if cached is not None:
+        kernels, train_views, val_set = _cached_kernels(record, cached, log), cached.train_views, cached.val
+    else:
+        kernels = _network_kernels(record, device=device, dist_ctx=dist_ctx, probe=probe, log=log)
+        train_views, val_set = [data.train], data.val
+    steps, drop_last = epoch_steps(len(train_views[0]), config.batch_size, dist_ctx.world_size)
+    mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
+    images = steps * config.batch_size * (phase.epochs - first_epoch)
+    said = f"phase {phase.name}: {trainable_text(model)}, augmentation {augment}{mixing}"
+    train_net = _train_net(
+        record, model, cached, kernels, said, images=images, device=device, dist_ctx=dist_ctx, log=log
     )
+    optimizer, scheduler, scaler = _optimization(
+        record, model, phase, kernels, steps=steps, resumed=resumed, device=device
+    )
+    step = PhaseStep(
+        train_net,
+        model if cached is None else cached.net,
+        optimizer,
+        scheduler,
+        scaler,
+        class_weights(record, device) if data.task == "classification" else None,
+        sample_weights(record, dist_ctx),
+        task_loss(record, device),
+    )
+    # Cached activations feed only the tail: large batches; images: the measured inference batch.
+    if cached is not None:
+        val_batch = 256
+    elif kernels.val_trial is not None:
+        val_batch = kernels.val_trial.max_batch_size
+    else:
+        val_batch = record.kernels.inference.inference_batch_size
+    val_loader = make_loader(val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
+    skipping = cached.skipping if cached is not None else nullcontext
+    inputs = PhaseInputs(augment, mix, cached, train_views, skipping, val_loader, steps, drop_last, started)
+    return PhaseSetup(inputs, kernels, step)
+
+
+def _augmentation(record: RunRecord, phase: Phase) -> tuple[str, Callable | None]:
+    """The phase's augmentation, set on the training images, and its MixUp / CutMix (or None)."""
+    config, pre = record.config, record.data.preprocessing
+    augment = augment_for(config, phase)
+    record.data.train.transform = augmentation(augment, tuple(pre.input_size[1:]), channels=pre.input_size[0])
     mix = mixer(
         mixup=config.mixup,
         cutmix=config.cutmix,
         label_smoothing=config.label_smoothing,
-        num_classes=len(data.class_names),
+        num_classes=len(record.data.class_names),
     )
+    return augment, mix
+
+
+def _cache(record: RunRecord, model: nn.Module, phase: Phase, augment: str, mix, *, device, dist_ctx, log):
+    """The frozen prefix of ``phase`` computed once (:func:`cache_frozen_prefix`), where nothing prevents it."""
+    config, kernels = record.config, record.kernels
     # MixUp and CutMix mix images: the frozen layers' output of unmixed ones cannot stand in.
     cacheable = config.cache and (augment == "none" or config.cache_views > 0) and mix is None
     if cacheable and config.stream and phase.trains in ("head", "custom"):
         log(f"phase {phase.name}: no cache of the frozen layers: the training shards are streamed each epoch")
-    cacheable = cacheable and not config.stream
-    cached, trial = None, None
-    if cacheable:
-        infer = kernels.inference or kernels.inference_trial
-        cached = cache_frozen_prefix(
-            model, config, data, infer, device, head=record.head, augment=augment, log=log, dist_ctx=dist_ctx
-        )
-    if cached is not None and kernels.inference is None:  # chosen on the pass just run
+    if not cacheable or config.stream:
+        return None
+    infer = kernels.inference or kernels.inference_trial
+    return cache_frozen_prefix(
+        model, config, record.data, infer, device, head=record.head, augment=augment, log=log, dist_ctx=dist_ctx
+    )
+
+
+def _cached_kernels(record: RunRecord, cached: CachedPhase, log) -> PhaseKernels:
+    """A cached phase trains the tail after the prefix, in the prefix's memory format, and validates with it."""
+    kernels = record.kernels
+    if kernels.inference is None:  # chosen on the pass that computed the cache
         kernels.inference, kernels.inference_trial = kernels.inference_trial.result(), None
         log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
-    val_trial = None
-    if cached is not None:
-        # What trains is the tail after the cached prefix, in the prefix's memory format.
-        path = FastPath(kernels.inference.channels_last, config.pinned_precision or "fp32", "tail after the cache")
-        train_views, val_set, prep = cached.train_views, cached.val, cached.prep
-        skipping = cached.skipping
-        val_path, val_prep = path, prep
+    path = FastPath(kernels.inference.channels_last, record.config.pinned_precision or "fp32", "tail after the cache")
+    return PhaseKernels(path, path, cached.prep, cached.prep)
+
+
+def _network_kernels(record: RunRecord, *, device, dist_ctx: DistContext, probe, log) -> PhaseKernels:
+    """The whole network's kernels: training ones measured (or timed on the first steps), and validation run as eval
+    and predict will, with the inference ones, so that eval of best.pt reproduces its validation exactly."""
+    config, kernels, pre = record.config, record.kernels, record.data.preprocessing
+    trial = None
+    if kernels.training is None:  # measured when the whole network first trains
+        # One process measures on its first real steps; ranks of torchrun must agree before DDP
+        # fixes the memory format, and a compile asked for needs the kernels first.
+        chosen = probe(train=True, trial=KernelTrial if not dist_ctx.enabled and config.compile != "on" else None)
+        if isinstance(chosen, KernelTrial):
+            trial = chosen
+            labels = ", ".join(kernel_label(*option) for option in trial.options)
+            log(f"kernels for training: {labels} are timed on the first steps, which train as usual")
+        else:
+            kernels.training = dist_ctx.from_main(chosen)
+            log_fast(log, "training", kernels.training)
+    path = kernels.training or FastPath(False, "fp32", "until the first steps decide")
+    # One process: where no frozen pass chose the inference kernels, the first validation does. Under torchrun
+    # they are measured, and the training memory format stays.
+    val_trial = kernels.inference_trial.timing("validation") if kernels.inference is None else None
+    if val_trial is not None:
+        labels = ", ".join(kernel_label(*option) for option in val_trial.options)
+        log(f"kernels for inference: {labels} are timed on the first validation batches")
+    if dist_ctx.enabled:
+        val_path = FastPath(path.channels_last, kernels.inference.precision, "inference precision")
     else:
-        if kernels.training is None:  # measured when the whole network first trains
-            # One process measures on its first real steps; ranks of torchrun must agree before DDP
-            # fixes the memory format, and a compile asked for needs the kernels first.
-            chosen = probe(train=True, trial=KernelTrial if not dist_ctx.enabled and config.compile != "on" else None)
-            if isinstance(chosen, KernelTrial):
-                trial = chosen
-                labels = ", ".join(kernel_label(*option) for option in trial.options)
-                log(f"kernels for training: {labels} are timed on the first steps, which train as usual")
-            else:
-                kernels.training = dist_ctx.from_main(chosen)
-                log_fast(log, "training", kernels.training)
-        path = kernels.training or FastPath(False, "fp32", "until the first steps decide")
-        prep = BatchPrep(data.preprocessing, device, path.channels_last)
-        train_views, val_set, skipping = [data.train], data.val, nullcontext
-        # Validation runs as eval and predict will: the inference kernels, so that eval of best.pt
-        # reproduces its validation exactly (one process; under torchrun the training memory format stays).
-        # Where no frozen pass chose them, the first validation does (under torchrun they are measured).
-        val_trial = kernels.inference_trial.timing("validation") if kernels.inference is None else None
-        if val_trial is not None:
-            labels = ", ".join(kernel_label(*option) for option in val_trial.options)
-            log(f"kernels for inference: {labels} are timed on the first validation batches")
-        val_path = (
-            (kernels.inference or FastPath(False, "fp32", "until the first validation decides"))
-            if not dist_ctx.enabled
-            else FastPath(path.channels_last, kernels.inference.precision, "inference precision")
-        )
-        val_prep = BatchPrep(data.preprocessing, device, val_path.channels_last)
-    steps, drop_last = epoch_steps(len(train_views[0]), config.batch_size, dist_ctx.world_size)
+        val_path = kernels.inference or FastPath(False, "fp32", "until the first validation decides")
+    prep, val_prep = BatchPrep(pre, device, path.channels_last), BatchPrep(pre, device, val_path.channels_last)
+    return PhaseKernels(path, val_path, prep, val_prep, trial, val_trial)
+
+
+def _train_net(
+    record: RunRecord, model: nn.Module, cached, kernels: PhaseKernels, said: str, *, images: int, device, dist_ctx, log
+) -> nn.Module:
+    """What trains: the tail after the cache, or the whole network (compiled where that repays over ``images``,
+    sharded or wrapped in DDP under torchrun), in the training kernels' memory format. ``said`` is the phase's
+    line, logged once the network to train is known and before it is sharded."""
+    config, path = record.config, kernels.path
     train_net = model if cached is None else cached.net
-    if cached is None and not dist_ctx.enabled and trial is None:  # whole network's step; torchrun: DDP's own
-        images = steps * config.batch_size * (phase.epochs - first_epoch)
+    if cached is None and not dist_ctx.enabled and kernels.trial is None:  # whole network's step; torchrun: DDP's
         train_net = _compiled(model, path, record, device, images=images, log=log)
     if not is_sharded(model):  # sharded in an earlier phase: it keeps its memory format
         model.to(memory_format=torch.channels_last if path.channels_last else torch.contiguous_format)
-    mixing = f" with MixUp {config.mixup:g} / CutMix {config.cutmix:g}" if mix is not None else ""
-    log(f"phase {phase.name}: {trainable_text(model)}, augmentation {augment}{mixing}")
+    log(said)
     if config.shard_params and not dist_ctx.enabled and cached is None:
         log("shard_params: one process, nothing to shard with: the parameters stay whole (start with torchrun)")
     if dist_ctx.enabled and cached is None and config.shard_params:
         # Sharded in the first phase without a cache; later phases train all layers, never on a cache.
         if path.precision == "fp16":
-            path = kernels.training = shardable_kernels(path, device)
-            log_fast(log, "training", path)
+            kernels.path = record.kernels.training = shardable_kernels(path, device)
+            log_fast(log, "training", kernels.path)
         if not is_sharded(model):
-            units = shard_model(model, precision=path.precision, device=device, world_size=dist_ctx.world_size)
+            precision, world = kernels.path.precision, dist_ctx.world_size
+            units = shard_model(model, precision=precision, device=device, world_size=world)
             log(
-                f"parameters sharded across {dist_ctx.world_size} processes (FSDP) in {len(units)} units "
-                f"({_units_text(units)}) and the root, {path.precision}"
+                f"parameters sharded across {world} processes (FSDP) in {len(units)} units ({_units_text(units)}) "
+                f"and the root, {precision}"
             )
-        train_net = model
-    elif dist_ctx.enabled:
+        return model
+    if dist_ctx.enabled:
         # With a cache, what trains is the tail (``cached.net``), run within ``skipping``, where the frozen
         # prefix's modules are stubbed out. DDP decides from the buffers it found at construction that
         # it will broadcast some, then lists them again in each forward, inside that block: the
         # prefix's BatchNorm statistics are gone and the broadcast of nothing fails (c10d's
         # "!tensors.empty()"). They are frozen, and rank 0's statistics are shared before each
         # validation (``share_buffers``), so the cached tail syncs none in its forward.
-        train_net = nn.parallel.DistributedDataParallel(
+        return nn.parallel.DistributedDataParallel(
             model if cached is None else cached.net,
             device_ids=[device.index] if device.type == "cuda" else None,
             forward_sync_buffers=cached is None,
         )
+    return train_net
+
+
+def _optimization(
+    record: RunRecord, model: nn.Module, phase: Phase, kernels: PhaseKernels, *, steps: int, resumed, device
+):
+    """The phase's optimizer, its warm-up and cosine schedule, and loss scaling for fp16; a resumed run's restored."""
+    config = record.config
     optimizer = phase_optimizer(model, config, phase)
     scheduler = warmup_cosine(optimizer, steps * phase.epochs, config.warmup_fraction)
     # fp16 gradients underflow without loss scaling, on any device.
-    fp16 = path.precision == "fp16" or (trial is not None and any(p == "fp16" for _, p in trial.options))
+    trial = kernels.trial
+    fp16 = kernels.path.precision == "fp16" or (trial is not None and any(p == "fp16" for _, p in trial.options))
     scaler = torch.amp.GradScaler(device.type) if fp16 else None
     if resumed is not None:
-        try:
-            if is_sharded(model):
-                load_optimizer_state(model, optimizer, resumed["optimizer"])
-            else:
-                optimizer.load_state_dict(resumed["optimizer"])
-            scheduler.load_state_dict(resumed["scheduler"])
-            # the step goes on with this run's schedule: a run extended on resuming has a longer one than the
-            # learning rate its optimizer saved (the last of the shorter schedule, 0 at its end)
-            for group, base, rule in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-                group["lr"] = base * rule(scheduler.last_epoch)
-            if scaler is not None and resumed.get("scaler"):
-                scaler.load_state_dict(resumed["scaler"])
-            set_rng_state(resumed["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            raise RunError(
-                f"Cannot resume '{config.out}': its optimizer, scheduler or random state is damaged "
-                f"({type(e).__name__}: {one_line(e, 200)}). Use a complete copy of the run."
-            ) from None
-    # Cached activations feed only the tail: large batches; images: the measured inference batch.
-    if cached is not None:
-        val_batch = 256
-    else:
-        val_batch = val_trial.max_batch_size if val_trial is not None else kernels.inference.inference_batch_size
-    val_loader = make_loader(val_set, batch_size=val_batch, shuffle=False, seed=0, dist_ctx=dist_ctx, drop_last=False)
-    return PhaseSetup(
-        augment=augment,
-        mix=mix,
-        cached=cached,
-        path=path,
-        val_path=val_path,
-        train_views=train_views,
-        prep=prep,
-        val_prep=val_prep,
-        skipping=skipping,
-        train_net=train_net,
-        eval_net=model if cached is None else cached.net,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        scaler=scaler,
-        val_loader=val_loader,
-        drop_last=drop_last,
-        class_weights=class_weights(record, device) if record.data.task == "classification" else None,
-        sample_weights=sample_weights(record, dist_ctx),
-        started=phase_started,
-        trial=trial,
-        steps_per_epoch=steps,
-        val_trial=val_trial,
-        loss_fn=task_loss(record, device),
-    )
+        _restore(config, model, optimizer, scheduler, scaler, resumed)
+    return optimizer, scheduler, scaler
+
+
+def _restore(config: TrainConfig, model: nn.Module, optimizer, scheduler, scaler, resumed: dict) -> None:
+    """A resumed run's optimizer, schedule, loss scale and random state, where it stopped."""
+    try:
+        if is_sharded(model):
+            load_optimizer_state(model, optimizer, resumed["optimizer"])
+        else:
+            optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        # the step goes on with this run's schedule: a run extended on resuming has a longer one than the
+        # learning rate its optimizer saved (the last of the shorter schedule, 0 at its end)
+        for group, base, rule in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * rule(scheduler.last_epoch)
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
+        set_rng_state(resumed["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise RunError(
+            f"Cannot resume '{config.out}': its optimizer, scheduler or random state is damaged "
+            f"({type(e).__name__}: {one_line(e, 200)}). Use a complete copy of the run."
+        ) from None
 
 
 def apply_configured_phase(model: nn.Module, config: TrainConfig, phase: Phase, head: str) -> None:
@@ -303,15 +363,15 @@ def settle_trial(
 ) -> None:
     """After an epoch that ran a kernel trial: its decision (on the steps timed, if the rule has not decided) becomes
     the phase's kernels, and the compile decision that needed them is taken for the epochs left."""
-    path = setup.trial.settle()
-    setup.trial = None
-    record.kernels.training = setup.path = path
-    setup.prep = BatchPrep(record.data.preprocessing, device, path.channels_last)
+    path = setup.kernels.trial.settle()
+    setup.kernels.trial = None
+    record.kernels.training = setup.kernels.path = path
+    setup.kernels.prep = BatchPrep(record.data.preprocessing, device, path.channels_last)
     model.to(memory_format=KernelTrial.memory_format((path.channels_last, path.precision)))
     log_fast(log, "training", path)
     if epochs_left > 0:
-        images = setup.steps_per_epoch * record.config.batch_size * epochs_left
-        setup.train_net = _compiled(model, path, record, device, images=images, log=log)
+        images = setup.inputs.steps_per_epoch * record.config.batch_size * epochs_left
+        setup.step.train_net = _compiled(model, path, record, device, images=images, log=log)
 
 
 def settle_validation_trial(
@@ -320,13 +380,13 @@ def settle_validation_trial(
     """After the validation that ran an inference trial: its decision becomes the run's inference kernels, and
     the next validations run with them, in the chosen batch size."""
     kernels = record.kernels
-    kernels.inference, kernels.inference_trial = setup.val_trial.result(), None
-    setup.val_trial = None
+    kernels.inference, kernels.inference_trial = setup.kernels.val_trial.result(), None
+    setup.kernels.val_trial = None
     log_fast(log, "inference (frozen layers, evaluation)", kernels.inference)
-    setup.val_path = kernels.inference
-    setup.val_prep = BatchPrep(record.data.preprocessing, device, kernels.inference.channels_last)
-    setup.val_loader = make_loader(
-        setup.val_loader.dataset,
+    setup.kernels.val_path = kernels.inference
+    setup.kernels.val_prep = BatchPrep(record.data.preprocessing, device, kernels.inference.channels_last)
+    setup.inputs.val_loader = make_loader(
+        setup.inputs.val_loader.dataset,
         batch_size=kernels.inference.inference_batch_size,
         shuffle=False,
         seed=0,
@@ -359,28 +419,6 @@ def augment_for(config: TrainConfig, phase: Phase) -> str:
     # Where a frozen prefix exists its output can be cached, which augmentation would prevent;
     # adapters and biases train throughout the network, which has none.
     return "light" if phase.trains in ("all", "adapters", "bitfit") else "none"
-
-
-def log_fast(log, use: str, chosen: FastPath) -> None:
-    """The kernels chosen for ``use`` in one short line, and the measurement behind them as a detail."""
-    log(f"kernels for {use}: {kernel_label(chosen.channels_last, chosen.precision)} ({_kernels_why(chosen)})")
-    detail(log, f"fast path for {use}: {kernel_label(chosen.channels_last, chosen.precision)}, {chosen.reason}")
-
-
-def _kernels_why(chosen: FastPath) -> str:
-    """How the kernels were chosen, in a few words: their speed against NCHW fp32, what measuring cost."""
-    speeds, label = chosen.images_per_second, kernel_label(chosen.channels_last, chosen.precision)
-    base = speeds.get(kernel_label(False, "fp32"))
-    if not speeds or label not in speeds:
-        return chosen.reason.split(";")[0].split(": ")[0][:80]
-    words = ["kept measurement" if chosen.reason.startswith("reused") else "measured"]
-    if base and label != kernel_label(False, "fp32"):
-        words.append(f"{speeds[label] / base:.2f}x NCHW fp32")
-    if chosen.measuring_seconds:
-        words.append(f"+{chosen.measuring_seconds:.1f} s")
-    if chosen.batch_size:
-        words.append(f"batches of {chosen.batch_size}")
-    return ", ".join(words)
 
 
 def trainable_text(model: nn.Module) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -25,25 +25,12 @@ from ..progress import progress as shown
 from ..runtime.fastpath import FastPath, autocast
 from ..runtime.kernel_trial import InferenceTrial
 from .config import TrainConfig
+from .cuts import choose_cut
 from .distributed import DistContext, shared_pass, spill_folder
-from .entry_cut import check_entry, entered, entry_cut, entry_key, iter_entry_inputs
-from .feature_cache import (
-    Boundary,
-    cache_key,
-    check_boundary,
-    find_boundary,
-    fold_batchnorm,
-    iter_boundary_outputs,
-    load_or_compute,
-    relative_difference,
-    rename_stored,
-    stored_activations,
-    truncated,
-)
-from .head_cut import head_cut, head_cut_key, iter_pre_logits
+from .feature_cache import Boundary, load_or_compute, relative_difference, rename_stored, stored_activations
 from .setup import PreparedData
 
-__all__ = ["CUT_TOLERANCE", "CachedPhase", "Cut", "cache_frozen_prefix", "choose_cut"]
+__all__ = ["CachedPhase", "cache_frozen_prefix"]
 
 
 @dataclass
@@ -56,36 +43,6 @@ class CachedPhase:
     boundary: Boundary
     net: nn.Module  # what runs on the activations: the model with its prefix skipped, or the classifier alone
     skipping: Callable[[], AbstractContextManager]  # the block within which ``net`` skips the prefix
-
-
-CUT_TOLERANCE = 1e-4  # the largest difference, relative to the output's scale, a cut may make on real images
-
-
-@dataclass
-class Cut:
-    """Where a phase's frozen prefix ends: ``boundary`` (the dry run's), ``pre_logits`` (timm's cut at the
-    classifier's input) or ``input`` (the input of the first block that trains)."""
-
-    kind: str
-    boundary: Boundary
-
-
-def choose_cut(model: nn.Module, head: str, sample: torch.Tensor, input_size: tuple[int, ...], *, prep) -> Cut | str:
-    """The first cut, in that order, that gives the network's own outputs on ``sample``; or why none does."""
-    boundary = find_boundary(model, input_size)
-    difference = None if boundary is None else check_boundary(model, boundary, sample, prep=prep)
-    if difference is not None and difference <= CUT_TOLERANCE:
-        return Cut("boundary", boundary)
-    cut = head_cut(model, head, sample, prep=prep)
-    if cut is not None and cut[1] <= CUT_TOLERANCE:
-        return Cut("pre_logits", cut[0])
-    entry = entry_cut(model, input_size)
-    difference = None if entry is None else check_entry(model, entry, sample, prep=prep)
-    if difference is not None and difference <= CUT_TOLERANCE:
-        return Cut("input", entry)
-    if boundary is None:
-        return "the first layer to run already trains"
-    return f"the network does more than run its modules in sequence at '{boundary.path}'"
 
 
 def cache_frozen_prefix(
@@ -127,115 +84,121 @@ def cache_frozen_prefix(
     if isinstance(chosen, str):
         log(f"cache: off, {chosen}")
         return None
-    boundary = chosen.boundary
     amp = (lambda: trial.autocast(device)) if trial is not None else (lambda: autocast(device, infer.precision))
-    runner = model
-    if chosen.kind == "boundary":
-        keyed = partial(cache_key, model, boundary)
-        # The prefix runs with its BatchNorms folded into the convolutions when that gives the same output.
-        runner = fold_batchnorm(model, boundary, sample, prep=infer_prep) or model
-        outputs = partial(iter_boundary_outputs, runner, boundary, prep=infer_prep, autocast=amp)
-        net, skipping = model, partial(truncated, model, boundary)
-    elif chosen.kind == "pre_logits":
-        keyed = partial(head_cut_key, model, head)
-        outputs = partial(iter_pre_logits, model, prep=infer_prep, autocast=amp)
-        net, skipping = model.get_submodule(head), nullcontext
-    else:
-        keyed = partial(entry_key, model, boundary)
-        outputs = partial(iter_entry_inputs, model, boundary, prep=infer_prep, autocast=amp)
-        net, skipping = model, partial(entered, model, boundary)
-
-    def computed_with(kernels: FastPath | None) -> dict:
-        """The preprocessing and the kernels (None: several, while the trial chooses) the activations depend on."""
-        if kernels is None:
-            return {**asdict(data.preprocessing), "kernels": "timed on this pass"}
-        return {**asdict(data.preprocessing), "precision": kernels.precision, "channels_last": kernels.channels_last}
-
-    key = keyed(data_fingerprint=data.fingerprint, preprocessing=computed_with(None if trial is not None else infer))
+    runner, outputs = chosen.compute(model, sample, prep=infer_prep, autocast=amp)
+    key = chosen.key(model, data_fingerprint=data.fingerprint, preprocessing=_computed_with(data, trial or infer))
     started = time.perf_counter()
-    probed = _probed(data, outputs, sample, augment)
+    passes = _Passes(
+        data, Path(config.out) / "cache", chosen.boundary, runner, outputs, infer_prep, infer, dist_ctx, log
+    )
+    passes.probed = _probed(data, outputs, sample, augment)
+    if trial is None:
+        runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+    views = []
+    for view in range(config.cache_views if augment != "none" else 1):
+        seed = config.seed * 7919 + view if augment != "none" else None  # each view is one draw of the augmentation
+        acts, how = passes.stored(data.train, f"{key}-train-{augment}-{config.seed}-{view}", seed)
+        views.append(acts)
+    data.train.transform = None
+    val_acts, _ = passes.stored(data.val, f"{key}-val")
+    data.probe_features = None  # used once: memory is not kept for it
+    if trial is not None:  # the kernels are chosen now: the activations are kept under their name
+        infer = trial.result()
+        named = chosen.key(model, data_fingerprint=data.fingerprint, preprocessing=_computed_with(data, infer))
+        _rename(data, passes.folder, key, named)
+        how = how.replace(key, named)
+    model.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
+    boundary = chosen.boundary
+    described = f"{len(views)} augmented views of the training set, " if augment != "none" else ""
+    log(
+        f"cache: '{boundary.path}' {boundary.kind} {tuple(boundary.output_shape)} for {described}"
+        f"{len(views[0]) + len(val_acts)} images computed once in {time.perf_counter() - started:.1f} s ({how}); "
+        f"{len(boundary.stubbed)} frozen modules are skipped every epoch"
+    )
+    net, skipping = chosen.tail(model)
+    labels = data.train.decoded.labels
+    train_views = [TensorDataset(acts, labels) for acts in views]
+    prep = partial(_to_device, device=device, channels_last=val_acts.dim() == 4 and infer.channels_last)
+    return CachedPhase(train_views, TensorDataset(val_acts, data.val.decoded.labels), prep, boundary, net, skipping)
 
-    def compute(dataset, seed: int | None, label: str):
-        size = trial.max_batch_size if trial is not None else infer.inference_batch_size
+
+def _to_device(acts: torch.Tensor, *, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = acts.to(device, non_blocking=True).float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _computed_with(data: PreparedData, infer: FastPath | InferenceTrial) -> dict:
+    """The preprocessing and the kernels the activations depend on (several, while a trial chooses)."""
+    if isinstance(infer, InferenceTrial):
+        return {**asdict(data.preprocessing), "kernels": "timed on this pass"}
+    return {**asdict(data.preprocessing), "precision": infer.precision, "channels_last": infer.channels_last}
+
+
+def _rename(data: PreparedData, folder: Path, key: str, named: str) -> None:
+    """Activations kept under ``key`` (computed while a trial chose the kernels) renamed to the chosen kernels'."""
+    for name in [n for n in data.activations if n.startswith(key)]:
+        renamed = named + name.removeprefix(key)
+        kept, kept_how = data.activations.pop(name)
+        data.activations[renamed] = (kept, kept_how.replace(name, renamed))
+        rename_stored(folder, name, renamed)
+
+
+@dataclass
+class _Passes:
+    """The passes of one phase's frozen prefix over a split: computed (each process a share of the batches under
+    torchrun), stored in the run folder, reused from an earlier run of this process or from strategy auto's probe."""
+
+    data: PreparedData
+    folder: Path
+    boundary: Boundary
+    runner: nn.Module
+    outputs: Callable
+    prep: Callable
+    infer: FastPath | InferenceTrial
+    dist_ctx: DistContext
+    log: Callable[[str], None]
+    probed: dict[str, torch.Tensor] | None = None
+
+    def compute(self, dataset, seed: int | None, label: str):
+        trial = self.infer if isinstance(self.infer, InferenceTrial) else None
+        size = trial.max_batch_size if trial is not None else self.infer.inference_batch_size
         workers = loader_workers(dataset)
         drawn = dataset if seed is None else SeededItems(dataset, seed)
 
         def run(indices: list[int] | None = None):  # a pass may run twice (fp16, then float32): the same draws
             part = drawn if indices is None else Subset(drawn, indices)
             batches = DataLoader(part, batch_size=size, num_workers=workers)
-            images = (images for images, _ in shown(batches, label, log))
-            return outputs(images if trial is None else trial.run(images, runner, infer_prep))
+            images = (images for images, _ in shown(batches, label, self.log))
+            return self.outputs(images if trial is None else trial.run(images, self.runner, self.prep))
 
-        if dist_ctx.enabled:
-            return lambda: shared_pass(len(dataset), size, dist_ctx, run)
+        if self.dist_ctx.enabled:
+            return lambda: shared_pass(len(dataset), size, self.dist_ctx, run)
         return run
 
-    folder = Path(config.out) / "cache"
-    if trial is None:
-        runner.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
-
-    def stored(dataset, name: str, seed: int | None = None) -> tuple[torch.Tensor, str]:
-        if name not in data.activations:
-            part = "train" if dataset is data.train else "val"
-            label = f"cache: '{boundary.path}' for the {'training' if part == 'train' else 'validation'} images"
-            produce = compute(dataset, seed, label) if probed is None else lambda: iter([probed[part]])
-            # Ranks reuse a stored file only when each has it (nodes may not share the run folder).
-            found = stored_activations(folder, name, len(dataset))
-            if dist_ctx.everyone(found is not None):
-                acts, how = found
-            else:
-                scratch = None if dist_ctx.is_main else spill_folder(folder)
-                acts, how = load_or_compute(
-                    produce, len(dataset), folder=folder, key=name, reuse=False, scratch=scratch
-                )
-                if probed is None and dist_ctx.enabled:
-                    how += f", its batches shared by {dist_ctx.world_size} processes"
-            if probed is not None:
-                how += ", from strategy auto's probe"
-            data.activations[name] = (acts, how)
-            return data.activations[name]
-        acts, how = data.activations[name]
-        return acts, f"{how}, reused from an earlier run"
-
-    views = []
-    for view in range(config.cache_views if augment != "none" else 1):
-        seed = config.seed * 7919 + view if augment != "none" else None  # each view is one draw of the augmentation
-        acts, how = stored(data.train, f"{key}-train-{augment}-{config.seed}-{view}", seed)
-        views.append(acts)
-    data.train.transform = None
-    val_acts, _ = stored(data.val, f"{key}-val")
-    data.probe_features = None  # used once: memory is not kept for it
-    if trial is not None:  # the kernels are chosen now: the activations are kept under their name
-        infer = trial.result()
-        chosen = keyed(data_fingerprint=data.fingerprint, preprocessing=computed_with(infer))
-        for name in [n for n in data.activations if n.startswith(key)]:
-            renamed = chosen + name.removeprefix(key)
-            kept, kept_how = data.activations.pop(name)
-            data.activations[renamed] = (kept, kept_how.replace(name, renamed))
-            rename_stored(folder, name, renamed)
-        how = how.replace(key, chosen)
-    model.to(memory_format=torch.channels_last if infer.channels_last else torch.contiguous_format)
-    described = f"{len(views)} augmented views of the training set, " if augment != "none" else ""
-    count = len(views[0]) + len(val_acts)
-    log(
-        f"cache: '{boundary.path}' {boundary.kind} {tuple(boundary.output_shape)} for {described}{count} "
-        f"images computed once in {time.perf_counter() - started:.1f} s ({how}); {len(boundary.stubbed)} frozen "
-        "modules are skipped every epoch"
-    )
-    four_d = val_acts.dim() == 4 and infer.channels_last
-
-    def prep(acts: torch.Tensor) -> torch.Tensor:
-        x = acts.to(device, non_blocking=True).float()
-        return x.contiguous(memory_format=torch.channels_last) if four_d else x
-
-    return CachedPhase(
-        [TensorDataset(acts, data.train.decoded.labels) for acts in views],
-        TensorDataset(val_acts, data.val.decoded.labels),
-        prep,
-        boundary,
-        net,
-        skipping,
-    )
+    def stored(self, dataset, name: str, seed: int | None = None) -> tuple[torch.Tensor, str]:
+        data, dist_ctx = self.data, self.dist_ctx
+        if name in data.activations:
+            acts, how = data.activations[name]
+            return acts, f"{how}, reused from an earlier run"
+        part = "train" if dataset is data.train else "val"
+        label = f"cache: '{self.boundary.path}' for the {'training' if part == 'train' else 'validation'} images"
+        probed = self.probed
+        produce = self.compute(dataset, seed, label) if probed is None else lambda: iter([probed[part]])
+        # Ranks reuse a stored file only when each has it (nodes may not share the run folder).
+        found = stored_activations(self.folder, name, len(dataset))
+        if dist_ctx.everyone(found is not None):
+            acts, how = found
+        else:
+            scratch = None if dist_ctx.is_main else spill_folder(self.folder)
+            acts, how = load_or_compute(
+                produce, len(dataset), folder=self.folder, key=name, reuse=False, scratch=scratch
+            )
+            if probed is None and dist_ctx.enabled:
+                how += f", its batches shared by {dist_ctx.world_size} processes"
+        if probed is not None:
+            how += ", from strategy auto's probe"
+        data.activations[name] = (acts, how)
+        return acts, how
 
 
 class SeededItems(Dataset):

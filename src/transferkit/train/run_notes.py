@@ -11,10 +11,12 @@ import torch.nn as nn
 
 from ..model.factory import is_code_spec, is_object_spec
 from ..model.surgery import find_head
+from ..runtime.fastpath import FastPath, kernel_label
 from .config import TrainConfig
 from .out_folder import EXPORT_FILES, REPORT_FILES
+from .run_log import detail
 
-__all__ = ["interrupted_line", "log_weights", "note_old_exports", "random_start", "retire_reports"]
+__all__ = ["interrupted_line", "log_fast", "log_weights", "note_old_exports", "random_start", "retire_reports"]
 
 
 def log_weights(config: TrainConfig, model: nn.Module, load_report: dict | None, note: str | None, log) -> None:
@@ -92,3 +94,25 @@ def interrupted_line(total: int, out: Path) -> str:
         f"interrupted: {out / 'last.pt'} holds epoch {held} of {total}; go on with: "
         f"transferkit train --resume {shlex.quote(str(out))}"
     )
+
+
+def log_fast(log, use: str, chosen: FastPath) -> None:
+    """The kernels chosen for ``use`` in one short line, and the measurement behind them as a detail."""
+    log(f"kernels for {use}: {kernel_label(chosen.channels_last, chosen.precision)} ({_kernels_why(chosen)})")
+    detail(log, f"fast path for {use}: {kernel_label(chosen.channels_last, chosen.precision)}, {chosen.reason}")
+
+
+def _kernels_why(chosen: FastPath) -> str:
+    """How the kernels were chosen, in a few words: their speed against NCHW fp32, what measuring cost."""
+    speeds, label = chosen.images_per_second, kernel_label(chosen.channels_last, chosen.precision)
+    base = speeds.get(kernel_label(False, "fp32"))
+    if not speeds or label not in speeds:
+        return chosen.reason.split(";")[0].split(": ")[0][:80]
+    words = ["kept measurement" if chosen.reason.startswith("reused") else "measured"]
+    if base and label != kernel_label(False, "fp32"):
+        words.append(f"{speeds[label] / base:.2f}x NCHW fp32")
+    if chosen.measuring_seconds:
+        words.append(f"+{chosen.measuring_seconds:.1f} s")
+    if chosen.batch_size:
+        words.append(f"batches of {chosen.batch_size}")
+    return ", ".join(words)

@@ -18,15 +18,9 @@ import torch.nn as nn
 from .._storage import memory_budget
 from ..data.csv_data import csv_task
 from ..data.decode import Decoded, ImageDataset, decode, streamed
+from ..data.items import SPLIT_FOLDERS, DataSource
 from ..data.preprocess import Preprocessing
-from ..data.sources import (
-    SPLIT_FOLDERS,
-    DataSource,
-    open_data,
-    sibling_splits,
-    split_items,
-    stratified_sample,
-)
+from ..data.sources import open_data, sibling_splits, split_items, stratified_sample
 from ..errors import ConfigError, DataError, Unreachable
 from ..model.factory import create_model, is_code_spec
 from ..model.hf_transformers import is_transformers_model
@@ -266,12 +260,7 @@ def prepare_data(
     share one memory budget; what does not fit is memory-mapped in the run folder.
     """
     source = source or open_data(config.data, config.label_spec(), config.hf_options())
-    if source.val is None:
-        train_items, val_items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
-    else:
-        train_items, val_items = source.train, source.val
-    if config.train_images is not None and config.train_images < len(train_items):
-        train_items = stratified_sample(train_items, config.train_images, seed=config.seed)
+    train_items, val_items = _split(config, source)
     if model is None:
         model = create_model(
             config.model, num_classes=len(source.class_names), in_chans=config.in_chans, image_size=config.image_size
@@ -313,17 +302,8 @@ def prepare_data(
     )
     splits = _splits_text(source, config)
     log(f"splits: {splits}")
-    beside = sibling_splits(config.data) if source.val is None else []
-    if beside:
-        roles = [
-            f"validate on '{p.name}'" if p.name.lower() in SPLIT_FOLDERS["val"] else f"keep '{p.name}' apart"
-            for p in beside
-        ]
-        log(
-            f"warning: {' and '.join(repr(p.name) for p in beside)} beside '{config.data}' "
-            f"{'is' if len(beside) == 1 else 'are'} not used: give --data {shlex.quote(str(Path(config.data).parent))}"
-            f" to train on '{Path(config.data).name}', " + " and ".join(roles)
-        )
+    if source.val is None:
+        _warn_unused_splits(config.data, log)
     return assemble_data(
         config.data,
         source.class_names,
@@ -335,6 +315,34 @@ def prepare_data(
         splits=splits,
         skipped=skipped,
         log=log,
+    )
+
+
+def _split(config: TrainConfig, source: DataSource) -> tuple[list, list]:
+    """The training and validation items: DATA's own validation split, else a stratified one; the training items
+    sampled (stratified) down to ``train_images``."""
+    if source.val is None:
+        train_items, val_items = split_items(source.train, val_fraction=config.val_fraction, seed=config.seed)
+    else:
+        train_items, val_items = source.train, source.val
+    if config.train_images is not None and config.train_images < len(train_items):
+        train_items = stratified_sample(train_items, config.train_images, seed=config.seed)
+    return train_items, val_items
+
+
+def _warn_unused_splits(data: str, log) -> None:
+    """The split folders beside DATA that a split of DATA itself leaves unused, and the DATA that would use them."""
+    beside = sibling_splits(data)
+    if not beside:
+        return
+    roles = [
+        f"validate on '{p.name}'" if p.name.lower() in SPLIT_FOLDERS["val"] else f"keep '{p.name}' apart"
+        for p in beside
+    ]
+    log(
+        f"warning: {' and '.join(repr(p.name) for p in beside)} beside '{data}' "
+        f"{'is' if len(beside) == 1 else 'are'} not used: give --data {shlex.quote(str(Path(data).parent))}"
+        f" to train on '{Path(data).name}', " + " and ".join(roles)
     )
 
 

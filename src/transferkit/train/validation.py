@@ -28,19 +28,19 @@ class Validation:
 
 
 def validate(setup, record, *, device, dist_ctx, precision: str, trial, progress=None, log=None) -> Validation:
-    """Validate ``setup.eval_net`` on ``setup.val_loader`` with the kernels ``precision`` (or ``trial``'s).
+    """Validate ``setup.step.eval_net`` on ``setup.inputs.val_loader`` with the kernels ``precision`` (or ``trial``'s).
 
     ``progress`` names the pass in its progress, shown to ``log``."""
     data = record.data
-    dist_ctx.share_buffers(setup.eval_net)  # every rank validates the model rank 0 saves
+    dist_ctx.share_buffers(setup.step.eval_net)  # every rank validates the model rank 0 saves
     # A sharded model's forward gathers from every rank: each runs as many batches.
-    loader = dist_ctx.lockstep(setup.val_loader) if is_sharded(setup.eval_net) else setup.val_loader
+    loader = dist_ctx.lockstep(setup.inputs.val_loader) if is_sharded(setup.step.eval_net) else setup.inputs.val_loader
     if data.task == "classification":
         metrics = evaluate(
-            setup.eval_net,
+            setup.step.eval_net,
             loader,
             num_classes=len(data.class_names),
-            prep=setup.val_prep,
+            prep=setup.kernels.val_prep,
             device=device,
             precision=precision,
             dist_ctx=dist_ctx,
@@ -63,10 +63,10 @@ def validate(setup, record, *, device, dist_ctx, precision: str, trial, progress
             f"macro_f1 {scores['macro_f1']:.4f}",
         )
     result = evaluate_outputs(
-        setup.eval_net,
+        setup.step.eval_net,
         loader,
-        loss_fn=setup.loss_fn,
-        prep=setup.val_prep,
+        loss_fn=setup.step.loss_fn,
+        prep=setup.kernels.val_prep,
         device=device,
         precision=precision,
         trial=trial,

@@ -34,7 +34,7 @@ from transferkit.model.factory import create_model
 from transferkit.model.freeze import freeze_backbone, freeze_stages
 from transferkit.model.sizes import default_size
 from transferkit.model.surgery import find_head, tie_distillation_head
-from transferkit.train.cuts import choose_cut
+from transferkit.train.cache.cuts import choose_cut
 from transferkit.weights.loading import LoadPolicy, load_pretrained
 
 NAMED = [

@@ -8,7 +8,7 @@ Checks, each a command or a library call as a user would make it:
 - ``ddp``: torchrun with 2 processes when there are 2 devices, else 1 (nccl on CUDA);
 - ``process-group``: a group with transferkit's backends (gloo for CPU tensors, nccl for CUDA
   ones), one process: a DDP step on the device, a CPU all-gather, an object broadcast;
-- ``shard-params``: ``--shard-params``'s FSDP2 sharding (``transferkit.train.sharding``) of a
+- ``shard-params``: ``--shard-params``'s FSDP2 sharding (``transferkit.train.parallel.sharding``) of a
   ViT under torchrun with transferkit's group, bf16 parameters and fp32 gradient reduction: two
   AdamW steps against the same steps unsharded, the checkpoint state gathered, peak memory;
 - ``freeze-cache``: the ``freeze`` strategy computes the frozen layers once and trains the head on them;
@@ -148,7 +148,7 @@ def main() -> int:
         script = out / "group.py"
         script.write_text(
             "import torch, torch.distributed as dist\n"
-            "from transferkit.train.distributed import group_backend\n"
+            "from transferkit.train.parallel.distributed import group_backend\n"
             "dist.init_process_group(backend=group_backend())  # as init_from_env joins it\n"
             f"net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 2).to({str(device)!r}))\n"
             f"net(torch.randn(4, 8, device={str(device)!r})).sum().backward()\n"
@@ -188,7 +188,7 @@ def main() -> int:
 
     @check("compile")
     def _():
-        import transferkit.train.compiled as compiled_module
+        import transferkit.runtime.compiled as compiled_module
         from transferkit.model.factory import create_model
         from transferkit.runtime.fastpath import choose_fast_path
 

@@ -1,7 +1,7 @@
 """``--shard-params``'s sharding against none, under torchrun: run by bench/gpu_check.py's ``shard-params`` check.
 
 A ViT-S/16 at 64 px takes two AdamW steps in bf16 autocast, once whole (as DDP holds it on each
-process) and once sharded by :func:`transferkit.train.sharding.shard_model` (bf16 parameters,
+process) and once sharded by :func:`transferkit.train.parallel.sharding.shard_model` (bf16 parameters,
 fp32 gradient reduction), from the same weights and batch; the losses must agree, and the
 sharded state gathers into the whole model on rank 0. Prints one line on rank 0. Both models
 stay resident throughout: the peaks differ by what each pass adds (gradients, AdamW moments,
@@ -20,9 +20,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from transferkit.train.distributed import group_backend
 from transferkit.train.optim import create_optimizer
-from transferkit.train.sharding import gather_state, shard_model
+from transferkit.train.parallel.distributed import group_backend
+from transferkit.train.parallel.sharding import gather_state, shard_model
 
 
 def two_steps(net, x, y, device) -> tuple[float, float, torch.optim.Optimizer]:

@@ -86,7 +86,7 @@ def _rank(rank: int, port: int, name: str, way: str, out: str) -> None:
     import torch.nn.functional as F
 
     from transferkit.train.optim import create_optimizer
-    from transferkit.train.sharding import shard_model
+    from transferkit.train.parallel.sharding import shard_model
 
     torch.set_num_threads(1)  # as torchrun gives each of its processes
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)

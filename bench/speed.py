@@ -35,8 +35,8 @@ from transferkit.model.factory import create_model  # noqa: E402
 from transferkit.runtime.fastpath import autocast  # noqa: E402
 from transferkit.train.config import TrainConfig  # noqa: E402
 from transferkit.train.engine import fit  # noqa: E402
+from transferkit.train.folder.run_folder import load_run  # noqa: E402
 from transferkit.train.optim import create_optimizer, warmup_cosine  # noqa: E402
-from transferkit.train.run_folder import load_run  # noqa: E402
 from transferkit.train.setup import zero_init_head  # noqa: E402
 from transferkit.weights.loading import load_pretrained  # noqa: E402
 from transferkit.weights.registry import get_weights  # noqa: E402

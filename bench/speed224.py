@@ -39,7 +39,7 @@ from speed import ARCH, DATA, plain_model, preprocessing, split  # noqa: E402
 
 from transferkit.train.config import TrainConfig  # noqa: E402
 from transferkit.train.engine import fit  # noqa: E402
-from transferkit.train.run_folder import load_run  # noqa: E402
+from transferkit.train.folder.run_folder import load_run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "speed224.json"
 PLAIN_EPOCHS_TIMED = 2
@@ -162,7 +162,7 @@ def bench_full(tmp: Path, size: int = 224) -> dict:
 
 
 def bench_compile(tmp: Path, size: int = 224) -> dict:
-    import transferkit.train.compiled as compiled_module
+    import transferkit.runtime.compiled as compiled_module
     from transferkit.model.factory import create_model
     from transferkit.runtime.fastpath import choose_fast_path
 
@@ -200,7 +200,7 @@ def bare_pass(images: torch.Tensor, size: int) -> tuple[float, bool]:
     from transferkit.data.preprocess import BatchPrep
     from transferkit.model.factory import create_model
     from transferkit.runtime.fastpath import autocast, choose_fast_path
-    from transferkit.train.feature_cache import find_boundary, fold_batchnorm
+    from transferkit.train.cache.feature_cache import find_boundary, fold_batchnorm
     from transferkit.weights.loading import load_pretrained
 
     pre = preprocessing(size)

@@ -25,9 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import command_line, machine, write_section  # noqa: E402
 
-from transferkit.train import engine, tracking  # noqa: E402
+from transferkit.train import engine  # noqa: E402
 from transferkit.train.config import TrainConfig  # noqa: E402
 from transferkit.train.engine import fit  # noqa: E402
+from transferkit.train.folder import tracking  # noqa: E402
 
 ROUNDS = 2
 

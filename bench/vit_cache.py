@@ -30,7 +30,7 @@ from transferkit.data.preprocess import BatchPrep, Preprocessing  # noqa: E402
 from transferkit.model.factory import create_model  # noqa: E402
 from transferkit.train.config import TrainConfig  # noqa: E402
 from transferkit.train.engine import fit  # noqa: E402
-from transferkit.train.run_folder import load_run  # noqa: E402
+from transferkit.train.folder.run_folder import load_run  # noqa: E402
 
 ARCH = "vit_tiny_patch16_224"
 SIZE = 224

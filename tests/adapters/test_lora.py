@@ -12,7 +12,7 @@ from transferkit.inference.runs import load_trained
 from transferkit.model.factory import create_model
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
-from transferkit.train.run_folder import load_run
+from transferkit.train.folder.run_folder import load_run
 
 
 def quiet(message: str) -> None:

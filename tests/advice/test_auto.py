@@ -7,7 +7,7 @@ import torch
 from tests.helpers import TinyNet
 from transferkit.advice.auto import choose_strategy, fit
 from transferkit.train.config import TrainConfig
-from transferkit.train.model_card import write_model_card
+from transferkit.train.folder.model_card import write_model_card
 from transferkit.train.setup import prepare_data
 from transferkit.train.strategies import STRATEGIES
 

@@ -3,7 +3,7 @@ import torch
 from transferkit.advice.compare import compare
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
-from transferkit.train.run_folder import load_run
+from transferkit.train.folder.run_folder import load_run
 
 
 def test_strategies_share_decoded_data_kernels_and_activations_without_changing_results(tmp_path):

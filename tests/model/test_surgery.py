@@ -89,7 +89,7 @@ def test_a_distilled_models_two_heads_become_one_for_new_classes(tmp_path):
     from transferkit.model.surgery import tie_distillation_head
     from transferkit.train.config import TrainConfig
     from transferkit.train.engine import fit
-    from transferkit.train.run_folder import load_run
+    from transferkit.train.folder.run_folder import load_run
 
     model = create_model("levit_128s", num_classes=3, image_size=64).eval()
     assert tie_distillation_head(model) and model.head_dist is model.head

@@ -16,7 +16,7 @@ from transferkit.tasks.calibration import calibrated_thresholds
 from transferkit.tasks.metrics import multilabel_metrics, regression_metrics
 from transferkit.tasks.objective import TargetScale
 from transferkit.train.engine import fit
-from transferkit.train.run_folder import load_run
+from transferkit.train.folder.run_folder import load_run
 
 
 @pytest.mark.parametrize("strategy", ["full", "freeze"])

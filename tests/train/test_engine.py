@@ -7,7 +7,7 @@ from transferkit.inference.predict import load_predictor
 from transferkit.inference.runs import evaluate_run
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
-from transferkit.train.run_folder import load_run
+from transferkit.train.folder.run_folder import load_run
 
 TINY = "tests.helpers:TinyNet"
 
@@ -94,7 +94,7 @@ def test_cached_head_inputs_give_the_same_result(tmp_path, straight):
 def test_data_and_cache_beyond_memory_are_memory_mapped_with_the_same_result(tmp_path, monkeypatch, straight):
     in_memory, in_memory_run = straight(strategy="freeze", epochs=3, lr=0.03)
     monkeypatch.setattr("transferkit.train.setup.memory_budget", lambda: 1000)
-    monkeypatch.setattr("transferkit.train.feature_cache.memory_budget", lambda: 1000)
+    monkeypatch.setattr("transferkit.train.cache.feature_cache.memory_budget", lambda: 1000)
     lines = []
     mapped = fit(config(tmp_path, "b", strategy="freeze", epochs=3, lr=0.03), log=lines.append)
     assert any("train images memory-mapped" in line and "val images memory-mapped" in line for line in lines)
@@ -263,7 +263,7 @@ def test_an_extended_run_continues_its_learning_rate_on_the_longer_schedule(tmp_
 def test_a_resume_removes_the_report_of_the_run_as_it_was_and_names_exports_of_an_older_best(tmp_path):
     from tests.helpers import tiny_config
     from transferkit.deploy.export import export_run
-    from transferkit.train import run_notes
+    from transferkit.train.folder import run_notes
 
     data = make_image_folder(tmp_path / "data", per_class=12, size=16)
     run = tmp_path / "run"

@@ -177,7 +177,7 @@ def test_a_timm_hub_repo_at_another_size_brings_its_config_and_is_resampled(hub,
     """A repository in timm's layout (config.json + model.safetensors) trained at 96 px, used at 64 px."""
     from transferkit.train.config import TrainConfig
     from transferkit.train.engine import fit
-    from transferkit.train.run_folder import load_run
+    from transferkit.train.folder.run_folder import load_run
 
     torch.manual_seed(2)
     served = create_model("test_vit", num_classes=10, image_size=96)  # a 6x6 grid; the architecture's default is 160 px
@@ -226,7 +226,7 @@ def test_a_foundation_repo_written_by_timm_carries_its_config_into_a_run_at_anot
 
     from transferkit.train.config import TrainConfig
     from transferkit.train.engine import fit
-    from transferkit.train.run_folder import load_run
+    from transferkit.train.folder.run_folder import load_run
 
     torch.manual_seed(3)
     served = timm.create_model(name, pretrained=False, num_classes=0)

@@ -37,8 +37,8 @@ from ..data.preprocess import BatchPrep
 from ..data.sources import open_data, stratified_sample
 from ..serialization import write_json
 from ..tasks.objective import loss_function
+from ..tasks.scores import imbalance
 from ..train.config import IMBALANCED, TASK_FIELDS, TrainConfig
-from ..train.metrics import imbalance
 from ..train.setup import build_model, choose_weights, prepare_data
 from ..train.strategies import plan_phases
 from .probe import PROBE_SCORES, Depth, depth_points, extract, linear_probe, task_probe

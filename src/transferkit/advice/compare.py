@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, RunError
 from ..serialization import atomic_path, write_json
+from ..tasks.scores import MONITORS, in_percent, score_name
 from ..train.config import TrainConfig
-from ..train.metrics import MONITORS, in_percent, score_name
 from ..train.setup import Kernels, choose_weights, prepare_data
 from ..train.strategies import STRATEGIES
 from .auto import fit

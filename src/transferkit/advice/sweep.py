@@ -35,8 +35,8 @@ from ..errors import ConfigError
 from ..serialization import write_json
 from ..tasks.metrics import multilabel_metrics, regression_metrics
 from ..tasks.objective import loss_function
+from ..tasks.scores import imbalance, score_name
 from ..train.config import IMBALANCED, TrainConfig
-from ..train.metrics import imbalance, score_name
 from ..train.optim import warmup_cosine
 from ..train.setup import build_model, choose_weights, prepare_data
 from .probe import Depth, extract

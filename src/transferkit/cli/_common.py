@@ -105,7 +105,7 @@ def output_console(as_json: bool):
 
 class TerminalLog:
     """A long command's ``log``: its decisions, and with ``verbosity`` 1 the measurements behind them
-    (:func:`transferkit.train.run_log.detail`); with -1 only warnings and what ends it.
+    (:func:`transferkit.train.folder.run_log.detail`); with -1 only warnings and what ends it.
 
     On a terminal a long line wraps between the entries of its lists, never inside one; into a file or
     a pipe each message is one line.

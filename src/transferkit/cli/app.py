@@ -188,7 +188,7 @@ def _lost_peer(error: Exception) -> str | None:
     """The peer's failure a collective reported under torchrun, or None (torch.distributed not in use)."""
     if "torch.distributed" not in sys.modules:
         return None
-    from ..train.distributed import lost_peer
+    from ..train.parallel.distributed import lost_peer
 
     return lost_peer(error)
 

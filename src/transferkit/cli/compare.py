@@ -14,7 +14,7 @@ def print_comparison(console, rows: list[dict], plot: str) -> None:
     from rich.table import Table
 
     from ..advice.compare import score_text
-    from ..train.metrics import score_name
+    from ..tasks.scores import score_name
 
     score = rows[0]["score"]
     name = score_name(score)

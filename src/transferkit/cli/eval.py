@@ -56,7 +56,7 @@ def eval_command(
     """Evaluate a trained run or weights: accuracy, balanced accuracy, macro-F1, per-class metrics, confusion matrix."""
     from ..inference.runs import evaluate_run
     from ..inference.task_eval import score_line
-    from ..train.tracking import add_files, check_tracker
+    from ..train.folder.tracking import add_files, check_tracker
 
     check_tracker(track)
     result = evaluate_run(

@@ -58,7 +58,7 @@ def export_command(
     with the run's classes and preprocessing once uploaded; the proof runs what timm loads from it.
     """
     from ..deploy.export import export_run
-    from ..train.tracking import add_files, check_tracker
+    from ..train.folder.tracking import add_files, check_tracker
 
     console = output_console(as_json)
     check_tracker(track)

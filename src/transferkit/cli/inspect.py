@@ -125,7 +125,7 @@ def _run_model(model: str, weights: str | None, trust_code: bool):
 
     from ..errors import ConfigError
     from ..inference.runs import load_trained
-    from ..train.out_folder import is_run_folder
+    from ..train.folder.out_folder import is_run_folder
 
     if not is_run_folder(Path(model)):
         return None

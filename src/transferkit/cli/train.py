@@ -63,7 +63,7 @@ def train_command(
     from ..advice.auto import fit
     from ..errors import ConfigError
     from ..train.config import TrainConfig
-    from ..train.distributed import is_main_process
+    from ..train.parallel.distributed import is_main_process
 
     log = TerminalLog(as_json, verbosity(quiet, verbose))
     if workers is not None:

@@ -38,7 +38,7 @@ from ..data.user_data import is_given
 from ..errors import ConfigError, RunError
 from ..inference.sidecar import sidecar_path, task_facts, write_sidecar
 from ..inference.trained import TrainedModel
-from ..train.model_card import record_export
+from ..train.folder.model_card import record_export
 from .parity import (
     FP32_TOLERANCE,
     INT8_MAX_DROP,
@@ -234,7 +234,7 @@ def _written(run: Path, out: Path, format: str, quantize, trained, with_preproce
 
 def _model_spec(run: Path) -> str:
     """The run's MODEL, from its best checkpoint read without executing anything."""
-    from ..train.run_folder import load_run
+    from ..train.folder.run_folder import load_run
 
     return str(load_run(run, which="best")["config"].get("model", ""))
 

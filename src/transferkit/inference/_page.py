@@ -13,7 +13,7 @@ import io
 
 import torch
 
-from ..train.metrics import curve_scores
+from ..tasks.scores import curve_scores
 
 __all__ = [
     "CLASS_SCORES",

@@ -15,8 +15,8 @@ from ..errors import DataError, ImageReadError
 from ..runtime.fastpath import FastPath, autocast
 from ..tasks.calibration import calibrated_thresholds, label_probabilities
 from ..tasks.objective import TargetScale
-from ..train.calibration import probability_kind
-from ..train.loop import tta_logits, tta_warning
+from ..train.folder.calibration import probability_kind
+from ..train.phases.loop import tta_logits, tta_warning
 from .onnx_model import is_onnx, load_onnx
 from .pretrained import load_weights_model
 from .runs import load_trained

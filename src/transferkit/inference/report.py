@@ -15,7 +15,7 @@ import torch
 
 from ..serialization import write_bytes, write_text
 from ..tasks.calibration import ECE_BINS
-from ..train.calibration import probability_kind
+from ..train.folder.calibration import probability_kind
 from ._page import caption, curves_section, data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
 
 __all__ = ["top_losses", "write_report"]

@@ -16,12 +16,12 @@ from ..errors import DataError, RunError
 from ..runtime.fastpath import FastPath, resolve_device
 from ..tasks.calibration import reliability
 from ..tasks.conformal import read_interval
+from ..tasks.metrics import classification_metrics
 from ..tasks.objective import TargetScale
-from ..train.calibration import CALIBRATION_FILE, calibrate, calibrate_labels, probability_kind, read_temperature
 from ..train.config import TrainConfig
-from ..train.loop import evaluate, outputs_of, tta_warning
-from ..train.metrics import classification_metrics
-from ..train.run_folder import check_model_code, load_run, run_model
+from ..train.folder.calibration import CALIBRATION_FILE, calibrate, calibrate_labels, probability_kind, read_temperature
+from ..train.folder.run_folder import check_model_code, load_run, run_model
+from ..train.phases.loop import evaluate, outputs_of, tta_warning
 from .report import write_report
 from .task_eval import evaluate_task
 from .trained import TrainedModel

@@ -20,7 +20,7 @@ from ..data.preprocess import BatchPrep
 from ..tasks.calibration import binary_ece, calibrated_thresholds, label_probabilities
 from ..tasks.metrics import at_thresholds, multilabel_metrics, regression_metrics
 from ..tasks.objective import loss_function
-from ..train.loop import evaluate_outputs
+from ..train.phases.loop import evaluate_outputs
 from .trained import TrainedModel
 
 __all__ = ["evaluate_task", "score_line"]

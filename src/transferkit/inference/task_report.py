@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..serialization import write_bytes, write_text
 from ..tasks.metrics import confused_label_pairs
-from ..train.metrics import curve_scores
+from ..tasks.scores import curve_scores
 from ._page import caption, curves_section, data_uri, figure_png, html_page, learning_curves, pyplot, thumbnail
 
 __all__ = ["write_task_report"]

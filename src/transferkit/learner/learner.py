@@ -182,7 +182,7 @@ class Learner:
     def plot(self) -> Plot:
         """The learning curves: losses and validation scores per epoch, the phases marked."""
         from ..inference._page import learning_curves
-        from ..train.metrics import curve_scores
+        from ..tasks.scores import curve_scores
 
         history = list(self.summary.get("epochs") or [])
         png = learning_curves(history, curve_scores(self.task))

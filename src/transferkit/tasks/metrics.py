@@ -1,14 +1,21 @@
-"""Validation metrics of several labels per image and of numbers, by scikit-learn's (and SciPy's) functions.
+"""Every task's validation scores, computed (their names and which each task records: :mod:`~transferkit.tasks.scores`).
 
-Multi-label: mean average precision over labels (macro: each label counts once; micro: each
+Classes: accuracy, and from the confusion matrix what accuracy hides on imbalanced data (balanced
+accuracy, macro-F1, per class); rows of the matrix are true classes, columns predicted ones, and
+classes absent from the data (no support) are left out of the macro averages, as scikit-learn does
+for balanced accuracy.
+
+Several labels: mean average precision over labels (macro: each label counts once; micro: each
 decision does), F1, precision and recall per label at 0.5 and at the threshold that maximises
 that label's F1 on these images (kept for prediction), subset accuracy (every label right) and
-Hamming loss (the share of wrong decisions). Labels without a positive image have no average
-precision and are left out of the macro mean, as scikit-learn warns it would be ill-defined.
-Regression: MAE, RMSE and R² in the target's units, and Spearman's rank correlation.
+Hamming loss (the share of wrong decisions), by scikit-learn's functions. Labels without a positive
+image have no average precision and are left out of the macro mean, as scikit-learn warns it would be
+ill-defined. Numbers: MAE, RMSE and R² in the target's units, and Spearman's rank correlation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,12 +25,48 @@ from .objective import TargetScale
 __all__ = [
     "at_thresholds",
     "best_thresholds",
+    "classification_metrics",
     "confused_label_pairs",
     "label_average_precisions",
     "macro_map",
     "multilabel_metrics",
     "regression_metrics",
 ]
+
+
+def classification_metrics(confusion: Sequence[Sequence[int]], class_names: Sequence[str] | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, and per class precision, recall, F1 and support.
+
+    Examples:
+        >>> m = classification_metrics([[90, 0], [10, 0]], ["ok", "defect"])
+        >>> m["accuracy"], m["balanced_accuracy"], round(m["macro_f1"], 3)
+        (0.9, 0.5, 0.474)
+    """
+    rows = [[int(v) for v in row] for row in confusion]
+    k = len(rows)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    support = [sum(row) for row in rows]
+    predicted = [sum(rows[i][j] for i in range(k)) for j in range(k)]
+    total = sum(support)
+    per_class = {}
+    for i, name in enumerate(names):
+        tp = rows[i][i]
+        precision = tp / predicted[i] if predicted[i] else 0.0
+        recall = tp / support[i] if support[i] else None
+        f1 = 2 * precision * recall / (precision + recall) if recall and precision + recall > 0 else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support[i]}
+    present = [c for c in per_class.values() if c["support"]]
+    pairs = sorted(
+        ((rows[i][j], names[i], names[j]) for i in range(k) for j in range(k) if i != j and rows[i][j]),
+        key=lambda t: -t[0],
+    )
+    return {
+        "accuracy": sum(rows[i][i] for i in range(k)) / total if total else 0.0,
+        "balanced_accuracy": sum(c["recall"] for c in present) / len(present) if present else 0.0,
+        "macro_f1": sum(c["f1"] for c in present) / len(present) if present else 0.0,
+        "per_class": per_class,
+        "most_confused": [{"true": t, "predicted": p, "count": n} for n, t, p in pairs[:5]],
+    }
 
 
 def best_thresholds(targets: np.ndarray, probabilities: np.ndarray) -> list[float]:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from ..data.augment import AUGMENTATIONS
 from ..errors import ConfigError
+from ..tasks.scores import MONITORS, TASK_MONITORS
 from ..tasks.targets import TASKS, LabelSpec
-from .metrics import MONITORS, TASK_MONITORS
 from .strategies import STRATEGIES, plan_phases
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ __all__ = [
     "IMBALANCED",
     "OPTIMIZERS",
     "PRECISIONS",
-    "COMPILE_MODES",
     "LOSSES",
     "TASK_FIELDS",
     "TrainConfig",
@@ -51,9 +50,9 @@ TASK_FIELDS = (
 )
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-COMPILE_MODES = ("auto", "on", "off")
+COMPILE_MODES = ("auto", "on", "off")  # --compile: decided by measurement, always, never
 BALANCES = ("auto", "none", "weighted", "sampler")
-TRACKERS = ("none", "mlflow")  # besides metrics.csv and TensorBoard: transferkit.train.tracking
+TRACKERS = ("none", "mlflow")  # besides metrics.csv and TensorBoard: transferkit.train.folder.tracking
 IMBALANCED = 2.0  # largest class over smallest beyond which data counts as imbalanced (BENCHMARKS.md)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOSSES = ("auto", "mse", "huber")
@@ -169,7 +168,7 @@ class TrainConfig:
     shard_params: bool = _setting(
         False, "Under torchrun: shard parameters, gradients and optimizer state across the processes (FSDP)."
     )
-    # MLflow: parameters, per-epoch metrics, the model card and report (transferkit.train.tracking)
+    # MLflow: parameters, per-epoch metrics, the model card and report (transferkit.train.folder.tracking)
     track: str = _setting("none", f"Record the run in an experiment tracker too: {', '.join(TRACKERS)}.")
     tracking_uri: str | None = _setting(
         None, "For track mlflow: the tracking server (default: MLFLOW_TRACKING_URI, else a store in the run folder)."

@@ -9,8 +9,8 @@ import torch
 
 from ..data.decode import Decoded
 from ..tasks.objective import TargetScale
+from ..tasks.scores import imbalance
 from .config import IMBALANCED
-from .metrics import imbalance
 
 __all__ = ["RARE_LABEL", "split_facts", "target_stats"]
 

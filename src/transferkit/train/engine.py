@@ -1,7 +1,7 @@
 """``fit``: run a strategy's phases over the loop, writing the run folder as it goes.
 
 Where a phase trains only the layers after a frozen, deterministic prefix, the prefix's output
-is computed once (:mod:`transferkit.train.phase_cache`) and the rest is trained on it instead of
+is computed once (:mod:`transferkit.train.cache.phase_cache`) and the rest is trained on it instead of
 re-running the frozen network every epoch.
 """
 
@@ -24,23 +24,24 @@ from ..model.surgery import find_head
 from ..runtime.fastpath import FastPath, choose_fast_path, resolve_device
 from ..runtime.kernel_trial import InferenceTrial
 from ..serialization import write_json
-from .balance import choose_balance
 from .config import TrainConfig
-from .distributed import DistContext, init_from_env
-from .epochs import Clock, run_phase
-from .finish import finish_run
-from .lr_find import find_lr
-from .out_folder import check_out, claim_out, clear_run, remove_leftovers
-from .resume import check_same_data, resumed_config
-from .rng import seed_everything
-from .run_folder import (
+from .folder.out_folder import check_out, claim_out, clear_run, remove_leftovers
+from .folder.run_folder import (
     RunRecord,
     check_model_code,
     load_model_state,
     load_run,
 )
-from .run_log import RunLog
-from .run_notes import interrupted_line, log_fast, log_weights, note_old_exports, retire_reports
+from .folder.run_log import RunLog
+from .folder.run_notes import interrupted_line, log_fast, log_weights, note_old_exports, retire_reports
+from .folder.tracking import check_store, start_trackers
+from .lr_find import find_lr
+from .parallel.distributed import DistContext, init_from_env
+from .phases.balance import choose_balance
+from .phases.epochs import Clock, run_phase
+from .phases.finish import finish_run
+from .resume import check_same_data, resumed_config
+from .rng import seed_everything
 from .setup import (
     Kernels,
     PreparedData,
@@ -53,7 +54,6 @@ from .setup import (
     preprocessing_for,
     task_of_data,
 )
-from .tracking import check_store, start_trackers
 
 __all__ = ["fit"]
 

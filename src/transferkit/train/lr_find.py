@@ -27,10 +27,10 @@ from ..progress import progress as shown
 from ..runtime.fastpath import FastPath, autocast, resolve_device
 from ..serialization import write_bytes
 from ..tasks.objective import loss_function, positive_weights
+from .cache.phase_cache import cache_frozen_prefix
 from .config import TrainConfig
-from .distributed import DistContext, make_loader
-from .phase import apply_configured_phase, phase_optimizer
-from .phase_cache import cache_frozen_prefix
+from .parallel.distributed import DistContext, make_loader
+from .phases.phase import apply_configured_phase, phase_optimizer
 from .rng import seed_everything
 from .setup import PreparedData, build_model, choose_weights, prepare_data
 

@@ -1,6 +1,6 @@
 """What a strategy would train, phase by phase, without data or training: ``transferkit plan --strategy``.
 
-Each phase's parameters are set as ``train`` sets them (:func:`~transferkit.train.phase.apply_configured_phase`,
+Each phase's parameters are set as ``train`` sets them (:func:`~transferkit.train.phases.phase.apply_configured_phase`,
 with lora's and dora's adapters added first) and handed to the optimizer ``train`` would build, so
 what is shown is what a run of that strategy gets.
 """
@@ -15,7 +15,7 @@ from .._table import Table
 from ..model.freeze import ModuleCount, frozen_norm_layers, parameter_summary
 from ..model.surgery import find_head
 from .config import TrainConfig
-from .phase import apply_configured_phase, phase_optimizer
+from .phases.phase import apply_configured_phase, phase_optimizer
 from .setup import attach_adapters
 
 __all__ = ["PhasePlan", "plan_strategy"]

@@ -34,7 +34,7 @@ from ..weights.preprocessing import resolve_preprocessing
 from ..weights.verify import verify_weights
 from .config import TrainConfig
 from .data_facts import split_facts
-from .distributed import spill_folder
+from .parallel.distributed import spill_folder
 
 __all__ = [
     "Kernels",

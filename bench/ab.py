@@ -11,7 +11,8 @@ Workloads (tf_efficientnet_lite0 from the lite0 ImageNet weights):
 - ``freeze``: ``fit`` with strategy freeze, 10 epochs on builtin:mnist5k at 96 px (bench/speed.py's first
   measurement, the frozen prefix computed once);
 - ``full``: ``fit`` with strategy full, 2 epochs on builtin:mnist5k's first 1,000 images at 64 px;
-- ``advise``: ``advise`` on builtin:digits at 64 px (the advice benchmark's probes);
+- ``advise-digits``, ``advise-mnist5k``, ``advise-faces``: ``advise`` at 64 px (the advice benchmark's probes
+  and decisions);
 - ``demo``: ``transferkit demo --json`` (the demo targets: four strategies compared).
 """
 
@@ -32,7 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FIT = """
 import json, sys, time
-from transferkit.advice.auto import fit as advised_fit
+try:
+    from transferkit.advice.auto import fit as advised_fit
+except ImportError:  # code from before the layers were enforced: the engine resolved strategy auto itself
+    from transferkit.train.engine import fit as advised_fit
 from transferkit.train.config import TrainConfig
 config = TrainConfig(**json.loads(sys.argv[1]))
 started = time.perf_counter()
@@ -68,7 +72,10 @@ WORKLOADS = {
         FIT,
         {**LITE0, "data": "builtin:mnist5k", "strategy": "full", "epochs": 2, "image_size": 64, "train_images": 1000},
     ),
-    "advise": (ADVISE, {**LITE0, "data": "builtin:digits", "epochs": 4, "image_size": 64}),
+    **{
+        f"advise-{name}": (ADVISE, {**LITE0, "data": f"builtin:{name}", "epochs": 4, "image_size": 64})
+        for name in ("digits", "mnist5k", "faces")
+    },
     "demo": (DEMO, None),
 }
 
@@ -88,7 +95,7 @@ def run_once(tree: Path, name: str, out: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", required=True, help="The commit to compare this checkout with.")
-    parser.add_argument("--only", default="freeze,full,advise,demo")
+    parser.add_argument("--only", default=",".join(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=3, help="Runs a side (the demo: once a side).")
     parser.add_argument("--write", action="store_true", help="Write the section of BENCHMARKS.md.")
     args = parser.parse_args()

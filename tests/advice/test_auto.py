@@ -49,7 +49,7 @@ def test_a_probe_that_advises_freeze_is_the_cache(tmp_path, monkeypatch):
     """The probe ran every image to the head's input: freeze takes those features, checked, instead of a pass."""
     from transferkit.advice import advise as advise_module
 
-    def always_freeze(depths, gap, measure):
+    def always_freeze(depths, gap, measure, **settings):
         return {"strategy": "freeze", "command": "--strategy freeze", "reason": "asked by the test", "signals": []}
 
     monkeypatch.setattr(advise_module, "recommend", always_freeze)

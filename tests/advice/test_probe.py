@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from transferkit.advice.advise import EARLIER_BY, FREEZE_AT, GAP_HIGH, recommend
+from transferkit.advice.advise import EARLIER_BY, FREEZE_AT, GAP_HIGH, MIN_STEPS, recommend
 from transferkit.advice.probe import Depth, _block, depth_points, extract, linear_probe, task_probe
 from transferkit.data.preprocess import BatchPrep, Preprocessing
 from transferkit.model.factory import create_model
@@ -91,6 +91,27 @@ def test_the_statistics_gap_is_the_distance_in_running_standard_deviations():
 
 def _depth(name, accuracy, after):
     return {"name": name, "score": accuracy, "stages_after": after}
+
+
+# lite0's probes on bench/advice_suite.py's sets (bn1 ... head input, with --unfreeze-last after each), the optimizer
+# steps of their 3-epoch runs in batches of 32, and the strategy the benchmark found best.
+SUITE = [
+    ("digits-10", [0.728, 0.689, 0.822, 0.933, 0.933, 0.867], 0.46, 12, "freeze"),
+    ("digits-30", [0.778, 0.717, 0.856, 0.944, 0.939, 0.917], 0.46, 30, "freeze"),
+    ("mnist-1to20", [0.343, 0.393, 0.615, 0.790, 0.785, 0.670], 0.50, 81, "head"),
+    ("digits", [0.783, 0.708, 0.914, 0.969, 0.961, 0.933], 0.46, 135, "head"),
+]
+
+
+@pytest.mark.parametrize(("name", "probes", "gap", "steps", "best"), SUITE, ids=[row[0] for row in SUITE])
+def test_few_optimizer_steps_train_the_head_alone(name, probes, gap, steps, best):
+    names = ["bn1", "blocks.0.0", "blocks.2", "blocks.3", "blocks.5", "head input"]
+    depths = [_depth(n, score, 6 - i) for i, (n, score) in enumerate(zip(names, probes))]
+    advice = recommend(depths, gap, steps=steps)
+    assert advice["strategy"] == best
+    if steps < MIN_STEPS:
+        assert f"the run takes {steps} optimizer steps" in advice["reason"]
+    assert recommend(depths, gap)["strategy"] == "head"  # without the steps, the probes alone train blocks
 
 
 def test_the_rule_on_each_branch():

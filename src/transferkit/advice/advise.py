@@ -25,6 +25,7 @@ The thresholds are written down with their measurements in BENCHMARKS.md ("Strat
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 import time
 from dataclasses import replace
@@ -49,12 +50,16 @@ FREEZE_AT = 0.97
 EARLIER_BY = 0.02
 GAP_HIGH = 1.0  # the load verification's drift threshold: beyond it, the inputs are not what the weights saw
 SAMPLE = 4000  # training images probed at most; a stratified sample beyond
+# Fewer optimizer steps than this train the head alone: on bench/advice_suite.py's sets, 12 and 30 steps (10 and
+# 30 digits a class) left every strategy that trains blocks far below freeze, 81 and more did not.
+MIN_STEPS = 50
 
 
-def recommend(depths: list[dict], gap: float | None, measure: str = "accuracy") -> dict:
+def recommend(depths: list[dict], gap: float | None, measure: str = "accuracy", *, steps: int | None = None) -> dict:
     """The strategy and its settings for probe results ``depths`` (input to output) and the statistics gap.
 
-    Each depth's ``score`` is the probe's ``measure`` (accuracy, mAP or R²).
+    Each depth's ``score`` is the probe's ``measure`` (accuracy, mAP or R²). ``steps``, the optimizer steps
+    the run will take, advises freeze below :data:`MIN_STEPS`, whatever the probes say.
 
     ``gap`` is None for a network without BatchNorm: the probes alone decide, and ``signals`` says so.
 
@@ -64,6 +69,15 @@ def recommend(depths: list[dict], gap: float | None, measure: str = "accuracy") 
         '--strategy head --unfreeze-last 3'
     """
     advice = _rule(depths, gap, measure)
+    if steps is not None and steps < MIN_STEPS and advice["strategy"] != "freeze":
+        advice = {
+            "strategy": "freeze",
+            "command": "--strategy freeze",
+            "reason": f"the run takes {steps} optimizer steps, fewer than the {MIN_STEPS} that training more than the "
+            "head needs (on the advice benchmark, with 10 or 30 images a class, every strategy that trains blocks "
+            f"fell far below freeze); with more images or epochs the probes would decide: {advice['command']}, as "
+            f"{advice['reason']}",
+        }
     if gap is None:
         advice["reason"] += " (no BatchNorm layers, so no statistics gap: decided on the linear probes alone)"
     advice["signals"] = ["linear probes"] + ([] if gap is None else ["BatchNorm statistics gap"])
@@ -154,9 +168,13 @@ def advise_prepared(
     write: bool = True,
     estimate: bool = True,
     keep_features: bool = False,
+    train_images: int | None = None,
     log=print,
 ) -> dict:
     """:func:`advise` on a model with its weights and data already decoded (``train --strategy auto``).
+
+    ``train_images`` is how many images the run trains on, where ``data`` is a sample of them (the optimizer
+    steps the advice counts); by default ``data``'s.
 
     ``estimate=False`` skips timing training steps for the time estimates, which only a budget needs.
     ``keep_features`` adds the head's input for every image (``{"train": (N, D), "val": (M, D)}``)
@@ -190,7 +208,8 @@ def advise_prepared(
                 f"({min(gaps.values()):.2f} to {max(gaps.values()):.2f}); from {GAP_HIGH:g} the images count as far "
                 "from what the weights expect"
             )
-        advice = recommend(depths, gap, measure)
+        steps = math.ceil((train_images or len(data.train)) / config.batch_size) * config.epochs
+        advice = recommend(depths, gap, measure, steps=steps)
         estimates = _estimates(config, model, data, points, speed, advice) if estimate or budget else {}
     if budget is not None and estimates.get(advice["command"], 0) > budget:
         advice = _within_budget(advice, estimates, budget)

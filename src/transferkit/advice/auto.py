@@ -42,7 +42,9 @@ def choose_strategy(
     ``write`` is for the one that writes the run folder.
     """
     probed = _probed(data, SAMPLE, config.seed, log)
-    result = advise_prepared(config, model, probed, write=write, estimate=False, keep_features=True, log=log)
+    result = advise_prepared(
+        config, model, probed, write=write, estimate=False, keep_features=True, train_images=len(data.train), log=log
+    )
     features = result.pop("head_features")
     advice = result["advice"]
     changes = {"strategy": advice["strategy"]}

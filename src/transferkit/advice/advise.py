@@ -25,7 +25,6 @@ The thresholds are written down with their measurements in BENCHMARKS.md ("Strat
 from __future__ import annotations
 
 import dataclasses
-import math
 import shlex
 import time
 from dataclasses import replace
@@ -40,6 +39,7 @@ from ..serialization import write_json
 from ..tasks.objective import loss_function
 from ..tasks.scores import imbalance
 from ..train.config import IMBALANCED, TASK_FIELDS, TrainConfig
+from ..train.parallel.distributed import epoch_steps
 from ..train.setup import build_model, choose_weights, prepare_data
 from ..train.strategies import plan_phases
 from .probe import PROBE_SCORES, Depth, depth_points, extract, linear_probe, task_probe
@@ -50,8 +50,8 @@ FREEZE_AT = 0.97
 EARLIER_BY = 0.02
 GAP_HIGH = 1.0  # the load verification's drift threshold: beyond it, the inputs are not what the weights saw
 SAMPLE = 4000  # training images probed at most; a stratified sample beyond
-# Fewer optimizer steps than this train the head alone: on bench/advice_suite.py's sets, 12 and 30 steps (10 and
-# 30 digits a class) left every strategy that trains blocks far below freeze, 81 and more did not.
+# Fewer optimizer steps than this train the head alone: on bench/advice_suite.py's sets, 9 and 27 steps (10 and
+# 30 digits a class) left every strategy that trains blocks far below freeze, 78 and more did not.
 MIN_STEPS = 50
 
 
@@ -208,7 +208,8 @@ def advise_prepared(
                 f"({min(gaps.values()):.2f} to {max(gaps.values()):.2f}); from {GAP_HIGH:g} the images count as far "
                 "from what the weights expect"
             )
-        steps = math.ceil((train_images or len(data.train)) / config.batch_size) * config.epochs
+        per_epoch, _ = epoch_steps(train_images or len(data.train), config.batch_size, world_size=1)
+        steps = per_epoch * config.epochs  # as one process trains them, the last short batch dropped
         advice = recommend(depths, gap, measure, steps=steps)
         estimates = _estimates(config, model, data, points, speed, advice) if estimate or budget else {}
     if budget is not None and estimates.get(advice["command"], 0) > budget:

@@ -13,11 +13,12 @@ user's data, from data that installs offline:
 - imbalance: ``mnist-1to20`` (classes 0-4 twenty times as frequent as 5-9).
 
 For each, ``advise`` records the probes at every depth, the statistics gap and its advice; then one ``compare``
-(one split, one decoding) trains ``freeze``, ``full``, ``lp-ft``, ``gradual`` and ``head --unfreeze-last N`` (N
-the advice's, else 2) at the same epoch budget, and ``fit`` with strategy auto runs as a user's default would.
+(one split, one decoding) trains ``freeze``, ``full``, ``lp-ft``, ``gradual`` and ``head --unfreeze-last N`` for N
+2, 4 and 5 (the depths lite0 is probed at) at the same epoch budget, each with its score and seconds after every
+epoch, and ``fit`` with strategy auto runs as a user's default would.
 Results go to ``bench/advice_suite.json`` (a dataset already there is kept unless ``--again``) and to BENCHMARKS.md.
 
-    .venv/bin/python bench/advice_suite.py [--only photos,digits] [--probes-only] [--write]
+    .venv/bin/python bench/advice_suite.py [--only photos,digits] [--parts probes,fixed,auto] [--again] [--write]
 """
 
 from __future__ import annotations
@@ -34,14 +35,19 @@ import numpy as np
 from _report import command_line, machine, write_section
 from PIL import Image, ImageFilter
 
+from tasks import canvases
 from transferkit.advice.advise import advise
 from transferkit.advice.auto import fit
 from transferkit.advice.compare import compare
+from transferkit.tasks.scores import MONITORS
 from transferkit.train.config import TrainConfig
+from transferkit.train.parallel.distributed import epoch_steps
 
 RESULTS = Path(__file__).resolve().parent / "advice_suite.json"
 EPOCHS, SIZE = 3, 64
+CANVASES = 1000  # as many images as the MNIST sets
 FIXED = ["freeze", "full", "lp-ft", "gradual", "head"]
+HEAD_LAST = (2, 4, 5)  # --unfreeze-last of lite0's probed depths blocks.5, blocks.3 and blocks.2
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "immunohistochemistry", "hubble_deep_field")
 TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "coins")
 
@@ -109,6 +115,11 @@ def _blurred(image: np.ndarray, rng) -> np.ndarray:
     return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(1.5)))
 
 
+def _made(root: Path) -> Path:
+    root.mkdir(parents=True)
+    return root
+
+
 def _digits(root: Path, per_class: int | None = None) -> Path:
     from sklearn.datasets import load_digits
 
@@ -136,12 +147,17 @@ DATASETS = {
     "digits-30": lambda root: _digits(root, per_class=30),
     "textures-10": lambda root: _crops(root, TEXTURES, 28, size=48),
     "mnist-1to20": lambda root: _mnist_folder(root, counts={c: 200 if c < 5 else 10 for c in range(10)}),
+    "canvas-labels": lambda root: canvases(_made(root), CANVASES, 0)[0],
+    "canvas-count": lambda root: canvases(_made(root), CANVASES, 0)[1],
 }
+# The sets that are not one class per image: the digits a canvas holds, and how many.
+TASKS = {"canvas-labels": "multi-label", "canvas-count": "regression"}
 # Few-image sets hold out a fixed share: 10 a class to train is 18 + 10 images a class before the split.
 VAL_FRACTION = {"digits-10": 18 / 28, "digits-30": 18 / 48, "textures-10": 18 / 28}
 
 
-def one(name: str, root: Path, probes_only: bool) -> dict:
+def one(name: str, root: Path, parts: set[str]) -> dict:
+    """The ``parts`` of one dataset's entry: ``probes`` (advise), ``fixed`` (every fixed strategy), ``auto``."""
     data = DATASETS[name](root / "data")
     base = TrainConfig(
         model="tf_efficientnet_lite0",
@@ -151,56 +167,84 @@ def one(name: str, root: Path, probes_only: bool) -> dict:
         image_size=SIZE,
         out=str(root / "advice"),
         val_fraction=VAL_FRACTION.get(name, 0.2),
+        task=TASKS.get(name, "classification"),
     )
-    started = time.perf_counter()
-    advised = advise(base, log=lambda m: None)
-    entry = {
-        "advise_seconds": time.perf_counter() - started,
-        "advice": advised["advice"]["command"],
-        "reason": advised["advice"]["reason"],
-        "statistics_gap": advised["statistics_gap"],
-        "score": advised["score"],
-        "probes": {d["name"]: round(d["score"], 4) for d in advised["depths"]},
-    }
-    if probes_only:
-        return entry
-    keep = advised["advice"].get("unfreeze_last", 2)
-    compared = compare(replace(base, out=str(root / "fixed"), unfreeze_last=keep), FIXED, log=lambda m: None)
-    entry["fixed"] = {
-        (f"head --unfreeze-last {keep}" if r["strategy"] == "head" else r["strategy"]): {
-            "best": round(r["best"], 4),
-            "seconds": round(r["seconds"], 1),
+    entry = {}
+    if "probes" in parts:
+        started = time.perf_counter()
+        advised = advise(base, log=lambda m: None)
+        entry = {
+            "advise_seconds": time.perf_counter() - started,
+            "advice": advised["advice"]["command"],
+            "reason": advised["advice"]["reason"],
+            "statistics_gap": advised["statistics_gap"],
+            "score": advised["score"],
+            "probes": {d["name"]: round(d["score"], 4) for d in advised["depths"]},
+            "stages_after": {d["name"]: d["stages_after"] for d in advised["depths"]},
+            "train_images": advised["images"]["train"],
+            "steps": EPOCHS * epoch_steps(advised["images"]["train"], base.batch_size, world_size=1)[0],
         }
-        for r in compared["rows"]
-    }
-    started = time.perf_counter()
-    auto = fit(replace(base, strategy="auto", out=str(root / "auto")), log=lambda m: None)
-    entry["auto"] = {
-        "strategy": auto["advice"]["command"],
-        "best": round(auto["best_val_acc"], 4),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    if "fixed" in parts:
+        entry["fixed"] = _trained(replace(base, out=str(root / "fixed"), unfreeze_last=HEAD_LAST[0]), FIXED)
+        for n in HEAD_LAST[1:]:
+            entry["fixed"] |= _trained(replace(base, out=str(root / f"head{n}"), unfreeze_last=n), ["head"])
+    if "auto" in parts:
+        started = time.perf_counter()
+        auto = fit(replace(base, strategy="auto", out=str(root / "auto")), log=lambda m: None)
+        entry["auto"] = {
+            "strategy": auto["advice"]["command"],
+            "best": round(auto["best_score"]["value"], 4),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
     return entry
+
+
+def _trained(config: TrainConfig, strategies: list[str]) -> dict:
+    """Each strategy's best score by the run's own monitor (balanced accuracy where classes are imbalanced, mAP,
+    MAE), its seconds, and per epoch the score and the seconds so far (to replay races)."""
+    compared = compare(config, strategies, log=lambda m: None)
+    rows = {}
+    for r in compared["rows"]:
+        report = json.loads((Path(compared["runs"][r["strategy"]]) / "report.json").read_text())
+        monitor = report["best_score"]["name"]
+        name = f"head --unfreeze-last {config.unfreeze_last}" if r["strategy"] == "head" else r["strategy"]
+        rows[name] = {
+            "best": round(report["best_score"]["value"], 4),
+            "monitor": monitor,
+            "higher_better": next(higher for key, higher in MONITORS.values() if key == monitor),
+            "seconds": round(r["seconds"], 1),
+            "curve": [round(e[monitor], 4) for e in report["epochs"]],
+            "epoch_seconds": [round(e["cumulative_seconds"], 2) for e in report["epochs"]],
+        }
+    return rows
+
+
+def _shown(value: float, higher: bool) -> str:
+    return f"{100 * value:.1f}%" if higher else f"MAE {value:.3f}"
 
 
 def table(results: dict) -> str:
     lines = [
-        "| data | statistics gap | probes by depth | advice | auto: acc (s) | best fixed: acc (s) | auto - best "
-        "(points) | every fixed strategy |",
-        "|---|---:|---|---|---:|---|---:|---|",
+        "| data | steps | statistics gap | probes by depth | auto: advice | auto: score (s) | best fixed: score (s) | "
+        "auto - best | auto's time / full's | every fixed strategy |",
+        "|---|---:|---:|---|---|---:|---|---:|---:|---|",
     ]
     for name, r in results.items():
         gap = "-" if r["statistics_gap"] is None else f"{r['statistics_gap']:.2f}"
         probes = ", ".join(f"{k} {v:.3f}" for k, v in r["probes"].items())
         if "fixed" not in r:
-            lines.append(f"| {name} | {gap} | {probes} | `{r['advice']}` | - | - | - | - |")
+            lines.append(f"| {name} | {r.get('steps', '-')} | {gap} | {probes} | `{r['advice']}` | - | - | - | - | - |")
             continue
-        best = max(r["fixed"], key=lambda k: r["fixed"][k]["best"])
+        higher = next(iter(r["fixed"].values())).get("higher_better", True)
+        best = (max if higher else min)(r["fixed"], key=lambda k: r["fixed"][k]["best"])
         b, a = r["fixed"][best], r["auto"]
-        fixed = ", ".join(f"{k} {100 * v['best']:.1f}% ({v['seconds']:.0f} s)" for k, v in r["fixed"].items())
+        # points for shares; for an error, percent of the best error (positive: auto is worse)
+        miss = 100 * (a["best"] - b["best"]) if higher else -100 * (a["best"] - b["best"]) / b["best"]
+        fixed = ", ".join(f"{k} {_shown(v['best'], higher)} ({v['seconds']:.0f} s)" for k, v in r["fixed"].items())
         lines.append(
-            f"| {name} | {gap} | {probes} | `{r['advice']}` | {100 * a['best']:.1f}% ({a['seconds']:.0f} s) | "
-            f"{best} {100 * b['best']:.1f}% ({b['seconds']:.0f} s) | {100 * (a['best'] - b['best']):+.1f} | {fixed} |"
+            f"| {name} | {r.get('steps', '-')} | {gap} | {probes} | `{a['strategy']}` | {_shown(a['best'], higher)} "
+            f"({a['seconds']:.0f} s) | {best} {_shown(b['best'], higher)} ({b['seconds']:.0f} s) | {miss:+.1f} | "
+            f"{a['seconds'] / r['fixed']['full']['seconds']:.2f} | {fixed} |"
         )
     return "\n".join(lines)
 
@@ -208,25 +252,31 @@ def table(results: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(DATASETS))
-    parser.add_argument("--probes-only", action="store_true", help="advise only: probes, gap and advice.")
+    parser.add_argument(
+        "--parts",
+        default="probes,fixed,auto",
+        help="What to run: probes (advise), fixed (every fixed strategy), auto; the others' results are kept.",
+    )
     parser.add_argument("--again", action="store_true", help="Run datasets already in the results again.")
     parser.add_argument("--write", action="store_true", help="Write the section of BENCHMARKS.md.")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in args.only.split(","):
         done = results.get(name, {})
-        if done and not args.again and ("fixed" in done or args.probes_only):
+        if done and not args.again and parts <= done.keys():
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            results[name] = one(name, Path(tmp), args.probes_only)
+            results[name] = {**done, **one(name, Path(tmp), parts)}
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         print(name, json.dumps(results[name]), flush=True)
     body = f"""
 Machine: {machine()}
 
 Command: `{command_line()}`. lite0 with its real ImageNet weights (`--weights lite0`) at {SIZE} px, {EPOCHS}
-epochs for every strategy, batches of 32; each dataset an image folder (bench/advice_suite.py says how each is
-made). Probes score accuracy on the held-out split (balanced accuracy on imbalanced classes).
+epochs for every strategy, batches of 64 (the default); each dataset an image folder or CSV (bench/advice_suite.py says how each is
+made). Probes and runs are scored on the held-out split by the run's monitor: accuracy, balanced accuracy on
+imbalanced classes (mnist-1to20), macro mAP for several labels, MAE for numbers.
 
 {table(results)}
 """

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from _report import command_line, machine, write_section
 
-from transferkit.advice.advise import EARLIER_BY, FREEZE_AT, GAP_HIGH, advise
+from transferkit.advice.advise import advise
 from transferkit.advice.compare import compare
+from transferkit.advice.rule import EARLIER_BY, FREEZE_AT, GAP_HIGH
 from transferkit.train.config import TrainConfig
 
 EPOCHS = 4

@@ -21,7 +21,7 @@ def test_the_probe_chooses_and_leaves_the_model_as_it_was(tmp_path):
     model = TinyNet(num_classes=10).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = prepare_data(config, model=model, log=lambda m: None)
-    chosen, advice = choose_strategy(config, model, data, log=lambda m: None)
+    chosen, advice, raced = choose_strategy(config, model, data, log=lambda m: None)
     assert chosen.strategy in STRATEGIES and chosen.strategy == advice["strategy"]
     assert advice["command"].startswith(f"--strategy {chosen.strategy}") and advice["reason"]
     if chosen.strategy == "head":
@@ -59,3 +59,55 @@ def test_a_probe_that_advises_freeze_is_the_cache(tmp_path, monkeypatch):
     assert "from strategy auto's probe" in cache
     alone = fit(TrainConfig(**BASE, **PINNED, out=str(tmp_path / "freeze"), strategy="freeze"), log=lambda m: None)
     assert abs(auto["best_val_acc"] - alone["best_val_acc"]) <= 0.02
+
+
+def test_a_budget_the_advice_would_overrun_trains_less(tmp_path, monkeypatch):
+    """--budget: the probe's seconds count against it; an advice estimated over what is left trains less, said why."""
+    from transferkit.advice import advise as advise_module
+
+    def deep_head(depths, gap, measure, **settings):
+        return {"strategy": "head", "unfreeze_last": 2, "command": "--strategy head --unfreeze-last 2",
+                "reason": "asked by the test", "signals": []}  # fmt: skip
+
+    monkeypatch.setattr(advise_module, "recommend", deep_head)
+    out = tmp_path / "run"
+    result = fit(TrainConfig(**BASE, **PINNED, out=str(out), strategy="auto", budget=1e-3), log=lambda m: None)
+    advice = result["advice"]
+    assert advice["strategy"] == "freeze" and advice["budget"] == 1e-3
+    assert "but --strategy head --unfreeze-last 2 would take about" in advice["reason"]
+    assert "so --strategy freeze" in advice["reason"] and "the cheapest, as none fits" in advice["reason"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["strategy"] == "freeze" and config["budget"] is None  # what resuming continues: no choice left
+    stored = json.loads((out / "advice.json").read_text())
+    assert stored["advice"]["over_budget"] == "--strategy head --unfreeze-last 2"
+    assert {"--strategy freeze", "--strategy full"} <= set(stored["estimated_seconds"])
+    assert [row["command"] for row in stored["considered"]][0] == "--strategy freeze"
+
+
+def test_a_head_advice_races_the_depth_before_and_the_winner_goes_on(tmp_path, monkeypatch):
+    """One epoch each; the better goes on from its checkpoint, as its own run would have: the same epochs."""
+    from transferkit.advice import advise as advise_module
+
+    def last_two(depths, gap, measure, **settings):
+        return {"strategy": "head", "unfreeze_last": 2, "command": "--strategy head --unfreeze-last 2",
+                "reason": "asked by the test", "signals": []}  # fmt: skip
+
+    monkeypatch.setattr(advise_module, "recommend", last_two)
+    lines, out = [], tmp_path / "auto"
+    auto = fit(TrainConfig(**BASE, **PINNED, out=str(out), strategy="auto"), log=lines.append)
+    race = auto["advice"]["race"]
+    assert [c["command"] for c in race["candidates"]] == [f"--strategy head --unfreeze-last {n}" for n in (2, 3)]
+    winner = int(race["winner"].split()[-1])
+    said = next(line for line in lines if line.startswith("race: after 1 epoch"))
+    assert said.endswith(f": --strategy head --unfreeze-last {winner} goes on")
+    assert "raced against --unfreeze-last 3 for 1 epoch" in auto["advice"]["reason"]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["strategy"], config["unfreeze_last"]) == ("head", winner)
+    assert not (out / "race").exists() and (out / "best.pt").is_file()
+    alone = fit(
+        TrainConfig(**BASE, **PINNED, out=str(tmp_path / "alone"), strategy="head", unfreeze_last=winner),
+        log=lambda m: None,
+    )
+    assert [e["epoch"] for e in auto["epochs"]] == [1, 2]
+    for ours, theirs in zip(auto["epochs"], alone["epochs"], strict=True):
+        assert abs(ours["val_loss"] - theirs["val_loss"]) < 1e-4 and ours["val_acc"] == theirs["val_acc"]

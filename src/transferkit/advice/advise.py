@@ -1,25 +1,9 @@
 """Which way to transfer, decided from linear probes at several depths instead of training every strategy.
 
-The rule (:func:`recommend`), in order:
-
-1. ``freeze`` when the probe on the head's input already reaches :data:`FREEZE_AT` and the
-   new images are close to the statistics the weights expect (gap under :data:`GAP_HIGH`):
-   the features separate the classes, and training more layers mostly costs time.
-2. ``head --unfreeze-last N`` when an earlier depth probes at least :data:`EARLIER_BY` better
-   than the last: the last stages are specific to the source task; retrain from there.
-3. ``full`` when the statistics gap is large: BatchNorm statistics and early features must move.
-4. ``lp-ft`` otherwise: probe first, then fine-tune everything gently (Kumar et al., 2022).
-
-A network without BatchNorm (ViTs, Swin, ConvNeXt: LayerNorm keeps no running statistics) has
-no statistics gap: the rule then decides on the probes alone, so never ``full`` for the gap,
-and the advice says which signals it used.
-
-The probe's score is the task's (:data:`~transferkit.advice.probe.PROBE_SCORES`): accuracy for
-classes (balanced accuracy where they are imbalanced, as ``train`` counts them), macro mAP for
-several labels per image, R² for numbers; each is at most 1, and the same thresholds apply to it.
-Each reason names the thresholds it was decided by.
-
-The thresholds are written down with their measurements in BENCHMARKS.md ("Strategy advice").
+:func:`advise` probes the pretrained features at several depths (:mod:`~transferkit.advice.probe`), measures how
+far the new images are from the statistics the weights expect, counts the run's optimizer steps, and asks the rule
+(:func:`~transferkit.advice.rule.recommend`) which strategy to train; with a budget, it estimates each strategy's
+seconds from measured training steps. ``advice.json`` and ``probe_depth.png`` record it.
 """
 
 from __future__ import annotations
@@ -36,104 +20,17 @@ import torch.nn as nn
 from ..data.preprocess import BatchPrep
 from ..data.sources import open_data, stratified_sample
 from ..serialization import write_json
-from ..tasks.objective import loss_function
 from ..tasks.scores import imbalance
 from ..train.config import IMBALANCED, TASK_FIELDS, TrainConfig
 from ..train.parallel.distributed import epoch_steps
 from ..train.setup import build_model, choose_weights, prepare_data
-from ..train.strategies import plan_phases
-from .probe import PROBE_SCORES, Depth, depth_points, extract, linear_probe, task_probe
+from .budget import estimate_seconds, within_budget
+from .probe import PROBE_SCORES, depth_points, extract, linear_probe, task_probe
+from .rule import GAP_HIGH, Rule, recommend
 
-__all__ = ["EARLIER_BY", "FREEZE_AT", "GAP_HIGH", "SAMPLE", "advise", "advise_prepared", "recommend"]
+__all__ = ["SAMPLE", "advise", "advise_prepared"]
 
-FREEZE_AT = 0.97
-EARLIER_BY = 0.02
-GAP_HIGH = 1.0  # the load verification's drift threshold: beyond it, the inputs are not what the weights saw
 SAMPLE = 4000  # training images probed at most; a stratified sample beyond
-# Fewer optimizer steps than this train the head alone: on bench/advice_suite.py's sets, 9 and 27 steps (10 and
-# 30 digits a class) left every strategy that trains blocks far below freeze, 78 and more did not.
-MIN_STEPS = 50
-
-
-def recommend(depths: list[dict], gap: float | None, measure: str = "accuracy", *, steps: int | None = None) -> dict:
-    """The strategy and its settings for probe results ``depths`` (input to output) and the statistics gap.
-
-    Each depth's ``score`` is the probe's ``measure`` (accuracy, mAP or R²). ``steps``, the optimizer steps
-    the run will take, advises freeze below :data:`MIN_STEPS`, whatever the probes say.
-
-    ``gap`` is None for a network without BatchNorm: the probes alone decide, and ``signals`` says so.
-
-    Examples:
-        >>> recommend([{"name": "layer3", "score": 0.9, "stages_after": 3},
-        ...            {"name": "head input", "score": 0.8, "stages_after": 1}], gap=0.4)["command"]
-        '--strategy head --unfreeze-last 3'
-    """
-    advice = _rule(depths, gap, measure)
-    if steps is not None and steps < MIN_STEPS and advice["strategy"] != "freeze":
-        advice = {
-            "strategy": "freeze",
-            "command": "--strategy freeze",
-            "reason": f"the run takes {steps} optimizer steps, fewer than the {MIN_STEPS} that training more than the "
-            "head needs (on the advice benchmark, with 10 or 30 images a class, every strategy that trains blocks "
-            f"fell far below freeze); with more images or epochs the probes would decide: {advice['command']}, as "
-            f"{advice['reason']}",
-        }
-    if gap is None:
-        advice["reason"] += " (no BatchNorm layers, so no statistics gap: decided on the linear probes alone)"
-    advice["signals"] = ["linear probes"] + ([] if gap is None else ["BatchNorm statistics gap"])
-    return advice
-
-
-def _rule(depths: list[dict], gap: float | None, measure: str) -> dict:
-    last = depths[-1]
-    best = max(depths, key=lambda d: d["score"])
-    near = gap is None or gap < GAP_HIGH
-    gap_text = "" if gap is None else f" (statistics gap {gap:.2f}, under the {GAP_HIGH:g} that counts as far)"
-
-    def said(value: float) -> str:
-        shown = f"{value:.3f}" if measure == "R²" else f"{value:.1%}"
-        return shown if measure == "accuracy" else f"{measure} {shown}"
-
-    if last["score"] >= FREEZE_AT and near:
-        return {
-            "strategy": "freeze",
-            "command": "--strategy freeze",
-            "reason": f"a linear probe on the head's input already reaches {said(last['score'])} (freeze from "
-            f"{said(FREEZE_AT)})"
-            + ("" if gap is None else f" and the images are close to what the weights expect{gap_text}")
-            + ": training more layers mostly costs time",
-        }
-    if best is not last and best["score"] - last["score"] >= EARLIER_BY:
-        n = best["stages_after"]
-        return {
-            "strategy": "head",
-            "unfreeze_last": n,
-            "command": f"--strategy head --unfreeze-last {n}",
-            "reason": f"the probe after {best['name']} ({said(best['score'])}) beats the head's input "
-            f"({said(last['score'])}) by {_points(best['score'] - last['score'], measure)} (at least "
-            f"{_points(EARLIER_BY, measure)} counts): the last stages are specific to the source task, so they retrain",
-        }
-    if not near:
-        return {
-            "strategy": "full",
-            "command": "--strategy full",
-            "reason": f"the images are far from what the weights' statistics expect (statistics gap {gap:.2f}, at "
-            f"least {GAP_HIGH:g}) and the probe reaches {said(last['score'])}, short of the {said(FREEZE_AT)} of "
-            "freeze: every layer has to adapt",
-        }
-    return {
-        "strategy": "lp-ft",
-        "command": "--strategy lp-ft",
-        "reason": f"the probe on the head's input reaches {said(last['score'])}, short of the {said(FREEZE_AT)} "
-        "from which freeze is advised, and no earlier depth beats it by "
-        f"{_points(EARLIER_BY, measure)}"
-        + ("" if gap is None else f", on images close to what the weights expect{gap_text}")
-        + ": probe the head first, then fine-tune everything gently",
-    }
-
-
-def _points(difference: float, measure: str) -> str:
-    return f"{difference:.3f}" if measure == "R²" else f"{100 * difference:.1f} points"
 
 
 def advise(
@@ -145,8 +42,9 @@ def advise(
 ) -> dict:
     """Probe ``config``'s MODEL and weights on its DATA at several depths and recommend a strategy.
 
-    Writes ``advice.json`` and ``probe_depth.png`` into ``config.out``. With ``budget``
-    (seconds), a strategy estimated to take longer is not recommended; the cheapest is.
+    Writes ``advice.json`` and ``probe_depth.png`` into ``config.out``. With ``budget`` (seconds of
+    training), a strategy estimated to take longer is not advised: the one that trains the most of the
+    network, no more than the probes advised, within it (:func:`~transferkit.advice.budget.within_budget`).
     """
     started = time.perf_counter()
     # The probes judge pretrained features: auto finding none is refused as for strategy auto.
@@ -169,6 +67,7 @@ def advise_prepared(
     estimate: bool = True,
     keep_features: bool = False,
     train_images: int | None = None,
+    probe_in_budget: bool = False,
     log=print,
 ) -> dict:
     """:func:`advise` on a model with its weights and data already decoded (``train --strategy auto``).
@@ -177,6 +76,8 @@ def advise_prepared(
     steps the advice counts); by default ``data``'s.
 
     ``estimate=False`` skips timing training steps for the time estimates, which only a budget needs.
+    ``budget`` is seconds of training (:func:`~transferkit.advice.budget.within_budget`); with
+    ``probe_in_budget`` (a run's ``--budget``) the probe's own seconds count against it.
     ``keep_features`` adds the head's input for every image (``{"train": (N, D), "val": (M, D)}``)
     as ``result["head_features"]``, not written to ``advice.json``.
 
@@ -201,19 +102,16 @@ def advise_prepared(
             _probe_depth(point, data, (train_x, train_y), (val_x, val_y), gaps.get(point.stage), measure, log)
             for point in points
         ]
-        gap = sum(gaps.values()) / len(gaps) if gaps else None
-        if gap is not None:
-            log(
-                f"statistics gap {gap:.2f}: the mean over the {len(gaps)} BatchNorm stages "
-                f"({min(gaps.values()):.2f} to {max(gaps.values()):.2f}); from {GAP_HIGH:g} the images count as far "
-                "from what the weights expect"
-            )
+        gap = _statistics_gap(gaps, log)
         per_epoch, _ = epoch_steps(train_images or len(data.train), config.batch_size, world_size=1)
-        steps = per_epoch * config.epochs  # as one process trains them, the last short batch dropped
-        advice = recommend(depths, gap, measure, steps=steps)
-        estimates = _estimates(config, model, data, points, speed, advice) if estimate or budget else {}
-    if budget is not None and estimates.get(advice["command"], 0) > budget:
-        advice = _within_budget(advice, estimates, budget)
+        # the optimizer steps as one process takes them, the last short batch dropped
+        advice = recommend(depths, gap, measure, steps=per_epoch * config.epochs)
+        every_depth = budget is not None  # within a budget, each depth's head is a choice
+        estimates = {}
+        if estimate or every_depth:
+            estimates = estimate_seconds(config, model, data, points, speed, advice, train_images, every_depth)
+    if budget is not None:  # what is left of it, where the probe counts
+        advice = within_budget(advice, estimates, budget - (time.perf_counter() - started if probe_in_budget else 0))
     result = {
         "model": config.model,
         "weights": config.weights,
@@ -224,10 +122,11 @@ def advise_prepared(
         "depths": depths,
         "statistics_gap": gap,
         "advice": advice,
+        "considered": considered(depths, estimates),
         "estimated_seconds": estimates,
         "forward_images_per_second": speed,
         "seconds": time.perf_counter() - started,
-        "thresholds": {"freeze_at": FREEZE_AT, "earlier_by": EARLIER_BY, "gap_high": GAP_HIGH},
+        "thresholds": dataclasses.asdict(Rule()),
         "train_command": train_command(config, advice["command"]),
     }
     if write:
@@ -237,6 +136,19 @@ def advise_prepared(
     if keep_features:
         result["head_features"] = {"train": train_x[points[-1].name], "val": val_x[points[-1].name]}
     return result
+
+
+def _statistics_gap(gaps: dict[int, float], log) -> float | None:
+    """The mean of the BatchNorm stages' gaps, said in the log; None without BatchNorm."""
+    if not gaps:
+        return None
+    gap = sum(gaps.values()) / len(gaps)
+    log(
+        f"statistics gap {gap:.2f}: the mean over the {len(gaps)} BatchNorm stages "
+        f"({min(gaps.values()):.2f} to {max(gaps.values()):.2f}); from {GAP_HIGH:g} the images count as far "
+        "from what the weights expect"
+    )
+    return gap
 
 
 def _probe_depth(point, data, train: tuple, val: tuple, gap: float | None, measure: str, log) -> dict:
@@ -267,17 +179,18 @@ def _probe_depth(point, data, train: tuple, val: tuple, gap: float | None, measu
     return row
 
 
-def _within_budget(advice: dict, estimates: dict, budget: float) -> dict:
-    """The cheapest strategy in place of the advised one, which would take longer than ``budget`` seconds."""
-    cheapest = min(estimates, key=estimates.get)
-    return {
-        **advice,
-        "over_budget": advice["command"],
-        "command": cheapest,
-        "strategy": cheapest.split()[1],
-        "reason": advice["reason"] + f"; but it would take about {estimates[advice['command']]:.0f} s, over the "
-        f"budget of {budget:g} s, so the cheapest ({cheapest}, about {estimates[cheapest]:.0f} s) is advised",
-    }
+def considered(depths: list[dict], estimates: dict[str, float]) -> list[dict]:
+    """The strategies the probes weighed: ``freeze`` by the head's input, ``head --unfreeze-last N`` by the depth it
+    retrains from; each with its probe's score (what training from there starts above) and estimated seconds."""
+    rows = [{"command": "--strategy freeze", "probe": depths[-1]["name"], "score": depths[-1]["score"]}]
+    rows += [
+        {"command": f"--strategy head --unfreeze-last {d['stages_after']}", "probe": d["name"], "score": d["score"]}
+        for d in reversed(depths[:-1])
+    ]
+    for row in rows:
+        if row["command"] in estimates:
+            row["estimated_seconds"] = estimates[row["command"]]
+    return rows
 
 
 def probe_measure(data, log=print) -> str:
@@ -329,52 +242,6 @@ def _sampled(source, limit: int, seed: int, log):
     picked = stratified_sample(source.train, limit, seed=seed)
     log(f"probing a stratified sample of {len(picked)} of {len(source.train)} training images")
     return dataclasses.replace(source, train=picked)
-
-
-def _train_speed(model: nn.Module, data, keep_last: int | None, batch: int = 16) -> float:
-    """Training images per second: forward and backward of a few batches, the first stages frozen if asked."""
-    from ..model.freeze import freeze_stages, unfreeze
-
-    images = data.train.decoded.images[:batch]
-    labels = data.train.decoded.labels[:batch]
-    prep = BatchPrep(data.preprocessing, torch.device("cpu"), channels_last=False)
-    unfreeze(model, "*")
-    if keep_last is not None:
-        freeze_stages(model, keep_last=keep_last)
-    model.train()
-    times = []
-    for _ in range(2):
-        step_started = time.perf_counter()
-        loss = loss_function(data.task, scale=data.target_scale)(model(prep(images)), labels)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - step_started)
-    unfreeze(model, "*")
-    model.eval()
-    return len(images) / min(times[1:])  # the first step pays for allocations
-
-
-def _estimates(config: TrainConfig, model, data, points: list[Depth], forward: float, advice: dict) -> dict:
-    """Seconds each strategy would take over ``config.epochs``, from the measured throughputs."""
-    n_train, n_val = len(data.train.decoded.labels), len(data.val.decoded.labels)
-    full = _train_speed(model, data, None)
-    commands = {"--strategy freeze": ("freeze", None), "--strategy full": ("full", None)}
-    if config.epochs >= 2:
-        commands["--strategy lp-ft"] = ("lp-ft", None)
-    if advice["strategy"] == "head":
-        commands[advice["command"]] = ("head", advice["unfreeze_last"])
-    cache = (n_train + n_val) / forward  # frozen layers run once; the head's epochs are negligible
-    result = {}
-    for command, (strategy, keep) in commands.items():
-        seconds = 0.0
-        for phase in plan_phases(strategy, config.epochs, unfreeze_last=keep):
-            if phase.trains == "head":
-                seconds += cache
-            else:
-                speed = full if phase.trains == "all" else _train_speed(model, data, keep)
-                seconds += phase.epochs * (n_train / speed + n_val / forward)
-        result[command] = seconds
-    return result
 
 
 def _plot(depths: list[dict], path: Path, measure: str) -> None:

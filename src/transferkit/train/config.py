@@ -87,6 +87,9 @@ class TrainConfig:
     strategy: str = _setting(
         "full", f"One of {', '.join(STRATEGIES)}, or auto: the one advise's linear probes recommend."
     )
+    budget: float | None = _setting(
+        None, "With strategy auto: seconds the run may take, the probe included; the advice trains less to fit."
+    )
     epochs: int = _setting(5, "Epochs in all, across the strategy's phases.")
     batch_size: int = _setting(64, "Training batch size.")
     # auto: found by the learning-rate range test before training (one-phase strategies).
@@ -344,6 +347,9 @@ def _check_numbers(c: TrainConfig, checks: _Checks) -> None:
     number("image_size", low=8, optional=True, integer=True)  # smaller leaves a convolution nothing to see
     number("in_chans", low=1, optional=True, integer=True)
     number("unfreeze_last", low=1, optional=True, integer=True)
+    number("budget", low=0, low_open=True, optional=True)
+    if c.budget is not None and c.strategy != "auto":  # the chosen strategy's run holds none (advice.json does)
+        checks.fail("budget", f"is for strategy auto, which chooses within it; strategy {c.strategy} takes its time")
     number("cache_views", low=0, integer=True)
     number("lora_rank", low=1, integer=True)
     number("lora_alpha", low=0, low_open=True)

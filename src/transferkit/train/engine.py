@@ -86,7 +86,7 @@ def fit(
         module: the network to train, as given from Python (``config.model`` is its
             :func:`~transferkit.model.factory.object_spec`): no weights are loaded into it, its head stays.
         choose_strategy: what replaces ``strategy="auto"`` once model and data are ready, as
-            :func:`transferkit.advice.auto.fit` passes it (the layer above; the CLI and ``tk.fit`` call that).
+            :func:`transferkit.advice.auto.fit` passes it: it returns the config, the advice, and a state to go on from.
 
     Examples:
         >>> fit(TrainConfig(model="tf_efficientnet_lite0", weights="lite0", data="builtin:digits",
@@ -236,7 +236,8 @@ def _fit(
         raise ValueError("fit was given data prepared for another DATA or preprocessing than its config's.")
     advice = (state or {}).get("advice")
     if config.strategy == "auto":
-        config, advice = choose_strategy(config, model, data, write=dist_ctx.is_main, log=log)
+        config, advice, raced = choose_strategy(config, model, data, write=dist_ctx.is_main, log=log)
+        state = raced or state  # a race's winner goes on from its checkpoint, as a resumed run does
         seed_everything(config.seed)  # the probe drew random numbers; the run starts as a chosen one would
     if config.lr == "auto":
         found = find_lr(config, data=data, log=log)

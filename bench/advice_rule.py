@@ -112,8 +112,8 @@ def report(results: dict) -> str:
     entries = {k: v for k, v in results.items() if "fixed" in v and "steps" in v}
     rule, on_all = Rule(), fitted(entries)
     lines = [
-        "| data | steps | the probes' choice | miss | raced: choice | miss | time / full's | left out: thresholds from "
-        "the others | raced with them | miss |",
+        "| data | steps | the probes' choice | miss | raced: choice | miss | replayed seconds / full's training | left "
+        "out: thresholds from the others | raced with them | miss |",
         "|---|---:|---|---:|---|---:|---:|---|---|---:|",
     ]
     counts = [0, 0, 0]

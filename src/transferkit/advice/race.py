@@ -24,6 +24,7 @@ from pathlib import Path
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..model.factory import is_object_spec
 from ..tasks.scores import MONITORS
 from ..train import engine
 from ..train.config import TrainConfig
@@ -73,7 +74,8 @@ def race(
         runs[n] = engine.fit(
             dataclasses.replace(config, strategy="head", unfreeze_last=n, budget=None, out=str(out / "race" / str(n))),
             data=data,
-            module=copy.deepcopy(model),
+            # a network given as an object cannot be built again: a copy of it, as the probe found it
+            module=copy.deepcopy(model) if is_object_spec(config.model) else None,
             stop_after=RACE_EPOCHS,
             log=lambda line, n=n: log(f"race {n}: {line}"),
         )

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from tests.helpers import TinyNet
@@ -111,3 +112,23 @@ def test_a_head_advice_races_the_depth_before_and_the_winner_goes_on(tmp_path, m
     assert [e["epoch"] for e in auto["epochs"]] == [1, 2]
     for ours, theirs in zip(auto["epochs"], alone["epochs"], strict=True):
         assert abs(ours["val_loss"] - theirs["val_loss"]) < 1e-4 and ours["val_acc"] == theirs["val_acc"]
+
+
+@pytest.mark.slow
+def test_auto_on_real_weights_freezes_photos_and_races_blocks_on_digits(tmp_path):
+    """lite0's own weights: faces are what ImageNet features separate (freeze); 8x8 digits at 64 px are not, and
+    the race retrains from an early depth."""
+    common = dict(model="tf_efficientnet_lite0", weights="lite0", image_size=64, epochs=3, strategy="auto")
+    faces = fit(TrainConfig(**common, data="builtin:faces", out=str(tmp_path / "faces")), log=lambda m: None)
+    assert faces["advice"]["strategy"] == "freeze" and faces["advice"]["race"] is None
+    lines = []
+    digits = fit(
+        TrainConfig(**common, data="builtin:digits", train_images=800, out=str(tmp_path / "digits")), log=lines.append
+    )
+    advice = digits["advice"]
+    assert advice["strategy"] == "head" and advice["race"]["winner"] == advice["command"]
+    config = json.loads((tmp_path / "digits" / "config.json").read_text())
+    assert config["unfreeze_last"] >= 4  # blocks.3 or earlier: most of the network adapts
+    assert [e["epoch"] for e in digits["epochs"]] == [1, 2, 3] and digits["best_val_acc"] > 0.85  # chance: 0.1
+    said = "strategy auto: on the advice benchmark, the 10 datasets advised head"
+    assert any(line.startswith(said) for line in lines)

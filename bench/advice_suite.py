@@ -46,8 +46,8 @@ from transferkit.train.parallel.distributed import epoch_steps
 RESULTS = Path(__file__).resolve().parent / "advice_suite.json"
 EPOCHS, SIZE = 3, 64
 CANVASES = 1000  # as many images as the MNIST sets
+MODEL, WEIGHTS = "tf_efficientnet_lite0", "lite0"  # the network whose real weights install offline
 FIXED = ["freeze", "full", "lp-ft", "gradual", "head"]
-HEAD_LAST = (2, 4, 5)  # --unfreeze-last of lite0's probed depths blocks.5, blocks.3 and blocks.2
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "immunohistochemistry", "hubble_deep_field")
 TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "coins")
 
@@ -156,12 +156,13 @@ TASKS = {"canvas-labels": "multi-label", "canvas-count": "regression"}
 VAL_FRACTION = {"digits-10": 18 / 28, "digits-30": 18 / 48, "textures-10": 18 / 28}
 
 
-def one(name: str, root: Path, parts: set[str]) -> dict:
-    """The ``parts`` of one dataset's entry: ``probes`` (advise), ``fixed`` (every fixed strategy), ``auto``."""
+def one(name: str, root: Path, parts: set[str], network: tuple[str, str], done: dict) -> dict:
+    """The ``parts`` of one dataset's entry: ``probes`` (advise), ``fixed`` (every fixed strategy), ``auto``;
+    ``network`` is MODEL and weights, ``done`` what is already recorded of the dataset."""
     data = DATASETS[name](root / "data")
     base = TrainConfig(
-        model="tf_efficientnet_lite0",
-        weights="lite0",
+        model=network[0],
+        weights=network[1],
         data=str(data),
         epochs=EPOCHS,
         image_size=SIZE,
@@ -185,8 +186,10 @@ def one(name: str, root: Path, parts: set[str]) -> dict:
             "steps": EPOCHS * epoch_steps(advised["images"]["train"], base.batch_size, world_size=1)[0],
         }
     if "fixed" in parts:
-        entry["fixed"] = _trained(replace(base, out=str(root / "fixed"), unfreeze_last=HEAD_LAST[0]), FIXED)
-        for n in HEAD_LAST[1:]:
+        # --unfreeze-last for each probed depth but the first two (lite0: 2, 4 and 5; 7 and 8 are nearly full)
+        head_last = sorted(n for n in (entry.get("stages_after") or done["stages_after"]).values() if n > 1)[:-2]
+        entry["fixed"] = _trained(replace(base, out=str(root / "fixed"), unfreeze_last=head_last[0]), FIXED)
+        for n in head_last[1:]:
             entry["fixed"] |= _trained(replace(base, out=str(root / f"head{n}"), unfreeze_last=n), ["head"])
     if "auto" in parts:  # auto and full as a user runs each: decoding, weights, probe and race included
         started = time.perf_counter()
@@ -235,8 +238,14 @@ def table(results: dict) -> str:
     for name, r in results.items():
         gap = "-" if r["statistics_gap"] is None else f"{r['statistics_gap']:.2f}"
         probes = ", ".join(f"{k} {v:.3f}" for k, v in r["probes"].items())
-        if "fixed" not in r:
-            lines.append(f"| {name} | {r.get('steps', '-')} | {gap} | {probes} | `{r['advice']}` | - | - | - | - | - |")
+        if "fixed" not in r:  # probed, and perhaps auto: no fixed strategy to compare with
+            a = r.get("auto")
+            ran = f"{a['best']:.3f} ({a['seconds']:.0f} s)" if a else "-"
+            ratio = f"{a['seconds'] / r['full_seconds']:.2f}" if a else "-"
+            advice = a["strategy"] if a else r["advice"]
+            lines.append(
+                f"| {name} | {r.get('steps', '-')} | {gap} | {probes} | `{advice}` | {ran} | - | - | {ratio} | - |"
+            )
             continue
         higher = next(iter(r["fixed"].values())).get("higher_better", True)
         best = (max if higher else min)(r["fixed"], key=lambda k: r["fixed"][k]["best"])
@@ -262,21 +271,25 @@ def main() -> int:
     )
     parser.add_argument("--again", action="store_true", help="Run datasets already in the results again.")
     parser.add_argument("--write", action="store_true", help="Write the section of BENCHMARKS.md.")
+    parser.add_argument("--model", default=MODEL, help="Another network (its results in advice_suite-MODEL.json).")
+    parser.add_argument("--weights", default=WEIGHTS, help="Its weights: none tests the mechanics alone.")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    own = args.model == MODEL and args.weights == WEIGHTS
+    results_file = RESULTS if own else RESULTS.with_name(f"advice_suite-{args.model}-{args.weights}.json")
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for name in args.only.split(","):
         done = results.get(name, {})
         if done and not args.again and parts <= done.keys():
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            results[name] = {**done, **one(name, Path(tmp), parts)}
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+            results[name] = {**done, **one(name, Path(tmp), parts, (args.model, args.weights), done)}
+        results_file.write_text(json.dumps(results, indent=1) + "\n")
         print(name, json.dumps(results[name]), flush=True)
     body = f"""
 Machine: {machine()}
 
-Command: `{command_line()}`. lite0 with its real ImageNet weights (`--weights lite0`) at {SIZE} px,
+Command: `{command_line()}`. {args.model} with weights {args.weights} at {SIZE} px,
 {EPOCHS} epochs for every strategy, batches of 64 (the default); each dataset an image folder or CSV
 (bench/advice_suite.py says how each is made). Probes and runs are scored on the held-out split by the run's
 monitor: accuracy, balanced accuracy on imbalanced classes (mnist-1to20), macro mAP for several labels, MAE for
@@ -288,7 +301,13 @@ alone (one decoding shared by `compare`).
 """
     print(body)
     if args.write:
-        write_section("Advice suite: auto against every fixed strategy", body)
+        random = (
+            ""
+            if own
+            else f": {args.model}, weights {args.weights}"
+            + (" (mechanics only: random features)" if args.weights == "none" else "")
+        )
+        write_section(f"Advice suite: auto against every fixed strategy{random}", body)
     return 0
 
 

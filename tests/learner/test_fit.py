@@ -1,5 +1,8 @@
 """``tk.fit`` on the user's own module and data, and the Learner it returns."""
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -147,6 +150,11 @@ def test_a_dataset_of_pil_images_gets_the_models_preprocessing_and_its_class_nam
         "list of PIL": 2,
     }
     assert learner.predict(image).labels == learner.predict(np.asarray(image)).labels
+    written = learner.predict_to_file(folder, tmp_path / "p.csv", workers=0)
+    with open(written.out) as f:
+        rows = list(csv.DictReader(f))
+    assert written.images == 4 and [r["image"] for r in rows] == [str(Path(p).relative_to(folder)) for p in files]
+    assert [r["class_1"] for r in rows] == learner.predict(files).labels
 
 
 def test_tensors_a_dataset_made_predict_from_an_image_through_its_transform():

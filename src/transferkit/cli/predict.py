@@ -9,6 +9,17 @@ import typer
 
 from ._common import BatchSizeOpt, DeviceOpt, JsonOpt, ModelOpt, TrustCodeOpt, TtaOpt, console, emit_json, note
 
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", metavar="FILE", help="Write a row per image to FILE (.csv, .jsonl or .parquet), in parts."),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="With --out: go on with an interrupted prediction into FILE.")
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", metavar="N", min=0, help="With --out: processes decoding images ahead.")
+]
+
 
 def predict_command(
     source: Annotated[
@@ -18,7 +29,12 @@ def predict_command(
             help="A run folder, an exported .onnx, a checkpoint file, registry weights (lite0) or a hub spec.",
         ),
     ],
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files.")],
+    images: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="IMAGE...|DATA", help="Image files; with --out also a folder (read recursively) or a CSV of paths."
+        ),
+    ],
     model: ModelOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", metavar="K", min=1, help="How many classes to show per image.")] = 5,
     device: DeviceOpt = "auto",
@@ -31,10 +47,23 @@ def predict_command(
         ),
     ] = False,
     trust_code: TrustCodeOpt = False,
+    out: OutOpt = None,
+    resume: ResumeOpt = False,
+    workers: WorkersOpt = 2,
     as_json: JsonOpt = False,
 ) -> None:
-    """Classify images (class names with probabilities), or name the labels that apply, or give the number."""
+    """Classify images (class names with probabilities), or name the labels that apply, or give the number.
+
+    With --out, a folder (recursively), a CSV with a path column (and a label column for accuracy) or many files
+    are predicted into one file, a part at a time: --resume goes on after an interruption.
+    """
     from ..inference.predict import load_predictor
+
+    folders = [str(p) for p in images if p.is_dir() or p.suffix.lower() == ".csv"]
+    if folders and (out is None or len(images) > 1):
+        raise typer.BadParameter(
+            f"{folders[0]} is a folder or CSV: predict it alone, with --out FILE (.csv, .jsonl or .parquet)."
+        )
 
     predictor = load_predictor(
         source,
@@ -47,12 +76,26 @@ def predict_command(
     )
     for line in predictor.notes:
         note(line)
+    if out is not None:
+        from ..inference.batch import predict_to_file
+
+        data = images[0] if folders else images
+        written = predict_to_file(predictor, data, out, top_k=top_k, resume=resume, workers=workers, log=note)
+        if as_json:
+            fields = ("images", "unreadable", "accuracy")
+            emit_json({"source": source, "out": str(written.out), **{k: getattr(written, k) for k in fields}})
+        return
     results = predictor.predict(images, top_k=top_k)
     if as_json:
         emit_json({"source": source, "probabilities": predictor.probabilities, "predictions": results})
         return
     if predictor.probabilities:
         note(f"probabilities: {predictor.probabilities}")
+    _print(results)
+
+
+def _print(results: list[dict]) -> None:
+    """Each image's classes, labels or value on the terminal; the unreadable ones as notes."""
     for result in results:
         if "error" in result:
             note(f"skipped {result['error']}")

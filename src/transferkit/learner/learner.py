@@ -18,6 +18,7 @@ import torch.nn as nn
 from .._table import Table
 from ..data.user_data import is_given, read_dataset
 from ..errors import ConfigError, RunError
+from ..inference.batch import PredictionFile, predict_to_file
 from ..inference.predict import Predictor, from_trained
 from ..inference.runs import evaluate_classes, evaluate_run, load_trained
 from ..inference.task_eval import evaluate_task
@@ -122,6 +123,14 @@ class Learner:
         else:
             rows = predictor.predict_tensors(batch.tensors, batch.names, top_k=top_k, normalised=batch.normalised)
         return Predictions(rows, task=self.task, probabilities=predictor.probabilities)
+
+    def predict_to_file(
+        self, data, out: str | Path, *, top_k: int = 5, resume: bool = False, workers: int = 2
+    ) -> PredictionFile:
+        """Predict every image of ``data`` (a folder, recursively; a CSV of paths, with labels for the accuracy; or
+        a list of files) into ``out`` (``.csv``, ``.jsonl`` or ``.parquet``), a part at a time; ``resume`` goes on
+        after an interruption. See :func:`~transferkit.inference.batch.predict_to_file`."""
+        return predict_to_file(self.predictor(), data, out, top_k=top_k, resume=resume, workers=workers)
 
     @property
     def _given(self) -> bool:

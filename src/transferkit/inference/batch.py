@@ -1,0 +1,237 @@
+"""Batch prediction: every image of a folder, a CSV of paths or a list of files, into one CSV, JSONL or Parquet file.
+
+Loader workers decode the next images while the model runs on a batch. The rows are written a part at a time
+(``OUT.parts/``, each part complete before it counts), so that ``resume`` goes on where an interrupted
+prediction stopped; the final file is written at once when every part is done, and is the same as an
+uninterrupted prediction's (the parts are the same batches either way). A file that cannot be read as an image
+is a row whose ``error`` says why, not a row left out. Where a CSV gives each image's label, the accuracy is
+counted as ``eval`` counts it: the top class against the label.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.images import read_pixels
+from ..data.preprocess import to_uint8_tensor
+from ..data.sources import files_under, printable
+from ..errors import DataError, ImageReadError, RunError
+from ..progress import progress
+from ..serialization import atomic_path, write_json, write_text
+from .predict import Predictor
+
+__all__ = ["FORMATS", "PART", "PredictionFile", "predict_to_file"]
+
+FORMATS = (".csv", ".jsonl", ".parquet")
+PART = 1024  # images a part holds: what an interrupted prediction loses at most
+
+
+@dataclass
+class PredictionFile:
+    """What :func:`predict_to_file` wrote: the file, how many images, how many unreadable, the speed, accuracy."""
+
+    out: Path
+    images: int
+    unreadable: int
+    seconds: float
+    resumed: int = 0  # images already predicted by an interrupted run
+    accuracy: float | None = None  # where the data gave labels
+
+    def __repr__(self) -> str:
+        speed = (self.images - self.resumed) / max(self.seconds, 1e-9)
+        text = f"{self.images} images predicted into {self.out} ({speed:.0f} images/s"
+        text += f", {self.resumed} from an earlier run)" if self.resumed else ")"
+        text += f", {self.unreadable} unreadable" if self.unreadable else ""
+        return text + (f"; accuracy {self.accuracy:.2%}" if self.accuracy is not None else "")
+
+
+def predict_to_file(
+    predictor: Predictor,
+    data: str | Path | list,
+    out: str | Path,
+    *,
+    top_k: int = 5,
+    resume: bool = False,
+    workers: int = 2,
+    part: int = PART,
+    log=print,
+) -> PredictionFile:
+    """Predict every image ``data`` names (a folder, recursively; a CSV with a ``path`` column and an optional
+    ``label``; or a list of files) and write one row per image to ``out`` (``.csv``, ``.jsonl`` or ``.parquet``).
+
+    ``resume`` continues a prediction into the same ``out`` that was interrupted, from its last complete part.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise DataError(f"out '{out}' must end in {', '.join(FORMATS)}: the format of the predictions.")
+    keys, paths, labels = listed(data)
+    parts = out.with_name(out.name + ".parts")
+    done = _open_parts(parts, keys, part, resume=resume)
+    step = predictor.batch_size or predictor.fast.inference_batch_size
+    started = time.perf_counter()
+    count = len(range(0, len(keys), part))
+    for index in progress(range(done, count), f"predict: parts of {part} images", log, unit="parts"):
+        chunk = slice(index * part, (index + 1) * part)
+        rows = _predict_part(predictor, keys[chunk], paths[chunk], step, workers, top_k)
+        if labels is not None:
+            for row, label in zip(rows, labels[chunk]):
+                row["label"] = label
+        write_text(parts / f"part-{index:06d}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    rows = [json.loads(line) for i in range(count) for line in (parts / f"part-{i:06d}.jsonl").open()]
+    _write(out, rows)
+    shutil.rmtree(parts)
+    result = PredictionFile(
+        out,
+        len(rows),
+        sum(bool(row["error"]) for row in rows),
+        time.perf_counter() - started,
+        resumed=min(done * part, len(rows)),
+        accuracy=_accuracy(rows) if labels is not None else None,
+    )
+    log(repr(result))
+    return result
+
+
+def listed(data: str | Path | list) -> tuple[list[str], list[Path], list[str] | None]:
+    """The images ``data`` names: each one's key (its path as given, or under the folder), path, and label."""
+    if isinstance(data, list | tuple):
+        return [printable(p) for p in data], [Path(p) for p in data], None
+    path = Path(data)
+    if path.is_dir():
+        files = files_under(path)
+        if not files:
+            raise DataError(f"data '{printable(path)}' holds no files to predict.")
+        return [printable(f.relative_to(path)) for f in files], files, None
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return _csv_paths(path)
+    raise DataError(
+        f"data '{printable(data)}' is not a folder or a .csv of paths; give a folder of images (read recursively), "
+        "a CSV with a path column, or image files."
+    )
+
+
+def _csv_paths(path: Path) -> tuple[list[str], list[Path], list[str] | None]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"CSV '{printable(path)}' cannot be read as UTF-8 CSV text: {e}.") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "path" not in header:
+        raise DataError(f"CSV '{printable(path)}' needs a header with a path column (and, for accuracy, label).")
+    at, label_at = header.index("path"), header.index("label") if "label" in header else None
+    body = [row for row in rows[1:] if any(field.strip() for field in row)]
+    short = next((n for n, row in enumerate(body, start=2) if len(row) != len(header)), None)
+    if short is not None:
+        raise DataError(f"CSV '{printable(path)}' line {short} has another number of fields than its header.")
+    files = [Path(row[at].strip()) for row in body]
+    files = [f if f.is_absolute() else path.parent / f for f in files]
+    labels = None if label_at is None else [row[label_at].strip() for row in body]
+    return [row[at].strip() for row in body], files, labels
+
+
+def _open_parts(parts: Path, keys: list[str], part: int, *, resume: bool) -> int:
+    """How many parts an interrupted prediction of the same images left complete (0 for a new one)."""
+    manifest = {"images": len(keys), "part": part, "keys": hashlib.sha256("\n".join(keys).encode()).hexdigest()}
+    if parts.exists() and not resume:
+        raise RunError(
+            f"'{parts}' holds an interrupted prediction into this file: --resume (resume=True) goes on with it; "
+            "remove the folder to start again."
+        )
+    if resume and parts.exists():
+        try:
+            recorded = json.loads((parts / "manifest.json").read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded != manifest:
+            raise RunError(
+                f"'{parts}' is a prediction of other images or parts; remove it to start again, without --resume."
+            )
+        done = 0
+        while (parts / f"part-{done:06d}.jsonl").is_file():
+            done += 1
+        return done
+    parts.mkdir(parents=True)
+    write_json(parts / "manifest.json", manifest)
+    return 0
+
+
+class _Files(Dataset):
+    """Each file decoded at the predictor's size, or why it cannot be (in a loader worker)."""
+
+    def __init__(self, paths: list[Path], preprocessing):
+        self.paths, self.pre = paths, preprocessing
+        self.mode = "RGB" if preprocessing.input_size[0] == 3 else "L"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, to_uint8_tensor(read_pixels(self.paths[index], mode=self.mode), self.pre)
+        except ImageReadError as e:
+            return index, printable(e)
+
+
+def _predict_part(predictor: Predictor, keys: list[str], paths: list[Path], step: int, workers: int, top_k: int):
+    """One part's rows, in order: its images decoded by ``workers`` processes a batch ahead, run ``step`` at a time."""
+    rows: list[dict | None] = [None] * len(keys)
+    loader = DataLoader(_Files(paths, predictor.preprocessing), batch_size=step, num_workers=workers, collate_fn=list)
+    for batch in loader:
+        readable = [(i, x) for i, x in batch if isinstance(x, torch.Tensor)]
+        for i, reason in ((i, x) for i, x in batch if not isinstance(x, torch.Tensor)):
+            rows[i] = {"image": keys[i], "error": reason}
+        if readable:
+            results = predictor.predict_tensors([x for _, x in readable], [keys[i] for i, _ in readable], top_k=top_k)
+            for (i, _), result in zip(readable, results):
+                rows[i] = {"image": keys[i], "error": "", **_flat(result)}
+    return rows
+
+
+def _flat(result: dict) -> dict:
+    """A prediction as the columns of its row: ranked classes and probabilities, the labels, or the value."""
+    if "top" in result:
+        row = {}
+        for rank, entry in enumerate(result["top"], start=1):
+            row[f"class_{rank}"], row[f"probability_{rank}"] = entry["label"], entry["probability"]
+        return row
+    if "labels" in result:
+        row = {"labels": ";".join(e["label"] for e in result["labels"])}
+        return row | {f"probability_{e['label']}": e["probability"] for e in result["all"]}
+    low, high = result.get("interval", (None, None))
+    return {"value": result["value"], "low": low, "high": high}
+
+
+def _accuracy(rows: list[dict]) -> float | None:
+    scored = [row for row in rows if not row["error"] and "class_1" in row and row.get("label") not in (None, "")]
+    return sum(row["class_1"] == row["label"] for row in scored) / len(scored) if scored else None
+
+
+def _write(out: Path, rows: list[dict]) -> None:
+    """``rows`` into ``out`` at once, in the format its suffix names; every row has every column."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    rows = [{c: row.get(c) for c in columns} for row in rows]
+    with atomic_path(out) as tmp:
+        suffix = out.suffix.lower()
+        if suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        elif suffix == ".jsonl":
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        else:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)

@@ -1298,7 +1298,7 @@ def _(w, tmp):
     return ["eval", tmp / "nothing"]
 
 
-@case("predict/folder-as-image", "refused", 2, ["not a regular file"])
+@case("predict/folder-as-image", "refused", 2, ["is a folder or CSV", "with --out FILE"])
 def _(w, tmp):
     return ["predict", w.run, w.data]
 

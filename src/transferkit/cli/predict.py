@@ -57,11 +57,12 @@ def predict_command(
     With --out, a folder (recursively), a CSV with a path column (and a label column for accuracy) or many files
     are predicted into one file, a part at a time: --resume goes on after an interruption.
     """
+    from ..errors import DataError
     from ..inference.predict import load_predictor
 
     folders = [str(p) for p in images if p.is_dir() or p.suffix.lower() == ".csv"]
     if folders and (out is None or len(images) > 1):
-        raise typer.BadParameter(
+        raise DataError(
             f"{folders[0]} is a folder or CSV: predict it alone, with --out FILE (.csv, .jsonl or .parquet)."
         )
 

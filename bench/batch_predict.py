@@ -5,7 +5,8 @@ written as PNG files, four ways, each over the same files, its output checked ag
 
 - a plain loop: PIL opens each file, the run's preprocessing, the model a batch at a time, in one process;
 - a timm `inference.py`-style loop: a Dataset of the files through a DataLoader with 2 workers, the model in eval;
-- `transferkit predict RUN FOLDER --out predictions.csv` (`predict_to_file`, 2 workers, parts, the CSV);
+- `transferkit predict RUN FOLDER --out predictions.csv` (`predict_to_file`: its default workers, parts, the CSV),
+  and the same with 2 decoding workers;
 - the same with the run's ONNX export as RUN (onnxruntime).
 
     .venv/bin/python bench/batch_predict.py [--write]
@@ -26,7 +27,7 @@ from PIL import Image
 
 from transferkit.data.preprocess import BatchPrep, to_uint8_tensor
 from transferkit.deploy.export import export_run
-from transferkit.inference.batch import predict_to_file
+from transferkit.inference.batch import decode_workers, predict_to_file
 from transferkit.inference.predict import load_predictor
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
@@ -110,13 +111,18 @@ def main() -> int:
             started = time.perf_counter()
             top = run()
             results[name] = (time.perf_counter() - started, [names[i] for i in top])
-        for name, source in (
-            ("`predict --out predictions.csv` (2 workers)", root / "run"),
-            ("`predict --out` with the ONNX export (onnxruntime)", root / "run" / "model.onnx"),
+        for name, source, workers in (
+            (f"`predict --out predictions.csv` ({decode_workers()} workers, the default here)", root / "run", None),
+            ("`predict --out predictions.csv --workers 2`", root / "run", 2),
+            ("`predict --out` with the ONNX export (onnxruntime)", root / "run" / "model.onnx", None),
         ):
             started = time.perf_counter()
             written = predict_to_file(
-                load_predictor(str(source), device="cpu"), root / "images", root / "p.csv", log=lambda m: None
+                load_predictor(str(source), device="cpu"),
+                root / "images",
+                root / "p.csv",
+                workers=workers,
+                log=lambda m: None,
             )
             seconds = time.perf_counter() - started
             with open(written.out) as f:

@@ -17,7 +17,10 @@ ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="With --out: go on with an interrupted prediction into FILE.")
 ]
 WorkersOpt = Annotated[
-    int, typer.Option("--workers", metavar="N", min=0, help="With --out: processes decoding images ahead.")
+    int | None,
+    typer.Option(
+        "--workers", metavar="N", min=0, help="With --out: processes decoding images ahead (default: CPU cores - 2)."
+    ),
 ]
 
 
@@ -49,7 +52,7 @@ def predict_command(
     trust_code: TrustCodeOpt = False,
     out: OutOpt = None,
     resume: ResumeOpt = False,
-    workers: WorkersOpt = 2,
+    workers: WorkersOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify images (class names with probabilities), or name the labels that apply, or give the number.

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ..progress import progress
 from ..serialization import atomic_path, write_json, write_text
 from .predict import Predictor
 
-__all__ = ["FORMATS", "PART", "PredictionFile", "predict_to_file"]
+__all__ = ["FORMATS", "PART", "PredictionFile", "decode_workers", "predict_to_file"]
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 PART = 1024  # images a part holds: what an interrupted prediction loses at most
@@ -62,7 +63,7 @@ def predict_to_file(
     *,
     top_k: int = 5,
     resume: bool = False,
-    workers: int = 2,
+    workers: int | None = None,
     part: int = PART,
     log=print,
 ) -> PredictionFile:
@@ -70,7 +71,9 @@ def predict_to_file(
     ``label``; or a list of files) and write one row per image to ``out`` (``.csv``, ``.jsonl`` or ``.parquet``).
 
     ``resume`` continues a prediction into the same ``out`` that was interrupted, from its last complete part.
+    ``workers`` processes decode images ahead (default: :func:`decode_workers`).
     """
+    workers = decode_workers() if workers is None else workers
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise DataError(f"out '{out}' must end in {', '.join(FORMATS)}: the format of the predictions.")
@@ -100,6 +103,12 @@ def predict_to_file(
     )
     log(repr(result))
     return result
+
+
+def decode_workers() -> int:
+    """Loader processes worth starting: none on 2 cores, where the model's threads already use both (decoding in
+    2 workers made mnist5k's prediction 30% slower there, BENCHMARKS.md), then up to 4, 2 cores left to the model."""
+    return max(0, min(4, (os.cpu_count() or 1) - 2))
 
 
 def listed(data: str | Path | list) -> tuple[list[str], list[Path], list[str] | None]:

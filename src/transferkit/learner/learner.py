@@ -125,7 +125,7 @@ class Learner:
         return Predictions(rows, task=self.task, probabilities=predictor.probabilities)
 
     def predict_to_file(
-        self, data, out: str | Path, *, top_k: int = 5, resume: bool = False, workers: int = 2
+        self, data, out: str | Path, *, top_k: int = 5, resume: bool = False, workers: int | None = None
     ) -> PredictionFile:
         """Predict every image of ``data`` (a folder, recursively; a CSV of paths, with labels for the accuracy; or
         a list of files) into ``out`` (``.csv``, ``.jsonl`` or ``.parquet``), a part at a time; ``resume`` goes on

@@ -1,6 +1,12 @@
 """Batch prediction into a file: folders, CSVs, unreadable files, the three formats, and resuming."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -151,3 +157,31 @@ def test_an_onnx_export_predicts_the_same_rows(tmp_path, run, images):
     assert (
         a.loc[readable, "probability_1"].astype(float) - b.loc[readable, "probability_1"].astype(float)
     ).abs().max() < 1e-4
+
+
+def test_a_prediction_killed_by_a_signal_resumes_to_the_same_file(tmp_path, run, images):
+    """SIGKILL mid-way (no handler runs): the complete parts stay, --resume finishes the file as if uninterrupted."""
+    predictor = load_predictor(str(run[0]), device="cpu", trust_code=True)
+    whole = tmp_path / "whole.csv"
+    predict_to_file(predictor, images, whole, part=4, workers=0, log=lambda m: None)
+    out, parts = tmp_path / "p.csv", tmp_path / "p.csv.parts"
+    script = (
+        "import sys, time\n"
+        "from transferkit.inference.batch import predict_to_file\n"
+        "from transferkit.inference.predict import load_predictor\n"
+        "p = load_predictor(sys.argv[1], device='cpu', trust_code=True)\n"
+        "real = p.predict_tensors\n"
+        "p.predict_tensors = lambda *a, **k: (time.sleep(0.4), real(*a, **k))[1]\n"
+        "predict_to_file(p, sys.argv[2], sys.argv[3], part=4, workers=0, log=lambda m: None)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    child = subprocess.Popen([sys.executable, "-c", script, str(run[0]), str(images), str(out)], env=env)
+    deadline = time.monotonic() + 60
+    while not (parts / "part-000001.jsonl").exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL and not out.exists()
+    again = predict_to_file(predictor, images, out, part=4, workers=0, resume=True, log=lambda m: None)
+    assert again.resumed >= 8 and out.read_bytes() == whole.read_bytes()

@@ -105,6 +105,10 @@ def test_a_head_advice_races_the_depth_before_and_the_winner_goes_on(tmp_path, m
     config = json.loads((out / "config.json").read_text())
     assert (config["strategy"], config["unfreeze_last"]) == ("head", winner)
     assert not (out / "race").exists() and (out / "best.pt").is_file()
+    (out / "race" / "2").mkdir(parents=True)  # as an interrupted race leaves it
+    (out / "race" / "2" / "last.pt").write_bytes(b"partial")
+    again = fit(TrainConfig(**BASE, **PINNED, out=str(out), strategy="auto"), overwrite=True, log=lambda m: None)
+    assert again["advice"]["race"]["winner"] == race["winner"] and not (out / "race").exists()
     alone = fit(
         TrainConfig(**BASE, **PINNED, out=str(tmp_path / "alone"), strategy="head", unfreeze_last=winner),
         log=lambda m: None,

@@ -67,6 +67,7 @@ def race(
     ):
         return advice, None
     out = Path(config.out)
+    shutil.rmtree(out / "race", ignore_errors=True)  # an interrupted race's: OUT is this run's, locked
     runs = {}
     for n in (advice["unfreeze_last"], other):
         command = f"--strategy head --unfreeze-last {n}"

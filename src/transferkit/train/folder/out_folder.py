@@ -196,6 +196,7 @@ def clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "tensorboard", ignore_errors=True)
     shutil.rmtree(out / "mlartifacts", ignore_errors=True)
+    shutil.rmtree(out / "race", ignore_errors=True)  # strategy auto's race, where it was interrupted
 
 
 def _shown(name: str) -> str:

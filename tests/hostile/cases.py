@@ -1298,7 +1298,7 @@ def _(w, tmp):
     return ["eval", tmp / "nothing"]
 
 
-@case("predict/folder-as-image", "refused", 2, ["is a folder or CSV", "with --out FILE"])
+@case("predict/folder-as-image", "refused", 2, ["is a folder, CSV or dataset", "with --out FILE"])
 def _(w, tmp):
     return ["predict", w.run, w.data]
 

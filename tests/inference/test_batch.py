@@ -133,6 +133,8 @@ def test_the_command_writes_a_folder_s_predictions(tmp_path, run, images, cli):
     code, _, err = cli("predict", run[0], images, "--out", out, "--device", "cpu", "--trust-code")
     assert code == 0, err
     assert len(pd.read_parquet(out)) == 22 and "22 images predicted into" in err and "2 unreadable" in err
+    code, _, err = cli("predict", run[0], "builtin:digits", "--out", tmp_path / "d.csv", "--trust-code", "--json")
+    assert code == 0 and "1797 images predicted" in err and len(pd.read_csv(tmp_path / "d.csv")) == 1797
     code, _, err = cli("predict", run[0], images, "--trust-code")
     assert code != 0 and "predict it alone, with --out FILE" in " ".join(err.split())
 
@@ -185,3 +187,12 @@ def test_a_prediction_killed_by_a_signal_resumes_to_the_same_file(tmp_path, run,
     assert child.returncode == -signal.SIGKILL and not out.exists()
     again = predict_to_file(predictor, images, out, part=4, workers=0, resume=True, log=lambda m: None)
     assert again.resumed >= 8 and out.read_bytes() == whole.read_bytes()
+
+
+def test_a_dataset_by_name_is_predicted_with_its_classes_as_labels(tmp_path, run):
+    predictor = load_predictor(str(run[0]), device="cpu", trust_code=True)
+    written = predict_to_file(predictor, "builtin:digits", tmp_path / "p.jsonl", workers=0, log=lambda m: None)
+    table = pd.read_json(tmp_path / "p.jsonl", lines=True, dtype=False)
+    assert written.images == len(table) == 1797 and written.unreadable == 0
+    assert sorted(set(table["label"])) == [str(d) for d in range(10)] and table["image"].is_unique
+    assert written.accuracy == 0.0  # the run's classes are cat and dog: the top class is never a digit

@@ -35,7 +35,8 @@ def predict_command(
     images: Annotated[
         list[Path],
         typer.Argument(
-            metavar="IMAGE...|DATA", help="Image files; with --out also a folder (read recursively) or a CSV of paths."
+            metavar="IMAGE...|DATA",
+            help="Image files; with --out a folder (recursively), a CSV of paths, hf:NAME or builtin:NAME.",
         ),
     ],
     model: ModelOpt = None,
@@ -63,10 +64,10 @@ def predict_command(
     from ..errors import DataError
     from ..inference.predict import load_predictor
 
-    folders = [str(p) for p in images if p.is_dir() or p.suffix.lower() == ".csv"]
+    folders = [str(p) for p in images if _is_data(p)]
     if folders and (out is None or len(images) > 1):
         raise DataError(
-            f"{folders[0]} is a folder or CSV: predict it alone, with --out FILE (.csv, .jsonl or .parquet)."
+            f"{folders[0]} is a folder, CSV or dataset: predict it alone, with --out FILE (.csv, .jsonl or .parquet)."
         )
 
     predictor = load_predictor(
@@ -96,6 +97,15 @@ def predict_command(
     if predictor.probabilities:
         note(f"probabilities: {predictor.probabilities}")
     _print(results)
+
+
+def _is_data(path: Path) -> bool:
+    """Whether an IMAGE argument names many images: a folder, a CSV of paths, a dataset file or hf:/builtin:."""
+    return (
+        path.is_dir()
+        or path.suffix.lower() in (".csv", ".parquet", ".arrow")
+        or str(path).startswith(("hf:", "builtin:"))
+    )
 
 
 def _print(results: list[dict]) -> None:

@@ -1,4 +1,5 @@
-"""Batch prediction: every image of a folder, a CSV of paths or a list of files, into one CSV, JSONL or Parquet file.
+"""Batch prediction: every image of a folder, a CSV of paths, a list of files or a dataset (``hf:``, parquet, builtin)
+into one CSV, JSONL or Parquet file.
 
 Loader workers decode the next images while the model runs on a batch. The rows are written a part at a time
 (``OUT.parts/``, each part complete before it counts), so that ``resume`` goes on where an interrupted
@@ -23,9 +24,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.images import read_pixels
-from ..data.preprocess import to_uint8_tensor
-from ..data.sources import files_under, printable
+from ..data.decode import load_item
+from ..data.hub_data import is_hf_data
+from ..data.items import Item
+from ..data.sources import files_under, open_data, printable
 from ..errors import DataError, ImageReadError, RunError
 from ..progress import progress
 from ..serialization import atomic_path, write_json, write_text
@@ -77,7 +79,7 @@ def predict_to_file(
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise DataError(f"out '{out}' must end in {', '.join(FORMATS)}: the format of the predictions.")
-    keys, paths, labels = listed(data)
+    keys, items, labels = listed(data)
     parts = out.with_name(out.name + ".parts")
     done = _open_parts(parts, keys, part, resume=resume)
     step = predictor.batch_size or predictor.fast.inference_batch_size
@@ -85,7 +87,7 @@ def predict_to_file(
     count = len(range(0, len(keys), part))
     for index in progress(range(done, count), f"predict: parts of {part} images", log, unit="parts"):
         chunk = slice(index * part, (index + 1) * part)
-        rows = _predict_part(predictor, keys[chunk], paths[chunk], step, workers, top_k)
+        rows = _predict_part(predictor, keys[chunk], items[chunk], step, workers, top_k)
         if labels is not None:
             for row, label in zip(rows, labels[chunk]):
                 row["label"] = label
@@ -111,22 +113,34 @@ def decode_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 2))
 
 
-def listed(data: str | Path | list) -> tuple[list[str], list[Path], list[str] | None]:
-    """The images ``data`` names: each one's key (its path as given, or under the folder), path, and label."""
+def listed(data: str | Path | list) -> tuple[list[str], list[Item], list[str] | None]:
+    """The images ``data`` names: each one's key (its path as given, or under the folder), item, and label."""
     if isinstance(data, list | tuple):
-        return [printable(p) for p in data], [Path(p) for p in data], None
+        return [printable(p) for p in data], [Item(printable(p), -1, path=Path(p)) for p in data], None
+    if is_hf_data(str(data)) or str(data).startswith("builtin:"):  # before folders: one may hold a dataset's files
+        return _dataset_items(str(data))
     path = Path(data)
     if path.is_dir():
         files = files_under(path)
         if not files:
             raise DataError(f"data '{printable(path)}' holds no files to predict.")
-        return [printable(f.relative_to(path)) for f in files], files, None
+        keys = [printable(f.relative_to(path)) for f in files]
+        return keys, [Item(k, -1, path=f) for k, f in zip(keys, files)], None
     if path.is_file() and path.suffix.lower() == ".csv":
-        return _csv_paths(path)
+        keys, files, labels = _csv_paths(path)
+        return keys, [Item(k, -1, path=f) for k, f in zip(keys, files)], labels
     raise DataError(
         f"data '{printable(data)}' is not a folder or a .csv of paths; give a folder of images (read recursively), "
-        "a CSV with a path column, or image files."
+        "a CSV with a path column, image files, hf:NAME or builtin:NAME."
     )
+
+
+def _dataset_items(spec: str) -> tuple[list[str], list[Item], list[str] | None]:
+    """Every image of a Hugging Face dataset or a builtin one, its splits in order, with its class as the label."""
+    source = open_data(spec)
+    items = [item for split in (source.train, source.val, source.test) for item in split or []]
+    labels = [source.class_names[item.label] for item in items] if isinstance(items[0].label, int) else None
+    return [item.name for item in items], items, labels
 
 
 def _csv_paths(path: Path) -> tuple[list[str], list[Path], list[str] | None]:
@@ -175,27 +189,26 @@ def _open_parts(parts: Path, keys: list[str], part: int, *, resume: bool) -> int
     return 0
 
 
-class _Files(Dataset):
-    """Each file decoded at the predictor's size, or why it cannot be (in a loader worker)."""
+class _Images(Dataset):
+    """Each image decoded at the predictor's size, or why it cannot be (in a loader worker)."""
 
-    def __init__(self, paths: list[Path], preprocessing):
-        self.paths, self.pre = paths, preprocessing
-        self.mode = "RGB" if preprocessing.input_size[0] == 3 else "L"
+    def __init__(self, items: list[Item], preprocessing):
+        self.items, self.pre = items, preprocessing
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.items)
 
     def __getitem__(self, index: int):
         try:
-            return index, to_uint8_tensor(read_pixels(self.paths[index], mode=self.mode), self.pre)
+            return index, load_item(self.items[index], self.pre)
         except ImageReadError as e:
             return index, printable(e)
 
 
-def _predict_part(predictor: Predictor, keys: list[str], paths: list[Path], step: int, workers: int, top_k: int):
+def _predict_part(predictor: Predictor, keys: list[str], items: list[Item], step: int, workers: int, top_k: int):
     """One part's rows, in order: its images decoded by ``workers`` processes a batch ahead, run ``step`` at a time."""
     rows: list[dict | None] = [None] * len(keys)
-    loader = DataLoader(_Files(paths, predictor.preprocessing), batch_size=step, num_workers=workers, collate_fn=list)
+    loader = DataLoader(_Images(items, predictor.preprocessing), batch_size=step, num_workers=workers, collate_fn=list)
     for batch in loader:
         readable = [(i, x) for i, x in batch if isinstance(x, torch.Tensor)]
         for i, reason in ((i, x) for i, x in batch if not isinstance(x, torch.Tensor)):

@@ -66,10 +66,7 @@ def choose_strategy(
     features = result.pop("head_features")
     advice = _trainable(config, result["advice"], log)
     advice, raced = race(config, model, data, advice, result["depths"], log=log)
-    changes = {"strategy": advice["strategy"], "budget": None}  # the run trains the chosen strategy, budget spent
-    if "unfreeze_last" in advice:
-        changes["unfreeze_last"] = advice["unfreeze_last"]
-    chosen = dataclasses.replace(config, **changes)
+    chosen = _chosen(config, advice)
     log(
         f"strategy auto: training {advice['command']} as advised in {time.perf_counter() - started:.1f} s "
         "(advice.json, probe_depth.png); --strategy chooses one yourself"
@@ -96,13 +93,18 @@ def choose_strategy(
     return chosen, summary, raced
 
 
-def _trainable(config: TrainConfig, advice: dict, log) -> dict:
-    """``advice``, or ``full`` where its strategy cannot train in ``config.epochs`` (lp-ft's two phases in one)."""
+def _chosen(config: TrainConfig, advice: dict) -> TrainConfig:
+    """``config`` training what ``advice`` names; its budget spent on the choice (a resumed run makes none)."""
     changes = {"strategy": advice["strategy"], "budget": None}
     if "unfreeze_last" in advice:
         changes["unfreeze_last"] = advice["unfreeze_last"]
+    return dataclasses.replace(config, **changes)  # validated: ConfigError where it cannot train
+
+
+def _trainable(config: TrainConfig, advice: dict, log) -> dict:
+    """``advice``, or ``full`` where its strategy cannot train in ``config.epochs`` (lp-ft's two phases in one)."""
     try:
-        dataclasses.replace(config, **changes)
+        _chosen(config, advice)
         return advice
     except ConfigError:
         advice = {

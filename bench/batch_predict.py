@@ -27,7 +27,7 @@ from PIL import Image
 
 from transferkit.data.preprocess import BatchPrep, to_uint8_tensor
 from transferkit.deploy.export import export_run
-from transferkit.inference.batch import decode_workers, predict_to_file
+from transferkit.inference.batch import predict_to_file, prediction_workers
 from transferkit.inference.predict import load_predictor
 from transferkit.train.config import TrainConfig
 from transferkit.train.engine import fit
@@ -112,7 +112,7 @@ def main() -> int:
             top = run()
             results[name] = (time.perf_counter() - started, [names[i] for i in top])
         for name, source, workers in (
-            (f"`predict --out predictions.csv` ({decode_workers()} workers, the default here)", root / "run", None),
+            (f"`predict --out predictions.csv` ({prediction_workers()} workers, the default here)", root / "run", None),
             ("`predict --out predictions.csv --workers 2`", root / "run", 2),
             ("`predict --out` with the ONNX export (onnxruntime)", root / "run" / "model.onnx", None),
         ):

@@ -11,19 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import make_image_folder, tiny_config
 from transferkit.errors import DataError, RunError
 from transferkit.inference.batch import predict_to_file
 from transferkit.inference.predict import load_predictor
-from transferkit.train.engine import fit
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("batch")
-    data = make_image_folder(root / "data", per_class=10, size=16)
-    fit(tiny_config(data, root / "run", epochs=2, lr=0.05), log=lambda m: None)
-    return root / "run", data
 
 
 @pytest.fixture

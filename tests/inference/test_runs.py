@@ -3,20 +3,11 @@
 import pytest
 import torch
 
-from tests.helpers import TinyNet, make_image_folder, tiny_config
+from tests.helpers import TinyNet
 from transferkit.data.decode import decode
 from transferkit.data.sources import open_data, split_items
 from transferkit.errors import ModelSpecError, RunError
 from transferkit.inference.runs import evaluate_classes, held_out_outputs, load_trained
-from transferkit.train.engine import fit
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    data = make_image_folder(root / "data", per_class=10, size=16)
-    fit(tiny_config(data, root / "run", epochs=2, lr=0.05), log=lambda m: None)
-    return root / "run", data
 
 
 def test_a_run_is_rebuilt_with_its_best_weights_into_a_fresh_model_or_a_module_given(run):

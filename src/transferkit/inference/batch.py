@@ -15,7 +15,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,14 +25,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.decode import load_item
 from ..data.hub_data import is_hf_data
-from ..data.items import Item
+from ..data.items import Item, decode_workers
 from ..data.sources import files_under, open_data, printable
 from ..errors import DataError, ImageReadError, RunError
 from ..progress import progress
 from ..serialization import atomic_path, write_json, write_text
 from .predict import Predictor
 
-__all__ = ["FORMATS", "PART", "PredictionFile", "decode_workers", "predict_to_file"]
+__all__ = ["FORMATS", "PART", "PredictionFile", "predict_to_file", "prediction_workers"]
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 PART = 1024  # images a part holds: what an interrupted prediction loses at most
@@ -70,12 +69,13 @@ def predict_to_file(
     log=print,
 ) -> PredictionFile:
     """Predict every image ``data`` names (a folder, recursively; a CSV with a ``path`` column and an optional
-    ``label``; or a list of files) and write one row per image to ``out`` (``.csv``, ``.jsonl`` or ``.parquet``).
+    ``label``; a list of files; or a dataset: ``hf:NAME``, a parquet file, ``builtin:NAME``, its classes as the
+    labels) and write one row per image to ``out`` (``.csv``, ``.jsonl`` or ``.parquet``).
 
     ``resume`` continues a prediction into the same ``out`` that was interrupted, from its last complete part.
-    ``workers`` processes decode images ahead (default: :func:`decode_workers`).
+    ``workers`` processes decode images ahead (default: :func:`prediction_workers`).
     """
-    workers = decode_workers() if workers is None else workers
+    workers = prediction_workers() if workers is None else workers
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise DataError(f"out '{out}' must end in {', '.join(FORMATS)}: the format of the predictions.")
@@ -92,7 +92,7 @@ def predict_to_file(
             for row, label in zip(rows, labels[chunk]):
                 row["label"] = label
         write_text(parts / f"part-{index:06d}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-    rows = [json.loads(line) for i in range(count) for line in (parts / f"part-{i:06d}.jsonl").open()]
+    rows = [json.loads(line) for i in range(count) for line in (parts / f"part-{i:06d}.jsonl").read_text().splitlines()]
     _write(out, rows)
     shutil.rmtree(parts)
     result = PredictionFile(
@@ -107,10 +107,11 @@ def predict_to_file(
     return result
 
 
-def decode_workers() -> int:
+def prediction_workers() -> int:
     """Loader processes worth starting: none on 2 cores, where the model's threads already use both (decoding in
-    2 workers made mnist5k's prediction 30% slower there, BENCHMARKS.md), then up to 4, 2 cores left to the model."""
-    return max(0, min(4, (os.cpu_count() or 1) - 2))
+    2 workers made mnist5k's prediction 30% slower there, BENCHMARKS.md), then up to 4, 2 cores left to the model.
+    The cores are those this process may use (:func:`~transferkit.data.items.decode_workers`)."""
+    return max(0, min(4, decode_workers() - 2))
 
 
 def listed(data: str | Path | list) -> tuple[list[str], list[Item], list[str] | None]:

@@ -127,9 +127,10 @@ class Learner:
     def predict_to_file(
         self, data, out: str | Path, *, top_k: int = 5, resume: bool = False, workers: int | None = None
     ) -> PredictionFile:
-        """Predict every image of ``data`` (a folder, recursively; a CSV of paths, with labels for the accuracy; or
-        a list of files) into ``out`` (``.csv``, ``.jsonl`` or ``.parquet``), a part at a time; ``resume`` goes on
-        after an interruption. See :func:`~transferkit.inference.batch.predict_to_file`."""
+        """Predict every image of ``data`` (a folder, recursively; a CSV of paths, with labels for the accuracy; a
+        list of files; or a dataset, ``hf:NAME`` or ``builtin:NAME``) into ``out`` (``.csv``, ``.jsonl`` or
+        ``.parquet``), a part at a time; ``resume`` goes on after an interruption. See
+        :func:`~transferkit.inference.batch.predict_to_file`."""
         return predict_to_file(self.predictor(), data, out, top_k=top_k, resume=resume, workers=workers)
 
     @property

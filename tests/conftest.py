@@ -20,6 +20,19 @@ def tiny():
     return TinyNet()
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(run folder, its image folder): TinyNet, 2 epochs on 10 dark and 10 bright 16 px images (cat, dog),
+    trained once for every test that uses a finished run as it is (exports may add files beside it)."""
+    from tests.helpers import make_image_folder, tiny_config
+    from transferkit.train.engine import fit
+
+    root = tmp_path_factory.mktemp("runs")
+    data = make_image_folder(root / "data", per_class=10, size=16)
+    fit(tiny_config(data, root / "run", epochs=2, lr=0.05), log=lambda m: None)
+    return root / "run", data
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _user_cache(tmp_path_factory):
     """Keep the built-in data cache of the test session out of the user's home."""

@@ -133,6 +133,12 @@ def _(w, tmp):
     return ["predict", w.code_run, w.data / "cat" / "0.png"]
 
 
+@case("run-code/serve", "refused", 2, ["--trust-code", "net.py"], not_imported)
+def _(w, tmp):
+    w.marker().unlink(missing_ok=True)
+    return ["serve", w.code_run, "--port", "0"]
+
+
 @case("run-code/eval", "refused", 2, ["--trust-code", "net.py"], not_imported)
 def _(w, tmp):
     w.marker().unlink(missing_ok=True)

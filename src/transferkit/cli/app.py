@@ -48,6 +48,7 @@ COMMANDS = {
     "export": ("export", "export_command", "Export a run (ONNX, torch.export, safetensors, timm Hub folder), proven."),
     "push": ("push", "push_command", "Upload a run to the Hugging Face Hub as a folder timm loads."),
     "predict": ("predict", "predict_command", "Classify image files with a run or registry weights."),
+    "serve": ("serve", "serve_command", "Serve a run or export over HTTP, with batching, limits and metrics."),
     "shard": ("shard", "shard_command", "Write DATA as WebDataset tar shards with an index, to train from."),
 }
 

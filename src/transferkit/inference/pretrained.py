@@ -80,6 +80,8 @@ def _identified(source: str, notes: list[str]) -> str:
     """The one architecture a checkpoint file fits by names; refused when none or several that compute differently."""
     from ..weights.identify import compare_outputs, identify
 
+    if not Path(source).exists() and ("/" in source or Path(source).suffix in (".pt", ".pth", ".bin", ".onnx")):
+        raise WeightsError(f"'{source}' does not exist: give a run folder, an exported .onnx or a checkpoint file.")
     if not Path(source).is_file():
         raise WeightsError(f"Weights '{source}' need model: the MODEL they are for (--model on the command line).")
     found = identify(source)

@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from _report import command_line, machine, write_section
+from _serving import train_mnist_run
 from PIL import Image
 
 from transferkit.data.preprocess import BatchPrep, to_uint8_tensor
 from transferkit.deploy.export import export_run
 from transferkit.inference.batch import predict_to_file, prediction_workers
 from transferkit.inference.predict import load_predictor
-from transferkit.train.config import TrainConfig
-from transferkit.train.engine import fit
 
 BATCH = 64
 
@@ -90,16 +89,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         paths = _files(root / "images")
-        config = TrainConfig(
-            model="tf_efficientnet_lite0",
-            weights="lite0",
-            data="builtin:mnist5k",
-            strategy="freeze",
-            epochs=1,
-            image_size=64,
-            out=str(root / "run"),
-        )
-        fit(config, log=lambda m: None)
+        train_mnist_run(root / "run")
         export_run(root / "run", format="onnx", log=lambda m: None)
         predictor = load_predictor(str(root / "run"), device="cpu")
         names = predictor.class_names

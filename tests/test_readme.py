@@ -1,6 +1,8 @@
 """The README's Python examples run as written, on files of the names they use."""
 
+import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +48,39 @@ def test_the_from_python_section_runs_as_written(tmp_path, monkeypatch, capsys):
     assert learner.history[0]["cached"] is True
     assert (tmp_path / "flowers.onnx").is_file() and (tmp_path / "runs" / "flowers" / "best.pt").is_file()
     assert all(not p.requires_grad for p in scope["model"].features.parameters())
+
+
+def test_the_serving_section_runs_as_written(tmp_path, tiny_run):
+    """The section's shell lines and Python block against the session's tiny run (its MODEL is code from
+    tests/helpers.py, hence ``--trust-code``), on a free port in place of 8000."""
+    import shlex
+    import shutil
+    import subprocess
+
+    from tests.serve.conftest import Served, free_port
+
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Using a trained model") :]
+    shell = re.search(r"```\n(transferkit serve .*?)```", section, re.S).group(1)
+    port = str(free_port())
+    lines = [line.split("  #")[0].strip().replace("8000", port) for line in shell.strip().splitlines()]
+    serve, curls = shlex.split(lines[0]), lines[1:]
+    assert serve[:3] == ["transferkit", "serve", "runs/mnist"] and len(curls) == 4
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    images = sorted(tiny_run[1].rglob("*.png"))
+    shutil.copy(images[0], tmp_path / "digit.png")
+    shutil.copy(images[-1], tmp_path / "other.png")
+    server = Served(tiny_run[0], *serve[3:])
+    try:
+        answers = [subprocess.run(c, shell=True, cwd=tmp_path, capture_output=True, text=True).stdout for c in curls]
+        one, two, metadata = (json.loads(a) for a in answers[:3])
+        assert len(one["predictions"]) == 1 and [len(p["top"]) for p in two["predictions"]] == [2, 2]
+        assert metadata["classes"] == ["cat", "dog"] and "transferkit_requests_total" in answers[3]
+        block = python_block("From Python, `create_app(predictor)`").replace("8000", port)
+        result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True)
+        printed = result.stdout.splitlines()
+        assert printed[0] == "['cat', 'dog']" and printed[1].startswith("[{'image': 'digit.png', 'top': [")
+    finally:
+        code, _ = server.stop()
+    assert code == 0

@@ -22,16 +22,16 @@ def free_port() -> int:
 
 
 class Served:
-    """``transferkit serve`` in a subprocess on a free port of 127.0.0.1, ready once /health answers."""
+    """``transferkit serve RUN --trust-code --device cpu OPTIONS...`` in a subprocess on 127.0.0.1, ready once
+    /health answers; on a free port unless OPTIONS name one."""
 
     def __init__(self, run_folder: Path, *options: str):
-        self.port = free_port()
+        self.port = int(options[options.index("--port") + 1]) if "--port" in options else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "transferkit", "serve", str(run_folder), "--trust-code", "--device", "cpu"]
+        command += [] if "--port" in options else ["--port", str(self.port)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the run's MODEL is tests.helpers:TinyNet
-        self.process = subprocess.Popen(
-            [*command, "--port", str(self.port), *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        self.process = subprocess.Popen([*command, *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and self.process.poll() is None:
             try:

@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
+from ..serve.options import ServeOptions
 from ._common import DeviceOpt, ModelOpt, TrustCodeOpt, TtaOpt, note
+
+_D = ServeOptions()  # the defaults, declared once (the module imports nothing heavy)
 
 
 def serve_command(
@@ -19,36 +22,39 @@ def serve_command(
     ],
     host: Annotated[
         str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on; another than 127.0.0.1 is public.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on.")] = 8000,
+    ] = _D.host,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on.")] = _D.port,
     workers: Annotated[
         int, typer.Option("--workers", metavar="N", min=1, help="Processes, each with the model loaded once.")
-    ] = 1,
+    ] = _D.workers,
     max_batch: Annotated[
         int,
         typer.Option("--max-batch", metavar="N", min=1, help="Images per forward pass at most; 1 turns batching off."),
-    ] = 32,
+    ] = _D.max_batch,
     max_wait_ms: Annotated[
         float,
         typer.Option(
-            "--max-wait-ms", metavar="MS", min=0, help="How long a batch's first request waits for others to join it."
+            "--max-wait-ms",
+            metavar="MS",
+            min=0,
+            help="How long a batch's first request waits for others beyond those queued.",
         ),
-    ] = 5.0,
+    ] = _D.max_wait_ms,
     max_body_mb: Annotated[
         float, typer.Option("--max-body-mb", metavar="MB", min=0.001, help="A request's body, at most (MiB).")
-    ] = 32.0,
+    ] = _D.max_body_bytes / 2**20,
     max_images: Annotated[
         int, typer.Option("--max-images", metavar="N", min=1, help="Images in one multipart request, at most.")
-    ] = 64,
+    ] = _D.max_images,
     max_pixels: Annotated[
         int,
         typer.Option(
             "--max-pixels", metavar="N", min=1, help="One image's width x height at most, read before decoding."
         ),
-    ] = 40_000_000,
+    ] = _D.max_pixels,
     top_k: Annotated[
         int, typer.Option("--top-k", metavar="K", min=1, help="Classes per image unless a request asks ?top_k=.")
-    ] = 5,
+    ] = _D.top_k,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     tta: TtaOpt = False,
@@ -63,7 +69,6 @@ def serve_command(
     Stops on Ctrl+C or SIGTERM once the requests in flight are answered.
     """
     from ..errors import Interrupted
-    from ..serve.options import ServeOptions
     from ..serve.server import serve
 
     options = ServeOptions(

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -33,9 +34,16 @@ __all__ = ["create_app"]
 log = logging.getLogger("transferkit.serve")
 
 
-def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), *, source: str = "") -> Starlette:
+def create_app(
+    predictor: Predictor,
+    options: ServeOptions = ServeOptions(),
+    *,
+    source: str = "",
+    model_thread: ThreadPoolExecutor | None = None,
+) -> Starlette:
     """The application serving ``predictor`` (:func:`~transferkit.inference.predict.load_predictor`), for uvicorn
-    or any ASGI server; ``source`` names the model in ``/metadata``.
+    or any ASGI server; ``source`` names the model in ``/metadata``. ``model_thread``: the executor
+    (:func:`~transferkit.serve.batcher.model_executor`) that loaded the predictor, to run it on.
 
     Example::
 
@@ -49,6 +57,7 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), *, 
         max_batch=options.max_batch,
         max_wait=options.max_wait_ms / 1000,
         observe=metrics.observe_batch,
+        model_thread=model_thread,
     )
     metadata = _metadata(predictor, options, source)
 

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "model_executor"]
+
+
+def model_executor() -> ThreadPoolExecutor:
+    """The one thread a model runs on. Load the model on it too (``model_executor().submit(load).result()``):
+    torch's OpenMP threads run a forward pass up to 3x slower on a thread other than the one that built the
+    model on a machine with few cores (BENCHMARKS.md, "Serving under load")."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
 
 @dataclass
@@ -42,12 +49,13 @@ class Batcher:
         max_batch: int,
         max_wait: float,
         observe: Callable[[int, float], None] = lambda images, seconds: None,
+        model_thread: ThreadPoolExecutor | None = None,
     ):
         self.run, self.max_batch, self.max_wait, self.observe = run, max_batch, max_wait, observe
         self._queue: asyncio.Queue[_Waiting] | None = None
         self._task: asyncio.Task | None = None
         self._carried: _Waiting | None = None  # taken from the queue, too big for the batch it came to
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._model_thread = model_thread or model_executor()
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()

@@ -13,15 +13,16 @@ __all__ = ["ServeOptions"]
 class ServeOptions:
     """Everything ``transferkit serve`` takes besides the model.
 
-    The defaults for batching are measured (BENCHMARKS.md, "Serving under load"): ``max_wait_ms`` adds at
-    most that much to a lone request's latency, and is what lets requests that arrive together share a
-    forward pass.
+    The defaults for batching are measured (BENCHMARKS.md, "Serving under load"): requests that arrive while
+    the model runs a batch form the next one, so that under load batches grow without waiting; a wait
+    (``max_wait_ms``) added to that gave no more requests/s at 8 or 32 clients and cost a lone request
+    its length in latency.
     """
 
     host: str = "127.0.0.1"  # this machine only; another address serves whoever can reach it
     port: int = 8000
     max_batch: int = 32  # images per forward pass at most; 1 turns batching off
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_wait_ms: float = 0.0  # how long the first request of a batch waits for others (beyond those queued)
     max_body_bytes: int = 32 * 2**20  # a request's body, counted as it arrives
     max_images: int = 64  # files in one multipart request
     max_pixels: int = 40_000_000  # one image's width x height, read from its header before it is decoded

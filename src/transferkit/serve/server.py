@@ -17,6 +17,7 @@ import tempfile
 from ..errors import ConfigError
 from ..inference.predict import load_predictor
 from .app import create_app
+from .batcher import model_executor
 from .options import ServeOptions
 
 __all__ = ["GRACE", "LOCAL_HOSTS", "serve", "app_from_environment"]
@@ -38,7 +39,8 @@ def serve(source: str, options: ServeOptions = ServeOptions(), *, log=print, **l
     """
     import uvicorn
 
-    predictor = load_predictor(source, **load)
+    model_thread = model_executor()
+    predictor = model_thread.submit(load_predictor, source, **load).result()
     for line in predictor.notes:
         log(line)
     if options.host not in LOCAL_HOSTS:
@@ -52,9 +54,10 @@ def serve(source: str, options: ServeOptions = ServeOptions(), *, log=print, **l
     )
     _check_free(options.host, options.port)
     if options.workers == 1:
-        uvicorn.run(create_app(predictor, options, source=source), **settings)
+        uvicorn.run(create_app(predictor, options, source=source, model_thread=model_thread), **settings)
         return
     del predictor  # each worker loads its own
+    model_thread.shutdown()
     metrics_dir = tempfile.mkdtemp(prefix="transferkit-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[_ENVIRONMENT] = json.dumps({"source": source, "load": load, "options": options.to_dict()})
@@ -85,5 +88,6 @@ def app_from_environment():
     given = json.loads(os.environ[_ENVIRONMENT])
     options = ServeOptions(**given["options"])
     torch.set_num_threads(max(1, torch.get_num_threads() // options.workers))  # the workers share the cores
-    predictor = load_predictor(given["source"], **given["load"])
-    return create_app(predictor, options, source=given["source"])
+    model_thread = model_executor()
+    predictor = model_thread.submit(load_predictor, given["source"], **given["load"]).result()
+    return create_app(predictor, options, source=given["source"], model_thread=model_thread)

@@ -43,6 +43,19 @@ def test_on_a_terminal_a_bar_on_stderr_and_no_line(monkeypatch):
     assert shown.endswith("\x1b[2K")  # the bar is gone once the pass ends
 
 
+def test_a_pass_counted_in_images_advances_by_each_batchs_size_and_says_its_speed(monkeypatch):
+    monkeypatch.setattr(progress_module, "PERIOD", 0.0)
+    lines = []
+    batches = [[0] * 64, [0] * 64, [0] * 22]
+    assert list(progress(batches, "predict", lines.append, total=150, unit="images", size=len)) == batches
+    assert lines[1].startswith("predict: 128 of 150 images (85%), ") and lines[1].endswith(" images/s")
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    list(progress(batches, "predict", None, total=150, unit="images", size=len))
+    shown = terminal.getvalue()  # 80 columns: the count is cut as "150/1…"
+    assert "150/1" in shown and " images/s" in shown
+
+
 @pytest.mark.parametrize("strategy", ["full", "freeze"])  # freeze computes a cache first
 def test_a_run_off_a_terminal_says_how_far_each_pass_is(tmp_path, monkeypatch, strategy):
     monkeypatch.setattr(progress_module, "PERIOD", 0.0)  # every batch: as a pass of minutes would, each 30 s

@@ -27,10 +27,12 @@ def progress(
     *,
     total: int | None = None,
     unit: str = "batches",
+    size: Callable[[T], int] | None = None,
 ) -> Iterator[T]:
     """Yield ``items``, showing how far the pass is: a bar on a terminal, else a line to ``log`` each PERIOD s.
 
     ``total`` defaults to ``len(items)`` where it has one. ``log=None`` shows nothing off a terminal.
+    ``size``: how many units an item counts for (a batch's images), when not one; the speed is then shown too.
 
     Examples:
         >>> lines = []
@@ -42,23 +44,29 @@ def progress(
     if total is None and hasattr(items, "__len__"):
         total = len(items)
     if sys.stderr.isatty():
-        yield from _bar(items, label, total, unit)
+        yield from _bar(items, label, total, unit, size)
         return
     if in_notebook():
         from tqdm.auto import tqdm
 
-        yield from tqdm(items, desc=label, total=total, unit=f" {unit}", leave=False)
+        with tqdm(desc=label, total=total, unit=f" {unit}", leave=False) as bar:
+            for item in items:
+                yield item
+                bar.update(size(item) if size else 1)
         return
     if log is None:
         yield from items
         return
     started = last = time.perf_counter()
-    for done, item in enumerate(items, start=1):
+    done = 0
+    for item in items:
         yield item
+        done += size(item) if size else 1
         now = time.perf_counter()
         if now - last >= PERIOD:
             last = now
-            log(progress_line(label, done, total, now - started, unit))
+            line = progress_line(label, done, total, now - started, unit)
+            log(line + (f", {done / (now - started):.0f} {unit}/s" if size else ""))
 
 
 def in_notebook() -> bool:
@@ -67,7 +75,7 @@ def in_notebook() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _bar(items: Iterable[T], label: str, total: int | None, unit: str) -> Iterator[T]:
+def _bar(items: Iterable[T], label: str, total: int | None, unit: str, size) -> Iterator[T]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -81,11 +89,15 @@ def _bar(items: Iterable[T], label: str, total: int | None, unit: str) -> Iterat
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit)]
     columns += [TimeElapsedColumn(), TextColumn("elapsed")]
     columns += [TextColumn("about"), TimeRemainingColumn(), TextColumn("left")] if total else []
+    columns += [TextColumn("{task.fields[rate]}")] if size else []
     with Progress(*columns, console=Console(file=sys.stderr), transient=True) as bar:
-        task = bar.add_task(label, total=total)
+        task = bar.add_task(label, total=total, rate="")
         for item in items:
             yield item
-            bar.advance(task)
+            bar.advance(task, size(item) if size else 1)
+            speed = bar.tasks[0].speed
+            if size and speed:
+                bar.update(task, rate=f"{speed:.0f} {unit}/s")
 
 
 def progress_line(label: str, done: int, total: int | None, seconds: float, unit: str = "batches") -> str:

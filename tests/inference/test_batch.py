@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from transferkit.data.sources import open_data
 from transferkit.errors import DataError, RunError
 from transferkit.inference.batch import predict_to_file
 from transferkit.inference.predict import load_predictor
@@ -97,7 +99,8 @@ def test_an_interrupted_prediction_resumes_to_the_same_file(tmp_path, run, image
 
 
 def test_a_csv_with_labels_gets_the_accuracy(tmp_path, run):
-    folder, data = run
+    folder, shared = run
+    data = shutil.copytree(shared, tmp_path / "data")  # the CSV beside its images, paths relative to it
     rows = ["path,label"] + [f"{p.relative_to(data)},{p.parent.name}" for p in sorted(data.glob("*/*.png"))]
     (data / "list.csv").write_text("\n".join(rows) + "\n")
     predictor = load_predictor(str(folder), device="cpu", trust_code=True)
@@ -186,3 +189,19 @@ def test_a_dataset_by_name_is_predicted_with_its_classes_as_labels(tmp_path, run
     assert written.images == len(table) == 1797 and written.unreadable == 0
     assert sorted(set(table["label"])) == [str(d) for d in range(10)] and table["image"].is_unique
     assert written.accuracy == 0.0  # the run's classes are cat and dog: the top class is never a digit
+
+
+def test_shards_are_predicted_a_part_at_a_time_as_their_files_are(tmp_path, run):
+    from transferkit.data.shards import write_shards
+
+    folder = run[1]
+    write_shards(open_data(str(folder)), tmp_path / "shards", shard_size=3000, log=lambda m: None)  # 5 shards
+    predictor = load_predictor(str(run[0]), device="cpu", trust_code=True)
+    sharded = predict_to_file(predictor, f"wds:{tmp_path / 'shards'}", tmp_path / "s.csv", part=4, log=lambda m: None)
+    files = predict_to_file(predictor, folder, tmp_path / "f.csv", part=4, workers=0, log=lambda m: None)
+    a, b = (pd.read_csv(p, keep_default_na=False) for p in (sharded.out, files.out))
+    a["image"] = [str(Path(p).relative_to(folder)) for p in a["image"]]
+    a = a.sort_values("image").reset_index(drop=True)
+    assert sharded.images == files.images == 20 and list(a["label"]) == list(a["image"].str.split("/").str[0])
+    assert sharded.accuracy == (b["class_1"] == b["image"].str.split("/").str[0]).mean()  # the shards' classes
+    pd.testing.assert_frame_equal(a.drop(columns="label"), b, check_exact=False, atol=1e-6)

@@ -36,7 +36,7 @@ def predict_command(
         list[Path],
         typer.Argument(
             metavar="IMAGE...|DATA",
-            help="Image files; with --out a folder (recursively), a CSV of paths, hf:NAME or builtin:NAME.",
+            help="Image files; with --out a folder (recursively), a CSV of paths, hf:NAME, wds:SHARDS or builtin:NAME.",
         ),
     ],
     model: ModelOpt = None,
@@ -104,7 +104,7 @@ def _is_data(path: Path) -> bool:
     return (
         path.is_dir()
         or path.suffix.lower() in (".csv", ".parquet", ".arrow")
-        or str(path).startswith(("hf:", "builtin:"))
+        or str(path).startswith(("hf:", "builtin:", "wds:"))
     )
 
 

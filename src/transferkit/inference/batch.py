@@ -1,5 +1,5 @@
-"""Batch prediction: every image of a folder, a CSV of paths, a list of files or a dataset (``hf:``, parquet, builtin)
-into one CSV, JSONL or Parquet file.
+"""Batch prediction: every image of a folder, a CSV of paths, a list of files or a dataset (``hf:``, parquet,
+``wds:`` shards, builtin) into one CSV, JSONL or Parquet file.
 
 Loader workers decode the next images while the model runs on a batch. The rows are written a part at a time
 (``OUT.parts/``, each part complete before it counts), so that ``resume`` goes on where an interrupted
@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.decode import load_item
 from ..data.hub_data import is_hf_data
 from ..data.items import Item, decode_workers
+from ..data.shards import decode_shards, is_shard_folder
 from ..data.sources import files_under, open_data, printable
 from ..errors import DataError, ImageReadError, RunError
 from ..progress import progress
@@ -69,8 +70,8 @@ def predict_to_file(
     log=print,
 ) -> PredictionFile:
     """Predict every image ``data`` names (a folder, recursively; a CSV with a ``path`` column and an optional
-    ``label``; a list of files; or a dataset: ``hf:NAME``, a parquet file, ``builtin:NAME``, its classes as the
-    labels) and write one row per image to ``out`` (``.csv``, ``.jsonl`` or ``.parquet``).
+    ``label``; a list of files; or a dataset: ``hf:NAME``, a parquet file, ``wds:SHARDS``, ``builtin:NAME``, its
+    classes as the labels) and write one row per image to ``out`` (``.csv``, ``.jsonl`` or ``.parquet``).
 
     ``resume`` continues a prediction into the same ``out`` that was interrupted, from its last complete part.
     ``workers`` processes decode images ahead (default: :func:`prediction_workers`).
@@ -85,13 +86,23 @@ def predict_to_file(
     step = predictor.batch_size or predictor.fast.inference_batch_size
     started = time.perf_counter()
     count = len(range(0, len(keys), part))
-    for index in progress(range(done, count), f"predict: parts of {part} images", log, unit="parts"):
+    batches = (
+        (index, rows)
+        for index in range(done, count)
+        for rows in _predict_part(predictor, keys, items, slice(index * part, (index + 1) * part), step, workers, top_k)
+    )
+    pending = []
+    left = len(keys) - min(done * part, len(keys))
+    for index, rows in progress(batches, "predict", log, total=left, unit="images", size=lambda batch: len(batch[1])):
+        pending += rows
         chunk = slice(index * part, (index + 1) * part)
-        rows = _predict_part(predictor, keys[chunk], items[chunk], step, workers, top_k)
+        if len(pending) < len(keys[chunk]):
+            continue
         if labels is not None:
-            for row, label in zip(rows, labels[chunk]):
+            for row, label in zip(pending, labels[chunk]):
                 row["label"] = label
-        write_text(parts / f"part-{index:06d}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+        write_text(parts / f"part-{index:06d}.jsonl", "".join(json.dumps(row) + "\n" for row in pending))
+        pending = []
     rows = [json.loads(line) for i in range(count) for line in (parts / f"part-{i:06d}.jsonl").read_text().splitlines()]
     _write(out, rows)
     shutil.rmtree(parts)
@@ -118,8 +129,8 @@ def listed(data: str | Path | list) -> tuple[list[str], list[Item], list[str] | 
     """The images ``data`` names: each one's key (its path as given, or under the folder), item, and label."""
     if isinstance(data, list | tuple):
         return [printable(p) for p in data], [Item(printable(p), -1, path=Path(p)) for p in data], None
-    if is_hf_data(str(data)) or str(data).startswith("builtin:"):  # before folders: one may hold a dataset's files
-        return _dataset_items(str(data))
+    if is_hf_data(str(data)) or str(data).startswith(("builtin:", "wds:")) or is_shard_folder(Path(data)):
+        return _dataset_items(str(data))  # before folders: one may hold a dataset's files
     path = Path(data)
     if path.is_dir():
         files = files_under(path)
@@ -132,7 +143,7 @@ def listed(data: str | Path | list) -> tuple[list[str], list[Item], list[str] | 
         return keys, [Item(k, -1, path=f) for k, f in zip(keys, files)], labels
     raise DataError(
         f"data '{printable(data)}' is not a folder or a .csv of paths; give a folder of images (read recursively), "
-        "a CSV with a path column, image files, hf:NAME or builtin:NAME."
+        "a CSV with a path column, image files, hf:NAME, wds:SHARDS or builtin:NAME."
     )
 
 
@@ -140,6 +151,8 @@ def _dataset_items(spec: str) -> tuple[list[str], list[Item], list[str] | None]:
     """Every image of a Hugging Face dataset or a builtin one, its splits in order, with its class as the label."""
     source = open_data(spec)
     items = [item for split in (source.train, source.val, source.test) for item in split or []]
+    if items and items[0].shard is not None:  # a shard at a time, so that a part reads one or two shards, not all
+        items.sort(key=lambda item: str(item.shard))
     labels = [source.class_names[item.label] for item in items] if isinstance(items[0].label, int) else None
     return [item.name for item in items], items, labels
 
@@ -206,19 +219,26 @@ class _Images(Dataset):
             return index, printable(e)
 
 
-def _predict_part(predictor: Predictor, keys: list[str], items: list[Item], step: int, workers: int, top_k: int):
-    """One part's rows, in order: its images decoded by ``workers`` processes a batch ahead, run ``step`` at a time."""
-    rows: list[dict | None] = [None] * len(keys)
-    loader = DataLoader(_Images(items, predictor.preprocessing), batch_size=step, num_workers=workers, collate_fn=list)
+def _predict_part(predictor: Predictor, keys: list[str], items: list[Item], chunk: slice, step: int, workers, top_k):
+    """The rows of the images ``chunk`` selects, a batch at a time in order: decoded by ``workers`` processes a
+    batch ahead, run ``step`` at a time."""
+    keys, items = keys[chunk], items[chunk]
+    if items[0].shard is not None:  # the part's shards read once, decoded by worker processes
+        decoded: list = [None] * len(items)
+        decode_shards(items, predictor.preprocessing, workers, decoded.__setitem__)
+        loader = (list(enumerate(decoded))[i : i + step] for i in range(0, len(items), step))
+    else:
+        loader = DataLoader(
+            _Images(items, predictor.preprocessing), batch_size=step, num_workers=workers, collate_fn=list
+        )
     for batch in loader:
+        rows = {i: {"image": keys[i], "error": x} for i, x in batch if not isinstance(x, torch.Tensor)}
         readable = [(i, x) for i, x in batch if isinstance(x, torch.Tensor)]
-        for i, reason in ((i, x) for i, x in batch if not isinstance(x, torch.Tensor)):
-            rows[i] = {"image": keys[i], "error": reason}
         if readable:
             results = predictor.predict_tensors([x for _, x in readable], [keys[i] for i, _ in readable], top_k=top_k)
             for (i, _), result in zip(readable, results):
                 rows[i] = {"image": keys[i], "error": "", **_flat(result)}
-    return rows
+        yield [rows[i] for i, _ in batch]
 
 
 def _flat(result: dict) -> dict:

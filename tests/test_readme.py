@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -84,3 +85,37 @@ def test_the_serving_section_runs_as_written(tmp_path, tiny_run):
     finally:
         code, _ = server.stop()
     assert code == 0
+
+
+def test_the_batch_prediction_lines_run_as_written(tmp_path, tiny_run, cli, monkeypatch):
+    """The section's `predict --out` lines on the session's tiny run (``--trust-code``: its MODEL is code), its
+    images as photos/, a CSV of them with labels and shards of them."""
+    import shlex
+
+    import pandas as pd
+
+    from transferkit.data.shards import write_shards
+    from transferkit.data.sources import open_data
+
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Using a trained model") :]
+    block = re.search(r"```\n(transferkit predict .*?)```", section, re.S).group(1)
+    lines = [shlex.split(line.split("  #")[0]) for line in block.strip().splitlines()]
+    run, data = tiny_run
+    photos = tmp_path / "photos"
+    shutil.copytree(data, photos)
+    (tmp_path / "photos.csv").write_text(
+        "path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in sorted(photos.rglob("*.png")))
+    )
+    write_shards(open_data(str(data)), tmp_path / "shards", shard_size=3000, log=lambda m: None)
+    monkeypatch.chdir(tmp_path)
+    first = None
+    for line in lines:  # the last, --resume with nothing interrupted, predicts the whole folder again
+        assert line[:3] == ["transferkit", "predict", "runs/mnist"]
+        code, out, err = cli("predict", run, *line[3:], "--trust-code", "--device", "cpu")
+        assert code == 0, err
+        first = first or (tmp_path / "predictions.csv").read_bytes()
+    assert (tmp_path / "predictions.csv").read_bytes() == first
+    tables = [pd.read_csv("predictions.csv"), pd.read_parquet("predictions.parquet")]
+    tables.append(pd.read_json("predictions.jsonl", lines=True))
+    assert [len(t) for t in tables] == [20, 20, 20] and "label" in tables[1] and "label" in tables[2]

@@ -168,3 +168,24 @@ def test_several_workers_each_load_the_model_and_their_metrics_are_summed(tiny_r
         code, err = server.stop()
     assert _metric(metrics, "transferkit_requests_total", endpoint="/predict", status="200") == 6
     assert err.count("Started server process") == 2 and code == 0
+
+
+def test_an_onnx_export_is_served_as_its_run_is(tiny_run):
+    from transferkit.deploy.export import export_run
+
+    run, data = tiny_run
+    if not (run / "model.onnx").is_file():
+        export_run(run, format="onnx", trust_code=True, log=lambda m: None)
+    files = sorted(data.rglob("*.png"))[:2]
+    expected = load_predictor(str(run / "model.onnx")).predict(files, top_k=2)
+    server = Served(run / "model.onnx")
+    try:
+        client = Client(server.url)
+        got = client.predict(files, top_k=2)
+        metadata = client.metadata()
+    finally:
+        server.stop()
+    assert metadata["source"].endswith("model.onnx") and metadata["classes"] == ["cat", "dog"]
+    for g, w in zip(got, expected):
+        assert [t["label"] for t in g["top"]] == [t["label"] for t in w["top"]]
+        assert [t["probability"] for t in g["top"]] == pytest.approx([t["probability"] for t in w["top"]], abs=1e-5)

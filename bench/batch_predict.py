@@ -93,7 +93,7 @@ def main() -> int:
         export_run(root / "run", format="onnx", log=lambda m: None)
         predictor = load_predictor(str(root / "run"), device="cpu")
         names = predictor.class_names
-        results = {}
+        results, loads = {}, {}
         for name, run in (
             ("plain loop: PIL, preprocessing, model (1 process)", lambda: _plain(predictor, paths)),
             ("timm inference.py-style: DataLoader, 2 workers", lambda: _loader(predictor, paths)),
@@ -106,9 +106,12 @@ def main() -> int:
             ("`predict --out predictions.csv --workers 2`", root / "run", 2),
             ("`predict --out` with the ONNX export (onnxruntime)", root / "run" / "model.onnx", None),
         ):
+            loading = time.perf_counter()
+            loaded = load_predictor(str(source), device="cpu")
+            loads[name] = time.perf_counter() - loading
             started = time.perf_counter()
             written = predict_to_file(
-                load_predictor(str(source), device="cpu"),
+                loaded,
                 root / "images",
                 root / "p.csv",
                 workers=workers,
@@ -128,7 +131,8 @@ Machine: {machine()}
 
 Command: `{command_line()}`. {len(paths)} PNG files (28x28 grey, mnist5k), lite0 at 64 px (a `freeze` run of one
 epoch), batches of {BATCH} in the loops; every way reads the files from disk. "Same top class" is against the plain
-loop.
+loop. Every way's seconds start with the model loaded; loading it took
+{", ".join(f"{s:.1f} s" for s in loads.values())} for the three `predict --out` rows (the command line pays it once).
 
 | way | seconds | images/s | same top class |
 |---|---:|---:|---:|

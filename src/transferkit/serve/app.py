@@ -43,7 +43,8 @@ def create_app(
 ) -> Starlette:
     """The application serving ``predictor`` (:func:`~transferkit.inference.predict.load_predictor`), for uvicorn
     or any ASGI server; ``source`` names the model in ``/metadata``. ``model_thread``: the executor
-    (:func:`~transferkit.serve.batcher.model_executor`) that loaded the predictor, to run it on.
+    (:func:`~transferkit.serve.batcher.model_executor`) that loaded the predictor, to run it on. The predictor's
+    ``batch_size`` becomes ``options.max_batch``.
 
     Example::
 

@@ -15,8 +15,8 @@ class ServeOptions:
 
     The defaults for batching are measured (BENCHMARKS.md, "Serving under load"): requests that arrive while
     the model runs a batch form the next one, so that under load batches grow without waiting; a wait
-    (``max_wait_ms``) added to that gave no more requests/s at 8 or 32 clients and cost a lone request
-    its length in latency.
+    (``max_wait_ms``) added to that gave no more requests/s at 8 or 32 clients beyond this machine's noise, and
+    cost a lone request its length in latency. ``max_batch`` 32 was not varied.
     """
 
     host: str = "127.0.0.1"  # this machine only; another address serves whoever can reach it

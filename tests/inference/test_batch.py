@@ -114,9 +114,12 @@ def test_what_cannot_be_predicted_is_one_clear_error(tmp_path, run):
     predictor = load_predictor(str(run[0]), device="cpu", trust_code=True)
     with pytest.raises(DataError, match=r"must end in \.csv, \.jsonl, \.parquet"):
         predict_to_file(predictor, run[1], tmp_path / "p.txt", log=lambda m: None)
-    (tmp_path / "a.csv").write_text("file\nx.png\n")
+    (tmp_path / "a.csv").write_text("name\nx.png\n")  # the path columns train reads: path, file, filename, image
     with pytest.raises(DataError, match="needs a header with a path column"):
         predict_to_file(predictor, tmp_path / "a.csv", tmp_path / "p.csv", log=lambda m: None)
+    (tmp_path / "b.csv").write_text('path,label\n"x.png",cat\ny.png,cat,tabby\n')  # read as train reads a CSV
+    with pytest.raises(DataError, match="line 3 has 3 fields where the header has 2"):
+        predict_to_file(predictor, tmp_path / "b.csv", tmp_path / "p.csv", log=lambda m: None)
     with pytest.raises(DataError, match="is not a folder or a .csv of paths"):
         predict_to_file(predictor, tmp_path / "missing", tmp_path / "p.csv", log=lambda m: None)
 

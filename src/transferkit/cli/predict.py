@@ -62,9 +62,10 @@ def predict_command(
     are predicted into one file, a part at a time: --resume goes on after an interruption.
     """
     from ..errors import DataError
+    from ..inference.batch import names_many, predict_to_file
     from ..inference.predict import load_predictor
 
-    folders = [str(p) for p in images if _is_data(p)]
+    folders = [str(p) for p in images if names_many(p)]
     if folders and (out is None or len(images) > 1):
         raise DataError(
             f"{folders[0]} is a folder, CSV or dataset: predict it alone, with --out FILE (.csv, .jsonl or .parquet)."
@@ -82,8 +83,6 @@ def predict_command(
     for line in predictor.notes:
         note(line)
     if out is not None:
-        from ..inference.batch import predict_to_file
-
         data = images[0] if folders else images
         written = predict_to_file(predictor, data, out, top_k=top_k, resume=resume, workers=workers, log=note)
         if as_json:
@@ -97,15 +96,6 @@ def predict_command(
     if predictor.probabilities:
         note(f"probabilities: {predictor.probabilities}")
     _print(results)
-
-
-def _is_data(path: Path) -> bool:
-    """Whether an IMAGE argument names many images: a folder, a CSV of paths, a dataset file or hf:/builtin:."""
-    return (
-        path.is_dir()
-        or path.suffix.lower() in (".csv", ".parquet", ".arrow")
-        or str(path).startswith(("hf:", "builtin:", "wds:"))
-    )
 
 
 def _print(results: list[dict]) -> None:

@@ -12,7 +12,7 @@ from ..errors import DataError
 from ..tasks.targets import LABEL_COLUMNS, TARGET_COLUMNS, LabelSpec, parse_cell
 from .items import SPLIT_FOLDERS, DataSource, Item, checked, unusable
 
-__all__ = ["csv_task", "read_csv"]
+__all__ = ["csv_task", "read_csv", "read_table"]
 
 
 _PATH_COLUMNS = ("path", "file", "filename", "image")
@@ -91,6 +91,28 @@ def _csv_rows(path: Path, spec: LabelSpec) -> tuple[list[tuple[str, object, str,
     :data:`SPLIT_FOLDERS` are accepted too); without it every row is for training.
     """
     shown = printable(path)
+    header, table, path_col = read_table(path, needs="'path' and 'label' columns")
+    columns = [h.strip().lower() for h in header]
+    split_col = columns.index("split") if "split" in columns else None
+    label_cols = spec.label_columns(columns, shown)
+    rows = []
+    for line, row in table:
+        label = parse_cell(spec, [row[c] for c in label_cols], f"CSV '{shown}' line {line}")
+        split = "train" if split_col is None else _split_name(row[split_col])
+        if split is None:
+            raise DataError(f"CSV '{shown}' line {line} has split {row[split_col].strip()!r}; use train, val or test.")
+        rows.append((row[path_col].strip(), label, split, line))
+    return rows, [header[c].strip() for c in label_cols]
+
+
+def read_table(path: Path, *, needs: str) -> tuple[list[str], list[tuple[int, list[str]]], int]:
+    """A CSV of image paths read as text, every line checked: (its header, its non-blank rows with their line
+    numbers, the position of its path column), or a DataError naming the line that is wrong and how.
+
+    UTF-8 with or without Excel's byte-order mark; every row has the header's number of fields and a path.
+    ``needs`` names the columns the caller needs, for the message when the header has no path column.
+    """
+    shown = printable(path)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")  # Excel writes a byte-order mark
@@ -106,16 +128,13 @@ def _csv_rows(path: Path, spec: LabelSpec) -> tuple[list[tuple[str, object, str,
     try:
         header = next(reader, None)
         if header is None:
-            raise DataError(f"CSV '{shown}' is empty; it needs a header with 'path' and 'label' columns.")
+            raise DataError(f"CSV '{shown}' is empty; it needs a header with {needs}.")
         columns = [h.strip().lower() for h in header]
         path_col = next((columns.index(c) for c in _PATH_COLUMNS if c in columns), None)
-        split_col = columns.index("split") if "split" in columns else None
         if path_col is None:
             raise DataError(
-                f"CSV '{shown}' needs a header with 'path' and 'label' columns; its first line is "
-                f"{printable(','.join(header))[:80]!r}."
+                f"CSV '{shown}' needs a header with {needs}; its first line is {printable(','.join(header))[:80]!r}."
             )
-        label_cols = spec.label_columns(columns, shown)
         rows = []
         for row in reader:
             if not any(field.strip() for field in row):
@@ -126,21 +145,14 @@ def _csv_rows(path: Path, spec: LabelSpec) -> tuple[list[tuple[str, object, str,
                     f"CSV '{shown}' line {line} has {len(row)} fields where the header has {len(header)}; "
                     'quote fields that contain commas ("cat, tabby").'
                 )
-            file = row[path_col].strip()
-            if not file:
+            if not row[path_col].strip():
                 raise DataError(f"CSV '{shown}' line {line} has an empty path.")
-            label = parse_cell(spec, [row[c] for c in label_cols], f"CSV '{shown}' line {line}")
-            split = "train" if split_col is None else _split_name(row[split_col])
-            if split is None:
-                raise DataError(
-                    f"CSV '{shown}' line {line} has split {row[split_col].strip()!r}; use train, val or test."
-                )
-            rows.append((file, label, split, line))
+            rows.append((line, row))
     except csv.Error as e:
         raise DataError(f"CSV '{shown}' line {reader.line_num} cannot be read: {e}. Is it a CSV text file?") from None
     if not rows:
         raise DataError(f"CSV '{shown}' has no rows.")
-    return rows, [header[c].strip() for c in label_cols]
+    return header, rows, path_col
 
 
 def _split_name(text: str) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.csv_data import read_table
 from ..data.decode import load_item
 from ..data.hub_data import is_hf_data
 from ..data.items import Item, decode_workers
@@ -33,7 +33,7 @@ from ..progress import progress
 from ..serialization import atomic_path, write_json, write_text
 from .predict import Predictor
 
-__all__ = ["FORMATS", "PART", "PredictionFile", "predict_to_file", "prediction_workers"]
+__all__ = ["FORMATS", "PART", "PredictionFile", "names_many", "predict_to_file", "prediction_workers"]
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 PART = 1024  # images a part holds: what an interrupted prediction loses at most
@@ -125,6 +125,17 @@ def prediction_workers() -> int:
     return max(0, min(4, decode_workers() - 2))
 
 
+def names_many(data: str | Path) -> bool:
+    """Whether ``data`` names many images (a folder, a CSV of paths, a dataset, shards), not one image file."""
+    text = str(data)
+    return (
+        Path(text).is_dir()
+        or Path(text).suffix.lower() == ".csv"
+        or text.startswith(("builtin:", "wds:"))
+        or is_hf_data(text)
+    )
+
+
 def listed(data: str | Path | list) -> tuple[list[str], list[Item], list[str] | None]:
     """The images ``data`` names: each one's key (its path as given, or under the folder), item, and label."""
     if isinstance(data, list | tuple):
@@ -158,19 +169,10 @@ def _dataset_items(spec: str) -> tuple[list[str], list[Item], list[str] | None]:
 
 
 def _csv_paths(path: Path) -> tuple[list[str], list[Path], list[str] | None]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"CSV '{printable(path)}' cannot be read as UTF-8 CSV text: {e}.") from None
-    header = [h.strip().lower() for h in rows[0]] if rows else []
-    if "path" not in header:
-        raise DataError(f"CSV '{printable(path)}' needs a header with a path column (and, for accuracy, label).")
-    at, label_at = header.index("path"), header.index("label") if "label" in header else None
-    body = [row for row in rows[1:] if any(field.strip() for field in row)]
-    short = next((n for n, row in enumerate(body, start=2) if len(row) != len(header)), None)
-    if short is not None:
-        raise DataError(f"CSV '{printable(path)}' line {short} has another number of fields than its header.")
+    header, rows, at = read_table(path, needs="a path column (and, for the accuracy, a label column)")
+    columns = [h.strip().lower() for h in header]
+    label_at = columns.index("label") if "label" in columns else None
+    body = [row for _, row in rows]
     files = [Path(row[at].strip()) for row in body]
     files = [f if f.is_absolute() else path.parent / f for f in files]
     labels = None if label_at is None else [row[label_at].strip() for row in body]

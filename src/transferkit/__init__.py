@@ -13,8 +13,9 @@ The public API, imported on first use (``import transferkit`` loads no torch unt
 
 Subpackages: ``weights`` (reading, matching, the registry), ``model`` (MODEL strings, freezing,
 surgery, inspection), ``data`` (sources, decoding, preprocessing), ``train`` (configuration, the
-loop, strategies, caching, comparisons), ``inference`` (finished runs, prediction), ``learner``
-(``fit`` from Python, the ``Learner``) and ``cli``.
+loop, strategies, caching, comparisons), ``advice`` (probes, the advised strategy), ``inference`` (finished
+runs, prediction, batch prediction into a file), ``deploy`` (export), ``serve`` (HTTP), ``learner`` (``fit``
+from Python, the ``Learner``) and ``cli``.
 """
 
 from ._lazy import attach
@@ -76,15 +77,20 @@ _EXPORTS = {
     "Learner": ".learner.learner",
     "load_learner": ".learner.learner",
     "Predictions": ".learner.inputs",
-    "evaluate": ".train.loop",
-    "train_one_epoch": ".train.loop",
-    "load_run": ".train.run_folder",
+    "evaluate": ".train.phases.loop",
+    "train_one_epoch": ".train.phases.loop",
+    "load_run": ".train.folder.run_folder",
     "compare": ".advice.compare",
+    "advise": ".advice.advise",
     # inference
     "evaluate_run": ".inference.runs",
     "load_trained": ".inference.runs",
     "Predictor": ".inference.predict",
     "load_predictor": ".inference.predict",
+    "predict_to_file": ".inference.batch",
+    # serving (the serve extra)
+    "ServeOptions": ".serve.options",
+    "create_app": ".serve.app",  # (serve.server.serve is not here: tk.serve is the subpackage)
 }
 
 __getattr__, __dir__ = attach(__name__, _EXPORTS)

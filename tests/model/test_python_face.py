@@ -103,6 +103,16 @@ def test_the_helpers_of_the_four_operations_are_exported():
     assert tk.select_parameters(model, "layer1") == ["layer1.0.weight", "layer1.1.weight", "layer1.1.bias"]
 
 
+def test_every_exported_name_resolves_to_what_its_module_defines():
+    import importlib
+
+    from transferkit import _EXPORTS
+
+    for name, module in _EXPORTS.items():
+        assert getattr(tk, name) is getattr(importlib.import_module(module, "transferkit"), name), name
+    assert tk.advise.__module__ == "transferkit.advice.advise" and set(_EXPORTS) <= set(tk.__all__)
+
+
 def test_tables_print_read_and_convert():
     model = torchvision.models.alexnet()
     tk.freeze(model, "features")

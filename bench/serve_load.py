@@ -4,10 +4,10 @@ The served run is lite0 with its real weights (`freeze`, one epoch at 64 px on b
 one of 200 mnist5k digits as a PNG body, and every answer's top class is checked against `predict`'s for the same
 file. "Lost" counts requests not answered 200 with that class. Batching on is the default (`--max-batch 32`,
 `--max-wait-ms` at its default); off is `--max-batch 1`. `--waits` measures the batch wait itself (what chose its
-default). The load generator runs on the same machine as the server (bench/_serving.py: asyncio, one keep-alive
-connection per client), so both share its cores.
+default), `--batches` the largest batch. The load generator runs on the same machine as the server
+(bench/_serving.py: asyncio, one keep-alive connection per client), so both share its cores.
 
-    .venv/bin/python bench/serve_load.py [--seconds 10] [--waits] [--write]
+    .venv/bin/python bench/serve_load.py [--seconds 10] [--waits] [--batches] [--write]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from transferkit.serve.options import ServeOptions
 
 CLIENTS = (1, 8, 32)
 WAITS = (0.0, 2.0, 5.0, 10.0, 20.0)
+BATCHES = (8, 16, 32, 64)
 
 
 def _batches(url: str) -> tuple[float, float]:
@@ -62,6 +63,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0, help="each measurement's length")
     parser.add_argument("--waits", action="store_true", help="also measure --max-wait-ms " + str(WAITS))
+    parser.add_argument("--batches", action="store_true", help="also measure --max-batch " + str(BATCHES))
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,14 +88,20 @@ def main() -> int:
                 with Server(str(run), "--max-wait-ms", str(wait)) as server:
                     waits.append((wait, [_measure(server, requests, check, n, args.seconds) for n in CLIENTS]))
                     print(wait, waits[-1], flush=True)
-    body = _table(rows, waits, args.seconds)
+        sizes = []
+        if args.batches:
+            for size in BATCHES:
+                with Server(str(run), "--max-batch", str(size)) as server:
+                    sizes.append((size, _measure(server, requests, check, CLIENTS[-1], args.seconds)))
+                    print(size, sizes[-1], flush=True)
+    body = _table(rows, waits, sizes, args.seconds)
     print(body)
     if args.write:
         write_section("Serving under load", body)
     return 0
 
 
-def _table(rows: dict, waits: list, seconds: float) -> str:
+def _table(rows: dict, waits: list, sizes: list, seconds: float) -> str:
     lines = [
         "| batching | clients | requests | requests/s | p50 ms | p95 ms | p99 ms | images a batch | lost |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -128,6 +136,11 @@ At {CLIENTS[-1]} clients, batching serves **{gain:.1f}x** the requests per secon
             f"\nThe row of the default wait ({ServeOptions().max_wait_ms:g}) repeats the settings of the first table's "
             "batching-on rows in another server process: the difference between them is this machine's noise.\n"
         )
+    if sizes:
+        table = ["| --max-batch | requests/s | p50 ms | p99 ms | images a batch |", "|---:|---:|---:|---:|---:|"]
+        for size, r in sizes:
+            table.append(f"| {size} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} |")
+        text += f"\nThe batch size at {CLIENTS[-1]} clients (`--max-batch` varied):\n\n" + "\n".join(table) + "\n"
     return text
 
 

@@ -95,11 +95,10 @@ def predict_to_file(
     left = len(keys) - min(done * part, len(keys))
     for index, rows in progress(batches, "predict", log, total=left, unit="images", size=lambda batch: len(batch[1])):
         pending += rows
-        chunk = slice(index * part, (index + 1) * part)
-        if len(pending) < len(keys[chunk]):
+        if len(pending) < min(part, len(keys) - index * part):  # the part is not complete yet
             continue
         if labels is not None:
-            for row, label in zip(pending, labels[chunk]):
+            for row, label in zip(pending, labels[index * part :]):
                 row["label"] = label
         write_text(parts / f"part-{index:06d}.jsonl", "".join(json.dumps(row) + "\n" for row in pending))
         pending = []

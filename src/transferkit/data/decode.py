@@ -74,7 +74,7 @@ def load_item(item: Item, pre: Preprocessing) -> torch.Tensor:
 
     Raises :class:`ImageReadError` for a file that cannot be used.
     """
-    mode = "RGB" if pre.input_size[0] == 3 else "L"
+    mode = pre.image_mode
     if item.rows is not None:
         return to_uint8_tensor(item.rows.pixels(item.row, item.name, mode), pre)
     if item.path is not None:

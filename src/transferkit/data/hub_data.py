@@ -219,7 +219,7 @@ def decode_stream(items: list[Item], pre, workers: int, put: Callable[[int, torc
 
     rows: StreamedRows = items[0].rows
     wanted = {item.row: place for place, item in enumerate(items)}
-    mode = "RGB" if pre.input_size[0] == 3 else "L"
+    mode = pre.image_mode
 
     def one(job: tuple[int, bytes | Path | ImageReadError]) -> tuple[int, torch.Tensor | str]:
         place, image = job
@@ -286,7 +286,7 @@ class _TrainingRows(torch.utils.data.IterableDataset):
         workers, index = (1, 0) if worker is None else (worker.num_workers, worker.id)
         # the loader takes a batch from each worker in turn: worker i gives batches i, i + workers, ...
         wanted = len(range(index, self.batches, workers)) * self.batch_size
-        mode = "RGB" if self.pre.input_size[0] == 3 else "L"
+        mode = self.pre.image_mode
         for image, value in self.rows.rows(self.stream):
             if wanted == 0:
                 return

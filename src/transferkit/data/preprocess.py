@@ -158,6 +158,11 @@ class Preprocessing:
         )
 
     @property
+    def image_mode(self) -> str:
+        """The PIL mode images are read in for this input: ``RGB`` for three channels, ``L`` (grey) otherwise."""
+        return "RGB" if self.input_size[0] == 3 else "L"
+
+    @property
     def size_text(self) -> str:
         """The input size for a log line: ``224 px``, or ``1024x768 px`` when it is not square."""
         h, w = self.input_size[1:]
@@ -309,7 +314,7 @@ class EvalTransform:
     def uint8(self, image) -> torch.Tensor:
         """The resized and cropped (C, H, W) uint8 image, before normalisation."""
         if isinstance(image, Image.Image):
-            image = pil_to_tensor(image.convert("RGB" if self.preprocessing.input_size[0] == 3 else "L"))
+            image = pil_to_tensor(image.convert(self.preprocessing.image_mode))
         elif isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim not in (2, 3):
                 raise TypeError(

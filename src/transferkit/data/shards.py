@@ -261,7 +261,7 @@ def decode_shards(items: list[Item], pre, workers: int, put: Callable[[int, torc
 
     positions = {(str(item.shard), item.key): i for i, item in enumerate(items)}
     paths = list(dict.fromkeys(item.shard for item in items))
-    mode = "RGB" if pre.input_size[0] == 3 else "L"
+    mode = pre.image_mode
     workers = max(0, min(workers, len(paths)))
     stream = (
         _samples(paths, handler=_stop_shard)
@@ -331,7 +331,7 @@ def epoch_loader(images: StreamedShards, transform, *, batches: int, batch_size:
     from functools import partial
 
     wds = _webdataset()
-    mode = "RGB" if images.pre.input_size[0] == 3 else "L"
+    mode = images.pre.image_mode
     pipeline = wds.DataPipeline(
         wds.ResampledShards([str(p) for p in images.paths], seed=seed, deterministic=True),
         wds.tarfile_to_samples(handler=_stop_shard),

@@ -54,7 +54,7 @@ class Predictor:
         none can be read, a :class:`~transferkit.errors.DataError` is raised.
         """
         pre = self.preprocessing
-        mode = "RGB" if pre.input_size[0] == 3 else "L"
+        mode = pre.image_mode
         results: list[dict | None] = [None] * len(images)
         readable = []
         for index, path in enumerate(images):

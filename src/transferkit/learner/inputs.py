@@ -107,7 +107,7 @@ def _from_tensor(tensor: torch.Tensor, pre: Preprocessing, transform, given: boo
 def _from_images(images: list[Image.Image], names, pre: Preprocessing, transform, given: bool) -> Batch:
     names = names or [f"image {k}" for k in range(len(images))]
     if not given:
-        mode = "RGB" if pre.input_size[0] == 3 else "L"
+        mode = pre.image_mode
         return Batch(tensors=[to_uint8_tensor(i.convert(mode), pre) for i in images], names=names)
     if transform is None:
         raise DataError(

@@ -90,7 +90,7 @@ def decode(data: bytes, name: str, pre: Preprocessing, *, max_pixels: int) -> to
         width, height = size
         raise Refused(413, f"Image '{printable(name)}' is {width}x{height} pixels, over the limit of {max_pixels}.")
     try:
-        pixels = pixels_of_bytes(data, printable(name), mode="RGB" if pre.input_size[0] == 3 else "L")
+        pixels = pixels_of_bytes(data, printable(name), mode=pre.image_mode)
     except ImageReadError as e:
         status = 413 if "decompression bomb" in str(e) else 422
         raise Refused(status, str(e)) from None
